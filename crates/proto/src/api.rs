@@ -1,0 +1,291 @@
+//! HTTP API request and response bodies (`/v1`, JSON).
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ConversationId, DeviceId, Millis, Seq, UserId};
+use crate::message::{MessageKind, MessageRecord};
+
+/// A user's public profile.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct User {
+    /// Id.
+    pub id: UserId,
+    /// Unique (case-insensitively) login name.
+    pub username: String,
+    /// Name shown to others.
+    pub display_name: String,
+    /// Avatar image, if set.
+    #[serde(default)]
+    pub avatar_media_id: Option<String>,
+    /// Short status line.
+    #[serde(default)]
+    pub status_text: Option<String>,
+    /// Account creation time.
+    pub created_at: Millis,
+}
+
+/// `POST /v1/auth/register`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegisterRequest {
+    /// Wanted username.
+    pub username: String,
+    /// Password (at least 8 characters).
+    pub password: String,
+    /// Name shown to others; defaults to the username.
+    #[serde(default)]
+    pub display_name: Option<String>,
+}
+
+/// Answer to `POST /v1/auth/register`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RegisterResponse {
+    /// The new account.
+    pub user: User,
+}
+
+/// `POST /v1/auth/login`: creates a device.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LoginRequest {
+    /// Username (any case).
+    pub username: String,
+    /// Password.
+    pub password: String,
+    /// Name for the new device.
+    #[serde(default)]
+    pub device_name: Option<String>,
+    /// The device's Ed25519 public key (base64), if it has one.
+    #[serde(default)]
+    pub device_public_key: Option<String>,
+}
+
+/// Answer to login and refresh.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TokenResponse {
+    /// Bearer token for the API and the WebSocket.
+    pub access_token: String,
+    /// One-time token that buys the next pair.
+    pub refresh_token: String,
+    /// Seconds until the access token expires.
+    pub expires_in: u64,
+    /// The account.
+    pub user: User,
+    /// The device these tokens belong to.
+    pub device_id: DeviceId,
+}
+
+/// `POST /v1/auth/refresh`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefreshRequest {
+    /// The current refresh token.
+    pub refresh_token: String,
+}
+
+/// `PATCH /v1/users/me`: fields left out stay as they are; `null` clears
+/// the optional ones.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UpdateProfileRequest {
+    /// New display name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// New avatar (`null` clears it).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "double_option"
+    )]
+    pub avatar_media_id: Option<Option<String>>,
+    /// New status text (`null` clears it).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "double_option"
+    )]
+    pub status_text: Option<Option<String>>,
+}
+
+/// `GET /v1/users?q=`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserList {
+    /// Matching users, by username.
+    pub users: Vec<User>,
+}
+
+/// `POST /v1/conversations`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum CreateConversationRequest {
+    /// Get or create the one direct conversation with `user_id`.
+    Direct {
+        /// The other user.
+        user_id: UserId,
+    },
+    /// Create a group; the caller becomes its owner.
+    Group {
+        /// Group title.
+        title: String,
+        /// Initial members besides the caller.
+        #[serde(default)]
+        member_ids: Vec<UserId>,
+    },
+}
+
+/// Direct or group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ConversationKind {
+    /// Two users, one conversation per pair.
+    Direct,
+    /// Any number of members with roles.
+    Group,
+}
+
+/// A member's role in a conversation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Created the group (or was handed it).
+    Owner,
+    /// May manage members and settings.
+    Admin,
+    /// Plain member.
+    Member,
+}
+
+/// A member of a conversation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Member {
+    /// The user.
+    pub user_id: UserId,
+    /// Role.
+    pub role: Role,
+    /// The conversation's last seq when the member joined; they see history
+    /// after it.
+    pub joined_seq: Seq,
+    /// Read cursor.
+    pub read_seq: Seq,
+}
+
+/// A conversation as listed for the caller.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Conversation {
+    /// Id.
+    pub id: ConversationId,
+    /// Direct or group.
+    pub kind: ConversationKind,
+    /// Group title (none for direct conversations).
+    #[serde(default)]
+    pub title: Option<String>,
+    /// Members.
+    pub members: Vec<Member>,
+    /// Highest committed seq.
+    pub last_seq: Seq,
+    /// The newest message the caller can see.
+    #[serde(default)]
+    pub last_message: Option<MessageRecord>,
+    /// The caller's read cursor.
+    pub read_seq: Seq,
+    /// Messages from others after the read cursor.
+    pub unread_count: i64,
+    /// Creation time.
+    pub created_at: Millis,
+}
+
+/// `GET /v1/conversations`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ConversationList {
+    /// Newest activity first.
+    pub conversations: Vec<Conversation>,
+}
+
+/// `GET /v1/conversations/{id}/messages`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MessagePage {
+    /// Messages in ascending seq order.
+    pub messages: Vec<MessageRecord>,
+    /// True when more messages lie beyond this page in the direction paged.
+    pub has_more: bool,
+}
+
+/// `POST /v1/conversations/{id}/messages`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SendMessageRequest {
+    /// Idempotency key.
+    pub client_msg_id: String,
+    /// Kind.
+    pub kind: MessageKind,
+    /// Body.
+    pub body: serde_json::Value,
+}
+
+/// Answer to an HTTP send: the same fields as the WebSocket `ack`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SendMessageResponse {
+    /// Idempotency key.
+    pub client_msg_id: String,
+    /// Conversation.
+    pub conversation_id: ConversationId,
+    /// Assigned seq.
+    pub seq: Seq,
+    /// Commit time.
+    pub ts: Millis,
+}
+
+/// `POST /v1/conversations/{id}/read`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ReadRequest {
+    /// Read up to here.
+    pub seq: Seq,
+}
+
+/// `GET /healthz` and `/readyz`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Health {
+    /// `ok` or what is wrong.
+    pub status: String,
+}
+
+mod double_option {
+    //! `Option<Option<T>>`: absent = leave alone, `null` = clear.
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer, T: Serialize>(
+        v: &Option<Option<T>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(inner) => inner.serialize(s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        d: D,
+    ) -> Result<Option<Option<T>>, D::Error> {
+        Option::<T>::deserialize(d).map(Some)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn create_conversation_shapes() {
+        let d: CreateConversationRequest =
+            serde_json::from_str(r#"{"kind":"direct","user_id":4}"#).expect("direct");
+        assert!(matches!(d, CreateConversationRequest::Direct { user_id: 4 }));
+        let g: CreateConversationRequest =
+            serde_json::from_str(r#"{"kind":"group","title":"t","member_ids":[2,3]}"#)
+                .expect("group");
+        assert!(matches!(g, CreateConversationRequest::Group { .. }));
+    }
+
+    #[test]
+    fn patch_profile_distinguishes_null_from_absent() {
+        let p: UpdateProfileRequest =
+            serde_json::from_str(r#"{"status_text":null}"#).expect("patch");
+        assert_eq!(p.status_text, Some(None));
+        assert_eq!(p.avatar_media_id, None);
+        assert_eq!(p.display_name, None);
+    }
+}

@@ -1,0 +1,406 @@
+//! WebSocket frames (JSON text frames with a `type` field), both directions.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::error::{ApiError, ErrorCode};
+use crate::ids::{ConversationId, DeviceId, Millis, Seq, UserId};
+use crate::message::{MessageKind, MessageRecord};
+
+/// A frame from a client to the server.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientFrame {
+    /// Send a message; answered by `ack` or `error`.
+    Send {
+        /// Sender-chosen idempotency key (a UUID is recommended).
+        client_msg_id: String,
+        /// Target conversation.
+        conversation_id: ConversationId,
+        /// Message kind.
+        kind: MessageKind,
+        /// Kind-specific body.
+        body: Value,
+    },
+    /// Ask for everything after the given cursors; answered by `message`
+    /// frames, then `sync_done`.
+    Sync {
+        /// Last seq seen per conversation; conversations not named count as 0.
+        #[serde(default, with = "int_keys")]
+        cursors: HashMap<ConversationId, Seq>,
+    },
+    /// Everything up to `seq` reached this device (cumulative).
+    Delivered {
+        /// Conversation.
+        conversation_id: ConversationId,
+        /// Highest seq delivered.
+        seq: Seq,
+    },
+    /// The user has read up to `seq`.
+    Read {
+        /// Conversation.
+        conversation_id: ConversationId,
+        /// Highest seq read.
+        seq: Seq,
+    },
+    /// Typing indicator (ephemeral).
+    Typing {
+        /// Conversation.
+        conversation_id: ConversationId,
+        /// `start` or `stop`.
+        state: TypingState,
+    },
+    /// Liveness check; answered by `pong` with the same nonce.
+    Ping {
+        /// Echoed back.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<Value>,
+    },
+    /// Call signalling relayed to the callee's devices (ephemeral).
+    Call {
+        /// Caller-chosen call id.
+        call_id: String,
+        /// Callee.
+        to_user_id: UserId,
+        /// `offer`, `answer`, `ice` or `hangup`.
+        signal: String,
+        /// Signal payload (SDP, ICE candidate, …).
+        #[serde(default)]
+        payload: Value,
+    },
+}
+
+/// Typing state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TypingState {
+    /// Started typing.
+    Start,
+    /// Stopped typing.
+    Stop,
+}
+
+/// Which cursor a receipt reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ReceiptKind {
+    /// Reached a device of the user.
+    Delivered,
+    /// Read by the user.
+    Read,
+}
+
+/// A frame from the server to a client.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerFrame {
+    /// First frame on every connection.
+    Hello {
+        /// The authenticated user.
+        user_id: UserId,
+        /// The authenticated device.
+        device_id: DeviceId,
+        /// Server clock, milliseconds since the Unix epoch.
+        server_time: Millis,
+        /// The server pings this often (seconds); a client silent for about
+        /// three times as long is disconnected.
+        heartbeat_s: u64,
+    },
+    /// A committed message.
+    Message(MessageRecord),
+    /// A `send` was committed durably.
+    Ack {
+        /// The sender's idempotency key.
+        client_msg_id: String,
+        /// Conversation.
+        conversation_id: ConversationId,
+        /// Assigned seq (the original one for a resend).
+        seq: Seq,
+        /// Commit time.
+        ts: Millis,
+    },
+    /// Something the client sent failed.
+    Error {
+        /// Set when the error answers a `send`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        client_msg_id: Option<String>,
+        /// Error code.
+        code: ErrorCode,
+        /// Explanation.
+        message: String,
+    },
+    /// End of a sync answer.
+    SyncDone {
+        /// Per conversation: true when more messages remain after what was sent.
+        #[serde(with = "int_keys")]
+        has_more: HashMap<ConversationId, bool>,
+    },
+    /// A member's delivered or read cursor moved.
+    Receipt {
+        /// Conversation.
+        conversation_id: ConversationId,
+        /// Whose cursor.
+        user_id: UserId,
+        /// Which cursor.
+        kind: ReceiptKind,
+        /// New position.
+        seq: Seq,
+    },
+    /// A member started or stopped typing.
+    Typing {
+        /// Conversation.
+        conversation_id: ConversationId,
+        /// Who.
+        user_id: UserId,
+        /// `start` or `stop`.
+        state: TypingState,
+    },
+    /// A friend came online or went offline.
+    Presence {
+        /// Who.
+        user_id: UserId,
+        /// `online` or `offline`.
+        status: String,
+        /// Last time seen online, milliseconds since the Unix epoch.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        last_seen: Option<Millis>,
+    },
+    /// Answer to `ping`.
+    Pong {
+        /// The ping's nonce.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        nonce: Option<Value>,
+    },
+    /// Call signalling from another user.
+    Call {
+        /// Call id.
+        call_id: String,
+        /// Caller.
+        from_user_id: UserId,
+        /// Signal name.
+        signal: String,
+        /// Signal payload.
+        #[serde(default)]
+        payload: Value,
+    },
+    /// A social or membership event (`friend_request`, `member_joined`, …).
+    Event {
+        /// Event name.
+        event: String,
+        /// Event fields.
+        #[serde(flatten)]
+        data: serde_json::Map<String, Value>,
+    },
+}
+
+impl ServerFrame {
+    /// An `error` frame from an [`ApiError`].
+    pub fn error(client_msg_id: Option<String>, err: ApiError) -> ServerFrame {
+        ServerFrame::Error {
+            client_msg_id,
+            code: err.code,
+            message: err.message,
+        }
+    }
+
+    /// Encodes the frame as JSON text.
+    pub fn encode(&self) -> String {
+        // Serializing these types cannot fail: every map key is a string or an
+        // integer and every value is plain data.
+        serde_json::to_string(self).unwrap_or_else(|e| {
+            format!(r#"{{"type":"error","code":"internal","message":"encode failed: {e}"}}"#)
+        })
+    }
+}
+
+impl ClientFrame {
+    /// Decodes a client frame from JSON text. The error says what was wrong
+    /// and, for a `send`, carries its `client_msg_id` when it could be read.
+    pub fn decode(text: &str) -> Result<ClientFrame, FrameError> {
+        serde_json::from_str(text).map_err(|e| {
+            #[derive(Deserialize)]
+            struct Peek {
+                client_msg_id: Option<String>,
+            }
+            let client_msg_id = serde_json::from_str::<Peek>(text)
+                .ok()
+                .and_then(|p| p.client_msg_id);
+            FrameError {
+                client_msg_id,
+                error: ApiError::new(ErrorCode::BadFrame, format!("unreadable frame: {e}")),
+            }
+        })
+    }
+
+    /// Encodes the frame as JSON text.
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).unwrap_or_default()
+    }
+}
+
+/// A frame that could not be decoded.
+#[derive(Debug, Clone)]
+pub struct FrameError {
+    /// The `client_msg_id` of a broken `send`, when readable.
+    pub client_msg_id: Option<String>,
+    /// What was wrong.
+    pub error: ApiError,
+}
+
+mod int_keys {
+    //! Maps keyed by integer ids. JSON object keys are strings, and serde's
+    //! internally tagged enums buffer them in a way that loses serde_json's
+    //! string-to-integer key conversion, so this does it explicitly.
+    use std::collections::HashMap;
+
+    use serde::de::Error as _;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer, V: Serialize>(
+        map: &HashMap<i64, V>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        map.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>, V: Deserialize<'de>>(
+        d: D,
+    ) -> Result<HashMap<i64, V>, D::Error> {
+        let raw = HashMap::<String, V>::deserialize(d)?;
+        raw.into_iter()
+            .map(|(k, v)| {
+                k.parse::<i64>()
+                    .map(|k| (k, v))
+                    .map_err(|_| D::Error::custom(format!("map key {k:?} is not an integer id")))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// Snapshot tests: the exact wire text of each frame. A failure here is
+    /// a wire change: update docs/protocol.md and think about old clients.
+    #[test]
+    fn server_frame_snapshots() {
+        let cases: Vec<(ServerFrame, &str)> = vec![
+            (
+                ServerFrame::Hello { user_id: 1, device_id: 2, server_time: 3, heartbeat_s: 20 },
+                r#"{"type":"hello","user_id":1,"device_id":2,"server_time":3,"heartbeat_s":20}"#,
+            ),
+            (
+                ServerFrame::Message(MessageRecord {
+                    conversation_id: 7,
+                    seq: 1,
+                    sender_id: 1,
+                    client_msg_id: "c1".into(),
+                    kind: MessageKind::Text,
+                    body: json!({"text": "hi"}),
+                    ts: 5,
+                }),
+                r#"{"type":"message","conversation_id":7,"seq":1,"sender_id":1,"client_msg_id":"c1","kind":"text","body":{"text":"hi"},"ts":5}"#,
+            ),
+            (
+                ServerFrame::Ack { client_msg_id: "c1".into(), conversation_id: 7, seq: 1, ts: 5 },
+                r#"{"type":"ack","client_msg_id":"c1","conversation_id":7,"seq":1,"ts":5}"#,
+            ),
+            (
+                ServerFrame::error(Some("c1".into()), ApiError::new(ErrorCode::NotFound, "no such conversation")),
+                r#"{"type":"error","client_msg_id":"c1","code":"not_found","message":"no such conversation"}"#,
+            ),
+            (
+                ServerFrame::error(None, ApiError::new(ErrorCode::BadFrame, "x")),
+                r#"{"type":"error","code":"bad_frame","message":"x"}"#,
+            ),
+            (
+                ServerFrame::SyncDone { has_more: HashMap::from([(7, true)]) },
+                r#"{"type":"sync_done","has_more":{"7":true}}"#,
+            ),
+            (
+                ServerFrame::Receipt { conversation_id: 7, user_id: 2, kind: ReceiptKind::Read, seq: 4 },
+                r#"{"type":"receipt","conversation_id":7,"user_id":2,"kind":"read","seq":4}"#,
+            ),
+            (
+                ServerFrame::Pong { nonce: Some(json!(9)) },
+                r#"{"type":"pong","nonce":9}"#,
+            ),
+            (
+                ServerFrame::Event {
+                    event: "member_joined".into(),
+                    data: json!({"conversation_id": 7, "user_id": 3}).as_object().cloned().unwrap_or_default(),
+                },
+                r#"{"type":"event","event":"member_joined","conversation_id":7,"user_id":3}"#,
+            ),
+        ];
+        for (frame, want) in cases {
+            assert_eq!(frame.encode(), want);
+            let back: ServerFrame = serde_json::from_str(want).expect("decode");
+            assert_eq!(back, frame);
+        }
+    }
+
+    #[test]
+    fn client_frame_snapshots() {
+        let cases: Vec<(&str, ClientFrame)> = vec![
+            (
+                r#"{"type":"send","client_msg_id":"c1","conversation_id":7,"kind":"text","body":{"text":"hi"}}"#,
+                ClientFrame::Send {
+                    client_msg_id: "c1".into(),
+                    conversation_id: 7,
+                    kind: MessageKind::Text,
+                    body: json!({"text": "hi"}),
+                },
+            ),
+            (
+                r#"{"type":"sync","cursors":{"7":3,"9":0}}"#,
+                ClientFrame::Sync { cursors: HashMap::from([(7, 3), (9, 0)]) },
+            ),
+            (r#"{"type":"sync"}"#, ClientFrame::Sync { cursors: HashMap::new() }),
+            (
+                r#"{"type":"delivered","conversation_id":7,"seq":3}"#,
+                ClientFrame::Delivered { conversation_id: 7, seq: 3 },
+            ),
+            (
+                r#"{"type":"read","conversation_id":7,"seq":3}"#,
+                ClientFrame::Read { conversation_id: 7, seq: 3 },
+            ),
+            (
+                r#"{"type":"typing","conversation_id":7,"state":"start"}"#,
+                ClientFrame::Typing { conversation_id: 7, state: TypingState::Start },
+            ),
+            (r#"{"type":"ping"}"#, ClientFrame::Ping { nonce: None }),
+        ];
+        for (text, want) in cases {
+            assert_eq!(ClientFrame::decode(text).expect("decode"), want, "{text}");
+        }
+    }
+
+    #[test]
+    fn bad_frames_are_errors_not_panics() {
+        let cases = [
+            "",
+            "not json",
+            "{}",
+            r#"{"type":"nope"}"#,
+            r#"{"type":"send"}"#,
+            r#"{"type":"send","client_msg_id":"c9","conversation_id":"x","kind":"text","body":{}}"#,
+            r#"{"type":"send","client_msg_id":"c9","conversation_id":1,"kind":"weird","body":{}}"#,
+            r#"[1,2,3]"#,
+            "\u{0}\u{1}",
+        ];
+        for text in cases {
+            let err = ClientFrame::decode(text).expect_err(text);
+            assert_eq!(err.error.code, ErrorCode::BadFrame);
+        }
+        let err = ClientFrame::decode(
+            r#"{"type":"send","client_msg_id":"c9","conversation_id":"x","kind":"text","body":{}}"#,
+        )
+        .expect_err("bad");
+        assert_eq!(err.client_msg_id.as_deref(), Some("c9"));
+    }
+}
