@@ -15,5 +15,5 @@ pub mod validate;
 
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use frame::{ClientFrame, ServerFrame};
-pub use ids::{ConversationId, DeviceId, Seq, UserId};
+pub use ids::{ConversationId, DeviceId, Millis, Seq, UserId};
 pub use message::{MessageKind, MessageRecord};

@@ -1,1 +1,119 @@
-//! stub
+//! Confab storage: the [`Store`] trait and its backends.
+//!
+//! This is the only crate that writes SQL. The server talks to an
+//! `Arc<dyn Store>` and never knows which database is behind it; one test
+//! suite (`tests/store_suite.rs`) runs against every backend.
+//!
+//! The write path that matters for throughput is [`Store::commit_batch`]:
+//! the server's group committer hands it many sends, receipts and cursor
+//! moves at once, and the backend commits them in a single transaction (one
+//! fsync) with per-conversation gapless `seq` allocation and `client_msg_id`
+//! idempotency.
+
+mod error;
+pub mod sqlite;
+mod types;
+
+use std::collections::HashMap;
+
+use async_trait::async_trait;
+use confab_proto::api::{Conversation, Member, User};
+use confab_proto::{ConversationId, DeviceId, MessageRecord, Seq, UserId};
+
+pub use error::{Result, StoreError};
+pub use sqlite::SqliteStore;
+pub use types::*;
+
+/// Everything Confab keeps. Implementations must be safe to share between
+/// tasks; `commit_batch` is called by one committer task per node but may run
+/// concurrently with other nodes' committers on a shared database.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Cheap check that the database answers (for `/readyz`).
+    async fn ping(&self) -> Result<()>;
+
+    // --- accounts -------------------------------------------------------
+
+    /// Creates an account. `Conflict` if the username key is taken.
+    async fn create_user(&self, new: NewUser) -> Result<User>;
+    /// Looks a user up by lower-cased username, with the password hash.
+    async fn credentials_by_username(&self, username_key: &str) -> Result<Option<UserCredentials>>;
+    /// Looks a user up by id.
+    async fn user(&self, id: UserId) -> Result<Option<User>>;
+    /// Users whose username starts with `prefix_key` (lower-case), by username.
+    async fn search_users(&self, prefix_key: &str, limit: u32) -> Result<Vec<User>>;
+    /// Changes profile fields; `None` when the user does not exist.
+    async fn update_profile(&self, id: UserId, update: ProfileUpdate) -> Result<Option<User>>;
+
+    /// Registers a new device (one per login).
+    async fn create_device(
+        &self,
+        user_id: UserId,
+        name: Option<String>,
+        public_key: Option<String>,
+        now: Millis,
+    ) -> Result<DeviceId>;
+    /// Stores tokens (hashes only).
+    async fn insert_tokens(&self, tokens: Vec<NewToken>) -> Result<()>;
+    /// Who an unexpired access token of a live device belongs to.
+    async fn access_token_owner(&self, hash: &[u8], now: Millis) -> Result<Option<TokenOwner>>;
+    /// Spends a refresh token atomically; a second use revokes the device.
+    async fn spend_refresh_token(&self, hash: &[u8], now: Millis) -> Result<RefreshOutcome>;
+    /// Revokes a device and deletes its tokens.
+    async fn revoke_device(&self, device_id: DeviceId, now: Millis) -> Result<()>;
+
+    // --- conversations --------------------------------------------------
+
+    /// The one direct conversation of `a` and `b`, made if missing. The bool
+    /// says whether it was made now.
+    async fn get_or_create_direct(
+        &self,
+        a: UserId,
+        b: UserId,
+        now: Millis,
+    ) -> Result<(ConversationId, bool)>;
+    /// Makes a group with `owner` as owner and `members` as members.
+    async fn create_group(
+        &self,
+        owner: UserId,
+        title: &str,
+        members: &[UserId],
+        now: Millis,
+    ) -> Result<ConversationId>;
+    /// A member's view of one conversation; `None` if missing or not a member.
+    async fn conversation_for(
+        &self,
+        id: ConversationId,
+        user: UserId,
+    ) -> Result<Option<Conversation>>;
+    /// Every conversation `user` is in, newest activity first.
+    async fn conversations_for(&self, user: UserId) -> Result<Vec<Conversation>>;
+    /// One member row.
+    async fn member(&self, id: ConversationId, user: UserId) -> Result<Option<Member>>;
+    /// Every member's user id.
+    async fn member_ids(&self, id: ConversationId) -> Result<Vec<UserId>>;
+
+    // --- messages -------------------------------------------------------
+
+    /// Commits a batch of writes in one transaction; one outcome per op, in
+    /// order. On `Err` nothing of the batch was committed.
+    async fn commit_batch(&self, ops: &[WriteOp]) -> Result<Vec<WriteOutcome>>;
+    /// A page of history as `user` may see it (after their `joined_seq`),
+    /// ascending; the bool says whether more lie beyond it.
+    async fn history(
+        &self,
+        id: ConversationId,
+        user: UserId,
+        query: HistoryQuery,
+    ) -> Result<(Vec<MessageRecord>, bool)>;
+    /// For every conversation of `user` with messages past its cursor (0 when
+    /// not given), up to `cap` of them in ascending order.
+    async fn sync(
+        &self,
+        user: UserId,
+        cursors: &HashMap<ConversationId, Seq>,
+        cap: u32,
+    ) -> Result<Vec<SyncBatch>>;
+    /// The delivered cursor of one device.
+    async fn delivered_seq(&self, device: DeviceId, id: ConversationId) -> Result<Seq>;
+}

@@ -1,0 +1,215 @@
+//! Accounts, devices and tokens.
+
+use confab_proto::api::User;
+use confab_proto::{DeviceId, UserId};
+use sqlx::SqlitePool;
+
+use super::rows::{self, USER_COLUMNS};
+use crate::types::*;
+use crate::Result;
+
+pub(crate) async fn create_user(db: &SqlitePool, new: NewUser) -> Result<User> {
+    let row = sqlx::query(&format!(
+        "INSERT INTO users (username, username_key, display_name, password_hash, created_at)
+         VALUES (?, ?, ?, ?, ?) RETURNING {USER_COLUMNS}"
+    ))
+    .bind(&new.username)
+    .bind(&new.username_key)
+    .bind(&new.display_name)
+    .bind(&new.password_hash)
+    .bind(new.now)
+    .fetch_one(db)
+    .await?;
+    rows::user(&row)
+}
+
+pub(crate) async fn credentials_by_username(
+    db: &SqlitePool,
+    key: &str,
+) -> Result<Option<UserCredentials>> {
+    let row = sqlx::query(&format!(
+        "SELECT {USER_COLUMNS}, password_hash FROM users WHERE username_key = ?"
+    ))
+    .bind(key)
+    .fetch_optional(db)
+    .await?;
+    row.map(|row| {
+        use sqlx::Row;
+        Ok(UserCredentials {
+            user: rows::user(&row)?,
+            password_hash: row.try_get("password_hash")?,
+        })
+    })
+    .transpose()
+}
+
+pub(crate) async fn user(db: &SqlitePool, id: UserId) -> Result<Option<User>> {
+    let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?"))
+        .bind(id)
+        .fetch_optional(db)
+        .await?;
+    row.as_ref().map(rows::user).transpose()
+}
+
+pub(crate) async fn search_users(db: &SqlitePool, prefix: &str, limit: u32) -> Result<Vec<User>> {
+    // Range scan on the unique index instead of LIKE, so '_' and '%' in the
+    // prefix mean themselves. Usernames are ASCII, so U+FFFF sorts after all.
+    let upper = format!("{prefix}\u{ffff}");
+    let rows = sqlx::query(&format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE username_key >= ? AND username_key < ?
+         ORDER BY username_key LIMIT ?"
+    ))
+    .bind(prefix)
+    .bind(upper)
+    .bind(limit)
+    .fetch_all(db)
+    .await?;
+    rows.iter().map(rows::user).collect()
+}
+
+pub(crate) async fn update_profile(
+    db: &SqlitePool,
+    id: UserId,
+    update: ProfileUpdate,
+) -> Result<Option<User>> {
+    // Each field: keep when not given; the flag columns say which to set.
+    let row = sqlx::query(&format!(
+        "UPDATE users SET
+            display_name    = CASE WHEN ?1 THEN ?2 ELSE display_name END,
+            avatar_media_id = CASE WHEN ?3 THEN ?4 ELSE avatar_media_id END,
+            status_text     = CASE WHEN ?5 THEN ?6 ELSE status_text END
+         WHERE id = ?7 RETURNING {USER_COLUMNS}"
+    ))
+    .bind(update.display_name.is_some())
+    .bind(update.display_name)
+    .bind(update.avatar_media_id.is_some())
+    .bind(update.avatar_media_id.flatten())
+    .bind(update.status_text.is_some())
+    .bind(update.status_text.flatten())
+    .bind(id)
+    .fetch_optional(db)
+    .await?;
+    row.as_ref().map(rows::user).transpose()
+}
+
+pub(crate) async fn create_device(
+    db: &SqlitePool,
+    user_id: UserId,
+    name: Option<String>,
+    public_key: Option<String>,
+    now: Millis,
+) -> Result<DeviceId> {
+    let id = sqlx::query_scalar(
+        "INSERT INTO devices (user_id, name, public_key, created_at) VALUES (?, ?, ?, ?) RETURNING id",
+    )
+    .bind(user_id)
+    .bind(name)
+    .bind(public_key)
+    .bind(now)
+    .fetch_one(db)
+    .await?;
+    Ok(id)
+}
+
+pub(crate) async fn insert_tokens(db: &SqlitePool, tokens: Vec<NewToken>) -> Result<()> {
+    let mut tx = db.begin().await?;
+    for t in tokens {
+        sqlx::query("INSERT INTO tokens (hash, device_id, kind, expires_at) VALUES (?, ?, ?, ?)")
+            .bind(t.hash)
+            .bind(t.device_id)
+            .bind(t.kind.code())
+            .bind(t.expires_at)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+pub(crate) async fn access_token_owner(
+    db: &SqlitePool,
+    hash: &[u8],
+    now: Millis,
+) -> Result<Option<TokenOwner>> {
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT d.user_id, d.id FROM tokens t JOIN devices d ON d.id = t.device_id
+         WHERE t.hash = ? AND t.kind = ? AND t.expires_at > ? AND d.revoked_at IS NULL",
+    )
+    .bind(hash)
+    .bind(TokenKind::Access.code())
+    .bind(now)
+    .fetch_optional(db)
+    .await?;
+    Ok(row.map(|(user_id, device_id)| TokenOwner { user_id, device_id }))
+}
+
+pub(crate) async fn spend_refresh_token(
+    db: &SqlitePool,
+    hash: &[u8],
+    now: Millis,
+) -> Result<RefreshOutcome> {
+    let mut tx = db.begin().await?;
+    let row: Option<(i64, i64, i64, Option<i64>, Option<i64>)> = sqlx::query_as(
+        "SELECT d.user_id, d.id, t.expires_at, t.spent_at, d.revoked_at
+         FROM tokens t JOIN devices d ON d.id = t.device_id WHERE t.hash = ? AND t.kind = ?",
+    )
+    .bind(hash)
+    .bind(TokenKind::Refresh.code())
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((user_id, device_id, expires_at, spent_at, revoked_at)) = row else {
+        return Ok(RefreshOutcome::Invalid);
+    };
+    let owner = TokenOwner { user_id, device_id };
+    if expires_at <= now {
+        return Ok(RefreshOutcome::Invalid);
+    }
+    if spent_at.is_some() {
+        revoke_device_in(&mut tx, device_id, now).await?;
+        tx.commit().await?;
+        return Ok(RefreshOutcome::Reused(owner));
+    }
+    if revoked_at.is_some() {
+        return Ok(RefreshOutcome::Invalid);
+    }
+    sqlx::query("UPDATE tokens SET spent_at = ? WHERE hash = ?")
+        .bind(now)
+        .bind(hash)
+        .execute(&mut *tx)
+        .await?;
+    // The access tokens issued with the spent refresh token end here too.
+    sqlx::query("DELETE FROM tokens WHERE device_id = ? AND kind = ?")
+        .bind(device_id)
+        .bind(TokenKind::Access.code())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(RefreshOutcome::Fresh(owner))
+}
+
+pub(crate) async fn revoke_device(db: &SqlitePool, device_id: DeviceId, now: Millis) -> Result<()> {
+    let mut tx = db.begin().await?;
+    revoke_device_in(&mut tx, device_id, now).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn revoke_device_in(
+    tx: &mut sqlx::SqliteConnection,
+    device_id: DeviceId,
+    now: Millis,
+) -> Result<()> {
+    // Spent refresh tokens of a revoked device are kept (until they expire)
+    // only so that a replay is still recognised; fresh ones go.
+    sqlx::query("DELETE FROM tokens WHERE device_id = ? AND (kind = ? OR spent_at IS NULL)")
+        .bind(device_id)
+        .bind(TokenKind::Access.code())
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("UPDATE devices SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?")
+        .bind(now)
+        .bind(device_id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,271 @@
+//! The group-commit write path: many sends and cursor moves, one transaction.
+//!
+//! Per batch, whatever its size, this runs a fixed handful of statements:
+//! members of the touched conversations (authorisation and recipients), one
+//! idempotency lookup, one `UPDATE … RETURNING` that reserves a block of
+//! seqs per conversation, one multi-row insert, then the cursor updates.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+
+use confab_proto::error::ErrorCode;
+use confab_proto::{ConversationId, Millis, Seq, UserId};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
+
+use crate::types::*;
+use crate::Result;
+
+/// Rows per multi-row INSERT: 7 binds each stays far below SQLite's limit
+/// of 32,766 bound parameters.
+const INSERT_CHUNK: usize = 1000;
+
+type Members = HashMap<ConversationId, Arc<[UserId]>>;
+
+pub(crate) async fn commit_batch(db: &SqlitePool, ops: &[WriteOp]) -> Result<Vec<WriteOutcome>> {
+    let mut out: Vec<Option<WriteOutcome>> = vec![None; ops.len()];
+    let mut tx = db.begin().await?;
+    let members = load_members(&mut tx, ops).await?;
+    append_messages(&mut tx, ops, &members, &mut out).await?;
+    move_cursors(&mut tx, ops, &members, &mut out).await?;
+    tx.commit().await?;
+    Ok(out
+        .into_iter()
+        .map(|o| o.unwrap_or(WriteOutcome::Rejected(ErrorCode::Internal)))
+        .collect())
+}
+
+fn conversation_of(op: &WriteOp) -> ConversationId {
+    match op {
+        WriteOp::Append(m) => m.conversation_id,
+        WriteOp::Delivered { conversation_id, .. } | WriteOp::Read { conversation_id, .. } => {
+            *conversation_id
+        }
+    }
+}
+
+async fn load_members(tx: &mut SqliteConnection, ops: &[WriteOp]) -> Result<Members> {
+    let ids: BTreeSet<ConversationId> = ops.iter().map(conversation_of).collect();
+    let mut grouped: HashMap<ConversationId, Vec<UserId>> = HashMap::new();
+    if ids.is_empty() {
+        return Ok(HashMap::new());
+    }
+    let mut q: QueryBuilder<Sqlite> =
+        QueryBuilder::new("SELECT conversation_id, user_id FROM members WHERE conversation_id IN (");
+    let mut list = q.separated(", ");
+    for id in &ids {
+        list.push_bind(*id);
+    }
+    q.push(")");
+    for row in q.build().fetch_all(&mut *tx).await? {
+        let conv: i64 = row.try_get(0)?;
+        let user: i64 = row.try_get(1)?;
+        grouped.entry(conv).or_default().push(user);
+    }
+    Ok(grouped.into_iter().map(|(k, v)| (k, Arc::from(v))).collect())
+}
+
+fn is_member(members: &Members, conv: ConversationId, user: UserId) -> Option<&Arc<[UserId]>> {
+    members.get(&conv).filter(|m| m.contains(&user))
+}
+
+async fn append_messages(
+    tx: &mut SqliteConnection,
+    ops: &[WriteOp],
+    members: &Members,
+    out: &mut [Option<WriteOutcome>],
+) -> Result<()> {
+    // Authorise, and collect the candidate appends.
+    let mut candidates: Vec<(usize, &NewMessage)> = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        if let WriteOp::Append(m) = op {
+            if is_member(members, m.conversation_id, m.sender_id).is_some() {
+                candidates.push((i, m));
+            } else {
+                out[i] = Some(WriteOutcome::Rejected(ErrorCode::NotFound));
+            }
+        }
+    }
+    if candidates.is_empty() {
+        return Ok(());
+    }
+
+    // Idempotency: what of this is already committed?
+    type Key<'a> = (&'a str, UserId, ConversationId);
+    let mut committed: HashMap<(String, UserId, ConversationId), (Seq, Millis)> = HashMap::new();
+    {
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT client_msg_id, sender_id, conversation_id, seq, ts FROM messages WHERE client_msg_id IN (",
+        );
+        let mut list = q.separated(", ");
+        for (_, m) in &candidates {
+            list.push_bind(m.client_msg_id.as_str());
+        }
+        q.push(")");
+        for row in q.build().fetch_all(&mut *tx).await? {
+            committed.insert(
+                (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?),
+                (row.try_get(3)?, row.try_get(4)?),
+            );
+        }
+    }
+
+    // New messages, in batch order; a repeat inside the batch follows its first.
+    let mut fresh: Vec<(usize, &NewMessage)> = Vec::new();
+    let mut first_in_batch: HashMap<Key, usize> = HashMap::new();
+    let mut repeats: Vec<(usize, usize)> = Vec::new();
+    for &(i, m) in &candidates {
+        let key: Key = (m.client_msg_id.as_str(), m.sender_id, m.conversation_id);
+        let conv_members = members.get(&m.conversation_id).cloned().unwrap_or_else(|| Arc::from(vec![]));
+        if let Some(&(seq, ts)) = committed.get(&(m.client_msg_id.clone(), m.sender_id, m.conversation_id)) {
+            out[i] = Some(WriteOutcome::Appended { seq, ts, duplicate: true, members: conv_members });
+        } else if let Some(&first) = first_in_batch.get(&key) {
+            repeats.push((i, first));
+        } else {
+            first_in_batch.insert(key, i);
+            fresh.push((i, m));
+        }
+    }
+    if fresh.is_empty() {
+        resolve_repeats(out, &repeats);
+        return Ok(());
+    }
+
+    // Reserve a block of seqs per conversation in one statement.
+    let mut counts: HashMap<ConversationId, i64> = HashMap::new();
+    for (_, m) in &fresh {
+        *counts.entry(m.conversation_id).or_default() += 1;
+    }
+    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("WITH v(id, n) AS (VALUES ");
+    let mut list = q.separated(", ");
+    for (id, n) in &counts {
+        list.push("(");
+        list.push_bind_unseparated(*id);
+        list.push_unseparated(", ");
+        list.push_bind_unseparated(*n);
+        list.push_unseparated(")");
+    }
+    q.push(
+        ") UPDATE conversations SET last_seq = last_seq + v.n FROM v WHERE conversations.id = v.id
+         RETURNING conversations.id, conversations.last_seq",
+    );
+    let mut next_seq: HashMap<ConversationId, Seq> = HashMap::new();
+    for row in q.build().fetch_all(&mut *tx).await? {
+        let id: i64 = row.try_get(0)?;
+        let last: i64 = row.try_get(1)?;
+        next_seq.insert(id, last - counts.get(&id).copied().unwrap_or(0) + 1);
+    }
+
+    let mut assigned: Vec<(usize, &NewMessage, Seq)> = Vec::with_capacity(fresh.len());
+    for (i, m) in fresh {
+        let Some(seq) = next_seq.get_mut(&m.conversation_id) else {
+            out[i] = Some(WriteOutcome::Rejected(ErrorCode::NotFound));
+            continue;
+        };
+        assigned.push((i, m, *seq));
+        *seq += 1;
+    }
+    for chunk in assigned.chunks(INSERT_CHUNK) {
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, kind, body, ts) ",
+        );
+        q.push_values(chunk, |mut row, (_, m, seq)| {
+            row.push_bind(m.conversation_id)
+                .push_bind(*seq)
+                .push_bind(m.sender_id)
+                .push_bind(m.client_msg_id.as_str())
+                .push_bind(m.kind.as_str())
+                .push_bind(m.body.as_str())
+                .push_bind(m.ts);
+        });
+        q.build().execute(&mut *tx).await?;
+    }
+    for (i, m, seq) in assigned {
+        let conv_members = members.get(&m.conversation_id).cloned().unwrap_or_else(|| Arc::from(vec![]));
+        out[i] = Some(WriteOutcome::Appended { seq, ts: m.ts, duplicate: false, members: conv_members });
+    }
+    resolve_repeats(out, &repeats);
+    Ok(())
+}
+
+/// A repeat of a message sent earlier in the same batch answers like a
+/// resend of it: same seq, flagged duplicate.
+fn resolve_repeats(out: &mut [Option<WriteOutcome>], repeats: &[(usize, usize)]) {
+    for &(i, first) in repeats {
+        out[i] = match &out[first] {
+            Some(WriteOutcome::Appended { seq, ts, members, .. }) => Some(WriteOutcome::Appended {
+                seq: *seq,
+                ts: *ts,
+                duplicate: true,
+                members: members.clone(),
+            }),
+            other => other.clone(),
+        };
+    }
+}
+
+async fn move_cursors(
+    tx: &mut SqliteConnection,
+    ops: &[WriteOp],
+    members: &Members,
+    out: &mut [Option<WriteOutcome>],
+) -> Result<()> {
+    // Coalesce: only the highest position per cursor is written.
+    let mut highest: HashMap<(bool, i64, ConversationId), (usize, Seq)> = HashMap::new();
+    for (i, op) in ops.iter().enumerate() {
+        let (key, user, seq) = match op {
+            WriteOp::Append(_) => continue,
+            WriteOp::Read { user_id, conversation_id, seq } => {
+                ((true, *user_id, *conversation_id), *user_id, *seq)
+            }
+            WriteOp::Delivered { device_id, user_id, conversation_id, seq } => {
+                ((false, *device_id, *conversation_id), *user_id, *seq)
+            }
+        };
+        if is_member(members, key.2, user).is_none() {
+            out[i] = Some(WriteOutcome::Rejected(ErrorCode::NotFound));
+            continue;
+        }
+        out[i] = Some(WriteOutcome::CursorUnchanged);
+        match highest.get(&key) {
+            Some(&(_, best)) if best >= seq => {}
+            _ => {
+                highest.insert(key, (i, seq));
+            }
+        }
+    }
+    for ((is_read, who, conv), (i, seq)) in highest {
+        let moved: Option<i64> = if is_read {
+            sqlx::query_scalar(
+                "UPDATE members SET read_seq = MIN(?1, c.last_seq) FROM conversations c
+                 WHERE c.id = ?2 AND members.conversation_id = ?2 AND members.user_id = ?3
+                   AND members.read_seq < MIN(?1, c.last_seq)
+                 RETURNING read_seq",
+            )
+            .bind(seq)
+            .bind(conv)
+            .bind(who)
+            .fetch_optional(&mut *tx)
+            .await?
+        } else {
+            sqlx::query_scalar(
+                "INSERT INTO device_cursors (device_id, conversation_id, delivered_seq)
+                 SELECT ?1, c.id, MIN(?3, c.last_seq) FROM conversations c
+                 WHERE c.id = ?2 AND MIN(?3, c.last_seq) > 0
+                 ON CONFLICT (device_id, conversation_id) DO UPDATE
+                   SET delivered_seq = excluded.delivered_seq
+                   WHERE excluded.delivered_seq > device_cursors.delivered_seq
+                 RETURNING delivered_seq",
+            )
+            .bind(who)
+            .bind(conv)
+            .bind(seq)
+            .fetch_optional(&mut *tx)
+            .await?
+        };
+        if let Some(seq) = moved {
+            let conv_members = members.get(&conv).cloned().unwrap_or_else(|| Arc::from(vec![]));
+            out[i] = Some(WriteOutcome::CursorMoved { seq, members: conv_members });
+        }
+    }
+    Ok(())
+}

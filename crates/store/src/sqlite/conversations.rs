@@ -1,0 +1,298 @@
+//! Conversations, membership, history pages and sync reads.
+
+use std::collections::HashMap;
+
+use confab_proto::api::{Conversation, ConversationKind, Member, Role};
+use confab_proto::{ConversationId, MessageRecord, Seq, UserId};
+use sqlx::{Row, SqlitePool};
+
+use super::rows::{self, role_name, MESSAGE_COLUMNS};
+use crate::types::*;
+use crate::{Result, StoreError};
+
+pub(crate) async fn get_or_create_direct(
+    db: &SqlitePool,
+    a: UserId,
+    b: UserId,
+    now: Millis,
+) -> Result<(ConversationId, bool)> {
+    let key = format!("{}:{}", a.min(b), a.max(b));
+    let mut tx = db.begin().await?;
+    let existing: Option<i64> =
+        sqlx::query_scalar("SELECT id FROM conversations WHERE direct_key = ?")
+            .bind(&key)
+            .fetch_optional(&mut *tx)
+            .await?;
+    if let Some(id) = existing {
+        return Ok((id, false));
+    }
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO conversations (kind, direct_key, created_by, created_at)
+         VALUES ('direct', ?, ?, ?) RETURNING id",
+    )
+    .bind(&key)
+    .bind(a)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await?;
+    let mut users = vec![a];
+    if b != a {
+        users.push(b);
+    }
+    for user in users {
+        sqlx::query(
+            "INSERT INTO members (conversation_id, user_id, role, joined_seq) VALUES (?, ?, 'member', 0)",
+        )
+        .bind(id)
+        .bind(user)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok((id, true))
+}
+
+pub(crate) async fn create_group(
+    db: &SqlitePool,
+    owner: UserId,
+    title: &str,
+    members: &[UserId],
+    now: Millis,
+) -> Result<ConversationId> {
+    let mut tx = db.begin().await?;
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO conversations (kind, title, created_by, created_at)
+         VALUES ('group', ?, ?, ?) RETURNING id",
+    )
+    .bind(title)
+    .bind(owner)
+    .bind(now)
+    .fetch_one(&mut *tx)
+    .await?;
+    let mut seen = std::collections::HashSet::new();
+    let all = std::iter::once((owner, Role::Owner))
+        .chain(members.iter().map(|&m| (m, Role::Member)));
+    for (user, role) in all {
+        if !seen.insert(user) {
+            continue;
+        }
+        sqlx::query(
+            "INSERT INTO members (conversation_id, user_id, role, joined_seq) VALUES (?, ?, ?, 0)",
+        )
+        .bind(id)
+        .bind(user)
+        .bind(role_name(role))
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(id)
+}
+
+pub(crate) async fn member(
+    db: &SqlitePool,
+    id: ConversationId,
+    user: UserId,
+) -> Result<Option<Member>> {
+    let row = sqlx::query(
+        "SELECT user_id, role, joined_seq, read_seq FROM members WHERE conversation_id = ? AND user_id = ?",
+    )
+    .bind(id)
+    .bind(user)
+    .fetch_optional(db)
+    .await?;
+    row.as_ref().map(rows::member).transpose()
+}
+
+pub(crate) async fn member_ids(db: &SqlitePool, id: ConversationId) -> Result<Vec<UserId>> {
+    Ok(
+        sqlx::query_scalar("SELECT user_id FROM members WHERE conversation_id = ? ORDER BY user_id")
+            .bind(id)
+            .fetch_all(db)
+            .await?,
+    )
+}
+
+/// The conversation row joined with the caller's membership.
+struct Header {
+    id: ConversationId,
+    kind: ConversationKind,
+    title: Option<String>,
+    last_seq: Seq,
+    created_at: Millis,
+    read_seq: Seq,
+    joined_seq: Seq,
+}
+
+const HEADER_SQL: &str = "SELECT c.id, c.kind, c.title, c.last_seq, c.created_at, m.read_seq, m.joined_seq
+     FROM members m JOIN conversations c ON c.id = m.conversation_id WHERE m.user_id = ?";
+
+fn header(row: &sqlx::sqlite::SqliteRow) -> Result<Header> {
+    let kind: String = row.try_get("kind")?;
+    Ok(Header {
+        id: row.try_get("id")?,
+        kind: match kind.as_str() {
+            "direct" => ConversationKind::Direct,
+            "group" => ConversationKind::Group,
+            other => return Err(StoreError::Corrupt(format!("unknown conversation kind {other:?}"))),
+        },
+        title: row.try_get("title")?,
+        last_seq: row.try_get("last_seq")?,
+        created_at: row.try_get("created_at")?,
+        read_seq: row.try_get("read_seq")?,
+        joined_seq: row.try_get("joined_seq")?,
+    })
+}
+
+async fn view(db: &SqlitePool, h: Header, user: UserId) -> Result<Conversation> {
+    let member_rows = sqlx::query(
+        "SELECT user_id, role, joined_seq, read_seq FROM members WHERE conversation_id = ? ORDER BY user_id",
+    )
+    .bind(h.id)
+    .fetch_all(db)
+    .await?;
+    let members = member_rows.iter().map(rows::member).collect::<Result<Vec<_>>>()?;
+    let last_message = if h.last_seq > h.joined_seq {
+        let row = sqlx::query(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? AND seq = ?"
+        ))
+        .bind(h.id)
+        .bind(h.last_seq)
+        .fetch_optional(db)
+        .await?;
+        row.as_ref().map(rows::message).transpose()?
+    } else {
+        None
+    };
+    let unread_count: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM messages WHERE conversation_id = ? AND seq > ? AND sender_id != ?",
+    )
+    .bind(h.id)
+    .bind(h.read_seq.max(h.joined_seq))
+    .bind(user)
+    .fetch_one(db)
+    .await?;
+    Ok(Conversation {
+        id: h.id,
+        kind: h.kind,
+        title: h.title,
+        members,
+        last_seq: h.last_seq,
+        last_message,
+        read_seq: h.read_seq,
+        unread_count,
+        created_at: h.created_at,
+    })
+}
+
+pub(crate) async fn conversation_for(
+    db: &SqlitePool,
+    id: ConversationId,
+    user: UserId,
+) -> Result<Option<Conversation>> {
+    let row = sqlx::query(&format!("{HEADER_SQL} AND c.id = ?"))
+        .bind(user)
+        .bind(id)
+        .fetch_optional(db)
+        .await?;
+    match row {
+        Some(row) => Ok(Some(view(db, header(&row)?, user).await?)),
+        None => Ok(None),
+    }
+}
+
+pub(crate) async fn conversations_for(db: &SqlitePool, user: UserId) -> Result<Vec<Conversation>> {
+    let headers = sqlx::query(HEADER_SQL).bind(user).fetch_all(db).await?;
+    let mut out = Vec::with_capacity(headers.len());
+    for row in &headers {
+        out.push(view(db, header(row)?, user).await?);
+    }
+    let activity = |c: &Conversation| c.last_message.as_ref().map_or(c.created_at, |m| m.ts);
+    out.sort_by(|a, b| activity(b).cmp(&activity(a)).then(b.id.cmp(&a.id)));
+    Ok(out)
+}
+
+pub(crate) async fn history(
+    db: &SqlitePool,
+    id: ConversationId,
+    user: UserId,
+    q: HistoryQuery,
+) -> Result<(Vec<MessageRecord>, bool)> {
+    let joined: Option<i64> = sqlx::query_scalar(
+        "SELECT joined_seq FROM members WHERE conversation_id = ? AND user_id = ?",
+    )
+    .bind(id)
+    .bind(user)
+    .fetch_optional(db)
+    .await?;
+    let Some(joined) = joined else {
+        return Ok((Vec::new(), false));
+    };
+    let limit = i64::from(q.limit.max(1));
+    let floor = q.after_seq.unwrap_or(0).max(joined);
+    let ceiling = q.before_seq.unwrap_or(i64::MAX);
+    // Forward paging when after_seq is given, else newest-first.
+    let forward = q.after_seq.is_some();
+    let order = if forward { "ASC" } else { "DESC" };
+    let rows = sqlx::query(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? AND seq > ? AND seq < ?
+         ORDER BY seq {order} LIMIT ?"
+    ))
+    .bind(id)
+    .bind(floor)
+    .bind(ceiling)
+    .bind(limit + 1)
+    .fetch_all(db)
+    .await?;
+    let has_more = rows.len() as i64 > limit;
+    let mut messages = rows
+        .iter()
+        .take(limit as usize)
+        .map(rows::message)
+        .collect::<Result<Vec<_>>>()?;
+    if !forward {
+        messages.reverse();
+    }
+    Ok((messages, has_more))
+}
+
+pub(crate) async fn sync(
+    db: &SqlitePool,
+    user: UserId,
+    cursors: &HashMap<ConversationId, Seq>,
+    cap: u32,
+) -> Result<Vec<SyncBatch>> {
+    let heads: Vec<(i64, i64, i64)> = sqlx::query_as(
+        "SELECT m.conversation_id, m.joined_seq, c.last_seq
+         FROM members m JOIN conversations c ON c.id = m.conversation_id WHERE m.user_id = ?
+         ORDER BY m.conversation_id",
+    )
+    .bind(user)
+    .fetch_all(db)
+    .await?;
+    let cap = i64::from(cap.max(1));
+    let mut out = Vec::new();
+    for (conversation_id, joined_seq, last_seq) in heads {
+        let after = cursors.get(&conversation_id).copied().unwrap_or(0).max(joined_seq);
+        if last_seq <= after {
+            continue;
+        }
+        let rows = sqlx::query(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? AND seq > ?
+             ORDER BY seq LIMIT ?"
+        ))
+        .bind(conversation_id)
+        .bind(after)
+        .bind(cap)
+        .fetch_all(db)
+        .await?;
+        let messages = rows.iter().map(rows::message).collect::<Result<Vec<_>>>()?;
+        let has_more = messages.last().is_some_and(|m| m.seq < last_seq);
+        out.push(SyncBatch {
+            conversation_id,
+            messages,
+            has_more,
+        });
+    }
+    Ok(out)
+}

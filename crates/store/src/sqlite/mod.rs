@@ -1,0 +1,194 @@
+//! The SQLite backend: one file in WAL mode with `synchronous=FULL`, so a
+//! commit is on disk before it returns. One writer connection serialises all
+//! writes (SQLite allows one writer anyway, and a single connection avoids
+//! busy retries); a small pool of read-only connections serves reads
+//! concurrently with the writer.
+
+mod accounts;
+mod commit;
+mod conversations;
+mod rows;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use confab_proto::api::{Conversation, Member, User};
+use confab_proto::{ConversationId, DeviceId, MessageRecord, Seq, UserId};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+
+use crate::types::*;
+use crate::{Result, Store, StoreError};
+
+/// Confab's embedded store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    writer: SqlitePool,
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and runs migrations.
+    pub async fn open(path: &Path) -> Result<SqliteStore> {
+        let opts = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true)
+            .pragma("temp_store", "memory")
+            .pragma("cache_size", "-32000");
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts.clone())
+            .await?;
+        sqlx::migrate!("./migrations/sqlite")
+            .run(&writer)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(4)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect_with(opts.read_only(true))
+            .await?;
+        Ok(SqliteStore { writer, reader })
+    }
+
+    /// Closes both pools, finishing outstanding work.
+    pub async fn close(&self) {
+        self.reader.close().await;
+        self.writer.close().await;
+    }
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+
+    async fn create_user(&self, new: NewUser) -> Result<User> {
+        accounts::create_user(&self.writer, new).await
+    }
+
+    async fn credentials_by_username(&self, key: &str) -> Result<Option<UserCredentials>> {
+        accounts::credentials_by_username(&self.reader, key).await
+    }
+
+    async fn user(&self, id: UserId) -> Result<Option<User>> {
+        accounts::user(&self.reader, id).await
+    }
+
+    async fn search_users(&self, prefix_key: &str, limit: u32) -> Result<Vec<User>> {
+        accounts::search_users(&self.reader, prefix_key, limit).await
+    }
+
+    async fn update_profile(&self, id: UserId, update: ProfileUpdate) -> Result<Option<User>> {
+        accounts::update_profile(&self.writer, id, update).await
+    }
+
+    async fn create_device(
+        &self,
+        user_id: UserId,
+        name: Option<String>,
+        public_key: Option<String>,
+        now: Millis,
+    ) -> Result<DeviceId> {
+        accounts::create_device(&self.writer, user_id, name, public_key, now).await
+    }
+
+    async fn insert_tokens(&self, tokens: Vec<NewToken>) -> Result<()> {
+        accounts::insert_tokens(&self.writer, tokens).await
+    }
+
+    async fn access_token_owner(&self, hash: &[u8], now: Millis) -> Result<Option<TokenOwner>> {
+        accounts::access_token_owner(&self.reader, hash, now).await
+    }
+
+    async fn spend_refresh_token(&self, hash: &[u8], now: Millis) -> Result<RefreshOutcome> {
+        accounts::spend_refresh_token(&self.writer, hash, now).await
+    }
+
+    async fn revoke_device(&self, device_id: DeviceId, now: Millis) -> Result<()> {
+        accounts::revoke_device(&self.writer, device_id, now).await
+    }
+
+    async fn get_or_create_direct(
+        &self,
+        a: UserId,
+        b: UserId,
+        now: Millis,
+    ) -> Result<(ConversationId, bool)> {
+        conversations::get_or_create_direct(&self.writer, a, b, now).await
+    }
+
+    async fn create_group(
+        &self,
+        owner: UserId,
+        title: &str,
+        members: &[UserId],
+        now: Millis,
+    ) -> Result<ConversationId> {
+        conversations::create_group(&self.writer, owner, title, members, now).await
+    }
+
+    async fn conversation_for(
+        &self,
+        id: ConversationId,
+        user: UserId,
+    ) -> Result<Option<Conversation>> {
+        conversations::conversation_for(&self.reader, id, user).await
+    }
+
+    async fn conversations_for(&self, user: UserId) -> Result<Vec<Conversation>> {
+        conversations::conversations_for(&self.reader, user).await
+    }
+
+    async fn member(&self, id: ConversationId, user: UserId) -> Result<Option<Member>> {
+        conversations::member(&self.reader, id, user).await
+    }
+
+    async fn member_ids(&self, id: ConversationId) -> Result<Vec<UserId>> {
+        conversations::member_ids(&self.reader, id).await
+    }
+
+    async fn commit_batch(&self, ops: &[WriteOp]) -> Result<Vec<WriteOutcome>> {
+        commit::commit_batch(&self.writer, ops).await
+    }
+
+    async fn history(
+        &self,
+        id: ConversationId,
+        user: UserId,
+        query: HistoryQuery,
+    ) -> Result<(Vec<MessageRecord>, bool)> {
+        conversations::history(&self.reader, id, user, query).await
+    }
+
+    async fn sync(
+        &self,
+        user: UserId,
+        cursors: &HashMap<ConversationId, Seq>,
+        cap: u32,
+    ) -> Result<Vec<SyncBatch>> {
+        conversations::sync(&self.reader, user, cursors, cap).await
+    }
+
+    async fn delivered_seq(&self, device: DeviceId, id: ConversationId) -> Result<Seq> {
+        let seq: Option<i64> = sqlx::query_scalar(
+            "SELECT delivered_seq FROM device_cursors WHERE device_id = ? AND conversation_id = ?",
+        )
+        .bind(device)
+        .bind(id)
+        .fetch_optional(&self.reader)
+        .await?;
+        Ok(seq.unwrap_or(0))
+    }
+}

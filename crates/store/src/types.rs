@@ -1,0 +1,195 @@
+//! Records the store takes and gives back.
+
+use std::sync::Arc;
+
+use confab_proto::api::{Conversation, User};
+use confab_proto::{ConversationId, DeviceId, MessageKind, Seq, UserId};
+use confab_proto::error::ErrorCode;
+
+/// Milliseconds since the Unix epoch. The store never reads the clock: the
+/// caller passes `now`, which keeps the store deterministic under test.
+pub use confab_proto::Millis;
+
+/// A new account.
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    /// Username as given.
+    pub username: String,
+    /// Lower-cased username; unique.
+    pub username_key: String,
+    /// Display name.
+    pub display_name: String,
+    /// argon2id PHC string.
+    pub password_hash: String,
+    /// Creation time.
+    pub now: Millis,
+}
+
+/// A user with the secret needed to log in.
+#[derive(Debug, Clone)]
+pub struct UserCredentials {
+    /// Public profile.
+    pub user: User,
+    /// argon2id PHC string.
+    pub password_hash: String,
+}
+
+/// Profile fields to change; `None` leaves a field alone.
+#[derive(Debug, Clone, Default)]
+pub struct ProfileUpdate {
+    /// New display name.
+    pub display_name: Option<String>,
+    /// New avatar (`Some(None)` clears it).
+    pub avatar_media_id: Option<Option<String>>,
+    /// New status text (`Some(None)` clears it).
+    pub status_text: Option<Option<String>>,
+}
+
+/// Access or refresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenKind {
+    /// Short-lived bearer token.
+    Access,
+    /// One-time token that buys a new pair.
+    Refresh,
+}
+
+impl TokenKind {
+    pub(crate) fn code(self) -> i64 {
+        match self {
+            TokenKind::Access => 0,
+            TokenKind::Refresh => 1,
+        }
+    }
+}
+
+/// A token to store (by hash only).
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    /// SHA-256 of the token.
+    pub hash: Vec<u8>,
+    /// Owner device.
+    pub device_id: DeviceId,
+    /// Access or refresh.
+    pub kind: TokenKind,
+    /// Expiry.
+    pub expires_at: Millis,
+}
+
+/// Who a valid access token belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenOwner {
+    /// User.
+    pub user_id: UserId,
+    /// Device.
+    pub device_id: DeviceId,
+}
+
+/// Result of exchanging a refresh token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RefreshOutcome {
+    /// The token was fresh and is now spent; issue a new pair to this owner.
+    Fresh(TokenOwner),
+    /// The token had been spent before: somebody replayed it. The device has
+    /// been revoked.
+    Reused(TokenOwner),
+    /// Unknown, expired, or its device is revoked.
+    Invalid,
+}
+
+/// One write for the group committer. A batch of these is committed in one
+/// transaction.
+#[derive(Debug, Clone)]
+pub enum WriteOp {
+    /// Append a message.
+    Append(NewMessage),
+    /// Move a device's delivered cursor forward.
+    Delivered {
+        /// Device.
+        device_id: DeviceId,
+        /// Its user (must be a member).
+        user_id: UserId,
+        /// Conversation.
+        conversation_id: ConversationId,
+        /// Cumulative position.
+        seq: Seq,
+    },
+    /// Move a member's read cursor forward.
+    Read {
+        /// Member.
+        user_id: UserId,
+        /// Conversation.
+        conversation_id: ConversationId,
+        /// Cumulative position.
+        seq: Seq,
+    },
+}
+
+/// A message to append; `seq` is assigned at commit.
+#[derive(Debug, Clone)]
+pub struct NewMessage {
+    /// Conversation.
+    pub conversation_id: ConversationId,
+    /// Sender (must be a member).
+    pub sender_id: UserId,
+    /// Sender's idempotency key.
+    pub client_msg_id: String,
+    /// Kind.
+    pub kind: MessageKind,
+    /// Body as JSON text.
+    pub body: String,
+    /// Commit timestamp to record.
+    pub ts: Millis,
+}
+
+/// What happened to one [`WriteOp`].
+#[derive(Debug, Clone)]
+pub enum WriteOutcome {
+    /// The message is committed (or was already, for a resend).
+    Appended {
+        /// Its seq.
+        seq: Seq,
+        /// Its commit time (the original one for a resend).
+        ts: Millis,
+        /// True when this was a resend of an already committed message.
+        duplicate: bool,
+        /// Every member of the conversation, to deliver to.
+        members: Arc<[UserId]>,
+    },
+    /// A cursor moved to `seq`; `members` should hear about it.
+    CursorMoved {
+        /// New position (clamped to the conversation's last seq).
+        seq: Seq,
+        /// Every member of the conversation.
+        members: Arc<[UserId]>,
+    },
+    /// The cursor was already at or past the position: nothing to tell.
+    CursorUnchanged,
+    /// Refused; nothing was written for this op.
+    Rejected(ErrorCode),
+}
+
+/// Which part of a conversation's history to read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HistoryQuery {
+    /// Only messages with seq below this.
+    pub before_seq: Option<Seq>,
+    /// Only messages with seq above this (pages forward when set).
+    pub after_seq: Option<Seq>,
+    /// Page size.
+    pub limit: u32,
+}
+
+/// Messages newer than a device's cursor in one conversation.
+#[derive(Debug, Clone)]
+pub struct SyncBatch {
+    /// Conversation.
+    pub conversation_id: ConversationId,
+    /// Messages in ascending seq order.
+    pub messages: Vec<confab_proto::MessageRecord>,
+    /// More remain after the last one.
+    pub has_more: bool,
+}
+
+/// A conversation as listed for one user.
+pub type ConversationView = Conversation;
