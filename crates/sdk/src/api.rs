@@ -78,7 +78,12 @@ impl Client {
     /// Users whose username starts with `q`.
     pub async fn search_users(&self, q: &str) -> Result<Vec<User>> {
         let list: UserList = self
-            .call(Method::GET, "/v1/users", &[("q", q.to_owned())], None::<&()>)
+            .call(
+                Method::GET,
+                "/v1/users",
+                &[("q", q.to_owned())],
+                None::<&()>,
+            )
             .await?;
         Ok(list.users)
     }

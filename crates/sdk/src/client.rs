@@ -8,7 +8,7 @@ use confab_proto::api::{
     LoginRequest, RefreshRequest, RegisterRequest, RegisterResponse, TokenResponse, User,
 };
 use confab_proto::ErrorCode;
-use reqwest::{Method, StatusCode};
+use reqwest::Method;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::{watch, Mutex};
@@ -130,9 +130,7 @@ impl Client {
             password: password.to_owned(),
             display_name: display_name.map(str::to_owned),
         };
-        let resp: RegisterResponse = self
-            .request(Method::POST, "/v1/auth/register", &[], Some(&req), false)
-            .await?;
+        let resp: RegisterResponse = self.request_anonymous("/v1/auth/register", &req).await?;
         Ok(resp.user)
     }
 
@@ -149,9 +147,7 @@ impl Client {
             device_name: device_name.map(str::to_owned),
             device_public_key: None,
         };
-        let tokens: TokenResponse = self
-            .request(Method::POST, "/v1/auth/login", &[], Some(&req), false)
-            .await?;
+        let tokens: TokenResponse = self.request_anonymous("/v1/auth/login", &req).await?;
         let session = Session::from_tokens(tokens, &self.inner.base_url);
         self.inner.session.send_replace(Some(session.clone()));
         Ok(session)
@@ -159,30 +155,42 @@ impl Client {
 
     /// Trades the refresh token for a new token pair now, and keeps it.
     pub async fn refresh(&self) -> Result<Session> {
-        let _guard = self.inner.refresh_lock.lock().await;
-        let current = self.session().ok_or(Error::NoSession)?;
-        self.refresh_locked(&current).await
+        self.refresh_guarded(None).await
     }
 
     /// Refreshes only if the session still holds `stale_access_token`: when
     /// several tasks see the same expired token, one refreshes and the others
     /// use its result instead of spending the (already spent) refresh token.
     pub(crate) async fn refresh_if_stale(&self, stale_access_token: &str) -> Result<Session> {
-        let _guard = self.inner.refresh_lock.lock().await;
-        let current = self.session().ok_or(Error::NoSession)?;
-        if current.access_token != stale_access_token {
-            return Ok(current);
-        }
-        self.refresh_locked(&current).await
+        self.refresh_guarded(Some(stale_access_token.to_owned()))
+            .await
+    }
+
+    async fn refresh_guarded(&self, stale_access_token: Option<String>) -> Result<Session> {
+        let client = self.clone();
+        // Run in its own task so that a caller giving up (a timeout, a
+        // dropped future) cannot cancel a refresh half-way: the server may
+        // already have rotated the pair, and losing the answer would leave
+        // only a spent refresh token, whose reuse revokes the device.
+        let task = tokio::spawn(async move {
+            let _guard = client.inner.refresh_lock.lock().await;
+            let current = client.session().ok_or(Error::NoSession)?;
+            if let Some(stale) = stale_access_token {
+                if current.access_token != stale {
+                    return Ok(current);
+                }
+            }
+            client.refresh_locked(&current).await
+        });
+        task.await
+            .map_err(|e| Error::Transport(format!("refresh task failed: {e}")))?
     }
 
     async fn refresh_locked(&self, current: &Session) -> Result<Session> {
         let req = RefreshRequest {
             refresh_token: current.refresh_token.clone(),
         };
-        let tokens: TokenResponse = self
-            .request(Method::POST, "/v1/auth/refresh", &[], Some(&req), false)
-            .await?;
+        let tokens: TokenResponse = self.request_anonymous("/v1/auth/refresh", &req).await?;
         let session = Session::from_tokens(tokens, &self.inner.base_url);
         self.inner.session.send_replace(Some(session.clone()));
         Ok(session)
@@ -204,7 +212,8 @@ impl Client {
         query: &[(&str, String)],
         body: Option<&(impl Serialize + ?Sized)>,
     ) -> Result<T> {
-        self.request(method, path, query, body, true).await
+        let bytes = self.send_authorized(method, path, query, body).await?;
+        decode(path, &bytes)
     }
 
     /// An authorized JSON request whose answer has no body (204).
@@ -214,75 +223,96 @@ impl Client {
         path: &str,
         body: Option<&(impl Serialize + ?Sized)>,
     ) -> Result<()> {
-        self.send(method, path, &[], body, true).await.map(drop)
+        self.send_authorized(method, path, &[], body)
+            .await
+            .map(drop)
     }
 
-    async fn request<T: DeserializeOwned>(
+    /// A JSON request without a token (register, login, refresh).
+    async fn request_anonymous<T: DeserializeOwned>(
         &self,
-        method: Method,
         path: &str,
-        query: &[(&str, String)],
-        body: Option<&(impl Serialize + ?Sized)>,
-        auth: bool,
+        body: &impl Serialize,
     ) -> Result<T> {
-        let bytes = self.send(method, path, query, body, auth).await?;
-        serde_json::from_slice(&bytes).map_err(|e| Error::Decode(format!("{path}: {e}")))
+        let body = encode(body)?;
+        let bytes = self
+            .send_once(Method::POST, path, &[], body.as_deref(), None)
+            .await?;
+        decode(path, &bytes)
     }
 
-    /// Sends a request and returns the body of a successful answer. With
-    /// `auth`, a 401 `unauthorized` triggers one refresh and one retry.
-    async fn send(
+    /// Sends with the session's token; a 401 `unauthorized` triggers one
+    /// refresh (when there is a refresh token) and one retry.
+    async fn send_authorized(
         &self,
         method: Method,
         path: &str,
         query: &[(&str, String)],
         body: Option<&(impl Serialize + ?Sized)>,
-        auth: bool,
     ) -> Result<Vec<u8>> {
         let body = match body {
-            Some(b) => Some(serde_json::to_vec(b).map_err(|e| Error::InvalidInput(e.to_string()))?),
+            Some(b) => encode(b)?,
             None => None,
         };
-        let mut token = if auth {
-            Some(self.access_token().ok_or(Error::NoSession)?)
+        let token = self.access_token().ok_or(Error::NoSession)?;
+        let first = self
+            .send_once(method.clone(), path, query, body.as_deref(), Some(&token))
+            .await;
+        let expired = matches!(
+            &first,
+            Err(e) if e.status() == Some(401) && e.code() == Some(ErrorCode::Unauthorized)
+        );
+        let can_refresh = self.session().is_some_and(|s| !s.refresh_token.is_empty());
+        if !expired || !can_refresh {
+            return first;
+        }
+        let fresh = self.refresh_if_stale(&token).await?;
+        self.send_once(
+            method,
+            path,
+            query,
+            body.as_deref(),
+            Some(&fresh.access_token),
+        )
+        .await
+    }
+
+    /// Sends one request and returns the body of a successful answer.
+    async fn send_once(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&[u8]>,
+        token: Option<&str>,
+    ) -> Result<Vec<u8>> {
+        let url = format!("{}{path}", self.inner.base_url);
+        let mut req = self.inner.http.request(method, url).query(query);
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            req = req
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(b.to_vec());
+        }
+        let resp = req.send().await?;
+        let status = resp.status();
+        let bytes = resp.bytes().await?.to_vec();
+        if status.is_success() {
+            Ok(bytes)
         } else {
-            None
-        };
-        let mut refreshed = false;
-        loop {
-            let url = format!("{}{path}", self.inner.base_url);
-            let mut req = self.inner.http.request(method.clone(), url).query(query);
-            if let Some(t) = &token {
-                req = req.bearer_auth(t);
-            }
-            if let Some(b) = &body {
-                req = req
-                    .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(b.clone());
-            }
-            let resp = req.send().await?;
-            let status = resp.status();
-            let bytes = resp.bytes().await?.to_vec();
-            if status.is_success() {
-                return Ok(bytes);
-            }
-            let err = Error::from_http_body(status.as_u16(), &bytes);
-            let expired =
-                status == StatusCode::UNAUTHORIZED && err.code() == Some(ErrorCode::Unauthorized);
-            match token.as_deref() {
-                Some(stale) if expired && !refreshed => {
-                    let has_refresh = self
-                        .session()
-                        .is_some_and(|s| !s.refresh_token.is_empty());
-                    if !has_refresh {
-                        return Err(err);
-                    }
-                    let fresh = self.refresh_if_stale(stale).await?;
-                    token = Some(fresh.access_token);
-                    refreshed = true;
-                }
-                _ => return Err(err),
-            }
+            Err(Error::from_http_body(status.as_u16(), &bytes))
         }
     }
+}
+
+fn encode(body: &(impl Serialize + ?Sized)) -> Result<Option<Vec<u8>>> {
+    serde_json::to_vec(body)
+        .map(Some)
+        .map_err(|e| Error::InvalidInput(e.to_string()))
+}
+
+fn decode<T: DeserializeOwned>(path: &str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| Error::Decode(format!("{path}: {e}")))
 }

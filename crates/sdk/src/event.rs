@@ -2,7 +2,7 @@
 
 use confab_proto::frame::{ReceiptKind, TypingState};
 use confab_proto::ids::Millis;
-use confab_proto::{ApiError, ConversationId, DeviceId, MessageRecord, Seq, UserId};
+use confab_proto::{ApiError, ConversationId, DeviceId, MessageRecord, Seq, ServerFrame, UserId};
 use serde_json::Value;
 
 /// The server's confirmation that a sent message is durably stored.
@@ -115,5 +115,58 @@ impl Event {
             Event::Message(m) => Some(m),
             _ => None,
         }
+    }
+}
+
+impl Event {
+    /// The event for a server frame that becomes one as it is (receipts,
+    /// typing, presence, calls, social events, pongs); `None` for frames
+    /// the connection handles itself.
+    pub(crate) fn from_plain_frame(frame: ServerFrame) -> Option<Event> {
+        Some(match frame {
+            ServerFrame::Receipt {
+                conversation_id,
+                user_id,
+                kind,
+                seq,
+            } => Event::Receipt {
+                conversation_id,
+                user_id,
+                kind,
+                seq,
+            },
+            ServerFrame::Typing {
+                conversation_id,
+                user_id,
+                state,
+            } => Event::Typing {
+                conversation_id,
+                user_id,
+                state,
+            },
+            ServerFrame::Presence {
+                user_id,
+                status,
+                last_seen,
+            } => Event::Presence {
+                user_id,
+                status,
+                last_seen,
+            },
+            ServerFrame::Call {
+                call_id,
+                from_user_id,
+                signal,
+                payload,
+            } => Event::Call {
+                call_id,
+                from_user_id,
+                signal,
+                payload,
+            },
+            ServerFrame::Event { event, data } => Event::ServerEvent { event, data },
+            ServerFrame::Pong { nonce } => Event::Pong { nonce },
+            _ => return None,
+        })
     }
 }

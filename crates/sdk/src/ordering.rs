@@ -152,30 +152,57 @@ mod tests {
         o
     }
 
+    /// One row of the table: arrivals on conversation 1 from a starting
+    /// cursor, what each push should do, and the cursor at the end.
+    struct Case {
+        name: &'static str,
+        start: Seq,
+        max_buffered: usize,
+        arrivals: Vec<Seq>,
+        want: Vec<Want>,
+        cursor: Seq,
+    }
+
+    #[rustfmt::skip]
+    fn cases() -> Vec<Case> {
+        use Want::*;
+        let case = |name, start, max_buffered, arrivals: &[Seq], want: Vec<Want>, cursor| Case {
+            name, start, max_buffered, arrivals: arrivals.to_vec(), want, cursor,
+        };
+        vec![
+            case("in order", 0, 10, &[1, 2, 3],
+                 vec![Ready(vec![1]), Ready(vec![2]), Ready(vec![3])], 3),
+            case("repeat of last", 0, 10, &[1, 1, 2, 2],
+                 vec![Ready(vec![1]), Dup, Ready(vec![2]), Dup], 2),
+            case("old seq after cursor moved", 0, 10, &[1, 2, 3, 1],
+                 vec![Ready(vec![1]), Ready(vec![2]), Ready(vec![3]), Dup], 3),
+            case("gap then fill", 0, 10, &[1, 3, 4, 2],
+                 vec![Ready(vec![1]), Buf, Buf, Ready(vec![2, 3, 4])], 4),
+            case("live overtakes sync", 4, 10, &[12, 5, 6, 7, 8, 9, 10, 11, 12],
+                 vec![Buf, Ready(vec![5]), Ready(vec![6]), Ready(vec![7]), Ready(vec![8]),
+                      Ready(vec![9]), Ready(vec![10]), Ready(vec![11, 12]), Dup], 12),
+            case("duplicate while buffered", 0, 10, &[3, 3, 1, 2],
+                 vec![Buf, Dup, Ready(vec![1]), Ready(vec![2, 3])], 3),
+            case("partial fill keeps the rest", 0, 10, &[2, 5, 1, 4, 3],
+                 vec![Buf, Buf, Ready(vec![1, 2]), Buf, Ready(vec![3, 4, 5])], 5),
+            case("start from a cursor", 7, 10, &[7, 8, 6],
+                 vec![Dup, Ready(vec![8]), Dup], 8),
+            case("zero and negative seqs", 0, 10, &[0, -3, 1],
+                 vec![Dup, Dup, Ready(vec![1])], 1),
+            case("overflow drops the buffer", 0, 2, &[3, 4, 5, 1, 2],
+                 vec![Buf, Buf, Over, Ready(vec![1]), Ready(vec![2])], 2),
+            case("after overflow buffering starts over", 0, 1, &[5, 6, 6, 1],
+                 vec![Buf, Over, Buf, Ready(vec![1])], 1),
+            case("sync resends what was buffered", 0, 10, &[3, 1, 2, 3, 2],
+                 vec![Buf, Ready(vec![1]), Ready(vec![2, 3]), Dup, Dup], 3),
+        ]
+    }
+
     #[test]
     fn ordering_table() {
-        use Want::*;
-        let cases: Vec<(&str, Seq, usize, Vec<Seq>, Vec<Want>, Seq)> = vec![
-            ("in order", 0, 10, vec![1, 2, 3], vec![Ready(vec![1]), Ready(vec![2]), Ready(vec![3])], 3),
-            ("repeat of last", 0, 10, vec![1, 1, 2, 2], vec![Ready(vec![1]), Dup, Ready(vec![2]), Dup], 2),
-            ("old seq after cursor moved", 0, 10, vec![1, 2, 3, 1], vec![Ready(vec![1]), Ready(vec![2]), Ready(vec![3]), Dup], 3),
-            ("gap then fill", 0, 10, vec![1, 3, 4, 2], vec![Ready(vec![1]), Buf, Buf, Ready(vec![2, 3, 4])], 4),
-            ("live overtakes sync", 4, 10, vec![12, 5, 6, 7, 8, 9, 10, 11, 12],
-                vec![Buf, Ready(vec![5]), Ready(vec![6]), Ready(vec![7]), Ready(vec![8]),
-                     Ready(vec![9]), Ready(vec![10]), Ready(vec![11, 12]), Dup], 12),
-            ("duplicate while buffered", 0, 10, vec![3, 3, 1, 2], vec![Buf, Dup, Ready(vec![1]), Ready(vec![2, 3])], 3),
-            ("partial fill keeps the rest", 0, 10, vec![2, 5, 1, 4, 3],
-                vec![Buf, Buf, Ready(vec![1, 2]), Buf, Ready(vec![3, 4, 5])], 5),
-            ("start from a cursor", 7, 10, vec![7, 8, 6], vec![Dup, Ready(vec![8]), Dup], 8),
-            ("zero and negative seqs", 0, 10, vec![0, -3, 1], vec![Dup, Dup, Ready(vec![1])], 1),
-            ("overflow drops the buffer", 0, 2, vec![3, 4, 5, 1, 2],
-                vec![Buf, Buf, Over, Ready(vec![1]), Ready(vec![2])], 2),
-            ("after overflow buffering starts over", 0, 1, vec![5, 6, 6, 1],
-                vec![Buf, Over, Buf, Ready(vec![1])], 1),
-        ];
-        for (name, start, max, arrivals, want, cursor) in cases {
-            let o = run(start, max, &arrivals, &want);
-            assert_eq!(o.cursor(1), cursor, "{name}: final cursor");
+        for c in cases() {
+            let o = run(c.start, c.max_buffered, &c.arrivals, &c.want);
+            assert_eq!(o.cursor(1), c.cursor, "{}: final cursor", c.name);
         }
     }
 
@@ -198,5 +225,37 @@ mod tests {
         let mut o = Ordering::new(HashMap::from([(1, -5)]), 4);
         assert_eq!(o.cursor(1), 0);
         assert_eq!(o.push(msg(1, 1)), Push::Ready(vec![msg(1, 1)]));
+    }
+
+    #[test]
+    fn shuffled_repeated_arrivals_come_out_exactly_once_in_order() {
+        use rand::rngs::StdRng;
+        use rand::seq::SliceRandom;
+        use rand::{Rng, SeedableRng};
+        let mut rng = StdRng::seed_from_u64(42);
+        for round in 0..50 {
+            let n: Seq = rng.gen_range(1..300);
+            // Every seq at least once, some twice, shuffled within windows
+            // (as live frames overtaking a sync would).
+            let mut arrivals: Vec<Seq> = (1..=n).collect();
+            for s in 1..=n {
+                if rng.gen_bool(0.3) {
+                    arrivals.push(s);
+                }
+            }
+            arrivals.sort_by_cached_key(|s| *s + rng.gen_range(0..20));
+            for chunk in arrivals.chunks_mut(7) {
+                chunk.shuffle(&mut rng);
+            }
+            let mut o = Ordering::new(HashMap::new(), DEFAULT_MAX_BUFFERED);
+            let mut out = Vec::new();
+            for s in arrivals {
+                if let Push::Ready(ms) = o.push(msg(1, s)) {
+                    out.extend(ms.into_iter().map(|m| m.seq));
+                }
+            }
+            assert_eq!(out, (1..=n).collect::<Vec<_>>(), "round {round}");
+            assert_eq!(o.buffered(1), 0);
+        }
     }
 }

@@ -181,13 +181,14 @@ impl<W> Outbox<W> {
             due.push(key);
         }
         due.sort_unstable();
-        due.into_iter()
-            .filter_map(|key| self.entries.get_mut(&key))
-            .map(|e| {
+        let mut frames = Vec::with_capacity(due.len());
+        for key in due {
+            if let Some(e) = self.entries.get_mut(&key) {
                 e.state = State::InFlight;
-                e.msg.frame()
-            })
-            .collect()
+                frames.push(e.msg.frame());
+            }
+        }
+        frames
     }
 
     /// Empties the outbox (the connection is closing) and returns every waiter.
@@ -226,5 +227,4 @@ impl<W> Outbox<W> {
 }
 
 #[cfg(test)]
-#[path = "outbox_tests.rs"]
 mod tests;

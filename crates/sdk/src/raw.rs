@@ -82,10 +82,7 @@ impl RawConnection {
 
     /// Sends a binary frame (which the protocol does not use).
     pub async fn send_binary(&mut self, bytes: Vec<u8>) -> Result<()> {
-        self.ws
-            .send(Message::binary(bytes))
-            .await
-            .map_err(ws_error)
+        self.ws.send(Message::binary(bytes)).await.map_err(ws_error)
     }
 
     /// Sends a client frame as JSON text.
@@ -114,7 +111,11 @@ impl RawConnection {
     /// The next frame, decoded. A text frame that is not a server frame is
     /// an [`Error::Decode`] carrying the text. `None` once closed.
     pub async fn next_frame(&mut self) -> Option<Result<ServerFrame>> {
-        Some(self.next_text().await?.and_then(|t| decode_server_frame(&t)))
+        Some(
+            self.next_text()
+                .await?
+                .and_then(|t| decode_server_frame(&t)),
+        )
     }
 
     /// The next frame within `timeout`: [`Error::Timeout`] if none came,
@@ -129,10 +130,14 @@ impl RawConnection {
 
     /// Sends a close frame and waits (up to a second) for the server's.
     pub async fn close(mut self) -> Result<()> {
-        self.ws.close(None).await.map_err(ws_error).or_else(|e| match e {
-            Error::Closed => Ok(()),
-            other => Err(other),
-        })?;
+        self.ws
+            .close(None)
+            .await
+            .map_err(ws_error)
+            .or_else(|e| match e {
+                Error::Closed => Ok(()),
+                other => Err(other),
+            })?;
         let drain = async { while self.ws.next().await.is_some() {} };
         let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
         Ok(())

@@ -100,7 +100,10 @@ mod tests {
         let cases = [
             ("http://127.0.0.1:8080", "ws://127.0.0.1:8080/v1/ws"),
             ("http://127.0.0.1:8080/", "ws://127.0.0.1:8080/v1/ws"),
-            ("https://chat.example/confab", "wss://chat.example/confab/v1/ws"),
+            (
+                "https://chat.example/confab",
+                "wss://chat.example/confab/v1/ws",
+            ),
             ("localhost:9", "ws://localhost:9/v1/ws"),
             ("ws://a:1/v1/ws", "ws://a:1/v1/ws"),
             ("wss://a/custom", "wss://a/custom"),

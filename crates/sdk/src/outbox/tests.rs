@@ -82,7 +82,10 @@ fn deferred_messages_come_back_when_due_in_send_order() {
     assert!(!ob.defer("nope", |_| now));
     assert_eq!(ob.next_retry(), Some(now + Duration::from_millis(10)));
     assert!(ob.take_due(now).is_empty());
-    assert_eq!(ids(&ob.take_due(now + Duration::from_millis(30))), ["a", "c"]);
+    assert_eq!(
+        ids(&ob.take_due(now + Duration::from_millis(30))),
+        ["a", "c"]
+    );
     assert_eq!(ob.next_retry(), None);
 
     // A second refusal counts as a second attempt.

@@ -1,0 +1,30 @@
+//! `confab bench`: load generators that drive a real server over loopback
+//! and print one JSON line of results. Numbers are printed, never asserted.
+
+mod idle;
+mod pairs;
+mod server;
+mod ws;
+
+use clap::Subcommand;
+
+/// The benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// N/2 sender/receiver pairs: throughput, loss, duplicates and latency.
+    Pairs(pairs::PairsArgs),
+    /// N idle authenticated connections: server memory per connection.
+    Idle(idle::IdleArgs),
+    /// (internal) one process's share of `bench idle` connections.
+    #[command(hide = true)]
+    IdleWorker(idle::WorkerArgs),
+}
+
+/// Runs a benchmark.
+pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
+    match cmd {
+        BenchCommand::Pairs(args) => pairs::run(args).await,
+        BenchCommand::Idle(args) => idle::run(args).await,
+        BenchCommand::IdleWorker(args) => idle::worker(args).await,
+    }
+}

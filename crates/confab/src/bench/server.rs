@@ -1,0 +1,85 @@
+//! The server under test: a `confab serve` child process started by the
+//! bench (fresh temp data dir, free port), or an external one given by URL.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use anyhow::{bail, Context as _};
+use clap::Args;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// Where the server under test is.
+#[derive(Debug, Clone, Args)]
+pub struct TargetArgs {
+    /// Use this running server instead of starting one.
+    #[arg(long)]
+    pub server: Option<String>,
+    /// PID of that server, to read its CPU time and memory from /proc.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+}
+
+/// A server for the benchmark; a child is killed when this is dropped.
+pub struct Target {
+    pub base_url: String,
+    pub pid: Option<u32>,
+    _child: Option<tokio::process::Child>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl TargetArgs {
+    /// Starts (or names) the server. A started one gets cheap password
+    /// hashing and no send rate limit, so setup is quick and the rate limit
+    /// does not cap the measurement.
+    pub async fn start(&self) -> anyhow::Result<Target> {
+        if let Some(url) = &self.server {
+            return Ok(Target { base_url: url.trim_end_matches('/').to_owned(), pid: self.server_pid, _child: None, _dir: None });
+        }
+        let dir = tempfile::tempdir()?;
+        let exe = std::env::current_exe()?;
+        let mut child = tokio::process::Command::new(exe)
+            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(dir.path())
+            .args([
+                "--argon2-memory-kib", "64", "--argon2-iterations", "1",
+                "--send-rate", "1000000", "--send-burst", "1000000",
+                "--max-connections", "19900",
+            ])
+            .env("CONFAB_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .kill_on_drop(true)
+            .spawn()
+            .context("starting confab serve")?;
+        let stdout = child.stdout.take().context("no stdout")?;
+        let mut lines = BufReader::new(stdout).lines();
+        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+            .await
+            .context("server did not start in 30 s")??
+            .context("server exited")?;
+        let Some(url) = line.strip_prefix("confab listening on ") else {
+            bail!("unexpected server output {line:?}");
+        };
+        Ok(Target { base_url: url.to_owned(), pid: child.id(), _child: Some(child), _dir: Some(dir) })
+    }
+}
+
+/// User + system CPU time of a process in microseconds (from /proc).
+pub fn cpu_micros(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the parenthesised command name; utime and stime are the
+    // 14th and 15th fields overall, in clock ticks (100 per second on Linux).
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    Some((utime + stime) * 10_000)
+}
+
+/// Resident memory of a process in bytes (from /proc).
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}

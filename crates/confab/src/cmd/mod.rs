@@ -1,0 +1,54 @@
+//! The subcommands.
+
+pub mod account;
+pub mod chat;
+pub mod serve;
+
+use std::path::PathBuf;
+
+use clap::Args;
+use confab_sdk::Client;
+
+use crate::session_file;
+
+/// Options every client command takes.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// Server base URL.
+    #[arg(long, env = "CONFAB_SERVER", default_value = "http://127.0.0.1:8080")]
+    pub server: String,
+    /// Session file [default: <config dir>/confab/session.json].
+    #[arg(long, env = "CONFAB_SESSION")]
+    pub session: Option<PathBuf>,
+}
+
+impl ClientArgs {
+    /// A client with the saved session.
+    pub fn logged_in(&self) -> anyhow::Result<Client> {
+        let path = session_file::path(self.session.as_deref())?;
+        let session = session_file::load(&path)?;
+        Ok(Client::with_session(&self.server, session))
+    }
+
+    /// Saves the client's session again if it was refreshed meanwhile.
+    pub fn save_if_changed(&self, client: &Client) -> anyhow::Result<()> {
+        let path = session_file::path(self.session.as_deref())?;
+        if let (Some(now), Ok(before)) = (client.session(), session_file::load(&path)) {
+            if now.refresh_token != before.refresh_token {
+                session_file::save(&path, &now)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads a password from `--password`/env or, failing that, one line of stdin.
+pub fn password(given: Option<String>) -> anyhow::Result<String> {
+    if let Some(p) = given {
+        return Ok(p);
+    }
+    eprint!("password: ");
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line)?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_owned())
+}

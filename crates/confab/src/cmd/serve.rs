@@ -1,0 +1,146 @@
+//! `confab serve`: layered configuration (defaults, then TOML file, then
+//! `CONFAB_*` environment variables and flags) and a signal-driven shutdown.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Args;
+use confab_server::Config;
+use tokio_util::sync::CancellationToken;
+
+/// Flags of `confab serve`. Every flag can also be set by the environment
+/// variable named beside it, and in the TOML file given by `--config`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// TOML file with settings (see confab.example.toml).
+    #[arg(long, env = "CONFAB_CONFIG")]
+    config: Option<PathBuf>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+    /// Address for HTTP and WebSocket [default: 127.0.0.1:8080].
+    #[arg(long, env = "CONFAB_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Folder for the database and blobs [default: ./confab-data].
+    #[arg(long, env = "CONFAB_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    /// Largest WebSocket frame answered as a request [default: 65536].
+    #[arg(long, env = "CONFAB_MAX_FRAME_BYTES")]
+    max_frame_bytes: Option<usize>,
+    /// Largest message text in bytes [default: 16384].
+    #[arg(long, env = "CONFAB_MAX_TEXT_BYTES")]
+    max_text_bytes: Option<usize>,
+    /// Largest HTTP request body in bytes [default: 1048576].
+    #[arg(long, env = "CONFAB_MAX_HTTP_BODY_BYTES")]
+    max_http_body_bytes: Option<usize>,
+    /// Sustained sends per second per connection [default: 50].
+    #[arg(long, env = "CONFAB_SEND_RATE")]
+    send_rate: Option<f64>,
+    /// Burst of sends above the rate [default: 200].
+    #[arg(long, env = "CONFAB_SEND_BURST")]
+    send_burst: Option<f64>,
+    /// Frames queued per connection before it is dropped as too slow [default: 4096].
+    #[arg(long, env = "CONFAB_OUTBOUND_QUEUE_FRAMES")]
+    outbound_queue_frames: Option<usize>,
+    /// Most WebSocket connections on this node [default: 19500].
+    #[arg(long, env = "CONFAB_MAX_CONNECTIONS")]
+    max_connections: Option<usize>,
+    /// Messages per conversation in one sync answer [default: 200].
+    #[arg(long, env = "CONFAB_SYNC_BATCH")]
+    sync_batch: Option<u32>,
+    /// Server ping interval in seconds [default: 20].
+    #[arg(long, env = "CONFAB_HEARTBEAT_S")]
+    heartbeat_s: Option<u64>,
+    /// Most writes per group commit [default: 512].
+    #[arg(long, env = "CONFAB_MAX_COMMIT_BATCH")]
+    max_commit_batch: Option<usize>,
+    /// Access token lifetime in seconds [default: 3600].
+    #[arg(long, env = "CONFAB_ACCESS_TTL_S")]
+    access_ttl_s: Option<u64>,
+    /// argon2id memory cost in KiB [default: 19456].
+    #[arg(long, env = "CONFAB_ARGON2_MEMORY_KIB")]
+    argon2_memory_kib: Option<u32>,
+    /// argon2id passes [default: 2].
+    #[arg(long, env = "CONFAB_ARGON2_ITERATIONS")]
+    argon2_iterations: Option<u32>,
+}
+
+impl ServeArgs {
+    /// Builds the effective configuration.
+    pub fn config(&self) -> anyhow::Result<Config> {
+        let mut c = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading {}", path.display()))?;
+                toml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?
+            }
+            None => Config::default(),
+        };
+        macro_rules! overlay {
+            ($($flag:ident => $($field:ident).+),* $(,)?) => {
+                $( if let Some(v) = self.$flag.clone() { c.$($field).+ = v; } )*
+            };
+        }
+        overlay! {
+            listen => listen,
+            data_dir => data_dir,
+            max_frame_bytes => limits.max_frame_bytes,
+            max_text_bytes => limits.max_text_bytes,
+            max_http_body_bytes => limits.max_http_body_bytes,
+            send_rate => limits.send_rate_per_s,
+            send_burst => limits.send_burst,
+            outbound_queue_frames => limits.outbound_queue_frames,
+            max_connections => limits.max_connections,
+            sync_batch => limits.sync_batch,
+            heartbeat_s => heartbeat_s,
+            max_commit_batch => max_commit_batch,
+            access_ttl_s => auth.access_ttl_s,
+            argon2_memory_kib => auth.argon2_memory_kib,
+            argon2_iterations => auth.argon2_iterations,
+        }
+        Ok(c)
+    }
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.config()?;
+    if args.print_config {
+        print!("{}", toml::to_string_pretty(&config)?);
+        return Ok(());
+    }
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    // One line on stdout that scripts (and `confab bench`) can wait for.
+    println!("confab listening on http://{}", listener.local_addr()?);
+    let shutdown = CancellationToken::new();
+    tokio::spawn(cancel_on_signal(shutdown.clone()));
+    confab_server::run(listener, config, shutdown).await?;
+    Ok(())
+}
+
+async fn cancel_on_signal(token: CancellationToken) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    tracing::info!("shutdown requested; draining");
+    token.cancel();
+}

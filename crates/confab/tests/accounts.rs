@@ -1,0 +1,158 @@
+//! Accounts: register, login, refresh with rotation and reuse detection,
+//! logout, profiles and user search.
+
+mod support;
+
+use confab_sdk::{ErrorCode, UpdateProfileRequest};
+use serde_json::json;
+use support::*;
+
+#[tokio::test]
+async fn register_login_refresh_and_reuse_detection() {
+    let app = spawn_app().await;
+    let client = app.client();
+    let user = client.register("Ann", PASSWORD, Some("Ann Lee")).await.expect("register");
+    assert_eq!(user.display_name, "Ann Lee");
+
+    let again = client.register("ann", PASSWORD, None).await.expect_err("taken");
+    assert_eq!(again.code(), Some(ErrorCode::UsernameTaken), "case-insensitive uniqueness");
+
+    let wrong = client.login("ann", "wrong password", None).await.expect_err("bad password");
+    assert_eq!(wrong.code(), Some(ErrorCode::InvalidCredentials));
+    let nobody = client.login("nobody", PASSWORD, None).await.expect_err("no user");
+    assert_eq!(nobody.code(), Some(ErrorCode::InvalidCredentials));
+
+    let first = client.login("ANN", PASSWORD, None).await.expect("login any case");
+    assert_eq!(first.user.id, user.id);
+    assert_eq!(client.me().await.expect("me").username, "Ann");
+
+    let second = client.refresh().await.expect("refresh");
+    assert_ne!(second.access_token, first.access_token);
+    assert_ne!(second.refresh_token, first.refresh_token);
+    assert_eq!(second.device_id, first.device_id);
+    assert_eq!(client.me().await.expect("me with new token").id, user.id);
+
+    // Replaying the spent refresh token revokes the whole device.
+    let http = app.http();
+    let replay = http
+        .post(format!("{}/v1/auth/refresh", app.base_url))
+        .json(&json!({"refresh_token": first.refresh_token}))
+        .send()
+        .await
+        .expect("replay");
+    assert_eq!(replay.status(), 401);
+    let body: serde_json::Value = replay.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "invalid_refresh_token");
+    let me = http
+        .get(format!("{}/v1/users/me", app.base_url))
+        .bearer_auth(&second.access_token)
+        .send()
+        .await
+        .expect("me");
+    assert_eq!(me.status(), 401, "the device's current token died with the replay");
+    let refresh_after = http
+        .post(format!("{}/v1/auth/refresh", app.base_url))
+        .json(&json!({"refresh_token": second.refresh_token}))
+        .send()
+        .await
+        .expect("refresh");
+    assert_eq!(refresh_after.status(), 401, "and so did its refresh token");
+}
+
+#[tokio::test]
+async fn logout_revokes_the_device_only() {
+    let app = spawn_app().await;
+    let (laptop, _) = app.user("ann").await;
+    let phone = app.device("ann").await;
+    let old = laptop.session().expect("session");
+    laptop.logout().await.expect("logout");
+    let resp = app
+        .http()
+        .get(format!("{}/v1/users/me", app.base_url))
+        .bearer_auth(&old.access_token)
+        .send()
+        .await
+        .expect("me");
+    assert_eq!(resp.status(), 401);
+    assert_eq!(phone.me().await.expect("other device still works").username, "ann");
+}
+
+#[tokio::test]
+async fn registration_rules_answer_with_their_codes() {
+    let app = spawn_app().await;
+    let c = app.client();
+    let cases = [
+        ("ab", PASSWORD, ErrorCode::InvalidUsername),
+        ("has space", PASSWORD, ErrorCode::InvalidUsername),
+        (&"x".repeat(33), PASSWORD, ErrorCode::InvalidUsername),
+        ("goodname", "short", ErrorCode::WeakPassword),
+    ];
+    for (name, pw, code) in cases {
+        let err = c.register(name, pw, None).await.expect_err(name);
+        assert_eq!(err.code(), Some(code), "{name}");
+        assert_eq!(err.status(), Some(400), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn profiles_and_search() {
+    let app = spawn_app().await;
+    let (ann, ann_user) = app.user("ann").await;
+    app.user("anna").await;
+    app.user("bob").await;
+    let found = ann.search_users("AN").await.expect("search");
+    let names: Vec<_> = found.iter().map(|u| u.username.as_str()).collect();
+    assert_eq!(names, vec!["ann", "anna"]);
+
+    let patch = UpdateProfileRequest {
+        display_name: Some("Ann!".into()),
+        status_text: Some(Some("on holiday".into())),
+        ..Default::default()
+    };
+    let me = ann.update_me(&patch).await.expect("patch");
+    assert_eq!(me.display_name, "Ann!");
+    assert_eq!(me.status_text.as_deref(), Some("on holiday"));
+    let clear = UpdateProfileRequest { status_text: Some(None), ..Default::default() };
+    let me = ann.update_me(&clear).await.expect("clear");
+    assert_eq!(me.status_text, None);
+    assert_eq!(me.display_name, "Ann!", "fields not named stay");
+    assert_eq!(ann.user(ann_user.id).await.expect("by id").display_name, "Ann!");
+    let missing = ann.user(999_999).await.expect_err("missing");
+    assert_eq!(missing.code(), Some(ErrorCode::NotFound));
+}
+
+#[tokio::test]
+async fn http_errors_have_the_json_shape() {
+    let app = spawn_app().await;
+    let http = app.http();
+    let cases = [
+        (http.get(format!("{}/v1/users/me", app.base_url)), 401, "unauthorized"),
+        (
+            http.get(format!("{}/v1/users/me", app.base_url)).bearer_auth("garbage"),
+            401,
+            "unauthorized",
+        ),
+        (http.get(format!("{}/v1/nope", app.base_url)), 404, "not_found"),
+        (
+            http.post(format!("{}/v1/auth/register", app.base_url))
+                .header("content-type", "application/json")
+                .body("{not json"),
+            400,
+            "bad_request",
+        ),
+        (
+            http.post(format!("{}/v1/auth/register", app.base_url))
+                .header("content-type", "application/json")
+                .body(format!(r#"{{"username":"x","password":"{}"}}"#, "p".repeat(2 << 20))),
+            413,
+            "message_too_large",
+        ),
+    ];
+    for (req, status, code) in cases {
+        let resp = req.send().await.expect("send");
+        assert_eq!(resp.status().as_u16(), status, "{code}");
+        let body: serde_json::Value = resp.json().await.expect("json error body");
+        assert_eq!(body["error"]["code"], code);
+        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+    }
+}

@@ -1,0 +1,125 @@
+//! The server's typed configuration. The binary fills it from flags,
+//! `CONFAB_*` environment variables and an optional TOML file; every field
+//! has a default that works on a laptop.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// Everything `confab serve` can be told.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address for HTTP and WebSocket.
+    pub listen: SocketAddr,
+    /// Folder for the SQLite file and blobs.
+    pub data_dir: PathBuf,
+    /// Size, rate and queue limits.
+    pub limits: Limits,
+    /// Token lifetimes and password hashing cost.
+    pub auth: AuthConfig,
+    /// Server ping interval in seconds; a connection silent for three
+    /// intervals is closed.
+    pub heartbeat_s: u64,
+    /// Most writes committed in one transaction.
+    pub max_commit_batch: usize,
+    /// Seconds to wait for connections to drain on shutdown.
+    pub shutdown_grace_s: u64,
+}
+
+/// Limits on what clients may send and how much the server buffers for them.
+/// What happens when each is hit is documented in docs/protocol.md.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest WebSocket frame the server reads as a request; larger ones get
+    /// `message_too_large` and the connection stays.
+    pub max_frame_bytes: usize,
+    /// Largest `text` (and caption) in a message body.
+    pub max_text_bytes: usize,
+    /// Largest HTTP request body.
+    pub max_http_body_bytes: usize,
+    /// Sustained sends per second per connection (token bucket).
+    pub send_rate_per_s: f64,
+    /// Burst of sends allowed above the sustained rate.
+    pub send_burst: f64,
+    /// Frames queued for one connection before it counts as too slow and is
+    /// closed (it resyncs on reconnect; nothing is lost).
+    pub outbound_queue_frames: usize,
+    /// Bytes queued for one connection before it counts as too slow.
+    pub outbound_queue_bytes: usize,
+    /// Most messages per conversation in one sync answer (`has_more` says
+    /// when more remain).
+    pub sync_batch: u32,
+    /// Largest history page.
+    pub history_page_max: u32,
+    /// Most WebSocket connections this node holds; more get HTTP 503.
+    pub max_connections: usize,
+}
+
+/// Authentication settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Access token lifetime in seconds.
+    pub access_ttl_s: u64,
+    /// Refresh token lifetime in seconds.
+    pub refresh_ttl_s: u64,
+    /// argon2id memory cost in KiB.
+    pub argon2_memory_kib: u32,
+    /// argon2id passes.
+    pub argon2_iterations: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("confab-data"),
+            limits: Limits::default(),
+            auth: AuthConfig::default(),
+            heartbeat_s: 20,
+            max_commit_batch: 512,
+            shutdown_grace_s: 10,
+        }
+    }
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_frame_bytes: 64 * 1024,
+            max_text_bytes: 16 * 1024,
+            max_http_body_bytes: 1024 * 1024,
+            send_rate_per_s: 50.0,
+            send_burst: 200.0,
+            outbound_queue_frames: 4096,
+            outbound_queue_bytes: 8 * 1024 * 1024,
+            sync_batch: 200,
+            history_page_max: 200,
+            max_connections: 19_500,
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            access_ttl_s: 3600,
+            refresh_ttl_s: 30 * 24 * 3600,
+            // OWASP's argon2id recommendation (19 MiB, 2 passes).
+            argon2_memory_kib: 19 * 1024,
+            argon2_iterations: 2,
+        }
+    }
+}
+
+impl Limits {
+    /// The transport's hard cap: a frame above this closes the connection
+    /// (WebSocket close 1009) instead of being answered, so that nobody can
+    /// make the server buffer unbounded input.
+    pub fn hard_frame_cap(&self) -> usize {
+        (self.max_frame_bytes * 4).max(1024 * 1024)
+    }
+}

@@ -1,0 +1,340 @@
+//! One WebSocket connection: a single task that reads client frames, writes
+//! the outbound queue, and keeps the heartbeat.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
+use bytes::Bytes;
+use confab_bus::{ConnectionId, Delivery, Priority};
+use confab_proto::frame::FrameError;
+use confab_proto::{ApiError, ClientFrame, ErrorCode, ServerFrame};
+use confab_store::WriteOp;
+use futures_util::SinkExt;
+use tokio::task::JoinHandle;
+
+use super::outbound::{Closed, Outbound};
+use super::rate::TokenBucket;
+use super::sync::answer_sync;
+use crate::auth::AuthUser;
+use crate::clock::now_millis;
+use crate::committer::ReplyTo;
+use crate::hub::ConnectionEntry;
+use crate::metrics;
+use crate::send::prepare_send;
+use crate::state::AppState;
+
+/// Most frames written per flush, so reading is not starved under load.
+const FLUSH_BATCH: usize = 256;
+/// A client that does not take our writes for this long is dropped.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// WebSocket close codes we use.
+mod close {
+    pub const NORMAL: u16 = 1000;
+    pub const GOING_AWAY: u16 = 1001;
+    pub const POLICY: u16 = 1008;
+}
+
+struct Connection {
+    state: AppState,
+    who: AuthUser,
+    id: ConnectionId,
+    out: Arc<Outbound>,
+    socket: WebSocket,
+    sends: TokenBucket,
+    last_heard: Instant,
+    sync_task: Option<JoinHandle<()>>,
+}
+
+/// Runs a connection until it closes, then unregisters it.
+pub async fn serve(state: AppState, socket: WebSocket, who: AuthUser) {
+    let limits = &state.config.limits;
+    let out = Arc::new(Outbound::new(limits.outbound_queue_frames, limits.outbound_queue_bytes));
+    let id = state.hub.next_connection_id();
+    let entry = ConnectionEntry { id, device_id: who.device_id, outbound: out.clone() };
+    if state.hub.register(who.user_id, entry) {
+        if let Err(e) = state.bus.set_interest(who.user_id, true).await {
+            tracing::warn!(error = %e, "could not subscribe user on the bus");
+        }
+    }
+    state.open_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    metrics::connections(1.0);
+    let sends = TokenBucket::new(limits.send_rate_per_s, limits.send_burst);
+    let mut conn = Connection {
+        state: state.clone(),
+        who,
+        id,
+        out: out.clone(),
+        socket,
+        sends,
+        last_heard: Instant::now(),
+        sync_task: None,
+    };
+    let reason = conn.run().await;
+    tracing::debug!(user = who.user_id, connection = id, reason, "connection closed");
+    if let Some(task) = conn.sync_task.take() {
+        task.abort();
+    }
+    out.close();
+    if state.hub.unregister(who.user_id, id) {
+        if let Err(e) = state.bus.set_interest(who.user_id, false).await {
+            tracing::warn!(error = %e, "could not unsubscribe user on the bus");
+        }
+    }
+    state.open_connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    metrics::connections(-1.0);
+}
+
+impl Connection {
+    async fn run(&mut self) -> &'static str {
+        let heartbeat_s = self.state.config.heartbeat_s.max(1);
+        let hello = ServerFrame::Hello {
+            user_id: self.who.user_id,
+            device_id: self.who.device_id,
+            server_time: now_millis(),
+            heartbeat_s,
+        };
+        if self.write_now(hello.encode()).await.is_err() {
+            return "hello failed";
+        }
+        let idle_limit = Duration::from_secs(heartbeat_s * 3);
+        let period = Duration::from_secs(heartbeat_s);
+        let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        let shutdown = self.state.shutdown.clone();
+        loop {
+            tokio::select! {
+                biased;
+                _ = shutdown.cancelled() => {
+                    let _ = self.flush().await;
+                    self.close(close::GOING_AWAY, "server shutting down, reconnect").await;
+                    return "shutdown";
+                }
+                _ = self.out.wait_ready() => {
+                    if let Err(reason) = self.flush().await {
+                        return reason;
+                    }
+                }
+                msg = self.socket.recv() => {
+                    let Some(Ok(msg)) = msg else { return "peer closed" };
+                    self.last_heard = Instant::now();
+                    if !self.handle(msg).await {
+                        return "peer sent close";
+                    }
+                }
+                _ = heartbeat.tick() => {
+                    if self.last_heard.elapsed() > idle_limit {
+                        self.close(close::NORMAL, "idle timeout").await;
+                        return "idle timeout";
+                    }
+                    if self.write_message(Message::Ping(Bytes::new())).await.is_err() {
+                        return "ping failed";
+                    }
+                }
+            }
+        }
+    }
+
+    /// Writes queued frames, most urgent first.
+    async fn flush(&mut self) -> Result<(), &'static str> {
+        let mut written = 0u64;
+        while let Some(frame) = self.out.pop() {
+            let Ok(text) = Utf8Bytes::try_from(frame) else { continue };
+            let fed = tokio::time::timeout(WRITE_TIMEOUT, self.socket.feed(Message::Text(text))).await;
+            if !matches!(fed, Ok(Ok(()))) {
+                return Err("write failed");
+            }
+            written += 1;
+            if written as usize >= FLUSH_BATCH {
+                break;
+            }
+        }
+        if written > 0 {
+            let flushed = tokio::time::timeout(WRITE_TIMEOUT, self.socket.flush()).await;
+            if !matches!(flushed, Ok(Ok(()))) {
+                return Err("flush failed");
+            }
+            metrics::frames_out(written);
+        }
+        if self.out.closed() == Some(Closed::TooSlow) {
+            metrics::slow_consumer();
+            self.close(close::POLICY, "too slow to read; reconnect and sync").await;
+            return Err("slow consumer");
+        }
+        // More may be left after a full batch: make sure we come back.
+        if written as usize >= FLUSH_BATCH {
+            self.out.wake();
+        }
+        Ok(())
+    }
+
+    async fn write_message(&mut self, msg: Message) -> Result<(), ()> {
+        match tokio::time::timeout(WRITE_TIMEOUT, self.socket.send(msg)).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(()),
+        }
+    }
+
+    async fn write_now(&mut self, text: String) -> Result<(), ()> {
+        self.write_message(Message::Text(text.into())).await
+    }
+
+    async fn close(&mut self, code: u16, reason: &'static str) {
+        let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
+        let _ = self.write_message(Message::Close(Some(frame))).await;
+    }
+
+    fn reply(&self, frame: ServerFrame) {
+        let _ = self.out.push(Priority::Control, Bytes::from(frame.encode()));
+    }
+
+    fn reply_error(&self, client_msg_id: Option<String>, err: ApiError) {
+        metrics::error(err.code);
+        self.reply(ServerFrame::error(client_msg_id, err));
+    }
+
+    /// Handles one incoming WebSocket message; false ends the connection.
+    async fn handle(&mut self, msg: Message) -> bool {
+        match msg {
+            Message::Text(text) => {
+                let max = self.state.config.limits.max_frame_bytes;
+                if text.len() > max {
+                    metrics::frame_in("oversized");
+                    self.reply_error(
+                        None,
+                        ApiError::new(ErrorCode::MessageTooLarge, format!("frame is over {max} bytes")),
+                    );
+                    return true;
+                }
+                match ClientFrame::decode(text.as_str()) {
+                    Ok(frame) => self.dispatch(frame).await,
+                    Err(FrameError { client_msg_id, error }) => {
+                        metrics::frame_in("bad");
+                        self.reply_error(client_msg_id, error);
+                    }
+                }
+                true
+            }
+            Message::Binary(_) => {
+                metrics::frame_in("binary");
+                self.reply_error(
+                    None,
+                    ApiError::new(ErrorCode::BadFrame, "binary frames are not supported; send json text frames"),
+                );
+                true
+            }
+            Message::Ping(_) | Message::Pong(_) => true,
+            Message::Close(_) => false,
+        }
+    }
+
+    async fn dispatch(&mut self, frame: ClientFrame) {
+        match frame {
+            ClientFrame::Send { client_msg_id, conversation_id, kind, body } => {
+                metrics::frame_in("send");
+                if !self.sends.try_take() {
+                    let err = ApiError::new(ErrorCode::RateLimited, "sending too fast, retry shortly");
+                    return self.reply_error(Some(client_msg_id), err);
+                }
+                let limits = &self.state.config.limits;
+                let msg = match prepare_send(limits, self.who.user_id, conversation_id, client_msg_id.clone(), kind, &body) {
+                    Ok(m) => m,
+                    Err(e) => return self.reply_error(Some(client_msg_id), e),
+                };
+                let reply = ReplyTo::Connection(self.out.clone());
+                if let Err(e) = self.state.committer.submit(WriteOp::Append(msg), reply, Some(self.id)).await {
+                    self.reply_error(Some(client_msg_id), e);
+                }
+            }
+            ClientFrame::Sync { cursors } => {
+                metrics::frame_in("sync");
+                if !self.sends.try_take() {
+                    let err = ApiError::new(ErrorCode::RateLimited, "syncing too often, retry shortly");
+                    return self.reply_error(None, err);
+                }
+                // One sync at a time per connection, answered in order.
+                let previous = self.sync_task.take();
+                let store = self.state.store.clone();
+                let out = self.out.clone();
+                let user = self.who.user_id;
+                let cap = self.state.config.limits.sync_batch;
+                self.sync_task = Some(tokio::spawn(async move {
+                    if let Some(p) = previous {
+                        let _ = p.await;
+                    }
+                    answer_sync(store, out, user, cursors, cap).await;
+                }));
+            }
+            ClientFrame::Delivered { conversation_id, seq } => {
+                metrics::frame_in("delivered");
+                let op = WriteOp::Delivered {
+                    device_id: self.who.device_id,
+                    user_id: self.who.user_id,
+                    conversation_id,
+                    seq,
+                };
+                self.submit_cursor(op, seq).await;
+            }
+            ClientFrame::Read { conversation_id, seq } => {
+                metrics::frame_in("read");
+                let op = WriteOp::Read { user_id: self.who.user_id, conversation_id, seq };
+                self.submit_cursor(op, seq).await;
+            }
+            ClientFrame::Typing { conversation_id, state } => {
+                metrics::frame_in("typing");
+                if !self.sends.try_take() {
+                    return; // typing is best effort: drop it quietly
+                }
+                let members = match self.state.store.member_ids(conversation_id).await {
+                    Ok(m) if m.contains(&self.who.user_id) => m,
+                    Ok(_) => {
+                        return self.reply_error(None, ApiError::new(ErrorCode::NotFound, "no such conversation"))
+                    }
+                    Err(e) => return self.reply_error(None, crate::error::store_error(e)),
+                };
+                let frame = ServerFrame::Typing { conversation_id, user_id: self.who.user_id, state };
+                self.publish(members.into(), Some(self.who.user_id), frame).await;
+            }
+            ClientFrame::Ping { nonce } => {
+                metrics::frame_in("ping");
+                self.reply(ServerFrame::Pong { nonce });
+            }
+            ClientFrame::Call { call_id, to_user_id, signal, payload } => {
+                metrics::frame_in("call");
+                if !matches!(signal.as_str(), "offer" | "answer" | "ice" | "hangup") {
+                    let err = ApiError::new(ErrorCode::BadRequest, "signal must be offer, answer, ice or hangup");
+                    return self.reply_error(None, err);
+                }
+                if !self.sends.try_take() {
+                    let err = ApiError::new(ErrorCode::RateLimited, "signalling too fast");
+                    return self.reply_error(None, err);
+                }
+                let frame = ServerFrame::Call { call_id, from_user_id: self.who.user_id, signal, payload };
+                self.publish(Arc::from(vec![to_user_id]), None, frame).await;
+            }
+        }
+    }
+
+    async fn submit_cursor(&mut self, op: WriteOp, seq: i64) {
+        if seq < 0 {
+            return self.reply_error(None, ApiError::new(ErrorCode::BadRequest, "seq must not be negative"));
+        }
+        let reply = ReplyTo::Connection(self.out.clone());
+        if let Err(e) = self.state.committer.submit(op, reply, Some(self.id)).await {
+            self.reply_error(None, e);
+        }
+    }
+
+    async fn publish(&mut self, users: Arc<[i64]>, skip_user: Option<i64>, frame: ServerFrame) {
+        let delivery = Delivery {
+            users,
+            skip_user,
+            skip_connection: Some(self.id),
+            priority: Priority::Control,
+            frame: Bytes::from(frame.encode()),
+        };
+        if let Err(e) = self.state.bus.publish(delivery).await {
+            tracing::debug!(error = %e, "ephemeral publish failed");
+        }
+    }
+}

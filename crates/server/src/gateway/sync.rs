@@ -1,0 +1,44 @@
+//! Answering `sync`: messages past the client's cursors, then `sync_done`,
+//! as bulk traffic that waits for room in the outbound queue.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use confab_bus::Priority;
+use confab_proto::{ConversationId, Seq, ServerFrame, UserId};
+use confab_store::Store;
+
+use super::outbound::Outbound;
+use crate::error::store_error;
+
+/// Streams the answer to one `sync` into `out`. Returns when done or when
+/// the connection is gone.
+pub async fn answer_sync(
+    store: Arc<dyn Store>,
+    out: Arc<Outbound>,
+    user: UserId,
+    cursors: HashMap<ConversationId, Seq>,
+    cap: u32,
+) {
+    let batches = match store.sync(user, &cursors, cap).await {
+        Ok(b) => b,
+        Err(e) => {
+            let frame = ServerFrame::error(None, store_error(e)).encode();
+            let _ = out.push(Priority::Control, Bytes::from(frame));
+            return;
+        }
+    };
+    let mut has_more = HashMap::with_capacity(batches.len());
+    for batch in batches {
+        has_more.insert(batch.conversation_id, batch.has_more);
+        for m in batch.messages {
+            let frame = ServerFrame::Message(m).encode();
+            if out.push_bulk(Bytes::from(frame)).await.is_err() {
+                return;
+            }
+        }
+    }
+    let done = ServerFrame::SyncDone { has_more }.encode();
+    let _ = out.push_bulk(Bytes::from(done)).await;
+}

@@ -1,0 +1,113 @@
+//! Register, login, refresh, logout.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use confab_proto::api::{LoginRequest, RefreshRequest, RegisterRequest, RegisterResponse, TokenResponse};
+use confab_proto::validate::{check_display_name, check_password, Username};
+use confab_proto::ErrorCode;
+use confab_store::{NewUser, RefreshOutcome, StoreError};
+
+use super::ApiJson;
+use crate::auth::{token_hash, AuthUser};
+use crate::clock::now_millis;
+use crate::error::{AppError, AppResult};
+use crate::state::AppState;
+
+/// `POST /v1/auth/register`.
+pub async fn register(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<RegisterRequest>,
+) -> AppResult<(StatusCode, Json<RegisterResponse>)> {
+    let username = Username::parse(&req.username)?;
+    check_password(&req.password)?;
+    let display_name = match req.display_name {
+        Some(d) => {
+            check_display_name(&d)?;
+            d
+        }
+        None => username.as_str().to_owned(),
+    };
+    let password_hash = state.auth.hash_password(req.password).await?;
+    let user = state
+        .store
+        .create_user(NewUser {
+            username: username.as_str().to_owned(),
+            username_key: username.canonical(),
+            display_name,
+            password_hash,
+            now: now_millis(),
+        })
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict => AppError::new(ErrorCode::UsernameTaken, "that username is taken, pick another"),
+            other => other.into(),
+        })?;
+    Ok((StatusCode::CREATED, Json(RegisterResponse { user })))
+}
+
+/// `POST /v1/auth/login`: checks the password and makes a new device.
+pub async fn login(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<LoginRequest>,
+) -> AppResult<Json<TokenResponse>> {
+    let invalid = || AppError::new(ErrorCode::InvalidCredentials, "wrong username or password");
+    let creds = match Username::parse(&req.username) {
+        Ok(name) => state.store.credentials_by_username(&name.canonical()).await?,
+        Err(_) => None,
+    };
+    let (user, hash) = match creds {
+        Some(c) => (Some(c.user), Some(c.password_hash)),
+        None => (None, None),
+    };
+    if !state.auth.verify_password(req.password, hash).await {
+        return Err(invalid());
+    }
+    let user = user.ok_or_else(invalid)?;
+    let device_name = req.device_name.map(|n| n.chars().take(64).collect::<String>());
+    let public_key = req.device_public_key.filter(|k| k.len() <= 256);
+    let device = state
+        .store
+        .create_device(user.id, device_name, public_key, now_millis())
+        .await?;
+    Ok(Json(state.auth.issue(state.store.as_ref(), user, device).await?))
+}
+
+/// `POST /v1/auth/refresh`: spends the refresh token for a new pair. A token
+/// presented twice means it leaked: the device is logged out.
+pub async fn refresh(
+    State(state): State<AppState>,
+    ApiJson(req): ApiJson<RefreshRequest>,
+) -> AppResult<Json<TokenResponse>> {
+    let outcome = state
+        .store
+        .spend_refresh_token(&token_hash(&req.refresh_token), now_millis())
+        .await?;
+    match outcome {
+        RefreshOutcome::Fresh(owner) => {
+            let user = state
+                .store
+                .user(owner.user_id)
+                .await?
+                .ok_or_else(|| AppError::new(ErrorCode::InvalidRefreshToken, "account is gone"))?;
+            Ok(Json(state.auth.issue(state.store.as_ref(), user, owner.device_id).await?))
+        }
+        RefreshOutcome::Reused(owner) => {
+            tracing::warn!(user = owner.user_id, device = owner.device_id, "refresh token reused; device revoked");
+            Err(AppError::new(
+                ErrorCode::InvalidRefreshToken,
+                "refresh token was already used; this device is logged out, log in again",
+            ))
+        }
+        RefreshOutcome::Invalid => Err(AppError::new(
+            ErrorCode::InvalidRefreshToken,
+            "unknown or expired refresh token, log in again",
+        )),
+    }
+}
+
+/// `POST /v1/auth/logout`: revokes this device's tokens.
+pub async fn logout(State(state): State<AppState>, who: AuthUser) -> AppResult<StatusCode> {
+    state.store.revoke_device(who.device_id, now_millis()).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,174 @@
+//! Conversations and their messages over HTTP.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use bytes::Bytes;
+use confab_bus::{Delivery, Priority};
+use confab_proto::api::{
+    Conversation, ConversationList, CreateConversationRequest, MessagePage, ReadRequest,
+    SendMessageRequest, SendMessageResponse,
+};
+use confab_proto::{ConversationId, ErrorCode, Seq, ServerFrame, UserId};
+use confab_store::{HistoryQuery, WriteOp, WriteOutcome};
+use serde::Deserialize;
+
+use super::extract::ApiPath;
+use super::{ApiJson, ApiQuery};
+use crate::auth::AuthUser;
+use crate::clock::now_millis;
+use crate::error::{AppError, AppResult};
+use crate::send::prepare_send;
+use crate::state::AppState;
+
+/// Most members a group may be created with.
+const GROUP_CREATE_MAX: usize = 10_000;
+
+/// `POST /v1/conversations`: get-or-create direct, or create a group.
+pub async fn create(
+    State(state): State<AppState>,
+    who: AuthUser,
+    ApiJson(req): ApiJson<CreateConversationRequest>,
+) -> AppResult<(StatusCode, Json<Conversation>)> {
+    let (id, created) = match req {
+        CreateConversationRequest::Direct { user_id } => {
+            if user_id == who.user_id {
+                return Err(AppError::bad_request("a direct conversation needs another user"));
+            }
+            state.store.user(user_id).await?.ok_or_else(|| AppError::not_found("user"))?;
+            state.store.get_or_create_direct(who.user_id, user_id, now_millis()).await?
+        }
+        CreateConversationRequest::Group { title, member_ids } => {
+            let title = title.trim();
+            if title.is_empty() || title.chars().count() > 64 {
+                return Err(AppError::bad_request("title must be 1-64 characters"));
+            }
+            if member_ids.len() > GROUP_CREATE_MAX {
+                return Err(AppError::bad_request("too many members for one request"));
+            }
+            for &m in &member_ids {
+                state.store.user(m).await?.ok_or_else(|| AppError::not_found("user"))?;
+            }
+            let id = state.store.create_group(who.user_id, title, &member_ids, now_millis()).await?;
+            (id, true)
+        }
+    };
+    let view = state
+        .store
+        .conversation_for(id, who.user_id)
+        .await?
+        .ok_or_else(|| AppError::not_found("conversation"))?;
+    if created {
+        announce_new_conversation(&state, &view, who.user_id).await;
+    }
+    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    Ok((status, Json(view)))
+}
+
+/// Tells the other members' devices that a conversation now includes them.
+async fn announce_new_conversation(state: &AppState, view: &Conversation, creator: UserId) {
+    let users: Arc<[UserId]> = view.members.iter().map(|m| m.user_id).collect();
+    let mut data = serde_json::Map::new();
+    data.insert("conversation_id".into(), view.id.into());
+    data.insert("by_user_id".into(), creator.into());
+    let frame = ServerFrame::Event { event: "conversation_added".into(), data }.encode();
+    let delivery = Delivery {
+        users,
+        skip_user: Some(creator),
+        skip_connection: None,
+        priority: Priority::Control,
+        frame: Bytes::from(frame),
+    };
+    if let Err(e) = state.bus.publish(delivery).await {
+        tracing::warn!(error = %e, "could not announce conversation");
+    }
+}
+
+/// `GET /v1/conversations`.
+pub async fn list(State(state): State<AppState>, who: AuthUser) -> AppResult<Json<ConversationList>> {
+    let conversations = state.store.conversations_for(who.user_id).await?;
+    Ok(Json(ConversationList { conversations }))
+}
+
+/// `GET /v1/conversations/{id}`.
+pub async fn get_one(
+    State(state): State<AppState>,
+    who: AuthUser,
+    ApiPath(id): ApiPath<ConversationId>,
+) -> AppResult<Json<Conversation>> {
+    let view = state
+        .store
+        .conversation_for(id, who.user_id)
+        .await?
+        .ok_or_else(|| AppError::not_found("conversation"))?;
+    Ok(Json(view))
+}
+
+/// Query of the history endpoint.
+#[derive(Debug, Deserialize)]
+pub struct HistoryParams {
+    before_seq: Option<Seq>,
+    after_seq: Option<Seq>,
+    limit: Option<u32>,
+}
+
+/// `GET /v1/conversations/{id}/messages?before_seq=&after_seq=&limit=`.
+pub async fn history(
+    State(state): State<AppState>,
+    who: AuthUser,
+    ApiPath(id): ApiPath<ConversationId>,
+    ApiQuery(p): ApiQuery<HistoryParams>,
+) -> AppResult<Json<MessagePage>> {
+    state
+        .store
+        .member(id, who.user_id)
+        .await?
+        .ok_or_else(|| AppError::not_found("conversation"))?;
+    let max = state.config.limits.history_page_max;
+    let query = HistoryQuery {
+        before_seq: p.before_seq,
+        after_seq: p.after_seq,
+        limit: p.limit.unwrap_or(50).clamp(1, max),
+    };
+    let (messages, has_more) = state.store.history(id, who.user_id, query).await?;
+    Ok(Json(MessagePage { messages, has_more }))
+}
+
+/// `POST /v1/conversations/{id}/messages`: same semantics as the WebSocket
+/// `send` (durable before the answer; resends return the original seq).
+pub async fn send(
+    State(state): State<AppState>,
+    who: AuthUser,
+    ApiPath(id): ApiPath<ConversationId>,
+    ApiJson(req): ApiJson<SendMessageRequest>,
+) -> AppResult<(StatusCode, Json<SendMessageResponse>)> {
+    let client_msg_id = req.client_msg_id.clone();
+    let msg = prepare_send(&state.config.limits, who.user_id, id, req.client_msg_id, req.kind, &req.body)?;
+    match state.committer.commit(WriteOp::Append(msg)).await? {
+        WriteOutcome::Appended { seq, ts, duplicate, .. } => {
+            let status = if duplicate { StatusCode::OK } else { StatusCode::CREATED };
+            Ok((status, Json(SendMessageResponse { client_msg_id, conversation_id: id, seq, ts })))
+        }
+        WriteOutcome::Rejected(code) => Err(AppError::new(code, "refused")),
+        _ => Err(AppError::new(ErrorCode::Internal, "unexpected commit outcome")),
+    }
+}
+
+/// `POST /v1/conversations/{id}/read`: moves my read cursor.
+pub async fn read(
+    State(state): State<AppState>,
+    who: AuthUser,
+    ApiPath(id): ApiPath<ConversationId>,
+    ApiJson(req): ApiJson<ReadRequest>,
+) -> AppResult<StatusCode> {
+    if req.seq < 0 {
+        return Err(AppError::bad_request("seq must not be negative"));
+    }
+    let op = WriteOp::Read { user_id: who.user_id, conversation_id: id, seq: req.seq };
+    match state.committer.commit(op).await? {
+        WriteOutcome::Rejected(code) => Err(AppError::new(code, "no such conversation")),
+        _ => Ok(StatusCode::NO_CONTENT),
+    }
+}

@@ -1,0 +1,49 @@
+//! The HTTP API (`/v1`) and operational endpoints, as one router.
+
+mod accounts;
+mod conversations;
+mod extract;
+mod health;
+mod users;
+
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+use axum::Router;
+use confab_proto::ErrorCode;
+
+use crate::error::AppError;
+use crate::state::AppState;
+
+pub use extract::{ApiJson, ApiQuery};
+
+/// Builds the whole router. Tests can call it with `oneshot`.
+pub fn router(state: AppState) -> Router {
+    let body_limit = state.config.limits.max_http_body_bytes;
+    let v1 = Router::new()
+        .route("/auth/register", post(accounts::register))
+        .route("/auth/login", post(accounts::login))
+        .route("/auth/refresh", post(accounts::refresh))
+        .route("/auth/logout", post(accounts::logout))
+        .route("/users/me", get(users::me).patch(users::update_me))
+        .route("/users", get(users::search))
+        .route("/users/{id}", get(users::by_id))
+        .route(
+            "/conversations",
+            get(conversations::list).post(conversations::create),
+        )
+        .route("/conversations/{id}", get(conversations::get_one))
+        .route(
+            "/conversations/{id}/messages",
+            get(conversations::history).post(conversations::send),
+        )
+        .route("/conversations/{id}/read", post(conversations::read))
+        .route("/ws", get(crate::gateway::upgrade));
+    Router::new()
+        .nest("/v1", v1)
+        .route("/healthz", get(health::healthz))
+        .route("/readyz", get(health::readyz))
+        .route("/metrics", get(health::metrics))
+        .fallback(|| async { AppError::new(ErrorCode::NotFound, "no such endpoint") })
+        .layer(DefaultBodyLimit::max(body_limit))
+        .with_state(state)
+}

@@ -1,0 +1,84 @@
+//! Profiles and user lookup.
+
+use axum::extract::State;
+use axum::Json;
+use confab_proto::api::{UpdateProfileRequest, User, UserList};
+use confab_proto::validate::{check_display_name, check_status_text};
+use confab_proto::UserId;
+use confab_store::ProfileUpdate;
+use serde::Deserialize;
+
+use super::extract::ApiPath;
+use super::{ApiJson, ApiQuery};
+use crate::auth::AuthUser;
+use crate::error::{AppError, AppResult};
+use crate::state::AppState;
+
+/// `GET /v1/users/me`.
+pub async fn me(State(state): State<AppState>, who: AuthUser) -> AppResult<Json<User>> {
+    let user = state.store.user(who.user_id).await?.ok_or_else(|| AppError::not_found("user"))?;
+    Ok(Json(user))
+}
+
+/// `PATCH /v1/users/me`.
+pub async fn update_me(
+    State(state): State<AppState>,
+    who: AuthUser,
+    ApiJson(req): ApiJson<UpdateProfileRequest>,
+) -> AppResult<Json<User>> {
+    if let Some(d) = &req.display_name {
+        check_display_name(d)?;
+    }
+    if let Some(Some(s)) = &req.status_text {
+        check_status_text(s)?;
+    }
+    if let Some(Some(a)) = &req.avatar_media_id {
+        if a.is_empty() || a.len() > 128 {
+            return Err(AppError::bad_request("avatar_media_id must be 1-128 characters"));
+        }
+    }
+    let update = ProfileUpdate {
+        display_name: req.display_name,
+        avatar_media_id: req.avatar_media_id,
+        status_text: req.status_text,
+    };
+    let user = state
+        .store
+        .update_profile(who.user_id, update)
+        .await?
+        .ok_or_else(|| AppError::not_found("user"))?;
+    Ok(Json(user))
+}
+
+/// Query of `GET /v1/users`.
+#[derive(Debug, Deserialize)]
+pub struct SearchParams {
+    q: String,
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+/// `GET /v1/users?q=`: username prefix search.
+pub async fn search(
+    State(state): State<AppState>,
+    _who: AuthUser,
+    ApiQuery(params): ApiQuery<SearchParams>,
+) -> AppResult<Json<UserList>> {
+    let q = params.q.trim().to_ascii_lowercase();
+    if q.is_empty() || q.len() > 32 {
+        return Err(AppError::bad_request("q must be 1-32 characters of a username"));
+    }
+    let limit = params.limit.unwrap_or(20).clamp(1, 50);
+    let users = state.store.search_users(&q, limit).await?;
+    Ok(Json(UserList { users }))
+}
+
+/// `GET /v1/users/{id}`.
+pub async fn by_id(
+    State(state): State<AppState>,
+    _who: AuthUser,
+    ApiPath(id): ApiPath<UserId>,
+) -> AppResult<Json<User>> {
+    let user = state.store.user(id).await?.ok_or_else(|| AppError::not_found("user"))?;
+    Ok(Json(user))
+}

@@ -1,0 +1,48 @@
+//! Shared server state, passed to every handler and connection.
+
+use std::ops::Deref;
+use std::sync::atomic::AtomicUsize;
+use std::sync::Arc;
+
+use confab_bus::Bus;
+use confab_store::Store;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::auth::Auth;
+use crate::committer::Committer;
+use crate::config::Config;
+use crate::hub::Hub;
+
+/// Cheap to clone; everything lives behind one `Arc`.
+#[derive(Clone)]
+pub struct AppState(pub Arc<Inner>);
+
+/// What the state holds.
+pub struct Inner {
+    /// Effective configuration.
+    pub config: Config,
+    /// Storage backend.
+    pub store: Arc<dyn Store>,
+    /// Message bus.
+    pub bus: Arc<dyn Bus>,
+    /// Local connections.
+    pub hub: Arc<Hub>,
+    /// Group committer.
+    pub committer: Committer,
+    /// Passwords and tokens.
+    pub auth: Arc<Auth>,
+    /// Cancelled when the server shuts down.
+    pub shutdown: CancellationToken,
+    /// Tracks connection tasks so shutdown can wait for them.
+    pub connections: TaskTracker,
+    /// Open WebSocket connections on this node.
+    pub open_connections: AtomicUsize,
+}
+
+impl Deref for AppState {
+    type Target = Inner;
+    fn deref(&self) -> &Inner {
+        &self.0
+    }
+}
