@@ -47,6 +47,9 @@ pub(crate) struct Actor {
     events: mpsc::Sender<Event>,
     pub(crate) closing: watch::Receiver<bool>,
     pub(crate) shared: Arc<Shared>,
+    /// The user, once a `hello` named it: our own acked messages are
+    /// delivered to the application with this sender id.
+    pub(crate) user_id: Option<confab_proto::UserId>,
 }
 
 impl Actor {
@@ -75,6 +78,7 @@ impl Actor {
             events,
             closing,
             shared,
+            user_id: None,
         }
     }
 

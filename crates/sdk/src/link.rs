@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use confab_proto::{ApiError, ClientFrame, ConversationId, Seq, ServerFrame};
+use confab_proto::{ApiError, ClientFrame, ConversationId, MessageRecord, Seq, ServerFrame};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio::time::{sleep_until, timeout, Instant};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -176,6 +176,7 @@ impl Actor {
                     return Ok(());
                 }
                 link.hello = true;
+                self.user_id = Some(user_id);
                 link.idle = self
                     .options
                     .idle_timeout
@@ -201,24 +202,14 @@ impl Actor {
                 }
                 batch.frames.extend(self.outbox.on_connected());
             }
-            ServerFrame::Message(record) => match self.ordering.push(record) {
-                Push::Duplicate => {}
-                Push::Ready(records) => {
-                    for record in records {
-                        raise(&mut batch.delivered, record.conversation_id, record.seq);
-                        self.emit(Event::Message(record)).await?;
-                    }
-                }
-                Push::Buffered => link.gap_pending = true,
-                Push::Overflowed => link.force_sync = true,
-            },
+            ServerFrame::Message(record) => self.deliver(link, batch, record).await?,
             ServerFrame::Ack {
                 client_msg_id,
                 conversation_id,
                 seq,
                 ts,
             } => {
-                if let Some((_, waiters)) = self.outbox.ack(&client_msg_id) {
+                if let Some((msg, waiters)) = self.outbox.ack(&client_msg_id) {
                     let ack = Ack {
                         client_msg_id,
                         conversation_id,
@@ -229,6 +220,20 @@ impl Actor {
                         let _ = waiter.reply.send(Ok(ack.clone()));
                     }
                     self.publish_outbox_len();
+                    // The server does not echo a message to the connection
+                    // that sent it: the ack is its delivery here.
+                    if let Some(sender_id) = self.user_id {
+                        let own = MessageRecord {
+                            conversation_id,
+                            seq,
+                            sender_id,
+                            client_msg_id: ack.client_msg_id,
+                            kind: msg.kind,
+                            body: msg.body,
+                            ts,
+                        };
+                        self.deliver(link, batch, own).await?;
+                    }
                 }
             }
             ServerFrame::Error {
@@ -262,6 +267,27 @@ impl Actor {
                     self.emit(event).await?;
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Puts a message through the ordering buffer and emits what is ready.
+    async fn deliver(
+        &mut self,
+        link: &mut Link,
+        batch: &mut Batch,
+        record: MessageRecord,
+    ) -> Result<(), Exit> {
+        match self.ordering.push(record) {
+            Push::Duplicate => {}
+            Push::Ready(records) => {
+                for record in records {
+                    raise(&mut batch.delivered, record.conversation_id, record.seq);
+                    self.emit(Event::Message(record)).await?;
+                }
+            }
+            Push::Buffered => link.gap_pending = true,
+            Push::Overflowed => link.force_sync = true,
         }
         Ok(())
     }
