@@ -82,6 +82,9 @@ mod tests {
         assert!(bus.is_ready());
         bus.publish(d("a")).await.expect("publish");
         bus.publish(d("b")).await.expect("publish");
-        assert_eq!(*rec.0.lock().expect("lock"), vec![Bytes::from("a"), Bytes::from("b")]);
+        assert_eq!(
+            *rec.0.lock().expect("lock"),
+            vec![Bytes::from("a"), Bytes::from("b")]
+        );
     }
 }

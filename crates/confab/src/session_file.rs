@@ -32,7 +32,9 @@ pub fn save(path: &Path, session: &Session) -> anyhow::Result<()> {
             use std::os::unix::fs::OpenOptionsExt as _;
             opts.mode(0o600);
         }
-        let mut f = opts.open(&tmp).with_context(|| format!("writing {}", tmp.display()))?;
+        let mut f = opts
+            .open(&tmp)
+            .with_context(|| format!("writing {}", tmp.display()))?;
         f.write_all(&json)?;
         f.sync_all()?;
     }
@@ -42,9 +44,14 @@ pub fn save(path: &Path, session: &Session) -> anyhow::Result<()> {
 
 /// Loads the saved session.
 pub fn load(path: &Path) -> anyhow::Result<Session> {
-    let bytes = std::fs::read(path)
-        .with_context(|| format!("no saved session at {}: run `confab login` first", path.display()))?;
-    serde_json::from_slice(&bytes).with_context(|| format!("unreadable session file {}", path.display()))
+    let bytes = std::fs::read(path).with_context(|| {
+        format!(
+            "no saved session at {}: run `confab login` first",
+            path.display()
+        )
+    })?;
+    serde_json::from_slice(&bytes)
+        .with_context(|| format!("unreadable session file {}", path.display()))
 }
 
 /// Removes the saved session, if any.

@@ -11,18 +11,37 @@ use support::*;
 async fn register_login_refresh_and_reuse_detection() {
     let app = spawn_app().await;
     let client = app.client();
-    let user = client.register("Ann", PASSWORD, Some("Ann Lee")).await.expect("register");
+    let user = client
+        .register("Ann", PASSWORD, Some("Ann Lee"))
+        .await
+        .expect("register");
     assert_eq!(user.display_name, "Ann Lee");
 
-    let again = client.register("ann", PASSWORD, None).await.expect_err("taken");
-    assert_eq!(again.code(), Some(ErrorCode::UsernameTaken), "case-insensitive uniqueness");
+    let again = client
+        .register("ann", PASSWORD, None)
+        .await
+        .expect_err("taken");
+    assert_eq!(
+        again.code(),
+        Some(ErrorCode::UsernameTaken),
+        "case-insensitive uniqueness"
+    );
 
-    let wrong = client.login("ann", "wrong password", None).await.expect_err("bad password");
+    let wrong = client
+        .login("ann", "wrong password", None)
+        .await
+        .expect_err("bad password");
     assert_eq!(wrong.code(), Some(ErrorCode::InvalidCredentials));
-    let nobody = client.login("nobody", PASSWORD, None).await.expect_err("no user");
+    let nobody = client
+        .login("nobody", PASSWORD, None)
+        .await
+        .expect_err("no user");
     assert_eq!(nobody.code(), Some(ErrorCode::InvalidCredentials));
 
-    let first = client.login("ANN", PASSWORD, None).await.expect("login any case");
+    let first = client
+        .login("ANN", PASSWORD, None)
+        .await
+        .expect("login any case");
     assert_eq!(first.user.id, user.id);
     assert_eq!(client.me().await.expect("me").username, "Ann");
 
@@ -49,7 +68,11 @@ async fn register_login_refresh_and_reuse_detection() {
         .send()
         .await
         .expect("me");
-    assert_eq!(me.status(), 401, "the device's current token died with the replay");
+    assert_eq!(
+        me.status(),
+        401,
+        "the device's current token died with the replay"
+    );
     let refresh_after = http
         .post(format!("{}/v1/auth/refresh", app.base_url))
         .json(&json!({"refresh_token": second.refresh_token}))
@@ -74,7 +97,10 @@ async fn logout_revokes_the_device_only() {
         .await
         .expect("me");
     assert_eq!(resp.status(), 401);
-    assert_eq!(phone.me().await.expect("other device still works").username, "ann");
+    assert_eq!(
+        phone.me().await.expect("other device still works").username,
+        "ann"
+    );
 }
 
 #[tokio::test]
@@ -112,11 +138,17 @@ async fn profiles_and_search() {
     let me = ann.update_me(&patch).await.expect("patch");
     assert_eq!(me.display_name, "Ann!");
     assert_eq!(me.status_text.as_deref(), Some("on holiday"));
-    let clear = UpdateProfileRequest { status_text: Some(None), ..Default::default() };
+    let clear = UpdateProfileRequest {
+        status_text: Some(None),
+        ..Default::default()
+    };
     let me = ann.update_me(&clear).await.expect("clear");
     assert_eq!(me.status_text, None);
     assert_eq!(me.display_name, "Ann!", "fields not named stay");
-    assert_eq!(ann.user(ann_user.id).await.expect("by id").display_name, "Ann!");
+    assert_eq!(
+        ann.user(ann_user.id).await.expect("by id").display_name,
+        "Ann!"
+    );
     let missing = ann.user(999_999).await.expect_err("missing");
     assert_eq!(missing.code(), Some(ErrorCode::NotFound));
 }
@@ -126,13 +158,22 @@ async fn http_errors_have_the_json_shape() {
     let app = spawn_app().await;
     let http = app.http();
     let cases = [
-        (http.get(format!("{}/v1/users/me", app.base_url)), 401, "unauthorized"),
         (
-            http.get(format!("{}/v1/users/me", app.base_url)).bearer_auth("garbage"),
+            http.get(format!("{}/v1/users/me", app.base_url)),
             401,
             "unauthorized",
         ),
-        (http.get(format!("{}/v1/nope", app.base_url)), 404, "not_found"),
+        (
+            http.get(format!("{}/v1/users/me", app.base_url))
+                .bearer_auth("garbage"),
+            401,
+            "unauthorized",
+        ),
+        (
+            http.get(format!("{}/v1/nope", app.base_url)),
+            404,
+            "not_found",
+        ),
         (
             http.post(format!("{}/v1/auth/register", app.base_url))
                 .header("content-type", "application/json")
@@ -143,7 +184,10 @@ async fn http_errors_have_the_json_shape() {
         (
             http.post(format!("{}/v1/auth/register", app.base_url))
                 .header("content-type", "application/json")
-                .body(format!(r#"{{"username":"x","password":"{}"}}"#, "p".repeat(2 << 20))),
+                .body(format!(
+                    r#"{{"username":"x","password":"{}"}}"#,
+                    "p".repeat(2 << 20)
+                )),
             413,
             "message_too_large",
         ),
@@ -153,6 +197,8 @@ async fn http_errors_have_the_json_shape() {
         assert_eq!(resp.status().as_u16(), status, "{code}");
         let body: serde_json::Value = resp.json().await.expect("json error body");
         assert_eq!(body["error"]["code"], code);
-        assert!(body["error"]["message"].as_str().is_some_and(|m| !m.is_empty()));
+        assert!(body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()));
     }
 }

@@ -273,7 +273,10 @@ mod tests {
     fn create_conversation_shapes() {
         let d: CreateConversationRequest =
             serde_json::from_str(r#"{"kind":"direct","user_id":4}"#).expect("direct");
-        assert!(matches!(d, CreateConversationRequest::Direct { user_id: 4 }));
+        assert!(matches!(
+            d,
+            CreateConversationRequest::Direct { user_id: 4 }
+        ));
         let g: CreateConversationRequest =
             serde_json::from_str(r#"{"kind":"group","title":"t","member_ids":[2,3]}"#)
                 .expect("group");

@@ -313,7 +313,12 @@ mod tests {
     fn server_frame_snapshots() {
         let cases: Vec<(ServerFrame, &str)> = vec![
             (
-                ServerFrame::Hello { user_id: 1, device_id: 2, server_time: 3, heartbeat_s: 20 },
+                ServerFrame::Hello {
+                    user_id: 1,
+                    device_id: 2,
+                    server_time: 3,
+                    heartbeat_s: 20,
+                },
                 r#"{"type":"hello","user_id":1,"device_id":2,"server_time":3,"heartbeat_s":20}"#,
             ),
             (
@@ -329,11 +334,19 @@ mod tests {
                 r#"{"type":"message","conversation_id":7,"seq":1,"sender_id":1,"client_msg_id":"c1","kind":"text","body":{"text":"hi"},"ts":5}"#,
             ),
             (
-                ServerFrame::Ack { client_msg_id: "c1".into(), conversation_id: 7, seq: 1, ts: 5 },
+                ServerFrame::Ack {
+                    client_msg_id: "c1".into(),
+                    conversation_id: 7,
+                    seq: 1,
+                    ts: 5,
+                },
                 r#"{"type":"ack","client_msg_id":"c1","conversation_id":7,"seq":1,"ts":5}"#,
             ),
             (
-                ServerFrame::error(Some("c1".into()), ApiError::new(ErrorCode::NotFound, "no such conversation")),
+                ServerFrame::error(
+                    Some("c1".into()),
+                    ApiError::new(ErrorCode::NotFound, "no such conversation"),
+                ),
                 r#"{"type":"error","client_msg_id":"c1","code":"not_found","message":"no such conversation"}"#,
             ),
             (
@@ -341,21 +354,33 @@ mod tests {
                 r#"{"type":"error","code":"bad_frame","message":"x"}"#,
             ),
             (
-                ServerFrame::SyncDone { has_more: HashMap::from([(7, true)]) },
+                ServerFrame::SyncDone {
+                    has_more: HashMap::from([(7, true)]),
+                },
                 r#"{"type":"sync_done","has_more":{"7":true}}"#,
             ),
             (
-                ServerFrame::Receipt { conversation_id: 7, user_id: 2, kind: ReceiptKind::Read, seq: 4 },
+                ServerFrame::Receipt {
+                    conversation_id: 7,
+                    user_id: 2,
+                    kind: ReceiptKind::Read,
+                    seq: 4,
+                },
                 r#"{"type":"receipt","conversation_id":7,"user_id":2,"kind":"read","seq":4}"#,
             ),
             (
-                ServerFrame::Pong { nonce: Some(json!(9)) },
+                ServerFrame::Pong {
+                    nonce: Some(json!(9)),
+                },
                 r#"{"type":"pong","nonce":9}"#,
             ),
             (
                 ServerFrame::Event {
                     event: "member_joined".into(),
-                    data: json!({"conversation_id": 7, "user_id": 3}).as_object().cloned().unwrap_or_default(),
+                    data: json!({"conversation_id": 7, "user_id": 3})
+                        .as_object()
+                        .cloned()
+                        .unwrap_or_default(),
                 },
                 r#"{"type":"event","event":"member_joined","conversation_id":7,"user_id":3}"#,
             ),
@@ -399,20 +424,36 @@ mod tests {
             ),
             (
                 r#"{"type":"sync","cursors":{"7":3,"9":0}}"#,
-                ClientFrame::Sync { cursors: HashMap::from([(7, 3), (9, 0)]) },
+                ClientFrame::Sync {
+                    cursors: HashMap::from([(7, 3), (9, 0)]),
+                },
             ),
-            (r#"{"type":"sync"}"#, ClientFrame::Sync { cursors: HashMap::new() }),
+            (
+                r#"{"type":"sync"}"#,
+                ClientFrame::Sync {
+                    cursors: HashMap::new(),
+                },
+            ),
             (
                 r#"{"type":"delivered","conversation_id":7,"seq":3}"#,
-                ClientFrame::Delivered { conversation_id: 7, seq: 3 },
+                ClientFrame::Delivered {
+                    conversation_id: 7,
+                    seq: 3,
+                },
             ),
             (
                 r#"{"type":"read","conversation_id":7,"seq":3}"#,
-                ClientFrame::Read { conversation_id: 7, seq: 3 },
+                ClientFrame::Read {
+                    conversation_id: 7,
+                    seq: 3,
+                },
             ),
             (
                 r#"{"type":"typing","conversation_id":7,"state":"start"}"#,
-                ClientFrame::Typing { conversation_id: 7, state: TypingState::Start },
+                ClientFrame::Typing {
+                    conversation_id: 7,
+                    state: TypingState::Start,
+                },
             ),
             (r#"{"type":"ping"}"#, ClientFrame::Ping { nonce: None }),
         ];

@@ -95,8 +95,7 @@ fn check_short_text(s: &str, max: usize, field: &str, may_be_empty: bool) -> Res
 pub fn check_client_msg_id(s: &str) -> Result<(), ApiError> {
     let ok = !s.is_empty()
         && s.len() <= CLIENT_MSG_ID_MAX
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
     if ok {
         Ok(())

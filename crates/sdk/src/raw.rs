@@ -29,7 +29,9 @@ pub(crate) async fn dial(url: &str, token: Option<&str>) -> Result<WsStream> {
             .map_err(|_| Error::InvalidInput("access token is not a valid header value".into()))?;
         request.headers_mut().insert(header::AUTHORIZATION, value);
     }
-    match tokio_tungstenite::connect_async(request).await {
+    // TCP_NODELAY: frames are small and latency-bound; Nagle plus delayed
+    // acks would add 40 ms stalls to multi-segment frames.
+    match tokio_tungstenite::connect_async_with_config(request, None, true).await {
         Ok((ws, _response)) => Ok(ws),
         Err(WsError::Http(resp)) => {
             let body = resp.body().as_deref().unwrap_or_default();

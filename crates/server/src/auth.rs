@@ -77,7 +77,11 @@ impl Auth {
         tokio::task::spawn_blocking(move || {
             let hash = hash.unwrap_or_else(|| me.dummy_hash.clone());
             let ok = PasswordHash::new(&hash)
-                .map(|parsed| me.argon2.verify_password(password.as_bytes(), &parsed).is_ok())
+                .map(|parsed| {
+                    me.argon2
+                        .verify_password(password.as_bytes(), &parsed)
+                        .is_ok()
+                })
                 .unwrap_or(false);
             ok && real
         })
@@ -154,7 +158,9 @@ pub struct AuthUser {
 pub fn bearer_token(parts: &Parts) -> Option<String> {
     if let Some(value) = parts.headers.get(axum::http::header::AUTHORIZATION) {
         let value = value.to_str().ok()?;
-        let token = value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer "))?;
+        let token = value
+            .strip_prefix("Bearer ")
+            .or_else(|| value.strip_prefix("bearer "))?;
         return Some(token.trim().to_owned());
     }
     let query = parts.uri.query()?;
@@ -167,7 +173,10 @@ pub fn bearer_token(parts: &Parts) -> Option<String> {
 impl FromRequestParts<AppState> for AuthUser {
     type Rejection = AppError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let unauthorized = || {
             AppError::new(
                 ErrorCode::Unauthorized,

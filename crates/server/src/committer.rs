@@ -71,7 +71,10 @@ impl Committer {
             received: Instant::now(),
         };
         self.tx.send(job).await.map_err(|_| {
-            ApiError::new(ErrorCode::Unavailable, "server is shutting down, retry on another node")
+            ApiError::new(
+                ErrorCode::Unavailable,
+                "server is shutting down, retry on another node",
+            )
         })
     }
 
@@ -79,7 +82,8 @@ impl Committer {
     pub async fn commit(&self, op: WriteOp) -> Result<WriteOutcome, ApiError> {
         let (tx, rx) = oneshot::channel();
         self.submit(op, ReplyTo::Waiter(tx), None).await?;
-        rx.await.map_err(|_| ApiError::new(ErrorCode::Unavailable, "commit was interrupted"))?
+        rx.await
+            .map_err(|_| ApiError::new(ErrorCode::Unavailable, "commit was interrupted"))?
     }
 }
 
@@ -93,7 +97,11 @@ async fn run(mut rx: mpsc::Receiver<Job>, store: Arc<dyn Store>, bus: Arc<dyn Bu
         ops.extend(jobs.iter_mut().map(|j| {
             let mut op = std::mem::replace(
                 &mut j.op,
-                WriteOp::Read { user_id: 0, conversation_id: 0, seq: 0 },
+                WriteOp::Read {
+                    user_id: 0,
+                    conversation_id: 0,
+                    seq: 0,
+                },
             );
             if let WriteOp::Append(m) = &mut op {
                 m.ts = now;
@@ -106,7 +114,15 @@ async fn run(mut rx: mpsc::Receiver<Job>, store: Arc<dyn Store>, bus: Arc<dyn Bu
             Ok(outcomes) => {
                 let appended = outcomes
                     .iter()
-                    .filter(|o| matches!(o, WriteOutcome::Appended { duplicate: false, .. }))
+                    .filter(|o| {
+                        matches!(
+                            o,
+                            WriteOutcome::Appended {
+                                duplicate: false,
+                                ..
+                            }
+                        )
+                    })
                     .count();
                 metrics::commit(ops.len(), appended as u64, started.elapsed());
                 for ((job, op), outcome) in jobs.drain(..).zip(ops.drain(..)).zip(outcomes) {
@@ -145,7 +161,13 @@ fn reply_error(reply: ReplyTo, client_msg_id: Option<String>, err: ApiError) {
     }
 }
 
-async fn publish(bus: &dyn Bus, users: Arc<[UserId]>, origin: Option<ConnectionId>, priority: Priority, frame: String) {
+async fn publish(
+    bus: &dyn Bus,
+    users: Arc<[UserId]>,
+    origin: Option<ConnectionId>,
+    priority: Priority,
+    frame: String,
+) {
     let delivery = Delivery {
         users,
         skip_user: None,
@@ -161,7 +183,15 @@ async fn publish(bus: &dyn Bus, users: Arc<[UserId]>, origin: Option<ConnectionI
 
 async fn dispatch(bus: &dyn Bus, job: Job, op: WriteOp, outcome: WriteOutcome) {
     match (op, outcome) {
-        (WriteOp::Append(m), WriteOutcome::Appended { seq, ts, duplicate, members }) => {
+        (
+            WriteOp::Append(m),
+            WriteOutcome::Appended {
+                seq,
+                ts,
+                duplicate,
+                members,
+            },
+        ) => {
             if !duplicate {
                 let frame = encode_message_frame(
                     m.conversation_id,
@@ -197,15 +227,25 @@ async fn dispatch(bus: &dyn Bus, job: Job, op: WriteOp, outcome: WriteOutcome) {
         }
         (op, WriteOutcome::CursorMoved { seq, members }) => {
             let (user_id, conversation_id, kind) = match &op {
-                WriteOp::Read { user_id, conversation_id, .. } => {
-                    (*user_id, *conversation_id, ReceiptKind::Read)
-                }
-                WriteOp::Delivered { user_id, conversation_id, .. } => {
-                    (*user_id, *conversation_id, ReceiptKind::Delivered)
-                }
+                WriteOp::Read {
+                    user_id,
+                    conversation_id,
+                    ..
+                } => (*user_id, *conversation_id, ReceiptKind::Read),
+                WriteOp::Delivered {
+                    user_id,
+                    conversation_id,
+                    ..
+                } => (*user_id, *conversation_id, ReceiptKind::Delivered),
                 WriteOp::Append(_) => return,
             };
-            let frame = ServerFrame::Receipt { conversation_id, user_id, kind, seq }.encode();
+            let frame = ServerFrame::Receipt {
+                conversation_id,
+                user_id,
+                kind,
+                seq,
+            }
+            .encode();
             publish(bus, members.clone(), job.origin, Priority::Control, frame).await;
             if let ReplyTo::Waiter(tx) = job.reply {
                 let _ = tx.send(Ok(WriteOutcome::CursorMoved { seq, members }));

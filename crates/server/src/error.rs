@@ -49,7 +49,10 @@ pub fn store_error(e: StoreError) -> ApiError {
         StoreError::Conflict => ApiError::new(ErrorCode::BadRequest, "that already exists"),
         StoreError::Unavailable(detail) => {
             tracing::warn!(%detail, "store unavailable");
-            ApiError::new(ErrorCode::Unavailable, "storage is unavailable, try again shortly")
+            ApiError::new(
+                ErrorCode::Unavailable,
+                "storage is unavailable, try again shortly",
+            )
         }
         StoreError::Corrupt(detail) => {
             tracing::error!(%detail, "stored data unreadable");

@@ -119,9 +119,30 @@ mod tests {
         let q = |_: u8| Arc::new(Outbound::new(16, 1 << 16));
         let (a1, a2, b1) = (q(0), q(1), q(2));
         let ids: Vec<_> = (0..3).map(|_| hub.next_connection_id()).collect();
-        assert!(hub.register(1, ConnectionEntry { id: ids[0], device_id: 10, outbound: a1.clone() }));
-        assert!(!hub.register(1, ConnectionEntry { id: ids[1], device_id: 11, outbound: a2.clone() }));
-        hub.register(2, ConnectionEntry { id: ids[2], device_id: 20, outbound: b1.clone() });
+        assert!(hub.register(
+            1,
+            ConnectionEntry {
+                id: ids[0],
+                device_id: 10,
+                outbound: a1.clone()
+            }
+        ));
+        assert!(!hub.register(
+            1,
+            ConnectionEntry {
+                id: ids[1],
+                device_id: 11,
+                outbound: a2.clone()
+            }
+        ));
+        hub.register(
+            2,
+            ConnectionEntry {
+                id: ids[2],
+                device_id: 20,
+                outbound: b1.clone(),
+            },
+        );
         hub.deliver(&Delivery {
             users: Arc::from(vec![1, 2, 3]),
             skip_user: None,

@@ -20,8 +20,12 @@ pub fn prepare_send(
     body: &Value,
 ) -> Result<NewMessage, ApiError> {
     check_client_msg_id(&client_msg_id)?;
-    let body_json = serde_json::to_string(body)
-        .map_err(|e| ApiError::new(confab_proto::ErrorCode::BadRequest, format!("unreadable body: {e}")))?;
+    let body_json = serde_json::to_string(body).map_err(|e| {
+        ApiError::new(
+            confab_proto::ErrorCode::BadRequest,
+            format!("unreadable body: {e}"),
+        )
+    })?;
     let body_limits = BodyLimits {
         max_text_bytes: limits.max_text_bytes,
         max_body_bytes: limits.max_frame_bytes,

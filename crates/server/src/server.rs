@@ -4,6 +4,7 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::ListenerExt as _;
 use confab_bus::{Bus, LocalBus};
 use confab_store::{SqliteStore, Store};
 use tokio::net::TcpListener;
@@ -33,7 +34,11 @@ pub enum ServerError {
 /// Runs a node on an already-bound listener until `shutdown` is cancelled,
 /// then drains: stops accepting, closes connections (clients reconnect and
 /// resync), commits what was queued, and closes the store.
-pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationToken) -> Result<(), ServerError> {
+pub async fn run(
+    listener: TcpListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<(), ServerError> {
     crate::metrics::install();
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| ServerError::Storage(format!("{}: {e}", config.data_dir.display())))?;
@@ -45,7 +50,8 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
     let hub = Arc::new(Hub::new(rand::random()));
     bus.attach(hub.clone());
     let auth = Arc::new(Auth::new(config.auth.clone()).map_err(ServerError::Config)?);
-    let (committer, commit_task) = Committer::spawn(store.clone(), bus.clone(), config.max_commit_batch);
+    let (committer, commit_task) =
+        Committer::spawn(store.clone(), bus.clone(), config.max_commit_batch);
     let grace = Duration::from_secs(config.shutdown_grace_s);
     let state = AppState(Arc::new(Inner {
         config,
@@ -61,13 +67,22 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: CancellationTo
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "confab listening");
     let app = crate::http::router(state.clone());
+    // Chat frames are small and latency-bound: no Nagle delay.
+    let listener = listener.tap_io(|tcp| {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "could not set TCP_NODELAY");
+        }
+    });
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown.clone().cancelled_owned())
         .await?;
 
     // Connection tasks saw the same token and are closing their sockets.
     state.connections.close();
-    if tokio::time::timeout(grace, state.connections.wait()).await.is_err() {
+    if tokio::time::timeout(grace, state.connections.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!("connections did not close within the grace period");
     }
     // Dropping the last committer handle lets the commit task finish what is

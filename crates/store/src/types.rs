@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use confab_proto::api::{Conversation, User};
-use confab_proto::{ConversationId, DeviceId, MessageKind, Seq, UserId};
 use confab_proto::error::ErrorCode;
+use confab_proto::{ConversationId, DeviceId, MessageKind, Seq, UserId};
 
 /// Milliseconds since the Unix epoch. The store never reads the clock: the
 /// caller passes `now`, which keeps the store deterministic under test.

@@ -86,10 +86,17 @@ async fn seqs_are_gapless_and_idempotent() {
         let (a, bb) = (user(s, "ann").await, user(s, "bob").await);
         let (conv, made) = s.get_or_create_direct(a, bb, 1).await.expect("direct");
         assert!(made);
-        assert_eq!(s.get_or_create_direct(bb, a, 1).await.expect("direct"), (conv, false));
+        assert_eq!(
+            s.get_or_create_direct(bb, a, 1).await.expect("direct"),
+            (conv, false)
+        );
 
         let out = s
-            .commit_batch(&[append(conv, a, "m1"), append(conv, bb, "m2"), append(conv, a, "m1")])
+            .commit_batch(&[
+                append(conv, a, "m1"),
+                append(conv, bb, "m2"),
+                append(conv, a, "m1"),
+            ])
             .await
             .expect("commit");
         assert_eq!(seq_of(&out[0]), (1, false), "{}", b.name);
@@ -104,15 +111,28 @@ async fn seqs_are_gapless_and_idempotent() {
         assert_eq!(seq_of(&out[1]), (3, false));
 
         // Same client_msg_id from another sender is a different message.
-        let out = s.commit_batch(&[append(conv, bb, "m1")]).await.expect("commit");
+        let out = s
+            .commit_batch(&[append(conv, bb, "m1")])
+            .await
+            .expect("commit");
         assert_eq!(seq_of(&out[0]), (4, false));
 
         let (page, more) = s
-            .history(conv, a, HistoryQuery { limit: 10, ..Default::default() })
+            .history(
+                conv,
+                a,
+                HistoryQuery {
+                    limit: 10,
+                    ..Default::default()
+                },
+            )
             .await
             .expect("history");
         assert!(!more);
-        assert_eq!(page.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![1, 2, 3, 4]);
+        assert_eq!(
+            page.iter().map(|m| m.seq).collect::<Vec<_>>(),
+            vec![1, 2, 3, 4]
+        );
     }
 }
 
@@ -120,14 +140,29 @@ async fn seqs_are_gapless_and_idempotent() {
 async fn outsiders_are_rejected_and_nothing_is_stored() {
     for b in backends().await {
         let s = b.store.as_ref();
-        let (a, bb, c) = (user(s, "ann").await, user(s, "bob").await, user(s, "cat").await);
+        let (a, bb, c) = (
+            user(s, "ann").await,
+            user(s, "bob").await,
+            user(s, "cat").await,
+        );
         let (conv, _) = s.get_or_create_direct(a, bb, 1).await.expect("direct");
         let out = s
-            .commit_batch(&[append(conv, c, "x"), append(999, a, "y"), append(conv, a, "z")])
+            .commit_batch(&[
+                append(conv, c, "x"),
+                append(999, a, "y"),
+                append(conv, a, "z"),
+            ])
             .await
             .expect("commit");
-        assert!(matches!(out[0], WriteOutcome::Rejected(ErrorCode::NotFound)), "{}", b.name);
-        assert!(matches!(out[1], WriteOutcome::Rejected(ErrorCode::NotFound)));
+        assert!(
+            matches!(out[0], WriteOutcome::Rejected(ErrorCode::NotFound)),
+            "{}",
+            b.name
+        );
+        assert!(matches!(
+            out[1],
+            WriteOutcome::Rejected(ErrorCode::NotFound)
+        ));
         assert_eq!(seq_of(&out[2]), (1, false));
         assert!(s.conversation_for(conv, c).await.expect("view").is_none());
     }
@@ -141,7 +176,11 @@ async fn history_pages_both_ways() {
         let (conv, _) = s.get_or_create_direct(a, bb, 1).await.expect("direct");
         let ops: Vec<_> = (0..25).map(|i| append(conv, a, &format!("m{i}"))).collect();
         s.commit_batch(&ops).await.expect("commit");
-        let q = |before, after| HistoryQuery { before_seq: before, after_seq: after, limit: 10 };
+        let q = |before, after| HistoryQuery {
+            before_seq: before,
+            after_seq: after,
+            limit: 10,
+        };
         let seqs = |v: &[confab_proto::MessageRecord]| v.iter().map(|m| m.seq).collect::<Vec<_>>();
         let (p, more) = s.history(conv, bb, q(None, None)).await.expect("latest");
         assert_eq!(seqs(&p), (16..=25).collect::<Vec<_>>(), "{}", b.name);
@@ -149,10 +188,16 @@ async fn history_pages_both_ways() {
         let (p, more) = s.history(conv, bb, q(Some(6), None)).await.expect("back");
         assert_eq!(seqs(&p), (1..=5).collect::<Vec<_>>());
         assert!(!more);
-        let (p, more) = s.history(conv, bb, q(None, Some(20))).await.expect("forward");
+        let (p, more) = s
+            .history(conv, bb, q(None, Some(20)))
+            .await
+            .expect("forward");
         assert_eq!(seqs(&p), (21..=25).collect::<Vec<_>>());
         assert!(!more);
-        let (p, more) = s.history(conv, bb, q(Some(12), Some(3))).await.expect("window");
+        let (p, more) = s
+            .history(conv, bb, q(Some(12), Some(3)))
+            .await
+            .expect("window");
         assert_eq!(seqs(&p), (4..=11).collect::<Vec<_>>());
         assert!(!more);
     }
@@ -162,7 +207,11 @@ async fn history_pages_both_ways() {
 async fn sync_caps_per_conversation() {
     for b in backends().await {
         let s = b.store.as_ref();
-        let (a, bb, c) = (user(s, "ann").await, user(s, "bob").await, user(s, "cat").await);
+        let (a, bb, c) = (
+            user(s, "ann").await,
+            user(s, "bob").await,
+            user(s, "cat").await,
+        );
         let (ab, _) = s.get_or_create_direct(a, bb, 1).await.expect("direct");
         let (ac, _) = s.get_or_create_direct(a, c, 1).await.expect("direct");
         let mut ops: Vec<_> = (0..5).map(|i| append(ab, bb, &format!("b{i}"))).collect();
@@ -171,14 +220,26 @@ async fn sync_caps_per_conversation() {
 
         let batches = s.sync(a, &HashMap::from([(ab, 1)]), 3).await.expect("sync");
         let by: HashMap<_, _> = batches.iter().map(|x| (x.conversation_id, x)).collect();
-        assert_eq!(by[&ab].messages.iter().map(|m| m.seq).collect::<Vec<_>>(), vec![2, 3, 4], "{}", b.name);
+        assert_eq!(
+            by[&ab].messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+            vec![2, 3, 4],
+            "{}",
+            b.name
+        );
         assert!(by[&ab].has_more);
         assert_eq!(by[&ac].messages.len(), 1);
         assert!(!by[&ac].has_more);
 
-        let none = s.sync(a, &HashMap::from([(ab, 5), (ac, 1)]), 3).await.expect("sync");
+        let none = s
+            .sync(a, &HashMap::from([(ab, 5), (ac, 1)]), 3)
+            .await
+            .expect("sync");
         assert!(none.is_empty());
-        assert!(s.sync(bb, &HashMap::from([(ab, 5)]), 3).await.expect("sync").is_empty());
+        assert!(s
+            .sync(bb, &HashMap::from([(ab, 5)]), 3)
+            .await
+            .expect("sync")
+            .is_empty());
     }
 }
 
@@ -190,23 +251,59 @@ async fn cursors_move_forward_only_and_count_unread() {
         let (conv, _) = s.get_or_create_direct(a, bb, 1).await.expect("direct");
         let ops: Vec<_> = (0..4).map(|i| append(conv, a, &format!("m{i}"))).collect();
         s.commit_batch(&ops).await.expect("commit");
-        let view = s.conversation_for(conv, bb).await.expect("view").expect("member");
+        let view = s
+            .conversation_for(conv, bb)
+            .await
+            .expect("view")
+            .expect("member");
         assert_eq!(view.unread_count, 4, "{}", b.name);
         assert_eq!(view.last_message.as_ref().map(|m| m.seq), Some(4));
-        assert_eq!(s.conversation_for(conv, a).await.expect("v").expect("m").unread_count, 0);
+        assert_eq!(
+            s.conversation_for(conv, a)
+                .await
+                .expect("v")
+                .expect("m")
+                .unread_count,
+            0
+        );
 
-        let read = |seq| WriteOp::Read { user_id: bb, conversation_id: conv, seq };
-        let out = s.commit_batch(&[read(2), read(3), read(1)]).await.expect("read");
-        assert!(matches!(out[1], WriteOutcome::CursorMoved { seq: 3, .. }), "{out:?}");
+        let read = |seq| WriteOp::Read {
+            user_id: bb,
+            conversation_id: conv,
+            seq,
+        };
+        let out = s
+            .commit_batch(&[read(2), read(3), read(1)])
+            .await
+            .expect("read");
+        assert!(
+            matches!(out[1], WriteOutcome::CursorMoved { seq: 3, .. }),
+            "{out:?}"
+        );
         assert!(matches!(out[0], WriteOutcome::CursorUnchanged));
         let out = s.commit_batch(&[read(99)]).await.expect("read");
-        assert!(matches!(out[0], WriteOutcome::CursorMoved { seq: 4, .. }), "clamped: {out:?}");
+        assert!(
+            matches!(out[0], WriteOutcome::CursorMoved { seq: 4, .. }),
+            "clamped: {out:?}"
+        );
         let out = s.commit_batch(&[read(2)]).await.expect("read");
         assert!(matches!(out[0], WriteOutcome::CursorUnchanged));
-        assert_eq!(s.conversation_for(conv, bb).await.expect("v").expect("m").unread_count, 0);
+        assert_eq!(
+            s.conversation_for(conv, bb)
+                .await
+                .expect("v")
+                .expect("m")
+                .unread_count,
+            0
+        );
 
         let dev = s.create_device(bb, None, None, 1).await.expect("device");
-        let delivered = |seq| WriteOp::Delivered { device_id: dev, user_id: bb, conversation_id: conv, seq };
+        let delivered = |seq| WriteOp::Delivered {
+            device_id: dev,
+            user_id: bb,
+            conversation_id: conv,
+            seq,
+        };
         let out = s.commit_batch(&[delivered(3)]).await.expect("delivered");
         assert!(matches!(out[0], WriteOutcome::CursorMoved { seq: 3, .. }));
         let out = s.commit_batch(&[delivered(2)]).await.expect("delivered");
@@ -220,23 +317,69 @@ async fn refresh_tokens_rotate_and_reuse_revokes() {
     for b in backends().await {
         let s = b.store.as_ref();
         let a = user(s, "ann").await;
-        let dev = s.create_device(a, Some("laptop".into()), None, 1).await.expect("device");
+        let dev = s
+            .create_device(a, Some("laptop".into()), None, 1)
+            .await
+            .expect("device");
         s.insert_tokens(vec![
-            NewToken { hash: vec![1; 32], device_id: dev, kind: TokenKind::Access, expires_at: 100 },
-            NewToken { hash: vec![2; 32], device_id: dev, kind: TokenKind::Refresh, expires_at: 1000 },
+            NewToken {
+                hash: vec![1; 32],
+                device_id: dev,
+                kind: TokenKind::Access,
+                expires_at: 100,
+            },
+            NewToken {
+                hash: vec![2; 32],
+                device_id: dev,
+                kind: TokenKind::Refresh,
+                expires_at: 1000,
+            },
         ])
         .await
         .expect("tokens");
-        let owner = TokenOwner { user_id: a, device_id: dev };
-        assert_eq!(s.access_token_owner(&[1; 32], 50).await.expect("a"), Some(owner), "{}", b.name);
-        assert_eq!(s.access_token_owner(&[1; 32], 100).await.expect("a"), None, "expired");
-        assert_eq!(s.spend_refresh_token(&[9; 32], 50).await.expect("r"), RefreshOutcome::Invalid);
-        assert_eq!(s.spend_refresh_token(&[2; 32], 50).await.expect("r"), RefreshOutcome::Fresh(owner));
-        s.insert_tokens(vec![NewToken { hash: vec![3; 32], device_id: dev, kind: TokenKind::Access, expires_at: 100 }])
-            .await
-            .expect("tokens");
-        assert_eq!(s.spend_refresh_token(&[2; 32], 60).await.expect("r"), RefreshOutcome::Reused(owner));
-        assert_eq!(s.access_token_owner(&[3; 32], 60).await.expect("a"), None, "device revoked");
-        assert_eq!(s.spend_refresh_token(&[2; 32], 61).await.expect("r"), RefreshOutcome::Reused(owner));
+        let owner = TokenOwner {
+            user_id: a,
+            device_id: dev,
+        };
+        assert_eq!(
+            s.access_token_owner(&[1; 32], 50).await.expect("a"),
+            Some(owner),
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            s.access_token_owner(&[1; 32], 100).await.expect("a"),
+            None,
+            "expired"
+        );
+        assert_eq!(
+            s.spend_refresh_token(&[9; 32], 50).await.expect("r"),
+            RefreshOutcome::Invalid
+        );
+        assert_eq!(
+            s.spend_refresh_token(&[2; 32], 50).await.expect("r"),
+            RefreshOutcome::Fresh(owner)
+        );
+        s.insert_tokens(vec![NewToken {
+            hash: vec![3; 32],
+            device_id: dev,
+            kind: TokenKind::Access,
+            expires_at: 100,
+        }])
+        .await
+        .expect("tokens");
+        assert_eq!(
+            s.spend_refresh_token(&[2; 32], 60).await.expect("r"),
+            RefreshOutcome::Reused(owner)
+        );
+        assert_eq!(
+            s.access_token_owner(&[3; 32], 60).await.expect("a"),
+            None,
+            "device revoked"
+        );
+        assert_eq!(
+            s.spend_refresh_token(&[2; 32], 61).await.expect("r"),
+            RefreshOutcome::Reused(owner)
+        );
     }
 }

@@ -53,14 +53,20 @@ pub struct WorkerArgs {
 /// Runs the benchmark and prints one JSON line.
 pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
     let target = args.target.start().await?;
-    let Some(pid) = target.pid else { bail!("bench idle needs --server-pid to read the server's memory") };
+    let Some(pid) = target.pid else {
+        bail!("bench idle needs --server-pid to read the server's memory")
+    };
     let run = now_micros() % 1_000_000_000;
     let mut tokens = Vec::new();
     for i in 0..args.users.max(1) {
         let c = Client::new(&target.base_url);
         let name = format!("idle{run}u{i}");
         c.register(&name, "bench-password", None).await?;
-        tokens.push(c.login(&name, "bench-password", Some("bench")).await?.access_token);
+        tokens.push(
+            c.login(&name, "bench-password", Some("bench"))
+                .await?
+                .access_token,
+        );
     }
     // Warm the server up with one connection so lazily allocated state is
     // not counted against the idle ones.
@@ -75,7 +81,16 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
         let count = remaining.min(args.per_process.max(1));
         remaining -= count;
         let mut child = tokio::process::Command::new(&exe)
-            .args(["bench", "idle-worker", "--server", &target.base_url, "--count", &count.to_string(), "--tokens", &tokens.join(",")])
+            .args([
+                "bench",
+                "idle-worker",
+                "--server",
+                &target.base_url,
+                "--count",
+                &count.to_string(),
+                "--tokens",
+                &tokens.join(","),
+            ])
             .env("CONFAB_LOG", "warn")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -90,11 +105,19 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
             .await
             .context("worker did not report in 600 s")??
             .unwrap_or_default();
-        opened += line.trim().strip_prefix("open ").and_then(|n| n.parse::<usize>().ok()).unwrap_or(0);
+        opened += line
+            .trim()
+            .strip_prefix("open ")
+            .and_then(|n| n.parse::<usize>().ok())
+            .unwrap_or(0);
     }
     tokio::time::sleep(Duration::from_secs(args.settle_s)).await;
     let after = rss_bytes(pid).context("reading server memory")?;
-    let per_conn = if opened > 0 { after.saturating_sub(before) as f64 / opened as f64 } else { 0.0 };
+    let per_conn = if opened > 0 {
+        after.saturating_sub(before) as f64 / opened as f64
+    } else {
+        0.0
+    };
     println!(
         "{}",
         json!({

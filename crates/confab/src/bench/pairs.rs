@@ -90,7 +90,9 @@ pub async fn run(args: PairsArgs) -> anyhow::Result<()> {
     let pairs = (args.connections / 2).max(1);
     let target = args.target.start().await?;
     eprintln!("setting up {pairs} pairs against {}", target.base_url);
-    let accounts = setup(&target.base_url, pairs).await.context("account setup")?;
+    let accounts = setup(&target.base_url, pairs)
+        .await
+        .context("account setup")?;
 
     let mut receivers = Vec::with_capacity(pairs);
     let mut senders = Vec::with_capacity(pairs);
@@ -101,18 +103,24 @@ pub async fn run(args: PairsArgs) -> anyhow::Result<()> {
     eprintln!("{} connections open; sending", pairs * 2);
 
     let start_gate = Arc::new(Barrier::new(pairs * 2 + 1));
-    let per_sender_interval = args.rate.map(|r| Duration::from_secs_f64(pairs as f64 / r.max(0.001)));
+    let per_sender_interval = args
+        .rate
+        .map(|r| Duration::from_secs_f64(pairs as f64 / r.max(0.001)));
     let mut recv_tasks = Vec::new();
     for ws in receivers {
         let gate = start_gate.clone();
         let (expect, drain) = (args.messages, Duration::from_secs(args.drain_s));
-        recv_tasks.push(tokio::spawn(async move { receive(ws, gate, expect, drain).await }));
+        recv_tasks.push(tokio::spawn(async move {
+            receive(ws, gate, expect, drain).await
+        }));
     }
     let mut send_tasks = Vec::new();
     for (i, (ws, conv)) in senders.into_iter().enumerate() {
         let gate = start_gate.clone();
         let (n, window) = (args.messages, args.window.max(1));
-        send_tasks.push(tokio::spawn(async move { send(ws, gate, i, conv, n, window, per_sender_interval).await }));
+        send_tasks.push(tokio::spawn(async move {
+            send(ws, gate, i, conv, n, window, per_sender_interval).await
+        }));
     }
     let cpu_before = target.pid.and_then(cpu_micros);
     start_gate.wait().await;
@@ -255,7 +263,12 @@ async fn send(
     stats
 }
 
-async fn receive(ws: Ws, gate: Arc<Barrier>, expect: u64, drain: Duration) -> (ReceiverStats, Instant) {
+async fn receive(
+    ws: Ws,
+    gate: Arc<Barrier>,
+    expect: u64,
+    drain: Duration,
+) -> (ReceiverStats, Instant) {
     let (_sink, mut stream) = ws.split();
     let mut stats = ReceiverStats {
         received: 0,
@@ -267,9 +280,13 @@ async fn receive(ws: Ws, gate: Arc<Barrier>, expect: u64, drain: Duration) -> (R
     let mut last = Instant::now();
     gate.wait().await;
     while stats.received < expect {
-        let Ok(Some(Ok(msg))) = tokio::time::timeout(drain, stream.next()).await else { break };
+        let Ok(Some(Ok(msg))) = tokio::time::timeout(drain, stream.next()).await else {
+            break;
+        };
         let Message::Text(text) = msg else { continue };
-        let Ok(f) = serde_json::from_str::<Incoming>(text.as_str()) else { continue };
+        let Ok(f) = serde_json::from_str::<Incoming>(text.as_str()) else {
+            continue;
+        };
         if f.kind != "message" {
             continue;
         }

@@ -33,7 +33,12 @@ impl TargetArgs {
     /// does not cap the measurement.
     pub async fn start(&self) -> anyhow::Result<Target> {
         if let Some(url) = &self.server {
-            return Ok(Target { base_url: url.trim_end_matches('/').to_owned(), pid: self.server_pid, _child: None, _dir: None });
+            return Ok(Target {
+                base_url: url.trim_end_matches('/').to_owned(),
+                pid: self.server_pid,
+                _child: None,
+                _dir: None,
+            });
         }
         let dir = tempfile::tempdir()?;
         let exe = std::env::current_exe()?;
@@ -41,9 +46,16 @@ impl TargetArgs {
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir.path())
             .args([
-                "--argon2-memory-kib", "64", "--argon2-iterations", "1",
-                "--send-rate", "1000000", "--send-burst", "1000000",
-                "--max-connections", "19900",
+                "--argon2-memory-kib",
+                "64",
+                "--argon2-iterations",
+                "1",
+                "--send-rate",
+                "1000000",
+                "--send-burst",
+                "1000000",
+                "--max-connections",
+                "19900",
             ])
             .env("CONFAB_LOG", "warn")
             .stdout(Stdio::piped())
@@ -60,7 +72,12 @@ impl TargetArgs {
         let Some(url) = line.strip_prefix("confab listening on ") else {
             bail!("unexpected server output {line:?}");
         };
-        Ok(Target { base_url: url.to_owned(), pid: child.id(), _child: Some(child), _dir: Some(dir) })
+        Ok(Target {
+            base_url: url.to_owned(),
+            pid: child.id(),
+            _child: Some(child),
+            _dir: Some(dir),
+        })
     }
 }
 

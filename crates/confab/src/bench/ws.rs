@@ -19,7 +19,9 @@ pub async fn dial(base_url: &str, token: &str) -> anyhow::Result<Ws> {
         "authorization",
         HeaderValue::from_str(&format!("Bearer {token}")).context("token")?,
     );
-    let config = WebSocketConfig::default().read_buffer_size(4096).write_buffer_size(0);
+    let config = WebSocketConfig::default()
+        .read_buffer_size(4096)
+        .write_buffer_size(0);
     let (ws, _) = tokio_tungstenite::connect_async_with_config(req, Some(config), true).await?;
     Ok(ws)
 }

@@ -57,7 +57,9 @@ pub async fn register(args: RegisterArgs) -> anyhow::Result<()> {
 pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
     let pw = password(args.password)?;
     let client = Client::new(&args.client.server);
-    let session = client.login(&args.username, &pw, Some(&args.device_name)).await?;
+    let session = client
+        .login(&args.username, &pw, Some(&args.device_name))
+        .await?;
     let path = session_file::path(args.client.session.as_deref())?;
     session_file::save(&path, &session)?;
     println!(

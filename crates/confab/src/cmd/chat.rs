@@ -71,7 +71,10 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
     // again with the same client_msg_id, which cannot duplicate.
     let mut attempt = 0;
     let resp = loop {
-        match client.send_http(conv.id, &id, MessageKind::Text, body.clone()).await {
+        match client
+            .send_http(conv.id, &id, MessageKind::Text, body.clone())
+            .await
+        {
             Ok(r) => break r,
             Err(e) if attempt < 3 && e.code().is_none_or(|c| c.is_retryable()) => {
                 attempt += 1;
@@ -82,9 +85,15 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
     };
     args.client.save_if_changed(&client)?;
     if args.json {
-        println!("{}", json!({"conversation_id": resp.conversation_id, "seq": resp.seq, "ts": resp.ts, "client_msg_id": resp.client_msg_id}));
+        println!(
+            "{}",
+            json!({"conversation_id": resp.conversation_id, "seq": resp.seq, "ts": resp.ts, "client_msg_id": resp.client_msg_id})
+        );
     } else {
-        println!("sent to {} (conversation {}, seq {})", args.user, resp.conversation_id, resp.seq);
+        println!(
+            "sent to {} (conversation {}, seq {})",
+            args.user, resp.conversation_id, resp.seq
+        );
     }
     Ok(())
 }
@@ -94,7 +103,11 @@ pub async fn history(args: HistoryArgs) -> anyhow::Result<()> {
     let client = args.client.logged_in()?;
     let to = user_id(&client, &args.user).await?;
     let conv = client.direct_conversation(to).await?;
-    let query = HistoryQuery { before_seq: args.before, after_seq: None, limit: Some(args.limit) };
+    let query = HistoryQuery {
+        before_seq: args.before,
+        after_seq: None,
+        limit: Some(args.limit),
+    };
     let page = client.history(conv.id, query).await?;
     let mut names = Names::default();
     for m in &page.messages {
@@ -122,8 +135,14 @@ pub async fn listen(args: ListenArgs) -> anyhow::Result<()> {
             e = conn.next_event() => e,
             _ = tokio::signal::ctrl_c() => break,
         };
-        let Some(event) = event else { bail!("connection ended") };
-        let line = if args.json { event_json(&event).to_string() } else { names.event_line(&client, &event).await };
+        let Some(event) = event else {
+            bail!("connection ended")
+        };
+        let line = if args.json {
+            event_json(&event).to_string()
+        } else {
+            names.event_line(&client, &event).await
+        };
         println!("{line}");
     }
     conn.close().await;
@@ -140,7 +159,11 @@ impl Names {
         if let Some(n) = self.0.get(&id) {
             return n.clone();
         }
-        let name = client.user(id).await.map(|u| u.username).unwrap_or_else(|_| format!("user{id}"));
+        let name = client
+            .user(id)
+            .await
+            .map(|u| u.username)
+            .unwrap_or_else(|_| format!("user{id}"));
         self.0.insert(id, name.clone());
         name
     }
@@ -157,11 +180,20 @@ impl Names {
     async fn event_line(&mut self, client: &Client, e: &Event) -> String {
         match e {
             Event::Message(m) => self.line(client, m).await,
-            Event::Receipt { conversation_id, user_id, kind, seq } => {
+            Event::Receipt {
+                conversation_id,
+                user_id,
+                kind,
+                seq,
+            } => {
                 let who = self.name(client, *user_id).await;
                 format!("[{conversation_id}] {who} {kind:?} up to #{seq}").to_lowercase()
             }
-            Event::Typing { conversation_id, user_id, state } => {
+            Event::Typing {
+                conversation_id,
+                user_id,
+                state,
+            } => {
                 let who = self.name(client, *user_id).await;
                 format!("[{conversation_id}] {who} typing {state:?}").to_lowercase()
             }
@@ -179,13 +211,41 @@ fn event_json(e: &Event) -> serde_json::Value {
             }
             v
         }
-        Event::Connected { user_id, device_id } => json!({"type": "connected", "user_id": user_id, "device_id": device_id}),
+        Event::Connected { user_id, device_id } => {
+            json!({"type": "connected", "user_id": user_id, "device_id": device_id})
+        }
         Event::Disconnected { reason } => json!({"type": "disconnected", "reason": reason}),
         Event::SyncComplete => json!({"type": "sync_complete"}),
-        Event::Receipt { conversation_id, user_id, kind, seq } => json!({"type": "receipt", "conversation_id": conversation_id, "user_id": user_id, "kind": kind, "seq": seq}),
-        Event::Typing { conversation_id, user_id, state } => json!({"type": "typing", "conversation_id": conversation_id, "user_id": user_id, "state": state}),
-        Event::Presence { user_id, status, last_seen } => json!({"type": "presence", "user_id": user_id, "status": status, "last_seen": last_seen}),
-        Event::Call { call_id, from_user_id, signal, payload } => json!({"type": "call", "call_id": call_id, "from_user_id": from_user_id, "signal": signal, "payload": payload}),
+        Event::Receipt {
+            conversation_id,
+            user_id,
+            kind,
+            seq,
+        } => {
+            json!({"type": "receipt", "conversation_id": conversation_id, "user_id": user_id, "kind": kind, "seq": seq})
+        }
+        Event::Typing {
+            conversation_id,
+            user_id,
+            state,
+        } => {
+            json!({"type": "typing", "conversation_id": conversation_id, "user_id": user_id, "state": state})
+        }
+        Event::Presence {
+            user_id,
+            status,
+            last_seen,
+        } => {
+            json!({"type": "presence", "user_id": user_id, "status": status, "last_seen": last_seen})
+        }
+        Event::Call {
+            call_id,
+            from_user_id,
+            signal,
+            payload,
+        } => {
+            json!({"type": "call", "call_id": call_id, "from_user_id": from_user_id, "signal": signal, "payload": payload})
+        }
         Event::ServerEvent { event, data } => {
             let mut o = data.clone();
             o.insert("type".into(), "event".into());

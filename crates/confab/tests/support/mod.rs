@@ -31,8 +31,10 @@ pub struct TestApp {
 
 /// Settings that keep tests fast: cheap password hashing, generous rates.
 pub fn test_config() -> Config {
-    let mut c = Config::default();
-    c.listen = "127.0.0.1:0".parse().expect("addr");
+    let mut c = Config {
+        listen: "127.0.0.1:0".parse().expect("addr"),
+        ..Default::default()
+    };
     c.auth.argon2_memory_kib = 64;
     c.auth.argon2_iterations = 1;
     c.limits.send_rate_per_s = 100_000.0;
@@ -59,7 +61,9 @@ pub async fn spawn_app_in(dir: &Path, adjust: impl FnOnce(&mut Config)) -> TestA
     let mut config = test_config();
     config.data_dir = dir.to_path_buf();
     adjust(&mut config);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
@@ -87,15 +91,24 @@ impl TestApp {
     /// Registers `name` and logs in one device.
     pub async fn user(&self, name: &str) -> (Client, User) {
         let client = self.client();
-        client.register(name, PASSWORD, None).await.expect("register");
-        let session = client.login(name, PASSWORD, Some("test device")).await.expect("login");
+        client
+            .register(name, PASSWORD, None)
+            .await
+            .expect("register");
+        let session = client
+            .login(name, PASSWORD, Some("test device"))
+            .await
+            .expect("login");
         (client, session.user)
     }
 
     /// Another logged-in device of an existing user.
     pub async fn device(&self, name: &str) -> Client {
         let client = self.client();
-        client.login(name, PASSWORD, Some("second device")).await.expect("login");
+        client
+            .login(name, PASSWORD, Some("second device"))
+            .await
+            .expect("login");
         client
     }
 
@@ -131,7 +144,10 @@ pub async fn connect(client: &Client) -> Connection {
 
 /// The direct conversation between the client's user and `other`.
 pub async fn direct(client: &Client, other: &User) -> Conversation {
-    client.direct_conversation(other.id).await.expect("direct conversation")
+    client
+        .direct_conversation(other.id)
+        .await
+        .expect("direct conversation")
 }
 
 /// A `confab serve` child process (for crash tests).
@@ -145,7 +161,16 @@ pub async fn spawn_binary(data_dir: &Path) -> ServerProcess {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_confab"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
-        .args(["--argon2-memory-kib", "64", "--argon2-iterations", "1", "--send-rate", "100000", "--send-burst", "100000"])
+        .args([
+            "--argon2-memory-kib",
+            "64",
+            "--argon2-iterations",
+            "1",
+            "--send-rate",
+            "100000",
+            "--send-burst",
+            "100000",
+        ])
         .env("CONFAB_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

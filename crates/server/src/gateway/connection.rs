@@ -50,15 +50,24 @@ struct Connection {
 /// Runs a connection until it closes, then unregisters it.
 pub async fn serve(state: AppState, socket: WebSocket, who: AuthUser) {
     let limits = &state.config.limits;
-    let out = Arc::new(Outbound::new(limits.outbound_queue_frames, limits.outbound_queue_bytes));
+    let out = Arc::new(Outbound::new(
+        limits.outbound_queue_frames,
+        limits.outbound_queue_bytes,
+    ));
     let id = state.hub.next_connection_id();
-    let entry = ConnectionEntry { id, device_id: who.device_id, outbound: out.clone() };
+    let entry = ConnectionEntry {
+        id,
+        device_id: who.device_id,
+        outbound: out.clone(),
+    };
     if state.hub.register(who.user_id, entry) {
         if let Err(e) = state.bus.set_interest(who.user_id, true).await {
             tracing::warn!(error = %e, "could not subscribe user on the bus");
         }
     }
-    state.open_connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    state
+        .open_connections
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     metrics::connections(1.0);
     let sends = TokenBucket::new(limits.send_rate_per_s, limits.send_burst);
     let mut conn = Connection {
@@ -72,7 +81,12 @@ pub async fn serve(state: AppState, socket: WebSocket, who: AuthUser) {
         sync_task: None,
     };
     let reason = conn.run().await;
-    tracing::debug!(user = who.user_id, connection = id, reason, "connection closed");
+    tracing::debug!(
+        user = who.user_id,
+        connection = id,
+        reason,
+        "connection closed"
+    );
     if let Some(task) = conn.sync_task.take() {
         task.abort();
     }
@@ -82,7 +96,9 @@ pub async fn serve(state: AppState, socket: WebSocket, who: AuthUser) {
             tracing::warn!(error = %e, "could not unsubscribe user on the bus");
         }
     }
-    state.open_connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    state
+        .open_connections
+        .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     metrics::connections(-1.0);
 }
 
@@ -139,8 +155,11 @@ impl Connection {
     async fn flush(&mut self) -> Result<(), &'static str> {
         let mut written = 0u64;
         while let Some(frame) = self.out.pop() {
-            let Ok(text) = Utf8Bytes::try_from(frame) else { continue };
-            let fed = tokio::time::timeout(WRITE_TIMEOUT, self.socket.feed(Message::Text(text))).await;
+            let Ok(text) = Utf8Bytes::try_from(frame) else {
+                continue;
+            };
+            let fed =
+                tokio::time::timeout(WRITE_TIMEOUT, self.socket.feed(Message::Text(text))).await;
             if !matches!(fed, Ok(Ok(()))) {
                 return Err("write failed");
             }
@@ -158,7 +177,8 @@ impl Connection {
         }
         if self.out.closed() == Some(Closed::TooSlow) {
             metrics::slow_consumer();
-            self.close(close::POLICY, "too slow to read; reconnect and sync").await;
+            self.close(close::POLICY, "too slow to read; reconnect and sync")
+                .await;
             return Err("slow consumer");
         }
         // More may be left after a full batch: make sure we come back.
@@ -180,12 +200,17 @@ impl Connection {
     }
 
     async fn close(&mut self, code: u16, reason: &'static str) {
-        let frame = CloseFrame { code, reason: Utf8Bytes::from_static(reason) };
+        let frame = CloseFrame {
+            code,
+            reason: Utf8Bytes::from_static(reason),
+        };
         let _ = self.write_message(Message::Close(Some(frame))).await;
     }
 
     fn reply(&self, frame: ServerFrame) {
-        let _ = self.out.push(Priority::Control, Bytes::from(frame.encode()));
+        let _ = self
+            .out
+            .push(Priority::Control, Bytes::from(frame.encode()));
     }
 
     fn reply_error(&self, client_msg_id: Option<String>, err: ApiError) {
@@ -202,13 +227,19 @@ impl Connection {
                     metrics::frame_in("oversized");
                     self.reply_error(
                         None,
-                        ApiError::new(ErrorCode::MessageTooLarge, format!("frame is over {max} bytes")),
+                        ApiError::new(
+                            ErrorCode::MessageTooLarge,
+                            format!("frame is over {max} bytes"),
+                        ),
                     );
                     return true;
                 }
                 match ClientFrame::decode(text.as_str()) {
                     Ok(frame) => self.dispatch(frame).await,
-                    Err(FrameError { client_msg_id, error }) => {
+                    Err(FrameError {
+                        client_msg_id,
+                        error,
+                    }) => {
                         metrics::frame_in("bad");
                         self.reply_error(client_msg_id, error);
                     }
@@ -219,7 +250,10 @@ impl Connection {
                 metrics::frame_in("binary");
                 self.reply_error(
                     None,
-                    ApiError::new(ErrorCode::BadFrame, "binary frames are not supported; send json text frames"),
+                    ApiError::new(
+                        ErrorCode::BadFrame,
+                        "binary frames are not supported; send json text frames",
+                    ),
                 );
                 true
             }
@@ -230,26 +264,45 @@ impl Connection {
 
     async fn dispatch(&mut self, frame: ClientFrame) {
         match frame {
-            ClientFrame::Send { client_msg_id, conversation_id, kind, body } => {
+            ClientFrame::Send {
+                client_msg_id,
+                conversation_id,
+                kind,
+                body,
+            } => {
                 metrics::frame_in("send");
                 if !self.sends.try_take() {
-                    let err = ApiError::new(ErrorCode::RateLimited, "sending too fast, retry shortly");
+                    let err =
+                        ApiError::new(ErrorCode::RateLimited, "sending too fast, retry shortly");
                     return self.reply_error(Some(client_msg_id), err);
                 }
                 let limits = &self.state.config.limits;
-                let msg = match prepare_send(limits, self.who.user_id, conversation_id, client_msg_id.clone(), kind, &body) {
+                let msg = match prepare_send(
+                    limits,
+                    self.who.user_id,
+                    conversation_id,
+                    client_msg_id.clone(),
+                    kind,
+                    &body,
+                ) {
                     Ok(m) => m,
                     Err(e) => return self.reply_error(Some(client_msg_id), e),
                 };
                 let reply = ReplyTo::Connection(self.out.clone());
-                if let Err(e) = self.state.committer.submit(WriteOp::Append(msg), reply, Some(self.id)).await {
+                if let Err(e) = self
+                    .state
+                    .committer
+                    .submit(WriteOp::Append(msg), reply, Some(self.id))
+                    .await
+                {
                     self.reply_error(Some(client_msg_id), e);
                 }
             }
             ClientFrame::Sync { cursors } => {
                 metrics::frame_in("sync");
                 if !self.sends.try_take() {
-                    let err = ApiError::new(ErrorCode::RateLimited, "syncing too often, retry shortly");
+                    let err =
+                        ApiError::new(ErrorCode::RateLimited, "syncing too often, retry shortly");
                     return self.reply_error(None, err);
                 }
                 // One sync at a time per connection, answered in order.
@@ -265,7 +318,10 @@ impl Connection {
                     answer_sync(store, out, user, cursors, cap).await;
                 }));
             }
-            ClientFrame::Delivered { conversation_id, seq } => {
+            ClientFrame::Delivered {
+                conversation_id,
+                seq,
+            } => {
                 metrics::frame_in("delivered");
                 let op = WriteOp::Delivered {
                     device_id: self.who.device_id,
@@ -275,12 +331,22 @@ impl Connection {
                 };
                 self.submit_cursor(op, seq).await;
             }
-            ClientFrame::Read { conversation_id, seq } => {
+            ClientFrame::Read {
+                conversation_id,
+                seq,
+            } => {
                 metrics::frame_in("read");
-                let op = WriteOp::Read { user_id: self.who.user_id, conversation_id, seq };
+                let op = WriteOp::Read {
+                    user_id: self.who.user_id,
+                    conversation_id,
+                    seq,
+                };
                 self.submit_cursor(op, seq).await;
             }
-            ClientFrame::Typing { conversation_id, state } => {
+            ClientFrame::Typing {
+                conversation_id,
+                state,
+            } => {
                 metrics::frame_in("typing");
                 if !self.sends.try_take() {
                     return; // typing is best effort: drop it quietly
@@ -288,28 +354,49 @@ impl Connection {
                 let members = match self.state.store.member_ids(conversation_id).await {
                     Ok(m) if m.contains(&self.who.user_id) => m,
                     Ok(_) => {
-                        return self.reply_error(None, ApiError::new(ErrorCode::NotFound, "no such conversation"))
+                        return self.reply_error(
+                            None,
+                            ApiError::new(ErrorCode::NotFound, "no such conversation"),
+                        )
                     }
                     Err(e) => return self.reply_error(None, crate::error::store_error(e)),
                 };
-                let frame = ServerFrame::Typing { conversation_id, user_id: self.who.user_id, state };
-                self.publish(members.into(), Some(self.who.user_id), frame).await;
+                let frame = ServerFrame::Typing {
+                    conversation_id,
+                    user_id: self.who.user_id,
+                    state,
+                };
+                self.publish(members.into(), Some(self.who.user_id), frame)
+                    .await;
             }
             ClientFrame::Ping { nonce } => {
                 metrics::frame_in("ping");
                 self.reply(ServerFrame::Pong { nonce });
             }
-            ClientFrame::Call { call_id, to_user_id, signal, payload } => {
+            ClientFrame::Call {
+                call_id,
+                to_user_id,
+                signal,
+                payload,
+            } => {
                 metrics::frame_in("call");
                 if !matches!(signal.as_str(), "offer" | "answer" | "ice" | "hangup") {
-                    let err = ApiError::new(ErrorCode::BadRequest, "signal must be offer, answer, ice or hangup");
+                    let err = ApiError::new(
+                        ErrorCode::BadRequest,
+                        "signal must be offer, answer, ice or hangup",
+                    );
                     return self.reply_error(None, err);
                 }
                 if !self.sends.try_take() {
                     let err = ApiError::new(ErrorCode::RateLimited, "signalling too fast");
                     return self.reply_error(None, err);
                 }
-                let frame = ServerFrame::Call { call_id, from_user_id: self.who.user_id, signal, payload };
+                let frame = ServerFrame::Call {
+                    call_id,
+                    from_user_id: self.who.user_id,
+                    signal,
+                    payload,
+                };
                 self.publish(Arc::from(vec![to_user_id]), None, frame).await;
             }
         }
@@ -317,7 +404,10 @@ impl Connection {
 
     async fn submit_cursor(&mut self, op: WriteOp, seq: i64) {
         if seq < 0 {
-            return self.reply_error(None, ApiError::new(ErrorCode::BadRequest, "seq must not be negative"));
+            return self.reply_error(
+                None,
+                ApiError::new(ErrorCode::BadRequest, "seq must not be negative"),
+            );
         }
         let reply = ReplyTo::Connection(self.out.clone());
         if let Err(e) = self.state.committer.submit(op, reply, Some(self.id)).await {

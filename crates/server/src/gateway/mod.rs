@@ -42,7 +42,10 @@ pub async fn upgrade(
         ));
     }
     if state.shutdown.is_cancelled() {
-        return Err(AppError::new(ErrorCode::Unavailable, "server is shutting down"));
+        return Err(AppError::new(
+            ErrorCode::Unavailable,
+            "server is shutting down",
+        ));
     }
     let cap = state.config.limits.hard_frame_cap();
     let tracker = state.connections.clone();

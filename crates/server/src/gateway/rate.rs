@@ -54,8 +54,14 @@ mod tests {
         b.last = start;
         let taken = (0..5).filter(|_| b.try_take_at(start)).count();
         assert_eq!(taken, 3, "burst");
-        assert!(!b.try_take_at(start + Duration::from_millis(50)), "half a token");
-        assert!(b.try_take_at(start + Duration::from_millis(100)), "refilled");
+        assert!(
+            !b.try_take_at(start + Duration::from_millis(50)),
+            "half a token"
+        );
+        assert!(
+            b.try_take_at(start + Duration::from_millis(100)),
+            "refilled"
+        );
         assert!(b.try_take_at(start + Duration::from_secs(10)));
         let after_long_idle = (0..10)
             .filter(|_| b.try_take_at(start + Duration::from_secs(10)))

@@ -3,7 +3,9 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use confab_proto::api::{LoginRequest, RefreshRequest, RegisterRequest, RegisterResponse, TokenResponse};
+use confab_proto::api::{
+    LoginRequest, RefreshRequest, RegisterRequest, RegisterResponse, TokenResponse,
+};
 use confab_proto::validate::{check_display_name, check_password, Username};
 use confab_proto::ErrorCode;
 use confab_store::{NewUser, RefreshOutcome, StoreError};
@@ -40,7 +42,10 @@ pub async fn register(
         })
         .await
         .map_err(|e| match e {
-            StoreError::Conflict => AppError::new(ErrorCode::UsernameTaken, "that username is taken, pick another"),
+            StoreError::Conflict => AppError::new(
+                ErrorCode::UsernameTaken,
+                "that username is taken, pick another",
+            ),
             other => other.into(),
         })?;
     Ok((StatusCode::CREATED, Json(RegisterResponse { user })))
@@ -53,7 +58,12 @@ pub async fn login(
 ) -> AppResult<Json<TokenResponse>> {
     let invalid = || AppError::new(ErrorCode::InvalidCredentials, "wrong username or password");
     let creds = match Username::parse(&req.username) {
-        Ok(name) => state.store.credentials_by_username(&name.canonical()).await?,
+        Ok(name) => {
+            state
+                .store
+                .credentials_by_username(&name.canonical())
+                .await?
+        }
         Err(_) => None,
     };
     let (user, hash) = match creds {
@@ -64,13 +74,17 @@ pub async fn login(
         return Err(invalid());
     }
     let user = user.ok_or_else(invalid)?;
-    let device_name = req.device_name.map(|n| n.chars().take(64).collect::<String>());
+    let device_name = req
+        .device_name
+        .map(|n| n.chars().take(64).collect::<String>());
     let public_key = req.device_public_key.filter(|k| k.len() <= 256);
     let device = state
         .store
         .create_device(user.id, device_name, public_key, now_millis())
         .await?;
-    Ok(Json(state.auth.issue(state.store.as_ref(), user, device).await?))
+    Ok(Json(
+        state.auth.issue(state.store.as_ref(), user, device).await?,
+    ))
 }
 
 /// `POST /v1/auth/refresh`: spends the refresh token for a new pair. A token
@@ -85,15 +99,23 @@ pub async fn refresh(
         .await?;
     match outcome {
         RefreshOutcome::Fresh(owner) => {
-            let user = state
-                .store
-                .user(owner.user_id)
-                .await?
-                .ok_or_else(|| AppError::new(ErrorCode::InvalidRefreshToken, "account is gone"))?;
-            Ok(Json(state.auth.issue(state.store.as_ref(), user, owner.device_id).await?))
+            let user =
+                state.store.user(owner.user_id).await?.ok_or_else(|| {
+                    AppError::new(ErrorCode::InvalidRefreshToken, "account is gone")
+                })?;
+            Ok(Json(
+                state
+                    .auth
+                    .issue(state.store.as_ref(), user, owner.device_id)
+                    .await?,
+            ))
         }
         RefreshOutcome::Reused(owner) => {
-            tracing::warn!(user = owner.user_id, device = owner.device_id, "refresh token reused; device revoked");
+            tracing::warn!(
+                user = owner.user_id,
+                device = owner.device_id,
+                "refresh token reused; device revoked"
+            );
             Err(AppError::new(
                 ErrorCode::InvalidRefreshToken,
                 "refresh token was already used; this device is logged out, log in again",
@@ -108,6 +130,9 @@ pub async fn refresh(
 
 /// `POST /v1/auth/logout`: revokes this device's tokens.
 pub async fn logout(State(state): State<AppState>, who: AuthUser) -> AppResult<StatusCode> {
-    state.store.revoke_device(who.device_id, now_millis()).await?;
+    state
+        .store
+        .revoke_device(who.device_id, now_millis())
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }

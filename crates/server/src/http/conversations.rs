@@ -35,10 +35,19 @@ pub async fn create(
     let (id, created) = match req {
         CreateConversationRequest::Direct { user_id } => {
             if user_id == who.user_id {
-                return Err(AppError::bad_request("a direct conversation needs another user"));
+                return Err(AppError::bad_request(
+                    "a direct conversation needs another user",
+                ));
             }
-            state.store.user(user_id).await?.ok_or_else(|| AppError::not_found("user"))?;
-            state.store.get_or_create_direct(who.user_id, user_id, now_millis()).await?
+            state
+                .store
+                .user(user_id)
+                .await?
+                .ok_or_else(|| AppError::not_found("user"))?;
+            state
+                .store
+                .get_or_create_direct(who.user_id, user_id, now_millis())
+                .await?
         }
         CreateConversationRequest::Group { title, member_ids } => {
             let title = title.trim();
@@ -49,9 +58,16 @@ pub async fn create(
                 return Err(AppError::bad_request("too many members for one request"));
             }
             for &m in &member_ids {
-                state.store.user(m).await?.ok_or_else(|| AppError::not_found("user"))?;
+                state
+                    .store
+                    .user(m)
+                    .await?
+                    .ok_or_else(|| AppError::not_found("user"))?;
             }
-            let id = state.store.create_group(who.user_id, title, &member_ids, now_millis()).await?;
+            let id = state
+                .store
+                .create_group(who.user_id, title, &member_ids, now_millis())
+                .await?;
             (id, true)
         }
     };
@@ -63,7 +79,11 @@ pub async fn create(
     if created {
         announce_new_conversation(&state, &view, who.user_id).await;
     }
-    let status = if created { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, Json(view)))
 }
 
@@ -73,7 +93,11 @@ async fn announce_new_conversation(state: &AppState, view: &Conversation, creato
     let mut data = serde_json::Map::new();
     data.insert("conversation_id".into(), view.id.into());
     data.insert("by_user_id".into(), creator.into());
-    let frame = ServerFrame::Event { event: "conversation_added".into(), data }.encode();
+    let frame = ServerFrame::Event {
+        event: "conversation_added".into(),
+        data,
+    }
+    .encode();
     let delivery = Delivery {
         users,
         skip_user: Some(creator),
@@ -87,7 +111,10 @@ async fn announce_new_conversation(state: &AppState, view: &Conversation, creato
 }
 
 /// `GET /v1/conversations`.
-pub async fn list(State(state): State<AppState>, who: AuthUser) -> AppResult<Json<ConversationList>> {
+pub async fn list(
+    State(state): State<AppState>,
+    who: AuthUser,
+) -> AppResult<Json<ConversationList>> {
     let conversations = state.store.conversations_for(who.user_id).await?;
     Ok(Json(ConversationList { conversations }))
 }
@@ -145,14 +172,38 @@ pub async fn send(
     ApiJson(req): ApiJson<SendMessageRequest>,
 ) -> AppResult<(StatusCode, Json<SendMessageResponse>)> {
     let client_msg_id = req.client_msg_id.clone();
-    let msg = prepare_send(&state.config.limits, who.user_id, id, req.client_msg_id, req.kind, &req.body)?;
+    let msg = prepare_send(
+        &state.config.limits,
+        who.user_id,
+        id,
+        req.client_msg_id,
+        req.kind,
+        &req.body,
+    )?;
     match state.committer.commit(WriteOp::Append(msg)).await? {
-        WriteOutcome::Appended { seq, ts, duplicate, .. } => {
-            let status = if duplicate { StatusCode::OK } else { StatusCode::CREATED };
-            Ok((status, Json(SendMessageResponse { client_msg_id, conversation_id: id, seq, ts })))
+        WriteOutcome::Appended {
+            seq, ts, duplicate, ..
+        } => {
+            let status = if duplicate {
+                StatusCode::OK
+            } else {
+                StatusCode::CREATED
+            };
+            Ok((
+                status,
+                Json(SendMessageResponse {
+                    client_msg_id,
+                    conversation_id: id,
+                    seq,
+                    ts,
+                }),
+            ))
         }
         WriteOutcome::Rejected(code) => Err(AppError::new(code, "refused")),
-        _ => Err(AppError::new(ErrorCode::Internal, "unexpected commit outcome")),
+        _ => Err(AppError::new(
+            ErrorCode::Internal,
+            "unexpected commit outcome",
+        )),
     }
 }
 
@@ -166,7 +217,11 @@ pub async fn read(
     if req.seq < 0 {
         return Err(AppError::bad_request("seq must not be negative"));
     }
-    let op = WriteOp::Read { user_id: who.user_id, conversation_id: id, seq: req.seq };
+    let op = WriteOp::Read {
+        user_id: who.user_id,
+        conversation_id: id,
+        seq: req.seq,
+    };
     match state.committer.commit(op).await? {
         WriteOutcome::Rejected(code) => Err(AppError::new(code, "no such conversation")),
         _ => Ok(StatusCode::NO_CONTENT),

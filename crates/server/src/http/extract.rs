@@ -25,7 +25,10 @@ pub struct ApiPath<T>(pub T);
 impl From<JsonRejection> for AppError {
     fn from(r: JsonRejection) -> Self {
         if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
-            AppError::new(ErrorCode::MessageTooLarge, "request body is over the size limit")
+            AppError::new(
+                ErrorCode::MessageTooLarge,
+                "request body is over the size limit",
+            )
         } else {
             AppError::new(ErrorCode::BadRequest, r.body_text())
         }

@@ -10,7 +10,9 @@ use crate::state::AppState;
 
 /// `GET /healthz`: the process is up.
 pub async fn healthz() -> Json<Health> {
-    Json(Health { status: "ok".into() })
+    Json(Health {
+        status: "ok".into(),
+    })
 }
 
 /// `GET /readyz`: the store and the bus answer, and we are not shutting down.
@@ -25,7 +27,12 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
         None
     };
     match problem {
-        None => (StatusCode::OK, Json(Health { status: "ok".into() })),
+        None => (
+            StatusCode::OK,
+            Json(Health {
+                status: "ok".into(),
+            }),
+        ),
         Some(p) => (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: p })),
     }
 }

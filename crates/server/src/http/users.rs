@@ -16,7 +16,11 @@ use crate::state::AppState;
 
 /// `GET /v1/users/me`.
 pub async fn me(State(state): State<AppState>, who: AuthUser) -> AppResult<Json<User>> {
-    let user = state.store.user(who.user_id).await?.ok_or_else(|| AppError::not_found("user"))?;
+    let user = state
+        .store
+        .user(who.user_id)
+        .await?
+        .ok_or_else(|| AppError::not_found("user"))?;
     Ok(Json(user))
 }
 
@@ -34,7 +38,9 @@ pub async fn update_me(
     }
     if let Some(Some(a)) = &req.avatar_media_id {
         if a.is_empty() || a.len() > 128 {
-            return Err(AppError::bad_request("avatar_media_id must be 1-128 characters"));
+            return Err(AppError::bad_request(
+                "avatar_media_id must be 1-128 characters",
+            ));
         }
     }
     let update = ProfileUpdate {
@@ -66,7 +72,9 @@ pub async fn search(
 ) -> AppResult<Json<UserList>> {
     let q = params.q.trim().to_ascii_lowercase();
     if q.is_empty() || q.len() > 32 {
-        return Err(AppError::bad_request("q must be 1-32 characters of a username"));
+        return Err(AppError::bad_request(
+            "q must be 1-32 characters of a username",
+        ));
     }
     let limit = params.limit.unwrap_or(20).clamp(1, 50);
     let users = state.store.search_users(&q, limit).await?;
@@ -79,6 +87,10 @@ pub async fn by_id(
     _who: AuthUser,
     ApiPath(id): ApiPath<UserId>,
 ) -> AppResult<Json<User>> {
-    let user = state.store.user(id).await?.ok_or_else(|| AppError::not_found("user"))?;
+    let user = state
+        .store
+        .user(id)
+        .await?
+        .ok_or_else(|| AppError::not_found("user"))?;
     Ok(Json(user))
 }

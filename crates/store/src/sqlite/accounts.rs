@@ -149,7 +149,9 @@ pub(crate) async fn spend_refresh_token(
     now: Millis,
 ) -> Result<RefreshOutcome> {
     let mut tx = db.begin().await?;
-    let row: Option<(i64, i64, i64, Option<i64>, Option<i64>)> = sqlx::query_as(
+    /// user id, device id, expires_at, spent_at, revoked_at
+    type RefreshRow = (i64, i64, i64, Option<i64>, Option<i64>);
+    let row: Option<RefreshRow> = sqlx::query_as(
         "SELECT d.user_id, d.id, t.expires_at, t.spent_at, d.revoked_at
          FROM tokens t JOIN devices d ON d.id = t.device_id WHERE t.hash = ? AND t.kind = ?",
     )

@@ -37,9 +37,12 @@ pub(crate) async fn commit_batch(db: &SqlitePool, ops: &[WriteOp]) -> Result<Vec
 fn conversation_of(op: &WriteOp) -> ConversationId {
     match op {
         WriteOp::Append(m) => m.conversation_id,
-        WriteOp::Delivered { conversation_id, .. } | WriteOp::Read { conversation_id, .. } => {
-            *conversation_id
+        WriteOp::Delivered {
+            conversation_id, ..
         }
+        | WriteOp::Read {
+            conversation_id, ..
+        } => *conversation_id,
     }
 }
 
@@ -49,8 +52,9 @@ async fn load_members(tx: &mut SqliteConnection, ops: &[WriteOp]) -> Result<Memb
     if ids.is_empty() {
         return Ok(HashMap::new());
     }
-    let mut q: QueryBuilder<Sqlite> =
-        QueryBuilder::new("SELECT conversation_id, user_id FROM members WHERE conversation_id IN (");
+    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+        "SELECT conversation_id, user_id FROM members WHERE conversation_id IN (",
+    );
     let mut list = q.separated(", ");
     for id in &ids {
         list.push_bind(*id);
@@ -61,7 +65,10 @@ async fn load_members(tx: &mut SqliteConnection, ops: &[WriteOp]) -> Result<Memb
         let user: i64 = row.try_get(1)?;
         grouped.entry(conv).or_default().push(user);
     }
-    Ok(grouped.into_iter().map(|(k, v)| (k, Arc::from(v))).collect())
+    Ok(grouped
+        .into_iter()
+        .map(|(k, v)| (k, Arc::from(v)))
+        .collect())
 }
 
 fn is_member(members: &Members, conv: ConversationId, user: UserId) -> Option<&Arc<[UserId]>> {
@@ -115,9 +122,19 @@ async fn append_messages(
     let mut repeats: Vec<(usize, usize)> = Vec::new();
     for &(i, m) in &candidates {
         let key: Key = (m.client_msg_id.as_str(), m.sender_id, m.conversation_id);
-        let conv_members = members.get(&m.conversation_id).cloned().unwrap_or_else(|| Arc::from(vec![]));
-        if let Some(&(seq, ts)) = committed.get(&(m.client_msg_id.clone(), m.sender_id, m.conversation_id)) {
-            out[i] = Some(WriteOutcome::Appended { seq, ts, duplicate: true, members: conv_members });
+        let conv_members = members
+            .get(&m.conversation_id)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(vec![]));
+        if let Some(&(seq, ts)) =
+            committed.get(&(m.client_msg_id.clone(), m.sender_id, m.conversation_id))
+        {
+            out[i] = Some(WriteOutcome::Appended {
+                seq,
+                ts,
+                duplicate: true,
+                members: conv_members,
+            });
         } else if let Some(&first) = first_in_batch.get(&key) {
             repeats.push((i, first));
         } else {
@@ -180,8 +197,16 @@ async fn append_messages(
         q.build().execute(&mut *tx).await?;
     }
     for (i, m, seq) in assigned {
-        let conv_members = members.get(&m.conversation_id).cloned().unwrap_or_else(|| Arc::from(vec![]));
-        out[i] = Some(WriteOutcome::Appended { seq, ts: m.ts, duplicate: false, members: conv_members });
+        let conv_members = members
+            .get(&m.conversation_id)
+            .cloned()
+            .unwrap_or_else(|| Arc::from(vec![]));
+        out[i] = Some(WriteOutcome::Appended {
+            seq,
+            ts: m.ts,
+            duplicate: false,
+            members: conv_members,
+        });
     }
     resolve_repeats(out, &repeats);
     Ok(())
@@ -192,7 +217,9 @@ async fn append_messages(
 fn resolve_repeats(out: &mut [Option<WriteOutcome>], repeats: &[(usize, usize)]) {
     for &(i, first) in repeats {
         out[i] = match &out[first] {
-            Some(WriteOutcome::Appended { seq, ts, members, .. }) => Some(WriteOutcome::Appended {
+            Some(WriteOutcome::Appended {
+                seq, ts, members, ..
+            }) => Some(WriteOutcome::Appended {
                 seq: *seq,
                 ts: *ts,
                 duplicate: true,
@@ -214,12 +241,17 @@ async fn move_cursors(
     for (i, op) in ops.iter().enumerate() {
         let (key, user, seq) = match op {
             WriteOp::Append(_) => continue,
-            WriteOp::Read { user_id, conversation_id, seq } => {
-                ((true, *user_id, *conversation_id), *user_id, *seq)
-            }
-            WriteOp::Delivered { device_id, user_id, conversation_id, seq } => {
-                ((false, *device_id, *conversation_id), *user_id, *seq)
-            }
+            WriteOp::Read {
+                user_id,
+                conversation_id,
+                seq,
+            } => ((true, *user_id, *conversation_id), *user_id, *seq),
+            WriteOp::Delivered {
+                device_id,
+                user_id,
+                conversation_id,
+                seq,
+            } => ((false, *device_id, *conversation_id), *user_id, *seq),
         };
         if is_member(members, key.2, user).is_none() {
             out[i] = Some(WriteOutcome::Rejected(ErrorCode::NotFound));
@@ -263,8 +295,14 @@ async fn move_cursors(
             .await?
         };
         if let Some(seq) = moved {
-            let conv_members = members.get(&conv).cloned().unwrap_or_else(|| Arc::from(vec![]));
-            out[i] = Some(WriteOutcome::CursorMoved { seq, members: conv_members });
+            let conv_members = members
+                .get(&conv)
+                .cloned()
+                .unwrap_or_else(|| Arc::from(vec![]));
+            out[i] = Some(WriteOutcome::CursorMoved {
+                seq,
+                members: conv_members,
+            });
         }
     }
     Ok(())

@@ -70,8 +70,8 @@ pub(crate) async fn create_group(
     .fetch_one(&mut *tx)
     .await?;
     let mut seen = std::collections::HashSet::new();
-    let all = std::iter::once((owner, Role::Owner))
-        .chain(members.iter().map(|&m| (m, Role::Member)));
+    let all =
+        std::iter::once((owner, Role::Owner)).chain(members.iter().map(|&m| (m, Role::Member)));
     for (user, role) in all {
         if !seen.insert(user) {
             continue;
@@ -106,10 +106,12 @@ pub(crate) async fn member(
 
 pub(crate) async fn member_ids(db: &SqlitePool, id: ConversationId) -> Result<Vec<UserId>> {
     Ok(
-        sqlx::query_scalar("SELECT user_id FROM members WHERE conversation_id = ? ORDER BY user_id")
-            .bind(id)
-            .fetch_all(db)
-            .await?,
+        sqlx::query_scalar(
+            "SELECT user_id FROM members WHERE conversation_id = ? ORDER BY user_id",
+        )
+        .bind(id)
+        .fetch_all(db)
+        .await?,
     )
 }
 
@@ -124,7 +126,8 @@ struct Header {
     joined_seq: Seq,
 }
 
-const HEADER_SQL: &str = "SELECT c.id, c.kind, c.title, c.last_seq, c.created_at, m.read_seq, m.joined_seq
+const HEADER_SQL: &str =
+    "SELECT c.id, c.kind, c.title, c.last_seq, c.created_at, m.read_seq, m.joined_seq
      FROM members m JOIN conversations c ON c.id = m.conversation_id WHERE m.user_id = ?";
 
 fn header(row: &sqlx::sqlite::SqliteRow) -> Result<Header> {
@@ -134,7 +137,11 @@ fn header(row: &sqlx::sqlite::SqliteRow) -> Result<Header> {
         kind: match kind.as_str() {
             "direct" => ConversationKind::Direct,
             "group" => ConversationKind::Group,
-            other => return Err(StoreError::Corrupt(format!("unknown conversation kind {other:?}"))),
+            other => {
+                return Err(StoreError::Corrupt(format!(
+                    "unknown conversation kind {other:?}"
+                )))
+            }
         },
         title: row.try_get("title")?,
         last_seq: row.try_get("last_seq")?,
@@ -151,7 +158,10 @@ async fn view(db: &SqlitePool, h: Header, user: UserId) -> Result<Conversation> 
     .bind(h.id)
     .fetch_all(db)
     .await?;
-    let members = member_rows.iter().map(rows::member).collect::<Result<Vec<_>>>()?;
+    let members = member_rows
+        .iter()
+        .map(rows::member)
+        .collect::<Result<Vec<_>>>()?;
     let last_message = if h.last_seq > h.joined_seq {
         let row = sqlx::query(&format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? AND seq = ?"
@@ -273,7 +283,11 @@ pub(crate) async fn sync(
     let cap = i64::from(cap.max(1));
     let mut out = Vec::new();
     for (conversation_id, joined_seq, last_seq) in heads {
-        let after = cursors.get(&conversation_id).copied().unwrap_or(0).max(joined_seq);
+        let after = cursors
+            .get(&conversation_id)
+            .copied()
+            .unwrap_or(0)
+            .max(joined_seq);
         if last_seq <= after {
             continue;
         }

@@ -1,0 +1,341 @@
+//! Bad input gets a clear error code and the connection survives; nothing is
+//! stored for a refused send.
+
+mod support;
+
+use std::time::Duration;
+
+use confab_sdk::proto::{ClientFrame, ServerFrame};
+use confab_sdk::{raw, ErrorCode, HistoryQuery, MessageKind, RawConnection};
+use serde_json::json;
+use support::*;
+
+async fn raw_conn(client: &confab_sdk::Client) -> RawConnection {
+    let mut conn = client.connect_raw().await.expect("raw connect");
+    let hello = conn.next_frame_within(WAIT).await.expect("hello");
+    assert!(matches!(hello, ServerFrame::Hello { .. }), "{hello:?}");
+    conn
+}
+
+async fn expect_error(conn: &mut RawConnection) -> (ErrorCode, Option<String>) {
+    loop {
+        match conn.next_frame_within(WAIT).await.expect("a frame") {
+            ServerFrame::Error {
+                code,
+                client_msg_id,
+                ..
+            } => return (code, client_msg_id),
+            _ => continue,
+        }
+    }
+}
+
+async fn still_alive(conn: &mut RawConnection) {
+    conn.send_frame(&ClientFrame::Ping {
+        nonce: Some(json!("alive")),
+    })
+    .await
+    .expect("ping");
+    loop {
+        if let ServerFrame::Pong { nonce } = conn.next_frame_within(WAIT).await.expect("pong") {
+            assert_eq!(nonce, Some(json!("alive")));
+            return;
+        }
+    }
+}
+
+fn send_frame(id: &str, conversation_id: i64, kind: &str, body: serde_json::Value) -> String {
+    json!({"type": "send", "client_msg_id": id, "conversation_id": conversation_id, "kind": kind, "body": body})
+        .to_string()
+}
+
+#[tokio::test]
+async fn garbage_frames_get_bad_frame_and_the_connection_stays() {
+    let app = spawn_app().await;
+    let (ann, _) = app.user("ann").await;
+    let mut conn = raw_conn(&ann).await;
+    let cases = [
+        "not json at all",
+        "{}",
+        r#"{"type":"launch_missiles"}"#,
+        r#"{"type":"send","conversation_id":"x"}"#,
+        r#"[1,2,3]"#,
+        r#"{"type":"sync","cursors":{"abc":1}}"#,
+    ];
+    for text in cases {
+        conn.send_text(text).await.expect("send");
+        assert_eq!(
+            expect_error(&mut conn).await.0,
+            ErrorCode::BadFrame,
+            "{text}"
+        );
+    }
+    conn.send_binary(vec![0, 1, 2, 255]).await.expect("binary");
+    assert_eq!(expect_error(&mut conn).await.0, ErrorCode::BadFrame);
+    // A broken send still names its client_msg_id when it can be read.
+    conn.send_text(
+        r#"{"type":"send","client_msg_id":"c-7","conversation_id":"x","kind":"text","body":{}}"#,
+    )
+    .await
+    .expect("send");
+    assert_eq!(
+        expect_error(&mut conn).await,
+        (ErrorCode::BadFrame, Some("c-7".into()))
+    );
+    still_alive(&mut conn).await;
+}
+
+#[tokio::test]
+async fn oversized_input_gets_message_too_large_and_nothing_is_stored() {
+    let app = spawn_app().await;
+    let (ann, _) = app.user("ann").await;
+    let (_, bob_user) = app.user("bob").await;
+    let conv = direct(&ann, &bob_user).await;
+    let mut conn = raw_conn(&ann).await;
+
+    let long_text = "x".repeat(16 * 1024 + 1);
+    conn.send_text(send_frame(
+        "big-text",
+        conv.id,
+        "text",
+        json!({"text": long_text}),
+    ))
+    .await
+    .expect("send");
+    assert_eq!(
+        expect_error(&mut conn).await,
+        (ErrorCode::MessageTooLarge, Some("big-text".into()))
+    );
+
+    let huge_frame = send_frame(
+        "big-frame",
+        conv.id,
+        "text",
+        json!({"text": "hi", "pad": "y".repeat(70 * 1024)}),
+    );
+    conn.send_text(huge_frame).await.expect("send");
+    assert_eq!(expect_error(&mut conn).await.0, ErrorCode::MessageTooLarge);
+    still_alive(&mut conn).await;
+
+    let page = ann
+        .history(conv.id, HistoryQuery::default())
+        .await
+        .expect("history");
+    assert!(
+        page.messages.is_empty(),
+        "nothing stored: {:?}",
+        page.messages
+    );
+    let ok = ann
+        .send_http(conv.id, "fine", MessageKind::Text, json!({"text": "fine"}))
+        .await
+        .expect("send");
+    assert_eq!(ok.seq, 1, "no seq was used by refused sends");
+}
+
+#[tokio::test]
+async fn a_frame_over_the_hard_cap_closes_only_that_connection() {
+    let app = spawn_app().await;
+    let (ann, _) = app.user("ann").await;
+    let mut conn = raw_conn(&ann).await;
+    conn.send_text("z".repeat(2 * 1024 * 1024)).await.ok();
+    let closed = tokio::time::timeout(WAIT, async {
+        loop {
+            match conn.next_text().await {
+                None | Some(Err(_)) => return true,
+                Some(Ok(_)) => continue,
+            }
+        }
+    })
+    .await
+    .expect("closed in time");
+    assert!(closed);
+    let mut fresh = raw_conn(&ann).await;
+    still_alive(&mut fresh).await;
+}
+
+#[tokio::test]
+async fn sends_outside_your_conversations_are_refused() {
+    let app = spawn_app().await;
+    let (ann, _) = app.user("ann").await;
+    let (bob, bob_user) = app.user("bob").await;
+    let (eve, _) = app.user("eve").await;
+    let conv = direct(&ann, &bob_user).await;
+    let mut conn = raw_conn(&eve).await;
+    conn.send_text(send_frame(
+        "sneaky",
+        conv.id,
+        "text",
+        json!({"text": "boo"}),
+    ))
+    .await
+    .expect("send");
+    assert_eq!(
+        expect_error(&mut conn).await,
+        (ErrorCode::NotFound, Some("sneaky".into()))
+    );
+    conn.send_text(send_frame(
+        "nowhere",
+        987_654,
+        "text",
+        json!({"text": "boo"}),
+    ))
+    .await
+    .expect("send");
+    assert_eq!(
+        expect_error(&mut conn).await,
+        (ErrorCode::NotFound, Some("nowhere".into()))
+    );
+    let mut own = raw_conn(&ann).await;
+    own.send_text(send_frame(
+        "sys",
+        conv.id,
+        "system",
+        json!({"text": "fake"}),
+    ))
+    .await
+    .expect("send");
+    assert_eq!(
+        expect_error(&mut own).await,
+        (ErrorCode::Forbidden, Some("sys".into()))
+    );
+    own.send_text(send_frame(
+        "bad body",
+        conv.id,
+        "text",
+        json!({"text": "x"}),
+    ))
+    .await
+    .expect("send");
+    assert_eq!(
+        expect_error(&mut own).await.0,
+        ErrorCode::BadRequest,
+        "client_msg_id with a space"
+    );
+    still_alive(&mut conn).await;
+
+    assert!(bob
+        .history(conv.id, HistoryQuery::default())
+        .await
+        .expect("history")
+        .messages
+        .is_empty());
+    let err = eve
+        .history(conv.id, HistoryQuery::default())
+        .await
+        .expect_err("outsider history");
+    assert_eq!(err.code(), Some(ErrorCode::NotFound));
+    let err = eve
+        .send_http(conv.id, "x1", MessageKind::Text, json!({"text": "boo"}))
+        .await
+        .expect_err("outsider http send");
+    assert_eq!(err.code(), Some(ErrorCode::NotFound));
+}
+
+#[tokio::test]
+async fn sending_too_fast_is_rate_limited_and_not_stored() {
+    let app = spawn_app_with(|c| {
+        c.limits.send_rate_per_s = 0.5;
+        c.limits.send_burst = 3.0;
+    })
+    .await;
+    let (ann, _) = app.user("ann").await;
+    let (_, bob_user) = app.user("bob").await;
+    let conv = direct(&ann, &bob_user).await;
+    let mut conn = raw_conn(&ann).await;
+    for i in 0..5 {
+        conn.send_text(send_frame(
+            &format!("r{i}"),
+            conv.id,
+            "text",
+            json!({"text": "hi"}),
+        ))
+        .await
+        .expect("send");
+    }
+    let mut acks = 0;
+    let mut limited = Vec::new();
+    while acks + limited.len() < 5 {
+        match conn.next_frame_within(WAIT).await.expect("answer") {
+            ServerFrame::Ack { .. } => acks += 1,
+            ServerFrame::Error {
+                code: ErrorCode::RateLimited,
+                client_msg_id,
+                ..
+            } => limited.push(client_msg_id),
+            _ => {}
+        }
+    }
+    assert_eq!(acks, 3, "the burst");
+    assert_eq!(limited, vec![Some("r3".into()), Some("r4".into())]);
+    let page = ann
+        .history(conv.id, HistoryQuery::default())
+        .await
+        .expect("history");
+    assert_eq!(page.messages.len(), 3);
+}
+
+#[tokio::test]
+async fn websocket_upgrade_needs_a_valid_token() {
+    let app = spawn_app().await;
+    let url = confab_sdk::ws_url(&app.base_url);
+    let err = raw::connect(&url, None).await.expect_err("no token");
+    assert_eq!(err.status(), Some(401));
+    assert_eq!(err.code(), Some(ErrorCode::Unauthorized));
+    let err = raw::connect(&url, Some("not-a-token"))
+        .await
+        .expect_err("bad token");
+    assert_eq!(err.code(), Some(ErrorCode::Unauthorized));
+    // Browsers cannot set headers: `?token=` works too.
+    let (ann, _) = app.user("ann").await;
+    let token = ann.session().expect("session").access_token;
+    let mut conn = raw::connect(&format!("{url}?token={token}"), None)
+        .await
+        .expect("query token");
+    assert!(matches!(
+        conn.next_frame_within(WAIT).await.expect("hello"),
+        ServerFrame::Hello { .. }
+    ));
+}
+
+#[tokio::test]
+async fn a_reader_that_never_reads_is_dropped_not_buffered_forever() {
+    let app = spawn_app_with(|c| {
+        c.limits.outbound_queue_frames = 64;
+        c.limits.outbound_queue_bytes = 64 * 1024;
+    })
+    .await;
+    let (ann, _) = app.user("ann").await;
+    let (bob, bob_user) = app.user("bob").await;
+    let conv = direct(&ann, &bob_user).await;
+    // Bob connects and then never reads his socket.
+    let mut stuck = raw_conn(&bob).await;
+    // More than loopback's socket buffers can hide (they grow to a few MiB).
+    let big = "w".repeat(15 * 1024);
+    let sender = connect(&ann).await;
+    for i in 0..1200 {
+        sender
+            .send_text(conv.id, &format!("{i} {big}"))
+            .await
+            .expect("sends keep being acked");
+    }
+    // The server hung up on him at some point; he can reconnect and sync all.
+    let gone = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match stuck.next_text().await {
+                None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(gone.is_ok(), "slow consumer was disconnected");
+    let mut fresh = bob
+        .connect(confab_sdk::ConnectOptions::default())
+        .expect("connect");
+    let got = fresh
+        .next_messages(1200, Duration::from_secs(60))
+        .await
+        .expect("everything by sync");
+    assert_eq!(got.last().map(|m| m.seq), Some(1200));
+}

@@ -1,0 +1,117 @@
+//! Durability: `kill -9` of the real `confab serve` process right after acks,
+//! a restart on the same data directory, and every acked message is there.
+
+mod support;
+
+use std::collections::BTreeMap;
+
+use confab_sdk::{Client, ConnectOptions, HistoryQuery, MessageKind};
+use serde_json::json;
+use support::*;
+
+#[tokio::test]
+async fn every_acked_message_survives_kill_9() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = spawn_binary(dir.path()).await;
+    let ann = Client::new(&server.base_url);
+    ann.register("ann", PASSWORD, None).await.expect("register");
+    ann.login("ann", PASSWORD, None).await.expect("login");
+    let bob = Client::new(&server.base_url);
+    let bob_user = bob.register("bob", PASSWORD, None).await.expect("register");
+    bob.login("bob", PASSWORD, None).await.expect("login");
+    let conv = ann
+        .direct_conversation(bob_user.id)
+        .await
+        .expect("conversation");
+
+    // Four connections send concurrently; we record every ack.
+    let mut senders = Vec::new();
+    for _ in 0..4 {
+        let mut c = ann.connect(ConnectOptions::default()).expect("connect");
+        c.wait_synced(WAIT).await.expect("synced");
+        senders.push(c);
+    }
+    let mut pending = Vec::new();
+    for i in 0..400 {
+        let c = &senders[i % senders.len()];
+        let body = json!({"text": format!("durable {i}")});
+        pending.push(
+            c.send_nowait(conv.id, MessageKind::Text, body)
+                .await
+                .expect("queue"),
+        );
+    }
+    let mut acked: BTreeMap<i64, String> = BTreeMap::new();
+    for (i, p) in pending.into_iter().enumerate() {
+        let ack = p.await.expect("ack");
+        assert!(
+            acked.insert(ack.seq, format!("durable {i}")).is_none(),
+            "seq acked twice"
+        );
+    }
+    // No graceful anything: SIGKILL right after the last ack.
+    server.child.start_kill().expect("kill -9");
+    server.child.wait().await.expect("reaped");
+    drop(senders);
+
+    let restarted = spawn_binary(dir.path()).await;
+    let bob = Client::new(&restarted.base_url);
+    bob.login("bob", PASSWORD, None)
+        .await
+        .expect("login after restart");
+    let mut conn = bob.connect(ConnectOptions::default()).expect("connect");
+    let got = conn
+        .next_messages(acked.len(), WAIT)
+        .await
+        .expect("all acked messages by sync");
+    let got: BTreeMap<i64, String> = got
+        .into_iter()
+        .map(|m| {
+            (
+                m.seq,
+                m.body["text"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(got, acked, "every acked message, with its seq and text");
+    let page = bob
+        .history(
+            conv.id,
+            HistoryQuery {
+                limit: Some(200),
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("history");
+    assert_eq!(page.messages.last().map(|m| m.seq), Some(400));
+}
+
+#[tokio::test]
+async fn sigterm_drains_and_exits_zero() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut server = spawn_binary(dir.path()).await;
+    let ann = Client::new(&server.base_url);
+    ann.register("ann", PASSWORD, None).await.expect("register");
+    ann.login("ann", PASSWORD, None).await.expect("login");
+    let mut conn = ann.connect(ConnectOptions::default()).expect("connect");
+    conn.wait_synced(WAIT).await.expect("synced");
+    let pid = server.child.id().expect("pid");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = tokio::time::timeout(WAIT, server.child.wait())
+        .await
+        .expect("exits in time")
+        .expect("wait");
+    assert!(exit.success(), "exit status {exit:?}");
+    let ev = conn
+        .wait_for(WAIT, |e| {
+            matches!(e, confab_sdk::Event::Disconnected { .. })
+        })
+        .await
+        .expect("client told");
+    drop(ev);
+}
