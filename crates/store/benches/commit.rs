@@ -14,7 +14,9 @@ fn commit(c: &mut Criterion) {
     let rt = tokio::runtime::Runtime::new().expect("runtime");
     let dir = tempfile::tempdir().expect("tempdir");
     let (store, convs) = rt.block_on(async {
-        let store = SqliteStore::open(&dir.path().join("bench.db")).await.expect("open");
+        let store = SqliteStore::open(&dir.path().join("bench.db"))
+            .await
+            .expect("open");
         let mut users = Vec::new();
         for i in 0..64 {
             let name = format!("u{i}");
@@ -32,7 +34,10 @@ fn commit(c: &mut Criterion) {
         }
         let mut convs = Vec::new();
         for pair in users.chunks(2) {
-            let (id, _) = store.get_or_create_direct(pair[0], pair[1], 0).await.expect("conv");
+            let (id, _) = store
+                .get_or_create_direct(pair[0], pair[1], 0)
+                .await
+                .expect("conv");
             convs.push((id, pair[0]));
         }
         (store, convs)

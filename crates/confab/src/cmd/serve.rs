@@ -144,3 +144,57 @@ async fn cancel_on_signal(token: CancellationToken) {
     tracing::info!("shutdown requested; draining");
     token.cancel();
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The commented example file in the repo must parse and say exactly
+    /// what the defaults are, so it cannot drift from the code.
+    #[test]
+    fn example_config_is_the_defaults() {
+        let text = include_str!("../../../../confab.example.toml");
+        let parsed: Config = toml::from_str(text).expect("example parses");
+        assert_eq!(
+            toml::to_string(&parsed).expect("serialize"),
+            toml::to_string(&Config::default()).expect("serialize")
+        );
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9999\"\n[limits]\nmax_text_bytes = 10\n",
+        )
+        .expect("write");
+        let args = ServeArgs::try_parse_from_for_test(&[
+            "--config",
+            path.to_str().expect("utf8"),
+            "--max-text-bytes",
+            "20",
+        ]);
+        let c = args.config().expect("config");
+        assert_eq!(c.listen.port(), 9999, "from the file");
+        assert_eq!(c.limits.max_text_bytes, 20, "flag wins");
+        assert!(
+            toml::from_str::<Config>("nonsense_key = 1").is_err(),
+            "unknown keys are errors"
+        );
+    }
+
+    impl ServeArgs {
+        fn try_parse_from_for_test(args: &[&str]) -> ServeArgs {
+            use clap::Parser;
+            #[derive(Parser)]
+            struct Wrapper {
+                #[command(flatten)]
+                args: ServeArgs,
+            }
+            let argv = std::iter::once("serve").chain(args.iter().copied());
+            Wrapper::try_parse_from(argv).expect("parse").args
+        }
+    }
+}
