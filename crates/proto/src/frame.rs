@@ -242,6 +242,33 @@ impl ClientFrame {
     /// Decodes a client frame from JSON text. The error says what was wrong
     /// and, for a `send`, carries its `client_msg_id` when it could be read.
     pub fn decode(text: &str) -> Result<ClientFrame, FrameError> {
+        // Fast path for `send`, the hot frame: serde's internally tagged
+        // enums buffer the whole frame before deserialising it again, so
+        // peek at the type and read a send's fields in one pass.
+        #[derive(Deserialize)]
+        struct PeekType<'a> {
+            #[serde(rename = "type", borrow)]
+            kind: std::borrow::Cow<'a, str>,
+        }
+        #[derive(Deserialize)]
+        struct SendFields {
+            client_msg_id: String,
+            conversation_id: ConversationId,
+            kind: MessageKind,
+            body: Value,
+        }
+        if let Ok(PeekType { kind }) = serde_json::from_str::<PeekType>(text) {
+            if kind == "send" {
+                if let Ok(f) = serde_json::from_str::<SendFields>(text) {
+                    return Ok(ClientFrame::Send {
+                        client_msg_id: f.client_msg_id,
+                        conversation_id: f.conversation_id,
+                        kind: f.kind,
+                        body: f.body,
+                    });
+                }
+            }
+        }
         serde_json::from_str(text).map_err(|e| {
             #[derive(Deserialize)]
             struct Peek {

@@ -137,6 +137,80 @@ async fn seqs_are_gapless_and_idempotent() {
 }
 
 #[tokio::test]
+async fn large_mixed_batches_commit_correctly() {
+    for b in backends().await {
+        let s = b.store.as_ref();
+        let users = [
+            user(s, "ann").await,
+            user(s, "bob").await,
+            user(s, "cat").await,
+        ];
+        let (ab, _) = s
+            .get_or_create_direct(users[0], users[1], 1)
+            .await
+            .expect("direct");
+        let (bc, _) = s
+            .get_or_create_direct(users[1], users[2], 1)
+            .await
+            .expect("direct");
+        s.commit_batch(&[append(ab, users[0], "x5")])
+            .await
+            .expect("seed");
+        // 700 ops: two conversations interleaved, a resend of a committed
+        // message, repeats inside the batch, and a stranger's send.
+        let mut ops = Vec::new();
+        for i in 0..700 {
+            ops.push(match i % 7 {
+                0 => append(bc, users[1], &format!("x{}", i / 2)),
+                6 => append(ab, users[2], "stranger"),
+                _ => append(ab, users[0], &format!("x{}", i / 2)),
+            });
+        }
+        let out = s.commit_batch(&ops).await.expect("commit");
+        let mut fresh = HashMap::<i64, Vec<i64>>::new();
+        for (op, o) in ops.iter().zip(&out) {
+            let WriteOp::Append(m) = op else {
+                unreachable!()
+            };
+            match o {
+                WriteOutcome::Appended {
+                    seq,
+                    duplicate: false,
+                    ..
+                } => fresh.entry(m.conversation_id).or_default().push(*seq),
+                WriteOutcome::Appended {
+                    duplicate: true, ..
+                } => {}
+                WriteOutcome::Rejected(ErrorCode::NotFound) => assert_eq!(m.sender_id, users[2]),
+                other => panic!("{other:?}"),
+            }
+        }
+        for (conv, seqs) in &fresh {
+            let start = if *conv == ab { 2 } else { 1 };
+            let want: Vec<i64> = (start..start + seqs.len() as i64).collect();
+            assert_eq!(seqs, &want, "{} conversation {conv} gapless", b.name);
+        }
+        let (page, _) = s
+            .history(
+                ab,
+                users[0],
+                HistoryQuery {
+                    after_seq: Some(0),
+                    limit: 1000,
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("history");
+        assert_eq!(page.len(), 1 + fresh[&ab].len());
+        let mut ids: Vec<_> = page.iter().map(|m| m.client_msg_id.clone()).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), page.len(), "no client_msg_id stored twice");
+    }
+}
+
+#[tokio::test]
 async fn outsiders_are_rejected_and_nothing_is_stored() {
     for b in backends().await {
         let s = b.store.as_ref();

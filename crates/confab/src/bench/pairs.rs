@@ -21,6 +21,9 @@ use tokio_tungstenite::tungstenite::Message;
 use super::server::{cpu_micros, TargetArgs};
 use super::ws::{dial, now_micros, Ws};
 
+/// Number of pairs in this run (for spreading fixed-rate senders).
+static PAIRS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+
 /// Flags of `confab bench pairs`.
 #[derive(Debug, Args)]
 pub struct PairsArgs {
@@ -88,6 +91,7 @@ async fn setup(base: &str, pairs: usize) -> anyhow::Result<Vec<(String, String, 
 /// Runs the benchmark and prints one JSON line.
 pub async fn run(args: PairsArgs) -> anyhow::Result<()> {
     let pairs = (args.connections / 2).max(1);
+    PAIRS.store(pairs, std::sync::atomic::Ordering::Relaxed);
     let target = args.target.start().await?;
     eprintln!("setting up {pairs} pairs against {}", target.base_url);
     let accounts = setup(&target.base_url, pairs)
@@ -213,8 +217,12 @@ async fn send(
     };
     gate.wait().await;
     let mut in_flight = 0usize;
+    // Fixed-rate senders start spread over one interval, so the total load
+    // is smooth instead of every sender firing at the same instant.
+    let pairs_total = PAIRS.load(std::sync::atomic::Ordering::Relaxed).max(1);
     let mut ticker = interval.map(|d| {
-        let mut t = tokio::time::interval(d);
+        let offset = d.mul_f64(idx as f64 / pairs_total as f64);
+        let mut t = tokio::time::interval_at(tokio::time::Instant::now() + offset, d);
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         t
     });

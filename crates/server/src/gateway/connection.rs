@@ -122,28 +122,28 @@ impl Connection {
             tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => {
-                    let _ = self.flush().await;
-                    self.close(close::GOING_AWAY, "server shutting down, reconnect").await;
+                    let _ = Box::pin(self.flush()).await;
+                    Box::pin(self.close(close::GOING_AWAY, "server shutting down, reconnect")).await;
                     return "shutdown";
                 }
                 _ = self.out.wait_ready() => {
-                    if let Err(reason) = self.flush().await {
+                    if let Err(reason) = Box::pin(self.flush()).await {
                         return reason;
                     }
                 }
                 msg = self.socket.recv() => {
                     let Some(Ok(msg)) = msg else { return "peer closed" };
                     self.last_heard = Instant::now();
-                    if !self.handle(msg).await {
+                    if !Box::pin(self.handle(msg)).await {
                         return "peer sent close";
                     }
                 }
                 _ = heartbeat.tick() => {
                     if self.last_heard.elapsed() > idle_limit {
-                        self.close(close::NORMAL, "idle timeout").await;
+                        Box::pin(self.close(close::NORMAL, "idle timeout")).await;
                         return "idle timeout";
                     }
-                    if self.write_message(Message::Ping(Bytes::new())).await.is_err() {
+                    if Box::pin(self.write_message(Message::Ping(Bytes::new()))).await.is_err() {
                         return "ping failed";
                     }
                 }
@@ -235,7 +235,9 @@ impl Connection {
                     return true;
                 }
                 match ClientFrame::decode(text.as_str()) {
-                    Ok(frame) => self.dispatch(frame).await,
+                    // Boxed: the dispatch state machine is large and rarely
+                    // live; inline it would sit in every idle connection.
+                    Ok(frame) => Box::pin(self.dispatch(frame)).await,
                     Err(FrameError {
                         client_msg_id,
                         error,

@@ -15,9 +15,23 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 use crate::types::*;
 use crate::Result;
 
-/// Rows per multi-row INSERT: 7 binds each stays far below SQLite's limit
-/// of 32,766 bound parameters.
-const INSERT_CHUNK: usize = 1000;
+/// Statement sizes for lists (multi-row INSERT, IN lists, VALUES lists).
+/// A batch is cut greedily into pieces of these sizes, so only a handful of
+/// distinct SQL texts exist and every one stays in sqlx's statement cache:
+/// preparing a fresh 500-row statement per batch costs more than running it.
+/// Few pieces per batch matter too: each statement is a round trip to
+/// sqlx's SQLite thread.
+const PIECES: [usize; 7] = [512, 128, 32, 8, 4, 2, 1];
+
+/// Cuts `items` into slices whose lengths are all in [`PIECES`].
+fn pieces<T>(mut items: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        let n = PIECES.iter().copied().find(|&p| p <= items.len())?;
+        let (head, tail) = items.split_at(n);
+        items = tail;
+        Some(head)
+    })
+}
 
 type Members = HashMap<ConversationId, Arc<[UserId]>>;
 
@@ -47,23 +61,27 @@ fn conversation_of(op: &WriteOp) -> ConversationId {
 }
 
 async fn load_members(tx: &mut SqliteConnection, ops: &[WriteOp]) -> Result<Members> {
-    let ids: BTreeSet<ConversationId> = ops.iter().map(conversation_of).collect();
+    let ids: Vec<ConversationId> = ops
+        .iter()
+        .map(conversation_of)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
     let mut grouped: HashMap<ConversationId, Vec<UserId>> = HashMap::new();
-    if ids.is_empty() {
-        return Ok(HashMap::new());
-    }
-    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
-        "SELECT conversation_id, user_id FROM members WHERE conversation_id IN (",
-    );
-    let mut list = q.separated(", ");
-    for id in &ids {
-        list.push_bind(*id);
-    }
-    q.push(")");
-    for row in q.build().fetch_all(&mut *tx).await? {
-        let conv: i64 = row.try_get(0)?;
-        let user: i64 = row.try_get(1)?;
-        grouped.entry(conv).or_default().push(user);
+    for piece in pieces(&ids) {
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+            "SELECT conversation_id, user_id FROM members WHERE conversation_id IN (",
+        );
+        let mut list = q.separated(", ");
+        for id in piece {
+            list.push_bind(*id);
+        }
+        q.push(")");
+        for row in q.build().persistent(true).fetch_all(&mut *tx).await? {
+            let conv: i64 = row.try_get(0)?;
+            let user: i64 = row.try_get(1)?;
+            grouped.entry(conv).or_default().push(user);
+        }
     }
     Ok(grouped
         .into_iter()
@@ -99,16 +117,16 @@ async fn append_messages(
     // Idempotency: what of this is already committed?
     type Key<'a> = (&'a str, UserId, ConversationId);
     let mut committed: HashMap<(String, UserId, ConversationId), (Seq, Millis)> = HashMap::new();
-    {
+    for piece in pieces(&candidates) {
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
             "SELECT client_msg_id, sender_id, conversation_id, seq, ts FROM messages WHERE client_msg_id IN (",
         );
         let mut list = q.separated(", ");
-        for (_, m) in &candidates {
+        for (_, m) in piece {
             list.push_bind(m.client_msg_id.as_str());
         }
         q.push(")");
-        for row in q.build().fetch_all(&mut *tx).await? {
+        for row in q.build().persistent(true).fetch_all(&mut *tx).await? {
             committed.insert(
                 (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?),
                 (row.try_get(3)?, row.try_get(4)?),
@@ -152,24 +170,28 @@ async fn append_messages(
     for (_, m) in &fresh {
         *counts.entry(m.conversation_id).or_default() += 1;
     }
-    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("WITH v(id, n) AS (VALUES ");
-    let mut list = q.separated(", ");
-    for (id, n) in &counts {
-        list.push("(");
-        list.push_bind_unseparated(*id);
-        list.push_unseparated(", ");
-        list.push_bind_unseparated(*n);
-        list.push_unseparated(")");
-    }
-    q.push(
-        ") UPDATE conversations SET last_seq = last_seq + v.n FROM v WHERE conversations.id = v.id
-         RETURNING conversations.id, conversations.last_seq",
-    );
+    let count_list: Vec<(ConversationId, i64)> = counts.iter().map(|(k, v)| (*k, *v)).collect();
     let mut next_seq: HashMap<ConversationId, Seq> = HashMap::new();
-    for row in q.build().fetch_all(&mut *tx).await? {
-        let id: i64 = row.try_get(0)?;
-        let last: i64 = row.try_get(1)?;
-        next_seq.insert(id, last - counts.get(&id).copied().unwrap_or(0) + 1);
+    for piece in pieces(&count_list) {
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("WITH v(id, n) AS (VALUES ");
+        let mut list = q.separated(", ");
+        for (id, n) in piece {
+            list.push("(");
+            list.push_bind_unseparated(*id);
+            list.push_unseparated(", ");
+            list.push_bind_unseparated(*n);
+            list.push_unseparated(")");
+        }
+        q.push(
+            ") UPDATE conversations SET last_seq = last_seq + v.n FROM v WHERE conversations.id = v.id
+             RETURNING conversations.id, conversations.last_seq",
+        );
+        for row in q.build().persistent(true).fetch_all(&mut *tx).await? {
+            let id: i64 = row.try_get(0)?;
+            let last: i64 = row.try_get(1)?;
+            let n = counts.get(&id).copied().unwrap_or(0);
+            next_seq.insert(id, last - n + 1);
+        }
     }
 
     let mut assigned: Vec<(usize, &NewMessage, Seq)> = Vec::with_capacity(fresh.len());
@@ -181,7 +203,7 @@ async fn append_messages(
         assigned.push((i, m, *seq));
         *seq += 1;
     }
-    for chunk in assigned.chunks(INSERT_CHUNK) {
+    for chunk in pieces(&assigned) {
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
             "INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, kind, body, ts) ",
         );
@@ -194,7 +216,7 @@ async fn append_messages(
                 .push_bind(m.body.as_str())
                 .push_bind(m.ts);
         });
-        q.build().execute(&mut *tx).await?;
+        q.build().persistent(true).execute(&mut *tx).await?;
     }
     for (i, m, seq) in assigned {
         let conv_members = members
@@ -306,4 +328,20 @@ async fn move_cursors(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pieces;
+
+    #[test]
+    fn pieces_cover_everything_in_known_sizes() {
+        for n in [0usize, 1, 3, 5, 17, 300, 511, 512, 1000] {
+            let items: Vec<usize> = (0..n).collect();
+            let cut: Vec<&[usize]> = pieces(&items).collect();
+            assert!(cut.iter().all(|p| super::PIECES.contains(&p.len())), "{n}");
+            let joined: Vec<usize> = cut.concat();
+            assert_eq!(joined, items, "{n}");
+        }
+    }
 }

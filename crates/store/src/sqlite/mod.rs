@@ -11,6 +11,7 @@ mod rows;
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -23,11 +24,49 @@ use sqlx::sqlite::{
 use crate::types::*;
 use crate::{Result, Store, StoreError};
 
+/// How often the background task checkpoints the WAL into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+
 /// Confab's embedded store.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
+    checkpointer: Arc<Checkpointer>,
+}
+
+/// Copies the WAL back into the database file off the commit path. SQLite's
+/// automatic checkpoint would run inside a commit every 1000 pages and stall
+/// the group committer for the length of a checkpoint and its fsync.
+#[derive(Debug)]
+struct Checkpointer {
+    pool: SqlitePool,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Checkpointer {
+    fn start(pool: SqlitePool) -> Checkpointer {
+        let p = pool.clone();
+        let task = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+            loop {
+                tick.tick().await;
+                if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+                    .execute(&p)
+                    .await
+                {
+                    tracing::warn!(error = %e, "wal checkpoint failed");
+                }
+            }
+        });
+        Checkpointer { pool, task }
+    }
+}
+
+impl Drop for Checkpointer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 impl SqliteStore {
@@ -41,7 +80,8 @@ impl SqliteStore {
             .busy_timeout(Duration::from_secs(10))
             .foreign_keys(true)
             .pragma("temp_store", "memory")
-            .pragma("cache_size", "-32000");
+            .pragma("cache_size", "-32000")
+            .pragma("wal_autocheckpoint", "0");
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
@@ -52,18 +92,33 @@ impl SqliteStore {
             .run(&writer)
             .await
             .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
+        let checkpoint_pool = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts.clone())
+            .await?;
+        let checkpointer = Arc::new(Checkpointer::start(checkpoint_pool));
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(opts.read_only(true))
             .await?;
-        Ok(SqliteStore { writer, reader })
+        Ok(SqliteStore {
+            writer,
+            reader,
+            checkpointer,
+        })
     }
 
     /// Closes both pools, finishing outstanding work.
     pub async fn close(&self) {
+        self.checkpointer.task.abort();
         self.reader.close().await;
         self.writer.close().await;
+        // A last full checkpoint so the database file stands on its own.
+        let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+            .execute(&self.checkpointer.pool)
+            .await;
+        self.checkpointer.pool.close().await;
     }
 }
 
