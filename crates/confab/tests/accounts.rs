@@ -104,6 +104,50 @@ async fn logout_revokes_the_device_only() {
 }
 
 #[tokio::test]
+async fn password_change_logs_out_the_other_devices() {
+    let app = spawn_app().await;
+    let (laptop, _) = app.user("ann").await;
+    let phone = app.device("ann").await;
+    let wrong = laptop
+        .change_password("not it", "new password 1")
+        .await
+        .expect_err("wrong");
+    assert_eq!(wrong.code(), Some(ErrorCode::InvalidCredentials));
+    let weak = laptop
+        .change_password(PASSWORD, "short")
+        .await
+        .expect_err("weak");
+    assert_eq!(weak.code(), Some(ErrorCode::WeakPassword));
+    let phone_session = phone.session().expect("session");
+    laptop
+        .change_password(PASSWORD, "new password 1")
+        .await
+        .expect("change");
+    assert_eq!(
+        laptop.me().await.expect("this device stays").username,
+        "ann"
+    );
+    let resp = app
+        .http()
+        .post(format!("{}/v1/auth/refresh", app.base_url))
+        .json(&json!({"refresh_token": phone_session.refresh_token}))
+        .send()
+        .await
+        .expect("refresh");
+    assert_eq!(resp.status(), 401, "the other device is logged out");
+    let old = app
+        .client()
+        .login("ann", PASSWORD, None)
+        .await
+        .expect_err("old password");
+    assert_eq!(old.code(), Some(ErrorCode::InvalidCredentials));
+    app.client()
+        .login("ann", "new password 1", None)
+        .await
+        .expect("new password");
+}
+
+#[tokio::test]
 async fn registration_rules_answer_with_their_codes() {
     let app = spawn_app().await;
     let c = app.client();

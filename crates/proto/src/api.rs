@@ -80,6 +80,15 @@ pub struct RefreshRequest {
     pub refresh_token: String,
 }
 
+/// `POST /v1/auth/password`: every other device of the user is logged out.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ChangePasswordRequest {
+    /// The password now.
+    pub current_password: String,
+    /// The new one (at least 8 characters).
+    pub new_password: String,
+}
+
 /// `PATCH /v1/users/me`: fields left out stay as they are; `null` clears
 /// the optional ones.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

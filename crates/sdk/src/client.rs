@@ -204,6 +204,17 @@ impl Client {
         Ok(())
     }
 
+    /// Changes the password; the server logs out every other device of
+    /// the user (this one stays logged in).
+    pub async fn change_password(&self, current: &str, new: &str) -> Result<()> {
+        let req = confab_proto::api::ChangePasswordRequest {
+            current_password: current.to_owned(),
+            new_password: new.to_owned(),
+        };
+        self.request_empty(Method::POST, "/v1/auth/password", Some(&req))
+            .await
+    }
+
     /// An authorized JSON request whose answer has a JSON body.
     pub(crate) async fn call<T: DeserializeOwned>(
         &self,

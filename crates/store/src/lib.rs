@@ -61,6 +61,15 @@ pub trait Store: Send + Sync + 'static {
     async fn spend_refresh_token(&self, hash: &[u8], now: Millis) -> Result<RefreshOutcome>;
     /// Revokes a device and deletes its tokens.
     async fn revoke_device(&self, device_id: DeviceId, now: Millis) -> Result<()>;
+    /// Replaces the password hash and revokes every device of the user but
+    /// `keep_device`, in one transaction.
+    async fn change_password(
+        &self,
+        user: UserId,
+        password_hash: &str,
+        keep_device: DeviceId,
+        now: Millis,
+    ) -> Result<()>;
 
     // --- conversations --------------------------------------------------
 

@@ -1,10 +1,11 @@
-//! Register, login, refresh, logout.
+//! Register, login, refresh, logout, password change.
 
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use confab_proto::api::{
-    LoginRequest, RefreshRequest, RegisterRequest, RegisterResponse, TokenResponse,
+    ChangePasswordRequest, LoginRequest, RefreshRequest, RegisterRequest, RegisterResponse,
+    TokenResponse,
 };
 use confab_proto::validate::{check_display_name, check_password, Username};
 use confab_proto::ErrorCode;
@@ -126,6 +127,39 @@ pub async fn refresh(
             "unknown or expired refresh token, log in again",
         )),
     }
+}
+
+/// `POST /v1/auth/password`: checks the current password, sets the new one
+/// and logs out every other device of the user.
+pub async fn change_password(
+    State(state): State<AppState>,
+    who: AuthUser,
+    ApiJson(req): ApiJson<ChangePasswordRequest>,
+) -> AppResult<StatusCode> {
+    check_password(&req.new_password)?;
+    let user = state
+        .store
+        .user(who.user_id)
+        .await?
+        .ok_or_else(|| AppError::not_found("user"))?;
+    let key = Username::parse(&user.username)?.canonical();
+    let hash = state
+        .store
+        .credentials_by_username(&key)
+        .await?
+        .map(|c| c.password_hash);
+    if !state.auth.verify_password(req.current_password, hash).await {
+        return Err(AppError::new(
+            ErrorCode::InvalidCredentials,
+            "the current password is wrong",
+        ));
+    }
+    let new_hash = state.auth.hash_password(req.new_password).await?;
+    state
+        .store
+        .change_password(who.user_id, &new_hash, who.device_id, now_millis())
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// `POST /v1/auth/logout`: revokes this device's tokens.

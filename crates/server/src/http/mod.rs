@@ -24,6 +24,7 @@ pub fn router(state: AppState) -> Router {
         .route("/auth/login", post(accounts::login))
         .route("/auth/refresh", post(accounts::refresh))
         .route("/auth/logout", post(accounts::logout))
+        .route("/auth/password", post(accounts::change_password))
         .route("/users/me", get(users::me).patch(users::update_me))
         .route("/users", get(users::search))
         .route("/users/{id}", get(users::by_id))

@@ -196,6 +196,33 @@ pub(crate) async fn revoke_device(db: &SqlitePool, device_id: DeviceId, now: Mil
     Ok(())
 }
 
+pub(crate) async fn change_password(
+    db: &SqlitePool,
+    user: UserId,
+    password_hash: &str,
+    keep_device: DeviceId,
+    now: Millis,
+) -> Result<()> {
+    let mut tx = db.begin().await?;
+    sqlx::query("UPDATE users SET password_hash = ? WHERE id = ?")
+        .bind(password_hash)
+        .bind(user)
+        .execute(&mut *tx)
+        .await?;
+    let others: Vec<i64> = sqlx::query_scalar(
+        "SELECT id FROM devices WHERE user_id = ? AND id != ? AND revoked_at IS NULL",
+    )
+    .bind(user)
+    .bind(keep_device)
+    .fetch_all(&mut *tx)
+    .await?;
+    for device in others {
+        revoke_device_in(&mut tx, device, now).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
 async fn revoke_device_in(
     tx: &mut sqlx::SqliteConnection,
     device_id: DeviceId,

@@ -115,6 +115,9 @@ pub(crate) async fn member_ids(db: &SqlitePool, id: ConversationId) -> Result<Ve
     )
 }
 
+/// `unread_count` is exact up to this many; beyond it, it says this many.
+pub(crate) const UNREAD_CAP: i64 = 10_000;
+
 /// The conversation row joined with the caller's membership.
 struct Header {
     id: ConversationId,
@@ -174,12 +177,15 @@ async fn view(db: &SqlitePool, h: Header, user: UserId) -> Result<Conversation> 
     } else {
         None
     };
+    // Counting stops at UNREAD_CAP so a huge backlog costs a bounded scan.
     let unread_count: i64 = sqlx::query_scalar(
-        "SELECT COUNT(*) FROM messages WHERE conversation_id = ? AND seq > ? AND sender_id != ?",
+        "SELECT COUNT(*) FROM (SELECT 1 FROM messages
+         WHERE conversation_id = ? AND seq > ? AND sender_id != ? LIMIT ?)",
     )
     .bind(h.id)
     .bind(h.read_seq.max(h.joined_seq))
     .bind(user)
+    .bind(UNREAD_CAP)
     .fetch_one(db)
     .await?;
     Ok(Conversation {

@@ -175,6 +175,16 @@ impl Store for SqliteStore {
         accounts::revoke_device(&self.writer, device_id, now).await
     }
 
+    async fn change_password(
+        &self,
+        user: UserId,
+        password_hash: &str,
+        keep_device: DeviceId,
+        now: Millis,
+    ) -> Result<()> {
+        accounts::change_password(&self.writer, user, password_hash, keep_device, now).await
+    }
+
     async fn get_or_create_direct(
         &self,
         a: UserId,
