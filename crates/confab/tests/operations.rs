@@ -1,0 +1,82 @@
+//! Health, readiness, metrics and the server-side heartbeat.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use confab_sdk::proto::ServerFrame;
+use support::*;
+
+#[tokio::test]
+async fn health_ready_and_metrics() {
+    let app = spawn_app().await;
+    let http = app.http();
+    for path in ["/healthz", "/readyz"] {
+        let resp = http
+            .get(format!("{}{path}", app.base_url))
+            .send()
+            .await
+            .expect("get");
+        assert_eq!(resp.status(), 200, "{path}");
+        let body: serde_json::Value = resp.json().await.expect("json");
+        assert_eq!(body["status"], "ok");
+    }
+    let (ann, _) = app.user("ann").await;
+    let (_, bob) = app.user("bob").await;
+    let conv = direct(&ann, &bob).await;
+    let conn = connect(&ann).await;
+    conn.send_text(conv.id, "counted").await.expect("send");
+    let text = http
+        .get(format!("{}/metrics", app.base_url))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    for name in [
+        "confab_connections",
+        "confab_messages_committed_total",
+        "confab_commit_batch_size_bucket",
+        "confab_commit_seconds_bucket",
+        "confab_frames_in_total{type=\"send\"}",
+        "confab_frames_out_total",
+    ] {
+        assert!(text.contains(name), "{name} missing from /metrics:\n{text}");
+    }
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn a_silent_connection_is_closed_after_three_heartbeats() {
+    let app = spawn_app_with(|c| c.heartbeat_s = 1).await;
+    let (ann, _) = app.user("ann").await;
+    let mut conn = ann.connect_raw().await.expect("connect");
+    match conn.next_frame_within(WAIT).await.expect("hello") {
+        ServerFrame::Hello { heartbeat_s, .. } => assert_eq!(heartbeat_s, 1),
+        other => panic!("{other:?}"),
+    }
+    // Not reading means not answering pings: the server hears nothing.
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let closed = tokio::time::timeout(WAIT, async {
+        loop {
+            match conn.next_text().await {
+                None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "closed after {:?}", started.elapsed());
+
+    // A client that keeps reading (and so answers pings) stays.
+    let mut live = ann.connect_raw().await.expect("connect");
+    let deadline = Instant::now() + Duration::from_millis(4500);
+    while Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_millis(200), live.next_text()).await {
+            Ok(None) | Ok(Some(Err(_))) => panic!("a reading client was disconnected"),
+            _ => {}
+        }
+    }
+}
