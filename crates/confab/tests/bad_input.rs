@@ -139,17 +139,7 @@ async fn a_frame_over_the_hard_cap_closes_only_that_connection() {
     let (ann, _) = app.user("ann").await;
     let mut conn = raw_conn(&ann).await;
     conn.send_text("z".repeat(2 * 1024 * 1024)).await.ok();
-    let closed = tokio::time::timeout(WAIT, async {
-        loop {
-            match conn.next_text().await {
-                None | Some(Err(_)) => return true,
-                Some(Ok(_)) => continue,
-            }
-        }
-    })
-    .await
-    .expect("closed in time");
-    assert!(closed);
+    assert!(wait_closed(&mut conn, WAIT).await, "closed in time");
     let mut fresh = raw_conn(&ann).await;
     still_alive(&mut fresh).await;
 }
@@ -161,58 +151,28 @@ async fn sends_outside_your_conversations_are_refused() {
     let (bob, bob_user) = app.user("bob").await;
     let (eve, _) = app.user("eve").await;
     let conv = direct(&ann, &bob_user).await;
-    let mut conn = raw_conn(&eve).await;
-    conn.send_text(send_frame(
-        "sneaky",
-        conv.id,
-        "text",
-        json!({"text": "boo"}),
-    ))
-    .await
-    .expect("send");
-    assert_eq!(
-        expect_error(&mut conn).await,
-        (ErrorCode::NotFound, Some("sneaky".into()))
-    );
-    conn.send_text(send_frame(
-        "nowhere",
-        987_654,
-        "text",
-        json!({"text": "boo"}),
-    ))
-    .await
-    .expect("send");
-    assert_eq!(
-        expect_error(&mut conn).await,
-        (ErrorCode::NotFound, Some("nowhere".into()))
-    );
-    let mut own = raw_conn(&ann).await;
-    own.send_text(send_frame(
-        "sys",
-        conv.id,
-        "system",
-        json!({"text": "fake"}),
-    ))
-    .await
-    .expect("send");
-    assert_eq!(
-        expect_error(&mut own).await,
-        (ErrorCode::Forbidden, Some("sys".into()))
-    );
-    own.send_text(send_frame(
-        "bad body",
-        conv.id,
-        "text",
-        json!({"text": "x"}),
-    ))
-    .await
-    .expect("send");
-    assert_eq!(
-        expect_error(&mut own).await.0,
-        ErrorCode::BadRequest,
-        "client_msg_id with a space"
-    );
-    still_alive(&mut conn).await;
+    let mut eve_conn = raw_conn(&eve).await;
+    let mut ann_conn = raw_conn(&ann).await;
+    let text = json!({"text": "boo"});
+    // (eve sends?, client_msg_id, conversation, kind, expected code)
+    let cases = [
+        (true, "sneaky", conv.id, "text", ErrorCode::NotFound),
+        (true, "nowhere", 987_654, "text", ErrorCode::NotFound),
+        (false, "sys", conv.id, "system", ErrorCode::Forbidden),
+        (false, "with space", conv.id, "text", ErrorCode::BadRequest),
+    ];
+    for (from_eve, id, conversation, kind, code) in cases {
+        let conn = if from_eve {
+            &mut eve_conn
+        } else {
+            &mut ann_conn
+        };
+        conn.send_text(send_frame(id, conversation, kind, text.clone()))
+            .await
+            .expect("send");
+        assert_eq!(expect_error(conn).await, (code, Some(id.into())), "{id}");
+    }
+    still_alive(&mut eve_conn).await;
 
     assert!(bob
         .history(conv.id, HistoryQuery::default())
@@ -320,16 +280,8 @@ async fn a_reader_that_never_reads_is_dropped_not_buffered_forever() {
             .expect("sends keep being acked");
     }
     // The server hung up on him at some point; he can reconnect and sync all.
-    let gone = tokio::time::timeout(Duration::from_secs(30), async {
-        loop {
-            match stuck.next_text().await {
-                None | Some(Err(_)) => return,
-                Some(Ok(_)) => {}
-            }
-        }
-    })
-    .await;
-    assert!(gone.is_ok(), "slow consumer was disconnected");
+    let gone = wait_closed(&mut stuck, Duration::from_secs(30)).await;
+    assert!(gone, "slow consumer was disconnected");
     let mut fresh = bob
         .connect(confab_sdk::ConnectOptions::default())
         .expect("connect");

@@ -59,16 +59,8 @@ async fn a_silent_connection_is_closed_after_three_heartbeats() {
     // Not reading means not answering pings: the server hears nothing.
     let started = Instant::now();
     tokio::time::sleep(Duration::from_millis(4500)).await;
-    let closed = tokio::time::timeout(WAIT, async {
-        loop {
-            match conn.next_text().await {
-                None | Some(Err(_)) => return,
-                Some(Ok(_)) => {}
-            }
-        }
-    })
-    .await;
-    assert!(closed.is_ok(), "closed after {:?}", started.elapsed());
+    let closed = wait_closed(&mut conn, WAIT).await;
+    assert!(closed, "closed after {:?}", started.elapsed());
 
     // A client that keeps reading (and so answers pings) stays.
     let mut live = ann.connect_raw().await.expect("connect");

@@ -190,3 +190,18 @@ pub async fn spawn_binary(data_dir: &Path) -> ServerProcess {
         .to_owned();
     ServerProcess { child, base_url }
 }
+
+/// Reads a raw connection until the server closes it; false if it stays
+/// open for `within`.
+pub async fn wait_closed(conn: &mut confab_sdk::RawConnection, within: Duration) -> bool {
+    tokio::time::timeout(within, async {
+        loop {
+            match conn.next_text().await {
+                None | Some(Err(_)) => return,
+                Some(Ok(_)) => {}
+            }
+        }
+    })
+    .await
+    .is_ok()
+}
