@@ -88,7 +88,17 @@ async fn logout_revokes_the_device_only() {
     let (laptop, _) = app.user("ann").await;
     let phone = app.device("ann").await;
     let old = laptop.session().expect("session");
+    let mut open = laptop.connect_raw().await.expect("socket");
+    let mut phone_socket = phone.connect_raw().await.expect("socket");
     laptop.logout().await.expect("logout");
+    assert!(
+        wait_closed(&mut open, WAIT).await,
+        "the logged-out device's socket closes"
+    );
+    assert!(
+        !wait_closed(&mut phone_socket, std::time::Duration::from_millis(500)).await,
+        "the other device's socket stays"
+    );
     let resp = app
         .http()
         .get(format!("{}/v1/users/me", app.base_url))

@@ -75,6 +75,17 @@ impl Hub {
         }
     }
 
+    /// Closes the user's connections on this node whose device matches
+    /// `revoked` (logout, password change, refresh-token reuse).
+    pub fn disconnect_devices(&self, user: UserId, revoked: impl Fn(DeviceId) -> bool) {
+        let map = self.shard(user).read().unwrap_or_else(|p| p.into_inner());
+        for c in map.get(&user).into_iter().flatten() {
+            if revoked(c.device_id) {
+                c.outbound.revoke();
+            }
+        }
+    }
+
     /// Number of connections the user has on this node.
     pub fn connection_count(&self, user: UserId) -> usize {
         let map = self.shard(user).read().unwrap_or_else(|p| p.into_inner());

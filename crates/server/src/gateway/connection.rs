@@ -175,11 +175,18 @@ impl Connection {
             }
             metrics::frames_out(written);
         }
-        if self.out.closed() == Some(Closed::TooSlow) {
-            metrics::slow_consumer();
-            self.close(close::POLICY, "too slow to read; reconnect and sync")
-                .await;
-            return Err("slow consumer");
+        match self.out.closed() {
+            Some(Closed::TooSlow) => {
+                metrics::slow_consumer();
+                self.close(close::POLICY, "too slow to read; reconnect and sync")
+                    .await;
+                return Err("slow consumer");
+            }
+            Some(Closed::Revoked) => {
+                self.close(close::POLICY, "logged out").await;
+                return Err("device revoked");
+            }
+            _ => {}
         }
         // More may be left after a full batch: make sure we come back.
         if written as usize >= FLUSH_BATCH {

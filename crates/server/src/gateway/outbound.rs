@@ -21,6 +21,8 @@ pub enum Closed {
     TooSlow,
     /// The connection is gone.
     Gone,
+    /// The device was logged out: the connection must close.
+    Revoked,
 }
 
 struct State {
@@ -154,6 +156,23 @@ impl Outbound {
         s.frames = 0;
         s.bytes = 0;
         drop(s);
+        self.room.notify_waiters();
+    }
+
+    /// Ends the connection because its device was logged out: pending
+    /// frames are dropped and the connection's task closes the socket.
+    pub fn revoke(&self) {
+        let mut s = self.lock();
+        if s.closed.is_none() {
+            s.closed = Some(Closed::Revoked);
+        }
+        s.control.clear();
+        s.message.clear();
+        s.bulk.clear();
+        s.frames = 0;
+        s.bytes = 0;
+        drop(s);
+        self.ready.notify_one();
         self.room.notify_waiters();
     }
 

@@ -117,6 +117,9 @@ pub async fn refresh(
                 device = owner.device_id,
                 "refresh token reused; device revoked"
             );
+            state
+                .hub
+                .disconnect_devices(owner.user_id, |d| d == owner.device_id);
             Err(AppError::new(
                 ErrorCode::InvalidRefreshToken,
                 "refresh token was already used; this device is logged out, log in again",
@@ -159,6 +162,9 @@ pub async fn change_password(
         .store
         .change_password(who.user_id, &new_hash, who.device_id, now_millis())
         .await?;
+    state
+        .hub
+        .disconnect_devices(who.user_id, |d| d != who.device_id);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -168,5 +174,8 @@ pub async fn logout(State(state): State<AppState>, who: AuthUser) -> AppResult<S
         .store
         .revoke_device(who.device_id, now_millis())
         .await?;
+    state
+        .hub
+        .disconnect_devices(who.user_id, |d| d == who.device_id);
     Ok(StatusCode::NO_CONTENT)
 }
