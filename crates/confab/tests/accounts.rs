@@ -158,6 +158,31 @@ async fn password_change_logs_out_the_other_devices() {
 }
 
 #[tokio::test]
+async fn a_connection_whose_device_is_logged_out_ends() {
+    let app = spawn_app().await;
+    let (ann, _) = app.user("ann").await;
+    let mut conn = connect(&ann).await;
+    // Log the same device out through another client holding its session.
+    let same_device =
+        confab_sdk::Client::with_session(&app.base_url, ann.session().expect("session"));
+    same_device.logout().await.expect("logout");
+    let err = conn
+        .wait_for(WAIT, |e| matches!(e, confab_sdk::Event::Error(_)))
+        .await
+        .expect("told why");
+    assert!(
+        matches!(&err, confab_sdk::Event::Error(e) if e.code == ErrorCode::InvalidRefreshToken),
+        "{err:?}"
+    );
+    let end =
+        tokio::time::timeout(WAIT, async { while conn.next_event().await.is_some() {} }).await;
+    assert!(
+        end.is_ok(),
+        "the connection stops instead of retrying forever"
+    );
+}
+
+#[tokio::test]
 async fn registration_rules_answer_with_their_codes() {
     let app = spawn_app().await;
     let c = app.client();

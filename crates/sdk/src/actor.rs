@@ -1,5 +1,5 @@
-//! The connection actor: one task that owns the socket, reconnects forever
-//! with backoff, and keeps the outbox and the ordering state across
+//! The connection actor: one task that owns the socket, reconnects with
+//! backoff (until closed, or until the session is revoked), and keeps the outbox and the ordering state across
 //! sockets. This file is the lifecycle (connect, wait, shut down); what
 //! happens on an open socket is in `link.rs`.
 
@@ -137,7 +137,14 @@ impl Actor {
                         ApiError::new(confab_proto::ErrorCode::Unauthorized, other.to_string())
                     }
                 };
+                // A refresh token the server refuses will never work again
+                // (logged out, password changed, or replayed): stop instead
+                // of retrying forever. Unsent messages fail with `Closed`.
+                let dead = api.code == confab_proto::ErrorCode::InvalidRefreshToken;
                 self.emit(Event::Error(api)).await?;
+                if dead {
+                    return Err(Exit::Closed);
+                }
             }
         }
         Err(Exit::Lost(err.to_string()))

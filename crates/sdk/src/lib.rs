@@ -3,7 +3,8 @@
 //! - [`Client`]: the HTTP API (accounts, users, conversations, history,
 //!   sending over HTTP). Cheap to clone; refreshes an expired access token
 //!   once, automatically, and retries.
-//! - [`Connection`]: a WebSocket that reconnects forever with backoff. It
+//! - [`Connection`]: a WebSocket that reconnects with backoff until it is
+//!   closed or its session is revoked (logout elsewhere, password change). It
 //!   delivers [`Event::Message`] exactly once and in seq order per
 //!   conversation with no gaps (reordering, deduplicating and syncing as
 //!   needed), and keeps sent messages in an outbox until the server acks
