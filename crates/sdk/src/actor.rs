@@ -1,7 +1,8 @@
 //! The connection actor: one task that owns the socket, reconnects with
 //! backoff (until closed, or until the session is revoked), and keeps the
-//! outbox and the ordering state across sockets. This file is the lifecycle (connect, wait, shut down); what
-//! happens on an open socket is in `link.rs`.
+//! outbox and the ordering state across sockets. This file is the
+//! lifecycle (connect, wait, shut down); what happens on an open socket is
+//! in `link.rs`.
 
 use std::collections::HashMap;
 use std::future::Future;
