@@ -183,6 +183,28 @@ async fn a_connection_whose_device_is_logged_out_ends() {
 }
 
 #[tokio::test]
+async fn expired_access_tokens_are_refreshed_by_the_sdk() {
+    let app = spawn_app_with(|c| c.auth.access_ttl_s = 1).await;
+    let (ann, _) = app.user("ann").await;
+    let (bob, bob_user) = app.user("bob").await;
+    let conv = direct(&ann, &bob_user).await;
+    let before = ann.session().expect("session");
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // HTTP: a 401 `unauthorized` makes the SDK refresh once and retry.
+    assert_eq!(ann.me().await.expect("me after expiry").username, "ann");
+    let after = ann.session().expect("session");
+    assert_ne!(after.access_token, before.access_token);
+    assert_ne!(after.refresh_token, before.refresh_token);
+    // WebSocket: the upgrade is refused with 401, the SDK refreshes and
+    // connects, and messages flow.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let mut b = connect(&bob).await;
+    let a = connect(&ann).await;
+    a.send_text(conv.id, "still here").await.expect("send");
+    assert_eq!(b.next_message(WAIT).await.expect("bob").seq, 1);
+}
+
+#[tokio::test]
 async fn registration_rules_answer_with_their_codes() {
     let app = spawn_app().await;
     let c = app.client();

@@ -1,6 +1,10 @@
-//! A scripted fake Confab server for testing the SDK without the real one:
-//! each accepted WebSocket is handed to the test, which plays the server
-//! frame by frame. It also answers `POST /v1/auth/refresh` and
+//! A scripted protocol peer for the SDK's edge cases: each accepted
+//! WebSocket is handed to the test, which plays the server frame by frame.
+//! It exists for behaviour a correct server shows only under races or
+//! failures (live messages overtaking a sync, a gap left by a dropped
+//! socket, silence past the idle timeout, one of several servers down),
+//! which cannot be produced on demand from the real one. Everything else
+//! is tested against the real server in `crates/confab/tests/`. It also answers `POST /v1/auth/refresh` and
 //! `GET /v1/users/me` over plain HTTP, enough for the token-refresh paths.
 
 #![allow(dead_code)]
