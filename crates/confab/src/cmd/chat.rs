@@ -197,7 +197,16 @@ impl Names {
                 let who = self.name(client, *user_id).await;
                 format!("[{conversation_id}] {who} typing {state:?}").to_lowercase()
             }
-            other => format!("{other:?}"),
+            Event::Connected { user_id, device_id } => {
+                format!("connected (user {user_id}, device {device_id})")
+            }
+            Event::SyncComplete => "up to date".to_owned(),
+            Event::Disconnected { reason } => format!("disconnected: {reason}; reconnecting"),
+            Event::ServerEvent { event, data } => {
+                format!("{event} {}", serde_json::Value::Object(data.clone()))
+            }
+            Event::Error(e) => format!("error {}: {}", e.code, e.message),
+            other => event_json(other).to_string(),
         }
     }
 }
