@@ -209,10 +209,12 @@ async fn send(
 ) -> SenderStats {
     let (mut sink, mut stream) = ws.split();
     let mut stats = SenderStats::default();
-    let frame = |k: u64| {
+    // Time-ordered ids (UUID v7), as the SDK makes them.
+    let frame = |_k: u64| {
         let body = format!(r#"{{"text":"bench message","t":{}}}"#, now_micros());
+        let id = uuid::Uuid::now_v7();
         Message::text(format!(
-            r#"{{"type":"send","client_msg_id":"{idx}-{k}","conversation_id":{conv},"kind":"text","body":{body}}}"#
+            r#"{{"type":"send","client_msg_id":"{id}","conversation_id":{conv},"kind":"text","body":{body}}}"#
         ))
     };
     gate.wait().await;
