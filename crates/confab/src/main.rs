@@ -7,6 +7,14 @@ mod session_file;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of glibc malloc: the server allocates and frees many
+/// small buffers per message across threads. Measured with `confab bench
+/// pairs` (200 connections, window 10, 3 runs each): 34.5 vs 37.9 µs of
+/// server CPU per message, 24.7k vs 23.4k msgs/s; idle memory per
+/// connection unchanged (3.6 KB).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Confab: a distributed instant-messaging system.
 #[derive(Debug, Parser)]
 #[command(name = "confab", version, about)]
