@@ -1,6 +1,7 @@
 //! One WebSocket connection: a single task that reads client frames, writes
 //! the outbound queue, and keeps the heartbeat.
 
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -26,6 +27,8 @@ use crate::state::AppState;
 
 /// Most frames written per flush, so reading is not starved under load.
 const FLUSH_BATCH: usize = 256;
+/// Syncs a connection may have queued or running at once.
+const MAX_SYNCS_IN_FLIGHT: usize = 4;
 /// A client that does not take our writes for this long is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -45,6 +48,7 @@ struct Connection {
     sends: TokenBucket,
     last_heard: Instant,
     sync_task: Option<JoinHandle<()>>,
+    syncs_in_flight: Arc<AtomicUsize>,
 }
 
 /// Runs a connection until it closes, then unregisters it.
@@ -79,6 +83,7 @@ pub async fn serve(state: AppState, socket: WebSocket, who: AuthUser) {
         sends,
         last_heard: Instant::now(),
         sync_task: None,
+        syncs_in_flight: Arc::new(AtomicUsize::new(0)),
     };
     let reason = conn.run().await;
     tracing::debug!(
@@ -314,17 +319,28 @@ impl Connection {
                         ApiError::new(ErrorCode::RateLimited, "syncing too often, retry shortly");
                     return self.reply_error(None, err);
                 }
-                // One sync at a time per connection, answered in order.
+                // One sync at a time per connection, answered in order, and
+                // only a few waiting: each holds its cursors in memory.
+                if self.syncs_in_flight.load(AtomicOrdering::Relaxed) >= MAX_SYNCS_IN_FLIGHT {
+                    let err = ApiError::new(
+                        ErrorCode::RateLimited,
+                        "too many syncs in flight, wait for sync_done",
+                    );
+                    return self.reply_error(None, err);
+                }
+                self.syncs_in_flight.fetch_add(1, AtomicOrdering::Relaxed);
                 let previous = self.sync_task.take();
                 let store = self.state.store.clone();
                 let out = self.out.clone();
                 let user = self.who.user_id;
                 let cap = self.state.config.limits.sync_batch;
+                let in_flight = self.syncs_in_flight.clone();
                 self.sync_task = Some(tokio::spawn(async move {
                     if let Some(p) = previous {
                         let _ = p.await;
                     }
                     answer_sync(store, out, user, cursors, cap).await;
+                    in_flight.fetch_sub(1, AtomicOrdering::Relaxed);
                 }));
             }
             ClientFrame::Delivered {
