@@ -32,6 +32,11 @@ pub enum ReplyTo {
 
 struct Job {
     op: WriteOp,
+    meta: JobMeta,
+}
+
+/// Who waits for a write, kept beside it while the batch commits.
+struct JobMeta {
     reply: ReplyTo,
     /// The connection the write came from: it gets the ack, not an echo.
     origin: Option<ConnectionId>,
@@ -66,9 +71,11 @@ impl Committer {
     ) -> Result<(), ApiError> {
         let job = Job {
             op,
-            reply,
-            origin,
-            received: Instant::now(),
+            meta: JobMeta {
+                reply,
+                origin,
+                received: Instant::now(),
+            },
         };
         self.tx.send(job).await.map_err(|_| {
             ApiError::new(
@@ -90,24 +97,19 @@ impl Committer {
 async fn run(mut rx: mpsc::Receiver<Job>, store: Arc<dyn Store>, bus: Arc<dyn Bus>, max: usize) {
     let mut jobs: Vec<Job> = Vec::with_capacity(max);
     let mut ops: Vec<WriteOp> = Vec::with_capacity(max);
+    let mut metas: Vec<JobMeta> = Vec::with_capacity(max);
     while rx.recv_many(&mut jobs, max).await > 0 {
         metrics::commit_queue(rx.len());
         let now = now_millis();
         ops.clear();
-        ops.extend(jobs.iter_mut().map(|j| {
-            let mut op = std::mem::replace(
-                &mut j.op,
-                WriteOp::Read {
-                    user_id: 0,
-                    conversation_id: 0,
-                    seq: 0,
-                },
-            );
+        metas.clear();
+        for Job { mut op, meta } in jobs.drain(..) {
             if let WriteOp::Append(m) = &mut op {
                 m.ts = now;
             }
-            op
-        }));
+            ops.push(op);
+            metas.push(meta);
+        }
         let started = Instant::now();
         let result = store.commit_batch(&ops).await;
         match result {
@@ -125,19 +127,18 @@ async fn run(mut rx: mpsc::Receiver<Job>, store: Arc<dyn Store>, bus: Arc<dyn Bu
                     })
                     .count();
                 metrics::commit(ops.len(), appended as u64, started.elapsed());
-                for ((job, op), outcome) in jobs.drain(..).zip(ops.drain(..)).zip(outcomes) {
-                    dispatch(bus.as_ref(), job, op, outcome).await;
+                for ((meta, op), outcome) in metas.drain(..).zip(ops.drain(..)).zip(outcomes) {
+                    dispatch(bus.as_ref(), meta, op, outcome).await;
                 }
             }
             Err(e) => {
                 let err = store_error(e);
                 tracing::warn!(batch = ops.len(), error = %err, "commit failed; nothing acked");
-                for (job, op) in jobs.drain(..).zip(ops.drain(..)) {
-                    reply_error(job.reply, client_msg_id(&op), err.clone());
+                for (meta, op) in metas.drain(..).zip(ops.drain(..)) {
+                    reply_error(meta.reply, client_msg_id(&op), err.clone());
                 }
             }
         }
-        jobs.clear();
     }
 }
 
@@ -181,7 +182,7 @@ async fn publish(
     }
 }
 
-async fn dispatch(bus: &dyn Bus, job: Job, op: WriteOp, outcome: WriteOutcome) {
+async fn dispatch(bus: &dyn Bus, meta: JobMeta, op: WriteOp, outcome: WriteOutcome) {
     match (op, outcome) {
         (
             WriteOp::Append(m),
@@ -202,8 +203,8 @@ async fn dispatch(bus: &dyn Bus, job: Job, op: WriteOp, outcome: WriteOutcome) {
                     &m.body,
                     ts,
                 );
-                publish(bus, members, job.origin, Priority::Message, frame).await;
-                metrics::send_to_delivery(job.received.elapsed());
+                publish(bus, members, meta.origin, Priority::Message, frame).await;
+                metrics::send_to_delivery(meta.received.elapsed());
             }
             let ack = ServerFrame::Ack {
                 client_msg_id: m.client_msg_id,
@@ -211,7 +212,7 @@ async fn dispatch(bus: &dyn Bus, job: Job, op: WriteOp, outcome: WriteOutcome) {
                 seq,
                 ts,
             };
-            match job.reply {
+            match meta.reply {
                 ReplyTo::Connection(out) => {
                     let _ = out.push(Priority::Control, Bytes::from(ack.encode()));
                 }
@@ -246,8 +247,8 @@ async fn dispatch(bus: &dyn Bus, job: Job, op: WriteOp, outcome: WriteOutcome) {
                 seq,
             }
             .encode();
-            publish(bus, members.clone(), job.origin, Priority::Control, frame).await;
-            if let ReplyTo::Waiter(tx) = job.reply {
+            publish(bus, members.clone(), meta.origin, Priority::Control, frame).await;
+            if let ReplyTo::Waiter(tx) = meta.reply {
                 let _ = tx.send(Ok(WriteOutcome::CursorMoved { seq, members }));
             }
         }
@@ -256,10 +257,10 @@ async fn dispatch(bus: &dyn Bus, job: Job, op: WriteOp, outcome: WriteOutcome) {
                 ErrorCode::NotFound => "no such conversation, or you are not a member of it",
                 _ => "refused",
             };
-            reply_error(job.reply, client_msg_id(&op), ApiError::new(code, message));
+            reply_error(meta.reply, client_msg_id(&op), ApiError::new(code, message));
         }
         (_, outcome) => {
-            if let ReplyTo::Waiter(tx) = job.reply {
+            if let ReplyTo::Waiter(tx) = meta.reply {
                 let _ = tx.send(Ok(outcome));
             }
         }
