@@ -148,24 +148,20 @@ impl Outbound {
 
     /// Marks the connection gone: producers stop, waiting bulk pushes end.
     pub fn close(&self) {
-        let mut s = self.lock();
-        s.closed.get_or_insert(Closed::Gone);
-        s.control.clear();
-        s.message.clear();
-        s.bulk.clear();
-        s.frames = 0;
-        s.bytes = 0;
-        drop(s);
-        self.room.notify_waiters();
+        self.shut(Closed::Gone);
     }
 
     /// Ends the connection because its device was logged out: pending
     /// frames are dropped and the connection's task closes the socket.
     pub fn revoke(&self) {
+        self.shut(Closed::Revoked);
+    }
+
+    /// Closes the queue for `reason` (unless already closed), drops what is
+    /// queued and wakes the writer and any waiting bulk producer.
+    fn shut(&self, reason: Closed) {
         let mut s = self.lock();
-        if s.closed.is_none() {
-            s.closed = Some(Closed::Revoked);
-        }
+        s.closed.get_or_insert(reason);
         s.control.clear();
         s.message.clear();
         s.bulk.clear();
@@ -238,5 +234,17 @@ mod tests {
         waiter.await.expect("join").expect("pushed after room");
         q.close();
         assert_eq!(q.push_bulk(b("z")).await, Err(Closed::Gone));
+    }
+
+    #[test]
+    fn revoke_drops_the_queue_and_keeps_the_first_reason() {
+        let q = Outbound::new(8, 1000);
+        q.push(Priority::Message, b("m")).expect("push");
+        q.revoke();
+        assert!(q.pop().is_none());
+        assert_eq!(q.closed(), Some(Closed::Revoked));
+        q.close();
+        assert_eq!(q.closed(), Some(Closed::Revoked), "first reason wins");
+        assert_eq!(q.push(Priority::Control, b("x")), Err(Closed::Revoked));
     }
 }
