@@ -24,12 +24,17 @@ async fn every_acked_message_survives_kill_9() {
         .await
         .expect("conversation");
 
-    // Four connections send concurrently; we record every ack.
+    // Four connections send concurrently; we record every ack. Each
+    // connection's events are read, as an application must.
     let mut senders = Vec::new();
+    let mut readers = Vec::new();
     for _ in 0..4 {
         let mut c = ann.connect(ConnectOptions::default()).expect("connect");
         c.wait_synced(WAIT).await.expect("synced");
-        senders.push(c);
+        senders.push(c.handle());
+        readers.push(tokio::spawn(async move {
+            while c.next_event().await.is_some() {}
+        }));
     }
     let mut pending = Vec::new();
     for i in 0..400 {
@@ -43,7 +48,10 @@ async fn every_acked_message_survives_kill_9() {
     }
     let mut acked: BTreeMap<i64, String> = BTreeMap::new();
     for (i, p) in pending.into_iter().enumerate() {
-        let ack = p.await.expect("ack");
+        let ack = tokio::time::timeout(WAIT, p)
+            .await
+            .expect("ack in time")
+            .expect("ack");
         assert!(
             acked.insert(ack.seq, format!("durable {i}")).is_none(),
             "seq acked twice"
@@ -52,6 +60,9 @@ async fn every_acked_message_survives_kill_9() {
     // No graceful anything: SIGKILL right after the last ack.
     server.child.start_kill().expect("kill -9");
     server.child.wait().await.expect("reaped");
+    for r in readers {
+        r.abort();
+    }
     drop(senders);
 
     let restarted = spawn_binary(dir.path()).await;

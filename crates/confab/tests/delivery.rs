@@ -208,6 +208,34 @@ async fn concurrent_senders_get_gapless_seqs_in_the_same_order_on_every_device()
 }
 
 #[tokio::test]
+async fn a_burst_of_acks_larger_than_one_read_batch_loses_none() {
+    // Regression: the SDK handles at most 256 frames per read batch and
+    // once dropped the frame it had read past the end of a full batch.
+    let app = spawn_app().await;
+    let (ann, _) = app.user("ann").await;
+    let (_, bob_user) = app.user("bob").await;
+    let conv = direct(&ann, &bob_user).await;
+    let a = connect(&ann).await;
+    let mut pending = Vec::new();
+    for i in 0..1000 {
+        let body = json!({"text": format!("burst {i}")});
+        pending.push(
+            a.send_nowait(conv.id, MessageKind::Text, body)
+                .await
+                .expect("queue"),
+        );
+    }
+    for (i, p) in pending.into_iter().enumerate() {
+        let ack = tokio::time::timeout(WAIT, p)
+            .await
+            .expect("ack in time")
+            .expect("ack");
+        assert_eq!(ack.seq, i as i64 + 1);
+    }
+    assert_eq!(a.outbox_len(), 0);
+}
+
+#[tokio::test]
 async fn the_outbox_resends_after_the_connection_drops() {
     let app = spawn_app().await;
     let (ann, _) = app.user("ann").await;

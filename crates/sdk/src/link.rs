@@ -127,7 +127,7 @@ impl Actor {
     ) -> Result<(), Exit> {
         let mut batch = Batch::default();
         let mut next = first;
-        for _ in 0..MAX_BATCH {
+        for handled in 1..=MAX_BATCH {
             match next {
                 None => return Err(Exit::Lost("the server closed the connection".into())),
                 Some(Err(e)) => return Err(Exit::Lost(e.to_string())),
@@ -149,6 +149,11 @@ impl Actor {
                         _ => {}
                     }
                 }
+            }
+            // Stop before reading a frame this batch would not handle: a
+            // frame taken off the socket must be handled, never dropped.
+            if handled == MAX_BATCH {
+                break;
             }
             match ws.next().now_or_never() {
                 Some(more) => next = more,
