@@ -116,12 +116,12 @@ pub trait Store: Send + Sync + 'static {
         query: HistoryQuery,
     ) -> Result<(Vec<MessageRecord>, bool)>;
     /// For every conversation of `user` with messages past its cursor (0 when
-    /// not given), up to `cap` of them in ascending order.
+    /// not given), the next ones in ascending order, within `limits`.
     async fn sync(
         &self,
         user: UserId,
         cursors: &HashMap<ConversationId, Seq>,
-        cap: u32,
+        limits: SyncLimits,
     ) -> Result<Vec<SyncBatch>>;
     /// The delivered cursor of one device.
     async fn delivered_seq(&self, device: DeviceId, id: ConversationId) -> Result<Seq>;

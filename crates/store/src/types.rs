@@ -180,6 +180,17 @@ pub struct HistoryQuery {
     pub limit: u32,
 }
 
+/// How much one sync answer may carry, so that a device far behind in many
+/// conversations cannot make the server load everything at once.
+#[derive(Debug, Clone, Copy)]
+pub struct SyncLimits {
+    /// Most messages per conversation.
+    pub per_conversation: u32,
+    /// Most messages in the whole answer; conversations beyond it come back
+    /// empty with `has_more`.
+    pub total: u32,
+}
+
 /// Messages newer than a device's cursor in one conversation.
 #[derive(Debug, Clone)]
 pub struct SyncBatch {

@@ -292,7 +292,14 @@ async fn sync_caps_per_conversation() {
         ops.push(append(ac, c, "c0"));
         s.commit_batch(&ops).await.expect("commit");
 
-        let batches = s.sync(a, &HashMap::from([(ab, 1)]), 3).await.expect("sync");
+        let three = SyncLimits {
+            per_conversation: 3,
+            total: 100,
+        };
+        let batches = s
+            .sync(a, &HashMap::from([(ab, 1)]), three)
+            .await
+            .expect("sync");
         let by: HashMap<_, _> = batches.iter().map(|x| (x.conversation_id, x)).collect();
         assert_eq!(
             by[&ab].messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
@@ -305,15 +312,33 @@ async fn sync_caps_per_conversation() {
         assert!(!by[&ac].has_more);
 
         let none = s
-            .sync(a, &HashMap::from([(ab, 5), (ac, 1)]), 3)
+            .sync(a, &HashMap::from([(ab, 5), (ac, 1)]), three)
             .await
             .expect("sync");
         assert!(none.is_empty());
         assert!(s
-            .sync(bb, &HashMap::from([(ab, 5)]), 3)
+            .sync(bb, &HashMap::from([(ab, 5)]), three)
             .await
             .expect("sync")
             .is_empty());
+
+        // The whole answer is bounded too: past the total, conversations
+        // come back empty with has_more, and the next sync continues.
+        let tight = SyncLimits {
+            per_conversation: 3,
+            total: 2,
+        };
+        let batches = s.sync(a, &HashMap::new(), tight).await.expect("sync");
+        let by: HashMap<_, _> = batches.iter().map(|x| (x.conversation_id, x)).collect();
+        let carried: usize = batches.iter().map(|x| x.messages.len()).sum();
+        assert_eq!(carried, 2, "{}", b.name);
+        // Conversations are answered in id order: ab takes the budget.
+        assert_eq!(by[&ab].messages.len(), 2);
+        assert!(by[&ab].has_more);
+        assert!(
+            by[&ac].messages.is_empty() && by[&ac].has_more,
+            "ac is told to ask again"
+        );
     }
 }
 

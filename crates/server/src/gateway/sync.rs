@@ -7,7 +7,12 @@ use std::sync::Arc;
 use bytes::Bytes;
 use confab_bus::Priority;
 use confab_proto::{ConversationId, Seq, ServerFrame, UserId};
-use confab_store::Store;
+use confab_store::{Store, SyncLimits};
+
+/// One sync answer carries at most this many conversations' worth of
+/// messages (`sync_batch` each); the rest are flagged `has_more` and come
+/// with the client's next sync. Bounds the memory one `sync` can take.
+const SYNC_ANSWER_CONVERSATIONS: u32 = 10;
 
 use super::outbound::Outbound;
 use crate::error::store_error;
@@ -21,7 +26,11 @@ pub async fn answer_sync(
     cursors: HashMap<ConversationId, Seq>,
     cap: u32,
 ) {
-    let batches = match store.sync(user, &cursors, cap).await {
+    let limits = SyncLimits {
+        per_conversation: cap,
+        total: cap.saturating_mul(SYNC_ANSWER_CONVERSATIONS),
+    };
+    let batches = match store.sync(user, &cursors, limits).await {
         Ok(b) => b,
         Err(e) => {
             let frame = ServerFrame::error(None, store_error(e)).encode();

@@ -276,7 +276,7 @@ pub(crate) async fn sync(
     db: &SqlitePool,
     user: UserId,
     cursors: &HashMap<ConversationId, Seq>,
-    cap: u32,
+    limits: SyncLimits,
 ) -> Result<Vec<SyncBatch>> {
     let heads: Vec<(i64, i64, i64)> = sqlx::query_as(
         "SELECT m.conversation_id, m.joined_seq, c.last_seq
@@ -286,7 +286,8 @@ pub(crate) async fn sync(
     .bind(user)
     .fetch_all(db)
     .await?;
-    let cap = i64::from(cap.max(1));
+    let cap = i64::from(limits.per_conversation.max(1));
+    let mut budget = i64::from(limits.total.max(1));
     let mut out = Vec::new();
     for (conversation_id, joined_seq, last_seq) in heads {
         let after = cursors
@@ -297,16 +298,26 @@ pub(crate) async fn sync(
         if last_seq <= after {
             continue;
         }
+        if budget <= 0 {
+            // Out of room for this answer: say more is waiting.
+            out.push(SyncBatch {
+                conversation_id,
+                messages: Vec::new(),
+                has_more: true,
+            });
+            continue;
+        }
         let rows = sqlx::query(&format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? AND seq > ?
              ORDER BY seq LIMIT ?"
         ))
         .bind(conversation_id)
         .bind(after)
-        .bind(cap)
+        .bind(cap.min(budget))
         .fetch_all(db)
         .await?;
         let messages = rows.iter().map(rows::message).collect::<Result<Vec<_>>>()?;
+        budget -= messages.len() as i64;
         let has_more = messages.last().is_some_and(|m| m.seq < last_seq);
         out.push(SyncBatch {
             conversation_id,

@@ -241,9 +241,9 @@ impl Store for SqliteStore {
         &self,
         user: UserId,
         cursors: &HashMap<ConversationId, Seq>,
-        cap: u32,
+        limits: SyncLimits,
     ) -> Result<Vec<SyncBatch>> {
-        conversations::sync(&self.reader, user, cursors, cap).await
+        conversations::sync(&self.reader, user, cursors, limits).await
     }
 
     async fn delivered_seq(&self, device: DeviceId, id: ConversationId) -> Result<Seq> {
