@@ -10,6 +10,20 @@ use confab_sdk::{ConnectOptions, Event, HistoryQuery, MessageKind, ReceiptKind};
 use serde_json::json;
 use support::*;
 
+/// Waits for a receipt of `kind` (and `seq`, if given), skipping other events.
+async fn wait_receipt(
+    conn: &mut confab_sdk::Connection,
+    kind: ReceiptKind,
+    seq: Option<i64>,
+    what: &str,
+) -> Event {
+    conn.wait_for(WAIT, |e| {
+        matches!(e, Event::Receipt { kind: k, seq: s, .. } if *k == kind && seq.is_none_or(|want| *s == want))
+    })
+    .await
+    .expect(what)
+}
+
 fn text(m: &confab_sdk::MessageRecord) -> &str {
     m.body["text"].as_str().unwrap_or_default()
 }
@@ -296,49 +310,26 @@ async fn receipts_unread_counts_and_cross_device_read() {
 
     // Bob's device syncs and (automatically) reports delivery.
     let b = connect(&bob).await;
-    let delivered = a
-        .wait_for(WAIT, |e| {
-            matches!(
-                e,
-                Event::Receipt {
-                    kind: ReceiptKind::Delivered,
-                    seq: 3,
-                    ..
-                }
-            )
-        })
-        .await
-        .expect("ann sees delivered");
+    let delivered = wait_receipt(
+        &mut a,
+        ReceiptKind::Delivered,
+        Some(3),
+        "ann sees delivered",
+    )
+    .await;
     assert!(matches!(delivered, Event::Receipt { user_id, .. } if user_id == bob_user.id));
 
     let mut phone = connect(&bob_phone).await;
     b.read(conv.id, 2).await.expect("read");
-    let read = a
-        .wait_for(WAIT, |e| {
-            matches!(
-                e,
-                Event::Receipt {
-                    kind: ReceiptKind::Read,
-                    ..
-                }
-            )
-        })
-        .await
-        .expect("ann sees read");
+    let read = wait_receipt(&mut a, ReceiptKind::Read, None, "ann sees read").await;
     assert!(matches!(read, Event::Receipt { seq: 2, .. }));
-    phone
-        .wait_for(WAIT, |e| {
-            matches!(
-                e,
-                Event::Receipt {
-                    kind: ReceiptKind::Read,
-                    seq: 2,
-                    ..
-                }
-            )
-        })
-        .await
-        .expect("bob's other device hears of his read cursor");
+    wait_receipt(
+        &mut phone,
+        ReceiptKind::Read,
+        Some(2),
+        "bob's other device hears of his read cursor",
+    )
+    .await;
     assert_eq!(
         bob.conversation(conv.id).await.expect("conv").unread_count,
         1
