@@ -11,6 +11,7 @@
 //! sink directly. A NATS backend implements the same trait for clusters.
 
 mod local;
+mod presence;
 
 use std::sync::Arc;
 
@@ -19,6 +20,7 @@ use bytes::Bytes;
 use confab_proto::UserId;
 
 pub use local::LocalBus;
+pub use presence::{LocalPresence, Presence};
 
 /// How urgently a frame must reach the client; decides its place in the
 /// connection's outbound queue.

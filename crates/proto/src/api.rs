@@ -22,6 +22,10 @@ pub struct User {
     pub status_text: Option<String>,
     /// Account creation time.
     pub created_at: Millis,
+    /// Only in the owner's own profile (`/v1/users/me`): whether presence is
+    /// hidden from friends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hide_presence: Option<bool>,
 }
 
 /// `POST /v1/auth/register`.
@@ -110,6 +114,9 @@ pub struct UpdateProfileRequest {
         with = "double_option"
     )]
     pub status_text: Option<Option<String>>,
+    /// Hide my presence from friends (they see me offline, no `last_seen`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hide_presence: Option<bool>,
 }
 
 /// `GET /v1/users?q=`.
@@ -184,8 +191,18 @@ pub struct Conversation {
     /// Group title (none for direct conversations).
     #[serde(default)]
     pub title: Option<String>,
-    /// Members.
+    /// Group avatar.
+    #[serde(default)]
+    pub avatar_media_id: Option<String>,
+    /// Groups: whether plain members may add members (else owner and admins).
+    #[serde(default)]
+    pub members_can_add: bool,
+    /// Members, by user id. Large groups list only the first
+    /// [`MEMBERS_INLINE_MAX`]; `GET /v1/conversations/{id}/members` has all.
     pub members: Vec<Member>,
+    /// How many members there are.
+    #[serde(default)]
+    pub member_count: i64,
     /// Highest committed seq.
     pub last_seq: Seq,
     /// The newest message the caller can see.
@@ -195,8 +212,169 @@ pub struct Conversation {
     pub read_seq: Seq,
     /// Messages from others after the read cursor.
     pub unread_count: i64,
+    /// Unread messages that mention the caller.
+    #[serde(default)]
+    pub unread_mentions: i64,
+    /// The caller muted it: messages still arrive, clients do not notify.
+    #[serde(default)]
+    pub muted: bool,
     /// Creation time.
     pub created_at: Millis,
+}
+
+/// A conversation view lists at most this many members inline.
+pub const MEMBERS_INLINE_MAX: usize = 256;
+
+/// `PATCH /v1/conversations/{id}`: fields left out stay. `muted` is the
+/// caller's own setting; the others change the group for everyone (owner
+/// and admins only) and are announced as `conversation_updated`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UpdateConversationRequest {
+    /// New group title.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// New group avatar (`null` clears it).
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "double_option"
+    )]
+    pub avatar_media_id: Option<Option<String>>,
+    /// Whether plain members may add members.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub members_can_add: Option<bool>,
+    /// Mute (or unmute) for me.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub muted: Option<bool>,
+}
+
+/// `POST /v1/conversations/{id}/members`: `user_id` or `user_ids` (or both).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AddMembersRequest {
+    /// One user to add.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<UserId>,
+    /// Several users to add.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub user_ids: Vec<UserId>,
+}
+
+/// `PATCH /v1/conversations/{id}/members/{user_id}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UpdateMemberRequest {
+    /// New role; `owner` hands ownership over (the old owner becomes admin).
+    pub role: Role,
+}
+
+/// `GET /v1/conversations/{id}/members`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MemberList {
+    /// Every member, by user id.
+    pub members: Vec<Member>,
+}
+
+/// Online or offline.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PresenceStatus {
+    /// At least one device is connected.
+    Online,
+    /// No device is connected (or presence is hidden).
+    Offline,
+}
+
+impl PresenceStatus {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PresenceStatus::Online => "online",
+            PresenceStatus::Offline => "offline",
+        }
+    }
+}
+
+/// `POST /v1/friends/requests`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FriendRequestCreate {
+    /// Whom to ask.
+    pub user_id: UserId,
+    /// Optional note to them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// A pending friend request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FriendRequest {
+    /// Id (for accept and decline).
+    pub id: i64,
+    /// Who asked.
+    pub from_user: User,
+    /// Who was asked.
+    pub to_user: User,
+    /// The note, if any.
+    #[serde(default)]
+    pub message: Option<String>,
+    /// When.
+    pub created_at: Millis,
+}
+
+/// `GET /v1/friends/requests?direction=incoming|outgoing`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FriendRequestList {
+    /// Oldest first.
+    pub requests: Vec<FriendRequest>,
+}
+
+/// What became of `POST /v1/friends/requests`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FriendRequestState {
+    /// Waiting for the other user.
+    Pending,
+    /// The other user had already asked: now friends.
+    Accepted,
+}
+
+/// Answer to `POST /v1/friends/requests` (and to accept).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FriendRequestResult {
+    /// Pending or accepted.
+    pub status: FriendRequestState,
+    /// The pending request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<FriendRequest>,
+    /// The new friend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub friend: Option<Friend>,
+}
+
+/// A friend, with presence.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Friend {
+    /// Profile.
+    pub user: User,
+    /// Friends since.
+    pub since: Millis,
+    /// Online or offline (offline when they hide presence).
+    pub status: PresenceStatus,
+    /// Last time seen online (none when online, never seen, or hidden).
+    #[serde(default)]
+    pub last_seen: Option<Millis>,
+}
+
+/// `GET /v1/friends`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FriendList {
+    /// By username.
+    pub friends: Vec<Friend>,
+}
+
+/// `GET /v1/blocks`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BlockList {
+    /// Users I blocked, newest first.
+    pub users: Vec<User>,
 }
 
 /// `GET /v1/conversations`.

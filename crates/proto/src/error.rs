@@ -39,6 +39,8 @@ pub enum ErrorCode {
     NotFriends,
     /// An uploaded media file is over the size limit.
     MediaTooLarge,
+    /// The group is at its member limit.
+    GroupFull,
     /// A bug or an unexpected failure on the server.
     Internal,
 }
@@ -56,7 +58,7 @@ impl ErrorCode {
             | ErrorCode::InvalidRefreshToken => 401,
             ErrorCode::Forbidden | ErrorCode::Blocked | ErrorCode::NotFriends => 403,
             ErrorCode::NotFound => 404,
-            ErrorCode::UsernameTaken => 409,
+            ErrorCode::UsernameTaken | ErrorCode::GroupFull => 409,
             ErrorCode::MessageTooLarge | ErrorCode::MediaTooLarge => 413,
             ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,
@@ -88,6 +90,7 @@ impl ErrorCode {
             ErrorCode::Blocked => "blocked",
             ErrorCode::NotFriends => "not_friends",
             ErrorCode::MediaTooLarge => "media_too_large",
+            ErrorCode::GroupFull => "group_full",
             ErrorCode::Internal => "internal",
         }
     }
@@ -150,6 +153,7 @@ mod tests {
             ErrorCode::Blocked,
             ErrorCode::NotFriends,
             ErrorCode::MediaTooLarge,
+            ErrorCode::GroupFull,
             ErrorCode::Internal,
         ];
         for code in all {

@@ -357,6 +357,7 @@ mod tests {
                     kind: MessageKind::Text,
                     body: json!({"text": "hi"}),
                     ts: 5,
+                    read_by: None,
                 }),
                 r#"{"type":"message","conversation_id":7,"seq":1,"sender_id":1,"client_msg_id":"c1","kind":"text","body":{"text":"hi"},"ts":5}"#,
             ),
@@ -429,6 +430,7 @@ mod tests {
             kind: MessageKind::Text,
             body: json!({"text": "hé \"quoted\"", "mentions": [1]}),
             ts: 1700,
+            read_by: None,
         };
         let body = serde_json::to_string(&record.body).expect("body");
         let fast = encode_message_frame(3, 9, 4, "a\"b", MessageKind::Text, &body, 1700);

@@ -69,7 +69,14 @@ pub struct MessageRecord {
     pub body: Value,
     /// Commit time, milliseconds since the Unix epoch.
     pub ts: Millis,
+    /// History pages of groups only, on the caller's own messages: how many
+    /// other members have read it. Never in `message` frames.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_by: Option<u32>,
 }
+
+/// Most user ids in a text message's `mentions`.
+pub const MAX_MENTIONS: usize = 100;
 
 /// Limits applied to message bodies.
 #[derive(Debug, Clone, Copy)]
@@ -120,6 +127,9 @@ pub fn validate_body(
                     .is_some_and(|ids| ids.iter().all(|id| id.as_i64().is_some()));
                 if !ok {
                     return Err(bad("mentions must be an array of user ids"));
+                }
+                if m.as_array().is_some_and(|ids| ids.len() > MAX_MENTIONS) {
+                    return Err(bad("a message may mention at most 100 users"));
                 }
             }
         }

@@ -236,6 +236,7 @@ impl Actor {
                             kind: msg.kind,
                             body: msg.body,
                             ts,
+                            read_by: None,
                         };
                         self.deliver(link, batch, own).await?;
                     }

@@ -125,6 +125,7 @@ mod tests {
             kind: MessageKind::Text,
             body: json!({"text": seq.to_string()}),
             ts: seq,
+            read_by: None,
         }
     }
 

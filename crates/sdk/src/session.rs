@@ -126,6 +126,7 @@ mod tests {
                 avatar_media_id: None,
                 status_text: None,
                 created_at: 0,
+                hide_presence: None,
             },
             device_id: 2,
             base_url: "http://x".into(),

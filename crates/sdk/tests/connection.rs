@@ -21,6 +21,7 @@ fn record(conv: i64, seq: i64) -> MessageRecord {
         kind: MessageKind::Text,
         body: json!({ "text": format!("m{seq}") }),
         ts: seq,
+        read_by: None,
     }
 }
 

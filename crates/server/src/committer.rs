@@ -11,9 +11,10 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use confab_bus::{Bus, ConnectionId, Delivery, Priority};
+use confab_proto::api::ConversationKind;
 use confab_proto::frame::{encode_message_frame, ReceiptKind};
 use confab_proto::{ApiError, ErrorCode, ServerFrame, UserId};
-use confab_store::{Store, WriteOp, WriteOutcome};
+use confab_store::{CommitRules, GroupChangeOutcome, Store, WriteOp, WriteOutcome};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -43,6 +44,15 @@ struct JobMeta {
     received: Instant,
 }
 
+/// What the committer enforces and how far receipts fan out.
+#[derive(Debug, Clone, Copy)]
+pub struct Policy {
+    /// Rules checked inside the transaction.
+    pub rules: CommitRules,
+    /// Groups up to this size get every member's read receipts live.
+    pub receipts_max_group: usize,
+}
+
 /// Cheap, cloneable handle for queueing writes.
 #[derive(Clone)]
 pub struct Committer {
@@ -56,9 +66,10 @@ impl Committer {
         store: Arc<dyn Store>,
         bus: Arc<dyn Bus>,
         max_batch: usize,
+        policy: Policy,
     ) -> (Committer, JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(max_batch.max(1) * 16);
-        let task = tokio::spawn(run(rx, store, bus, max_batch.max(1)));
+        let task = tokio::spawn(run(rx, store, bus, max_batch.max(1), policy));
         (Committer { tx }, task)
     }
 
@@ -94,7 +105,13 @@ impl Committer {
     }
 }
 
-async fn run(mut rx: mpsc::Receiver<Job>, store: Arc<dyn Store>, bus: Arc<dyn Bus>, max: usize) {
+async fn run(
+    mut rx: mpsc::Receiver<Job>,
+    store: Arc<dyn Store>,
+    bus: Arc<dyn Bus>,
+    max: usize,
+    policy: Policy,
+) {
     let mut jobs: Vec<Job> = Vec::with_capacity(max);
     let mut ops: Vec<WriteOp> = Vec::with_capacity(max);
     let mut metas: Vec<JobMeta> = Vec::with_capacity(max);
@@ -104,14 +121,16 @@ async fn run(mut rx: mpsc::Receiver<Job>, store: Arc<dyn Store>, bus: Arc<dyn Bu
         ops.clear();
         metas.clear();
         for Job { mut op, meta } in jobs.drain(..) {
-            if let WriteOp::Append(m) = &mut op {
-                m.ts = now;
+            match &mut op {
+                WriteOp::Append(m) => m.ts = now,
+                WriteOp::Group { ts, .. } => *ts = now,
+                _ => {}
             }
             ops.push(op);
             metas.push(meta);
         }
         let started = Instant::now();
-        let result = store.commit_batch(&ops).await;
+        let result = store.commit_batch(&ops, policy.rules).await;
         match result {
             Ok(outcomes) => {
                 let appended = outcomes
@@ -128,7 +147,7 @@ async fn run(mut rx: mpsc::Receiver<Job>, store: Arc<dyn Store>, bus: Arc<dyn Bu
                     .count();
                 metrics::commit(ops.len(), appended as u64, started.elapsed());
                 for ((meta, op), outcome) in metas.drain(..).zip(ops.drain(..)).zip(outcomes) {
-                    dispatch(bus.as_ref(), meta, op, outcome).await;
+                    dispatch(bus.as_ref(), &policy, meta, op, outcome).await;
                 }
             }
             Err(e) => {
@@ -139,6 +158,82 @@ async fn run(mut rx: mpsc::Receiver<Job>, store: Arc<dyn Store>, bus: Arc<dyn Bu
                 }
             }
         }
+    }
+}
+
+/// Says why a write was refused.
+fn rejection_message(op: &WriteOp, code: ErrorCode) -> &'static str {
+    let group = matches!(op, WriteOp::Group { .. });
+    match code {
+        ErrorCode::NotFound if group => "no such group, or no such member in it",
+        ErrorCode::NotFound => "no such conversation, or you are not a member of it",
+        ErrorCode::Forbidden if group => "your role in this group does not allow that",
+        ErrorCode::Forbidden => "you are no longer a member of this conversation",
+        ErrorCode::Blocked => "this user cannot be messaged: one of you blocked the other",
+        ErrorCode::NotFriends => "this server allows direct messages only between friends",
+        ErrorCode::GroupFull => "the group is at its member limit",
+        ErrorCode::BadRequest if group => "not possible in this conversation",
+        _ => "refused",
+    }
+}
+
+/// Delivers the `system` messages of a group change to the members and
+/// the matching `event` frames: `member_left` also to whoever left,
+/// `conversation_added` to new members.
+async fn announce_group_change(bus: &dyn Bus, done: &GroupChangeOutcome) {
+    for notice in &done.notices {
+        let body = notice.body.to_string();
+        let frame = encode_message_frame(
+            notice.conversation_id,
+            notice.seq,
+            notice.sender_id,
+            &notice.client_msg_id,
+            notice.kind,
+            &body,
+            notice.ts,
+        );
+        publish(
+            bus,
+            done.members_after.clone(),
+            None,
+            Priority::Message,
+            frame,
+        )
+        .await;
+        let Some(fields) = notice.body.as_object() else {
+            continue;
+        };
+        let mut data = fields.clone();
+        let Some(serde_json::Value::String(event)) = data.remove("event") else {
+            continue;
+        };
+        data.insert("conversation_id".into(), notice.conversation_id.into());
+        data.insert("seq".into(), notice.seq.into());
+        let users = if event == "member_left" {
+            done.members_before.clone()
+        } else {
+            done.members_after.clone()
+        };
+        let frame = ServerFrame::Event { event, data }.encode();
+        publish(bus, users, None, Priority::Control, frame).await;
+    }
+    if let (false, Some(first)) = (done.added.is_empty(), done.notices.first()) {
+        let mut data = serde_json::Map::new();
+        data.insert("conversation_id".into(), first.conversation_id.into());
+        data.insert("by_user_id".into(), first.sender_id.into());
+        let frame = ServerFrame::Event {
+            event: "conversation_added".into(),
+            data,
+        }
+        .encode();
+        publish(
+            bus,
+            Arc::from(done.added.clone()),
+            None,
+            Priority::Control,
+            frame,
+        )
+        .await;
     }
 }
 
@@ -182,7 +277,13 @@ async fn publish(
     }
 }
 
-async fn dispatch(bus: &dyn Bus, meta: JobMeta, op: WriteOp, outcome: WriteOutcome) {
+async fn dispatch(
+    bus: &dyn Bus,
+    policy: &Policy,
+    meta: JobMeta,
+    op: WriteOp,
+    outcome: WriteOutcome,
+) {
     match (op, outcome) {
         (
             WriteOp::Append(m),
@@ -226,8 +327,8 @@ async fn dispatch(bus: &dyn Bus, meta: JobMeta, op: WriteOp, outcome: WriteOutco
                 }
             }
         }
-        (op, WriteOutcome::CursorMoved { seq, members }) => {
-            let (user_id, conversation_id, kind) = match &op {
+        (op, WriteOutcome::CursorMoved { seq, members, kind }) => {
+            let (user_id, conversation_id, receipt) = match &op {
                 WriteOp::Read {
                     user_id,
                     conversation_id,
@@ -238,25 +339,43 @@ async fn dispatch(bus: &dyn Bus, meta: JobMeta, op: WriteOp, outcome: WriteOutco
                     conversation_id,
                     ..
                 } => (*user_id, *conversation_id, ReceiptKind::Delivered),
-                WriteOp::Append(_) => return,
+                _ => return,
             };
-            let frame = ServerFrame::Receipt {
-                conversation_id,
-                user_id,
-                kind,
-                seq,
+            // Receipts fan out as far as they are useful: a read cursor to
+            // everyone in direct chats and small groups, otherwise only to
+            // the reader's own devices (their unread counts); a delivered
+            // cursor only in direct chats.
+            let direct = kind == ConversationKind::Direct;
+            let audience: Option<Arc<[UserId]>> = match receipt {
+                ReceiptKind::Read if direct || members.len() <= policy.receipts_max_group => {
+                    Some(members.clone())
+                }
+                ReceiptKind::Read => Some(Arc::from(vec![user_id])),
+                ReceiptKind::Delivered if direct => Some(members.clone()),
+                ReceiptKind::Delivered => None,
+            };
+            if let Some(users) = audience {
+                let frame = ServerFrame::Receipt {
+                    conversation_id,
+                    user_id,
+                    kind: receipt,
+                    seq,
+                }
+                .encode();
+                publish(bus, users, meta.origin, Priority::Control, frame).await;
             }
-            .encode();
-            publish(bus, members.clone(), meta.origin, Priority::Control, frame).await;
             if let ReplyTo::Waiter(tx) = meta.reply {
-                let _ = tx.send(Ok(WriteOutcome::CursorMoved { seq, members }));
+                let _ = tx.send(Ok(WriteOutcome::CursorMoved { seq, members, kind }));
+            }
+        }
+        (_, WriteOutcome::GroupChanged(done)) => {
+            announce_group_change(bus, &done).await;
+            if let ReplyTo::Waiter(tx) = meta.reply {
+                let _ = tx.send(Ok(WriteOutcome::GroupChanged(done)));
             }
         }
         (op, WriteOutcome::Rejected(code)) => {
-            let message = match code {
-                ErrorCode::NotFound => "no such conversation, or you are not a member of it",
-                _ => "refused",
-            };
+            let message = rejection_message(&op, code);
             reply_error(meta.reply, client_msg_id(&op), ApiError::new(code, message));
         }
         (_, outcome) => {

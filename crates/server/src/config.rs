@@ -19,6 +19,8 @@ pub struct Config {
     pub limits: Limits,
     /// Token lifetimes and password hashing cost.
     pub auth: AuthConfig,
+    /// Social rules: who may message whom, group size, typing, receipts.
+    pub chat: ChatConfig,
     /// Server ping interval in seconds; a connection silent for three
     /// intervals is closed.
     pub heartbeat_s: u64,
@@ -79,9 +81,54 @@ impl Default for Config {
             data_dir: PathBuf::from("confab-data"),
             limits: Limits::default(),
             auth: AuthConfig::default(),
+            chat: ChatConfig::default(),
             heartbeat_s: 20,
             max_commit_batch: 512,
             shutdown_grace_s: 10,
+        }
+    }
+}
+
+/// Who may start direct conversations with whom.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DirectMessages {
+    /// Anyone may message anyone who has not blocked them.
+    #[default]
+    Anyone,
+    /// Only friends; a stranger's send is refused with `not_friends`.
+    Friends,
+}
+
+/// Social rules.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ChatConfig {
+    /// Direct-message policy.
+    pub direct_messages: DirectMessages,
+    /// Most members a group may have (owner included); more: `group_full`.
+    pub max_group_members: i64,
+    /// Most unanswered friend requests one user may have out; more:
+    /// `rate_limited`.
+    pub max_pending_friend_requests: u32,
+    /// A `typing start` not refreshed for this long ends by itself (the
+    /// server sends `typing stop` to the others).
+    pub typing_timeout_ms: u64,
+    /// Read receipts in groups go to every member only up to this many
+    /// members; in bigger groups only the reader's own devices get them
+    /// (the counts are in history pages). Delivered receipts go only to
+    /// direct conversations.
+    pub receipts_max_group: usize,
+}
+
+impl Default for ChatConfig {
+    fn default() -> Self {
+        ChatConfig {
+            direct_messages: DirectMessages::Anyone,
+            max_group_members: 10_000,
+            max_pending_friend_requests: 100,
+            typing_timeout_ms: 6_000,
+            receipts_max_group: 100,
         }
     }
 }

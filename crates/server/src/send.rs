@@ -31,6 +31,14 @@ pub fn prepare_send(
         max_body_bytes: limits.max_frame_bytes,
     };
     validate_body(kind, body, body_json.len(), &body_limits)?;
+    let mentions = match kind {
+        MessageKind::Text => body
+            .get("mentions")
+            .and_then(Value::as_array)
+            .map(|ids| ids.iter().filter_map(Value::as_i64).collect())
+            .unwrap_or_default(),
+        _ => Vec::new(),
+    };
     Ok(NewMessage {
         conversation_id,
         sender_id,
@@ -38,5 +46,6 @@ pub fn prepare_send(
         kind,
         body: body_json,
         ts: 0,
+        mentions,
     })
 }

@@ -5,16 +5,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::serve::ListenerExt as _;
-use confab_bus::{Bus, LocalBus};
-use confab_store::{SqliteStore, Store};
+use confab_bus::{Bus, LocalBus, LocalPresence};
+use confab_store::{CommitRules, DirectMessagePolicy, SqliteStore, Store};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::auth::Auth;
-use crate::committer::Committer;
-use crate::config::Config;
+use crate::committer::{Committer, Policy};
+use crate::config::{Config, DirectMessages};
 use crate::hub::Hub;
+use crate::presence::PresenceService;
 use crate::state::{AppState, Inner};
 
 /// Why the server could not start or stopped badly.
@@ -50,8 +51,22 @@ pub async fn run(
     let hub = Arc::new(Hub::new(rand::random()));
     bus.attach(hub.clone());
     let auth = Arc::new(Auth::new(config.auth.clone()).map_err(ServerError::Config)?);
+    let policy = Policy {
+        rules: CommitRules {
+            direct_messages: match config.chat.direct_messages {
+                DirectMessages::Anyone => DirectMessagePolicy::Anyone,
+                DirectMessages::Friends => DirectMessagePolicy::FriendsOnly,
+            },
+        },
+        receipts_max_group: config.chat.receipts_max_group,
+    };
     let (committer, commit_task) =
-        Committer::spawn(store.clone(), bus.clone(), config.max_commit_batch);
+        Committer::spawn(store.clone(), bus.clone(), config.max_commit_batch, policy);
+    let presence = Arc::new(PresenceService::new(
+        store.clone(),
+        bus.clone(),
+        Arc::new(LocalPresence::new()),
+    ));
     let grace = Duration::from_secs(config.shutdown_grace_s);
     let state = AppState(Arc::new(Inner {
         config,
@@ -59,6 +74,7 @@ pub async fn run(
         bus,
         hub,
         committer,
+        presence,
         auth,
         shutdown: shutdown.clone(),
         connections: TaskTracker::new(),

@@ -13,6 +13,7 @@ use crate::auth::Auth;
 use crate::committer::Committer;
 use crate::config::Config;
 use crate::hub::Hub;
+use crate::presence::PresenceService;
 
 /// Cheap to clone; everything lives behind one `Arc`.
 #[derive(Clone)]
@@ -30,6 +31,8 @@ pub struct Inner {
     pub hub: Arc<Hub>,
     /// Group committer.
     pub committer: Committer,
+    /// Presence tracking and announcements.
+    pub presence: Arc<PresenceService>,
     /// Passwords and tokens.
     pub auth: Arc<Auth>,
     /// Cancelled when the server shuts down.

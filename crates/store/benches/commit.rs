@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use confab_proto::MessageKind;
-use confab_store::{NewMessage, NewUser, SqliteStore, Store, WriteOp};
+use confab_store::{CommitRules, NewMessage, NewUser, SqliteStore, Store, WriteOp};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 
 fn commit(c: &mut Criterion) {
@@ -60,10 +60,12 @@ fn commit(c: &mut Criterion) {
                             kind: MessageKind::Text,
                             body: r#"{"text":"a typical short chat message"}"#.into(),
                             ts: 0,
+                            mentions: Vec::new(),
                         })
                     })
                     .collect();
-                rt.block_on(store.commit_batch(&ops)).expect("commit")
+                rt.block_on(store.commit_batch(&ops, CommitRules::default()))
+                    .expect("commit")
             })
         });
     }

@@ -17,7 +17,7 @@ mod types;
 use std::collections::HashMap;
 
 use async_trait::async_trait;
-use confab_proto::api::{Conversation, Member, User};
+use confab_proto::api::{Conversation, FriendRequest, Member, User};
 use confab_proto::{ConversationId, DeviceId, MessageRecord, Seq, UserId};
 
 pub use error::{Result, StoreError};
@@ -104,11 +104,68 @@ pub trait Store: Send + Sync + 'static {
 
     // --- messages -------------------------------------------------------
 
+    /// Every member, by user id.
+    async fn members(&self, id: ConversationId) -> Result<Vec<Member>>;
+    /// Whether `user` was a member of `id` and left or was removed.
+    async fn was_member(&self, id: ConversationId, user: UserId) -> Result<bool>;
+    /// The members of `id` other than `user` who have no block with `user`
+    /// either way: who sees `user` typing. `None` if `user` is not a member.
+    async fn audience(&self, id: ConversationId, user: UserId) -> Result<Option<Vec<UserId>>>;
+    /// Mutes or unmutes a conversation for one member; false if not a member.
+    async fn set_muted(&self, id: ConversationId, user: UserId, muted: bool) -> Result<bool>;
+
+    // --- friends, blocks, presence ---------------------------------------
+
+    /// Asks `to` to be friends with `from`. Crossing requests accept both.
+    /// `max_pending` caps `from`'s unanswered outgoing requests.
+    async fn send_friend_request(
+        &self,
+        from: UserId,
+        to: UserId,
+        message: Option<String>,
+        max_pending: u32,
+        now: Millis,
+    ) -> Result<FriendRequestOutcome>;
+    /// Pending requests to (`incoming`) or from `user`, oldest first.
+    async fn friend_requests(&self, user: UserId, incoming: bool) -> Result<Vec<FriendRequest>>;
+    /// Accepts or declines request `id`, which must be addressed to `user`.
+    async fn answer_friend_request(
+        &self,
+        id: i64,
+        user: UserId,
+        accept: bool,
+        now: Millis,
+    ) -> Result<FriendAnswer>;
+    /// Withdraws `user`'s own request `id`; false if there is none.
+    async fn cancel_friend_request(&self, id: i64, user: UserId) -> Result<bool>;
+    /// `user`'s friends with the time they became friends, by username.
+    async fn friends(&self, user: UserId) -> Result<Vec<(User, Millis)>>;
+    /// `user`'s friends' ids.
+    async fn friend_ids(&self, user: UserId) -> Result<Vec<UserId>>;
+    /// Ends a friendship; false if there was none.
+    async fn unfriend(&self, a: UserId, b: UserId) -> Result<bool>;
+    /// `blocker` blocks `blocked`: ends their friendship and deletes pending
+    /// requests both ways. True if a friendship ended.
+    async fn block(&self, blocker: UserId, blocked: UserId, now: Millis) -> Result<bool>;
+    /// Lifts a block; false if there was none.
+    async fn unblock(&self, blocker: UserId, blocked: UserId) -> Result<bool>;
+    /// Users `blocker` blocked, newest first.
+    async fn blocked_users(&self, blocker: UserId) -> Result<Vec<User>>;
+    /// Whether either of the two blocked the other.
+    async fn blocked_either(&self, a: UserId, b: UserId) -> Result<bool>;
+    /// Presence settings and `last_seen` of these users.
+    async fn presence_records(&self, users: &[UserId]) -> Result<HashMap<UserId, PresenceRecord>>;
+    /// Records when a user was last seen online.
+    async fn set_last_seen(&self, user: UserId, at: Millis) -> Result<()>;
+
+    // --- messages -------------------------------------------------------
+
     /// Commits a batch of writes in one transaction; one outcome per op, in
     /// order. On `Err` nothing of the batch was committed.
-    async fn commit_batch(&self, ops: &[WriteOp]) -> Result<Vec<WriteOutcome>>;
+    async fn commit_batch(&self, ops: &[WriteOp], rules: CommitRules) -> Result<Vec<WriteOutcome>>;
     /// A page of history as `user` may see it (after their `joined_seq`),
-    /// ascending; the bool says whether more lie beyond it.
+    /// ascending; the bool says whether more lie beyond it. In groups, the
+    /// caller's own messages carry `read_by`.
     async fn history(
         &self,
         id: ConversationId,

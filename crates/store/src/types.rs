@@ -2,9 +2,9 @@
 
 use std::sync::Arc;
 
-use confab_proto::api::{Conversation, User};
+use confab_proto::api::{Conversation, ConversationKind, FriendRequest, Role, User};
 use confab_proto::error::ErrorCode;
-use confab_proto::{ConversationId, DeviceId, MessageKind, Seq, UserId};
+use confab_proto::{ConversationId, DeviceId, MessageKind, MessageRecord, Seq, UserId};
 
 /// Milliseconds since the Unix epoch. The store never reads the clock: the
 /// caller passes `now`, which keeps the store deterministic under test.
@@ -43,6 +43,8 @@ pub struct ProfileUpdate {
     pub avatar_media_id: Option<Option<String>>,
     /// New status text (`Some(None)` clears it).
     pub status_text: Option<Option<String>>,
+    /// Hide presence from friends.
+    pub hide_presence: Option<bool>,
 }
 
 /// Access or refresh.
@@ -123,6 +125,118 @@ pub enum WriteOp {
         /// Cumulative position.
         seq: Seq,
     },
+    /// Change a group's membership or settings; writes `system` messages.
+    Group {
+        /// The change.
+        change: GroupChange,
+        /// Commit time for its `system` messages.
+        ts: Millis,
+    },
+}
+
+/// A change to a group, checked against the actor's role inside the
+/// transaction that makes it.
+#[derive(Debug, Clone)]
+pub enum GroupChange {
+    /// Add users (owner/admin, or anyone when the group allows it). Users
+    /// already in are skipped.
+    Add {
+        /// Group.
+        conversation_id: ConversationId,
+        /// Who adds.
+        by: UserId,
+        /// Whom.
+        users: Vec<UserId>,
+        /// The group may not grow past this many members.
+        max_members: i64,
+    },
+    /// Remove `user`: leaving when `by == user`, else a kick (owner/admin,
+    /// never upwards). An owner who leaves hands ownership on.
+    Remove {
+        /// Group.
+        conversation_id: ConversationId,
+        /// Who removes.
+        by: UserId,
+        /// Whom.
+        user: UserId,
+    },
+    /// Change a member's role. Giving `Owner` transfers ownership (owner
+    /// only; the old owner becomes admin).
+    SetRole {
+        /// Group.
+        conversation_id: ConversationId,
+        /// Who changes it.
+        by: UserId,
+        /// Whose role.
+        user: UserId,
+        /// New role.
+        role: Role,
+    },
+    /// Change title, avatar or the add-members rule (owner/admin).
+    Update {
+        /// Group.
+        conversation_id: ConversationId,
+        /// Who changes it.
+        by: UserId,
+        /// New title.
+        title: Option<String>,
+        /// New avatar (`Some(None)` clears it).
+        avatar_media_id: Option<Option<String>>,
+        /// New add-members rule.
+        members_can_add: Option<bool>,
+    },
+}
+
+impl GroupChange {
+    /// The group changed.
+    pub fn conversation_id(&self) -> ConversationId {
+        match self {
+            GroupChange::Add {
+                conversation_id, ..
+            }
+            | GroupChange::Remove {
+                conversation_id, ..
+            }
+            | GroupChange::SetRole {
+                conversation_id, ..
+            }
+            | GroupChange::Update {
+                conversation_id, ..
+            } => *conversation_id,
+        }
+    }
+}
+
+/// What a [`GroupChange`] did.
+#[derive(Debug, Clone)]
+pub struct GroupChangeOutcome {
+    /// The `system` messages it wrote, in seq order. Each body carries an
+    /// `event` name (`member_joined`, `member_left`, `role_changed`,
+    /// `conversation_updated`) and that event's fields.
+    pub notices: Vec<MessageRecord>,
+    /// Users who are new members.
+    pub added: Vec<UserId>,
+    /// Members before the change.
+    pub members_before: Arc<[UserId]>,
+    /// Members after it.
+    pub members_after: Arc<[UserId]>,
+}
+
+/// Who may send direct messages to whom (a server setting).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DirectMessagePolicy {
+    /// Any user may message any user (unless blocked).
+    #[default]
+    Anyone,
+    /// Only friends may message each other directly.
+    FriendsOnly,
+}
+
+/// Rules the write path enforces besides membership.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CommitRules {
+    /// Direct-message policy.
+    pub direct_messages: DirectMessagePolicy,
 }
 
 /// A message to append; `seq` is assigned at commit.
@@ -140,6 +254,9 @@ pub struct NewMessage {
     pub body: String,
     /// Commit timestamp to record.
     pub ts: Millis,
+    /// Users the body mentions (text messages); members among them count
+    /// it in their `unread_mentions`.
+    pub mentions: Vec<UserId>,
 }
 
 /// What happened to one [`WriteOp`].
@@ -162,7 +279,11 @@ pub enum WriteOutcome {
         seq: Seq,
         /// Every member of the conversation.
         members: Arc<[UserId]>,
+        /// Direct or group (receipts fan out differently).
+        kind: ConversationKind,
     },
+    /// A group change was made.
+    GroupChanged(GroupChangeOutcome),
     /// The cursor was already at or past the position: nothing to tell.
     CursorUnchanged,
     /// Refused; nothing was written for this op.
@@ -204,3 +325,51 @@ pub struct SyncBatch {
 
 /// A conversation as listed for one user.
 pub type ConversationView = Conversation;
+
+/// What became of a friend request.
+#[derive(Debug, Clone)]
+pub enum FriendRequestOutcome {
+    /// Stored; waiting for the other user (also when it already was).
+    Pending(FriendRequest),
+    /// The other user had asked first: both are friends now. The request
+    /// is theirs.
+    Accepted {
+        /// Their request, now answered.
+        request: FriendRequest,
+        /// Friends since.
+        since: Millis,
+    },
+    /// Already friends: nothing to do.
+    AlreadyFriends,
+    /// One of the two blocked the other.
+    Blocked,
+    /// The sender has too many unanswered requests.
+    TooMany,
+    /// No such user.
+    UnknownUser,
+}
+
+/// What became of accepting or declining a request.
+#[derive(Debug, Clone)]
+pub enum FriendAnswer {
+    /// Now friends.
+    Accepted {
+        /// The request.
+        request: FriendRequest,
+        /// Friends since.
+        since: Millis,
+    },
+    /// Declined and deleted.
+    Declined(FriendRequest),
+    /// No pending request with that id addressed to the caller.
+    NotFound,
+}
+
+/// A user's presence bookkeeping in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PresenceRecord {
+    /// The user hides presence.
+    pub hidden: bool,
+    /// When the user was last seen online.
+    pub last_seen: Option<Millis>,
+}

@@ -48,6 +48,7 @@ fn append(conv: i64, sender: i64, id: &str) -> WriteOp {
         kind: MessageKind::Text,
         body: format!(r#"{{"text":"{id}"}}"#),
         ts: 10,
+        mentions: Vec::new(),
     })
 }
 
@@ -92,11 +93,14 @@ async fn seqs_are_gapless_and_idempotent() {
         );
 
         let out = s
-            .commit_batch(&[
-                append(conv, a, "m1"),
-                append(conv, bb, "m2"),
-                append(conv, a, "m1"),
-            ])
+            .commit_batch(
+                &[
+                    append(conv, a, "m1"),
+                    append(conv, bb, "m2"),
+                    append(conv, a, "m1"),
+                ],
+                CommitRules::default(),
+            )
             .await
             .expect("commit");
         assert_eq!(seq_of(&out[0]), (1, false), "{}", b.name);
@@ -104,7 +108,10 @@ async fn seqs_are_gapless_and_idempotent() {
         assert_eq!(seq_of(&out[2]), (1, true), "repeat inside a batch");
 
         let out = s
-            .commit_batch(&[append(conv, a, "m1"), append(conv, a, "m3")])
+            .commit_batch(
+                &[append(conv, a, "m1"), append(conv, a, "m3")],
+                CommitRules::default(),
+            )
             .await
             .expect("commit");
         assert_eq!(seq_of(&out[0]), (1, true), "resend across batches");
@@ -112,7 +119,7 @@ async fn seqs_are_gapless_and_idempotent() {
 
         // Same client_msg_id from another sender is a different message.
         let out = s
-            .commit_batch(&[append(conv, bb, "m1")])
+            .commit_batch(&[append(conv, bb, "m1")], CommitRules::default())
             .await
             .expect("commit");
         assert_eq!(seq_of(&out[0]), (4, false));
@@ -153,7 +160,7 @@ async fn large_mixed_batches_commit_correctly() {
             .get_or_create_direct(users[1], users[2], 1)
             .await
             .expect("direct");
-        s.commit_batch(&[append(ab, users[0], "x5")])
+        s.commit_batch(&[append(ab, users[0], "x5")], CommitRules::default())
             .await
             .expect("seed");
         // 700 ops: two conversations interleaved, a resend of a committed
@@ -166,7 +173,10 @@ async fn large_mixed_batches_commit_correctly() {
                 _ => append(ab, users[0], &format!("x{}", i / 2)),
             });
         }
-        let out = s.commit_batch(&ops).await.expect("commit");
+        let out = s
+            .commit_batch(&ops, CommitRules::default())
+            .await
+            .expect("commit");
         let mut fresh = HashMap::<i64, Vec<i64>>::new();
         for (op, o) in ops.iter().zip(&out) {
             let WriteOp::Append(m) = op else {
@@ -221,11 +231,14 @@ async fn outsiders_are_rejected_and_nothing_is_stored() {
         );
         let (conv, _) = s.get_or_create_direct(a, bb, 1).await.expect("direct");
         let out = s
-            .commit_batch(&[
-                append(conv, c, "x"),
-                append(999, a, "y"),
-                append(conv, a, "z"),
-            ])
+            .commit_batch(
+                &[
+                    append(conv, c, "x"),
+                    append(999, a, "y"),
+                    append(conv, a, "z"),
+                ],
+                CommitRules::default(),
+            )
             .await
             .expect("commit");
         assert!(
@@ -249,7 +262,9 @@ async fn history_pages_both_ways() {
         let (a, bb) = (user(s, "ann").await, user(s, "bob").await);
         let (conv, _) = s.get_or_create_direct(a, bb, 1).await.expect("direct");
         let ops: Vec<_> = (0..25).map(|i| append(conv, a, &format!("m{i}"))).collect();
-        s.commit_batch(&ops).await.expect("commit");
+        s.commit_batch(&ops, CommitRules::default())
+            .await
+            .expect("commit");
         let q = |before, after| HistoryQuery {
             before_seq: before,
             after_seq: after,
@@ -290,7 +305,9 @@ async fn sync_caps_per_conversation() {
         let (ac, _) = s.get_or_create_direct(a, c, 1).await.expect("direct");
         let mut ops: Vec<_> = (0..5).map(|i| append(ab, bb, &format!("b{i}"))).collect();
         ops.push(append(ac, c, "c0"));
-        s.commit_batch(&ops).await.expect("commit");
+        s.commit_batch(&ops, CommitRules::default())
+            .await
+            .expect("commit");
 
         let three = SyncLimits {
             per_conversation: 3,
@@ -349,7 +366,9 @@ async fn cursors_move_forward_only_and_count_unread() {
         let (a, bb) = (user(s, "ann").await, user(s, "bob").await);
         let (conv, _) = s.get_or_create_direct(a, bb, 1).await.expect("direct");
         let ops: Vec<_> = (0..4).map(|i| append(conv, a, &format!("m{i}"))).collect();
-        s.commit_batch(&ops).await.expect("commit");
+        s.commit_batch(&ops, CommitRules::default())
+            .await
+            .expect("commit");
         let view = s
             .conversation_for(conv, bb)
             .await
@@ -372,7 +391,7 @@ async fn cursors_move_forward_only_and_count_unread() {
             seq,
         };
         let out = s
-            .commit_batch(&[read(2), read(3), read(1)])
+            .commit_batch(&[read(2), read(3), read(1)], CommitRules::default())
             .await
             .expect("read");
         assert!(
@@ -380,12 +399,18 @@ async fn cursors_move_forward_only_and_count_unread() {
             "{out:?}"
         );
         assert!(matches!(out[0], WriteOutcome::CursorUnchanged));
-        let out = s.commit_batch(&[read(99)]).await.expect("read");
+        let out = s
+            .commit_batch(&[read(99)], CommitRules::default())
+            .await
+            .expect("read");
         assert!(
             matches!(out[0], WriteOutcome::CursorMoved { seq: 4, .. }),
             "clamped: {out:?}"
         );
-        let out = s.commit_batch(&[read(2)]).await.expect("read");
+        let out = s
+            .commit_batch(&[read(2)], CommitRules::default())
+            .await
+            .expect("read");
         assert!(matches!(out[0], WriteOutcome::CursorUnchanged));
         assert_eq!(
             s.conversation_for(conv, bb)
@@ -403,9 +428,15 @@ async fn cursors_move_forward_only_and_count_unread() {
             conversation_id: conv,
             seq,
         };
-        let out = s.commit_batch(&[delivered(3)]).await.expect("delivered");
+        let out = s
+            .commit_batch(&[delivered(3)], CommitRules::default())
+            .await
+            .expect("delivered");
         assert!(matches!(out[0], WriteOutcome::CursorMoved { seq: 3, .. }));
-        let out = s.commit_batch(&[delivered(2)]).await.expect("delivered");
+        let out = s
+            .commit_batch(&[delivered(2)], CommitRules::default())
+            .await
+            .expect("delivered");
         assert!(matches!(out[0], WriteOutcome::CursorUnchanged));
         assert_eq!(s.delivered_seq(dev, conv).await.expect("seq"), 3);
     }

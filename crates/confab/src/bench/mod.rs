@@ -1,6 +1,7 @@
 //! `confab bench`: load generators that drive a real server over loopback
 //! and print one JSON line of results. Numbers are printed, never asserted.
 
+mod fanout;
 mod idle;
 mod pairs;
 mod server;
@@ -13,6 +14,9 @@ use clap::Subcommand;
 pub enum BenchCommand {
     /// N/2 sender/receiver pairs: throughput, loss, duplicates and latency.
     Pairs(pairs::PairsArgs),
+    /// One sender into a group of N members, each on its own connection:
+    /// fan-out throughput, loss and latency.
+    Fanout(fanout::FanoutArgs),
     /// N idle authenticated connections: server memory per connection.
     Idle(idle::IdleArgs),
     /// (internal) one process's share of `bench idle` connections.
@@ -24,6 +28,7 @@ pub enum BenchCommand {
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     match cmd {
         BenchCommand::Pairs(args) => pairs::run(args).await,
+        BenchCommand::Fanout(args) => fanout::run(args).await,
         BenchCommand::Idle(args) => idle::run(args).await,
         BenchCommand::IdleWorker(args) => idle::worker(args).await,
     }

@@ -64,6 +64,24 @@ pub struct ServeArgs {
     /// argon2id passes [default: 2].
     #[arg(long, env = "CONFAB_ARGON2_ITERATIONS")]
     argon2_iterations: Option<u32>,
+    /// Who may send direct messages: anyone or friends [default: anyone].
+    #[arg(long, env = "CONFAB_DIRECT_MESSAGES", value_parser = parse_direct_messages)]
+    direct_messages: Option<confab_server::config::DirectMessages>,
+    /// Most members per group, owner included [default: 10000].
+    #[arg(long, env = "CONFAB_MAX_GROUP_MEMBERS")]
+    max_group_members: Option<i64>,
+    /// Milliseconds after which an unrefreshed `typing start` ends [default: 6000].
+    #[arg(long, env = "CONFAB_TYPING_TIMEOUT_MS")]
+    typing_timeout_ms: Option<u64>,
+}
+
+fn parse_direct_messages(s: &str) -> Result<confab_server::config::DirectMessages, String> {
+    use confab_server::config::DirectMessages;
+    match s {
+        "anyone" => Ok(DirectMessages::Anyone),
+        "friends" => Ok(DirectMessages::Friends),
+        other => Err(format!("{other:?}: expected anyone or friends")),
+    }
 }
 
 impl ServeArgs {
@@ -98,6 +116,9 @@ impl ServeArgs {
             access_ttl_s => auth.access_ttl_s,
             argon2_memory_kib => auth.argon2_memory_kib,
             argon2_iterations => auth.argon2_iterations,
+            direct_messages => chat.direct_messages,
+            max_group_members => chat.max_group_members,
+            typing_timeout_ms => chat.typing_timeout_ms,
         }
         Ok(c)
     }

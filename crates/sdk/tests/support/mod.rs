@@ -58,6 +58,7 @@ pub fn user(id: i64) -> User {
         avatar_media_id: None,
         status_text: None,
         created_at: 0,
+        hide_presence: None,
     }
 }
 

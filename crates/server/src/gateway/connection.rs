@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
 use confab_bus::{ConnectionId, Delivery, Priority};
-use confab_proto::frame::FrameError;
-use confab_proto::{ApiError, ClientFrame, ErrorCode, ServerFrame};
+use confab_proto::frame::{FrameError, TypingState};
+use confab_proto::{ApiError, ClientFrame, ConversationId, ErrorCode, ServerFrame, UserId};
 use confab_store::WriteOp;
 use futures_util::SinkExt;
 use tokio::task::JoinHandle;
@@ -17,6 +17,7 @@ use tokio::task::JoinHandle;
 use super::outbound::{Closed, Outbound};
 use super::rate::TokenBucket;
 use super::sync::answer_sync;
+use super::typing::Typing;
 use crate::auth::AuthUser;
 use crate::clock::now_millis;
 use crate::committer::ReplyTo;
@@ -49,6 +50,7 @@ struct Connection {
     last_heard: Instant,
     sync_task: Option<JoinHandle<()>>,
     syncs_in_flight: Arc<AtomicUsize>,
+    typing: Typing,
 }
 
 /// Runs a connection until it closes, then unregisters it.
@@ -68,6 +70,7 @@ pub async fn serve(state: AppState, socket: WebSocket, who: AuthUser) {
         if let Err(e) = state.bus.set_interest(who.user_id, true).await {
             tracing::warn!(error = %e, "could not subscribe user on the bus");
         }
+        state.presence.connected(who.user_id).await;
     }
     state
         .open_connections
@@ -84,6 +87,7 @@ pub async fn serve(state: AppState, socket: WebSocket, who: AuthUser) {
         last_heard: Instant::now(),
         sync_task: None,
         syncs_in_flight: Arc::new(AtomicUsize::new(0)),
+        typing: Typing::new(Duration::from_millis(state.config.chat.typing_timeout_ms)),
     };
     let reason = conn.run().await;
     tracing::debug!(
@@ -96,10 +100,15 @@ pub async fn serve(state: AppState, socket: WebSocket, who: AuthUser) {
         task.abort();
     }
     out.close();
+    for (conversation_id, audience) in conn.typing.drain() {
+        conn.publish_typing(conversation_id, audience, TypingState::Stop)
+            .await;
+    }
     if state.hub.unregister(who.user_id, id) {
         if let Err(e) = state.bus.set_interest(who.user_id, false).await {
             tracing::warn!(error = %e, "could not unsubscribe user on the bus");
         }
+        state.presence.disconnected(who.user_id).await;
     }
     state
         .open_connections
@@ -118,6 +127,10 @@ impl Connection {
         };
         if self.write_now(hello.encode()).await.is_err() {
             return "hello failed";
+        }
+        // Where every friend stands, right after hello.
+        for frame in self.state.presence.snapshot_frames(self.who.user_id).await {
+            self.reply(frame);
         }
         let idle_limit = Duration::from_secs(heartbeat_s * 3);
         let period = Duration::from_secs(heartbeat_s);
@@ -141,6 +154,11 @@ impl Connection {
                     self.last_heard = Instant::now();
                     if !Box::pin(self.handle(msg)).await {
                         return "peer sent close";
+                    }
+                }
+                _ = sleep_until_or_never(self.typing.next_deadline()) => {
+                    for (conversation_id, audience) in self.typing.expire(Instant::now().into()) {
+                        Box::pin(self.publish_typing(conversation_id, audience, TypingState::Stop)).await;
                     }
                 }
                 _ = heartbeat.tick() => {
@@ -373,26 +391,7 @@ impl Connection {
                 state,
             } => {
                 metrics::frame_in("typing");
-                if !self.sends.try_take() {
-                    return; // typing is best effort: drop it quietly
-                }
-                let members = match self.state.store.member_ids(conversation_id).await {
-                    Ok(m) if m.contains(&self.who.user_id) => m,
-                    Ok(_) => {
-                        return self.reply_error(
-                            None,
-                            ApiError::new(ErrorCode::NotFound, "no such conversation"),
-                        )
-                    }
-                    Err(e) => return self.reply_error(None, crate::error::store_error(e)),
-                };
-                let frame = ServerFrame::Typing {
-                    conversation_id,
-                    user_id: self.who.user_id,
-                    state,
-                };
-                self.publish(members.into(), Some(self.who.user_id), frame)
-                    .await;
+                self.typing_frame(conversation_id, state).await;
             }
             ClientFrame::Ping { nonce } => {
                 metrics::frame_in("ping");
@@ -427,6 +426,63 @@ impl Connection {
         }
     }
 
+    /// `typing`: relayed on state changes only, to members without a block
+    /// either way; refreshes just keep it alive.
+    async fn typing_frame(&mut self, conversation_id: ConversationId, state: TypingState) {
+        let now = tokio::time::Instant::now();
+        match state {
+            TypingState::Start => {
+                if self.typing.refresh(conversation_id, now) {
+                    return;
+                }
+                if !self.sends.try_take() {
+                    return; // typing is best effort: drop it quietly
+                }
+                let audience = match self
+                    .state
+                    .store
+                    .audience(conversation_id, self.who.user_id)
+                    .await
+                {
+                    Ok(Some(a)) => Arc::<[UserId]>::from(a),
+                    Ok(None) => {
+                        return self.reply_error(
+                            None,
+                            ApiError::new(ErrorCode::NotFound, "no such conversation"),
+                        )
+                    }
+                    Err(e) => return self.reply_error(None, crate::error::store_error(e)),
+                };
+                self.typing.start(conversation_id, audience.clone(), now);
+                self.publish_typing(conversation_id, audience, TypingState::Start)
+                    .await;
+            }
+            TypingState::Stop => {
+                if let Some(audience) = self.typing.stop(conversation_id) {
+                    self.publish_typing(conversation_id, audience, TypingState::Stop)
+                        .await;
+                }
+            }
+        }
+    }
+
+    async fn publish_typing(
+        &mut self,
+        conversation_id: ConversationId,
+        audience: Arc<[UserId]>,
+        state: TypingState,
+    ) {
+        if audience.is_empty() {
+            return;
+        }
+        let frame = ServerFrame::Typing {
+            conversation_id,
+            user_id: self.who.user_id,
+            state,
+        };
+        self.publish(audience, Some(self.who.user_id), frame).await;
+    }
+
     async fn submit_cursor(&mut self, op: WriteOp, seq: i64) {
         if seq < 0 {
             return self.reply_error(
@@ -451,5 +507,13 @@ impl Connection {
         if let Err(e) = self.state.bus.publish(delivery).await {
             tracing::debug!(error = %e, "ephemeral publish failed");
         }
+    }
+}
+
+/// Sleeps until `deadline`, or forever when there is none.
+async fn sleep_until_or_never(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
     }
 }

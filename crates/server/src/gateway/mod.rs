@@ -6,6 +6,7 @@ mod connection;
 pub mod outbound;
 mod rate;
 mod sync;
+mod typing;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 

@@ -16,15 +16,14 @@ use confab_store::{HistoryQuery, WriteOp, WriteOutcome};
 use serde::Deserialize;
 
 use super::extract::ApiPath;
+use super::groups::require_member;
 use super::{ApiJson, ApiQuery};
 use crate::auth::AuthUser;
 use crate::clock::now_millis;
+use crate::config::DirectMessages;
 use crate::error::{AppError, AppResult};
 use crate::send::prepare_send;
 use crate::state::AppState;
-
-/// Most members a group may be created with.
-const GROUP_CREATE_MAX: usize = 10_000;
 
 /// `POST /v1/conversations`: get-or-create direct, or create a group.
 pub async fn create(
@@ -44,6 +43,27 @@ pub async fn create(
                 .user(user_id)
                 .await?
                 .ok_or_else(|| AppError::not_found("user"))?;
+            // A new conversation announces itself to the other user: not
+            // to someone with a block either way, nor to a stranger when
+            // only friends may message.
+            if state.store.blocked_either(who.user_id, user_id).await? {
+                return Err(AppError::new(
+                    ErrorCode::Blocked,
+                    "this user cannot be messaged: one of you blocked the other",
+                ));
+            }
+            if state.config.chat.direct_messages == DirectMessages::Friends
+                && !state
+                    .store
+                    .friend_ids(who.user_id)
+                    .await?
+                    .contains(&user_id)
+            {
+                return Err(AppError::new(
+                    ErrorCode::NotFriends,
+                    "this server allows direct messages only between friends",
+                ));
+            }
             state
                 .store
                 .get_or_create_direct(who.user_id, user_id, now_millis())
@@ -54,19 +74,27 @@ pub async fn create(
             if title.is_empty() || title.chars().count() > 64 {
                 return Err(AppError::bad_request("title must be 1-64 characters"));
             }
-            if member_ids.len() > GROUP_CREATE_MAX {
-                return Err(AppError::bad_request("too many members for one request"));
+            let mut distinct: Vec<UserId> = member_ids
+                .iter()
+                .copied()
+                .filter(|&m| m != who.user_id)
+                .collect();
+            distinct.sort_unstable();
+            distinct.dedup();
+            let max = state.config.chat.max_group_members;
+            if distinct.len() as i64 + 1 > max {
+                return Err(AppError::new(
+                    ErrorCode::GroupFull,
+                    format!("a group may have at most {max} members"),
+                ));
             }
-            for &m in &member_ids {
-                state
-                    .store
-                    .user(m)
-                    .await?
-                    .ok_or_else(|| AppError::not_found("user"))?;
+            let known = state.store.presence_records(&distinct).await?;
+            if known.len() != distinct.len() {
+                return Err(AppError::not_found("user"));
             }
             let id = state
                 .store
-                .create_group(who.user_id, title, &member_ids, now_millis())
+                .create_group(who.user_id, title, &distinct, now_millis())
                 .await?;
             (id, true)
         }
@@ -87,9 +115,19 @@ pub async fn create(
     Ok((status, Json(view)))
 }
 
-/// Tells the other members' devices that a conversation now includes them.
+/// Tells the members' devices that a conversation now includes them.
 async fn announce_new_conversation(state: &AppState, view: &Conversation, creator: UserId) {
-    let users: Arc<[UserId]> = view.members.iter().map(|m| m.user_id).collect();
+    let users: Arc<[UserId]> = if view.members.len() as i64 == view.member_count {
+        view.members.iter().map(|m| m.user_id).collect()
+    } else {
+        match state.store.member_ids(view.id).await {
+            Ok(ids) => Arc::from(ids),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not announce conversation");
+                return;
+            }
+        }
+    };
     let mut data = serde_json::Map::new();
     data.insert("conversation_id".into(), view.id.into());
     data.insert("by_user_id".into(), creator.into());
@@ -100,7 +138,7 @@ async fn announce_new_conversation(state: &AppState, view: &Conversation, creato
     .encode();
     let delivery = Delivery {
         users,
-        skip_user: Some(creator),
+        skip_user: None,
         skip_connection: None,
         priority: Priority::Control,
         frame: Bytes::from(frame),
@@ -125,6 +163,7 @@ pub async fn get_one(
     who: AuthUser,
     ApiPath(id): ApiPath<ConversationId>,
 ) -> AppResult<Json<Conversation>> {
+    require_member(&state, id, who.user_id).await?;
     let view = state
         .store
         .conversation_for(id, who.user_id)
@@ -148,11 +187,7 @@ pub async fn history(
     ApiPath(id): ApiPath<ConversationId>,
     ApiQuery(p): ApiQuery<HistoryParams>,
 ) -> AppResult<Json<MessagePage>> {
-    state
-        .store
-        .member(id, who.user_id)
-        .await?
-        .ok_or_else(|| AppError::not_found("conversation"))?;
+    require_member(&state, id, who.user_id).await?;
     let max = state.config.limits.history_page_max;
     let query = HistoryQuery {
         before_seq: p.before_seq,
@@ -199,11 +234,21 @@ pub async fn send(
                 }),
             ))
         }
-        WriteOutcome::Rejected(code) => Err(AppError::new(code, "refused")),
+        WriteOutcome::Rejected(code) => Err(AppError::new(code, send_refusal(code))),
         _ => Err(AppError::new(
             ErrorCode::Internal,
             "unexpected commit outcome",
         )),
+    }
+}
+
+fn send_refusal(code: ErrorCode) -> &'static str {
+    match code {
+        ErrorCode::NotFound => "no such conversation, or you are not a member of it",
+        ErrorCode::Forbidden => "you are no longer a member of this conversation",
+        ErrorCode::Blocked => "this user cannot be messaged: one of you blocked the other",
+        ErrorCode::NotFriends => "this server allows direct messages only between friends",
+        _ => "refused",
     }
 }
 
@@ -223,7 +268,7 @@ pub async fn read(
         seq: req.seq,
     };
     match state.committer.commit(op).await? {
-        WriteOutcome::Rejected(code) => Err(AppError::new(code, "no such conversation")),
+        WriteOutcome::Rejected(code) => Err(AppError::new(code, send_refusal(code))),
         _ => Ok(StatusCode::NO_CONTENT),
     }
 }

@@ -3,11 +3,13 @@
 mod accounts;
 mod conversations;
 mod extract;
+mod friends;
+mod groups;
 mod health;
 mod users;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post, put};
 use axum::Router;
 use confab_proto::ErrorCode;
 
@@ -32,7 +34,32 @@ pub fn router(state: AppState) -> Router {
             "/conversations",
             get(conversations::list).post(conversations::create),
         )
-        .route("/conversations/{id}", get(conversations::get_one))
+        .route(
+            "/conversations/{id}",
+            get(conversations::get_one).patch(groups::update),
+        )
+        .route(
+            "/conversations/{id}/members",
+            get(groups::list).post(groups::add),
+        )
+        .route(
+            "/conversations/{id}/members/{user_id}",
+            delete(groups::remove).patch(groups::set_role),
+        )
+        .route(
+            "/friends/requests",
+            get(friends::list_requests).post(friends::request),
+        )
+        .route("/friends/requests/{id}", delete(friends::cancel))
+        .route("/friends/requests/{id}/accept", post(friends::accept))
+        .route("/friends/requests/{id}/decline", post(friends::decline))
+        .route("/friends", get(friends::list))
+        .route("/friends/{user_id}", delete(friends::unfriend))
+        .route("/blocks", get(friends::blocks))
+        .route(
+            "/blocks/{user_id}",
+            put(friends::block).delete(friends::unblock),
+        )
         .route(
             "/conversations/{id}/messages",
             get(conversations::history).post(conversations::send),

@@ -21,7 +21,14 @@ pub async fn me(State(state): State<AppState>, who: AuthUser) -> AppResult<Json<
         .user(who.user_id)
         .await?
         .ok_or_else(|| AppError::not_found("user"))?;
-    Ok(Json(user))
+    Ok(Json(with_settings(&state, user).await?))
+}
+
+/// Adds the owner-only settings to the caller's own profile.
+async fn with_settings(state: &AppState, mut user: User) -> AppResult<User> {
+    let records = state.store.presence_records(&[user.id]).await?;
+    user.hide_presence = Some(records.get(&user.id).is_some_and(|r| r.hidden));
+    Ok(user)
 }
 
 /// `PATCH /v1/users/me`.
@@ -47,13 +54,21 @@ pub async fn update_me(
         display_name: req.display_name,
         avatar_media_id: req.avatar_media_id,
         status_text: req.status_text,
+        hide_presence: req.hide_presence,
     };
+    let before = state.store.presence_records(&[who.user_id]).await?;
+    let was_hidden = before.get(&who.user_id).is_some_and(|r| r.hidden);
     let user = state
         .store
         .update_profile(who.user_id, update)
         .await?
         .ok_or_else(|| AppError::not_found("user"))?;
-    Ok(Json(user))
+    if let Some(hidden) = req.hide_presence {
+        if hidden != was_hidden {
+            state.presence.visibility_changed(who.user_id, hidden).await;
+        }
+    }
+    Ok(Json(with_settings(&state, user).await?))
 }
 
 /// Query of `GET /v1/users`.

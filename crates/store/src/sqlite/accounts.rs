@@ -77,7 +77,8 @@ pub(crate) async fn update_profile(
         "UPDATE users SET
             display_name    = CASE WHEN ?1 THEN ?2 ELSE display_name END,
             avatar_media_id = CASE WHEN ?3 THEN ?4 ELSE avatar_media_id END,
-            status_text     = CASE WHEN ?5 THEN ?6 ELSE status_text END
+            status_text     = CASE WHEN ?5 THEN ?6 ELSE status_text END,
+            hide_presence   = CASE WHEN ?8 THEN ?9 ELSE hide_presence END
          WHERE id = ?7 RETURNING {USER_COLUMNS}"
     ))
     .bind(update.display_name.is_some())
@@ -87,6 +88,8 @@ pub(crate) async fn update_profile(
     .bind(update.status_text.is_some())
     .bind(update.status_text.flatten())
     .bind(id)
+    .bind(update.hide_presence.is_some())
+    .bind(update.hide_presence.unwrap_or(false))
     .fetch_optional(db)
     .await?;
     row.as_ref().map(rows::user).transpose()

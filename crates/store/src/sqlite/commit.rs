@@ -5,13 +5,15 @@
 //! idempotency lookup, one `UPDATE … RETURNING` that reserves a block of
 //! seqs per conversation, one multi-row insert, then the cursor updates.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
+use confab_proto::api::ConversationKind;
 use confab_proto::error::ErrorCode;
 use confab_proto::{ConversationId, Millis, Seq, UserId};
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
+use super::groups;
 use crate::types::*;
 use crate::Result;
 
@@ -33,19 +35,59 @@ fn pieces<T>(mut items: &[T]) -> impl Iterator<Item = &[T]> {
     })
 }
 
-type Members = HashMap<ConversationId, Arc<[UserId]>>;
+/// What the write path needs to know about each touched conversation.
+struct Info {
+    kind: ConversationKind,
+    members: Arc<[UserId]>,
+}
 
-pub(crate) async fn commit_batch(db: &SqlitePool, ops: &[WriteOp]) -> Result<Vec<WriteOutcome>> {
+type Members = HashMap<ConversationId, Info>;
+
+pub(crate) async fn commit_batch(
+    db: &SqlitePool,
+    ops: &[WriteOp],
+    rules: CommitRules,
+) -> Result<Vec<WriteOutcome>> {
     let mut out: Vec<Option<WriteOutcome>> = vec![None; ops.len()];
     let mut tx = db.begin().await?;
-    let members = load_members(&mut tx, ops).await?;
-    append_messages(&mut tx, ops, &members, &mut out).await?;
-    move_cursors(&mut tx, ops, &members, &mut out).await?;
+    // Group changes split the batch: the plain writes before one see the
+    // membership before it, the ones after see it after.
+    let mut start = 0;
+    for i in 0..=ops.len() {
+        let group = match ops.get(i) {
+            Some(WriteOp::Group { change, ts }) => Some((change, *ts)),
+            Some(_) => continue,
+            None => None,
+        };
+        if start < i {
+            plain_writes(&mut tx, &ops[start..i], &mut out[start..i], rules).await?;
+        }
+        if let Some((change, ts)) = group {
+            out[i] = Some(match groups::apply(&mut tx, change, ts).await? {
+                Ok(done) => WriteOutcome::GroupChanged(done),
+                Err(code) => WriteOutcome::Rejected(code),
+            });
+        }
+        start = i + 1;
+    }
     tx.commit().await?;
     Ok(out
         .into_iter()
         .map(|o| o.unwrap_or(WriteOutcome::Rejected(ErrorCode::Internal)))
         .collect())
+}
+
+/// Sends and cursor moves: a fixed handful of statements however many.
+async fn plain_writes(
+    tx: &mut SqliteConnection,
+    ops: &[WriteOp],
+    out: &mut [Option<WriteOutcome>],
+    rules: CommitRules,
+) -> Result<()> {
+    let members = load_members(tx, ops).await?;
+    append_messages(tx, ops, &members, out, rules).await?;
+    move_cursors(tx, ops, &members, out).await?;
+    refuse_outsiders(tx, ops, out).await
 }
 
 fn conversation_of(op: &WriteOp) -> ConversationId {
@@ -57,7 +99,46 @@ fn conversation_of(op: &WriteOp) -> ConversationId {
         | WriteOp::Read {
             conversation_id, ..
         } => *conversation_id,
+        WriteOp::Group { change, .. } => change.conversation_id(),
     }
+}
+
+fn actor_of(op: &WriteOp) -> UserId {
+    match op {
+        WriteOp::Append(m) => m.sender_id,
+        WriteOp::Delivered { user_id, .. } | WriteOp::Read { user_id, .. } => *user_id,
+        WriteOp::Group { change, .. } => match change {
+            GroupChange::Add { by, .. }
+            | GroupChange::Remove { by, .. }
+            | GroupChange::SetRole { by, .. }
+            | GroupChange::Update { by, .. } => *by,
+        },
+    }
+}
+
+/// Ops refused as `NotFound` by a non-member: a former member gets
+/// `Forbidden` instead (they know the conversation; they may not use it).
+async fn refuse_outsiders(
+    tx: &mut SqliteConnection,
+    ops: &[WriteOp],
+    out: &mut [Option<WriteOutcome>],
+) -> Result<()> {
+    for (i, op) in ops.iter().enumerate() {
+        if !matches!(out[i], Some(WriteOutcome::Rejected(ErrorCode::NotFound))) {
+            continue;
+        }
+        let former: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM former_members WHERE conversation_id = ? AND user_id = ?",
+        )
+        .bind(conversation_of(op))
+        .bind(actor_of(op))
+        .fetch_optional(&mut *tx)
+        .await?;
+        if former.is_some() {
+            out[i] = Some(WriteOutcome::Rejected(ErrorCode::Forbidden));
+        }
+    }
+    Ok(())
 }
 
 async fn load_members(tx: &mut SqliteConnection, ops: &[WriteOp]) -> Result<Members> {
@@ -68,7 +149,25 @@ async fn load_members(tx: &mut SqliteConnection, ops: &[WriteOp]) -> Result<Memb
         .into_iter()
         .collect();
     let mut grouped: HashMap<ConversationId, Vec<UserId>> = HashMap::new();
+    let mut kinds: HashMap<ConversationId, ConversationKind> = HashMap::new();
     for piece in pieces(&ids) {
+        let mut q: QueryBuilder<Sqlite> =
+            QueryBuilder::new("SELECT id, kind FROM conversations WHERE id IN (");
+        let mut list = q.separated(", ");
+        for id in piece {
+            list.push_bind(*id);
+        }
+        q.push(")");
+        for row in q.build().persistent(true).fetch_all(&mut *tx).await? {
+            let id: i64 = row.try_get(0)?;
+            let kind: &str = row.try_get(1)?;
+            let kind = if kind == "direct" {
+                ConversationKind::Direct
+            } else {
+                ConversationKind::Group
+            };
+            kinds.insert(id, kind);
+        }
         let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
             "SELECT conversation_id, user_id FROM members WHERE conversation_id IN (",
         );
@@ -85,12 +184,123 @@ async fn load_members(tx: &mut SqliteConnection, ops: &[WriteOp]) -> Result<Memb
     }
     Ok(grouped
         .into_iter()
-        .map(|(k, v)| (k, Arc::from(v)))
+        .map(|(k, v)| {
+            let kind = kinds.get(&k).copied().unwrap_or(ConversationKind::Group);
+            (
+                k,
+                Info {
+                    kind,
+                    members: Arc::from(v),
+                },
+            )
+        })
         .collect())
 }
 
-fn is_member(members: &Members, conv: ConversationId, user: UserId) -> Option<&Arc<[UserId]>> {
-    members.get(&conv).filter(|m| m.contains(&user))
+fn is_member(members: &Members, conv: ConversationId, user: UserId) -> Option<&Info> {
+    members.get(&conv).filter(|m| m.members.contains(&user))
+}
+
+fn members_of(members: &Members, conv: ConversationId) -> Arc<[UserId]> {
+    members
+        .get(&conv)
+        .map(|i| i.members.clone())
+        .unwrap_or_else(|| Arc::from(vec![]))
+}
+
+/// Pairs of users (sender, other member) of direct conversations.
+type Pair = (UserId, UserId);
+
+/// Which of these pairs have a block either way.
+async fn blocked_pairs(tx: &mut SqliteConnection, pairs: &[Pair]) -> Result<HashSet<Pair>> {
+    let mut hit = HashSet::new();
+    for piece in pieces(pairs) {
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("WITH p(a, b) AS (VALUES ");
+        push_pairs(&mut q, piece);
+        q.push(
+            ") SELECT a, b FROM p WHERE EXISTS (SELECT 1 FROM blocks
+               WHERE (blocker_id = p.a AND blocked_id = p.b) OR (blocker_id = p.b AND blocked_id = p.a))",
+        );
+        for row in q.build().persistent(true).fetch_all(&mut *tx).await? {
+            hit.insert((row.try_get(0)?, row.try_get(1)?));
+        }
+    }
+    Ok(hit)
+}
+
+/// Which of these pairs are friends.
+async fn friend_pairs(tx: &mut SqliteConnection, pairs: &[Pair]) -> Result<HashSet<Pair>> {
+    let mut hit = HashSet::new();
+    for piece in pieces(pairs) {
+        let mut q: QueryBuilder<Sqlite> = QueryBuilder::new("WITH p(a, b) AS (VALUES ");
+        push_pairs(&mut q, piece);
+        q.push(
+            ") SELECT p.a, p.b FROM p JOIN friendships f ON f.user_id = p.a AND f.friend_id = p.b",
+        );
+        for row in q.build().persistent(true).fetch_all(&mut *tx).await? {
+            hit.insert((row.try_get(0)?, row.try_get(1)?));
+        }
+    }
+    Ok(hit)
+}
+
+fn push_pairs(q: &mut QueryBuilder<Sqlite>, pairs: &[Pair]) {
+    let mut list = q.separated(", ");
+    for (a, b) in pairs {
+        list.push("(");
+        list.push_bind_unseparated(*a);
+        list.push_unseparated(", ");
+        list.push_bind_unseparated(*b);
+        list.push_unseparated(")");
+    }
+}
+
+/// Refuses fresh direct messages between users with a block either way, or
+/// (under the friends-only policy) between strangers.
+async fn check_direct_rules(
+    tx: &mut SqliteConnection,
+    fresh: &mut Vec<(usize, &NewMessage)>,
+    members: &Members,
+    out: &mut [Option<WriteOutcome>],
+    rules: CommitRules,
+) -> Result<()> {
+    let other = |m: &NewMessage| -> Option<UserId> {
+        let info = members.get(&m.conversation_id)?;
+        if info.kind != ConversationKind::Direct {
+            return None;
+        }
+        info.members.iter().copied().find(|&u| u != m.sender_id)
+    };
+    let pairs: Vec<Pair> = fresh
+        .iter()
+        .filter_map(|(_, m)| other(m).map(|o| (m.sender_id, o)))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if pairs.is_empty() {
+        return Ok(());
+    }
+    let blocked = blocked_pairs(tx, &pairs).await?;
+    let friends = match rules.direct_messages {
+        DirectMessagePolicy::Anyone => None,
+        DirectMessagePolicy::FriendsOnly => Some(friend_pairs(tx, &pairs).await?),
+    };
+    fresh.retain(|&(i, m)| {
+        let Some(o) = other(m) else { return true };
+        let code = if blocked.contains(&(m.sender_id, o)) {
+            ErrorCode::Blocked
+        } else if friends
+            .as_ref()
+            .is_some_and(|f| !f.contains(&(m.sender_id, o)))
+        {
+            ErrorCode::NotFriends
+        } else {
+            return true;
+        };
+        out[i] = Some(WriteOutcome::Rejected(code));
+        false
+    });
+    Ok(())
 }
 
 async fn append_messages(
@@ -98,6 +308,7 @@ async fn append_messages(
     ops: &[WriteOp],
     members: &Members,
     out: &mut [Option<WriteOutcome>],
+    rules: CommitRules,
 ) -> Result<()> {
     // Authorise, and collect the candidate appends.
     let mut candidates: Vec<(usize, &NewMessage)> = Vec::new();
@@ -140,10 +351,7 @@ async fn append_messages(
     let mut repeats: Vec<(usize, usize)> = Vec::new();
     for &(i, m) in &candidates {
         let key: Key = (m.client_msg_id.as_str(), m.sender_id, m.conversation_id);
-        let conv_members = members
-            .get(&m.conversation_id)
-            .cloned()
-            .unwrap_or_else(|| Arc::from(vec![]));
+        let conv_members = members_of(members, m.conversation_id);
         if let Some(&(seq, ts)) =
             committed.get(&(m.client_msg_id.clone(), m.sender_id, m.conversation_id))
         {
@@ -160,6 +368,7 @@ async fn append_messages(
             fresh.push((i, m));
         }
     }
+    check_direct_rules(tx, &mut fresh, members, out, rules).await?;
     if fresh.is_empty() {
         resolve_repeats(out, &repeats);
         return Ok(());
@@ -218,11 +427,9 @@ async fn append_messages(
         });
         q.build().persistent(true).execute(&mut *tx).await?;
     }
+    insert_mentions(tx, &assigned, members).await?;
     for (i, m, seq) in assigned {
-        let conv_members = members
-            .get(&m.conversation_id)
-            .cloned()
-            .unwrap_or_else(|| Arc::from(vec![]));
+        let conv_members = members_of(members, m.conversation_id);
         out[i] = Some(WriteOutcome::Appended {
             seq,
             ts: m.ts,
@@ -231,6 +438,36 @@ async fn append_messages(
         });
     }
     resolve_repeats(out, &repeats);
+    Ok(())
+}
+
+/// Records who each new message mentions (members other than the sender).
+async fn insert_mentions(
+    tx: &mut SqliteConnection,
+    assigned: &[(usize, &NewMessage, Seq)],
+    members: &Members,
+) -> Result<()> {
+    let rows: Vec<(UserId, ConversationId, Seq)> = assigned
+        .iter()
+        .flat_map(|&(_, m, seq)| {
+            let conv = members.get(&m.conversation_id);
+            m.mentions
+                .iter()
+                .copied()
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .filter(move |&u| u != m.sender_id && conv.is_some_and(|c| c.members.contains(&u)))
+                .map(move |u| (u, m.conversation_id, seq))
+        })
+        .collect();
+    for chunk in pieces(&rows) {
+        let mut q: QueryBuilder<Sqlite> =
+            QueryBuilder::new("INSERT OR IGNORE INTO mentions (user_id, conversation_id, seq) ");
+        q.push_values(chunk, |mut row, (u, c, seq)| {
+            row.push_bind(*u).push_bind(*c).push_bind(*seq);
+        });
+        q.build().persistent(true).execute(&mut *tx).await?;
+    }
     Ok(())
 }
 
@@ -262,7 +499,7 @@ async fn move_cursors(
     let mut highest: HashMap<(bool, i64, ConversationId), (usize, Seq)> = HashMap::new();
     for (i, op) in ops.iter().enumerate() {
         let (key, user, seq) = match op {
-            WriteOp::Append(_) => continue,
+            WriteOp::Append(_) | WriteOp::Group { .. } => continue,
             WriteOp::Read {
                 user_id,
                 conversation_id,
@@ -316,14 +553,11 @@ async fn move_cursors(
             .fetch_optional(&mut *tx)
             .await?
         };
-        if let Some(seq) = moved {
-            let conv_members = members
-                .get(&conv)
-                .cloned()
-                .unwrap_or_else(|| Arc::from(vec![]));
+        if let (Some(seq), Some(info)) = (moved, members.get(&conv)) {
             out[i] = Some(WriteOutcome::CursorMoved {
                 seq,
-                members: conv_members,
+                members: info.members.clone(),
+                kind: info.kind,
             });
         }
     }

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use confab_proto::api::{Conversation, ConversationKind, Member, Role};
+use confab_proto::api::{Conversation, ConversationKind, Member, Role, MEMBERS_INLINE_MAX};
 use confab_proto::{ConversationId, MessageRecord, Seq, UserId};
 use sqlx::{Row, SqlitePool};
 
@@ -26,25 +26,28 @@ pub(crate) async fn get_or_create_direct(
     if let Some(id) = existing {
         return Ok((id, false));
     }
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO conversations (kind, direct_key, created_by, created_at)
-         VALUES ('direct', ?, ?, ?) RETURNING id",
-    )
-    .bind(&key)
-    .bind(a)
-    .bind(now)
-    .fetch_one(&mut *tx)
-    .await?;
     let mut users = vec![a];
     if b != a {
         users.push(b);
     }
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO conversations (kind, direct_key, created_by, created_at, member_count)
+         VALUES ('direct', ?, ?, ?, ?) RETURNING id",
+    )
+    .bind(&key)
+    .bind(a)
+    .bind(now)
+    .bind(users.len() as i64)
+    .fetch_one(&mut *tx)
+    .await?;
     for user in users {
         sqlx::query(
-            "INSERT INTO members (conversation_id, user_id, role, joined_seq) VALUES (?, ?, 'member', 0)",
+            "INSERT INTO members (conversation_id, user_id, role, joined_seq, joined_at)
+             VALUES (?, ?, 'member', 0, ?)",
         )
         .bind(id)
         .bind(user)
+        .bind(now)
         .execute(&mut *tx)
         .await?;
     }
@@ -70,21 +73,30 @@ pub(crate) async fn create_group(
     .fetch_one(&mut *tx)
     .await?;
     let mut seen = std::collections::HashSet::new();
-    let all =
-        std::iter::once((owner, Role::Owner)).chain(members.iter().map(|&m| (m, Role::Member)));
-    for (user, role) in all {
-        if !seen.insert(user) {
-            continue;
-        }
-        sqlx::query(
-            "INSERT INTO members (conversation_id, user_id, role, joined_seq) VALUES (?, ?, ?, 0)",
-        )
+    let all: Vec<(UserId, Role)> = std::iter::once((owner, Role::Owner))
+        .chain(members.iter().map(|&m| (m, Role::Member)))
+        .filter(|(u, _)| seen.insert(*u))
+        .collect();
+    for chunk in all.chunks(200) {
+        let mut q: sqlx::QueryBuilder<sqlx::Sqlite> = sqlx::QueryBuilder::new(
+            "INSERT INTO members (conversation_id, user_id, role, joined_seq, joined_at) ",
+        );
+        q.push_values(chunk, |mut row, (user, role)| {
+            row.push_bind(id)
+                .push_bind(*user)
+                .push_bind(role_name(*role))
+                .push_bind(0i64)
+                .push_bind(now);
+        });
+        q.build().execute(&mut *tx).await?;
+    }
+    sqlx::query("UPDATE conversations SET member_count = ? WHERE id = ?")
+        .bind(all.len() as i64)
         .bind(id)
-        .bind(user)
-        .bind(role_name(role))
         .execute(&mut *tx)
         .await?;
-    }
+    let body = serde_json::json!({"event": "group_created", "title": title, "by_user_id": owner});
+    super::groups::notice(&mut tx, id, owner, body, now).await?;
     tx.commit().await?;
     Ok(id)
 }
@@ -123,14 +135,19 @@ struct Header {
     id: ConversationId,
     kind: ConversationKind,
     title: Option<String>,
+    avatar_media_id: Option<String>,
+    members_can_add: bool,
+    member_count: i64,
     last_seq: Seq,
     created_at: Millis,
     read_seq: Seq,
     joined_seq: Seq,
+    muted: bool,
 }
 
 const HEADER_SQL: &str =
-    "SELECT c.id, c.kind, c.title, c.last_seq, c.created_at, m.read_seq, m.joined_seq
+    "SELECT c.id, c.kind, c.title, c.avatar_media_id, c.members_can_add, c.member_count,
+            c.last_seq, c.created_at, m.read_seq, m.joined_seq, m.muted
      FROM members m JOIN conversations c ON c.id = m.conversation_id WHERE m.user_id = ?";
 
 fn header(row: &sqlx::sqlite::SqliteRow) -> Result<Header> {
@@ -147,18 +164,24 @@ fn header(row: &sqlx::sqlite::SqliteRow) -> Result<Header> {
             }
         },
         title: row.try_get("title")?,
+        avatar_media_id: row.try_get("avatar_media_id")?,
+        members_can_add: row.try_get("members_can_add")?,
+        member_count: row.try_get("member_count")?,
         last_seq: row.try_get("last_seq")?,
         created_at: row.try_get("created_at")?,
         read_seq: row.try_get("read_seq")?,
         joined_seq: row.try_get("joined_seq")?,
+        muted: row.try_get("muted")?,
     })
 }
 
 async fn view(db: &SqlitePool, h: Header, user: UserId) -> Result<Conversation> {
     let member_rows = sqlx::query(
-        "SELECT user_id, role, joined_seq, read_seq FROM members WHERE conversation_id = ? ORDER BY user_id",
+        "SELECT user_id, role, joined_seq, read_seq FROM members WHERE conversation_id = ?
+         ORDER BY user_id LIMIT ?",
     )
     .bind(h.id)
+    .bind(MEMBERS_INLINE_MAX as i64)
     .fetch_all(db)
     .await?;
     let members = member_rows
@@ -188,15 +211,28 @@ async fn view(db: &SqlitePool, h: Header, user: UserId) -> Result<Conversation> 
     .bind(UNREAD_CAP)
     .fetch_one(db)
     .await?;
+    let unread_mentions: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM mentions WHERE user_id = ? AND conversation_id = ? AND seq > ?",
+    )
+    .bind(user)
+    .bind(h.id)
+    .bind(h.read_seq.max(h.joined_seq))
+    .fetch_one(db)
+    .await?;
     Ok(Conversation {
         id: h.id,
         kind: h.kind,
         title: h.title,
+        avatar_media_id: h.avatar_media_id,
+        members_can_add: h.members_can_add,
         members,
+        member_count: h.member_count,
         last_seq: h.last_seq,
         last_message,
         read_seq: h.read_seq,
         unread_count,
+        unread_mentions,
+        muted: h.muted,
         created_at: h.created_at,
     })
 }
@@ -269,7 +305,106 @@ pub(crate) async fn history(
     if !forward {
         messages.reverse();
     }
+    add_read_counts(db, id, user, &mut messages).await?;
     Ok((messages, has_more))
+}
+
+/// In groups, marks each of `user`'s own messages with how many other
+/// members' read cursors have passed it.
+async fn add_read_counts(
+    db: &SqlitePool,
+    id: ConversationId,
+    user: UserId,
+    messages: &mut [MessageRecord],
+) -> Result<()> {
+    if !messages.iter().any(|m| m.sender_id == user) {
+        return Ok(());
+    }
+    let kind: Option<String> = sqlx::query_scalar("SELECT kind FROM conversations WHERE id = ?")
+        .bind(id)
+        .fetch_optional(db)
+        .await?;
+    if kind.as_deref() != Some("group") {
+        return Ok(());
+    }
+    let mut reads: Vec<Seq> = sqlx::query_scalar(
+        "SELECT read_seq FROM members WHERE conversation_id = ? AND user_id != ? ORDER BY read_seq",
+    )
+    .bind(id)
+    .bind(user)
+    .fetch_all(db)
+    .await?;
+    reads.sort_unstable();
+    for m in messages.iter_mut().filter(|m| m.sender_id == user) {
+        let below = reads.partition_point(|&r| r < m.seq);
+        m.read_by = Some(u32::try_from(reads.len() - below).unwrap_or(u32::MAX));
+    }
+    Ok(())
+}
+
+pub(crate) async fn members(db: &SqlitePool, id: ConversationId) -> Result<Vec<Member>> {
+    let rows = sqlx::query(
+        "SELECT user_id, role, joined_seq, read_seq FROM members WHERE conversation_id = ? ORDER BY user_id",
+    )
+    .bind(id)
+    .fetch_all(db)
+    .await?;
+    rows.iter().map(rows::member).collect()
+}
+
+pub(crate) async fn was_member(db: &SqlitePool, id: ConversationId, user: UserId) -> Result<bool> {
+    let hit: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM former_members WHERE conversation_id = ? AND user_id = ?",
+    )
+    .bind(id)
+    .bind(user)
+    .fetch_optional(db)
+    .await?;
+    Ok(hit.is_some())
+}
+
+pub(crate) async fn audience(
+    db: &SqlitePool,
+    id: ConversationId,
+    user: UserId,
+) -> Result<Option<Vec<UserId>>> {
+    let mut conn = db.acquire().await?;
+    let member: Option<i64> =
+        sqlx::query_scalar("SELECT 1 FROM members WHERE conversation_id = ? AND user_id = ?")
+            .bind(id)
+            .bind(user)
+            .fetch_optional(&mut *conn)
+            .await?;
+    if member.is_none() {
+        return Ok(None);
+    }
+    let users = sqlx::query_scalar(
+        "SELECT m.user_id FROM members m WHERE m.conversation_id = ?1 AND m.user_id != ?2
+           AND NOT EXISTS (SELECT 1 FROM blocks b
+               WHERE (b.blocker_id = m.user_id AND b.blocked_id = ?2)
+                  OR (b.blocker_id = ?2 AND b.blocked_id = m.user_id))",
+    )
+    .bind(id)
+    .bind(user)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(Some(users))
+}
+
+pub(crate) async fn set_muted(
+    db: &SqlitePool,
+    id: ConversationId,
+    user: UserId,
+    muted: bool,
+) -> Result<bool> {
+    let done =
+        sqlx::query("UPDATE members SET muted = ? WHERE conversation_id = ? AND user_id = ?")
+            .bind(muted)
+            .bind(id)
+            .bind(user)
+            .execute(db)
+            .await?;
+    Ok(done.rows_affected() > 0)
 }
 
 pub(crate) async fn sync(

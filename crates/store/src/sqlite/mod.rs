@@ -7,7 +7,9 @@
 mod accounts;
 mod commit;
 mod conversations;
+mod groups;
 mod rows;
+mod social;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -15,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use confab_proto::api::{Conversation, Member, User};
+use confab_proto::api::{Conversation, FriendRequest, Member, User};
 use confab_proto::{ConversationId, DeviceId, MessageRecord, Seq, UserId};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -224,8 +226,89 @@ impl Store for SqliteStore {
         conversations::member_ids(&self.reader, id).await
     }
 
-    async fn commit_batch(&self, ops: &[WriteOp]) -> Result<Vec<WriteOutcome>> {
-        commit::commit_batch(&self.writer, ops).await
+    async fn members(&self, id: ConversationId) -> Result<Vec<Member>> {
+        conversations::members(&self.reader, id).await
+    }
+
+    async fn was_member(&self, id: ConversationId, user: UserId) -> Result<bool> {
+        conversations::was_member(&self.reader, id, user).await
+    }
+
+    async fn audience(&self, id: ConversationId, user: UserId) -> Result<Option<Vec<UserId>>> {
+        conversations::audience(&self.reader, id, user).await
+    }
+
+    async fn set_muted(&self, id: ConversationId, user: UserId, muted: bool) -> Result<bool> {
+        conversations::set_muted(&self.writer, id, user, muted).await
+    }
+
+    async fn send_friend_request(
+        &self,
+        from: UserId,
+        to: UserId,
+        message: Option<String>,
+        max_pending: u32,
+        now: Millis,
+    ) -> Result<FriendRequestOutcome> {
+        social::send_friend_request(&self.writer, from, to, message, max_pending, now).await
+    }
+
+    async fn friend_requests(&self, user: UserId, incoming: bool) -> Result<Vec<FriendRequest>> {
+        social::friend_requests(&self.reader, user, incoming).await
+    }
+
+    async fn answer_friend_request(
+        &self,
+        id: i64,
+        user: UserId,
+        accept: bool,
+        now: Millis,
+    ) -> Result<FriendAnswer> {
+        social::answer_friend_request(&self.writer, id, user, accept, now).await
+    }
+
+    async fn cancel_friend_request(&self, id: i64, user: UserId) -> Result<bool> {
+        social::cancel_friend_request(&self.writer, id, user).await
+    }
+
+    async fn friends(&self, user: UserId) -> Result<Vec<(User, Millis)>> {
+        social::friends(&self.reader, user).await
+    }
+
+    async fn friend_ids(&self, user: UserId) -> Result<Vec<UserId>> {
+        social::friend_ids(&self.reader, user).await
+    }
+
+    async fn unfriend(&self, a: UserId, b: UserId) -> Result<bool> {
+        social::unfriend(&self.writer, a, b).await
+    }
+
+    async fn block(&self, blocker: UserId, blocked: UserId, now: Millis) -> Result<bool> {
+        social::block(&self.writer, blocker, blocked, now).await
+    }
+
+    async fn unblock(&self, blocker: UserId, blocked: UserId) -> Result<bool> {
+        social::unblock(&self.writer, blocker, blocked).await
+    }
+
+    async fn blocked_users(&self, blocker: UserId) -> Result<Vec<User>> {
+        social::blocked_users(&self.reader, blocker).await
+    }
+
+    async fn blocked_either(&self, a: UserId, b: UserId) -> Result<bool> {
+        social::blocked_either(&self.reader, a, b).await
+    }
+
+    async fn presence_records(&self, users: &[UserId]) -> Result<HashMap<UserId, PresenceRecord>> {
+        social::presence_records(&self.reader, users).await
+    }
+
+    async fn set_last_seen(&self, user: UserId, at: Millis) -> Result<()> {
+        social::set_last_seen(&self.writer, user, at).await
+    }
+
+    async fn commit_batch(&self, ops: &[WriteOp], rules: CommitRules) -> Result<Vec<WriteOutcome>> {
+        commit::commit_batch(&self.writer, ops, rules).await
     }
 
     async fn history(

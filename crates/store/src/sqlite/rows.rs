@@ -23,6 +23,7 @@ pub(crate) fn user(row: &SqliteRow) -> Result<User> {
         avatar_media_id: row.try_get("avatar_media_id")?,
         status_text: row.try_get("status_text")?,
         created_at: row.try_get("created_at")?,
+        hide_presence: None,
     })
 }
 
@@ -38,6 +39,7 @@ pub(crate) fn message(row: &SqliteRow) -> Result<MessageRecord> {
             .ok_or_else(|| StoreError::Corrupt(format!("unknown message kind {kind:?}")))?,
         body: serde_json::from_str(&body)?,
         ts: row.try_get("ts")?,
+        read_by: None,
     })
 }
 
