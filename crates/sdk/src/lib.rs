@@ -48,6 +48,7 @@ mod outbox;
 pub mod raw;
 mod receive;
 mod session;
+mod social;
 
 pub use api::{new_client_msg_id, HistoryQuery};
 pub use backoff::BackoffConfig;
@@ -57,6 +58,7 @@ pub use error::{Error, Result};
 pub use event::{Ack, Event};
 pub use raw::RawConnection;
 pub use session::{ws_url, Session};
+pub use social::Direction;
 
 /// The wire protocol crate, re-exported so callers need not depend on it.
 pub use confab_proto as proto;
