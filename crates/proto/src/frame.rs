@@ -136,6 +136,11 @@ pub enum ServerFrame {
         /// Per conversation: true when more messages remain after what was sent.
         #[serde(with = "int_keys")]
         has_more: HashMap<ConversationId, bool>,
+        /// Per conversation where the cursor sent was below the member's
+        /// join point: the seqs up to this one are not visible to the user
+        /// (they came before they joined). Clients move their cursor here.
+        #[serde(default, skip_serializing_if = "HashMap::is_empty", with = "int_keys")]
+        floors: HashMap<ConversationId, Seq>,
     },
     /// A member's delivered or read cursor moved.
     Receipt {
@@ -384,6 +389,7 @@ mod tests {
             (
                 ServerFrame::SyncDone {
                     has_more: HashMap::from([(7, true)]),
+                    floors: HashMap::new(),
                 },
                 r#"{"type":"sync_done","has_more":{"7":true}}"#,
             ),

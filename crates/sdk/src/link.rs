@@ -264,7 +264,15 @@ impl Actor {
                 self.emit(Event::Error(ApiError::new(code, message)))
                     .await?;
             }
-            ServerFrame::SyncDone { has_more } => {
+            ServerFrame::SyncDone { has_more, floors } => {
+                // Seqs below a join point will never come: skip to it and
+                // release what waited behind that gap.
+                for (conversation_id, floor) in floors {
+                    for record in self.ordering.advance(conversation_id, floor) {
+                        raise(&mut batch.delivered, record.conversation_id, record.seq);
+                        self.emit(Event::Message(record)).await?;
+                    }
+                }
                 link.syncs_outstanding = link.syncs_outstanding.saturating_sub(1);
                 link.more = has_more.values().any(|more| *more);
             }

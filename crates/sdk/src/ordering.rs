@@ -86,6 +86,24 @@ impl Ordering {
         Push::Buffered
     }
 
+    /// Moves a conversation's cursor up to `seq` without delivering the
+    /// seqs skipped (they are not visible to this user: they came before
+    /// the user joined), then releases buffered messages that are now next.
+    pub fn advance(&mut self, id: ConversationId, seq: Seq) -> Vec<MessageRecord> {
+        let conv = self.conversations.entry(id).or_default();
+        if seq <= conv.cursor {
+            return Vec::new();
+        }
+        conv.cursor = seq;
+        conv.buffer = conv.buffer.split_off(&seq.saturating_add(1));
+        let mut ready = Vec::new();
+        while let Some(next) = conv.buffer.remove(&conv.cursor.saturating_add(1)) {
+            conv.cursor = next.seq;
+            ready.push(next);
+        }
+        ready
+    }
+
     /// The highest seq delivered in order for a conversation (0 if unseen).
     pub fn cursor(&self, id: ConversationId) -> Seq {
         self.conversations.get(&id).map_or(0, |c| c.cursor)
@@ -258,5 +276,20 @@ mod tests {
             assert_eq!(out, (1..=n).collect::<Vec<_>>(), "round {round}");
             assert_eq!(o.buffered(1), 0);
         }
+    }
+
+    #[test]
+    fn advancing_to_a_join_point_releases_what_waited_behind_it() {
+        let mut o = Ordering::new(HashMap::new(), 16);
+        // Joined at 7: the first visible message is 8; 10 came live too.
+        assert_eq!(o.push(msg(1, 10)), Push::Buffered);
+        assert_eq!(o.push(msg(1, 8)), Push::Buffered);
+        let seqs = |v: Vec<MessageRecord>| v.into_iter().map(|m| m.seq).collect::<Vec<_>>();
+        assert_eq!(seqs(o.advance(1, 7)), vec![8]);
+        assert_eq!(o.cursor(1), 8);
+        assert!(o.has_gaps(), "9 is still missing");
+        assert_eq!(o.push(msg(1, 9)), Push::Ready(vec![msg(1, 9), msg(1, 10)]));
+        assert!(seqs(o.advance(1, 3)).is_empty(), "never moves back");
+        assert_eq!(o.cursor(1), 10);
     }
 }

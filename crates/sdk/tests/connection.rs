@@ -32,6 +32,7 @@ fn msg(conv: i64, seq: i64) -> ServerFrame {
 fn done(has_more: &[(i64, bool)]) -> ServerFrame {
     ServerFrame::SyncDone {
         has_more: has_more.iter().copied().collect(),
+        floors: Default::default(),
     }
 }
 

@@ -321,6 +321,9 @@ pub struct SyncBatch {
     pub messages: Vec<confab_proto::MessageRecord>,
     /// More remain after the last one.
     pub has_more: bool,
+    /// Set when the cursor given was below the member's `joined_seq`: the
+    /// seqs up to it are not visible to this member.
+    pub floor: Option<Seq>,
 }
 
 /// A conversation as listed for one user.

@@ -39,8 +39,12 @@ pub async fn answer_sync(
         }
     };
     let mut has_more = HashMap::with_capacity(batches.len());
+    let mut floors = HashMap::new();
     for batch in batches {
         has_more.insert(batch.conversation_id, batch.has_more);
+        if let Some(floor) = batch.floor {
+            floors.insert(batch.conversation_id, floor);
+        }
         for m in batch.messages {
             let frame = ServerFrame::Message(m).encode();
             if out.push_bulk(Bytes::from(frame)).await.is_err() {
@@ -48,6 +52,6 @@ pub async fn answer_sync(
             }
         }
     }
-    let done = ServerFrame::SyncDone { has_more }.encode();
+    let done = ServerFrame::SyncDone { has_more, floors }.encode();
     let _ = out.push_bulk(Bytes::from(done)).await;
 }

@@ -425,11 +425,9 @@ pub(crate) async fn sync(
     let mut budget = i64::from(limits.total.max(1));
     let mut out = Vec::new();
     for (conversation_id, joined_seq, last_seq) in heads {
-        let after = cursors
-            .get(&conversation_id)
-            .copied()
-            .unwrap_or(0)
-            .max(joined_seq);
+        let cursor = cursors.get(&conversation_id).copied().unwrap_or(0);
+        let after = cursor.max(joined_seq);
+        let floor = (cursor < joined_seq).then_some(joined_seq);
         if last_seq <= after {
             continue;
         }
@@ -439,6 +437,7 @@ pub(crate) async fn sync(
                 conversation_id,
                 messages: Vec::new(),
                 has_more: true,
+                floor,
             });
             continue;
         }
@@ -458,6 +457,7 @@ pub(crate) async fn sync(
             conversation_id,
             messages,
             has_more,
+            floor,
         });
     }
     Ok(out)
