@@ -8,8 +8,8 @@ use axum::Json;
 use bytes::Bytes;
 use confab_bus::{Delivery, Priority};
 use confab_proto::api::{
-    Conversation, ConversationList, CreateConversationRequest, MessagePage, ReadRequest,
-    SendMessageRequest, SendMessageResponse,
+    Conversation, ConversationKind, ConversationList, CreateConversationRequest, MessagePage,
+    ReadRequest, SendMessageRequest, SendMessageResponse,
 };
 use confab_proto::{ConversationId, ErrorCode, Seq, ServerFrame, UserId};
 use confab_store::{HistoryQuery, WriteOp, WriteOutcome};
@@ -143,8 +143,33 @@ async fn announce_new_conversation(state: &AppState, view: &Conversation, creato
         priority: Priority::Control,
         frame: Bytes::from(frame),
     };
-    if let Err(e) = state.bus.publish(delivery).await {
+    if let Err(e) = state.bus.publish(delivery.clone()).await {
         tracing::warn!(error = %e, "could not announce conversation");
+    }
+    // A group starts with its `group_created` notice (seq 1): deliver it
+    // live like any message, so clients need no sync to see it.
+    if view.kind == ConversationKind::Group {
+        let first = HistoryQuery {
+            after_seq: Some(0),
+            before_seq: None,
+            limit: 1,
+        };
+        match state.store.history(view.id, creator, first).await {
+            Ok((messages, _)) => {
+                for m in messages {
+                    let frame = ServerFrame::Message(m).encode();
+                    let live = Delivery {
+                        priority: Priority::Message,
+                        frame: Bytes::from(frame),
+                        ..delivery.clone()
+                    };
+                    if let Err(e) = state.bus.publish(live).await {
+                        tracing::warn!(error = %e, "could not deliver the group_created notice");
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not read the group_created notice"),
+        }
     }
 }
 

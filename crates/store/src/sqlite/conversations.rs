@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use confab_proto::api::{Conversation, ConversationKind, Member, Role, MEMBERS_INLINE_MAX};
-use confab_proto::{ConversationId, MessageRecord, Seq, UserId};
+use confab_proto::{ConversationId, MessageKind, MessageRecord, Seq, UserId};
 use sqlx::{Row, SqlitePool};
 
 use super::rows::{self, role_name, MESSAGE_COLUMNS};
@@ -203,7 +203,7 @@ async fn view(db: &SqlitePool, h: Header, user: UserId) -> Result<Conversation> 
     // Counting stops at UNREAD_CAP so a huge backlog costs a bounded scan.
     let unread_count: i64 = sqlx::query_scalar(
         "SELECT COUNT(*) FROM (SELECT 1 FROM messages
-         WHERE conversation_id = ? AND seq > ? AND sender_id != ? LIMIT ?)",
+         WHERE conversation_id = ? AND seq > ? AND sender_id != ? AND kind != 'system' LIMIT ?)",
     )
     .bind(h.id)
     .bind(h.read_seq.max(h.joined_seq))
@@ -317,7 +317,10 @@ async fn add_read_counts(
     user: UserId,
     messages: &mut [MessageRecord],
 ) -> Result<()> {
-    if !messages.iter().any(|m| m.sender_id == user) {
+    if !messages
+        .iter()
+        .any(|m| m.sender_id == user && m.kind != MessageKind::System)
+    {
         return Ok(());
     }
     let kind: Option<String> = sqlx::query_scalar("SELECT kind FROM conversations WHERE id = ?")
@@ -335,7 +338,10 @@ async fn add_read_counts(
     .fetch_all(db)
     .await?;
     reads.sort_unstable();
-    for m in messages.iter_mut().filter(|m| m.sender_id == user) {
+    for m in messages
+        .iter_mut()
+        .filter(|m| m.sender_id == user && m.kind != MessageKind::System)
+    {
         let below = reads.partition_point(|&r| r < m.seq);
         m.read_by = Some(u32::try_from(reads.len() - below).unwrap_or(u32::MAX));
     }
