@@ -566,6 +566,13 @@ async fn kicked_member_cannot_read_send_or_receive() {
         Err(e) => assert_eq!(e.code(), Some(ErrorCode::Forbidden), "{e}"),
         Ok(ack) => panic!("former member sent over ws: {ack:?}"),
     }
+    b.typing(id, confab_sdk::TypingState::Start)
+        .await
+        .expect("typing frame sent");
+    match b.wait_for(WAIT, |e| matches!(e, Event::Error(_))).await {
+        Ok(Event::Error(e)) => assert_eq!(e.code, ErrorCode::Forbidden, "typing: {e:?}"),
+        other => panic!("former member typing: {other:?}"),
+    }
     let listed = bob.conversations().await.expect("list");
     assert!(
         listed.iter().all(|c| c.id != id),

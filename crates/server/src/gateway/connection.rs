@@ -446,10 +446,21 @@ impl Connection {
                 {
                     Ok(Some(a)) => Arc::<[UserId]>::from(a),
                     Ok(None) => {
-                        return self.reply_error(
-                            None,
-                            ApiError::new(ErrorCode::NotFound, "no such conversation"),
-                        )
+                        let former = self
+                            .state
+                            .store
+                            .was_member(conversation_id, self.who.user_id)
+                            .await
+                            .unwrap_or(false);
+                        let err = if former {
+                            ApiError::new(
+                                ErrorCode::Forbidden,
+                                "you are no longer a member of this conversation",
+                            )
+                        } else {
+                            ApiError::new(ErrorCode::NotFound, "no such conversation")
+                        };
+                        return self.reply_error(None, err);
                     }
                     Err(e) => return self.reply_error(None, crate::error::store_error(e)),
                 };
