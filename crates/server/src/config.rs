@@ -15,6 +15,15 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Folder for the SQLite file and blobs.
     pub data_dir: PathBuf,
+    /// `postgres://…` to keep state in PostgreSQL (cluster mode); none for
+    /// the embedded SQLite file in `data_dir`.
+    pub database: Option<String>,
+    /// `nats://…` to route between nodes over NATS (cluster mode); none
+    /// for the in-process bus.
+    pub bus: Option<String>,
+    /// This node's name in the cluster (presence entries, logs); defaults
+    /// to a random one.
+    pub node_id: Option<String>,
     /// Size, rate and queue limits.
     pub limits: Limits,
     /// Token lifetimes and password hashing cost.
@@ -79,6 +88,9 @@ impl Default for Config {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             data_dir: PathBuf::from("confab-data"),
+            database: None,
+            bus: None,
+            node_id: None,
             limits: Limits::default(),
             auth: AuthConfig::default(),
             chat: ChatConfig::default(),

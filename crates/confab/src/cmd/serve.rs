@@ -25,6 +25,16 @@ pub struct ServeArgs {
     /// Folder for the database and blobs [default: ./confab-data].
     #[arg(long, env = "CONFAB_DATA_DIR")]
     data_dir: Option<PathBuf>,
+    /// PostgreSQL URL (`postgres://user@host:5432/db`) for cluster mode
+    /// [default: SQLite in the data dir].
+    #[arg(long, env = "CONFAB_DATABASE")]
+    database: Option<String>,
+    /// NATS URL (`nats://host:4222`) for cluster mode [default: in-process bus].
+    #[arg(long, env = "CONFAB_BUS")]
+    bus: Option<String>,
+    /// This node's name in the cluster [default: random].
+    #[arg(long, env = "CONFAB_NODE_ID")]
+    node_id: Option<String>,
     /// Largest WebSocket frame answered as a request [default: 65536].
     #[arg(long, env = "CONFAB_MAX_FRAME_BYTES")]
     max_frame_bytes: Option<usize>,
@@ -119,6 +129,16 @@ impl ServeArgs {
             direct_messages => chat.direct_messages,
             max_group_members => chat.max_group_members,
             typing_timeout_ms => chat.typing_timeout_ms,
+        }
+        // Settings that are optional in the file too.
+        if let Some(v) = &self.database {
+            c.database = Some(v.clone());
+        }
+        if let Some(v) = &self.bus {
+            c.bus = Some(v.clone());
+        }
+        if let Some(v) = &self.node_id {
+            c.node_id = Some(v.clone());
         }
         Ok(c)
     }

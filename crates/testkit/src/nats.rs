@@ -1,0 +1,1 @@
+//! Private NATS instances (written next).

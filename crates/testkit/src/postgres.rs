@@ -1,0 +1,1 @@
+//! Private PostgreSQL instances (written next).
