@@ -86,6 +86,20 @@ impl Hub {
         }
     }
 
+    /// Closes every connection on this node so that clients reconnect and
+    /// sync (after a bus outage live deliveries may have been missed).
+    pub fn resync_all(&self) -> usize {
+        let mut n = 0;
+        for shard in &self.shards {
+            let map = shard.read().unwrap_or_else(|p| p.into_inner());
+            for c in map.values().flatten() {
+                c.outbound.resync();
+                n += 1;
+            }
+        }
+        n
+    }
+
     /// Number of connections the user has on this node.
     pub fn connection_count(&self, user: UserId) -> usize {
         let map = self.shard(user).read().unwrap_or_else(|p| p.into_inner());

@@ -38,6 +38,7 @@ mod close {
     pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
     pub const POLICY: u16 = 1008;
+    pub const TRY_AGAIN: u16 = 1013;
 }
 
 struct Connection {
@@ -208,6 +209,11 @@ impl Connection {
             Some(Closed::Revoked) => {
                 self.close(close::POLICY, "logged out").await;
                 return Err("device revoked");
+            }
+            Some(Closed::Resync) => {
+                self.close(close::TRY_AGAIN, "deliveries interrupted; reconnect and sync")
+                    .await;
+                return Err("resync");
             }
             _ => {}
         }

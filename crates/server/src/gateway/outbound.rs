@@ -23,6 +23,9 @@ pub enum Closed {
     Gone,
     /// The device was logged out: the connection must close.
     Revoked,
+    /// Live deliveries may have been missed (the bus was disconnected): the
+    /// client must reconnect and sync.
+    Resync,
 }
 
 struct State {
@@ -155,6 +158,12 @@ impl Outbound {
     /// frames are dropped and the connection's task closes the socket.
     pub fn revoke(&self) {
         self.shut(Closed::Revoked);
+    }
+
+    /// Ends the connection so the client reconnects and syncs, because
+    /// live deliveries may have been lost on the way (a bus outage).
+    pub fn resync(&self) {
+        self.shut(Closed::Resync);
     }
 
     /// Closes the queue for `reason` (unless already closed), drops what is
