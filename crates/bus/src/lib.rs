@@ -11,6 +11,8 @@
 //! sink directly. A NATS backend implements the same trait for clusters.
 
 mod local;
+mod nats;
+mod nats_presence;
 mod presence;
 
 use std::sync::Arc;
@@ -20,6 +22,8 @@ use bytes::Bytes;
 use confab_proto::UserId;
 
 pub use local::LocalBus;
+pub use nats::{user_subject, NatsBus, NatsBusOptions, FANOUT_PER_USER_MAX, FANOUT_SUBJECT};
+pub use nats_presence::{NatsPresence, NatsPresenceOptions, DEFAULT_PRESENCE_TTL};
 pub use presence::{LocalPresence, Presence};
 
 /// How urgently a frame must reach the client; decides its place in the

@@ -32,7 +32,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the server (SQLite + local blobs under --data-dir by default).
-    Serve(cmd::serve::ServeArgs),
+    Serve(Box<cmd::serve::ServeArgs>),
     /// Create an account.
     Register(cmd::account::RegisterArgs),
     /// Log in and save the session (file mode 0600).
@@ -55,7 +55,7 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     init_tracing(&cli.log, cli.log_json);
     let result = match cli.command {
-        Command::Serve(args) => cmd::serve::serve(args).await,
+        Command::Serve(args) => cmd::serve::serve(*args).await,
         Command::Register(args) => cmd::account::register(args).await,
         Command::Login(args) => cmd::account::login(args).await,
         Command::Logout(args) => cmd::account::logout(args).await,

@@ -53,9 +53,17 @@ impl PresenceService {
         &self.locks[(user as u64 as usize) % SHARDS]
     }
 
-    /// This node got the user's first connection.
+    /// Serialises one user's connection changes: hold it across the hub
+    /// update, the bus interest change and [`PresenceService::connected`]
+    /// (or their reverse) so that a last close and a first open racing
+    /// each other cannot leave the user connected but unsubscribed.
+    pub async fn lock_user(&self, user: UserId) -> tokio::sync::MutexGuard<'_, ()> {
+        self.lock(user).lock().await
+    }
+
+    /// This node got the user's first connection. Call with
+    /// [`PresenceService::lock_user`] held.
     pub async fn connected(&self, user: UserId) {
-        let _guard = self.lock(user).lock().await;
         match self.backend.node_online(user).await {
             Ok(true) => self.announce(user, PresenceStatus::Online, None).await,
             Ok(false) => {}
@@ -63,9 +71,9 @@ impl PresenceService {
         }
     }
 
-    /// This node lost the user's last connection.
+    /// This node lost the user's last connection. Call with
+    /// [`PresenceService::lock_user`] held.
     pub async fn disconnected(&self, user: UserId) {
-        let _guard = self.lock(user).lock().await;
         match self.backend.node_offline(user).await {
             Ok(true) => {
                 let now = now_millis();

@@ -5,8 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::serve::ListenerExt as _;
-use confab_bus::{Bus, LocalBus, LocalPresence};
-use confab_store::{CommitRules, DirectMessagePolicy, SqliteStore, Store};
+use confab_bus::{
+    Bus, LocalBus, LocalPresence, NatsBus, NatsPresence, NatsPresenceOptions, Presence,
+    DEFAULT_PRESENCE_TTL,
+};
+use confab_store::{CommitRules, DirectMessagePolicy, PostgresStore, SqliteStore, Store};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -27,6 +30,9 @@ pub enum ServerError {
     /// The configuration is unusable.
     #[error("bad configuration: {0}")]
     Config(String),
+    /// The bus could not be set up.
+    #[error("cannot set up the bus: {0}")]
+    Bus(String),
     /// Serving failed.
     #[error("server failed: {0}")]
     Io(#[from] std::io::Error),
@@ -43,13 +49,27 @@ pub async fn run(
     crate::metrics::install();
     std::fs::create_dir_all(&config.data_dir)
         .map_err(|e| ServerError::Storage(format!("{}: {e}", config.data_dir.display())))?;
-    let sqlite = SqliteStore::open(&config.data_dir.join("confab.db"))
-        .await
-        .map_err(|e| ServerError::Storage(e.to_string()))?;
-    let store: Arc<dyn Store> = Arc::new(sqlite.clone());
-    let bus: Arc<dyn Bus> = Arc::new(LocalBus::new());
+    let node_id = config
+        .node_id
+        .clone()
+        .unwrap_or_else(|| format!("node-{:08x}", rand::random::<u32>()));
+    let backend = open_store(&config).await?;
+    let store = backend.store();
     let hub = Arc::new(Hub::new(rand::random()));
+    let (bus, presence_backend, reconnects) = open_bus(&config, &node_id).await?;
     bus.attach(hub.clone());
+    if let Some(mut reconnects) = reconnects {
+        // Live deliveries published while this node was cut off from the
+        // bus are gone: make every client here reconnect and sync.
+        let hub = hub.clone();
+        tokio::spawn(async move {
+            while reconnects.changed().await.is_ok() {
+                let n = hub.resync_all();
+                tracing::warn!(connections = n, "bus reconnected; clients asked to resync");
+            }
+        });
+    }
+    tracing::info!(node = %node_id, database = backend.name(), bus = if config.bus.is_some() { "nats" } else { "local" }, "node starting");
     let auth = Arc::new(Auth::new(config.auth.clone()).map_err(ServerError::Config)?);
     let policy = Policy {
         rules: CommitRules {
@@ -65,7 +85,7 @@ pub async fn run(
     let presence = Arc::new(PresenceService::new(
         store.clone(),
         bus.clone(),
-        Arc::new(LocalPresence::new()),
+        presence_backend,
     ));
     let grace = Duration::from_secs(config.shutdown_grace_s);
     let state = AppState(Arc::new(Inner {
@@ -107,7 +127,103 @@ pub async fn run(
     if tokio::time::timeout(grace, commit_task).await.is_err() {
         tracing::warn!("commit queue did not drain within the grace period");
     }
-    sqlite.close().await;
+    backend.close().await;
     tracing::info!("confab stopped");
     Ok(())
+}
+
+/// The store backend chosen by the configuration.
+enum Backend {
+    Sqlite(SqliteStore),
+    Postgres(PostgresStore),
+}
+
+impl Backend {
+    fn store(&self) -> Arc<dyn Store> {
+        match self {
+            Backend::Sqlite(s) => Arc::new(s.clone()),
+            Backend::Postgres(s) => Arc::new(s.clone()),
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Backend::Sqlite(_) => "sqlite",
+            Backend::Postgres(_) => "postgres",
+        }
+    }
+
+    async fn close(&self) {
+        match self {
+            Backend::Sqlite(s) => s.close().await,
+            Backend::Postgres(s) => s.close().await,
+        }
+    }
+}
+
+/// How long a starting node keeps trying to reach PostgreSQL or NATS.
+const STARTUP_PATIENCE: Duration = Duration::from_secs(60);
+
+/// SQLite under `data_dir`, or PostgreSQL when `database` is set (retried
+/// while it is not reachable yet, for up to [`STARTUP_PATIENCE`]).
+async fn open_store(config: &Config) -> Result<Backend, ServerError> {
+    let Some(url) = &config.database else {
+        let sqlite = SqliteStore::open(&config.data_dir.join("confab.db"))
+            .await
+            .map_err(|e| ServerError::Storage(e.to_string()))?;
+        return Ok(Backend::Sqlite(sqlite));
+    };
+    if !url.starts_with("postgres://") && !url.starts_with("postgresql://") {
+        return Err(ServerError::Config(
+            "database must be a postgres:// URL".into(),
+        ));
+    }
+    let deadline = tokio::time::Instant::now() + STARTUP_PATIENCE;
+    loop {
+        match PostgresStore::open(url).await {
+            Ok(pg) => return Ok(Backend::Postgres(pg)),
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "database not reachable yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(ServerError::Storage(e.to_string())),
+        }
+    }
+}
+
+type BusParts = (
+    Arc<dyn Bus>,
+    Arc<dyn Presence>,
+    Option<tokio::sync::watch::Receiver<u64>>,
+);
+
+/// The in-process bus, or NATS when `bus` is set (presence in its KV store).
+async fn open_bus(config: &Config, node_id: &str) -> Result<BusParts, ServerError> {
+    let Some(url) = &config.bus else {
+        return Ok((
+            Arc::new(LocalBus::new()),
+            Arc::new(LocalPresence::new()),
+            None,
+        ));
+    };
+    if !url.starts_with("nats://") && !url.starts_with("tls://") {
+        return Err(ServerError::Config("bus must be a nats:// URL".into()));
+    }
+    let nats = NatsBus::connect(url, node_id)
+        .await
+        .map_err(|e| ServerError::Bus(e.to_string()))?;
+    let deadline = tokio::time::Instant::now() + STARTUP_PATIENCE;
+    let presence = loop {
+        let options = NatsPresenceOptions::with_ttl(DEFAULT_PRESENCE_TTL);
+        match NatsPresence::new(nats.client(), node_id, options).await {
+            Ok(p) => break p,
+            Err(e) if tokio::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "bus not reachable yet; retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            Err(e) => return Err(ServerError::Bus(e.to_string())),
+        }
+    };
+    let reconnects = nats.reconnects();
+    Ok((Arc::new(nats), Arc::new(presence), Some(reconnects)))
 }

@@ -11,6 +11,7 @@
 //! idempotency.
 
 mod error;
+pub mod postgres;
 pub mod sqlite;
 mod types;
 
@@ -21,6 +22,7 @@ use confab_proto::api::{Conversation, FriendRequest, Member, User};
 use confab_proto::{ConversationId, DeviceId, MessageRecord, Seq, UserId};
 
 pub use error::{Result, StoreError};
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 pub use types::*;
 

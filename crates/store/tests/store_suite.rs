@@ -1,29 +1,54 @@
-//! One behavioural suite for the `Store` trait, run against every backend.
-//! (SQLite here; the Postgres backend joins the list in `backends()`.)
+//! One behavioural suite for the `Store` trait, run against every backend:
+//! SQLite, and PostgreSQL on a private server started for each test
+//! (`confab_testkit::postgres`). SQLite is the reference: every test passes
+//! on both. Tests of what only a shared database can get wrong (several
+//! nodes at once, outages) run on PostgreSQL alone.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use confab_proto::api::{ConversationKind, Role};
 use confab_proto::error::ErrorCode;
 use confab_proto::MessageKind;
 use confab_store::*;
+use confab_testkit::postgres::Postgres;
 
 struct Backend {
     name: &'static str,
     store: Arc<dyn Store>,
-    _dir: tempfile::TempDir,
+    /// The PostgreSQL server (dropped after the store), with its URL.
+    pg: Option<(Postgres, String)>,
+    _dir: Option<tempfile::TempDir>,
 }
 
-async fn backends() -> Vec<Backend> {
+async fn sqlite() -> Backend {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = SqliteStore::open(&dir.path().join("confab.db"))
         .await
         .expect("open sqlite");
-    vec![Backend {
+    Backend {
         name: "sqlite",
         store: Arc::new(store),
-        _dir: dir,
-    }]
+        pg: None,
+        _dir: Some(dir),
+    }
+}
+
+async fn postgres() -> Backend {
+    let pg = Postgres::start().await.expect("start postgres");
+    let url = pg.url();
+    let store = PostgresStore::open(&url).await.expect("open postgres");
+    Backend {
+        name: "postgres",
+        store: Arc::new(store),
+        pg: Some((pg, url)),
+        _dir: None,
+    }
+}
+
+/// One of each backend, fresh and empty.
+async fn backends() -> Vec<Backend> {
+    vec![sqlite().await, postgres().await]
 }
 
 async fn user(store: &dyn Store, name: &str) -> i64 {
@@ -512,4 +537,1148 @@ async fn refresh_tokens_rotate_and_reuse_revokes() {
             RefreshOutcome::Reused(owner)
         );
     }
+}
+
+// --- helpers for the tests below ------------------------------------------
+
+async fn commit(store: &dyn Store, ops: &[WriteOp]) -> Vec<WriteOutcome> {
+    store
+        .commit_batch(ops, CommitRules::default())
+        .await
+        .expect("commit")
+}
+
+fn group(change: GroupChange) -> WriteOp {
+    WriteOp::Group { change, ts: 20 }
+}
+
+fn add(conversation_id: i64, by: i64, users: &[i64], max_members: i64) -> WriteOp {
+    group(GroupChange::Add {
+        conversation_id,
+        by,
+        users: users.to_vec(),
+        max_members,
+    })
+}
+
+fn remove(conversation_id: i64, by: i64, user: i64) -> WriteOp {
+    group(GroupChange::Remove {
+        conversation_id,
+        by,
+        user,
+    })
+}
+
+fn set_role(conversation_id: i64, by: i64, user: i64, role: Role) -> WriteOp {
+    group(GroupChange::SetRole {
+        conversation_id,
+        by,
+        user,
+        role,
+    })
+}
+
+fn read(conversation_id: i64, user_id: i64, seq: i64) -> WriteOp {
+    WriteOp::Read {
+        user_id,
+        conversation_id,
+        seq,
+    }
+}
+
+fn mentioning(conv: i64, sender: i64, id: &str, mentions: &[i64]) -> WriteOp {
+    WriteOp::Append(NewMessage {
+        conversation_id: conv,
+        sender_id: sender,
+        client_msg_id: id.into(),
+        kind: MessageKind::Text,
+        body: format!(r#"{{"text":"{id}"}}"#),
+        ts: 10,
+        mentions: mentions.to_vec(),
+    })
+}
+
+fn changed(o: &WriteOutcome) -> &GroupChangeOutcome {
+    match o {
+        WriteOutcome::GroupChanged(done) => done,
+        other => panic!("expected a group change, got {other:?}"),
+    }
+}
+
+fn rejected(o: &WriteOutcome) -> ErrorCode {
+    match o {
+        WriteOutcome::Rejected(code) => *code,
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+}
+
+fn event(m: &confab_proto::MessageRecord) -> &str {
+    assert_eq!(m.kind, MessageKind::System);
+    m.body["event"].as_str().expect("event name")
+}
+
+/// Everything `user` may see of `conv`, ascending.
+async fn all_history(store: &dyn Store, conv: i64, user: i64) -> Vec<confab_proto::MessageRecord> {
+    let (page, more) = store
+        .history(
+            conv,
+            user,
+            HistoryQuery {
+                after_seq: Some(0),
+                limit: 100_000,
+                ..Default::default()
+            },
+        )
+        .await
+        .expect("history");
+    assert!(!more);
+    page
+}
+
+async fn view(store: &dyn Store, conv: i64, user: i64) -> confab_proto::api::Conversation {
+    store
+        .conversation_for(conv, user)
+        .await
+        .expect("view")
+        .expect("member")
+}
+
+async fn role(store: &dyn Store, conv: i64, user: i64) -> Role {
+    store
+        .member(conv, user)
+        .await
+        .expect("member")
+        .expect("is a member")
+        .role
+}
+
+// --- groups ----------------------------------------------------------------
+
+#[tokio::test]
+async fn group_changes_take_their_place_in_seq_order() {
+    for b in backends().await {
+        let s = b.store.as_ref();
+        let (a, bb, c, d) = (
+            user(s, "ann").await,
+            user(s, "bob").await,
+            user(s, "cat").await,
+            user(s, "dan").await,
+        );
+        let g = s
+            .create_group(a, "team", &[bb, bb], 5)
+            .await
+            .expect("group");
+        let v = view(s, g, a).await;
+        assert_eq!(v.kind, ConversationKind::Group, "{}", b.name);
+        assert_eq!(v.title.as_deref(), Some("team"));
+        assert_eq!((v.member_count, v.last_seq), (2, 1));
+        assert_eq!(role(s, g, a).await, Role::Owner);
+        assert_eq!(role(s, g, bb).await, Role::Member);
+
+        let out = commit(
+            s,
+            &[
+                append(g, a, "m1"),
+                add(g, a, &[d, c, c, bb], 10),
+                append(g, c, "c1"),
+                set_role(g, a, bb, Role::Admin),
+                group(GroupChange::Update {
+                    conversation_id: g,
+                    by: bb,
+                    title: Some("crew".into()),
+                    avatar_media_id: Some(Some("pic".into())),
+                    members_can_add: Some(true),
+                }),
+                remove(g, bb, c),
+                append(g, c, "c2"),
+                read(g, c, 7),
+                add(g, d, &[c], 10),
+            ],
+        )
+        .await;
+        assert_eq!(seq_of(&out[0]), (2, false), "{}", b.name);
+        let joined = changed(&out[1]);
+        assert_eq!(joined.added, vec![c, d]);
+        assert_eq!(&*joined.members_before, &[a, bb]);
+        assert_eq!(&*joined.members_after, &[a, bb, c, d]);
+        assert_eq!(joined.notices.len(), 1);
+        assert_eq!(joined.notices[0].seq, 3);
+        assert_eq!(event(&joined.notices[0]), "member_joined");
+        assert_eq!(
+            joined.notices[0].body["user_ids"],
+            serde_json::json!([c, d])
+        );
+        assert_eq!(joined.notices[0].sender_id, a);
+        match &out[2] {
+            WriteOutcome::Appended {
+                seq: 4,
+                duplicate: false,
+                members,
+                ..
+            } => assert_eq!(&**members, &[a, bb, c, d], "a new member sends at once"),
+            other => panic!("{other:?}"),
+        }
+        let promoted = changed(&out[3]);
+        assert_eq!(promoted.notices[0].seq, 5);
+        assert_eq!(event(&promoted.notices[0]), "role_changed");
+        assert_eq!(promoted.notices[0].body["role"], "admin");
+        let updated = changed(&out[4]);
+        assert_eq!(updated.notices[0].seq, 6);
+        assert_eq!(event(&updated.notices[0]), "conversation_updated");
+        assert_eq!(updated.notices[0].body["title"], "crew");
+        assert_eq!(updated.notices[0].body["avatar_media_id"], "pic");
+        assert_eq!(updated.notices[0].body["members_can_add"], true);
+        let kicked = changed(&out[5]);
+        assert_eq!(kicked.notices[0].seq, 7);
+        assert_eq!(event(&kicked.notices[0]), "member_left");
+        assert_eq!(kicked.notices[0].body["reason"], "removed");
+        assert_eq!(&*kicked.members_after, &[a, bb, d]);
+        assert_eq!(rejected(&out[6]), ErrorCode::Forbidden, "former member");
+        assert_eq!(rejected(&out[7]), ErrorCode::Forbidden);
+        let back = changed(&out[8]);
+        assert_eq!(back.added, vec![c], "members may add once allowed");
+        assert_eq!(back.notices[0].seq, 8);
+
+        let seqs: Vec<(i64, MessageKind)> = all_history(s, g, a)
+            .await
+            .iter()
+            .map(|m| (m.seq, m.kind))
+            .collect();
+        use MessageKind::{System as S, Text as T};
+        assert_eq!(
+            seqs,
+            vec![
+                (1, S),
+                (2, T),
+                (3, S),
+                (4, T),
+                (5, S),
+                (6, S),
+                (7, S),
+                (8, S)
+            ]
+        );
+        let first = &all_history(s, g, a).await[0];
+        assert_eq!(event(first), "group_created");
+        assert_eq!(first.body["title"], "team");
+        assert_eq!(
+            all_history(s, g, d)
+                .await
+                .iter()
+                .map(|m| m.seq)
+                .collect::<Vec<_>>(),
+            (3..=8).collect::<Vec<_>>(),
+            "history starts at the join notice"
+        );
+        assert_eq!(
+            all_history(s, g, c)
+                .await
+                .iter()
+                .map(|m| m.seq)
+                .collect::<Vec<_>>(),
+            vec![8],
+            "a re-added member starts over"
+        );
+        assert_eq!(s.member(g, d).await.expect("m").expect("m").joined_seq, 2);
+        assert_eq!(s.member(g, c).await.expect("m").expect("m").joined_seq, 7);
+        assert!(!s.was_member(g, c).await.expect("was"), "back in");
+        assert_eq!(s.member_ids(g).await.expect("ids"), vec![a, bb, c, d]);
+        let v = view(s, g, a).await;
+        assert_eq!(v.title.as_deref(), Some("crew"));
+        assert_eq!(v.avatar_media_id.as_deref(), Some("pic"));
+        assert!(v.members_can_add);
+        assert_eq!((v.member_count, v.last_seq), (4, 8));
+        assert_eq!(v.members.len(), 4);
+
+        // Refusals write nothing.
+        let e = user(s, "eve").await;
+        let (dm, _) = s.get_or_create_direct(a, bb, 1).await.expect("direct");
+        let out = commit(
+            s,
+            &[
+                remove(g, bb, a),
+                set_role(g, bb, d, Role::Admin),
+                set_role(g, a, a, Role::Member),
+                add(g, a, &[e], 4),
+                add(g, a, &[999_999], 10),
+                group(GroupChange::Update {
+                    conversation_id: g,
+                    by: d,
+                    title: Some("mine".into()),
+                    avatar_media_id: None,
+                    members_can_add: None,
+                }),
+                remove(g, a, e),
+                add(dm, a, &[c], 10),
+                add(g, e, &[e], 10),
+                add(999_999, a, &[e], 10),
+                remove(g, d, bb),
+            ],
+        )
+        .await;
+        let codes: Vec<ErrorCode> = out.iter().map(rejected).collect();
+        use ErrorCode::*;
+        assert_eq!(
+            codes,
+            vec![
+                Forbidden, Forbidden, BadRequest, GroupFull, NotFound, Forbidden, NotFound,
+                BadRequest, NotFound, NotFound, Forbidden
+            ],
+            "{}",
+            b.name
+        );
+        // No-ops: nothing to announce.
+        let out = commit(
+            s,
+            &[set_role(g, a, bb, Role::Admin), add(g, bb, &[d, c], 10)],
+        )
+        .await;
+        assert!(changed(&out[0]).notices.is_empty());
+        assert!(changed(&out[1]).notices.is_empty() && changed(&out[1]).added.is_empty());
+        assert_eq!(view(s, g, a).await.last_seq, 8, "nothing was written");
+
+        // Handing ownership on, and an owner leaving.
+        let out = commit(s, &[set_role(g, a, d, Role::Owner)]).await;
+        let handed = changed(&out[0]);
+        assert_eq!(
+            handed
+                .notices
+                .iter()
+                .map(|n| (n.seq, n.body["user_id"].as_i64(), n.body["role"].clone()))
+                .collect::<Vec<_>>(),
+            vec![
+                (9, Some(d), serde_json::json!("owner")),
+                (10, Some(a), serde_json::json!("admin"))
+            ]
+        );
+        assert_eq!(role(s, g, d).await, Role::Owner);
+        assert_eq!(role(s, g, a).await, Role::Admin);
+        let out = commit(s, &[remove(g, d, d), append(g, d, "late")]).await;
+        let left = changed(&out[0]);
+        assert_eq!(left.notices.len(), 2);
+        assert_eq!(left.notices[0].body["reason"], "left");
+        assert_eq!(event(&left.notices[1]), "role_changed");
+        // Admins first, then the longest-serving: ann and bob joined together.
+        assert_eq!(left.notices[1].body["user_id"], a);
+        assert_eq!(left.notices[1].seq, 12);
+        assert_eq!(rejected(&out[1]), ErrorCode::Forbidden);
+        assert_eq!(role(s, g, a).await, Role::Owner);
+        assert!(s.was_member(g, d).await.expect("was"));
+        assert!(s.conversation_for(g, d).await.expect("view").is_none());
+        assert!(s.member(g, d).await.expect("member").is_none());
+        assert_eq!(view(s, g, a).await.member_count, 3);
+
+        // Mute is per member.
+        assert!(s.set_muted(g, bb, true).await.expect("mute"));
+        assert!(!s.set_muted(g, d, true).await.expect("mute"));
+        assert!(view(s, g, bb).await.muted);
+        assert!(!view(s, g, a).await.muted);
+        let members = s.members(g).await.expect("members");
+        assert_eq!(
+            members
+                .iter()
+                .map(|m| (m.user_id, m.role))
+                .collect::<Vec<_>>(),
+            vec![(a, Role::Owner), (bb, Role::Admin), (c, Role::Member)]
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_bad_group_update_fails_only_itself() {
+    for b in backends().await {
+        let s = b.store.as_ref();
+        let (a, bb) = (user(s, "ann").await, user(s, "bob").await);
+        let g = s.create_group(a, "t", &[bb], 1).await.expect("group");
+        let out = commit(
+            s,
+            &[
+                append(g, a, "before"),
+                group(GroupChange::Update {
+                    conversation_id: g,
+                    by: a,
+                    title: Some("nul\0here".into()),
+                    avatar_media_id: None,
+                    members_can_add: None,
+                }),
+                append(g, bb, "after"),
+            ],
+        )
+        .await;
+        assert_eq!(seq_of(&out[0]), (2, false), "{}", b.name);
+        // SQLite stores the NUL; PostgreSQL cannot and refuses the change.
+        let next = match &out[1] {
+            WriteOutcome::GroupChanged(_) => 4,
+            WriteOutcome::Rejected(ErrorCode::BadRequest) => 3,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(seq_of(&out[2]), (next, false));
+    }
+}
+
+// --- friends and blocks ----------------------------------------------------
+
+#[tokio::test]
+async fn friend_requests_friends_and_blocks() {
+    for b in backends().await {
+        let s = b.store.as_ref();
+        let (a, bb, c, d) = (
+            user(s, "ann").await,
+            user(s, "bob").await,
+            user(s, "cat").await,
+            user(s, "dan").await,
+        );
+        let FriendRequestOutcome::Pending(r1) = s
+            .send_friend_request(a, bb, Some("hi".into()), 10, 100)
+            .await
+            .expect("request")
+        else {
+            panic!("{}: expected pending", b.name)
+        };
+        assert_eq!((r1.from_user.id, r1.to_user.id), (a, bb));
+        assert_eq!(r1.from_user.username, "ann");
+        assert_eq!((r1.message.as_deref(), r1.created_at), (Some("hi"), 100));
+        let FriendRequestOutcome::Pending(again) = s
+            .send_friend_request(a, bb, None, 10, 101)
+            .await
+            .expect("request")
+        else {
+            panic!("expected pending")
+        };
+        assert_eq!((again.id, again.message.as_deref()), (r1.id, Some("hi")));
+        let ids =
+            |v: Vec<confab_proto::api::FriendRequest>| v.iter().map(|r| r.id).collect::<Vec<_>>();
+        assert_eq!(
+            ids(s.friend_requests(bb, true).await.expect("in")),
+            vec![r1.id]
+        );
+        assert_eq!(
+            ids(s.friend_requests(a, false).await.expect("out")),
+            vec![r1.id]
+        );
+        assert!(s.friend_requests(a, true).await.expect("in").is_empty());
+        assert!(matches!(
+            s.send_friend_request(a, 999_999, None, 10, 1).await,
+            Ok(FriendRequestOutcome::UnknownUser)
+        ));
+        assert!(matches!(
+            s.send_friend_request(a, c, None, 1, 1).await,
+            Ok(FriendRequestOutcome::TooMany)
+        ));
+        let FriendRequestOutcome::Pending(rc) = s
+            .send_friend_request(a, c, None, 10, 102)
+            .await
+            .expect("request")
+        else {
+            panic!("expected pending")
+        };
+        assert!(!s.cancel_friend_request(rc.id, c).await.expect("cancel"));
+        assert!(s.cancel_friend_request(rc.id, a).await.expect("cancel"));
+        assert!(!s.cancel_friend_request(rc.id, a).await.expect("cancel"));
+
+        // Crossing requests: the second accepts the first.
+        match s.send_friend_request(bb, a, None, 10, 103).await {
+            Ok(FriendRequestOutcome::Accepted { request, since }) => {
+                assert_eq!((request.id, request.from_user.id, since), (r1.id, a, 103))
+            }
+            other => panic!("{other:?}"),
+        }
+        let friends = s.friends(a).await.expect("friends");
+        assert_eq!(
+            friends.iter().map(|(u, t)| (u.id, *t)).collect::<Vec<_>>(),
+            vec![(bb, 103)]
+        );
+        assert_eq!(s.friend_ids(bb).await.expect("ids"), vec![a]);
+        assert!(s.friend_requests(bb, true).await.expect("in").is_empty());
+        assert!(matches!(
+            s.send_friend_request(a, bb, None, 10, 104).await,
+            Ok(FriendRequestOutcome::AlreadyFriends)
+        ));
+
+        // Answering.
+        let FriendRequestOutcome::Pending(rd) = s
+            .send_friend_request(d, a, None, 10, 105)
+            .await
+            .expect("request")
+        else {
+            panic!("expected pending")
+        };
+        assert!(matches!(
+            s.answer_friend_request(rd.id, bb, true, 106).await,
+            Ok(FriendAnswer::NotFound)
+        ));
+        match s.answer_friend_request(rd.id, a, false, 106).await {
+            Ok(FriendAnswer::Declined(r)) => assert_eq!(r.id, rd.id),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            s.answer_friend_request(rd.id, a, true, 107).await,
+            Ok(FriendAnswer::NotFound)
+        ));
+        let FriendRequestOutcome::Pending(rd) = s
+            .send_friend_request(d, a, None, 10, 108)
+            .await
+            .expect("request")
+        else {
+            panic!("expected pending")
+        };
+        match s.answer_friend_request(rd.id, a, true, 109).await {
+            Ok(FriendAnswer::Accepted { request, since }) => {
+                assert_eq!((request.from_user.id, since), (d, 109))
+            }
+            other => panic!("{other:?}"),
+        }
+        let names: Vec<String> = s
+            .friends(a)
+            .await
+            .expect("friends")
+            .into_iter()
+            .map(|(u, _)| u.username)
+            .collect();
+        assert_eq!(names, vec!["bob", "dan"], "by username");
+        assert!(s.unfriend(d, a).await.expect("unfriend"));
+        assert!(!s.unfriend(a, d).await.expect("unfriend"));
+        assert_eq!(s.friend_ids(a).await.expect("ids"), vec![bb]);
+
+        // Blocking ends the friendship and the requests both ways.
+        assert!(s.block(a, bb, 200).await.expect("block"));
+        assert!(s.friend_ids(a).await.expect("ids").is_empty());
+        assert!(s.friend_ids(bb).await.expect("ids").is_empty());
+        assert!(s.blocked_either(bb, a).await.expect("either"));
+        assert!(s.blocked_either(a, bb).await.expect("either"));
+        s.send_friend_request(c, a, None, 10, 201)
+            .await
+            .expect("request");
+        s.send_friend_request(a, c, None, 10, 202)
+            .await
+            .expect("request");
+        assert!(s.unfriend(a, c).await.expect("unfriend"), "crossed");
+        s.send_friend_request(c, a, None, 10, 203)
+            .await
+            .expect("request");
+        assert!(!s.block(a, c, 204).await.expect("block"));
+        assert!(s.friend_requests(a, true).await.expect("in").is_empty());
+        assert!(s.friend_requests(c, false).await.expect("out").is_empty());
+        assert!(matches!(
+            s.send_friend_request(c, a, None, 10, 205).await,
+            Ok(FriendRequestOutcome::Blocked)
+        ));
+        assert!(matches!(
+            s.send_friend_request(a, c, None, 10, 205).await,
+            Ok(FriendRequestOutcome::Blocked)
+        ));
+        assert!(!s.block(a, c, 206).await.expect("block again"));
+        let blocked: Vec<i64> = s
+            .blocked_users(a)
+            .await
+            .expect("blocked")
+            .iter()
+            .map(|u| u.id)
+            .collect();
+        assert_eq!(blocked, vec![c, bb], "newest first");
+        assert!(s.unblock(a, bb).await.expect("unblock"));
+        assert!(!s.unblock(a, bb).await.expect("unblock"));
+        assert!(!s.unblock(c, a).await.expect("only the blocker lifts it"));
+        assert!(!s.blocked_either(a, bb).await.expect("either"));
+        assert!(s.blocked_either(c, a).await.expect("either"));
+    }
+}
+
+#[tokio::test]
+async fn blocks_and_the_friends_only_rule_stop_direct_messages() {
+    for b in backends().await {
+        let s = b.store.as_ref();
+        let (a, bb, c) = (
+            user(s, "ann").await,
+            user(s, "bob").await,
+            user(s, "cat").await,
+        );
+        let (ab, _) = s.get_or_create_direct(a, bb, 1).await.expect("direct");
+        let g = s.create_group(a, "g", &[bb], 2).await.expect("group");
+        assert_eq!(
+            seq_of(&commit(s, &[append(ab, a, "m1")]).await[0]),
+            (1, false)
+        );
+        s.block(bb, a, 5).await.expect("block");
+        let out = commit(
+            s,
+            &[
+                append(ab, a, "m2"),
+                append(ab, bb, "m3"),
+                append(g, a, "g1"),
+                append(ab, a, "m1"),
+                append(ab, a, "m2"),
+                read(ab, bb, 1),
+            ],
+        )
+        .await;
+        assert_eq!(rejected(&out[0]), ErrorCode::Blocked, "{}", b.name);
+        assert_eq!(rejected(&out[1]), ErrorCode::Blocked, "either way");
+        assert_eq!(seq_of(&out[2]), (2, false), "groups are not affected");
+        assert_eq!(seq_of(&out[3]), (1, true), "a resend still answers");
+        assert_eq!(rejected(&out[4]), ErrorCode::Blocked, "a repeat too");
+        assert!(matches!(out[5], WriteOutcome::CursorMoved { seq: 1, .. }));
+        assert_eq!(s.audience(ab, a).await.expect("aud"), Some(vec![]));
+        assert_eq!(s.audience(g, bb).await.expect("aud"), Some(vec![]));
+        assert_eq!(s.audience(g, c).await.expect("aud"), None);
+        s.unblock(bb, a).await.expect("unblock");
+        assert_eq!(s.audience(g, bb).await.expect("aud"), Some(vec![a]));
+
+        let friends_only = CommitRules {
+            direct_messages: DirectMessagePolicy::FriendsOnly,
+        };
+        let out = s
+            .commit_batch(&[append(ab, a, "m4"), append(g, bb, "g2")], friends_only)
+            .await
+            .expect("commit");
+        assert_eq!(rejected(&out[0]), ErrorCode::NotFriends);
+        assert_eq!(seq_of(&out[1]), (3, false));
+        s.send_friend_request(a, bb, None, 10, 6)
+            .await
+            .expect("request");
+        s.send_friend_request(bb, a, None, 10, 7)
+            .await
+            .expect("accept");
+        let out = s
+            .commit_batch(&[append(ab, a, "m4"), append(ab, bb, "m5")], friends_only)
+            .await
+            .expect("commit");
+        assert_eq!(seq_of(&out[0]), (2, false), "refused sends took no seq");
+        assert_eq!(seq_of(&out[1]), (3, false));
+        match &out[1] {
+            WriteOutcome::Appended { members, .. } => assert_eq!(&**members, &[a, bb]),
+            other => panic!("{other:?}"),
+        }
+
+        // Newest activity first.
+        let listed: Vec<i64> = s
+            .conversations_for(a)
+            .await
+            .expect("list")
+            .iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(listed.len(), 2);
+        assert!(s.conversations_for(c).await.expect("list").is_empty());
+    }
+}
+
+// --- mentions, sync floors, receipts -----------------------------------------
+
+#[tokio::test]
+async fn mentions_count_until_read() {
+    for b in backends().await {
+        let s = b.store.as_ref();
+        let (a, bb, c, d) = (
+            user(s, "ann").await,
+            user(s, "bob").await,
+            user(s, "cat").await,
+            user(s, "dan").await,
+        );
+        let g = s.create_group(a, "m", &[bb, c], 1).await.expect("group");
+        let out = commit(
+            s,
+            &[
+                mentioning(g, a, "x", &[bb, c, a, d, bb, 999_999]),
+                mentioning(g, bb, "y", &[c]),
+                mentioning(g, bb, "x", &[c]),
+            ],
+        )
+        .await;
+        assert_eq!(seq_of(&out[0]), (2, false));
+        assert_eq!(seq_of(&out[1]), (3, false));
+        assert_eq!(seq_of(&out[2]), (4, false), "another sender's x");
+        let counts = |v: confab_proto::api::Conversation| (v.unread_count, v.unread_mentions);
+        assert_eq!(counts(view(s, g, bb).await), (1, 1), "{}", b.name);
+        assert_eq!(counts(view(s, g, c).await), (3, 3));
+        assert_eq!(counts(view(s, g, a).await), (2, 0));
+        commit(s, &[read(g, bb, 2), read(g, c, 3)]).await;
+        assert_eq!(
+            counts(view(s, g, bb).await),
+            (0, 0),
+            "the rest is bob's own"
+        );
+        assert_eq!(counts(view(s, g, c).await), (1, 1));
+        // A resend mentions nobody again.
+        commit(s, &[mentioning(g, bb, "y", &[c])]).await;
+        assert_eq!(counts(view(s, g, c).await), (1, 1));
+        // Leaving forgets them; coming back starts clean; system notices
+        // are never unread.
+        commit(s, &[remove(g, a, c), add(g, a, &[c, d], 10)]).await;
+        assert_eq!(counts(view(s, g, c).await), (0, 0));
+        assert_eq!(counts(view(s, g, d).await), (0, 0));
+        assert_eq!(counts(view(s, g, bb).await), (0, 0));
+
+        let (ab, _) = s.get_or_create_direct(a, bb, 1).await.expect("direct");
+        commit(s, &[mentioning(ab, a, "dm", &[bb])]).await;
+        assert_eq!(counts(view(s, ab, bb).await), (1, 1));
+        let v = view(s, ab, bb).await;
+        assert_eq!(
+            v.last_message.map(|m| m.client_msg_id).as_deref(),
+            Some("dm")
+        );
+    }
+}
+
+#[tokio::test]
+async fn sync_tells_new_members_where_their_history_starts() {
+    for b in backends().await {
+        let s = b.store.as_ref();
+        let (a, bb, c) = (
+            user(s, "ann").await,
+            user(s, "bob").await,
+            user(s, "cat").await,
+        );
+        let g = s.create_group(a, "s", &[bb], 1).await.expect("group");
+        let ops: Vec<_> = (0..3).map(|i| append(g, a, &format!("m{i}"))).collect();
+        commit(s, &ops).await;
+        commit(s, &[add(g, a, &[c], 10), append(g, bb, "after")]).await;
+        let limits = SyncLimits {
+            per_conversation: 100,
+            total: 1000,
+        };
+        let batch = |cursor: Option<i64>, who: i64| async move {
+            let cursors: HashMap<i64, i64> = cursor.map(|c| (g, c)).into_iter().collect();
+            let mut got = s.sync(who, &cursors, limits).await.expect("sync");
+            assert!(got.len() <= 1);
+            got.pop().map(|x| {
+                (
+                    x.floor,
+                    x.messages.iter().map(|m| m.seq).collect::<Vec<_>>(),
+                    x.has_more,
+                )
+            })
+        };
+        assert_eq!(
+            batch(None, c).await,
+            Some((Some(4), vec![5, 6], false)),
+            "{}",
+            b.name
+        );
+        assert_eq!(batch(Some(2), c).await, Some((Some(4), vec![5, 6], false)));
+        assert_eq!(batch(Some(4), c).await, Some((None, vec![5, 6], false)));
+        assert_eq!(batch(Some(5), c).await, Some((None, vec![6], false)));
+        assert_eq!(batch(Some(6), c).await, None);
+        assert_eq!(
+            batch(None, bb).await,
+            Some((None, (1..=6).collect(), false))
+        );
+        commit(s, &[remove(g, a, bb)]).await;
+        assert_eq!(batch(None, bb).await, None, "former members sync nothing");
+        let (page, _) = s
+            .history(
+                g,
+                bb,
+                HistoryQuery {
+                    limit: 10,
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("history");
+        assert!(page.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn group_history_counts_readers_of_own_messages() {
+    for b in backends().await {
+        let s = b.store.as_ref();
+        let (a, bb, c) = (
+            user(s, "ann").await,
+            user(s, "bob").await,
+            user(s, "cat").await,
+        );
+        let g = s.create_group(a, "r", &[bb, c], 1).await.expect("group");
+        commit(
+            s,
+            &[
+                append(g, a, "x1"),
+                append(g, a, "x2"),
+                append(g, a, "x3"),
+                append(g, bb, "y1"),
+            ],
+        )
+        .await;
+        commit(s, &[read(g, bb, 3), read(g, c, 2)]).await;
+        let read_by = |v: Vec<confab_proto::MessageRecord>| {
+            v.iter().map(|m| (m.seq, m.read_by)).collect::<Vec<_>>()
+        };
+        assert_eq!(
+            read_by(all_history(s, g, a).await),
+            vec![
+                (1, None),
+                (2, Some(2)),
+                (3, Some(1)),
+                (4, Some(0)),
+                (5, None)
+            ],
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            read_by(all_history(s, g, bb).await),
+            vec![(1, None), (2, None), (3, None), (4, None), (5, Some(0))]
+        );
+        let (ab, _) = s.get_or_create_direct(a, bb, 1).await.expect("direct");
+        commit(s, &[append(ab, a, "d1")]).await;
+        commit(s, &[read(ab, bb, 1)]).await;
+        assert_eq!(
+            read_by(all_history(s, ab, a).await),
+            vec![(1, None)],
+            "groups only"
+        );
+    }
+}
+
+// --- accounts and presence ---------------------------------------------------
+
+#[tokio::test]
+async fn profiles_and_presence_bookkeeping() {
+    for b in backends().await {
+        let s = b.store.as_ref();
+        let (a, bb) = (user(s, "ann").await, user(s, "bob").await);
+        let recs = s
+            .presence_records(&[a, bb, 999_999])
+            .await
+            .expect("presence");
+        assert_eq!(recs.len(), 2, "{}", b.name);
+        assert_eq!(recs[&a], PresenceRecord::default());
+        assert!(s.presence_records(&[]).await.expect("presence").is_empty());
+        s.set_last_seen(a, 100).await.expect("seen");
+        s.set_last_seen(a, 50).await.expect("seen");
+        s.set_last_seen(999_999, 5).await.expect("nobody");
+        let updated = s
+            .update_profile(
+                a,
+                ProfileUpdate {
+                    hide_presence: Some(true),
+                    status_text: Some(Some("busy".into())),
+                    avatar_media_id: Some(Some("face".into())),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("update")
+            .expect("exists");
+        assert_eq!(updated.status_text.as_deref(), Some("busy"));
+        assert_eq!(updated.avatar_media_id.as_deref(), Some("face"));
+        assert_eq!(updated.display_name, "ann");
+        let recs = s.presence_records(&[a, bb]).await.expect("presence");
+        assert_eq!(
+            recs[&a],
+            PresenceRecord {
+                hidden: true,
+                last_seen: Some(100)
+            }
+        );
+        assert_eq!(recs[&bb], PresenceRecord::default());
+        let updated = s
+            .update_profile(
+                a,
+                ProfileUpdate {
+                    display_name: Some("Ann A.".into()),
+                    avatar_media_id: Some(None),
+                    ..Default::default()
+                },
+            )
+            .await
+            .expect("update")
+            .expect("exists");
+        assert_eq!(updated.avatar_media_id, None);
+        assert_eq!(updated.status_text.as_deref(), Some("busy"));
+        let again = s.user(a).await.expect("user").expect("exists");
+        assert_eq!(again.display_name, "Ann A.");
+        assert!(s.presence_records(&[a]).await.expect("p")[&a].hidden);
+        assert!(s
+            .update_profile(999_999, ProfileUpdate::default())
+            .await
+            .expect("update")
+            .is_none());
+        assert!(s.user(999_999).await.expect("user").is_none());
+    }
+}
+
+#[tokio::test]
+async fn password_changes_and_revocation_end_other_devices() {
+    for b in backends().await {
+        let s = b.store.as_ref();
+        let a = user(s, "ann").await;
+        let creds = s
+            .credentials_by_username("ann")
+            .await
+            .expect("creds")
+            .expect("exists");
+        assert_eq!((creds.user.id, creds.password_hash.as_str()), (a, "x"));
+        assert!(s
+            .credentials_by_username("nobody")
+            .await
+            .expect("creds")
+            .is_none());
+        let d1 = s.create_device(a, None, None, 1).await.expect("device");
+        let d2 = s
+            .create_device(a, Some("phone".into()), Some("key".into()), 1)
+            .await
+            .expect("device");
+        let token = |h: u8, device_id, kind| NewToken {
+            hash: vec![h; 32],
+            device_id,
+            kind,
+            expires_at: 1000,
+        };
+        s.insert_tokens(vec![
+            token(1, d1, TokenKind::Access),
+            token(2, d2, TokenKind::Access),
+            token(3, d2, TokenKind::Refresh),
+        ])
+        .await
+        .expect("tokens");
+        assert!(matches!(
+            s.insert_tokens(vec![token(1, d2, TokenKind::Access)]).await,
+            Err(StoreError::Conflict)
+        ));
+        s.change_password(a, "new", d1, 10).await.expect("change");
+        assert_eq!(
+            s.credentials_by_username("ann")
+                .await
+                .expect("creds")
+                .expect("exists")
+                .password_hash,
+            "new",
+            "{}",
+            b.name
+        );
+        assert!(s
+            .access_token_owner(&[1; 32], 10)
+            .await
+            .expect("a")
+            .is_some());
+        assert!(s
+            .access_token_owner(&[2; 32], 10)
+            .await
+            .expect("a")
+            .is_none());
+        assert_eq!(
+            s.spend_refresh_token(&[3; 32], 10).await.expect("r"),
+            RefreshOutcome::Invalid
+        );
+        s.revoke_device(d1, 11).await.expect("revoke");
+        assert!(s
+            .access_token_owner(&[1; 32], 12)
+            .await
+            .expect("a")
+            .is_none());
+        s.ping().await.expect("ping");
+    }
+}
+
+// --- PostgreSQL only: several nodes on one database, outages ---------------
+
+/// Two stores (two pools: two "nodes") on one fresh PostgreSQL database.
+async fn two_nodes() -> (Backend, Arc<PostgresStore>, Arc<PostgresStore>) {
+    let b = postgres().await;
+    let url = b.pg.as_ref().map(|(_, url)| url.clone()).expect("url");
+    let one = Arc::new(PostgresStore::open(&url).await.expect("node one"));
+    let two = Arc::new(PostgresStore::open(&url).await.expect("node two"));
+    (b, one, two)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_committing_at_once_keep_seqs_gapless_and_sends_unique() {
+    let (_pg, one, two) = two_nodes().await;
+    let s: &dyn Store = one.as_ref();
+    let (a, bb, c, d) = (
+        user(s, "ann").await,
+        user(s, "bob").await,
+        user(s, "cat").await,
+        user(s, "dan").await,
+    );
+    let (ab, _) = s.get_or_create_direct(a, bb, 1).await.expect("direct");
+    let g = s.create_group(a, "g", &[bb, c], 1).await.expect("group");
+    let dev = s.create_device(bb, None, None, 1).await.expect("device");
+    const ROUNDS: usize = 40;
+    const PER: usize = 6;
+    let start = Arc::new(tokio::sync::Barrier::new(2));
+    let node = |store: Arc<PostgresStore>, n: usize| {
+        let start = start.clone();
+        tokio::spawn(async move {
+            start.wait().await;
+            let mut seen: Vec<(String, i64, i64, bool)> = Vec::new();
+            for round in 0..ROUNDS {
+                let mut ops = Vec::new();
+                for k in 0..PER {
+                    ops.push(append(ab, a, &format!("n{n}-{round}-{k}")));
+                    ops.push(append(g, bb, &format!("n{n}-{round}-{k}")));
+                }
+                // The same sends through both nodes: a client resending
+                // through another node while the first commit is in flight.
+                ops.push(append(ab, bb, &format!("shared-{round}")));
+                ops.push(append(g, c, &format!("shared-{round}")));
+                ops.push(read(g, bb, (round * 3) as i64));
+                ops.push(WriteOp::Delivered {
+                    device_id: dev,
+                    user_id: bb,
+                    conversation_id: ab,
+                    seq: (round * 5) as i64,
+                });
+                if n == 1 && round % 5 == 2 {
+                    ops.insert(PER, add(g, a, &[d], 100));
+                }
+                if n == 1 && round % 5 == 4 {
+                    ops.insert(PER, remove(g, a, d));
+                }
+                let out = store
+                    .commit_batch(&ops, CommitRules::default())
+                    .await
+                    .expect("commit");
+                for (op, o) in ops.iter().zip(&out) {
+                    match (op, o) {
+                        (WriteOp::Append(m), WriteOutcome::Appended { seq, duplicate, .. }) => seen
+                            .push((m.client_msg_id.clone(), m.conversation_id, *seq, *duplicate)),
+                        (WriteOp::Append(_), other) => panic!("node {n}: {other:?}"),
+                        (WriteOp::Group { .. }, WriteOutcome::GroupChanged(_)) => {}
+                        (WriteOp::Group { .. }, other) => panic!("node {n}: {other:?}"),
+                        _ => {}
+                    }
+                }
+            }
+            seen
+        })
+    };
+    let (r1, r2) = tokio::join!(node(one.clone(), 1), node(two.clone(), 2));
+    let mut seen = r1.expect("node one");
+    seen.extend(r2.expect("node two"));
+
+    for conv in [ab, g] {
+        let page = all_history(s, conv, a).await;
+        let seqs: Vec<i64> = page.iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, (1..=page.len() as i64).collect::<Vec<_>>(), "gapless");
+        let mut keys: Vec<(i64, String)> = page
+            .iter()
+            .map(|m| (m.sender_id, m.client_msg_id.clone()))
+            .collect();
+        keys.sort();
+        keys.dedup();
+        assert_eq!(keys.len(), page.len(), "one row per client_msg_id");
+        let texts = page.iter().filter(|m| m.kind == MessageKind::Text).count();
+        assert_eq!(texts, ROUNDS * (2 * PER + 1), "every send stored once");
+        assert_eq!(view(s, conv, a).await.last_seq, page.len() as i64);
+        // What each node was told matches what is stored.
+        let stored: HashMap<&str, i64> = page
+            .iter()
+            .map(|m| (m.client_msg_id.as_str(), m.seq))
+            .collect();
+        for (id, c, seq, _) in seen.iter().filter(|x| x.1 == conv) {
+            assert_eq!(stored.get(id.as_str()), Some(seq), "{id} in {c}");
+        }
+    }
+    for round in 0..ROUNDS {
+        for conv in [ab, g] {
+            let id = format!("shared-{round}");
+            let answers: Vec<&(String, i64, i64, bool)> =
+                seen.iter().filter(|x| x.0 == id && x.1 == conv).collect();
+            assert_eq!(answers.len(), 2);
+            assert_eq!(answers[0].2, answers[1].2, "both nodes report one seq");
+            assert_eq!(
+                answers.iter().filter(|x| !x.3).count(),
+                1,
+                "exactly one of them is the original"
+            );
+        }
+    }
+    assert!(s.delivered_seq(dev, ab).await.expect("delivered") > 0);
+    two.close().await;
+    one.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_racing_on_pairs_and_tokens_agree() {
+    let (_pg, one, two) = two_nodes().await;
+    let s: &dyn Store = one.as_ref();
+    for i in 0..15 {
+        let u = user(s, &format!("u{i}")).await;
+        let v = user(s, &format!("v{i}")).await;
+        // The same direct conversation made through both nodes at once.
+        let (x, y) = tokio::join!(
+            one.get_or_create_direct(u, v, 1),
+            two.get_or_create_direct(v, u, 1)
+        );
+        let (x, y) = (x.expect("direct"), y.expect("direct"));
+        assert_eq!(x.0, y.0, "one conversation");
+        assert!(x.1 ^ y.1, "made once: {x:?} {y:?}");
+        assert_eq!(two.member_ids(x.0).await.expect("ids").len(), 2);
+
+        // Crossing friend requests through two nodes: friends, nothing pending.
+        let (x, y) = tokio::join!(
+            one.send_friend_request(u, v, None, 10, 2),
+            two.send_friend_request(v, u, None, 10, 2)
+        );
+        let accepted = [x.expect("request"), y.expect("request")]
+            .iter()
+            .filter(|o| matches!(o, FriendRequestOutcome::Accepted { .. }))
+            .count();
+        assert_eq!(accepted, 1, "one request, answered by the other");
+        assert_eq!(s.friend_ids(u).await.expect("ids"), vec![v]);
+        assert!(s.friend_requests(u, true).await.expect("in").is_empty());
+        assert!(s.friend_requests(v, true).await.expect("in").is_empty());
+
+        // A refresh token spent through both nodes at once: one wins, the
+        // other is a replay.
+        let dev = s.create_device(u, None, None, 1).await.expect("device");
+        let hash = vec![i as u8; 32];
+        s.insert_tokens(vec![NewToken {
+            hash: hash.clone(),
+            device_id: dev,
+            kind: TokenKind::Refresh,
+            expires_at: 1000,
+        }])
+        .await
+        .expect("token");
+        let (x, y) = tokio::join!(
+            one.spend_refresh_token(&hash, 5),
+            two.spend_refresh_token(&hash, 5)
+        );
+        let mut got = [x.expect("spend"), y.expect("spend")];
+        got.sort_by_key(|o| matches!(o, RefreshOutcome::Reused(_)));
+        let owner = TokenOwner {
+            user_id: u,
+            device_id: dev,
+        };
+        assert_eq!(
+            got,
+            [RefreshOutcome::Fresh(owner), RefreshOutcome::Reused(owner)]
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_outage_is_unavailable_and_committed_data_survives_it() {
+    let mut pg = Postgres::start().await.expect("start postgres");
+    // A short acquire timeout: during the outage every call waits that long.
+    let store = PostgresStore::open_with(&pg.url(), 4, std::time::Duration::from_secs(1))
+        .await
+        .expect("open");
+    let s: Arc<dyn Store> = Arc::new(store);
+    let (a, bb) = (user(s.as_ref(), "ann").await, user(s.as_ref(), "bob").await);
+    let (ab, _) = s.get_or_create_direct(a, bb, 1).await.expect("direct");
+    commit(s.as_ref(), &[append(ab, a, "before")]).await;
+    pg.stop().await;
+    assert!(
+        matches!(s.ping().await, Err(StoreError::Unavailable(_))),
+        "down"
+    );
+    assert!(matches!(
+        s.commit_batch(&[append(ab, a, "during")], CommitRules::default())
+            .await,
+        Err(StoreError::Unavailable(_))
+    ));
+    pg.start_again().await.expect("start again");
+    s.ping().await.expect("back");
+    let out = commit(
+        s.as_ref(),
+        &[append(ab, a, "during"), append(ab, a, "before")],
+    )
+    .await;
+    assert_eq!(seq_of(&out[0]), (2, false), "the failed batch burnt no seq");
+    assert_eq!(seq_of(&out[1]), (1, true));
 }

@@ -6,6 +6,9 @@
 pub mod nats;
 pub mod postgres;
 
+pub use nats::Nats;
+pub use postgres::Postgres;
+
 /// Why a service could not be started.
 #[derive(Debug, thiserror::Error)]
 pub enum TestkitError {

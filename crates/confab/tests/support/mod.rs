@@ -158,6 +158,11 @@ pub struct ServerProcess {
 
 /// Starts the real binary on a free port with the given data directory.
 pub async fn spawn_binary(data_dir: &Path) -> ServerProcess {
+    spawn_binary_with(data_dir, &[]).await
+}
+
+/// Starts the real binary with extra `serve` flags (cluster settings).
+pub async fn spawn_binary_with(data_dir: &Path, extra: &[&str]) -> ServerProcess {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_confab"))
         .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(data_dir)
@@ -171,6 +176,7 @@ pub async fn spawn_binary(data_dir: &Path) -> ServerProcess {
             "--send-burst",
             "100000",
         ])
+        .args(extra)
         .env("CONFAB_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

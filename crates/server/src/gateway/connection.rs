@@ -67,11 +67,14 @@ pub async fn serve(state: AppState, socket: WebSocket, who: AuthUser) {
         device_id: who.device_id,
         outbound: out.clone(),
     };
-    if state.hub.register(who.user_id, entry) {
-        if let Err(e) = state.bus.set_interest(who.user_id, true).await {
-            tracing::warn!(error = %e, "could not subscribe user on the bus");
+    {
+        let _user = state.presence.lock_user(who.user_id).await;
+        if state.hub.register(who.user_id, entry) {
+            if let Err(e) = state.bus.set_interest(who.user_id, true).await {
+                tracing::warn!(error = %e, "could not subscribe user on the bus");
+            }
+            state.presence.connected(who.user_id).await;
         }
-        state.presence.connected(who.user_id).await;
     }
     state
         .open_connections
@@ -105,11 +108,14 @@ pub async fn serve(state: AppState, socket: WebSocket, who: AuthUser) {
         conn.publish_typing(conversation_id, audience, TypingState::Stop)
             .await;
     }
-    if state.hub.unregister(who.user_id, id) {
-        if let Err(e) = state.bus.set_interest(who.user_id, false).await {
-            tracing::warn!(error = %e, "could not unsubscribe user on the bus");
+    {
+        let _user = state.presence.lock_user(who.user_id).await;
+        if state.hub.unregister(who.user_id, id) {
+            if let Err(e) = state.bus.set_interest(who.user_id, false).await {
+                tracing::warn!(error = %e, "could not unsubscribe user on the bus");
+            }
+            state.presence.disconnected(who.user_id).await;
         }
-        state.presence.disconnected(who.user_id).await;
     }
     state
         .open_connections
@@ -211,8 +217,11 @@ impl Connection {
                 return Err("device revoked");
             }
             Some(Closed::Resync) => {
-                self.close(close::TRY_AGAIN, "deliveries interrupted; reconnect and sync")
-                    .await;
+                self.close(
+                    close::TRY_AGAIN,
+                    "deliveries interrupted; reconnect and sync",
+                )
+                .await;
                 return Err("resync");
             }
             _ => {}

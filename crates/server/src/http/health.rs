@@ -19,8 +19,8 @@ pub async fn healthz() -> Json<Health> {
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let problem = if state.shutdown.is_cancelled() {
         Some("shutting down".to_string())
-    } else if let Err(e) = state.store.ping().await {
-        Some(format!("store: {e}"))
+    } else if let Some(problem) = store_problem(&state).await {
+        Some(problem)
     } else if !state.bus.is_ready() {
         Some("bus not connected".to_string())
     } else {
@@ -34,6 +34,16 @@ pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
             }),
         ),
         Some(p) => (StatusCode::SERVICE_UNAVAILABLE, Json(Health { status: p })),
+    }
+}
+
+/// What is wrong with the store, if anything; a store that does not
+/// answer within two seconds counts as down.
+async fn store_problem(state: &AppState) -> Option<String> {
+    match tokio::time::timeout(std::time::Duration::from_secs(2), state.store.ping()).await {
+        Ok(Ok(())) => None,
+        Ok(Err(e)) => Some(format!("store: {e}")),
+        Err(_) => Some("store: no answer within 2 s".into()),
     }
 }
 

@@ -1,0 +1,691 @@
+//! The group-commit write path: many sends and cursor moves, one transaction.
+//!
+//! Several nodes' committers run this at the same time on one database, so
+//! the transaction starts by locking the rows of every conversation the
+//! batch touches, in id order (no deadlocks between batches). From then on
+//! nothing else can append to, or change the membership of, those
+//! conversations until this transaction ends, and every later statement
+//! (READ COMMITTED takes a fresh snapshot per statement) sees what the
+//! previous holder committed: membership checks, the idempotency lookup and
+//! seq reservation cannot race another node's batch. A resend that arrives
+//! through another node while the first commit is in flight waits for the
+//! lock and then finds the message committed. Nothing here ever relies on a
+//! unique violation, which would abort the whole batch.
+//!
+//! Per batch segment (group changes split the batch, as in SQLite), however
+//! many ops: one membership read, one idempotency lookup, the block and
+//! friendship checks, one `UPDATE … RETURNING` that reserves a block of seqs
+//! per conversation, one multi-row insert of messages and one of mentions,
+//! one statement per kind of cursor, and one lookup of former members. Lists
+//! travel as arrays (`UNNEST($1::bigint[], …)`), so the SQL text does not
+//! depend on the batch size and every statement stays prepared.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use confab_proto::api::ConversationKind;
+use confab_proto::error::ErrorCode;
+use confab_proto::{ConversationId, Millis, Seq, UserId};
+use sqlx::{PgConnection, PgPool, Row};
+
+use super::groups;
+use crate::types::*;
+use crate::Result;
+
+/// What the write path needs to know about each touched conversation.
+struct Info {
+    kind: ConversationKind,
+    members: Arc<[UserId]>,
+}
+
+type Members = HashMap<ConversationId, Info>;
+
+/// Conversation kinds of the locked conversations.
+type Kinds = HashMap<ConversationId, ConversationKind>;
+
+pub(crate) async fn commit_batch(
+    db: &PgPool,
+    ops: &[WriteOp],
+    rules: CommitRules,
+) -> Result<Vec<WriteOutcome>> {
+    let mut out: Vec<Option<WriteOutcome>> = vec![None; ops.len()];
+    if ops.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut tx = db.begin().await?;
+    let kinds = lock_conversations(&mut tx, ops).await?;
+    // Group changes split the batch: the plain writes before one see the
+    // membership before it, the ones after see it after.
+    let mut start = 0;
+    for i in 0..=ops.len() {
+        let group = match ops.get(i) {
+            Some(WriteOp::Group { change, ts }) => Some((change, *ts)),
+            Some(_) => continue,
+            None => None,
+        };
+        if start < i {
+            plain_writes(&mut tx, &ops[start..i], &mut out[start..i], rules, &kinds).await?;
+        }
+        if let Some((change, ts)) = group {
+            out[i] = Some(match groups::apply(&mut tx, change, ts).await? {
+                Ok(done) => WriteOutcome::GroupChanged(done),
+                Err(code) => WriteOutcome::Rejected(code),
+            });
+        }
+        start = i + 1;
+    }
+    tx.commit().await?;
+    Ok(out
+        .into_iter()
+        .map(|o| o.unwrap_or(WriteOutcome::Rejected(ErrorCode::Internal)))
+        .collect())
+}
+
+/// Locks every conversation the batch touches (group changes included), in
+/// id order, and returns their kinds.
+async fn lock_conversations(tx: &mut PgConnection, ops: &[WriteOp]) -> Result<Kinds> {
+    let ids: Vec<ConversationId> = ops
+        .iter()
+        .map(conversation_of)
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let rows = sqlx::query(
+        "SELECT id, kind, last_seq FROM conversations WHERE id = ANY($1) ORDER BY id
+         FOR NO KEY UPDATE",
+    )
+    .bind(&ids)
+    .persistent(true)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut kinds = Kinds::with_capacity(rows.len());
+    for row in rows {
+        let id: i64 = row.try_get(0)?;
+        let kind: &str = row.try_get(1)?;
+        let kind = if kind == "direct" {
+            ConversationKind::Direct
+        } else {
+            ConversationKind::Group
+        };
+        kinds.insert(id, kind);
+    }
+    Ok(kinds)
+}
+
+/// Sends and cursor moves: a fixed handful of statements however many.
+async fn plain_writes(
+    tx: &mut PgConnection,
+    ops: &[WriteOp],
+    out: &mut [Option<WriteOutcome>],
+    rules: CommitRules,
+    kinds: &Kinds,
+) -> Result<()> {
+    let members = load_members(tx, ops, kinds).await?;
+    append_messages(tx, ops, &members, out, rules).await?;
+    move_cursors(tx, ops, &members, out).await?;
+    refuse_outsiders(tx, ops, out).await
+}
+
+fn conversation_of(op: &WriteOp) -> ConversationId {
+    match op {
+        WriteOp::Append(m) => m.conversation_id,
+        WriteOp::Delivered {
+            conversation_id, ..
+        }
+        | WriteOp::Read {
+            conversation_id, ..
+        } => *conversation_id,
+        WriteOp::Group { change, .. } => change.conversation_id(),
+    }
+}
+
+fn actor_of(op: &WriteOp) -> UserId {
+    match op {
+        WriteOp::Append(m) => m.sender_id,
+        WriteOp::Delivered { user_id, .. } | WriteOp::Read { user_id, .. } => *user_id,
+        WriteOp::Group { change, .. } => match change {
+            GroupChange::Add { by, .. }
+            | GroupChange::Remove { by, .. }
+            | GroupChange::SetRole { by, .. }
+            | GroupChange::Update { by, .. } => *by,
+        },
+    }
+}
+
+/// Ops refused as `NotFound` by a non-member: a former member gets
+/// `Forbidden` instead (they know the conversation; they may not use it).
+async fn refuse_outsiders(
+    tx: &mut PgConnection,
+    ops: &[WriteOp],
+    out: &mut [Option<WriteOutcome>],
+) -> Result<()> {
+    let refused: Vec<usize> = (0..ops.len())
+        .filter(|&i| matches!(out[i], Some(WriteOutcome::Rejected(ErrorCode::NotFound))))
+        .collect();
+    if refused.is_empty() {
+        return Ok(());
+    }
+    let convs: Vec<ConversationId> = refused.iter().map(|&i| conversation_of(&ops[i])).collect();
+    let users: Vec<UserId> = refused.iter().map(|&i| actor_of(&ops[i])).collect();
+    let rows = sqlx::query(
+        "SELECT f.conversation_id, f.user_id FROM former_members f
+         JOIN UNNEST($1::bigint[], $2::bigint[]) AS k(conv, usr)
+           ON f.conversation_id = k.conv AND f.user_id = k.usr",
+    )
+    .bind(&convs)
+    .bind(&users)
+    .persistent(true)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut former: HashSet<(ConversationId, UserId)> = HashSet::with_capacity(rows.len());
+    for row in rows {
+        former.insert((row.try_get(0)?, row.try_get(1)?));
+    }
+    for i in refused {
+        if former.contains(&(conversation_of(&ops[i]), actor_of(&ops[i]))) {
+            out[i] = Some(WriteOutcome::Rejected(ErrorCode::Forbidden));
+        }
+    }
+    Ok(())
+}
+
+async fn load_members(tx: &mut PgConnection, ops: &[WriteOp], kinds: &Kinds) -> Result<Members> {
+    let ids: Vec<ConversationId> = ops
+        .iter()
+        .map(conversation_of)
+        .filter(|id| kinds.contains_key(id))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    let mut grouped: HashMap<ConversationId, Vec<UserId>> = HashMap::new();
+    if !ids.is_empty() {
+        let rows = sqlx::query(
+            "SELECT conversation_id, user_id FROM members WHERE conversation_id = ANY($1)
+             ORDER BY conversation_id, user_id",
+        )
+        .bind(&ids)
+        .persistent(true)
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in rows {
+            let conv: i64 = row.try_get(0)?;
+            let user: i64 = row.try_get(1)?;
+            grouped.entry(conv).or_default().push(user);
+        }
+    }
+    Ok(grouped
+        .into_iter()
+        .map(|(k, v)| {
+            let kind = kinds.get(&k).copied().unwrap_or(ConversationKind::Group);
+            (
+                k,
+                Info {
+                    kind,
+                    members: Arc::from(v),
+                },
+            )
+        })
+        .collect())
+}
+
+fn is_member(members: &Members, conv: ConversationId, user: UserId) -> Option<&Info> {
+    members.get(&conv).filter(|m| m.members.contains(&user))
+}
+
+fn members_of(members: &Members, conv: ConversationId) -> Arc<[UserId]> {
+    members
+        .get(&conv)
+        .map(|i| i.members.clone())
+        .unwrap_or_else(|| Arc::from(vec![]))
+}
+
+/// Pairs of users (sender, other member) of direct conversations.
+type Pair = (UserId, UserId);
+
+fn unzip_pairs(pairs: &[Pair]) -> (Vec<UserId>, Vec<UserId>) {
+    pairs.iter().copied().unzip()
+}
+
+/// Which of these pairs have a block either way.
+async fn blocked_pairs(tx: &mut PgConnection, pairs: &[Pair]) -> Result<HashSet<Pair>> {
+    let (a, b) = unzip_pairs(pairs);
+    let rows = sqlx::query(
+        "SELECT p.a, p.b FROM UNNEST($1::bigint[], $2::bigint[]) AS p(a, b)
+         WHERE EXISTS (SELECT 1 FROM blocks
+             WHERE (blocker_id = p.a AND blocked_id = p.b) OR (blocker_id = p.b AND blocked_id = p.a))",
+    )
+    .bind(&a)
+    .bind(&b)
+    .persistent(true)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut hit = HashSet::new();
+    for row in rows {
+        hit.insert((row.try_get(0)?, row.try_get(1)?));
+    }
+    Ok(hit)
+}
+
+/// Which of these pairs are friends.
+async fn friend_pairs(tx: &mut PgConnection, pairs: &[Pair]) -> Result<HashSet<Pair>> {
+    let (a, b) = unzip_pairs(pairs);
+    let rows = sqlx::query(
+        "SELECT p.a, p.b FROM UNNEST($1::bigint[], $2::bigint[]) AS p(a, b)
+         JOIN friendships f ON f.user_id = p.a AND f.friend_id = p.b",
+    )
+    .bind(&a)
+    .bind(&b)
+    .persistent(true)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut hit = HashSet::new();
+    for row in rows {
+        hit.insert((row.try_get(0)?, row.try_get(1)?));
+    }
+    Ok(hit)
+}
+
+/// Refuses fresh direct messages between users with a block either way, or
+/// (under the friends-only policy) between strangers.
+async fn check_direct_rules(
+    tx: &mut PgConnection,
+    fresh: &mut Vec<(usize, &NewMessage)>,
+    members: &Members,
+    out: &mut [Option<WriteOutcome>],
+    rules: CommitRules,
+) -> Result<()> {
+    let other = |m: &NewMessage| -> Option<UserId> {
+        let info = members.get(&m.conversation_id)?;
+        if info.kind != ConversationKind::Direct {
+            return None;
+        }
+        info.members.iter().copied().find(|&u| u != m.sender_id)
+    };
+    let pairs: Vec<Pair> = fresh
+        .iter()
+        .filter_map(|(_, m)| other(m).map(|o| (m.sender_id, o)))
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if pairs.is_empty() {
+        return Ok(());
+    }
+    let blocked = blocked_pairs(tx, &pairs).await?;
+    let friends = match rules.direct_messages {
+        DirectMessagePolicy::Anyone => None,
+        DirectMessagePolicy::FriendsOnly => Some(friend_pairs(tx, &pairs).await?),
+    };
+    fresh.retain(|&(i, m)| {
+        let Some(o) = other(m) else { return true };
+        let code = if blocked.contains(&(m.sender_id, o)) {
+            ErrorCode::Blocked
+        } else if friends
+            .as_ref()
+            .is_some_and(|f| !f.contains(&(m.sender_id, o)))
+        {
+            ErrorCode::NotFriends
+        } else {
+            return true;
+        };
+        out[i] = Some(WriteOutcome::Rejected(code));
+        false
+    });
+    Ok(())
+}
+
+async fn append_messages(
+    tx: &mut PgConnection,
+    ops: &[WriteOp],
+    members: &Members,
+    out: &mut [Option<WriteOutcome>],
+    rules: CommitRules,
+) -> Result<()> {
+    // Authorise, and collect the candidate appends.
+    let mut candidates: Vec<(usize, &NewMessage)> = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        if let WriteOp::Append(m) = op {
+            if is_member(members, m.conversation_id, m.sender_id).is_some() {
+                candidates.push((i, m));
+            } else {
+                out[i] = Some(WriteOutcome::Rejected(ErrorCode::NotFound));
+            }
+        }
+    }
+    if candidates.is_empty() {
+        return Ok(());
+    }
+
+    // Idempotency: what of this is already committed? The conversations are
+    // locked, so nobody can commit one of these keys while we look.
+    type Key<'a> = (&'a str, UserId, ConversationId);
+    let mut committed: HashMap<(String, UserId, ConversationId), (Seq, Millis)> = HashMap::new();
+    {
+        let keys: BTreeSet<Key> = candidates
+            .iter()
+            .map(|(_, m)| (m.client_msg_id.as_str(), m.sender_id, m.conversation_id))
+            .collect();
+        let mut ids = Vec::with_capacity(keys.len());
+        let mut senders = Vec::with_capacity(keys.len());
+        let mut convs = Vec::with_capacity(keys.len());
+        for (id, sender, conv) in keys {
+            ids.push(id);
+            senders.push(sender);
+            convs.push(conv);
+        }
+        let rows = sqlx::query(
+            "SELECT m.client_msg_id, m.sender_id, m.conversation_id, m.seq, m.ts
+             FROM UNNEST($1::text[], $2::bigint[], $3::bigint[]) AS k(cid, sender, conv)
+             JOIN messages m
+               ON m.client_msg_id = k.cid AND m.sender_id = k.sender AND m.conversation_id = k.conv",
+        )
+        .bind(&ids)
+        .bind(&senders)
+        .bind(&convs)
+        .persistent(true)
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in rows {
+            committed.insert(
+                (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?),
+                (row.try_get(3)?, row.try_get(4)?),
+            );
+        }
+    }
+
+    // New messages, in batch order; a repeat inside the batch follows its first.
+    let mut fresh: Vec<(usize, &NewMessage)> = Vec::new();
+    let mut first_in_batch: HashMap<Key, usize> = HashMap::new();
+    let mut repeats: Vec<(usize, usize)> = Vec::new();
+    for &(i, m) in &candidates {
+        let key: Key = (m.client_msg_id.as_str(), m.sender_id, m.conversation_id);
+        let conv_members = members_of(members, m.conversation_id);
+        if let Some(&(seq, ts)) =
+            committed.get(&(m.client_msg_id.clone(), m.sender_id, m.conversation_id))
+        {
+            out[i] = Some(WriteOutcome::Appended {
+                seq,
+                ts,
+                duplicate: true,
+                members: conv_members,
+            });
+        } else if let Some(&first) = first_in_batch.get(&key) {
+            repeats.push((i, first));
+        } else {
+            first_in_batch.insert(key, i);
+            fresh.push((i, m));
+        }
+    }
+    check_direct_rules(tx, &mut fresh, members, out, rules).await?;
+    if fresh.is_empty() {
+        resolve_repeats(out, &repeats);
+        return Ok(());
+    }
+
+    // Reserve a block of seqs per conversation in one statement.
+    let mut counts: HashMap<ConversationId, i64> = HashMap::new();
+    for (_, m) in &fresh {
+        *counts.entry(m.conversation_id).or_default() += 1;
+    }
+    let (count_ids, count_ns): (Vec<ConversationId>, Vec<i64>) =
+        counts.iter().map(|(k, v)| (*k, *v)).unzip();
+    let rows = sqlx::query(
+        "UPDATE conversations c SET last_seq = c.last_seq + v.n
+         FROM UNNEST($1::bigint[], $2::bigint[]) AS v(id, n)
+         WHERE c.id = v.id
+         RETURNING c.id, c.last_seq",
+    )
+    .bind(&count_ids)
+    .bind(&count_ns)
+    .persistent(true)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut next_seq: HashMap<ConversationId, Seq> = HashMap::new();
+    for row in rows {
+        let id: i64 = row.try_get(0)?;
+        let last: i64 = row.try_get(1)?;
+        let n = counts.get(&id).copied().unwrap_or(0);
+        next_seq.insert(id, last - n + 1);
+    }
+
+    let mut assigned: Vec<(usize, &NewMessage, Seq)> = Vec::with_capacity(fresh.len());
+    for (i, m) in fresh {
+        let Some(seq) = next_seq.get_mut(&m.conversation_id) else {
+            out[i] = Some(WriteOutcome::Rejected(ErrorCode::NotFound));
+            continue;
+        };
+        assigned.push((i, m, *seq));
+        *seq += 1;
+    }
+    if !assigned.is_empty() {
+        let n = assigned.len();
+        let mut convs = Vec::with_capacity(n);
+        let mut seqs = Vec::with_capacity(n);
+        let mut senders = Vec::with_capacity(n);
+        let mut ids = Vec::with_capacity(n);
+        let mut msg_kinds = Vec::with_capacity(n);
+        let mut bodies = Vec::with_capacity(n);
+        let mut tss = Vec::with_capacity(n);
+        for (_, m, seq) in &assigned {
+            convs.push(m.conversation_id);
+            seqs.push(*seq);
+            senders.push(m.sender_id);
+            ids.push(m.client_msg_id.as_str());
+            msg_kinds.push(m.kind.as_str());
+            bodies.push(m.body.as_str());
+            tss.push(m.ts);
+        }
+        sqlx::query(
+            "INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, kind, body, ts)
+             SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::text[],
+                                  $5::text[], $6::text[], $7::bigint[])",
+        )
+        .bind(&convs)
+        .bind(&seqs)
+        .bind(&senders)
+        .bind(&ids)
+        .bind(&msg_kinds)
+        .bind(&bodies)
+        .bind(&tss)
+        .persistent(true)
+        .execute(&mut *tx)
+        .await?;
+    }
+    insert_mentions(tx, &assigned, members).await?;
+    for (i, m, seq) in assigned {
+        let conv_members = members_of(members, m.conversation_id);
+        out[i] = Some(WriteOutcome::Appended {
+            seq,
+            ts: m.ts,
+            duplicate: false,
+            members: conv_members,
+        });
+    }
+    resolve_repeats(out, &repeats);
+    Ok(())
+}
+
+/// Records who each new message mentions (members other than the sender).
+async fn insert_mentions(
+    tx: &mut PgConnection,
+    assigned: &[(usize, &NewMessage, Seq)],
+    members: &Members,
+) -> Result<()> {
+    let rows: Vec<(UserId, ConversationId, Seq)> = assigned
+        .iter()
+        .flat_map(|&(_, m, seq)| {
+            let conv = members.get(&m.conversation_id);
+            m.mentions
+                .iter()
+                .copied()
+                .collect::<BTreeSet<_>>()
+                .into_iter()
+                .filter(move |&u| u != m.sender_id && conv.is_some_and(|c| c.members.contains(&u)))
+                .map(move |u| (u, m.conversation_id, seq))
+        })
+        .collect();
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let mut users = Vec::with_capacity(rows.len());
+    let mut convs = Vec::with_capacity(rows.len());
+    let mut seqs = Vec::with_capacity(rows.len());
+    for (u, c, s) in rows {
+        users.push(u);
+        convs.push(c);
+        seqs.push(s);
+    }
+    sqlx::query(
+        "INSERT INTO mentions (user_id, conversation_id, seq)
+         SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[])
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&users)
+    .bind(&convs)
+    .bind(&seqs)
+    .persistent(true)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// A repeat of a message sent earlier in the same batch answers like a
+/// resend of it: same seq, flagged duplicate.
+fn resolve_repeats(out: &mut [Option<WriteOutcome>], repeats: &[(usize, usize)]) {
+    for &(i, first) in repeats {
+        out[i] = match &out[first] {
+            Some(WriteOutcome::Appended {
+                seq, ts, members, ..
+            }) => Some(WriteOutcome::Appended {
+                seq: *seq,
+                ts: *ts,
+                duplicate: true,
+                members: members.clone(),
+            }),
+            other => other.clone(),
+        };
+    }
+}
+
+async fn move_cursors(
+    tx: &mut PgConnection,
+    ops: &[WriteOp],
+    members: &Members,
+    out: &mut [Option<WriteOutcome>],
+) -> Result<()> {
+    // Coalesce: only the highest position per cursor is written.
+    let mut highest: HashMap<(bool, i64, ConversationId), (usize, Seq)> = HashMap::new();
+    for (i, op) in ops.iter().enumerate() {
+        let (key, user, seq) = match op {
+            WriteOp::Append(_) | WriteOp::Group { .. } => continue,
+            WriteOp::Read {
+                user_id,
+                conversation_id,
+                seq,
+            } => ((true, *user_id, *conversation_id), *user_id, *seq),
+            WriteOp::Delivered {
+                device_id,
+                user_id,
+                conversation_id,
+                seq,
+            } => ((false, *device_id, *conversation_id), *user_id, *seq),
+        };
+        if is_member(members, key.2, user).is_none() {
+            out[i] = Some(WriteOutcome::Rejected(ErrorCode::NotFound));
+            continue;
+        }
+        out[i] = Some(WriteOutcome::CursorUnchanged);
+        match highest.get(&key) {
+            Some(&(_, best)) if best >= seq => {}
+            _ => {
+                highest.insert(key, (i, seq));
+            }
+        }
+    }
+    if highest.is_empty() {
+        return Ok(());
+    }
+    // Sorted, so that rows are always locked in the same order.
+    let mut highest: Vec<_> = highest.into_iter().collect();
+    highest.sort_unstable_by_key(|&(key, _)| key);
+    let mut moved: Vec<(usize, Seq)> = Vec::new();
+
+    let reads: Vec<_> = highest
+        .iter()
+        .filter(|((is_read, ..), _)| *is_read)
+        .collect();
+    if !reads.is_empty() {
+        let idx: Vec<i64> = reads.iter().map(|(_, (i, _))| *i as i64).collect();
+        let users: Vec<UserId> = reads.iter().map(|((_, who, _), _)| *who).collect();
+        let convs: Vec<ConversationId> = reads.iter().map(|((_, _, conv), _)| *conv).collect();
+        let seqs: Vec<Seq> = reads.iter().map(|(_, (_, seq))| *seq).collect();
+        let rows = sqlx::query(
+            "UPDATE members m SET read_seq = LEAST(v.seq, c.last_seq)
+             FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[], $4::bigint[])
+                    AS v(idx, usr, conv, seq)
+             JOIN conversations c ON c.id = v.conv
+             WHERE m.conversation_id = v.conv AND m.user_id = v.usr
+               AND m.read_seq < LEAST(v.seq, c.last_seq)
+             RETURNING v.idx, m.read_seq",
+        )
+        .bind(&idx)
+        .bind(&users)
+        .bind(&convs)
+        .bind(&seqs)
+        .persistent(true)
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in rows {
+            let i: i64 = row.try_get(0)?;
+            moved.push((usize::try_from(i).unwrap_or(usize::MAX), row.try_get(1)?));
+        }
+    }
+
+    let delivered: Vec<_> = highest
+        .iter()
+        .filter(|((is_read, ..), _)| !*is_read)
+        .collect();
+    if !delivered.is_empty() {
+        let devices: Vec<i64> = delivered.iter().map(|((_, who, _), _)| *who).collect();
+        let convs: Vec<ConversationId> = delivered.iter().map(|((_, _, conv), _)| *conv).collect();
+        let seqs: Vec<Seq> = delivered.iter().map(|(_, (_, seq))| *seq).collect();
+        let index: HashMap<(i64, ConversationId), usize> = delivered
+            .iter()
+            .map(|((_, who, conv), (i, _))| ((*who, *conv), *i))
+            .collect();
+        let rows = sqlx::query(
+            "INSERT INTO device_cursors (device_id, conversation_id, delivered_seq)
+             SELECT v.dev, c.id, LEAST(v.seq, c.last_seq)
+             FROM UNNEST($1::bigint[], $2::bigint[], $3::bigint[]) AS v(dev, conv, seq)
+             JOIN conversations c ON c.id = v.conv
+             WHERE LEAST(v.seq, c.last_seq) > 0
+             ON CONFLICT (device_id, conversation_id) DO UPDATE
+               SET delivered_seq = EXCLUDED.delivered_seq
+               WHERE EXCLUDED.delivered_seq > device_cursors.delivered_seq
+             RETURNING device_id, conversation_id, delivered_seq",
+        )
+        .bind(&devices)
+        .bind(&convs)
+        .bind(&seqs)
+        .persistent(true)
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in rows {
+            let key: (i64, ConversationId) = (row.try_get(0)?, row.try_get(1)?);
+            if let Some(&i) = index.get(&key) {
+                moved.push((i, row.try_get(2)?));
+            }
+        }
+    }
+
+    for (i, seq) in moved {
+        let Some(op) = ops.get(i) else { continue };
+        if let Some(info) = members.get(&conversation_of(op)) {
+            out[i] = Some(WriteOutcome::CursorMoved {
+                seq,
+                members: info.members.clone(),
+                kind: info.kind,
+            });
+        }
+    }
+    Ok(())
+}

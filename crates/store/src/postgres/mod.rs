@@ -1,0 +1,304 @@
+//! The PostgreSQL backend, for running several Confab nodes on one shared
+//! database.
+//!
+//! Same schema and semantics as the SQLite backend (one behavioural suite,
+//! `tests/store_suite.rs`, runs against both); what differs is how writes
+//! stay correct when they are not serialised by a single connection:
+//!
+//! - [`Store::commit_batch`] (`commit.rs`) first locks the rows of the
+//!   conversations its batch touches, in id order, so that membership,
+//!   idempotency and seq reservation of two nodes' batches for the same
+//!   conversation never interleave; seqs stay gapless per conversation.
+//! - `get_or_create_direct` inserts with `ON CONFLICT (direct_key) DO
+//!   NOTHING` and reads back the winner's row.
+//! - Friend, block and refresh-token operations that read before they write
+//!   lock the rows they decide on (`social.rs`, `accounts.rs`).
+//!
+//! Every statement is built at run time (no `query!` macros): building the
+//! crate needs no database. Migrations (`migrations/postgres`) are embedded
+//! and run by [`PostgresStore::open`]. A commit returns only once the server
+//! has made it durable (PostgreSQL's default `synchronous_commit=on`).
+
+mod accounts;
+mod commit;
+mod conversations;
+mod groups;
+mod rows;
+mod social;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use confab_proto::api::{Conversation, FriendRequest, Member, User};
+use confab_proto::{ConversationId, DeviceId, MessageRecord, Seq, UserId};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+
+use crate::types::*;
+use crate::{Result, Store, StoreError};
+
+/// Connections per pool (per node).
+const MAX_CONNECTIONS: u32 = 16;
+
+/// How long a call waits for a free connection before it reports the
+/// database unavailable.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Confab's shared store: a pool of connections to one PostgreSQL database.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+impl PostgresStore {
+    /// Connects to `url` (`postgres://user@host:port/database`) with a pool
+    /// of 16 connections and a 10 s acquire timeout, and runs migrations.
+    /// Several nodes may open the same database at once (the migrator takes
+    /// an advisory lock).
+    pub async fn open(url: &str) -> Result<PostgresStore> {
+        PostgresStore::open_with(url, MAX_CONNECTIONS, ACQUIRE_TIMEOUT).await
+    }
+
+    /// [`PostgresStore::open`] with another pool size and acquire timeout.
+    /// While the database is unreachable, every call waits up to
+    /// `acquire_timeout` for a connection and then fails with
+    /// [`StoreError::Unavailable`].
+    pub async fn open_with(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> Result<PostgresStore> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(acquire_timeout)
+            .connect(url)
+            .await?;
+        sqlx::migrate!("./migrations/postgres")
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
+        Ok(PostgresStore { pool })
+    }
+
+    /// Closes the pool, waiting for calls in flight.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn create_user(&self, new: NewUser) -> Result<User> {
+        accounts::create_user(&self.pool, new).await
+    }
+
+    async fn credentials_by_username(&self, key: &str) -> Result<Option<UserCredentials>> {
+        accounts::credentials_by_username(&self.pool, key).await
+    }
+
+    async fn user(&self, id: UserId) -> Result<Option<User>> {
+        accounts::user(&self.pool, id).await
+    }
+
+    async fn search_users(&self, prefix_key: &str, limit: u32) -> Result<Vec<User>> {
+        accounts::search_users(&self.pool, prefix_key, limit).await
+    }
+
+    async fn update_profile(&self, id: UserId, update: ProfileUpdate) -> Result<Option<User>> {
+        accounts::update_profile(&self.pool, id, update).await
+    }
+
+    async fn create_device(
+        &self,
+        user_id: UserId,
+        name: Option<String>,
+        public_key: Option<String>,
+        now: Millis,
+    ) -> Result<DeviceId> {
+        accounts::create_device(&self.pool, user_id, name, public_key, now).await
+    }
+
+    async fn insert_tokens(&self, tokens: Vec<NewToken>) -> Result<()> {
+        accounts::insert_tokens(&self.pool, tokens).await
+    }
+
+    async fn access_token_owner(&self, hash: &[u8], now: Millis) -> Result<Option<TokenOwner>> {
+        accounts::access_token_owner(&self.pool, hash, now).await
+    }
+
+    async fn spend_refresh_token(&self, hash: &[u8], now: Millis) -> Result<RefreshOutcome> {
+        accounts::spend_refresh_token(&self.pool, hash, now).await
+    }
+
+    async fn revoke_device(&self, device_id: DeviceId, now: Millis) -> Result<()> {
+        accounts::revoke_device(&self.pool, device_id, now).await
+    }
+
+    async fn change_password(
+        &self,
+        user: UserId,
+        password_hash: &str,
+        keep_device: DeviceId,
+        now: Millis,
+    ) -> Result<()> {
+        accounts::change_password(&self.pool, user, password_hash, keep_device, now).await
+    }
+
+    async fn get_or_create_direct(
+        &self,
+        a: UserId,
+        b: UserId,
+        now: Millis,
+    ) -> Result<(ConversationId, bool)> {
+        conversations::get_or_create_direct(&self.pool, a, b, now).await
+    }
+
+    async fn create_group(
+        &self,
+        owner: UserId,
+        title: &str,
+        members: &[UserId],
+        now: Millis,
+    ) -> Result<ConversationId> {
+        conversations::create_group(&self.pool, owner, title, members, now).await
+    }
+
+    async fn conversation_for(
+        &self,
+        id: ConversationId,
+        user: UserId,
+    ) -> Result<Option<Conversation>> {
+        conversations::conversation_for(&self.pool, id, user).await
+    }
+
+    async fn conversations_for(&self, user: UserId) -> Result<Vec<Conversation>> {
+        conversations::conversations_for(&self.pool, user).await
+    }
+
+    async fn member(&self, id: ConversationId, user: UserId) -> Result<Option<Member>> {
+        conversations::member(&self.pool, id, user).await
+    }
+
+    async fn member_ids(&self, id: ConversationId) -> Result<Vec<UserId>> {
+        conversations::member_ids(&self.pool, id).await
+    }
+
+    async fn members(&self, id: ConversationId) -> Result<Vec<Member>> {
+        conversations::members(&self.pool, id).await
+    }
+
+    async fn was_member(&self, id: ConversationId, user: UserId) -> Result<bool> {
+        conversations::was_member(&self.pool, id, user).await
+    }
+
+    async fn audience(&self, id: ConversationId, user: UserId) -> Result<Option<Vec<UserId>>> {
+        conversations::audience(&self.pool, id, user).await
+    }
+
+    async fn set_muted(&self, id: ConversationId, user: UserId, muted: bool) -> Result<bool> {
+        conversations::set_muted(&self.pool, id, user, muted).await
+    }
+
+    async fn send_friend_request(
+        &self,
+        from: UserId,
+        to: UserId,
+        message: Option<String>,
+        max_pending: u32,
+        now: Millis,
+    ) -> Result<FriendRequestOutcome> {
+        social::send_friend_request(&self.pool, from, to, message, max_pending, now).await
+    }
+
+    async fn friend_requests(&self, user: UserId, incoming: bool) -> Result<Vec<FriendRequest>> {
+        social::friend_requests(&self.pool, user, incoming).await
+    }
+
+    async fn answer_friend_request(
+        &self,
+        id: i64,
+        user: UserId,
+        accept: bool,
+        now: Millis,
+    ) -> Result<FriendAnswer> {
+        social::answer_friend_request(&self.pool, id, user, accept, now).await
+    }
+
+    async fn cancel_friend_request(&self, id: i64, user: UserId) -> Result<bool> {
+        social::cancel_friend_request(&self.pool, id, user).await
+    }
+
+    async fn friends(&self, user: UserId) -> Result<Vec<(User, Millis)>> {
+        social::friends(&self.pool, user).await
+    }
+
+    async fn friend_ids(&self, user: UserId) -> Result<Vec<UserId>> {
+        social::friend_ids(&self.pool, user).await
+    }
+
+    async fn unfriend(&self, a: UserId, b: UserId) -> Result<bool> {
+        social::unfriend(&self.pool, a, b).await
+    }
+
+    async fn block(&self, blocker: UserId, blocked: UserId, now: Millis) -> Result<bool> {
+        social::block(&self.pool, blocker, blocked, now).await
+    }
+
+    async fn unblock(&self, blocker: UserId, blocked: UserId) -> Result<bool> {
+        social::unblock(&self.pool, blocker, blocked).await
+    }
+
+    async fn blocked_users(&self, blocker: UserId) -> Result<Vec<User>> {
+        social::blocked_users(&self.pool, blocker).await
+    }
+
+    async fn blocked_either(&self, a: UserId, b: UserId) -> Result<bool> {
+        social::blocked_either(&self.pool, a, b).await
+    }
+
+    async fn presence_records(&self, users: &[UserId]) -> Result<HashMap<UserId, PresenceRecord>> {
+        social::presence_records(&self.pool, users).await
+    }
+
+    async fn set_last_seen(&self, user: UserId, at: Millis) -> Result<()> {
+        social::set_last_seen(&self.pool, user, at).await
+    }
+
+    async fn commit_batch(&self, ops: &[WriteOp], rules: CommitRules) -> Result<Vec<WriteOutcome>> {
+        commit::commit_batch(&self.pool, ops, rules).await
+    }
+
+    async fn history(
+        &self,
+        id: ConversationId,
+        user: UserId,
+        query: HistoryQuery,
+    ) -> Result<(Vec<MessageRecord>, bool)> {
+        conversations::history(&self.pool, id, user, query).await
+    }
+
+    async fn sync(
+        &self,
+        user: UserId,
+        cursors: &HashMap<ConversationId, Seq>,
+        limits: SyncLimits,
+    ) -> Result<Vec<SyncBatch>> {
+        conversations::sync(&self.pool, user, cursors, limits).await
+    }
+
+    async fn delivered_seq(&self, device: DeviceId, id: ConversationId) -> Result<Seq> {
+        let seq: Option<i64> = sqlx::query_scalar(
+            "SELECT delivered_seq FROM device_cursors WHERE device_id = $1 AND conversation_id = $2",
+        )
+        .bind(device)
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(seq.unwrap_or(0))
+    }
+}
