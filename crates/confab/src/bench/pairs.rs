@@ -18,7 +18,7 @@ use serde_json::json;
 use tokio::sync::{Barrier, Semaphore};
 use tokio_tungstenite::tungstenite::Message;
 
-use super::server::{cpu_micros, TargetArgs};
+use super::server::TargetArgs;
 use super::ws::{dial, now_micros, Ws};
 
 /// Number of pairs in this run (for spreading fixed-rate senders).
@@ -100,9 +100,11 @@ pub async fn run(args: PairsArgs) -> anyhow::Result<()> {
 
     let mut receivers = Vec::with_capacity(pairs);
     let mut senders = Vec::with_capacity(pairs);
-    for (s_token, r_token, conv) in &accounts {
-        receivers.push(dial(&target.base_url, r_token).await?);
-        senders.push((dial(&target.base_url, s_token).await?, *conv));
+    // In a cluster each pair spans two nodes: the sender on node i, the
+    // receiver on node i + 1, so every message crosses the bus.
+    for (i, (s_token, r_token, conv)) in accounts.iter().enumerate() {
+        receivers.push(dial(target.url(i + 1), r_token).await?);
+        senders.push((dial(target.url(i), s_token).await?, *conv));
     }
     eprintln!("{} connections open; sending", pairs * 2);
 
@@ -126,7 +128,7 @@ pub async fn run(args: PairsArgs) -> anyhow::Result<()> {
             send(ws, gate, i, conv, n, window, per_sender_interval).await
         }));
     }
-    let cpu_before = target.pid.and_then(cpu_micros);
+    let cpu_before = target.cpu_micros();
     start_gate.wait().await;
     let started = Instant::now();
 
@@ -151,13 +153,14 @@ pub async fn run(args: PairsArgs) -> anyhow::Result<()> {
         last_receive = last_receive.max(last);
     }
     let elapsed = last_receive.duration_since(started).as_secs_f64().max(1e-9);
-    let cpu_after = target.pid.and_then(cpu_micros);
+    let cpu_after = target.cpu_micros();
     let cpu_per_msg = match (cpu_before, cpu_after) {
         (Some(a), Some(b)) if received > 0 => Some((b - a) as f64 / received as f64),
         _ => None,
     };
     let line = json!({
         "bench": "pairs",
+        "nodes": target.urls.len(),
         "connections": pairs * 2,
         "window": if args.rate.is_some() { None } else { Some(args.window) },
         "rate": args.rate,

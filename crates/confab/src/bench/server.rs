@@ -17,14 +17,39 @@ pub struct TargetArgs {
     /// PID of that server, to read its CPU time and memory from /proc.
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// Start a cluster of this many nodes instead of one embedded node:
+    /// private PostgreSQL and NATS instances (temp dirs, free ports) and
+    /// N `confab serve` processes on them. Connections spread over the nodes.
+    #[arg(long, conflicts_with = "server")]
+    pub cluster: Option<usize>,
 }
 
 /// A server for the benchmark; a child is killed when this is dropped.
 pub struct Target {
     pub base_url: String,
     pub pid: Option<u32>,
-    _child: Option<tokio::process::Child>,
-    _dir: Option<tempfile::TempDir>,
+    /// Every node's URL (one unless `--cluster`).
+    pub urls: Vec<String>,
+    /// Every node's PID, when known.
+    pub pids: Vec<u32>,
+    _children: Vec<tokio::process::Child>,
+    _dirs: Vec<tempfile::TempDir>,
+    _services: Option<(confab_testkit::Postgres, confab_testkit::Nats)>,
+}
+
+impl Target {
+    /// CPU time used so far by every node, in microseconds.
+    pub fn cpu_micros(&self) -> Option<u64> {
+        if self.pids.is_empty() {
+            return None;
+        }
+        self.pids.iter().map(|&p| cpu_micros(p)).sum()
+    }
+
+    /// The URL of node `i`, round robin.
+    pub fn url(&self, i: usize) -> &str {
+        &self.urls[i % self.urls.len()]
+    }
 }
 
 impl TargetArgs {
@@ -33,13 +58,69 @@ impl TargetArgs {
     /// does not cap the measurement.
     pub async fn start(&self) -> anyhow::Result<Target> {
         if let Some(url) = &self.server {
+            let base_url = url.trim_end_matches('/').to_owned();
             return Ok(Target {
-                base_url: url.trim_end_matches('/').to_owned(),
+                urls: vec![base_url.clone()],
+                base_url,
                 pid: self.server_pid,
-                _child: None,
-                _dir: None,
+                pids: self.server_pid.into_iter().collect(),
+                _children: Vec::new(),
+                _dirs: Vec::new(),
+                _services: None,
             });
         }
+        let Some(n) = self.cluster else {
+            let (child, url, dir) = spawn_node(&[]).await?;
+            let pid = child.id();
+            return Ok(Target {
+                base_url: url.clone(),
+                urls: vec![url],
+                pid,
+                pids: pid.into_iter().collect(),
+                _children: vec![child],
+                _dirs: vec![dir],
+                _services: None,
+            });
+        };
+        let pg = confab_testkit::Postgres::start()
+            .await
+            .context("starting a private PostgreSQL")?;
+        let nats = confab_testkit::Nats::start()
+            .await
+            .context("starting a private nats-server")?;
+        let (mut children, mut urls, mut dirs) = (Vec::new(), Vec::new(), Vec::new());
+        for i in 0..n.max(1) {
+            let args = [
+                "--database".to_owned(),
+                pg.url(),
+                "--bus".to_owned(),
+                nats.url(),
+                "--node-id".to_owned(),
+                format!("bench-{i}"),
+            ];
+            let (child, url, dir) = spawn_node(&args).await?;
+            children.push(child);
+            urls.push(url);
+            dirs.push(dir);
+        }
+        let pids: Vec<u32> = children.iter().filter_map(|c| c.id()).collect();
+        Ok(Target {
+            base_url: urls[0].clone(),
+            pid: pids.first().copied(),
+            urls,
+            pids,
+            _children: children,
+            _dirs: dirs,
+            _services: Some((pg, nats)),
+        })
+    }
+}
+
+/// Starts one `confab serve` child with bench settings and extra flags.
+async fn spawn_node(
+    extra: &[String],
+) -> anyhow::Result<(tokio::process::Child, String, tempfile::TempDir)> {
+    {
         let dir = tempfile::tempdir()?;
         let exe = std::env::current_exe()?;
         let mut child = tokio::process::Command::new(exe)
@@ -57,6 +138,7 @@ impl TargetArgs {
                 "--max-connections",
                 "19900",
             ])
+            .args(extra)
             .env("CONFAB_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -72,12 +154,7 @@ impl TargetArgs {
         let Some(url) = line.strip_prefix("confab listening on ") else {
             bail!("unexpected server output {line:?}");
         };
-        Ok(Target {
-            base_url: url.to_owned(),
-            pid: child.id(),
-            _child: Some(child),
-            _dir: Some(dir),
-        })
+        Ok((child, url.to_owned(), dir))
     }
 }
 
