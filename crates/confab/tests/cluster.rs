@@ -4,7 +4,7 @@
 //! typing; a node is killed with SIGKILL under traffic; NATS is restarted
 //! under traffic; PostgreSQL goes away for a while. The checker verifies,
 //! for every acked message, exactly-once in-order delivery to every member
-//! device.
+//! device. A device revoked on one node is disconnected on the others.
 
 mod support;
 
@@ -501,4 +501,29 @@ async fn postgres_outage_refuses_sends_then_recovers() {
         "the refused HTTP send was stored"
     );
     assert!(after.seq >= 2);
+}
+
+#[tokio::test]
+async fn revoking_a_device_closes_its_socket_on_another_node() {
+    let cluster = Cluster::start(2).await;
+    let (ann, _) = cluster.user("ann", 0).await;
+    let other = Client::new(&cluster.urls[1]);
+    other
+        .login("ann", PASSWORD, Some("laptop"))
+        .await
+        .expect("second device on node 1");
+    let mut raw = other.connect_raw().await.expect("raw socket on node 1");
+    let hello = raw.next_frame_within(WAIT).await.expect("hello");
+    assert!(matches!(
+        hello,
+        confab_sdk::proto::ServerFrame::Hello { .. }
+    ));
+
+    ann.change_password(PASSWORD, "a much newer password")
+        .await
+        .expect("password changed on node 0");
+    assert!(
+        wait_closed(&mut raw, WAIT).await,
+        "the revoked device's socket on node 1 stays open"
+    );
 }

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
-use confab_bus::{ConnectionId, Delivery, DeliverySink};
+use confab_bus::{ConnectionId, Control, Delivery, DeliverySink};
 use confab_proto::{DeviceId, UserId};
 
 use crate::gateway::outbound::{Closed, Outbound};
@@ -109,6 +109,19 @@ impl Hub {
 
 impl DeliverySink for Hub {
     fn deliver(&self, d: &Delivery) {
+        match d.control() {
+            None => {}
+            Some(Some(Control::Disconnect { devices, except })) => {
+                for &user in d.users.iter() {
+                    self.disconnect_devices(user, |dev| devices.contains(&dev) != except);
+                }
+                return;
+            }
+            Some(None) => {
+                tracing::warn!("unreadable control frame dropped");
+                return;
+            }
+        }
         for &user in d.users.iter() {
             if d.skip_user == Some(user) {
                 continue;

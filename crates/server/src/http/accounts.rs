@@ -8,7 +8,7 @@ use confab_proto::api::{
     TokenResponse,
 };
 use confab_proto::validate::{check_display_name, check_password, Username};
-use confab_proto::ErrorCode;
+use confab_proto::{DeviceId, ErrorCode, UserId};
 use confab_store::{NewUser, RefreshOutcome, StoreError};
 
 use super::ApiJson;
@@ -117,9 +117,7 @@ pub async fn refresh(
                 device = owner.device_id,
                 "refresh token reused; device revoked"
             );
-            state
-                .hub
-                .disconnect_devices(owner.user_id, |d| d == owner.device_id);
+            disconnect(&state, owner.user_id, owner.device_id, false).await;
             Err(AppError::new(
                 ErrorCode::InvalidRefreshToken,
                 "refresh token was already used; this device is logged out, log in again",
@@ -162,9 +160,7 @@ pub async fn change_password(
         .store
         .change_password(who.user_id, &new_hash, who.device_id, now_millis())
         .await?;
-    state
-        .hub
-        .disconnect_devices(who.user_id, |d| d != who.device_id);
+    disconnect(&state, who.user_id, who.device_id, true).await;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -174,8 +170,18 @@ pub async fn logout(State(state): State<AppState>, who: AuthUser) -> AppResult<S
         .store
         .revoke_device(who.device_id, now_millis())
         .await?;
+    disconnect(&state, who.user_id, who.device_id, false).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Closes the user's connections of `device` (or of every other device when
+/// `others`) on this node at once and on every other node through the bus.
+async fn disconnect(state: &AppState, user: UserId, device: DeviceId, others: bool) {
     state
         .hub
-        .disconnect_devices(who.user_id, |d| d == who.device_id);
-    Ok(StatusCode::NO_CONTENT)
+        .disconnect_devices(user, |d| (d == device) != others);
+    let control = confab_bus::Delivery::disconnect(user, &[device], others);
+    if let Err(e) = state.bus.publish(control).await {
+        tracing::warn!(error = %e, user, "could not tell other nodes to disconnect revoked devices");
+    }
 }
