@@ -27,12 +27,13 @@ mod rows;
 mod social;
 
 use std::collections::HashMap;
+use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use confab_proto::api::{Conversation, FriendRequest, Member, User};
 use confab_proto::{ConversationId, DeviceId, MessageRecord, Seq, UserId};
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use crate::types::*;
 use crate::{Result, Store, StoreError};
@@ -68,10 +69,18 @@ impl PostgresStore {
         max_connections: u32,
         acquire_timeout: Duration,
     ) -> Result<PostgresStore> {
+        // The locking in this backend is written for READ COMMITTED (a fresh
+        // snapshot per statement), whatever the server's default; and a node
+        // that stops talking in the middle of a transaction must not hold
+        // conversation locks for long.
+        let connect = PgConnectOptions::from_str(url)?.options([
+            ("default_transaction_isolation", "read\\ committed"),
+            ("idle_in_transaction_session_timeout", "60s"),
+        ]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(acquire_timeout)
-            .connect(url)
+            .connect_with(connect)
             .await?;
         sqlx::migrate!("./migrations/postgres")
             .run(&pool)
@@ -300,5 +309,38 @@ impl Store for PostgresStore {
         .fetch_optional(&self.pool)
         .await?;
         Ok(seq.unwrap_or(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn sessions_use_read_committed_and_bound_idle_transactions() {
+        let pg = confab_testkit::Postgres::start()
+            .await
+            .expect("start postgres");
+        // Even where the server defaults to SERIALIZABLE.
+        let url = pg.url();
+        let admin = PgPool::connect(&url).await.expect("connect");
+        sqlx::query("ALTER DATABASE confab SET default_transaction_isolation = 'serializable'")
+            .execute(&admin)
+            .await
+            .expect("alter");
+        admin.close().await;
+        let store = PostgresStore::open(&url).await.expect("open");
+        let isolation: String = sqlx::query_scalar("SHOW transaction_isolation")
+            .fetch_one(&store.pool)
+            .await
+            .expect("show");
+        assert_eq!(isolation, "read committed");
+        let idle: String = sqlx::query_scalar("SHOW idle_in_transaction_session_timeout")
+            .fetch_one(&store.pool)
+            .await
+            .expect("show");
+        assert_eq!(idle, "1min");
+        store.ping().await.expect("ping");
+        store.close().await;
     }
 }
