@@ -180,7 +180,9 @@ async fn open_store(config: &Config) -> Result<Backend, ServerError> {
     }
     let deadline = tokio::time::Instant::now() + STARTUP_PATIENCE;
     loop {
-        match PostgresStore::open(url).await {
+        // A short acquire timeout: while the database is away, sends are
+        // refused with `unavailable` after seconds, not queued for long.
+        match PostgresStore::open_with(url, 16, Duration::from_secs(3)).await {
             Ok(pg) => return Ok(Backend::Postgres(pg)),
             Err(e) if tokio::time::Instant::now() < deadline => {
                 tracing::warn!(error = %e, "database not reachable yet; retrying");

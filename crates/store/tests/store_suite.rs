@@ -1320,6 +1320,20 @@ async fn group_history_counts_readers_of_own_messages() {
             read_by(all_history(s, g, bb).await),
             vec![(1, None), (2, None), (3, None), (4, None), (5, Some(0))]
         );
+        // Someone who joins later starts with a read cursor past these
+        // messages but never read them: they do not count.
+        let dan = user(s, "dan").await;
+        commit(s, &[add(g, a, &[dan], 100)]).await;
+        let counts: Vec<_> = read_by(all_history(s, g, a).await)
+            .into_iter()
+            .filter(|(_, r)| r.is_some())
+            .collect();
+        assert_eq!(
+            counts,
+            vec![(2, Some(2)), (3, Some(1)), (4, Some(0))],
+            "{}: a late joiner is not a reader",
+            b.name
+        );
         let (ab, _) = s.get_or_create_direct(a, bb, 1).await.expect("direct");
         commit(s, &[append(ab, a, "d1")]).await;
         commit(s, &[read(ab, bb, 1)]).await;

@@ -99,7 +99,8 @@ pub(crate) async fn notice(
     .bind(id)
     .fetch_one(&mut *tx)
     .await?;
-    let client_msg_id = format!("system:{id}:{seq}");
+    // '/' is not allowed in client ids, so no client can take this key.
+    let client_msg_id = format!("system/{id}/{seq}");
     sqlx::query(
         "INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, kind, body, ts)
          VALUES ($1, $2, $3, $4, 'system', $5, $6)",

@@ -330,20 +330,24 @@ async fn add_read_counts(
     if kind.as_deref() != Some("group") {
         return Ok(());
     }
-    let mut reads: Vec<Seq> = sqlx::query_scalar(
-        "SELECT read_seq FROM members WHERE conversation_id = ? AND user_id != ? ORDER BY read_seq",
+    // (joined_seq, read_seq) of the other members: a member counts for a
+    // message when they were in before it and have read past it.
+    let cursors: Vec<(Seq, Seq)> = sqlx::query_as(
+        "SELECT joined_seq, read_seq FROM members WHERE conversation_id = ? AND user_id != ?",
     )
     .bind(id)
     .bind(user)
     .fetch_all(db)
     .await?;
-    reads.sort_unstable();
     for m in messages
         .iter_mut()
         .filter(|m| m.sender_id == user && m.kind != MessageKind::System)
     {
-        let below = reads.partition_point(|&r| r < m.seq);
-        m.read_by = Some(u32::try_from(reads.len() - below).unwrap_or(u32::MAX));
+        let n = cursors
+            .iter()
+            .filter(|&&(joined, read)| joined < m.seq && read >= m.seq)
+            .count();
+        m.read_by = Some(u32::try_from(n).unwrap_or(u32::MAX));
     }
     Ok(())
 }
