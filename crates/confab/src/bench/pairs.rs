@@ -129,6 +129,7 @@ pub async fn run(args: PairsArgs) -> anyhow::Result<()> {
         }));
     }
     let cpu_before = target.cpu_micros();
+    let services_before = target.services_cpu_micros();
     start_gate.wait().await;
     let started = Instant::now();
 
@@ -154,6 +155,11 @@ pub async fn run(args: PairsArgs) -> anyhow::Result<()> {
     }
     let elapsed = last_receive.duration_since(started).as_secs_f64().max(1e-9);
     let cpu_after = target.cpu_micros();
+    let services_after = target.services_cpu_micros();
+    let services_per_msg = match (services_before, services_after) {
+        (Some(a), Some(b)) if received > 0 => Some((b.saturating_sub(a)) as f64 / received as f64),
+        _ => None,
+    };
     let cpu_per_msg = match (cpu_before, cpu_after) {
         (Some(a), Some(b)) if received > 0 => Some((b - a) as f64 / received as f64),
         _ => None,
@@ -174,6 +180,7 @@ pub async fn run(args: PairsArgs) -> anyhow::Result<()> {
         "elapsed_s": (elapsed * 1000.0).round() / 1000.0,
         "msgs_per_s": (received as f64 / elapsed).round(),
         "server_cpu_us_per_msg": cpu_per_msg.map(|v| (v * 10.0).round() / 10.0),
+        "postgres_nats_cpu_us_per_msg": services_per_msg.map(|v| (v * 10.0).round() / 10.0),
         "latency_us": {
             "p50": latency.value_at_quantile(0.50),
             "p99": latency.value_at_quantile(0.99),

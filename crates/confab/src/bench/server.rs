@@ -46,6 +46,37 @@ impl Target {
         self.pids.iter().map(|&p| cpu_micros(p)).sum()
     }
 
+    /// CPU time used so far by the private PostgreSQL (postmaster and its
+    /// backends) and nats-server of a `--cluster` run, in microseconds.
+    pub fn services_cpu_micros(&self) -> Option<u64> {
+        let (pg, nats) = self._services.as_ref()?;
+        let pid_file = std::fs::read_to_string(pg.data_dir().join("postmaster.pid")).ok()?;
+        let postmaster: u32 = pid_file.lines().next()?.trim().parse().ok()?;
+        let nats_port = format!("-p\0{}\0", nats.port());
+        let mut total = 0;
+        for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let is_pg = pid == postmaster || parent_pid(pid) == Some(postmaster);
+            let is_nats = !is_pg
+                && std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .map(|c| {
+                        let c = String::from_utf8_lossy(&c);
+                        c.contains("nats-server") && c.contains(&nats_port)
+                    })
+                    .unwrap_or(false);
+            if is_pg || is_nats {
+                total += cpu_micros(pid).unwrap_or(0);
+            }
+        }
+        Some(total)
+    }
+
     /// The URL of node `i`, round robin.
     pub fn url(&self, i: usize) -> &str {
         &self.urls[i % self.urls.len()]
@@ -168,6 +199,13 @@ pub fn cpu_micros(pid: u32) -> Option<u64> {
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;
     Some((utime + stime) * 10_000)
+}
+
+/// The parent of a process (from /proc).
+fn parent_pid(pid: u32) -> Option<u32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    rest.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Resident memory of a process in bytes (from /proc).
