@@ -87,13 +87,16 @@ impl Cluster {
         }
     }
 
-    /// Registers on node 0 and logs in on node `node`.
+    /// Registers on node 0 and logs in on node `node`, with every other
+    /// node to fail over to.
     async fn user(&self, name: &str, node: usize) -> (Client, User) {
         Client::new(&self.urls[0])
             .register(name, PASSWORD, None)
             .await
             .expect("register");
-        let client = Client::new(&self.urls[node]);
+        let n = self.urls.len();
+        let order: Vec<&String> = (0..n).map(|k| &self.urls[(node + k) % n]).collect();
+        let client = Client::with_servers(&order);
         let session = client
             .login(name, PASSWORD, Some("cluster test"))
             .await
@@ -101,13 +104,10 @@ impl Cluster {
         (client, session.user)
     }
 
-    /// A connection that fails over to every other node.
+    /// A connection that fails over to every other node (the client knows
+    /// them all).
     fn connect(&self, client: &Client) -> Connection {
-        let options = ConnectOptions {
-            urls: self.urls.clone(),
-            ..Default::default()
-        };
-        client.connect(options).expect("connect")
+        client.connect(ConnectOptions::default()).expect("connect")
     }
 
     async fn kill(&mut self, i: usize) {
@@ -375,6 +375,14 @@ async fn killing_a_node_under_traffic_loses_and_repeats_nothing() {
     }
     tokio::time::sleep(gap * 20).await;
     cluster.kill(0).await;
+    // HTTP fails over too: ann's client had node 0 first.
+    let listed = users[0]
+        .0
+        .conversations()
+        .await
+        .expect("the API answers from another node");
+    assert_eq!(listed.len(), 2);
+    assert_ne!(users[0].0.base_url(), cluster.urls[0]);
 
     let mut failed = 0;
     for s in senders {

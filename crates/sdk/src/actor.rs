@@ -62,9 +62,17 @@ impl Actor {
         closing: watch::Receiver<bool>,
         shared: Arc<Shared>,
     ) -> Actor {
-        let urls = std::iter::once(client.ws_url())
-            .chain(options.urls.iter().map(|u| ws_url(u)))
-            .collect();
+        // The client's server first, then its other servers, then the
+        // options' extra URLs, each once.
+        let mut urls: Vec<String> = Vec::new();
+        let candidates = std::iter::once(client.ws_url())
+            .chain(client.servers().iter().map(|u| ws_url(u)))
+            .chain(options.urls.iter().map(|u| ws_url(u)));
+        for u in candidates {
+            if !urls.contains(&u) {
+                urls.push(u);
+            }
+        }
         let ordering = Ordering::new(options.cursors.clone(), options.max_buffered);
         Actor {
             client,

@@ -1,6 +1,7 @@
 //! The HTTP client: accounts, tokens and the plumbing every API call shares
 //! (bearer auth, error bodies, one automatic refresh on an expired token).
 
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,6 +33,11 @@ pub struct Client {
 struct Inner {
     http: reqwest::Client,
     base_url: String,
+    /// Every server of the cluster, `base_url` first. Requests that cannot
+    /// reach one move on to the next (see [`Client::with_servers`]).
+    servers: Vec<String>,
+    /// Index into `servers` of the one in use.
+    current: AtomicUsize,
     /// The current session; a watch so callers can observe refreshes.
     session: watch::Sender<Option<Session>>,
     /// Refresh tokens are single-use and reusing a spent one revokes the
@@ -67,6 +73,25 @@ impl Client {
         Client::build(&base, Some(session))
     }
 
+    /// A client for a cluster: requests go to the first server and move on
+    /// to the next when one cannot be reached (connection refused, reset,
+    /// no route), and connections made from it fail over through all of
+    /// them too. Every node serves every user, so nothing else changes.
+    pub fn with_servers(urls: &[impl AsRef<str>]) -> Client {
+        let first = urls.first().map_or("", |u| u.as_ref());
+        let mut client = Client::build(first, None);
+        if let Some(inner) = Arc::get_mut(&mut client.inner) {
+            inner.servers = urls.iter().map(|u| normalize_base(u.as_ref())).collect();
+        }
+        client
+    }
+
+    /// Every server this client knows, the one in use first on a fresh
+    /// client.
+    pub fn servers(&self) -> &[String] {
+        &self.inner.servers
+    }
+
     fn build(base_url: &str, session: Option<Session>) -> Client {
         let base_url = normalize_base(base_url);
         let http = reqwest::Client::builder()
@@ -81,6 +106,8 @@ impl Client {
         Client {
             inner: Arc::new(Inner {
                 http,
+                servers: vec![base_url.clone()],
+                current: AtomicUsize::new(0),
                 base_url,
                 session: watch::Sender::new(session),
                 refresh_lock: Mutex::new(()),
@@ -88,14 +115,17 @@ impl Client {
         }
     }
 
-    /// The server's HTTP base URL, without a trailing slash.
+    /// The HTTP base URL of the server in use, without a trailing slash.
     pub fn base_url(&self) -> &str {
-        &self.inner.base_url
+        let servers = &self.inner.servers;
+        servers
+            .get(self.inner.current.load(AtomicOrdering::Relaxed) % servers.len().max(1))
+            .map_or(&self.inner.base_url, |s| s.as_str())
     }
 
-    /// The WebSocket URL of this client's server (`ws(s)://…/v1/ws`).
+    /// The WebSocket URL of the server in use (`ws(s)://…/v1/ws`).
     pub fn ws_url(&self) -> String {
-        ws_url(&self.inner.base_url)
+        ws_url(self.base_url())
     }
 
     /// The current session (the latest one after any refresh), if logged in.
@@ -288,7 +318,9 @@ impl Client {
         .await
     }
 
-    /// Sends one request and returns the body of a successful answer.
+    /// Sends one request and returns the body of a successful answer. A
+    /// server that cannot be reached is skipped for the next one, once
+    /// round the list.
     async fn send_once(
         &self,
         method: Method,
@@ -297,7 +329,43 @@ impl Client {
         body: Option<&[u8]>,
         token: Option<&str>,
     ) -> Result<Vec<u8>> {
-        let url = format!("{}{path}", self.inner.base_url);
+        let tries = self.inner.servers.len().max(1);
+        let mut last = Error::Transport("no server".into());
+        for _ in 0..tries {
+            let base = self.base_url().to_owned();
+            match self
+                .send_to(&base, method.clone(), path, query, body, token)
+                .await
+            {
+                Err(Error::Transport(e)) if tries > 1 => {
+                    // Move on from this server (unless another task already did).
+                    let i = self.inner.current.load(AtomicOrdering::Relaxed);
+                    if self.inner.servers.get(i % tries) == Some(&base) {
+                        let _ = self.inner.current.compare_exchange(
+                            i,
+                            i.wrapping_add(1),
+                            AtomicOrdering::Relaxed,
+                            AtomicOrdering::Relaxed,
+                        );
+                    }
+                    last = Error::Transport(e);
+                }
+                other => return other,
+            }
+        }
+        Err(last)
+    }
+
+    async fn send_to(
+        &self,
+        base: &str,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&[u8]>,
+        token: Option<&str>,
+    ) -> Result<Vec<u8>> {
+        let url = format!("{base}{path}");
         let mut req = self.inner.http.request(method, url).query(query);
         if let Some(t) = token {
             req = req.bearer_auth(t);
