@@ -45,6 +45,14 @@ enum Command {
     History(cmd::chat::HistoryArgs),
     /// Print live events, one line each, until interrupted.
     Listen(cmd::chat::ListenArgs),
+    /// Search the messages I can read.
+    Search(cmd::search::SearchArgs),
+    /// Upload an image and send it to a user.
+    SendImage(cmd::media::SendImageArgs),
+    /// Upload a file and send it to a user.
+    SendFile(cmd::media::SendFileArgs),
+    /// Download a media item (image, voice note, file).
+    Download(cmd::media::DownloadArgs),
     /// Load benchmarks against a real server.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -62,6 +70,10 @@ async fn main() -> std::process::ExitCode {
         Command::Send(args) => cmd::chat::send(args).await,
         Command::History(args) => cmd::chat::history(args).await,
         Command::Listen(args) => cmd::chat::listen(args).await,
+        Command::Search(args) => cmd::search::search(args).await,
+        Command::SendImage(args) => cmd::media::send_image(args).await,
+        Command::SendFile(args) => cmd::media::send_file(args).await,
+        Command::Download(args) => cmd::media::download(args).await,
         Command::Bench(args) => bench::run(args).await,
     };
     match result {

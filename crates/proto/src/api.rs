@@ -389,8 +389,12 @@ pub struct ConversationList {
 pub struct MessagePage {
     /// Messages in ascending seq order.
     pub messages: Vec<MessageRecord>,
-    /// True when more messages lie beyond this page in the direction paged.
+    /// True when more messages lie beyond this page in the direction paged
+    /// (for an `around_seq` page: after it).
     pub has_more: bool,
+    /// `around_seq` pages only: whether more messages lie before it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub has_more_before: Option<bool>,
 }
 
 /// `POST /v1/conversations/{id}/messages`.
@@ -450,6 +454,37 @@ mod double_option {
     ) -> Result<Option<Option<T>>, D::Error> {
         Option::<T>::deserialize(d).map(Some)
     }
+}
+
+// --- message changes and search
+
+/// `PATCH /v1/conversations/{id}/messages/{seq}`: `{"body": {"text": …}}`
+/// for a text message (`mentions` may change, `reply_to` is kept), or
+/// `{"body": {"caption": …}}` for a media message (absent/null removes it).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EditMessageRequest {
+    /// The new body.
+    pub body: serde_json::Value,
+}
+
+/// One hit of `GET /v1/search/messages`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SearchHit {
+    /// The message in its current state.
+    pub message: MessageRecord,
+    /// Plain text around the hits, HTML-escaped, each hit wrapped in
+    /// `<mark>`…`</mark>`.
+    pub snippet: String,
+}
+
+/// `GET /v1/search/messages`: hits, best first.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SearchResults {
+    /// This page of hits.
+    pub hits: Vec<SearchHit>,
+    /// Pass as `cursor` for the next page; absent on the last one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
 #[cfg(test)]

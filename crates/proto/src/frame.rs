@@ -363,6 +363,9 @@ mod tests {
                     body: json!({"text": "hi"}),
                     ts: 5,
                     read_by: None,
+                    edited_at: None,
+                    deleted: false,
+                    reactions: Default::default(),
                 }),
                 r#"{"type":"message","conversation_id":7,"seq":1,"sender_id":1,"client_msg_id":"c1","kind":"text","body":{"text":"hi"},"ts":5}"#,
             ),
@@ -437,6 +440,9 @@ mod tests {
             body: json!({"text": "hé \"quoted\"", "mentions": [1]}),
             ts: 1700,
             read_by: None,
+            edited_at: None,
+            deleted: false,
+            reactions: Default::default(),
         };
         let body = serde_json::to_string(&record.body).expect("body");
         let fast = encode_message_frame(3, 9, 4, "a\"b", MessageKind::Text, &body, 1700);

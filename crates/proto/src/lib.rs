@@ -10,6 +10,7 @@ pub mod api;
 pub mod error;
 pub mod frame;
 pub mod ids;
+pub mod media;
 pub mod message;
 pub mod validate;
 

@@ -1,5 +1,7 @@
 //! Chat messages: kinds, the stored/delivered record, and body validation.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -73,6 +75,19 @@ pub struct MessageRecord {
     /// other members have read it. Never in `message` frames.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read_by: Option<u32>,
+    /// History and sync only: when the body was last edited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edited_at: Option<Millis>,
+    /// History and sync only: deleted for everyone (the body is `{}`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub deleted: bool,
+    /// History and sync only: who reacted with what (`{emoji: [user_id]}`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub reactions: BTreeMap<String, Vec<UserId>>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Most user ids in a text message's `mentions`.

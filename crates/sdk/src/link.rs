@@ -237,6 +237,9 @@ impl Actor {
                             body: msg.body,
                             ts,
                             read_by: None,
+                            edited_at: None,
+                            deleted: false,
+                            reactions: Default::default(),
                         };
                         self.deliver(link, batch, own).await?;
                     }

@@ -144,6 +144,9 @@ mod tests {
             body: json!({"text": seq.to_string()}),
             ts: seq,
             read_by: None,
+            edited_at: None,
+            deleted: false,
+            reactions: Default::default(),
         }
     }
 

@@ -22,6 +22,9 @@ fn record(conv: i64, seq: i64) -> MessageRecord {
         body: json!({ "text": format!("m{seq}") }),
         ts: seq,
         read_by: None,
+        edited_at: None,
+        deleted: false,
+        reactions: Default::default(),
     }
 }
 

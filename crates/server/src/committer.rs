@@ -14,7 +14,9 @@ use confab_bus::{Bus, ConnectionId, Delivery, Priority};
 use confab_proto::api::ConversationKind;
 use confab_proto::frame::{encode_message_frame, ReceiptKind};
 use confab_proto::{ApiError, ErrorCode, ServerFrame, UserId};
-use confab_store::{CommitRules, GroupChangeOutcome, Store, WriteOp, WriteOutcome};
+use confab_store::{
+    CommitRules, GroupChangeOutcome, MessageChangeOutcome, Store, WriteOp, WriteOutcome,
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -124,6 +126,7 @@ async fn run(
             match &mut op {
                 WriteOp::Append(m) => m.ts = now,
                 WriteOp::Group { ts, .. } => *ts = now,
+                WriteOp::Message { ts, .. } => *ts = now,
                 _ => {}
             }
             ops.push(op);
@@ -163,6 +166,9 @@ async fn run(
 
 /// Says why a write was refused.
 fn rejection_message(op: &WriteOp, code: ErrorCode) -> &'static str {
+    if let WriteOp::Message { .. } = op {
+        return crate::http::message_refusal(code);
+    }
     let group = matches!(op, WriteOp::Group { .. });
     match code {
         ErrorCode::NotFound if group => "no such group, or no such member in it",
@@ -235,6 +241,56 @@ async fn announce_group_change(bus: &dyn Bus, done: &GroupChangeOutcome) {
         )
         .await;
     }
+}
+
+/// Delivers the `system` notice of a message change to every member, and
+/// an `event` frame named after it (`message_edited`, `message_deleted`,
+/// `reaction_changed`) with `conversation_id`, `seq` (the notice's) and
+/// the notice's fields; members who can see the target also get it in its
+/// current state as `message`.
+async fn announce_message_change(bus: &dyn Bus, done: &MessageChangeOutcome) {
+    let Some(notice) = &done.notice else {
+        return;
+    };
+    let body = notice.body.to_string();
+    let frame = encode_message_frame(
+        notice.conversation_id,
+        notice.seq,
+        notice.sender_id,
+        &notice.client_msg_id,
+        notice.kind,
+        &body,
+        notice.ts,
+    );
+    publish(bus, done.members.clone(), None, Priority::Message, frame).await;
+    let Some(fields) = notice.body.as_object() else {
+        return;
+    };
+    let mut data = fields.clone();
+    let Some(serde_json::Value::String(event)) = data.remove("event") else {
+        return;
+    };
+    data.insert("conversation_id".into(), notice.conversation_id.into());
+    data.insert("seq".into(), notice.seq.into());
+    let others: Vec<UserId> = done
+        .members
+        .iter()
+        .copied()
+        .filter(|u| !done.viewers.contains(u))
+        .collect();
+    if !others.is_empty() {
+        let frame = ServerFrame::Event {
+            event: event.clone(),
+            data: data.clone(),
+        }
+        .encode();
+        publish(bus, Arc::from(others), None, Priority::Control, frame).await;
+    }
+    if let Ok(target) = serde_json::to_value(&done.target) {
+        data.insert("message".into(), target);
+    }
+    let frame = ServerFrame::Event { event, data }.encode();
+    publish(bus, done.viewers.clone(), None, Priority::Control, frame).await;
 }
 
 fn client_msg_id(op: &WriteOp) -> Option<String> {
@@ -372,6 +428,12 @@ async fn dispatch(
             announce_group_change(bus, &done).await;
             if let ReplyTo::Waiter(tx) = meta.reply {
                 let _ = tx.send(Ok(WriteOutcome::GroupChanged(done)));
+            }
+        }
+        (_, WriteOutcome::MessageChanged(done)) => {
+            announce_message_change(bus, &done).await;
+            if let ReplyTo::Waiter(tx) = meta.reply {
+                let _ = tx.send(Ok(WriteOutcome::MessageChanged(done)));
             }
         }
         (op, WriteOutcome::Rejected(code)) => {

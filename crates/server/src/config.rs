@@ -30,6 +30,8 @@ pub struct Config {
     pub auth: AuthConfig,
     /// Social rules: who may message whom, group size, typing, receipts.
     pub chat: ChatConfig,
+    /// Uploads: where blobs live, size limit, quota.
+    pub media: MediaConfig,
     /// Server ping interval in seconds; a connection silent for three
     /// intervals is closed.
     pub heartbeat_s: u64,
@@ -94,6 +96,7 @@ impl Default for Config {
             limits: Limits::default(),
             auth: AuthConfig::default(),
             chat: ChatConfig::default(),
+            media: MediaConfig::default(),
             heartbeat_s: 20,
             max_commit_batch: 512,
             shutdown_grace_s: 10,
@@ -180,5 +183,40 @@ impl Limits {
     /// make the server buffer unbounded input.
     pub fn hard_frame_cap(&self) -> usize {
         (self.max_frame_bytes * 4).max(1024 * 1024)
+    }
+}
+
+/// Media upload settings.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MediaConfig {
+    /// Where blobs live: a directory, or `s3://bucket/prefix` (endpoint and
+    /// credentials from the `AWS_*` environment variables). None:
+    /// `<data_dir>/blobs`.
+    pub blobs: Option<String>,
+    /// Largest upload in bytes; bigger: 413 `media_too_large`.
+    pub max_upload_bytes: u64,
+    /// Most bytes one user's uploads may take in all; more: 413
+    /// `media_too_large` (saying the quota is used up).
+    pub user_quota_bytes: u64,
+}
+
+impl Default for MediaConfig {
+    fn default() -> Self {
+        MediaConfig {
+            blobs: None,
+            max_upload_bytes: 100 * 1024 * 1024,
+            user_quota_bytes: 1024 * 1024 * 1024,
+        }
+    }
+}
+
+impl Config {
+    /// Where blobs live: `media.blobs`, or `<data_dir>/blobs`.
+    pub fn blobs_location(&self) -> String {
+        match &self.media.blobs {
+            Some(b) => b.clone(),
+            None => self.data_dir.join("blobs").to_string_lossy().into_owned(),
+        }
     }
 }

@@ -17,6 +17,7 @@ pub mod events;
 pub mod gateway;
 pub mod http;
 pub mod hub;
+pub mod media;
 pub mod metrics;
 pub mod presence;
 mod send;

@@ -88,6 +88,9 @@ pub async fn run(
         presence_backend,
     ));
     let grace = Duration::from_secs(config.shutdown_grace_s);
+    let blobs = confab_blobs::open(&config.blobs_location())
+        .await
+        .map_err(|e| ServerError::Storage(format!("blobs: {e}")))?;
     let state = AppState(Arc::new(Inner {
         config,
         store,
@@ -99,6 +102,7 @@ pub async fn run(
         shutdown: shutdown.clone(),
         connections: TaskTracker::new(),
         open_connections: AtomicUsize::new(0),
+        blobs,
     }));
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "confab listening");

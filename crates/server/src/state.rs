@@ -41,6 +41,8 @@ pub struct Inner {
     pub connections: TaskTracker,
     /// Open WebSocket connections on this node.
     pub open_connections: AtomicUsize,
+    /// Media bytes (local directory or S3).
+    pub blobs: Arc<dyn confab_blobs::BlobStore>,
 }
 
 impl Deref for AppState {

@@ -184,4 +184,40 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Vec<SyncBatch>>;
     /// The delivered cursor of one device.
     async fn delivered_seq(&self, device: DeviceId, id: ConversationId) -> Result<Seq>;
+
+    // --- message changes and search --------------------------------------
+
+    /// One message as `user` may see it (a member, the message after their
+    /// `joined_seq`), in its current state; `None` otherwise.
+    async fn message_for(
+        &self,
+        id: ConversationId,
+        user: UserId,
+        seq: Seq,
+    ) -> Result<Option<MessageRecord>>;
+    /// Full-text search over the text messages and media captions `user`
+    /// can read now (current member, after their `joined_seq`; deleted
+    /// messages never match), best first. The bool says whether more hits
+    /// lie past this page.
+    async fn search_messages(
+        &self,
+        user: UserId,
+        query: &SearchQuery,
+    ) -> Result<(Vec<SearchHit>, bool)>;
+
+    // --- media ----------------------------------------------------------
+
+    /// Records an upload unless the owner's media would then take more than
+    /// `quota_bytes` in all (checked atomically with the insert).
+    async fn insert_media(&self, media: &MediaRecord, quota_bytes: i64) -> Result<MediaInsert>;
+    /// One media record, whoever asks (access is [`Store::can_read_media`]).
+    async fn media(&self, id: &str) -> Result<Option<MediaRecord>>;
+    /// Bytes taken by `owner`'s uploads (what the quota counts).
+    async fn media_usage(&self, owner: UserId) -> Result<i64>;
+    /// Whether `user` may fetch media `id`: its uploader, or a current
+    /// member of a conversation with a message referencing it that the
+    /// member can see (their `joined_seq` is below the message's seq).
+    async fn can_read_media(&self, id: &str, user: UserId) -> Result<bool>;
+    /// Marks the media's thumbnail as stored.
+    async fn set_media_thumbnail(&self, id: &str) -> Result<()>;
 }

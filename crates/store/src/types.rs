@@ -132,6 +132,13 @@ pub enum WriteOp {
         /// Commit time for its `system` messages.
         ts: Millis,
     },
+    /// Edit, delete or react to a message; writes a `system` notice.
+    Message {
+        /// The change.
+        change: MessageChange,
+        /// Commit time for the notice (and `edited_at`).
+        ts: Millis,
+    },
 }
 
 /// A change to a group, checked against the actor's role inside the
@@ -284,6 +291,8 @@ pub enum WriteOutcome {
     },
     /// A group change was made.
     GroupChanged(GroupChangeOutcome),
+    /// A message was edited, deleted or reacted to.
+    MessageChanged(Box<MessageChangeOutcome>),
     /// The cursor was already at or past the position: nothing to tell.
     CursorUnchanged,
     /// Refused; nothing was written for this op.
@@ -375,4 +384,250 @@ pub struct PresenceRecord {
     pub hidden: bool,
     /// When the user was last seen online.
     pub last_seen: Option<Millis>,
+}
+
+// --- message changes and search
+
+/// A change to one committed message, made inside the committer's
+/// transaction so that it takes its place in the conversation's seq order:
+/// it updates the message and appends a `system` notice naming the event.
+#[derive(Debug, Clone)]
+pub enum MessageChange {
+    /// Replace the body (text messages) or the caption (media messages).
+    /// Author only. `reply_to` and the media fields are kept from the
+    /// original.
+    Edit {
+        /// Conversation.
+        conversation_id: ConversationId,
+        /// Target message.
+        seq: Seq,
+        /// Who edits (must be the author).
+        by: UserId,
+        /// New body: `{text, mentions?}` for text, `{caption?}` for media.
+        body: serde_json::Value,
+    },
+    /// Delete for everyone: the author, or a group owner/admin. The row
+    /// stays as a tombstone with body `{}`.
+    Delete {
+        /// Conversation.
+        conversation_id: ConversationId,
+        /// Target message.
+        seq: Seq,
+        /// Who deletes.
+        by: UserId,
+    },
+    /// Put (`on`) or take off a reaction. One emoji per user per message:
+    /// a new one replaces the old.
+    React {
+        /// Conversation.
+        conversation_id: ConversationId,
+        /// Target message.
+        seq: Seq,
+        /// Who reacts.
+        by: UserId,
+        /// The emoji (1-16 bytes, checked by the caller).
+        emoji: String,
+        /// On or off.
+        on: bool,
+    },
+}
+
+impl MessageChange {
+    /// The conversation changed.
+    pub fn conversation_id(&self) -> ConversationId {
+        match self {
+            MessageChange::Edit {
+                conversation_id, ..
+            }
+            | MessageChange::Delete {
+                conversation_id, ..
+            }
+            | MessageChange::React {
+                conversation_id, ..
+            } => *conversation_id,
+        }
+    }
+
+    /// Who makes the change.
+    pub fn actor(&self) -> UserId {
+        match self {
+            MessageChange::Edit { by, .. }
+            | MessageChange::Delete { by, .. }
+            | MessageChange::React { by, .. } => *by,
+        }
+    }
+}
+
+/// What a [`MessageChange`] did.
+#[derive(Debug, Clone)]
+pub struct MessageChangeOutcome {
+    /// The `system` message it wrote (`message_edited`, `message_deleted`
+    /// or `reaction_changed`), or `None` when nothing changed (a reaction
+    /// already on, or already off; a message already deleted).
+    pub notice: Option<MessageRecord>,
+    /// The target message in its current state.
+    pub target: MessageRecord,
+    /// Every member of the conversation (they get the notice).
+    pub members: Arc<[UserId]>,
+    /// The members who can see the target (joined before it).
+    pub viewers: Arc<[UserId]>,
+}
+
+/// A full-text search over the messages a user can read.
+#[derive(Debug, Clone, Default)]
+pub struct SearchQuery {
+    /// Words, `"quoted phrases"`, `-excluded` words (web search syntax).
+    pub q: String,
+    /// Only this conversation.
+    pub conversation_id: Option<ConversationId>,
+    /// Only this sender.
+    pub sender_id: Option<UserId>,
+    /// Only messages committed before this time (ms).
+    pub before: Option<Millis>,
+    /// Only messages committed after this time (ms).
+    pub after: Option<Millis>,
+    /// Page size.
+    pub limit: u32,
+    /// Hits to skip (the position the cursor encodes).
+    pub offset: u32,
+}
+
+/// One search result.
+#[derive(Debug, Clone)]
+pub struct SearchHit {
+    /// The message in its current state.
+    pub message: MessageRecord,
+    /// Plain text around the hits, HTML-escaped, with each hit wrapped in
+    /// `<mark>`…`</mark>`.
+    pub snippet: String,
+}
+
+/// Marker characters the backends put around hits; stripped from indexed
+/// text so that no message can forge them.
+pub(crate) const HIT_START: char = '\u{2}';
+pub(crate) const HIT_END: char = '\u{3}';
+
+/// Escapes a backend's snippet for HTML and turns its hit markers into
+/// `<mark>` tags.
+pub(crate) fn render_snippet(raw: &str) -> String {
+    let mut out = String::with_capacity(raw.len() + 16);
+    for c in raw.chars() {
+        match c {
+            HIT_START => out.push_str("<mark>"),
+            HIT_END => out.push_str("</mark>"),
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The search terms of a web-search style query: `(phrase, excluded)`.
+/// Words and `"quoted phrases"`; a leading `-` excludes. Empty when the
+/// query has nothing to look for.
+pub(crate) fn search_terms(q: &str) -> Vec<(String, bool)> {
+    let mut terms = Vec::new();
+    let mut rest = q.trim();
+    while !rest.is_empty() {
+        let (neg, r) = match rest.strip_prefix('-') {
+            Some(r) => (true, r),
+            None => (false, rest),
+        };
+        let (term, r) = if let Some(r) = r.strip_prefix('"') {
+            match r.find('"') {
+                Some(end) => (&r[..end], &r[end + 1..]),
+                None => (r, ""),
+            }
+        } else {
+            let end = r.find(char::is_whitespace).unwrap_or(r.len());
+            (&r[..end], &r[end..])
+        };
+        let term: String = term
+            .chars()
+            .filter(|&c| c != HIT_START && c != HIT_END)
+            .collect();
+        if term.chars().any(char::is_alphanumeric) {
+            terms.push((term, neg));
+        }
+        rest = r.trim_start();
+    }
+    terms
+}
+
+// --- media ----------------------------------------------------------------
+
+/// What an uploaded media item is used as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MediaKind {
+    /// JPEG, PNG, GIF or WebP.
+    Image,
+    /// Ogg/Opus, WebM/Opus, M4A/AAC.
+    Voice,
+    /// Anything else.
+    File,
+}
+
+impl MediaKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaKind::Image => "image",
+            MediaKind::Voice => "voice",
+            MediaKind::File => "file",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<MediaKind> {
+        Some(match s {
+            "image" => MediaKind::Image,
+            "voice" => MediaKind::Voice,
+            "file" => MediaKind::File,
+            _ => return None,
+        })
+    }
+}
+
+/// One uploaded media item's record (the bytes are in the blob store under
+/// `sha256`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaRecord {
+    /// Random, url-safe id.
+    pub id: String,
+    /// Uploader.
+    pub owner_id: UserId,
+    /// Lower-case hex SHA-256 of the stored bytes.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: i64,
+    /// Content type, as sniffed.
+    pub mime: String,
+    /// Image, voice or file.
+    pub kind: MediaKind,
+    /// Pixels (images).
+    pub width: Option<i64>,
+    /// Pixels (images).
+    pub height: Option<i64>,
+    /// Length (voice, when the container tells).
+    pub duration_ms: Option<i64>,
+    /// Whether the thumbnail is stored (images).
+    pub thumbnail: bool,
+    /// Upload time.
+    pub created_at: Millis,
+}
+
+/// What became of [`crate::Store::insert_media`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaInsert {
+    /// Stored.
+    Stored,
+    /// The owner's uploads would exceed the quota; nothing stored.
+    OverQuota {
+        /// Bytes the owner's media already take.
+        used: i64,
+    },
 }

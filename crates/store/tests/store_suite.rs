@@ -1696,3 +1696,502 @@ async fn an_outage_is_unavailable_and_committed_data_survives_it() {
     assert_eq!(seq_of(&out[0]), (2, false), "the failed batch burnt no seq");
     assert_eq!(seq_of(&out[1]), (1, true));
 }
+
+// --- media ----------------------------------------------------------------
+
+fn media_record(id: &str, owner: i64, size: i64) -> MediaRecord {
+    MediaRecord {
+        id: id.into(),
+        owner_id: owner,
+        sha256: format!("{id:0>64}"),
+        size,
+        mime: "image/png".into(),
+        kind: MediaKind::Image,
+        width: Some(4),
+        height: Some(3),
+        duration_ms: None,
+        thumbnail: false,
+        created_at: 5,
+    }
+}
+
+fn media_message(conv: i64, sender: i64, id: &str, media_id: &str) -> WriteOp {
+    WriteOp::Append(NewMessage {
+        conversation_id: conv,
+        sender_id: sender,
+        client_msg_id: id.into(),
+        kind: MessageKind::Image,
+        body: format!(r#"{{"media_id":"{media_id}","width":4,"height":3}}"#),
+        ts: 10,
+        mentions: Vec::new(),
+    })
+}
+
+#[tokio::test]
+async fn media_records_quotas_and_access() {
+    for b in backends().await {
+        let s = b.store.as_ref();
+        let (a, bb, c, d) = (
+            user(s, "ann").await,
+            user(s, "bob").await,
+            user(s, "cat").await,
+            user(s, "dan").await,
+        );
+        // Records and quota (the quota counts every upload of the owner).
+        let m1 = media_record("m1", a, 600);
+        assert_eq!(
+            s.insert_media(&m1, 1000).await.expect("insert"),
+            MediaInsert::Stored
+        );
+        assert_eq!(
+            s.insert_media(&media_record("m2", a, 500), 1000)
+                .await
+                .expect("insert"),
+            MediaInsert::OverQuota { used: 600 },
+            "{}",
+            b.name
+        );
+        assert_eq!(s.media_usage(a).await.expect("usage"), 600);
+        assert_eq!(s.media_usage(bb).await.expect("usage"), 0);
+        assert_eq!(s.media("m1").await.expect("media"), Some(m1.clone()));
+        assert_eq!(s.media("m2").await.expect("media"), None);
+        s.set_media_thumbnail("m1").await.expect("thumb");
+        assert!(s.media("m1").await.expect("media").expect("m1").thumbnail);
+
+        // Only the uploader until a message references it.
+        let g = s.create_group(a, "g", &[bb, c], 1).await.expect("group");
+        for (who, can) in [(a, true), (bb, false), (c, false), (d, false)] {
+            assert_eq!(s.can_read_media("m1", who).await.expect("can"), can);
+        }
+        // cat is kicked, then the image is shared, then dan joins.
+        commit(s, &[remove(g, a, c)]).await;
+        let out = commit(s, &[media_message(g, a, "img", "m1")]).await;
+        let (seq, _) = seq_of(&out[0]);
+        // A resend stores nothing twice.
+        commit(s, &[media_message(g, a, "img", "m1")]).await;
+        commit(s, &[add(g, a, &[d], 10)]).await;
+        for (who, can) in [(a, true), (bb, true), (c, false), (d, false)] {
+            assert_eq!(
+                s.can_read_media("m1", who).await.expect("can"),
+                can,
+                "{} user {who} seq {seq}",
+                b.name
+            );
+        }
+        assert!(!s.can_read_media("nope", a).await.expect("can"));
+        // Leaving ends access through that conversation.
+        commit(s, &[remove(g, bb, bb)]).await;
+        assert!(!s.can_read_media("m1", bb).await.expect("can"));
+    }
+}
+
+// --- message changes and search ----------------------------------------------
+
+fn change(change: MessageChange) -> WriteOp {
+    WriteOp::Message { change, ts: 30 }
+}
+
+fn edit(conversation_id: i64, seq: i64, by: i64, body: serde_json::Value) -> WriteOp {
+    change(MessageChange::Edit {
+        conversation_id,
+        seq,
+        by,
+        body,
+    })
+}
+
+fn delete(conversation_id: i64, seq: i64, by: i64) -> WriteOp {
+    change(MessageChange::Delete {
+        conversation_id,
+        seq,
+        by,
+    })
+}
+
+fn react(conversation_id: i64, seq: i64, by: i64, emoji: &str, on: bool) -> WriteOp {
+    change(MessageChange::React {
+        conversation_id,
+        seq,
+        by,
+        emoji: emoji.into(),
+        on,
+    })
+}
+
+fn text(conv: i64, sender: i64, id: &str, body: serde_json::Value) -> WriteOp {
+    WriteOp::Append(NewMessage {
+        conversation_id: conv,
+        sender_id: sender,
+        client_msg_id: id.into(),
+        kind: MessageKind::Text,
+        body: body.to_string(),
+        ts: 10,
+        mentions: Vec::new(),
+    })
+}
+
+fn message_changed(o: &WriteOutcome) -> &MessageChangeOutcome {
+    match o {
+        WriteOutcome::MessageChanged(done) => done,
+        other => panic!("expected a message change, got {other:?}"),
+    }
+}
+
+async fn find(store: &dyn Store, user: i64, q: &str) -> Vec<SearchHit> {
+    let query = SearchQuery {
+        q: q.into(),
+        limit: 50,
+        ..Default::default()
+    };
+    store.search_messages(user, &query).await.expect("search").0
+}
+
+fn seqs(hits: &[SearchHit]) -> Vec<(i64, i64)> {
+    hits.iter()
+        .map(|h| (h.message.conversation_id, h.message.seq))
+        .collect()
+}
+
+#[tokio::test]
+async fn message_changes_take_their_place_and_show_current_state() {
+    use serde_json::json;
+    for b in backends().await {
+        let s = b.store.as_ref();
+        let name = b.name;
+        let (a, bb, c) = (
+            user(s, "ann").await,
+            user(s, "bob").await,
+            user(s, "cat").await,
+        );
+        let g = s.create_group(a, "g", &[bb, c], 1).await.expect("group");
+        let base = view(s, g, a).await.last_seq;
+        let out = commit(
+            s,
+            &[
+                text(g, a, "m1", json!({"text": "hello"})),
+                text(g, bb, "m2", json!({"text": "hi", "reply_to": base + 1})),
+            ],
+        )
+        .await;
+        let (m1, _) = seq_of(&out[0]);
+        let (m2, _) = seq_of(&out[1]);
+
+        // Edits: the author only; reply_to stays; a notice takes the next seq.
+        let out = commit(
+            s,
+            &[
+                edit(g, m2, a, json!({"text": "not mine"})),
+                edit(g, m2, bb, json!({"text": "hi there", "reply_to": 99})),
+                edit(g, m2, bb, json!({"caption": "no text"})),
+            ],
+        )
+        .await;
+        assert_eq!(rejected(&out[0]), ErrorCode::Forbidden, "{name}");
+        let done = message_changed(&out[1]);
+        let n = done.notice.as_ref().expect("notice");
+        assert_eq!(n.seq, m2 + 1, "{name}");
+        assert_eq!(n.sender_id, bb);
+        assert_eq!(event(n), "message_edited");
+        assert_eq!(n.body["target_seq"], m2);
+        assert_eq!(n.client_msg_id, format!("system/{g}/{}", n.seq));
+        assert_eq!(
+            done.target.body,
+            json!({"text": "hi there", "reply_to": base + 1})
+        );
+        assert_eq!(done.target.edited_at, Some(30));
+        assert_eq!(&*done.viewers, &[a, bb, c][..]);
+        assert_eq!(rejected(&out[2]), ErrorCode::BadRequest, "{name}");
+
+        // Reactions: one per user, a new one replaces the old, off is idempotent.
+        let out = commit(
+            s,
+            &[
+                react(g, m1, bb, "👍", true),
+                react(g, m1, bb, "❤️", true),
+                react(g, m1, c, "❤️", true),
+                react(g, m1, c, "❤️", true),
+                react(g, m1, bb, "👍", false),
+                react(g, base, a, "👍", true),
+            ],
+        )
+        .await;
+        let r = &message_changed(&out[1]).notice.as_ref().expect("n").body;
+        assert_eq!(r["event"], "reaction_changed", "{name}");
+        assert_eq!(r["emoji"], "❤️");
+        assert_eq!(r["previous"], "👍");
+        assert!(message_changed(&out[3]).notice.is_none(), "already on");
+        assert!(message_changed(&out[4]).notice.is_none(), "not bob's");
+        assert_eq!(rejected(&out[5]), ErrorCode::BadRequest, "a system message");
+        let hist = all_history(s, g, c).await;
+        let first = hist.iter().find(|m| m.seq == m1).expect("m1");
+        let mut want = std::collections::BTreeMap::new();
+        want.insert("❤️".to_string(), vec![bb, c]);
+        assert_eq!(first.reactions, want, "{name}");
+        let second = hist.iter().find(|m| m.seq == m2).expect("m2");
+        assert_eq!(second.body["text"], "hi there");
+        assert_eq!(second.edited_at, Some(30));
+        let last = hist.last().expect("notices");
+        assert_eq!(event(last), "reaction_changed");
+
+        // Deletion: the author or an owner/admin, not another member.
+        let out = commit(
+            s,
+            &[
+                delete(g, m1, c),
+                set_role(g, a, c, Role::Admin),
+                delete(g, m2, c),
+                delete(g, m2, c),
+                edit(g, m2, bb, json!({"text": "too late"})),
+                react(g, m2, a, "👍", true),
+            ],
+        )
+        .await;
+        assert_eq!(rejected(&out[0]), ErrorCode::Forbidden, "{name}");
+        let done = message_changed(&out[2]);
+        assert_eq!(event(done.notice.as_ref().expect("n")), "message_deleted");
+        assert!(done.target.deleted);
+        assert!(message_changed(&out[3]).notice.is_none(), "already deleted");
+        assert_eq!(rejected(&out[4]), ErrorCode::NotFound);
+        assert_eq!(rejected(&out[5]), ErrorCode::NotFound);
+        let out = commit(s, &[delete(g, m1, a)]).await;
+        assert!(message_changed(&out[0]).notice.is_some());
+
+        // Sync shows the current state too.
+        let batches = s
+            .sync(
+                bb,
+                &HashMap::new(),
+                SyncLimits {
+                    per_conversation: 100,
+                    total: 100,
+                },
+            )
+            .await
+            .expect("sync");
+        let msgs = &batches
+            .iter()
+            .find(|x| x.conversation_id == g)
+            .expect("g")
+            .messages;
+        let gone = msgs.iter().find(|m| m.seq == m1).expect("m1");
+        assert!(gone.deleted, "{name}");
+        assert_eq!(gone.body, json!({}));
+        assert!(gone.reactions.is_empty());
+        let wire = serde_json::to_value(gone).expect("json");
+        assert_eq!(wire["deleted"], true);
+        assert!(wire.get("reactions").is_none());
+        assert!(
+            s.message_for(g, c, m1)
+                .await
+                .expect("read")
+                .expect("m")
+                .deleted
+        );
+
+        // Direct chats: no admins; a former member is refused.
+        let (d, _) = s.get_or_create_direct(a, bb, 1).await.expect("direct");
+        let out = commit(s, &[text(d, a, "d1", json!({"text": "x"}))]).await;
+        let (d1, _) = seq_of(&out[0]);
+        let out = commit(
+            s,
+            &[
+                delete(d, d1, bb),
+                remove(g, bb, bb),
+                react(g, m2 - 1, bb, "👍", true),
+            ],
+        )
+        .await;
+        assert_eq!(rejected(&out[0]), ErrorCode::Forbidden, "{name}");
+        assert_eq!(rejected(&out[2]), ErrorCode::Forbidden, "{name}");
+        assert!(s.message_for(g, bb, m1).await.expect("read").is_none());
+    }
+}
+
+#[tokio::test]
+async fn search_ranks_marks_and_keeps_to_what_the_caller_can_read() {
+    use serde_json::json;
+    for b in backends().await {
+        let s = b.store.as_ref();
+        let name = b.name;
+        let (a, bb, c, d) = (
+            user(s, "ann").await,
+            user(s, "bob").await,
+            user(s, "cat").await,
+            user(s, "dan").await,
+        );
+        let g = s.create_group(a, "g", &[bb, c], 1).await.expect("group");
+        let (ad, _) = s.get_or_create_direct(a, d, 1).await.expect("direct");
+        let out = commit(
+            s,
+            &[
+                text(
+                    g,
+                    a,
+                    "s1",
+                    json!({"text": "the quick brown fox rests under a tree all day long"}),
+                ),
+                text(g, bb, "s2", json!({"text": "fox fox fox"})),
+                text(g, a, "s3", json!({"text": "<b>fox</b> & \"co\" \u{2}x"})),
+                text(g, c, "s4", json!({"text": "nothing to see"})),
+                text(ad, d, "s5", json!({"text": "a fox in private"})),
+            ],
+        )
+        .await;
+        let sq: Vec<i64> = out.iter().map(|o| seq_of(o).0).collect();
+
+        // Ranked: the message that is all fox comes first.
+        let hits = find(s, a, "fox").await;
+        assert_eq!(hits.len(), 4, "{name}: {:?}", seqs(&hits));
+        assert_eq!(seqs(&hits)[0], (g, sq[1]), "{name}");
+        assert!(
+            hits[0].snippet.contains("<mark>fox</mark>"),
+            "{name}: {}",
+            hits[0].snippet
+        );
+        let odd = hits
+            .iter()
+            .find(|h| h.message.seq == sq[2] && h.message.conversation_id == g)
+            .expect("s3");
+        assert!(
+            odd.snippet.contains("<mark>fox</mark>"),
+            "{name}: {}",
+            odd.snippet
+        );
+        assert!(odd.snippet.contains("&amp;"), "{name}: {}", odd.snippet);
+        assert!(
+            odd.snippet.contains("&quot;co&quot;"),
+            "{name}: {}",
+            odd.snippet
+        );
+        assert!(!odd.snippet.contains("<b>"), "{name}: {}", odd.snippet);
+        assert!(!odd.snippet.contains('\u{2}'), "{name}");
+        assert!(
+            !odd.snippet
+                .replace("<mark>", "")
+                .replace("</mark>", "")
+                .contains('<'),
+            "{name}: {}",
+            odd.snippet
+        );
+
+        // Bob sees no direct chat of ann's; phrases, exclusions, filters.
+        assert_eq!(find(s, bb, "fox").await.len(), 3, "{name}");
+        assert_eq!(
+            seqs(&find(s, a, "\"brown fox\"").await),
+            vec![(g, sq[0])],
+            "{name}"
+        );
+        assert_eq!(find(s, a, "fox -quick").await.len(), 3, "{name}");
+        assert!(find(s, a, "-fox").await.is_empty());
+        assert!(find(s, a, "\"").await.is_empty());
+        let only = |conversation_id, sender_id| SearchQuery {
+            q: "fox".into(),
+            conversation_id,
+            sender_id,
+            limit: 50,
+            ..Default::default()
+        };
+        let (h, _) = s
+            .search_messages(a, &only(Some(ad), None))
+            .await
+            .expect("s");
+        assert_eq!(seqs(&h), vec![(ad, sq[4])], "{name}");
+        let (h, _) = s
+            .search_messages(a, &only(None, Some(bb)))
+            .await
+            .expect("s");
+        assert_eq!(seqs(&h), vec![(g, sq[1])], "{name}");
+        let mut q = only(None, None);
+        q.after = Some(10);
+        assert!(s.search_messages(a, &q).await.expect("s").0.is_empty());
+        q.after = Some(9);
+        q.before = Some(11);
+        assert_eq!(s.search_messages(a, &q).await.expect("s").0.len(), 4);
+
+        // Pages.
+        let mut q = only(None, None);
+        q.limit = 3;
+        let (p1, more) = s.search_messages(a, &q).await.expect("s");
+        assert!(more, "{name}");
+        q.offset = 3;
+        let (p2, more) = s.search_messages(a, &q).await.expect("s");
+        assert!(!more);
+        let mut all = seqs(&p1);
+        all.extend(seqs(&p2));
+        assert_eq!(all, seqs(&find(s, a, "fox").await), "{name}");
+
+        // Edits re-index; deletions vanish.
+        commit(
+            s,
+            &[
+                edit(g, sq[0], a, json!({"text": "the quick brown cat"})),
+                delete(g, sq[1], bb),
+            ],
+        )
+        .await;
+        assert_eq!(seqs(&find(s, a, "fox").await).len(), 2, "{name}");
+        assert_eq!(seqs(&find(s, a, "cat").await), vec![(g, sq[0])], "{name}");
+
+        // A newcomer finds nothing from before they joined; a leaver
+        // finds nothing in the group at all.
+        commit(s, &[add(g, a, &[d], 10), remove(g, bb, bb)]).await;
+        let out = commit(s, &[text(g, c, "s6", json!({"text": "late fox"}))]).await;
+        let late = seq_of(&out[0]).0;
+        let dh = find(s, d, "fox").await;
+        assert_eq!(seqs(&dh), vec![(g, late), (ad, sq[4])], "{name}");
+        assert!(find(s, bb, "fox").await.is_empty(), "{name}");
+        assert!(find(s, bb, "cat").await.is_empty(), "{name}");
+    }
+}
+
+#[tokio::test]
+async fn captions_are_edited_searched_and_deleted_media_is_unreachable() {
+    use serde_json::json;
+    for b in backends().await {
+        let s = b.store.as_ref();
+        let name = b.name;
+        let (a, bb) = (user(s, "ann").await, user(s, "bob").await);
+        let (d, _) = s.get_or_create_direct(a, bb, 1).await.expect("direct");
+        let image = WriteOp::Append(NewMessage {
+            conversation_id: d,
+            sender_id: a,
+            client_msg_id: "img".into(),
+            kind: MessageKind::Image,
+            body: json!({"media_id": "pic1", "width": 1, "height": 1, "caption": "sunset beach"})
+                .to_string(),
+            ts: 10,
+            mentions: Vec::new(),
+        });
+        let (seq, _) = seq_of(&commit(s, &[image]).await[0]);
+        assert_eq!(seqs(&find(s, bb, "sunset").await), vec![(d, seq)], "{name}");
+        assert!(s.can_read_media("pic1", bb).await.expect("read"), "{name}");
+
+        let out = commit(
+            s,
+            &[
+                edit(d, seq, a, json!({"text": "not a caption"})),
+                edit(d, seq, a, json!({"caption": "harbour at night"})),
+            ],
+        )
+        .await;
+        assert_eq!(rejected(&out[0]), ErrorCode::BadRequest, "{name}");
+        let body = &message_changed(&out[1]).target.body;
+        assert_eq!(body["caption"], "harbour at night");
+        assert_eq!(body["media_id"], "pic1", "the media stays");
+        assert!(find(s, bb, "sunset").await.is_empty(), "{name}");
+        assert_eq!(find(s, bb, "harbour").await.len(), 1, "{name}");
+
+        let out = commit(s, &[edit(d, seq, a, json!({})), delete(d, seq, a)]).await;
+        assert!(message_changed(&out[0])
+            .target
+            .body
+            .get("caption")
+            .is_none());
+        assert!(message_changed(&out[1]).target.deleted);
+        assert!(find(s, bb, "harbour").await.is_empty(), "{name}");
+        assert!(
+            !s.can_read_media("pic1", bb).await.expect("read"),
+            "{name}: no longer reachable through the deleted message"
+        );
+    }
+}

@@ -2,6 +2,8 @@
 
 pub mod account;
 pub mod chat;
+pub mod media;
+pub mod search;
 pub mod serve;
 
 use std::path::PathBuf;

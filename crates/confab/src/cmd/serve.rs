@@ -83,6 +83,13 @@ pub struct ServeArgs {
     /// Milliseconds after which an unrefreshed `typing start` ends [default: 6000].
     #[arg(long, env = "CONFAB_TYPING_TIMEOUT_MS")]
     typing_timeout_ms: Option<u64>,
+    /// Where media blobs live: a directory or `s3://bucket/prefix`
+    /// (credentials from AWS_* variables) [default: <data-dir>/blobs].
+    #[arg(long, env = "CONFAB_BLOBS")]
+    blobs: Option<String>,
+    /// Largest media upload in bytes [default: 104857600].
+    #[arg(long, env = "CONFAB_MAX_UPLOAD_BYTES")]
+    max_upload_bytes: Option<u64>,
 }
 
 fn parse_direct_messages(s: &str) -> Result<confab_server::config::DirectMessages, String> {
@@ -129,6 +136,7 @@ impl ServeArgs {
             direct_messages => chat.direct_messages,
             max_group_members => chat.max_group_members,
             typing_timeout_ms => chat.typing_timeout_ms,
+            max_upload_bytes => media.max_upload_bytes,
         }
         // Settings that are optional in the file too.
         if let Some(v) = &self.database {
@@ -139,6 +147,9 @@ impl ServeArgs {
         }
         if let Some(v) = &self.node_id {
             c.node_id = Some(v.clone());
+        }
+        if let Some(v) = &self.blobs {
+            c.media.blobs = Some(v.clone());
         }
         Ok(c)
     }

@@ -335,6 +335,14 @@ impl Connection {
                     Ok(m) => m,
                     Err(e) => return self.reply_error(Some(client_msg_id), e),
                 };
+                if let Err(e) = crate::http::check_reply(self.state.store.as_ref(), &msg).await {
+                    return self.reply_error(Some(client_msg_id), e);
+                }
+                if let Err(e) =
+                    crate::media::check_message_media(self.state.store.as_ref(), &msg).await
+                {
+                    return self.reply_error(Some(client_msg_id), e);
+                }
                 let reply = ReplyTo::Connection(self.out.clone());
                 if let Err(e) = self
                     .state

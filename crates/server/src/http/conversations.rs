@@ -202,25 +202,34 @@ pub async fn get_one(
 pub struct HistoryParams {
     before_seq: Option<Seq>,
     after_seq: Option<Seq>,
+    around_seq: Option<Seq>,
     limit: Option<u32>,
 }
 
-/// `GET /v1/conversations/{id}/messages?before_seq=&after_seq=&limit=`.
+/// `GET /v1/conversations/{id}/messages?before_seq=&after_seq=&around_seq=&limit=`.
 pub async fn history(
     State(state): State<AppState>,
     who: AuthUser,
     ApiPath(id): ApiPath<ConversationId>,
     ApiQuery(p): ApiQuery<HistoryParams>,
 ) -> AppResult<Json<MessagePage>> {
-    require_member(&state, id, who.user_id).await?;
     let max = state.config.limits.history_page_max;
+    if let Some(seq) = p.around_seq {
+        let limit = p.limit.unwrap_or(50).clamp(1, max);
+        return super::messages::around(&state, id, who.user_id, seq, limit).await;
+    }
+    require_member(&state, id, who.user_id).await?;
     let query = HistoryQuery {
         before_seq: p.before_seq,
         after_seq: p.after_seq,
         limit: p.limit.unwrap_or(50).clamp(1, max),
     };
     let (messages, has_more) = state.store.history(id, who.user_id, query).await?;
-    Ok(Json(MessagePage { messages, has_more }))
+    Ok(Json(MessagePage {
+        messages,
+        has_more,
+        has_more_before: None,
+    }))
 }
 
 /// `POST /v1/conversations/{id}/messages`: same semantics as the WebSocket
@@ -240,6 +249,8 @@ pub async fn send(
         req.kind,
         &req.body,
     )?;
+    super::check_reply(state.store.as_ref(), &msg).await?;
+    crate::media::check_message_media(state.store.as_ref(), &msg).await?;
     match state.committer.commit(WriteOp::Append(msg)).await? {
         WriteOutcome::Appended {
             seq, ts, duplicate, ..

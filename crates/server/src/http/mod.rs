@@ -6,17 +6,20 @@ mod extract;
 mod friends;
 mod groups;
 mod health;
+mod messages;
+mod search;
 mod users;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post, put};
+use axum::routing::{delete, get, patch, post, put};
 use axum::Router;
 use confab_proto::ErrorCode;
 
 use crate::error::AppError;
 use crate::state::AppState;
 
-pub use extract::{ApiJson, ApiQuery};
+pub use extract::{ApiJson, ApiPath, ApiQuery};
+pub use messages::{check_reply, refusal as message_refusal};
 
 /// Builds the whole router. Tests can call it with `oneshot`.
 pub fn router(state: AppState) -> Router {
@@ -65,7 +68,17 @@ pub fn router(state: AppState) -> Router {
             get(conversations::history).post(conversations::send),
         )
         .route("/conversations/{id}/read", post(conversations::read))
-        .route("/ws", get(crate::gateway::upgrade));
+        .route(
+            "/conversations/{id}/messages/{seq}",
+            patch(messages::edit).delete(messages::delete),
+        )
+        .route(
+            "/conversations/{id}/messages/{seq}/reactions/{emoji}",
+            put(messages::react_on).delete(messages::react_off),
+        )
+        .route("/search/messages", get(search::messages))
+        .route("/ws", get(crate::gateway::upgrade))
+        .merge(crate::media::routes());
     Router::new()
         .nest("/v1", v1)
         .route("/healthz", get(health::healthz))

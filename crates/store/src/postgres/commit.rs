@@ -28,7 +28,7 @@ use confab_proto::error::ErrorCode;
 use confab_proto::{ConversationId, Millis, Seq, UserId};
 use sqlx::{PgConnection, PgPool, Row};
 
-use super::groups;
+use super::{changes, groups};
 use crate::types::*;
 use crate::Result;
 
@@ -58,19 +58,28 @@ pub(crate) async fn commit_batch(
     // membership before it, the ones after see it after.
     let mut start = 0;
     for i in 0..=ops.len() {
-        let group = match ops.get(i) {
-            Some(WriteOp::Group { change, ts }) => Some((change, *ts)),
+        let split = match ops.get(i) {
+            Some(op @ (WriteOp::Group { .. } | WriteOp::Message { .. })) => Some(op),
             Some(_) => continue,
             None => None,
         };
         if start < i {
             plain_writes(&mut tx, &ops[start..i], &mut out[start..i], rules, &kinds).await?;
         }
-        if let Some((change, ts)) = group {
-            out[i] = Some(match groups::apply(&mut tx, change, ts).await? {
-                Ok(done) => WriteOutcome::GroupChanged(done),
-                Err(code) => WriteOutcome::Rejected(code),
-            });
+        match split {
+            Some(WriteOp::Group { change, ts }) => {
+                out[i] = Some(match groups::apply(&mut tx, change, *ts).await? {
+                    Ok(done) => WriteOutcome::GroupChanged(done),
+                    Err(code) => WriteOutcome::Rejected(code),
+                });
+            }
+            Some(WriteOp::Message { change, ts }) => {
+                out[i] = Some(match changes::apply(&mut tx, change, *ts).await? {
+                    Ok(done) => WriteOutcome::MessageChanged(Box::new(done)),
+                    Err(code) => WriteOutcome::Rejected(code),
+                });
+            }
+            _ => {}
         }
         start = i + 1;
     }
@@ -136,6 +145,7 @@ fn conversation_of(op: &WriteOp) -> ConversationId {
             conversation_id, ..
         } => *conversation_id,
         WriteOp::Group { change, .. } => change.conversation_id(),
+        WriteOp::Message { change, .. } => change.conversation_id(),
     }
 }
 
@@ -149,6 +159,7 @@ fn actor_of(op: &WriteOp) -> UserId {
             | GroupChange::SetRole { by, .. }
             | GroupChange::Update { by, .. } => *by,
         },
+        WriteOp::Message { change, .. } => change.actor(),
     }
 }
 
@@ -491,6 +502,7 @@ async fn append_messages(
         .await?;
     }
     insert_mentions(tx, &assigned, members).await?;
+    super::media::insert_message_media(tx, &assigned).await?;
     for (i, m, seq) in assigned {
         let conv_members = members_of(members, m.conversation_id);
         out[i] = Some(WriteOutcome::Appended {
@@ -576,7 +588,7 @@ async fn move_cursors(
     let mut highest: HashMap<(bool, i64, ConversationId), (usize, Seq)> = HashMap::new();
     for (i, op) in ops.iter().enumerate() {
         let (key, user, seq) = match op {
-            WriteOp::Append(_) | WriteOp::Group { .. } => continue,
+            WriteOp::Append(_) | WriteOp::Group { .. } | WriteOp::Message { .. } => continue,
             WriteOp::Read {
                 user_id,
                 conversation_id,

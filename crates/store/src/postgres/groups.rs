@@ -122,6 +122,9 @@ pub(crate) async fn notice(
         body,
         ts,
         read_by: None,
+        edited_at: None,
+        deleted: false,
+        reactions: Default::default(),
     })
 }
 

@@ -20,10 +20,13 @@
 //! has made it durable (PostgreSQL's default `synchronous_commit=on`).
 
 mod accounts;
+mod changes;
 mod commit;
 mod conversations;
 mod groups;
+mod media;
 mod rows;
+mod search;
 mod social;
 
 use std::collections::HashMap;
@@ -309,6 +312,47 @@ impl Store for PostgresStore {
         .fetch_optional(&self.pool)
         .await?;
         Ok(seq.unwrap_or(0))
+    }
+
+    // --- message changes and search
+
+    async fn message_for(
+        &self,
+        id: ConversationId,
+        user: UserId,
+        seq: Seq,
+    ) -> Result<Option<MessageRecord>> {
+        changes::message_for(&self.pool, id, user, seq).await
+    }
+
+    async fn search_messages(
+        &self,
+        user: UserId,
+        query: &SearchQuery,
+    ) -> Result<(Vec<SearchHit>, bool)> {
+        search::search(&self.pool, user, query).await
+    }
+
+    // --- media ----------------------------------------------------------
+
+    async fn insert_media(&self, m: &MediaRecord, quota_bytes: i64) -> Result<MediaInsert> {
+        media::insert_media(&self.pool, m, quota_bytes).await
+    }
+
+    async fn media(&self, id: &str) -> Result<Option<MediaRecord>> {
+        media::media(&self.pool, id).await
+    }
+
+    async fn media_usage(&self, owner: UserId) -> Result<i64> {
+        media::media_usage(&self.pool, owner).await
+    }
+
+    async fn can_read_media(&self, id: &str, user: UserId) -> Result<bool> {
+        media::can_read_media(&self.pool, id, user).await
+    }
+
+    async fn set_media_thumbnail(&self, id: &str) -> Result<()> {
+        media::set_media_thumbnail(&self.pool, id).await
     }
 }
 

@@ -123,6 +123,9 @@ pub(crate) async fn notice(
         body,
         ts,
         read_by: None,
+        edited_at: None,
+        deleted: false,
+        reactions: Default::default(),
     })
 }
 

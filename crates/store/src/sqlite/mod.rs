@@ -5,10 +5,13 @@
 //! concurrently with the writer.
 
 mod accounts;
+pub(crate) mod changes;
 mod commit;
 mod conversations;
 mod groups;
+mod media;
 mod rows;
+mod search;
 mod social;
 
 use std::collections::HashMap;
@@ -338,5 +341,46 @@ impl Store for SqliteStore {
         .fetch_optional(&self.reader)
         .await?;
         Ok(seq.unwrap_or(0))
+    }
+
+    // --- message changes and search
+
+    async fn message_for(
+        &self,
+        id: ConversationId,
+        user: UserId,
+        seq: Seq,
+    ) -> Result<Option<MessageRecord>> {
+        changes::message_for(&self.reader, id, user, seq).await
+    }
+
+    async fn search_messages(
+        &self,
+        user: UserId,
+        query: &SearchQuery,
+    ) -> Result<(Vec<SearchHit>, bool)> {
+        search::search(&self.reader, user, query).await
+    }
+
+    // --- media ----------------------------------------------------------
+
+    async fn insert_media(&self, m: &MediaRecord, quota_bytes: i64) -> Result<MediaInsert> {
+        media::insert_media(&self.writer, m, quota_bytes).await
+    }
+
+    async fn media(&self, id: &str) -> Result<Option<MediaRecord>> {
+        media::media(&self.reader, id).await
+    }
+
+    async fn media_usage(&self, owner: UserId) -> Result<i64> {
+        media::media_usage(&self.reader, owner).await
+    }
+
+    async fn can_read_media(&self, id: &str, user: UserId) -> Result<bool> {
+        media::can_read_media(&self.reader, id, user).await
+    }
+
+    async fn set_media_thumbnail(&self, id: &str) -> Result<()> {
+        media::set_media_thumbnail(&self.writer, id).await
     }
 }

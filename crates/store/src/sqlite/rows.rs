@@ -13,7 +13,7 @@ pub(crate) const USER_COLUMNS: &str =
 
 /// Columns of `messages` that make a [`MessageRecord`], in this order.
 pub(crate) const MESSAGE_COLUMNS: &str =
-    "conversation_id, seq, sender_id, client_msg_id, kind, body, ts";
+    "conversation_id, seq, sender_id, client_msg_id, kind, body, ts, edited_at, deleted_at, reactions";
 
 pub(crate) fn user(row: &SqliteRow) -> Result<User> {
     Ok(User {
@@ -40,6 +40,12 @@ pub(crate) fn message(row: &SqliteRow) -> Result<MessageRecord> {
         body: serde_json::from_str(&body)?,
         ts: row.try_get("ts")?,
         read_by: None,
+        edited_at: row.try_get("edited_at")?,
+        deleted: row.try_get::<Option<i64>, _>("deleted_at")?.is_some(),
+        reactions: match row.try_get::<Option<String>, _>("reactions")? {
+            Some(r) => serde_json::from_str(&r)?,
+            None => Default::default(),
+        },
     })
 }
 

@@ -1,0 +1,475 @@
+//! Resumable uploads by the tus 1.0 protocol (core, creation, termination)
+//! at `/v1/media/uploads/`, so that existing tus clients work.
+//!
+//! An upload in progress is two files under `<data_dir>/tus/`: `<id>.json`
+//! (owner, length, declared type) and `<id>.bin` (the bytes so far, fsynced
+//! at the end of every `PATCH`, also an interrupted one). Its offset is the
+//! size of `<id>.bin`, so an upload continues from the last committed byte
+//! after a dropped connection or a server restart. When the last byte
+//! arrives, the file goes through the same checks as `POST /v1/media` and
+//! becomes the media item whose `media_id` is the upload's id (the last
+//! segment of its `Location`; the final `PATCH` and later `HEAD`s also say
+//! it in `Confab-Media-Id`).
+
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::sync::{LazyLock, Mutex};
+
+use axum::extract::{DefaultBodyLimit, Request, State};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{head, options};
+use axum::Router;
+use base64::Engine as _;
+use confab_proto::ErrorCode;
+use confab_proto::UserId;
+use futures_util::StreamExt;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use super::{hex, internal, new_media_id, over_quota, store_upload, too_large, Spooled};
+use crate::auth::AuthUser;
+use crate::error::{AppError, AppResult};
+use crate::http::ApiPath;
+use crate::state::AppState;
+
+const TUS_VERSION: &str = "1.0.0";
+const OFFSET_CONTENT_TYPE: &str = "application/offset+octet-stream";
+
+/// The tus routes, nested under `/v1` with the other media routes.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/media/uploads", options(discover).post(create))
+        .route("/media/uploads/", options(discover).post(create))
+        .route(
+            "/media/uploads/{id}",
+            head(status)
+                .patch(append)
+                .delete(terminate)
+                .options(discover),
+        )
+        .layer(DefaultBodyLimit::disable())
+}
+
+/// What is kept about an upload in progress.
+#[derive(Debug, Serialize, Deserialize)]
+struct Meta {
+    owner: UserId,
+    length: u64,
+    declared: String,
+}
+
+/// Uploads with a `PATCH` in progress (one at a time per upload).
+static BUSY: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(Default::default);
+
+struct Busy(String);
+
+impl Busy {
+    fn take(id: &str) -> Option<Busy> {
+        let mut set = BUSY.lock().unwrap_or_else(|p| p.into_inner());
+        set.insert(id.to_owned()).then(|| Busy(id.to_owned()))
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        BUSY.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.0);
+    }
+}
+
+fn dir(state: &AppState) -> PathBuf {
+    state.config.data_dir.join("tus")
+}
+
+fn paths(state: &AppState, id: &str) -> AppResult<(PathBuf, PathBuf)> {
+    // Ids are ours (base64url); anything else names nothing.
+    if id.is_empty()
+        || id.len() > 64
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    {
+        return Err(AppError::not_found("upload"));
+    }
+    let d = dir(state);
+    Ok((d.join(format!("{id}.json")), d.join(format!("{id}.bin"))))
+}
+
+fn tus_headers(out: &mut HeaderMap) {
+    out.insert(
+        HeaderName::from_static("tus-resumable"),
+        HeaderValue::from_static(TUS_VERSION),
+    );
+}
+
+fn set(out: &mut HeaderMap, name: &'static str, value: &str) {
+    if let Ok(v) = HeaderValue::from_str(value) {
+        out.insert(HeaderName::from_static(name), v);
+    }
+}
+
+/// The answer to a request of another protocol version, if it is one.
+fn wrong_version(headers: &HeaderMap) -> Option<Response> {
+    let v = headers
+        .get("tus-resumable")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if v == TUS_VERSION {
+        return None;
+    }
+    let mut out = HeaderMap::new();
+    tus_headers(&mut out);
+    set(&mut out, "tus-version", TUS_VERSION);
+    Some((StatusCode::PRECONDITION_FAILED, out).into_response())
+}
+
+fn error_with_tus(e: AppError) -> Response {
+    let mut r = e.into_response();
+    tus_headers(r.headers_mut());
+    r
+}
+
+/// `OPTIONS`: what this server supports.
+async fn discover(State(state): State<AppState>) -> Response {
+    let mut out = HeaderMap::new();
+    tus_headers(&mut out);
+    set(&mut out, "tus-version", TUS_VERSION);
+    set(&mut out, "tus-extension", "creation,termination");
+    set(
+        &mut out,
+        "tus-max-size",
+        &state.config.media.max_upload_bytes.to_string(),
+    );
+    (StatusCode::NO_CONTENT, out).into_response()
+}
+
+/// The declared type from `Upload-Metadata` (`filetype`, `content-type`
+/// or `mimetype`, base64 values as the protocol says).
+fn declared_type(headers: &HeaderMap) -> String {
+    let Some(meta) = headers.get("upload-metadata").and_then(|v| v.to_str().ok()) else {
+        return String::new();
+    };
+    for pair in meta.split(',') {
+        let mut it = pair.trim().splitn(2, ' ');
+        let key = it.next().unwrap_or("").to_ascii_lowercase();
+        if !matches!(key.as_str(), "filetype" | "content-type" | "mimetype") {
+            continue;
+        }
+        let value = it.next().unwrap_or("").trim();
+        if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(value) {
+            if let Ok(s) = String::from_utf8(bytes) {
+                return super::sniff::essence(&s);
+            }
+        }
+    }
+    String::new()
+}
+
+/// `POST /v1/media/uploads/`: creates an upload of `Upload-Length` bytes.
+async fn create(State(state): State<AppState>, who: AuthUser, headers: HeaderMap) -> Response {
+    if let Some(r) = wrong_version(&headers) {
+        return r;
+    }
+    match create_inner(&state, who.user_id, &headers).await {
+        Ok(r) => r,
+        Err(e) => error_with_tus(e),
+    }
+}
+
+async fn create_inner(state: &AppState, owner: UserId, headers: &HeaderMap) -> AppResult<Response> {
+    let length: u64 = headers
+        .get("upload-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| {
+            AppError::bad_request("Upload-Length is required (deferred lengths are not supported)")
+        })?;
+    let media = &state.config.media;
+    if length > media.max_upload_bytes {
+        return Err(too_large(media.max_upload_bytes));
+    }
+    if length == 0 {
+        return Err(AppError::bad_request("an upload needs at least one byte"));
+    }
+    let used = state.store.media_usage(owner).await?;
+    if used.max(0) as u64 + length > media.user_quota_bytes {
+        return Err(over_quota(media.user_quota_bytes, used));
+    }
+    let id = new_media_id();
+    let (meta_path, bin_path) = paths(state, &id)?;
+    tokio::fs::create_dir_all(dir(state))
+        .await
+        .map_err(internal)?;
+    let meta = Meta {
+        owner,
+        length,
+        declared: declared_type(headers),
+    };
+    let json = serde_json::to_vec(&meta).map_err(internal)?;
+    tokio::fs::File::create(&bin_path)
+        .await
+        .map_err(internal)?
+        .sync_all()
+        .await
+        .map_err(internal)?;
+    let mut f = tokio::fs::File::create(&meta_path)
+        .await
+        .map_err(internal)?;
+    f.write_all(&json).await.map_err(internal)?;
+    f.sync_all().await.map_err(internal)?;
+    let mut out = HeaderMap::new();
+    tus_headers(&mut out);
+    set(&mut out, "location", &format!("/v1/media/uploads/{id}"));
+    Ok((StatusCode::CREATED, out).into_response())
+}
+
+/// The upload `id` of `owner`, with its offset; `None` when it finished
+/// already (then the media item exists).
+async fn load(state: &AppState, id: &str, owner: UserId) -> AppResult<Option<(Meta, u64)>> {
+    let (meta_path, bin_path) = paths(state, id)?;
+    match tokio::fs::read(&meta_path).await {
+        Ok(bytes) => {
+            let meta: Meta = serde_json::from_slice(&bytes).map_err(internal)?;
+            if meta.owner != owner {
+                return Err(AppError::not_found("upload"));
+            }
+            let offset = tokio::fs::metadata(&bin_path)
+                .await
+                .map(|m| m.len())
+                .map_err(|_| AppError::not_found("upload"))?;
+            Ok(Some((meta, offset)))
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => match state.store.media(id).await? {
+            Some(m) if m.owner_id == owner => Ok(None),
+            _ => Err(AppError::not_found("upload")),
+        },
+        Err(e) => Err(internal(e)),
+    }
+}
+
+/// `HEAD /v1/media/uploads/{id}`: how far the upload got.
+async fn status(
+    State(state): State<AppState>,
+    who: AuthUser,
+    ApiPath(id): ApiPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = wrong_version(&headers) {
+        return r;
+    }
+    let mut out = HeaderMap::new();
+    tus_headers(&mut out);
+    set(&mut out, "cache-control", "no-store");
+    match load(&state, &id, who.user_id).await {
+        Ok(Some((meta, offset))) => {
+            set(&mut out, "upload-offset", &offset.to_string());
+            set(&mut out, "upload-length", &meta.length.to_string());
+            (StatusCode::OK, out).into_response()
+        }
+        Ok(None) => match state.store.media(&id).await {
+            Ok(Some(m)) => {
+                set(&mut out, "upload-offset", &m.size.to_string());
+                set(&mut out, "upload-length", &m.size.to_string());
+                set(&mut out, "confab-media-id", &m.id);
+                (StatusCode::OK, out).into_response()
+            }
+            _ => (StatusCode::NOT_FOUND, out).into_response(),
+        },
+        // HEAD answers carry no body.
+        Err(e) => {
+            let code = StatusCode::from_u16(e.0.code.http_status())
+                .unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+            (code, out).into_response()
+        }
+    }
+}
+
+/// `PATCH /v1/media/uploads/{id}`: appends the body at `Upload-Offset`.
+async fn append(
+    State(state): State<AppState>,
+    who: AuthUser,
+    ApiPath(id): ApiPath<String>,
+    req: Request,
+) -> Response {
+    if let Some(r) = wrong_version(req.headers()) {
+        return r;
+    }
+    match append_inner(&state, who.user_id, &id, req).await {
+        Ok(r) => r,
+        Err(e) => error_with_tus(e),
+    }
+}
+
+async fn append_inner(
+    state: &AppState,
+    owner: UserId,
+    id: &str,
+    req: Request,
+) -> AppResult<Response> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(super::sniff::essence)
+        .unwrap_or_default();
+    if content_type != OFFSET_CONTENT_TYPE {
+        let mut r = AppError::bad_request(format!("Content-Type must be {OFFSET_CONTENT_TYPE}"))
+            .into_response();
+        *r.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
+        return Ok(r);
+    }
+    let claimed: u64 = req
+        .headers()
+        .get("upload-offset")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| AppError::bad_request("Upload-Offset is required"))?;
+    let Some(_busy) = Busy::take(id) else {
+        let mut r = AppError::new(
+            ErrorCode::BadRequest,
+            "another PATCH of this upload is running",
+        )
+        .into_response();
+        *r.status_mut() = StatusCode::LOCKED;
+        return Ok(r);
+    };
+    let Some((meta, offset)) = load(state, id, owner).await? else {
+        return Err(AppError::bad_request("this upload is complete"));
+    };
+    if claimed != offset {
+        let mut r = AppError::bad_request(format!(
+            "Upload-Offset {claimed} does not match the upload's offset {offset}"
+        ))
+        .into_response();
+        *r.status_mut() = StatusCode::CONFLICT;
+        return Ok(r);
+    }
+    let (_, bin_path) = paths(state, id)?;
+    let mut file = tokio::fs::OpenOptions::new()
+        .append(true)
+        .open(&bin_path)
+        .await
+        .map_err(internal)?;
+    let remaining = meta.length - offset;
+    let mut written = 0u64;
+    let mut body = req.into_body().into_data_stream();
+    let mut failure = None;
+    while let Some(chunk) = body.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                failure = Some(AppError::bad_request(format!("upload interrupted: {e}")));
+                break;
+            }
+        };
+        let room = (remaining - written).min(chunk.len() as u64) as usize;
+        if let Err(e) = file.write_all(&chunk[..room]).await {
+            failure = Some(internal(e));
+            break;
+        }
+        written += room as u64;
+        if room < chunk.len() {
+            failure = Some(AppError::bad_request(format!(
+                "more bytes than Upload-Length ({})",
+                meta.length
+            )));
+            break;
+        }
+    }
+    // What arrived is committed, also when the connection dropped: the
+    // client continues from here.
+    file.flush().await.map_err(internal)?;
+    file.sync_all().await.map_err(internal)?;
+    drop(file);
+    if let Some(e) = failure {
+        return Err(e);
+    }
+    let offset = offset + written;
+    let mut out = HeaderMap::new();
+    tus_headers(&mut out);
+    set(&mut out, "upload-offset", &offset.to_string());
+    if offset == meta.length {
+        let uploaded = finish(state, id, &meta).await?;
+        set(&mut out, "confab-media-id", &uploaded);
+    }
+    Ok((StatusCode::NO_CONTENT, out).into_response())
+}
+
+/// Turns a complete upload into a media item with the upload's id.
+async fn finish(state: &AppState, id: &str, meta: &Meta) -> AppResult<String> {
+    let (meta_path, bin_path) = paths(state, id)?;
+    let hash_path = bin_path.clone();
+    let (sha256, head) = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+        use std::io::Read;
+        let mut f = std::fs::File::open(&hash_path)?;
+        let mut hasher = Sha256::new();
+        let mut head = Vec::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            if head.len() < super::sniff::SNIFF_BYTES {
+                let take = (super::sniff::SNIFF_BYTES - head.len()).min(n);
+                head.extend_from_slice(&buf[..take]);
+            }
+            hasher.update(&buf[..n]);
+        }
+        Ok((hex(&hasher.finalize()), head))
+    })
+    .await
+    .map_err(internal)?
+    .map_err(internal)?;
+    // From here the bytes are the media pipeline's: the temporary path
+    // removes them when done, whatever the outcome.
+    let spooled = Spooled {
+        path: tempfile::TempPath::try_from_path(bin_path).map_err(internal)?,
+        size: meta.length,
+        sha256,
+        head,
+    };
+    let _ = tokio::fs::remove_file(&meta_path).await;
+    let uploaded = store_upload(
+        state,
+        meta.owner,
+        spooled,
+        &meta.declared,
+        Some(id.to_owned()),
+    )
+    .await?;
+    Ok(uploaded.media_id)
+}
+
+/// `DELETE /v1/media/uploads/{id}`: abandons an upload.
+async fn terminate(
+    State(state): State<AppState>,
+    who: AuthUser,
+    ApiPath(id): ApiPath<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(r) = wrong_version(&headers) {
+        return r;
+    }
+    let result = async {
+        if load(&state, &id, who.user_id).await?.is_none() {
+            return Err(AppError::not_found("upload in progress"));
+        }
+        let (meta_path, bin_path) = paths(&state, &id)?;
+        let _ = tokio::fs::remove_file(&meta_path).await;
+        let _ = tokio::fs::remove_file(&bin_path).await;
+        Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => {
+            let mut out = HeaderMap::new();
+            tus_headers(&mut out);
+            (StatusCode::NO_CONTENT, out).into_response()
+        }
+        Err(e) => error_with_tus(e),
+    }
+}

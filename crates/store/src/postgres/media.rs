@@ -1,0 +1,158 @@
+//! Media records, per-user usage and the media access rule.
+
+use confab_proto::{ConversationId, MessageKind, Seq, UserId};
+use sqlx::{PgConnection, PgPool, Row};
+
+use crate::types::*;
+use crate::{Result, StoreError};
+
+const COLUMNS: &str =
+    "id, owner_id, sha256, size, mime, kind, width, height, duration_ms, thumbnail, created_at";
+
+fn record(row: &sqlx::postgres::PgRow) -> Result<MediaRecord> {
+    let kind: String = row.try_get("kind")?;
+    Ok(MediaRecord {
+        id: row.try_get("id")?,
+        owner_id: row.try_get("owner_id")?,
+        sha256: row.try_get("sha256")?,
+        size: row.try_get("size")?,
+        mime: row.try_get("mime")?,
+        kind: MediaKind::parse(&kind)
+            .ok_or_else(|| StoreError::Corrupt(format!("media kind {kind:?}")))?,
+        width: row.try_get("width")?,
+        height: row.try_get("height")?,
+        duration_ms: row.try_get("duration_ms")?,
+        thumbnail: row.try_get("thumbnail")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
+pub(crate) async fn insert_media(
+    db: &PgPool,
+    m: &MediaRecord,
+    quota_bytes: i64,
+) -> Result<MediaInsert> {
+    // The owner's row is locked so that two nodes' uploads of the same user
+    // cannot both pass the quota check.
+    let mut tx = db.begin().await?;
+    sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
+        .bind(m.owner_id)
+        .execute(&mut *tx)
+        .await?;
+    let used: i64 =
+        sqlx::query_scalar("SELECT COALESCE(SUM(size), 0)::BIGINT FROM media WHERE owner_id = $1")
+            .bind(m.owner_id)
+            .fetch_one(&mut *tx)
+            .await?;
+    if used + m.size > quota_bytes {
+        return Ok(MediaInsert::OverQuota { used });
+    }
+    sqlx::query(
+        "INSERT INTO media (id, owner_id, sha256, size, mime, kind, width, height, duration_ms,
+                            thumbnail, created_at)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+    )
+    .bind(&m.id)
+    .bind(m.owner_id)
+    .bind(&m.sha256)
+    .bind(m.size)
+    .bind(&m.mime)
+    .bind(m.kind.as_str())
+    .bind(m.width)
+    .bind(m.height)
+    .bind(m.duration_ms)
+    .bind(m.thumbnail)
+    .bind(m.created_at)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(MediaInsert::Stored)
+}
+
+pub(crate) async fn media(db: &PgPool, id: &str) -> Result<Option<MediaRecord>> {
+    let sql = format!("SELECT {COLUMNS} FROM media WHERE id = $1");
+    sqlx::query(&sql)
+        .bind(id)
+        .fetch_optional(db)
+        .await?
+        .map(|r| record(&r))
+        .transpose()
+}
+
+pub(crate) async fn media_usage(db: &PgPool, owner: UserId) -> Result<i64> {
+    Ok(
+        sqlx::query_scalar("SELECT COALESCE(SUM(size), 0)::BIGINT FROM media WHERE owner_id = $1")
+            .bind(owner)
+            .fetch_one(db)
+            .await?,
+    )
+}
+
+pub(crate) async fn can_read_media(db: &PgPool, id: &str, user: UserId) -> Result<bool> {
+    let hit: Option<i32> = sqlx::query_scalar(
+        "SELECT 1 FROM media WHERE id = $1 AND owner_id = $2
+         UNION ALL
+         SELECT 1 FROM message_media mm
+           JOIN members m ON m.conversation_id = mm.conversation_id AND m.user_id = $2
+          WHERE mm.media_id = $1 AND m.joined_seq < mm.seq
+         LIMIT 1",
+    )
+    .bind(id)
+    .bind(user)
+    .fetch_optional(db)
+    .await?;
+    Ok(hit.is_some())
+}
+
+pub(crate) async fn set_media_thumbnail(db: &PgPool, id: &str) -> Result<()> {
+    sqlx::query("UPDATE media SET thumbnail = TRUE WHERE id = $1")
+        .bind(id)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// The `media_id` of an image, voice or file message body.
+pub(crate) fn media_id_of(m: &NewMessage) -> Option<String> {
+    if !matches!(
+        m.kind,
+        MessageKind::Image | MessageKind::Voice | MessageKind::File
+    ) {
+        return None;
+    }
+    let body: serde_json::Value = serde_json::from_str(&m.body).ok()?;
+    body.get("media_id")?.as_str().map(str::to_owned)
+}
+
+/// Records which new messages reference which media: one statement for the
+/// whole batch (UNNEST of three arrays), none when no message carries media.
+pub(crate) async fn insert_message_media(
+    tx: &mut PgConnection,
+    assigned: &[(usize, &NewMessage, Seq)],
+) -> Result<()> {
+    let mut ids: Vec<String> = Vec::new();
+    let mut convs: Vec<ConversationId> = Vec::new();
+    let mut seqs: Vec<Seq> = Vec::new();
+    for &(_, m, seq) in assigned {
+        if let Some(id) = media_id_of(m) {
+            ids.push(id);
+            convs.push(m.conversation_id);
+            seqs.push(seq);
+        }
+    }
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO message_media (media_id, conversation_id, seq)
+         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[])
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(&convs)
+    .bind(&seqs)
+    .persistent(true)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}

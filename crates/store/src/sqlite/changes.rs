@@ -1,0 +1,318 @@
+//! Edits, deletions for everyone and reactions, made inside the
+//! committer's transaction so they take their place in the conversation's
+//! seq order: each updates the target row and appends a `system` notice.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use confab_proto::error::ErrorCode;
+use confab_proto::{ConversationId, MessageKind, MessageRecord, Millis, Seq, UserId};
+use serde_json::{json, Value};
+use sqlx::SqliteConnection;
+
+use super::groups::notice;
+use super::rows::{self, MESSAGE_COLUMNS};
+use crate::types::*;
+use crate::Result;
+
+/// Applies one change. `Ok(Err(code))` is a refusal with nothing written.
+pub(crate) async fn apply(
+    tx: &mut SqliteConnection,
+    change: &MessageChange,
+    ts: Millis,
+) -> Result<std::result::Result<MessageChangeOutcome, ErrorCode>> {
+    let id = change.conversation_id();
+    let by = change.actor();
+    let seq = match change {
+        MessageChange::Edit { seq, .. }
+        | MessageChange::Delete { seq, .. }
+        | MessageChange::React { seq, .. } => *seq,
+    };
+    let roster: Vec<(UserId, String, Seq)> = sqlx::query_as(
+        "SELECT user_id, role, joined_seq FROM members WHERE conversation_id = ? ORDER BY user_id",
+    )
+    .bind(id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let Some((_, role, joined)) = roster.iter().find(|(u, _, _)| *u == by).cloned() else {
+        let former: Option<i64> = sqlx::query_scalar(
+            "SELECT 1 FROM former_members WHERE conversation_id = ? AND user_id = ?",
+        )
+        .bind(id)
+        .bind(by)
+        .fetch_optional(&mut *tx)
+        .await?;
+        return Ok(Err(if former.is_some() {
+            ErrorCode::Forbidden
+        } else {
+            ErrorCode::NotFound
+        }));
+    };
+    let row = sqlx::query(&format!(
+        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? AND seq = ?"
+    ))
+    .bind(id)
+    .bind(seq)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else {
+        return Ok(Err(ErrorCode::NotFound));
+    };
+    let mut target = rows::message(&row)?;
+    if target.seq <= joined {
+        return Ok(Err(ErrorCode::NotFound));
+    }
+    if target.kind == MessageKind::System {
+        return Ok(Err(ErrorCode::BadRequest));
+    }
+    let members: Arc<[UserId]> = roster.iter().map(|(u, _, _)| *u).collect();
+    let viewers: Arc<[UserId]> = roster
+        .iter()
+        .filter(|(_, _, j)| *j < seq)
+        .map(|(u, _, _)| *u)
+        .collect();
+    let kind: String = sqlx::query_scalar("SELECT kind FROM conversations WHERE id = ?")
+        .bind(id)
+        .fetch_one(&mut *tx)
+        .await?;
+    let plan = match plan(change, &target, &kind, &role, ts) {
+        Ok(Some(plan)) => plan,
+        Ok(None) => {
+            return Ok(Ok(MessageChangeOutcome {
+                notice: None,
+                target,
+                members,
+                viewers,
+            }))
+        }
+        Err(code) => return Ok(Err(code)),
+    };
+    match &plan.write {
+        Write::Body(body) => {
+            sqlx::query(
+                "UPDATE messages SET body = ?, edited_at = ? WHERE conversation_id = ? AND seq = ?",
+            )
+            .bind(body.to_string())
+            .bind(ts)
+            .bind(id)
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+            target.body = body.clone();
+            target.edited_at = Some(ts);
+        }
+        Write::Tombstone => {
+            sqlx::query(
+                "UPDATE messages SET body = '{}', deleted_at = ?, reactions = NULL
+                 WHERE conversation_id = ? AND seq = ?",
+            )
+            .bind(ts)
+            .bind(id)
+            .bind(seq)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("DELETE FROM mentions WHERE conversation_id = ? AND seq = ?")
+                .bind(id)
+                .bind(seq)
+                .execute(&mut *tx)
+                .await?;
+            // Its media is no longer reachable through it.
+            if let Some(media_id) = target.body.get("media_id").and_then(|v| v.as_str()) {
+                sqlx::query(
+                    "DELETE FROM message_media
+                     WHERE media_id = ? AND conversation_id = ? AND seq = ?",
+                )
+                .bind(media_id)
+                .bind(id)
+                .bind(seq)
+                .execute(&mut *tx)
+                .await?;
+            }
+            target.body = json!({});
+            target.deleted = true;
+            target.reactions.clear();
+        }
+        Write::Reactions(map) => {
+            let text = (!map.is_empty())
+                .then(|| serde_json::to_string(map))
+                .transpose()?;
+            sqlx::query("UPDATE messages SET reactions = ? WHERE conversation_id = ? AND seq = ?")
+                .bind(text)
+                .bind(id)
+                .bind(seq)
+                .execute(&mut *tx)
+                .await?;
+            target.reactions = map.clone();
+        }
+    }
+    let notice = notice(tx, id, by, plan.notice, ts).await?;
+    Ok(Ok(MessageChangeOutcome {
+        notice: Some(notice),
+        target,
+        members,
+        viewers,
+    }))
+}
+
+/// What to write for a change.
+pub(crate) enum Write {
+    /// The new body (an edit).
+    Body(Value),
+    /// Body `{}`, `deleted_at`, no reactions.
+    Tombstone,
+    /// The new reactions.
+    Reactions(BTreeMap<String, Vec<UserId>>),
+}
+
+pub(crate) struct Plan {
+    pub(crate) write: Write,
+    /// Body of the `system` notice.
+    pub(crate) notice: Value,
+}
+
+/// Decides a change against the target's current state, the conversation
+/// kind and the actor's role: the same rules on every backend. `Ok(None)`
+/// when there is nothing to change.
+pub(crate) fn plan(
+    change: &MessageChange,
+    target: &MessageRecord,
+    conversation_kind: &str,
+    role: &str,
+    ts: Millis,
+) -> std::result::Result<Option<Plan>, ErrorCode> {
+    let seq = target.seq;
+    match change {
+        MessageChange::Edit { by, body, .. } => {
+            if target.deleted {
+                return Err(ErrorCode::NotFound);
+            }
+            if *by != target.sender_id {
+                return Err(ErrorCode::Forbidden);
+            }
+            let old = target.body.as_object().cloned().unwrap_or_default();
+            let new = body.as_object().ok_or(ErrorCode::BadRequest)?;
+            let body = match target.kind {
+                MessageKind::Text => {
+                    if !new.get("text").is_some_and(Value::is_string) {
+                        return Err(ErrorCode::BadRequest);
+                    }
+                    let mut b = serde_json::Map::new();
+                    b.insert("text".into(), new["text"].clone());
+                    if let Some(m) = new.get("mentions") {
+                        b.insert("mentions".into(), m.clone());
+                    }
+                    if let Some(r) = old.get("reply_to") {
+                        b.insert("reply_to".into(), r.clone());
+                    }
+                    b
+                }
+                MessageKind::Image | MessageKind::Voice | MessageKind::File => {
+                    // Only the caption changes; anything else is a mistake.
+                    if new.keys().any(|k| k != "caption") {
+                        return Err(ErrorCode::BadRequest);
+                    }
+                    let mut b = old;
+                    match new.get("caption") {
+                        Some(Value::String(c)) => {
+                            b.insert("caption".into(), Value::String(c.clone()));
+                        }
+                        None | Some(Value::Null) => {
+                            b.remove("caption");
+                        }
+                        Some(_) => return Err(ErrorCode::BadRequest),
+                    }
+                    b
+                }
+                _ => return Err(ErrorCode::BadRequest),
+            };
+            Ok(Some(Plan {
+                write: Write::Body(Value::Object(body)),
+                notice: json!({"event": "message_edited", "target_seq": seq, "edited_at": ts}),
+            }))
+        }
+        MessageChange::Delete { by, .. } => {
+            let admin = conversation_kind == "group" && (role == "owner" || role == "admin");
+            if *by != target.sender_id && !admin {
+                return Err(ErrorCode::Forbidden);
+            }
+            if target.deleted {
+                return Ok(None);
+            }
+            Ok(Some(Plan {
+                write: Write::Tombstone,
+                notice: json!({"event": "message_deleted", "target_seq": seq}),
+            }))
+        }
+        MessageChange::React { by, emoji, on, .. } => {
+            if target.deleted {
+                return Err(ErrorCode::NotFound);
+            }
+            let current = target
+                .reactions
+                .iter()
+                .find(|(_, users)| users.contains(by))
+                .map(|(e, _)| e.clone());
+            let wanted = if *on {
+                Some(emoji.clone())
+            } else if current.as_deref() == Some(emoji.as_str()) {
+                None
+            } else {
+                return Ok(None);
+            };
+            if wanted == current {
+                return Ok(None);
+            }
+            let mut map = target.reactions.clone();
+            for users in map.values_mut() {
+                users.retain(|u| u != by);
+            }
+            if let Some(e) = &wanted {
+                let users = map.entry(e.clone()).or_default();
+                users.push(*by);
+                users.sort_unstable();
+            }
+            map.retain(|_, users| !users.is_empty());
+            Ok(Some(Plan {
+                write: Write::Reactions(map),
+                notice: json!({
+                    "event": "reaction_changed",
+                    "target_seq": seq,
+                    "user_id": by,
+                    "emoji": wanted,
+                    "previous": current,
+                }),
+            }))
+        }
+    }
+}
+
+/// One message as `user` may see it: a member, and the message after
+/// their `joined_seq`.
+pub(crate) async fn message_for(
+    db: &sqlx::SqlitePool,
+    id: ConversationId,
+    user: UserId,
+    seq: Seq,
+) -> Result<Option<MessageRecord>> {
+    let row = sqlx::query(&format!(
+        "SELECT {} FROM messages m JOIN members mb
+           ON mb.conversation_id = m.conversation_id AND mb.user_id = ?
+         WHERE m.conversation_id = ? AND m.seq = ? AND m.seq > mb.joined_seq",
+        qualified("m")
+    ))
+    .bind(user)
+    .bind(id)
+    .bind(seq)
+    .fetch_optional(db)
+    .await?;
+    row.as_ref().map(rows::message).transpose()
+}
+
+/// [`MESSAGE_COLUMNS`] qualified with a table alias.
+pub(crate) fn qualified(alias: &str) -> String {
+    MESSAGE_COLUMNS
+        .split(", ")
+        .map(|c| format!("{alias}.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
