@@ -76,6 +76,17 @@ pub enum Control {
 }
 
 impl Delivery {
+    /// `frame` for every connected device of `users`, skipping nobody.
+    pub fn to(users: Arc<[UserId]>, priority: Priority, frame: impl Into<Bytes>) -> Delivery {
+        Delivery {
+            users,
+            skip_user: None,
+            skip_connection: None,
+            priority,
+            frame: frame.into(),
+        }
+    }
+
     /// A delivery telling every node to close `user`'s connections of
     /// `devices` (or of all other devices when `except`).
     pub fn disconnect(user: UserId, devices: &[DeviceId], except: bool) -> Delivery {
@@ -84,13 +95,7 @@ impl Delivery {
         for d in devices {
             frame.extend_from_slice(&d.to_be_bytes());
         }
-        Delivery {
-            users: Arc::from(vec![user]),
-            skip_user: None,
-            skip_connection: None,
-            priority: Priority::Control,
-            frame: Bytes::from(frame),
-        }
+        Delivery::to(Arc::from(vec![user]), Priority::Control, frame)
     }
 
     /// The node-control instruction this delivery carries, if it is one.

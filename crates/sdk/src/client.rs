@@ -32,8 +32,8 @@ pub struct Client {
 
 struct Inner {
     http: reqwest::Client,
-    base_url: String,
-    /// Every server of the cluster, `base_url` first. Requests that cannot
+    /// Every server of the cluster, the one given first first (never
+    /// empty). Requests that cannot
     /// reach one move on to the next (see [`Client::with_servers`]).
     servers: Vec<String>,
     /// Index into `servers` of the one in use.
@@ -49,7 +49,7 @@ struct Inner {
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("base_url", &self.inner.base_url)
+            .field("base_url", &self.base_url())
             .field("session", &*self.inner.session.borrow())
             .finish()
     }
@@ -59,18 +59,18 @@ impl Client {
     /// A client for the server at `base_url` (e.g. `http://127.0.0.1:8080`),
     /// not logged in.
     pub fn new(base_url: &str) -> Client {
-        Client::build(base_url, None)
+        Client::build(vec![normalize_base(base_url)], None)
     }
 
     /// A client that resumes a saved session against `base_url`.
     pub fn with_session(base_url: &str, session: Session) -> Client {
-        Client::build(base_url, Some(session))
+        Client::build(vec![normalize_base(base_url)], Some(session))
     }
 
     /// A client that resumes a saved session against the server it names.
     pub fn from_session(session: Session) -> Client {
         let base = session.base_url.clone();
-        Client::build(&base, Some(session))
+        Client::build(vec![normalize_base(&base)], Some(session))
     }
 
     /// A client for a cluster: requests go to the first server and move on
@@ -78,12 +78,8 @@ impl Client {
     /// no route), and connections made from it fail over through all of
     /// them too. Every node serves every user, so nothing else changes.
     pub fn with_servers(urls: &[impl AsRef<str>]) -> Client {
-        let first = urls.first().map_or("", |u| u.as_ref());
-        let mut client = Client::build(first, None);
-        if let Some(inner) = Arc::get_mut(&mut client.inner) {
-            inner.servers = urls.iter().map(|u| normalize_base(u.as_ref())).collect();
-        }
-        client
+        let servers: Vec<String> = urls.iter().map(|u| normalize_base(u.as_ref())).collect();
+        Client::build(servers, None)
     }
 
     /// Every server this client knows, the one in use first on a fresh
@@ -92,8 +88,11 @@ impl Client {
         &self.inner.servers
     }
 
-    fn build(base_url: &str, session: Option<Session>) -> Client {
-        let base_url = normalize_base(base_url);
+    fn build(mut servers: Vec<String>, session: Option<Session>) -> Client {
+        if servers.is_empty() {
+            servers.push(String::new());
+        }
+        let base_url = servers[0].clone();
         let http = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(CONNECT_TIMEOUT)
@@ -106,9 +105,8 @@ impl Client {
         Client {
             inner: Arc::new(Inner {
                 http,
-                servers: vec![base_url.clone()],
+                servers,
                 current: AtomicUsize::new(0),
-                base_url,
                 session: watch::Sender::new(session),
                 refresh_lock: Mutex::new(()),
             }),
@@ -120,7 +118,7 @@ impl Client {
         let servers = &self.inner.servers;
         servers
             .get(self.inner.current.load(AtomicOrdering::Relaxed) % servers.len().max(1))
-            .map_or(&self.inner.base_url, |s| s.as_str())
+            .map_or("", |s| s.as_str())
     }
 
     /// The WebSocket URL of the server in use (`ws(s)://…/v1/ws`).
@@ -178,7 +176,7 @@ impl Client {
             device_public_key: None,
         };
         let tokens: TokenResponse = self.request_anonymous("/v1/auth/login", &req).await?;
-        let session = Session::from_tokens(tokens, &self.inner.base_url);
+        let session = Session::from_tokens(tokens, self.base_url());
         self.inner.session.send_replace(Some(session.clone()));
         Ok(session)
     }
@@ -221,7 +219,7 @@ impl Client {
             refresh_token: current.refresh_token.clone(),
         };
         let tokens: TokenResponse = self.request_anonymous("/v1/auth/refresh", &req).await?;
-        let session = Session::from_tokens(tokens, &self.inner.base_url);
+        let session = Session::from_tokens(tokens, self.base_url());
         self.inner.session.send_replace(Some(session.clone()));
         Ok(session)
     }

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use confab_bus::{Bus, ConnectionId, Delivery, Priority};
 use confab_proto::api::ConversationKind;
 use confab_proto::frame::{encode_message_frame, ReceiptKind};
-use confab_proto::{ApiError, ErrorCode, ServerFrame, UserId};
+use confab_proto::{ApiError, ErrorCode, MessageRecord, ServerFrame, UserId};
 use confab_store::{
     CommitRules, GroupChangeOutcome, MessageChangeOutcome, Store, WriteOp, WriteOutcome,
 };
@@ -183,61 +183,59 @@ fn rejection_message(op: &WriteOp, code: ErrorCode) -> &'static str {
     }
 }
 
+/// Sends a `system` notice as a `message` frame to `users`, and returns
+/// the `event` it names with its fields plus `conversation_id` and `seq`
+/// (the notice's), for the caller to address.
+async fn publish_notice(
+    bus: &dyn Bus,
+    notice: &MessageRecord,
+    users: Arc<[UserId]>,
+) -> Option<(String, serde_json::Map<String, serde_json::Value>)> {
+    let frame = encode_message_frame(
+        notice.conversation_id,
+        notice.seq,
+        notice.sender_id,
+        &notice.client_msg_id,
+        notice.kind,
+        &notice.body.to_string(),
+        notice.ts,
+    );
+    publish(bus, users, None, Priority::Message, frame).await;
+    let mut data = notice.body.as_object()?.clone();
+    let Some(serde_json::Value::String(event)) = data.remove("event") else {
+        return None;
+    };
+    data.insert("conversation_id".into(), notice.conversation_id.into());
+    data.insert("seq".into(), notice.seq.into());
+    Some((event, data))
+}
+
 /// Delivers the `system` messages of a group change to the members and
 /// the matching `event` frames: `member_left` also to whoever left,
 /// `conversation_added` to new members.
 async fn announce_group_change(bus: &dyn Bus, done: &GroupChangeOutcome) {
     for notice in &done.notices {
-        let body = notice.body.to_string();
-        let frame = encode_message_frame(
-            notice.conversation_id,
-            notice.seq,
-            notice.sender_id,
-            &notice.client_msg_id,
-            notice.kind,
-            &body,
-            notice.ts,
-        );
-        publish(
-            bus,
-            done.members_after.clone(),
-            None,
-            Priority::Message,
-            frame,
-        )
-        .await;
-        let Some(fields) = notice.body.as_object() else {
+        let Some((event, data)) = publish_notice(bus, notice, done.members_after.clone()).await
+        else {
             continue;
         };
-        let mut data = fields.clone();
-        let Some(serde_json::Value::String(event)) = data.remove("event") else {
-            continue;
-        };
-        data.insert("conversation_id".into(), notice.conversation_id.into());
-        data.insert("seq".into(), notice.seq.into());
         let users = if event == "member_left" {
             done.members_before.clone()
         } else {
             done.members_after.clone()
         };
-        let frame = ServerFrame::Event { event, data }.encode();
-        publish(bus, users, None, Priority::Control, frame).await;
+        crate::events::publish(bus, users, &event, data.into()).await;
     }
     if let (false, Some(first)) = (done.added.is_empty(), done.notices.first()) {
-        let mut data = serde_json::Map::new();
-        data.insert("conversation_id".into(), first.conversation_id.into());
-        data.insert("by_user_id".into(), first.sender_id.into());
-        let frame = ServerFrame::Event {
-            event: "conversation_added".into(),
-            data,
-        }
-        .encode();
-        publish(
+        let data = serde_json::json!({
+            "conversation_id": first.conversation_id,
+            "by_user_id": first.sender_id,
+        });
+        crate::events::publish(
             bus,
             Arc::from(done.added.clone()),
-            None,
-            Priority::Control,
-            frame,
+            "conversation_added",
+            data,
         )
         .await;
     }
@@ -252,26 +250,9 @@ async fn announce_message_change(bus: &dyn Bus, done: &MessageChangeOutcome) {
     let Some(notice) = &done.notice else {
         return;
     };
-    let body = notice.body.to_string();
-    let frame = encode_message_frame(
-        notice.conversation_id,
-        notice.seq,
-        notice.sender_id,
-        &notice.client_msg_id,
-        notice.kind,
-        &body,
-        notice.ts,
-    );
-    publish(bus, done.members.clone(), None, Priority::Message, frame).await;
-    let Some(fields) = notice.body.as_object() else {
+    let Some((event, mut data)) = publish_notice(bus, notice, done.members.clone()).await else {
         return;
     };
-    let mut data = fields.clone();
-    let Some(serde_json::Value::String(event)) = data.remove("event") else {
-        return;
-    };
-    data.insert("conversation_id".into(), notice.conversation_id.into());
-    data.insert("seq".into(), notice.seq.into());
     let others: Vec<UserId> = done
         .members
         .iter()
@@ -279,18 +260,12 @@ async fn announce_message_change(bus: &dyn Bus, done: &MessageChangeOutcome) {
         .filter(|u| !done.viewers.contains(u))
         .collect();
     if !others.is_empty() {
-        let frame = ServerFrame::Event {
-            event: event.clone(),
-            data: data.clone(),
-        }
-        .encode();
-        publish(bus, Arc::from(others), None, Priority::Control, frame).await;
+        crate::events::publish(bus, Arc::from(others), &event, data.clone().into()).await;
     }
     if let Ok(target) = serde_json::to_value(&done.target) {
         data.insert("message".into(), target);
     }
-    let frame = ServerFrame::Event { event, data }.encode();
-    publish(bus, done.viewers.clone(), None, Priority::Control, frame).await;
+    crate::events::publish(bus, done.viewers.clone(), &event, data.into()).await;
 }
 
 fn client_msg_id(op: &WriteOp) -> Option<String> {
@@ -321,16 +296,10 @@ async fn publish(
     frame: String,
 ) {
     let delivery = Delivery {
-        users,
-        skip_user: None,
         skip_connection: origin,
-        priority,
-        frame: Bytes::from(frame),
+        ..Delivery::to(users, priority, frame)
     };
-    if let Err(e) = bus.publish(delivery).await {
-        // Committed anyway: recipients get it when they sync.
-        tracing::warn!(error = %e, "publish failed; recipients will catch up by sync");
-    }
+    crate::events::send(bus, delivery).await;
 }
 
 async fn dispatch(

@@ -1,12 +1,21 @@
-//! `event` frames (`friend_request`, `friend_accepted`, …) sent through the
-//! bus to every connected device of some users.
+//! Publishing frames through the bus: the one place that builds a
+//! delivery's error handling, and `event` frames (`friend_request`,
+//! `friend_accepted`, `conversation_added`, …).
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use confab_bus::{Bus, Delivery, Priority};
 use confab_proto::{ServerFrame, UserId};
 use serde_json::Value;
+
+/// Publishes a delivery. A failure is logged and otherwise ignored: what
+/// was committed reaches its recipients by sync, and ephemeral frames
+/// (typing, presence, events also visible through the API) are best effort.
+pub async fn send(bus: &dyn Bus, delivery: Delivery) {
+    if let Err(e) = bus.publish(delivery).await {
+        tracing::warn!(error = %e, "publish failed; committed data is caught up by sync");
+    }
+}
 
 /// Sends `event` with the fields of `data` (an object) to `users`.
 pub async fn publish(bus: &dyn Bus, users: Arc<[UserId]>, event: &str, data: Value) {
@@ -22,16 +31,5 @@ pub async fn publish(bus: &dyn Bus, users: Arc<[UserId]>, event: &str, data: Val
         event: event.to_owned(),
         data,
     };
-    let delivery = Delivery {
-        users,
-        skip_user: None,
-        skip_connection: None,
-        priority: Priority::Control,
-        frame: Bytes::from(frame.encode()),
-    };
-    if let Err(e) = bus.publish(delivery).await {
-        // Events are also visible by polling the API (requests, members),
-        // so a lost one is a delay, not a loss.
-        tracing::warn!(error = %e, event, "could not publish event");
-    }
+    send(bus, Delivery::to(users, Priority::Control, frame.encode())).await;
 }

@@ -10,7 +10,6 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use confab_bus::{Bus, Delivery, Presence, Priority};
 use confab_proto::api::PresenceStatus;
 use confab_proto::{Millis, ServerFrame, UserId};
@@ -149,16 +148,8 @@ impl PresenceService {
             status: status.as_str().to_owned(),
             last_seen,
         };
-        let delivery = Delivery {
-            users: to,
-            skip_user: None,
-            skip_connection: None,
-            priority: Priority::Control,
-            frame: Bytes::from(frame.encode()),
-        };
-        if let Err(e) = self.bus.publish(delivery).await {
-            tracing::debug!(error = %e, "presence publish failed");
-        }
+        let delivery = Delivery::to(to, Priority::Control, frame.encode());
+        crate::events::send(self.bus.as_ref(), delivery).await;
     }
 
     /// How `users` look to others right now.

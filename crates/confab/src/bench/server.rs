@@ -151,42 +151,40 @@ impl TargetArgs {
 async fn spawn_node(
     extra: &[String],
 ) -> anyhow::Result<(tokio::process::Child, String, tempfile::TempDir)> {
-    {
-        let dir = tempfile::tempdir()?;
-        let exe = std::env::current_exe()?;
-        let mut child = tokio::process::Command::new(exe)
-            .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-            .arg(dir.path())
-            .args([
-                "--argon2-memory-kib",
-                "64",
-                "--argon2-iterations",
-                "1",
-                "--send-rate",
-                "1000000",
-                "--send-burst",
-                "1000000",
-                "--max-connections",
-                "19900",
-            ])
-            .args(extra)
-            .env("CONFAB_LOG", "warn")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .context("starting confab serve")?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let mut lines = BufReader::new(stdout).lines();
-        let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
-            .await
-            .context("server did not start in 30 s")??
-            .context("server exited")?;
-        let Some(url) = line.strip_prefix("confab listening on ") else {
-            bail!("unexpected server output {line:?}");
-        };
-        Ok((child, url.to_owned(), dir))
-    }
+    let dir = tempfile::tempdir()?;
+    let exe = std::env::current_exe()?;
+    let mut child = tokio::process::Command::new(exe)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .args([
+            "--argon2-memory-kib",
+            "64",
+            "--argon2-iterations",
+            "1",
+            "--send-rate",
+            "1000000",
+            "--send-burst",
+            "1000000",
+            "--max-connections",
+            "19900",
+        ])
+        .args(extra)
+        .env("CONFAB_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting confab serve")?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let mut lines = BufReader::new(stdout).lines();
+    let line = tokio::time::timeout(Duration::from_secs(30), lines.next_line())
+        .await
+        .context("server did not start in 30 s")??
+        .context("server exited")?;
+    let Some(url) = line.strip_prefix("confab listening on ") else {
+        bail!("unexpected server output {line:?}");
+    };
+    Ok((child, url.to_owned(), dir))
 }
 
 /// User + system CPU time of a process in microseconds (from /proc).

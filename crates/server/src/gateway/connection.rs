@@ -532,15 +532,11 @@ impl Connection {
 
     async fn publish(&mut self, users: Arc<[i64]>, skip_user: Option<i64>, frame: ServerFrame) {
         let delivery = Delivery {
-            users,
             skip_user,
             skip_connection: Some(self.id),
-            priority: Priority::Control,
-            frame: Bytes::from(frame.encode()),
+            ..Delivery::to(users, Priority::Control, frame.encode())
         };
-        if let Err(e) = self.state.bus.publish(delivery).await {
-            tracing::debug!(error = %e, "ephemeral publish failed");
-        }
+        crate::events::send(self.state.bus.as_ref(), delivery).await;
     }
 }
 

@@ -2,10 +2,10 @@
 
 use std::sync::Arc;
 
+use crate::events;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use bytes::Bytes;
 use confab_bus::{Delivery, Priority};
 use confab_proto::api::{
     Conversation, ConversationKind, ConversationList, CreateConversationRequest, MessagePage,
@@ -128,24 +128,14 @@ async fn announce_new_conversation(state: &AppState, view: &Conversation, creato
             }
         }
     };
-    let mut data = serde_json::Map::new();
-    data.insert("conversation_id".into(), view.id.into());
-    data.insert("by_user_id".into(), creator.into());
-    let frame = ServerFrame::Event {
-        event: "conversation_added".into(),
+    let data = serde_json::json!({"conversation_id": view.id, "by_user_id": creator});
+    events::publish(
+        state.bus.as_ref(),
+        users.clone(),
+        "conversation_added",
         data,
-    }
-    .encode();
-    let delivery = Delivery {
-        users,
-        skip_user: None,
-        skip_connection: None,
-        priority: Priority::Control,
-        frame: Bytes::from(frame),
-    };
-    if let Err(e) = state.bus.publish(delivery.clone()).await {
-        tracing::warn!(error = %e, "could not announce conversation");
-    }
+    )
+    .await;
     // A group starts with its `group_created` notice (seq 1): deliver it
     // live like any message, so clients need no sync to see it.
     if view.kind == ConversationKind::Group {
@@ -158,14 +148,8 @@ async fn announce_new_conversation(state: &AppState, view: &Conversation, creato
             Ok((messages, _)) => {
                 for m in messages {
                     let frame = ServerFrame::Message(m).encode();
-                    let live = Delivery {
-                        priority: Priority::Message,
-                        frame: Bytes::from(frame),
-                        ..delivery.clone()
-                    };
-                    if let Err(e) = state.bus.publish(live).await {
-                        tracing::warn!(error = %e, "could not deliver the group_created notice");
-                    }
+                    let live = Delivery::to(users.clone(), Priority::Message, frame);
+                    events::send(state.bus.as_ref(), live).await;
                 }
             }
             Err(e) => tracing::warn!(error = %e, "could not read the group_created notice"),
