@@ -39,6 +39,9 @@ pub struct Config {
     pub max_commit_batch: usize,
     /// Seconds to wait for connections to drain on shutdown.
     pub shutdown_grace_s: u64,
+    /// Serve the browser app from this folder instead of the copy built
+    /// into the binary (for working on the app without rebuilding).
+    pub web_dir: Option<PathBuf>,
 }
 
 /// Limits on what clients may send and how much the server buffers for them.
@@ -100,6 +103,7 @@ impl Default for Config {
             heartbeat_s: 20,
             max_commit_batch: 512,
             shutdown_grace_s: 10,
+            web_dir: None,
         }
     }
 }

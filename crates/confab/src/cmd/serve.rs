@@ -90,6 +90,10 @@ pub struct ServeArgs {
     /// Largest media upload in bytes [default: 104857600].
     #[arg(long, env = "CONFAB_MAX_UPLOAD_BYTES")]
     max_upload_bytes: Option<u64>,
+    /// Serve the browser app from this folder instead of the built-in copy
+    /// (while working on it: edits show on reload).
+    #[arg(long, env = "CONFAB_WEB_DIR")]
+    web_dir: Option<PathBuf>,
 }
 
 fn parse_direct_messages(s: &str) -> Result<confab_server::config::DirectMessages, String> {
@@ -147,6 +151,9 @@ impl ServeArgs {
         }
         if let Some(v) = &self.node_id {
             c.node_id = Some(v.clone());
+        }
+        if let Some(v) = &self.web_dir {
+            c.web_dir = Some(v.clone());
         }
         if let Some(v) = &self.blobs {
             c.media.blobs = Some(v.clone());

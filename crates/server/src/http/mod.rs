@@ -9,13 +9,12 @@ mod health;
 mod messages;
 mod search;
 mod users;
+mod web;
 
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, patch, post, put};
 use axum::Router;
-use confab_proto::ErrorCode;
 
-use crate::error::AppError;
 use crate::state::AppState;
 
 pub use extract::{ApiJson, ApiPath, ApiQuery};
@@ -84,7 +83,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
-        .fallback(|| async { AppError::new(ErrorCode::NotFound, "no such endpoint") })
+        .fallback(web::serve)
         .layer(DefaultBodyLimit::max(body_limit))
         .with_state(state)
 }

@@ -1,0 +1,198 @@
+//! The browser app: how the server serves it, and the end-to-end story in
+//! real headless Chromium (e2e/chat.test.mjs, driven by playwright-core)
+//! against a real server booted here.
+//!
+//! `scripts/test` installs Chromium, Node.js and e2e/node_modules when they
+//! are missing; run alone, this test says what to install instead of
+//! skipping.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use reqwest::header;
+use support::spawn_app;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .expect("repo root")
+}
+
+#[tokio::test]
+async fn the_app_is_served_from_the_binary_under_a_strict_policy() {
+    let app = spawn_app().await;
+    let http = app.http();
+
+    let index = http
+        .get(format!("{}/", app.base_url))
+        .send()
+        .await
+        .expect("GET /");
+    assert_eq!(index.status(), 200);
+    let h = index.headers().clone();
+    assert_eq!(h[header::CONTENT_TYPE], "text/html; charset=utf-8");
+    let csp = h[header::CONTENT_SECURITY_POLICY].to_str().expect("csp");
+    for directive in [
+        "default-src 'none'",
+        "script-src 'self';",
+        "style-src 'self';",
+        "frame-ancestors 'none'",
+        &format!("ws://{}", app.addr),
+    ] {
+        assert!(csp.contains(directive), "{directive} missing from {csp}");
+    }
+    assert!(!csp.contains("unsafe-inline") && !csp.contains("unsafe-eval"));
+    assert_eq!(h[header::X_CONTENT_TYPE_OPTIONS], "nosniff");
+    let html = index.text().await.expect("body");
+
+    // No inline script or inline style anywhere in the page: every script
+    // is a module loaded from the app's own files.
+    let lower = html.to_ascii_lowercase();
+    let mut scripts = 0;
+    for (i, _) in lower.match_indices("<script") {
+        let tag_end = i + lower[i..].find('>').expect("tag end");
+        let tag = &lower[i..=tag_end];
+        assert!(tag.contains("src="), "inline script: {tag}");
+        assert!(lower[tag_end + 1..].starts_with("</script>"), "script body");
+        scripts += 1;
+    }
+    assert!(scripts >= 1, "the page loads no script");
+    assert!(!lower.contains(" style="), "inline style attribute");
+    assert!(!lower.contains("<style"), "inline style element");
+    // No inline event handlers (` onclick=`, ` onload=`, …) either.
+    for (i, _) in lower.match_indices(" on") {
+        let name: String = lower[i + 3..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase())
+            .collect();
+        let after = &lower[i + 3 + name.len()..];
+        assert!(
+            name.is_empty() || !after.trim_start().starts_with('='),
+            "inline event handler on{name}"
+        );
+    }
+
+    // The module the page loads, with a validator for revalidation.
+    let src = lower
+        .split("src=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("script src")
+        .to_string();
+    let js = http
+        .get(format!("{}{src}", app.base_url))
+        .send()
+        .await
+        .expect("GET script");
+    assert_eq!(js.status(), 200, "{src}");
+    assert_eq!(
+        js.headers()[header::CONTENT_TYPE],
+        "text/javascript; charset=utf-8"
+    );
+    let etag = js.headers()[header::ETAG].clone();
+    let again = http
+        .get(format!("{}{src}", app.base_url))
+        .header(header::IF_NONE_MATCH, etag)
+        .send()
+        .await
+        .expect("GET script again");
+    assert_eq!(again.status(), 304);
+
+    // Nothing outside the app's folder, and the API's 404s stay JSON.
+    for path in [
+        "/../Cargo.toml",
+        "/%2e%2e/Cargo.toml",
+        "/.hidden",
+        "/nope.js",
+    ] {
+        let r = http
+            .get(format!("{}{path}", app.base_url))
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(r.status(), 404, "{path}");
+    }
+    let api = http
+        .get(format!("{}/v1/no-such-thing", app.base_url))
+        .send()
+        .await
+        .expect("GET");
+    assert_eq!(api.status(), 404);
+    let body: serde_json::Value = api.json().await.expect("json error");
+    assert_eq!(body["error"]["code"], "not_found");
+    let post = http
+        .post(format!("{}/", app.base_url))
+        .send()
+        .await
+        .expect("POST /");
+    assert_eq!(post.status(), 404);
+    app.stop().await;
+}
+
+/// Two users in two browser contexts: sign up, befriend, chat both ways,
+/// image and voice, typing and read ticks, offline sends delivered once and
+/// in order, a reload that restores history. Screenshots land in
+/// `target/tmp/e2e/`.
+#[tokio::test]
+async fn two_people_chat_in_real_browsers() {
+    let root = repo_root();
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).exists(),
+        "no Chromium at {chromium}: run scripts/test (it installs Debian's chromium) or set CHROMIUM"
+    );
+    assert!(
+        root.join("e2e/node_modules/playwright-core/package.json")
+            .exists(),
+        "e2e/node_modules is missing: run scripts/test (or `npm ci --prefix e2e`)"
+    );
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e");
+    let _ = std::fs::remove_dir_all(&out);
+    std::fs::create_dir_all(&out).expect("screenshot folder");
+
+    let app = spawn_app().await;
+    let mut child = tokio::process::Command::new("node")
+        .args(["--test", "--test-reporter=spec", "e2e/chat.test.mjs"])
+        .current_dir(&root)
+        .env("CONFAB_URL", &app.base_url)
+        .env("E2E_OUT", &out)
+        .env("CHROMIUM", &chromium)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node (Node.js) on PATH: run scripts/test, which installs it");
+    let stdout = child.stdout.take().expect("stdout");
+    let stderr = child.stderr.take().expect("stderr");
+    let collect = |r: Box<dyn tokio::io::AsyncRead + Unpin + Send>| {
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt as _;
+            let mut r = r;
+            let mut s = String::new();
+            let _ = r.read_to_string(&mut s).await;
+            s
+        })
+    };
+    let out_task = collect(Box::new(stdout));
+    let err_task = collect(Box::new(stderr));
+    let status = tokio::time::timeout(Duration::from_secs(240), child.wait())
+        .await
+        .expect("the browser test finished within 4 minutes")
+        .expect("node ran");
+    let stdout = out_task.await.unwrap_or_default();
+    let stderr = err_task.await.unwrap_or_default();
+    println!("{stdout}");
+    eprintln!("{stderr}");
+    assert!(status.success(), "e2e/chat.test.mjs failed: {status}");
+    let shots = std::fs::read_dir(&out)
+        .expect("screenshots")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "png"))
+        .count();
+    assert!(shots >= 5, "expected screenshots in {}", out.display());
+    app.stop().await;
+}

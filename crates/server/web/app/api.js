@@ -1,0 +1,185 @@
+// HTTP API client: the session (tokens in localStorage), JSON requests with
+// one refresh-and-retry on 401, uploads with progress, and media URLs.
+
+const SESSION_KEY = 'confab.session';
+
+export class ApiError extends Error {
+  constructor(status, code, message) {
+    super(message);
+    this.status = status;
+    this.code = code;
+  }
+}
+
+let session = readSession();
+let refreshing = null;
+let loggedOutHandler = () => {};
+
+function readSession() {
+  try {
+    return JSON.parse(localStorage.getItem(SESSION_KEY) || 'null');
+  } catch {
+    return null;
+  }
+}
+
+/** The current session: {access_token, refresh_token, user, device_id} or null. */
+export function getSession() {
+  return session;
+}
+
+export function setSession(s) {
+  session = s;
+  if (s) localStorage.setItem(SESSION_KEY, JSON.stringify(s));
+  else localStorage.removeItem(SESSION_KEY);
+}
+
+/** Called once the session is gone for good (refresh refused). */
+export function onLoggedOut(fn) {
+  loggedOutHandler = fn;
+}
+
+function deviceName() {
+  const ua = navigator.userAgent;
+  const browser = /Firefox\//.test(ua) ? 'Firefox' : /Edg\//.test(ua) ? 'Edge'
+    : /Chrom(e|ium)\//.test(ua) ? 'Chromium' : /Safari\//.test(ua) ? 'Safari' : 'Browser';
+  const os = /Android/.test(ua) ? 'Android' : /iPhone|iPad/.test(ua) ? 'iOS' : /Mac OS X/.test(ua) ? 'macOS'
+    : /Windows/.test(ua) ? 'Windows' : /Linux/.test(ua) ? 'Linux' : 'unknown OS';
+  return `${browser} on ${os}`;
+}
+
+async function errorFrom(res) {
+  let code = 'http_' + res.status;
+  let message = `The server answered ${res.status} ${res.statusText}`.trim();
+  try {
+    const body = await res.json();
+    if (body && body.error) {
+      code = body.error.code || code;
+      message = body.error.message || message;
+    }
+  } catch { /* not JSON: keep the status text */ }
+  return new ApiError(res.status, code, message);
+}
+
+const networkError = () =>
+  new ApiError(0, 'network', 'Cannot reach the server. Check your connection and try again.');
+
+/** Gets a new token pair; single flight. Resolves true when refreshed. */
+export function refresh(failedToken) {
+  if (!refreshing) {
+    refreshing = (async () => {
+      // Another tab may have rotated the tokens already.
+      const stored = readSession();
+      if (stored && stored.access_token !== failedToken) {
+        session = stored;
+        return true;
+      }
+      if (!session) return false;
+      let res;
+      try {
+        res = await fetch('/v1/auth/refresh', {
+          method: 'POST',
+          headers: { 'Content-Type': 'application/json' },
+          body: JSON.stringify({ refresh_token: session.refresh_token }),
+        });
+      } catch {
+        throw networkError();
+      }
+      if (res.status === 401) {
+        setSession(null);
+        loggedOutHandler('Your session has ended. Please sign in again.');
+        return false;
+      }
+      if (!res.ok) throw await errorFrom(res);
+      const pair = await res.json();
+      setSession({ ...session, access_token: pair.access_token, refresh_token: pair.refresh_token });
+      return true;
+    })().finally(() => { refreshing = null; });
+  }
+  return refreshing;
+}
+
+/** A JSON request; refreshes the session once on 401 `unauthorized`. */
+export async function api(method, path, body, { auth = true, retried = false } = {}) {
+  const headers = {};
+  if (body !== undefined) headers['Content-Type'] = 'application/json';
+  const token = session && session.access_token;
+  if (auth && token) headers.Authorization = 'Bearer ' + token;
+  let res;
+  try {
+    res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+  } catch {
+    throw networkError();
+  }
+  if (res.status === 401 && auth && !retried) {
+    if (await refresh(token)) return api(method, path, body, { auth, retried: true });
+  }
+  if (!res.ok) throw await errorFrom(res);
+  if (res.status === 204) return null;
+  return res.json();
+}
+
+export async function signIn(username, password) {
+  const out = await api('POST', '/v1/auth/login', { username, password, device_name: deviceName() }, { auth: false });
+  setSession({ access_token: out.access_token, refresh_token: out.refresh_token, user: out.user, device_id: out.device_id });
+  return out.user;
+}
+
+export async function signUp(username, password) {
+  await api('POST', '/v1/auth/register', { username, password }, { auth: false });
+  return signIn(username, password);
+}
+
+export async function signOut() {
+  try {
+    await api('POST', '/v1/auth/logout');
+  } finally {
+    setSession(null);
+  }
+}
+
+/** Uploads a file with progress; resolves to the media answer. */
+export function upload(file, onProgress, retried = false) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    const token = session && session.access_token;
+    xhr.open('POST', '/v1/media');
+    xhr.setRequestHeader('Authorization', 'Bearer ' + token);
+    xhr.upload.onprogress = (e) => { if (e.lengthComputable) onProgress(e.loaded / e.total); };
+    xhr.onerror = () => reject(networkError());
+    xhr.onload = async () => {
+      let body = null;
+      try { body = JSON.parse(xhr.responseText); } catch { /* handled below */ }
+      if (xhr.status === 401 && !retried) {
+        try {
+          if (await refresh(token)) return resolve(await upload(file, onProgress, true));
+        } catch (e) {
+          return reject(e);
+        }
+      }
+      if (xhr.status >= 200 && xhr.status < 300 && body) return resolve(body);
+      const err = body && body.error;
+      reject(new ApiError(xhr.status, err ? err.code : 'http_' + xhr.status,
+        err ? err.message : `Upload failed (${xhr.status})`));
+    };
+    const form = new FormData();
+    form.append('file', file, file.name || 'upload');
+    xhr.send(form);
+  });
+}
+
+/** A URL for media that works in <img>/<audio>/<a> (token in the query). */
+export function mediaUrl(id, thumbnail = false) {
+  const t = encodeURIComponent(session ? session.access_token : '');
+  return `/v1/media/${encodeURIComponent(id)}${thumbnail ? '/thumbnail' : ''}?token=${t}`;
+}
+
+/** Finds a user by exact username (case-insensitive), or throws. */
+export async function findUser(username) {
+  const name = username.trim().replace(/^@/, '');
+  if (!name) throw new ApiError(400, 'bad_request', 'Enter a username.');
+  const { users } = await api('GET', `/v1/users?q=${encodeURIComponent(name)}&limit=50`);
+  const user = users.find((u) => u.username.toLowerCase() === name.toLowerCase());
+  if (!user) throw new ApiError(404, 'not_found', `No user named “${name}”.`);
+  return user;
+}

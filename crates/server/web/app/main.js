@@ -1,0 +1,124 @@
+// Entry point: shows the sign-in screen or the app shell (sidebar + chat +
+// connection banner), routes store changes to the views, global keys.
+
+import { h, toast } from './ui/dom.js';
+import { getSession, onLoggedOut, signOut } from './api.js';
+import * as store from './store.js';
+import { authView } from './ui/auth.js';
+import { createSidebar } from './ui/sidebar.js';
+import { createChat } from './ui/chat.js';
+import { closeTopDialog } from './ui/dialogs.js';
+
+const root = document.getElementById('app');
+let unsubscribe = null;
+let escapeHandler = null;
+
+function showAuth(notice) {
+  if (unsubscribe) unsubscribe();
+  unsubscribe = null;
+  document.removeEventListener('keydown', escapeHandler);
+  store.stop();
+  document.querySelectorAll('.backdrop').forEach((b) => b.remove());
+  root.replaceChildren(authView(showApp, notice));
+  document.title = 'Confab — sign in';
+}
+
+function banner() {
+  const text = h('span');
+  const retry = h('button.link', { type: 'button', text: 'Retry now', on: { click: () => store.reconnectNow() } });
+  const el = h('div.connection-status', { testid: 'connection-status', role: 'status', 'aria-live': 'polite' }, text, retry);
+  let countdown = null;
+  function render() {
+    const c = store.state.connection;
+    el.dataset.state = c.state;
+    el.hidden = c.state === 'online';
+    retry.hidden = c.state !== 'reconnecting' || !!c.connecting;
+    clearInterval(countdown);
+    const say = () => {
+      if (c.state === 'offline') text.textContent = 'You are offline. Messages you write will be sent when you are back online.';
+      else if (c.state === 'connecting') text.textContent = 'Connecting…';
+      else if (c.connecting) text.textContent = 'Reconnecting…';
+      else {
+        const s = Math.max(0, Math.ceil(((c.retryAt || 0) - Date.now()) / 1000));
+        text.textContent = `Connection lost. Reconnecting in ${s} s…`;
+      }
+    };
+    say();
+    if (c.state === 'reconnecting' && !c.connecting) countdown = setInterval(say, 1000);
+  }
+  return { el, render };
+}
+
+async function showApp(me) {
+  const sidebar = createSidebar({
+    onSignOut: async () => {
+      try {
+        await signOut();
+      } catch (e) {
+        toast(`Signed out here, but the server did not answer: ${e.message}`);
+      }
+      showAuth();
+    },
+  });
+  const chat = createChat();
+  const status = banner();
+  const shell = h('div.shell', { dataset: { view: 'list' } }, status.el, h('div.panes', {}, sidebar.el, chat.el));
+  root.replaceChildren(shell);
+
+  let scheduled = new Set();
+  const flush = () => {
+    const topics = scheduled;
+    scheduled = new Set();
+    shell.dataset.view = store.state.activeId == null ? 'list' : 'chat';
+    // Opening a chat is a history entry, so the browser's Back returns to the list.
+    const open = store.state.activeId;
+    if (topics.has('active') && open != null && !(history.state && history.state.chat === open)) {
+      history.pushState({ chat: open }, '');
+    }
+    if (topics.has('connection')) status.render();
+    if (['conversations', 'friends', 'users', 'active', 'connection'].some((t) => topics.has(t))) sidebar.render();
+    const full = [...topics].some((t) => !t.startsWith('typing:') && t !== 'friends'
+      && (!t.startsWith('thread:') || t === `thread:${open}` || t === 'thread:null'));
+    if (full) chat.render('all');
+    else if (topics.has(`typing:${open}`)) chat.render('typing');
+    const unread = [...store.state.conversations.values()].reduce((n, c) => n + (c.muted ? 0 : c.unread_count || 0), 0);
+    document.title = unread ? `(${unread}) Confab` : 'Confab';
+  };
+  unsubscribe = store.subscribe((topic, id) => {
+    if (!scheduled.size) queueMicrotask(flush);
+    scheduled.add(topic === 'thread' || topic === 'typing' ? `${topic}:${id}` : topic);
+  });
+  escapeHandler = (e) => {
+    if (e.key !== 'Escape' || e.defaultPrevented) return;
+    if (closeTopDialog()) return;
+    const picker = document.querySelector('.picker:not([hidden])');
+    if (picker) { picker.hidden = true; return; }
+    if (chat.cancelMode()) return;
+    if (store.state.activeId != null && matchMedia('(max-width: 720px)').matches) store.setActive(null);
+  };
+  document.addEventListener('keydown', escapeHandler);
+  try {
+    await store.start(me);
+  } catch (e) {
+    if (!getSession()) return;
+    root.replaceChildren(h('main.auth-view', {}, h('div.auth-card', {},
+      h('h1', { text: 'Could not load Confab' }), h('p.inline-error', { role: 'alert', text: e.message }),
+      h('button.primary', { type: 'button', text: 'Try again', on: { click: () => location.reload() } }))));
+    return;
+  }
+  status.render();
+  sidebar.render();
+  chat.render('all');
+}
+
+
+window.addEventListener('popstate', (e) => {
+  if (!store.state.me) return;
+  const id = e.state && e.state.chat;
+  store.setActive(id != null && store.state.conversations.has(id) ? id : null);
+});
+
+onLoggedOut((why) => showAuth(why));
+const session = getSession();
+if (session && session.user) showApp(session.user);
+else showAuth();

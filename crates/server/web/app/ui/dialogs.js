@@ -1,0 +1,341 @@
+// Dialogs and panels: a generic modal (role=dialog, Esc closes, focus kept
+// inside and restored), and the friends, new chat, new group and members
+// dialogs built on it.
+
+import { h, iconButton, toast } from './dom.js';
+import { api, findUser, getSession, setSession } from '../api.js';
+import * as store from '../store.js';
+
+let openDialogs = [];
+
+/** Opens a modal; returns {el, body, close}. */
+export function modal(title, build, { testid, onClose } = {}) {
+  const previous = document.activeElement;
+  const titleId = `dlg-${Math.random().toString(36).slice(2)}`;
+  const body = h('div.dialog-body');
+  const dialog = h('section.dialog', { role: 'dialog', 'aria-modal': 'true', 'aria-labelledby': titleId, testid },
+    h('header.dialog-head', h('h2', { id: titleId, text: title }), iconButton('Close', 'close', () => close())),
+    body);
+  const backdrop = h('div.backdrop', { on: { mousedown: (e) => { if (e.target === backdrop) close(); } } }, dialog);
+  let closed = false;
+  function close() {
+    if (closed) return;
+    closed = true;
+    backdrop.remove();
+    openDialogs = openDialogs.filter((d) => d !== api2);
+    if (onClose) onClose();
+    if (previous && previous.focus) previous.focus();
+  }
+  dialog.addEventListener('keydown', (e) => {
+    if (e.key === 'Escape') { e.stopPropagation(); close(); }
+    if (e.key === 'Tab') {
+      const f = [...dialog.querySelectorAll('button, input, textarea, select, a[href], [tabindex="0"]')]
+        .filter((x) => !x.disabled && x.offsetParent !== null);
+      if (!f.length) return;
+      if (e.shiftKey && document.activeElement === f[0]) { e.preventDefault(); f[f.length - 1].focus(); }
+      else if (!e.shiftKey && document.activeElement === f[f.length - 1]) { e.preventDefault(); f[0].focus(); }
+    }
+  });
+  const api2 = { el: dialog, body, close };
+  build(body, api2);
+  document.body.append(backdrop);
+  openDialogs.push(api2);
+  const first = dialog.querySelector('input, textarea, .dialog-body button');
+  (first || dialog.querySelector('button')).focus();
+  return api2;
+}
+
+export function closeTopDialog() {
+  const d = openDialogs[openDialogs.length - 1];
+  if (d) { d.close(); return true; }
+  return false;
+}
+
+/** A labelled input row. */
+function field(label, props) {
+  const id = `f-${Math.random().toString(36).slice(2)}`;
+  const input = h('input', { id, autocomplete: 'off', autocapitalize: 'none', spellcheck: 'false', ...props });
+  return { input, row: h('div.field', h('label', { for: id, text: label }), input) };
+}
+
+function inlineError() {
+  return h('p.inline-error', { role: 'alert', hidden: true });
+}
+
+function showError(el, e) {
+  el.textContent = e.message;
+  el.hidden = false;
+}
+
+/** Runs an async action from a form, disabling its buttons meanwhile. */
+async function busy(form, err, fn) {
+  const buttons = form.querySelectorAll('button');
+  buttons.forEach((b) => { b.disabled = true; });
+  err.hidden = true;
+  try {
+    await fn();
+  } catch (e) {
+    showError(err, e);
+  } finally {
+    buttons.forEach((b) => { b.disabled = false; });
+  }
+}
+
+export function newChatDialog() {
+  modal('New chat', (body, dlg) => {
+    const { input, row } = field('Username', { testid: 'new-chat-username', required: true, placeholder: 'e.g. ann' });
+    const err = inlineError();
+    const form = h('form.stack', {
+      on: {
+        submit: (e) => {
+          e.preventDefault();
+          busy(form, err, async () => {
+            const u = await findUser(input.value);
+            const conv = await api('POST', '/v1/conversations', { kind: 'direct', user_id: u.id });
+            store.rememberUser(u);
+            await store.refreshConversation(conv.id);
+            dlg.close();
+            store.setActive(conv.id);
+          });
+        },
+      },
+    }, row, err, h('button.primary', { type: 'submit', testid: 'new-chat-start', text: 'Start chat' }));
+    body.append(form);
+  }, { testid: 'new-chat-dialog' });
+}
+
+export function newGroupDialog() {
+  modal('New group', (body, dlg) => {
+    const title = field('Group name', { testid: 'group-title', required: true, maxlength: '200' });
+    const members = field('Members (usernames, separated by commas or spaces)', { testid: 'group-members', placeholder: 'ann, bob' });
+    const err = inlineError();
+    const form = h('form.stack', {
+      on: {
+        submit: (e) => {
+          e.preventDefault();
+          busy(form, err, async () => {
+            const names = members.input.value.split(/[\s,]+/).filter(Boolean);
+            const users = await Promise.all(names.map(findUser));
+            const conv = await api('POST', '/v1/conversations', {
+              kind: 'group', title: title.input.value.trim(), member_ids: users.map((u) => u.id),
+            });
+            users.forEach(store.rememberUser);
+            await store.refreshConversation(conv.id);
+            dlg.close();
+            store.setActive(conv.id);
+          });
+        },
+      },
+    }, title.row, members.row, err, h('button.primary', { type: 'submit', testid: 'group-create', text: 'Create group' }));
+    body.append(form);
+  }, { testid: 'new-group-dialog' });
+}
+
+function userLabel(u) {
+  return [h('span.name', { text: u.display_name || u.username }), h('span.muted', { text: ` @${u.username}` })];
+}
+
+export function friendsDialog() {
+  let unsubscribe = () => {};
+  modal('Friends', (body) => {
+    const { input, row } = field('Add a friend by username', { testid: 'friend-username', required: true });
+    const err = inlineError();
+    const form = h('form.inline-form', {
+      on: {
+        submit: (e) => {
+          e.preventDefault();
+          busy(form, err, async () => {
+            const u = await findUser(input.value);
+            const out = await api('POST', '/v1/friends/requests', { user_id: u.id });
+            input.value = '';
+            toast(out.status === 'accepted' ? `You and ${u.username} are now friends` : `Friend request sent to ${u.username}`, 'info');
+            await store.loadFriends();
+          });
+        },
+      },
+    }, row, h('button.primary', { type: 'submit', testid: 'friend-request-send', text: 'Send request' }), err);
+    const lists = h('div.friend-lists');
+    body.append(form, lists);
+
+    const answer = (req, verb) => async (e) => {
+      e.target.disabled = true;
+      try {
+        await api('POST', `/v1/friends/requests/${req.id}/${verb}`);
+        await store.loadFriends();
+      } catch (ex) {
+        toast(ex.message);
+        e.target.disabled = false;
+      }
+    };
+    const chatWith = (u) => async () => {
+      try {
+        const conv = await api('POST', '/v1/conversations', { kind: 'direct', user_id: u.id });
+        await store.refreshConversation(conv.id);
+        store.setActive(conv.id);
+        closeTopDialog();
+      } catch (ex) {
+        toast(ex.message);
+      }
+    };
+    const render = () => {
+      const s = store.state;
+      lists.replaceChildren(...[
+        h('h3', { text: `Requests (${s.incoming.length})` }),
+        s.incoming.length ? h('ul.plain', {}, s.incoming.map((r) => h('li.row', { testid: 'friend-request', dataset: { username: r.from_user.username } },
+          h('span.grow', {}, userLabel(r.from_user)),
+          h('button.primary.small', { type: 'button', testid: 'friend-accept', text: 'Accept', 'aria-label': `Accept ${r.from_user.username}`, on: { click: answer(r, 'accept') } }),
+          h('button.secondary.small', { type: 'button', testid: 'friend-decline', text: 'Decline', 'aria-label': `Decline ${r.from_user.username}`, on: { click: answer(r, 'decline') } }))))
+          : h('p.muted', { text: 'No pending requests.' }),
+        s.outgoing.length ? h('h3', { text: 'Sent' }) : null,
+        s.outgoing.length ? h('ul.plain', {}, s.outgoing.map((r) => h('li.row', {},
+          h('span.grow', {}, userLabel(r.to_user)), h('span.muted', { text: 'pending' })))) : null,
+        h('h3', { text: `Friends (${s.friends.length})` }),
+        s.friends.length ? h('ul.plain', {}, s.friends.map((f) => {
+          const status = s.presence.get(f.user.id) || f.status;
+          return h('li.row', { testid: 'friend', dataset: { username: f.user.username } },
+            h('span.dot', { dataset: { status }, title: status, 'aria-label': status, role: 'img' }),
+            h('span.grow', {}, userLabel(f.user)),
+            h('button.secondary.small', { type: 'button', text: 'Message', 'aria-label': `Message ${f.user.username}`, on: { click: chatWith(f.user) } }));
+        })) : h('p.muted', { text: 'No friends yet. Add someone by their username.' }),
+      ].filter(Boolean));
+    };
+    render();
+    unsubscribe = store.subscribe((topic) => { if (topic === 'friends') render(); });
+  }, { testid: 'friends-panel', onClose: () => unsubscribe() });
+}
+
+export function membersDialog(convId) {
+  let unsubscribe = () => {};
+  modal('Group settings', (body) => {
+    const { input, row } = field('Add by username', { testid: 'member-add-username', required: true });
+    const err = inlineError();
+    const list = h('ul.plain');
+    const load = async () => {
+      try {
+        const { members } = await api('GET', `/v1/conversations/${convId}/members`);
+        const me = members.find((m) => m.user_id === store.state.me.id);
+        const rank = { owner: 2, admin: 1, member: 0 };
+        list.replaceChildren(...members.map((m) => {
+          const u = store.user(m.user_id);
+          const name = store.displayName(m.user_id);
+          const mine = m.user_id === store.state.me.id;
+          const canRemove = mine || (me && rank[me.role] > 0 && rank[me.role] > rank[m.role]);
+          return h('li.row', { testid: 'member', dataset: { userId: String(m.user_id), username: u ? u.username : '' } },
+            h('span.grow', {}, h('span.name', { text: name }), u ? h('span.muted', { text: ` @${u.username}` }) : null),
+            m.role !== 'member' ? h('span.badge-soft', { text: m.role }) : null,
+            canRemove ? h('button.secondary.small', {
+              type: 'button', testid: 'member-remove', text: mine ? 'Leave' : 'Remove',
+              'aria-label': mine ? 'Leave the group' : `Remove ${name}`,
+              on: {
+                click: async (e) => {
+                  if (mine && !confirm('Leave this group?')) return;
+                  e.target.disabled = true;
+                  try {
+                    await api('DELETE', `/v1/conversations/${convId}/members/${m.user_id}`);
+                    if (mine) { closeTopDialog(); store.setActive(null); await store.refreshConversation(convId); } else load();
+                  } catch (ex) {
+                    toast(ex.message);
+                    e.target.disabled = false;
+                  }
+                },
+              },
+            }) : null);
+        }));
+      } catch (e) {
+        showError(err, e);
+      }
+    };
+    const form = h('form.inline-form', {
+      on: {
+        submit: (e) => {
+          e.preventDefault();
+          busy(form, err, async () => {
+            const u = await findUser(input.value);
+            await api('POST', `/v1/conversations/${convId}/members`, { user_id: u.id });
+            store.rememberUser(u);
+            input.value = '';
+            await load();
+          });
+        },
+      },
+    }, row, h('button.primary', { type: 'submit', testid: 'member-add', text: 'Add' }), err);
+    const conv = store.state.conversations.get(convId);
+    const rename = field('Group name', { testid: 'group-rename', required: true, maxlength: '200', value: conv ? conv.title || '' : '' });
+    const renameErr = inlineError();
+    const renameForm = h('form.inline-form', {
+      on: {
+        submit: (e) => {
+          e.preventDefault();
+          busy(renameForm, renameErr, async () => {
+            await api('PATCH', `/v1/conversations/${convId}`, { title: rename.input.value.trim() });
+            await store.refreshConversation(convId);
+            toast('Group renamed', 'info');
+          });
+        },
+      },
+    }, rename.row, h('button.secondary', { type: 'submit', testid: 'group-rename-save', text: 'Rename' }), renameErr);
+    body.append(renameForm, h('h3', { text: 'Members' }), form, list);
+    load();
+    unsubscribe = store.subscribe((topic) => { if (topic === 'users') load(); });
+  }, { testid: 'members-panel', onClose: () => unsubscribe() });
+}
+
+/** Shows an image before sending; resolves with the caption, or null if cancelled. */
+export function imagePreviewDialog(file) {
+  return new Promise((resolve) => {
+    const url = URL.createObjectURL(file);
+    let result = null;
+    modal('Send photo', (body, dlg) => {
+      const caption = field('Caption (optional)', { testid: 'image-caption', maxlength: '1000' });
+      const form = h('form.stack', {
+        on: { submit: (e) => { e.preventDefault(); result = caption.input.value.trim(); dlg.close(); } },
+      },
+      h('img.photo-preview', { src: url, alt: 'Preview of the photo to send' }),
+      caption.row,
+      h('div.actions', h('button.secondary', { type: 'button', text: 'Cancel', on: { click: () => dlg.close() } }),
+        h('button.primary', { type: 'submit', testid: 'image-send', text: 'Send photo' })));
+      body.append(form);
+    }, {
+      testid: 'image-preview',
+      onClose: () => { URL.revokeObjectURL(url); resolve(result); },
+    });
+  });
+}
+
+/** Full-size image viewer. */
+export function imageViewer(src, alt) {
+  modal(alt || 'Photo', (body) => {
+    body.append(h('img.full', { src, alt: alt || 'Photo' }),
+      h('a.secondary.button-link', { href: src, target: '_blank', rel: 'noopener noreferrer', text: 'Open original' }));
+  }, { testid: 'image-viewer' });
+}
+
+/** My profile: display name, status line, hiding presence. */
+export function profileDialog() {
+  modal('Your profile', (body, dlg) => {
+    const me = store.state.users.get(store.state.me.id) || store.state.me;
+    const name = field('Display name', { testid: 'profile-display-name', required: true, maxlength: '64', value: me.display_name || me.username });
+    const status = field('Status (optional)', { testid: 'profile-status', maxlength: '140', value: me.status_text || '' });
+    const hideId = `f-${Math.random().toString(36).slice(2)}`;
+    const hide = h('input', { id: hideId, type: 'checkbox', testid: 'profile-hide-presence', checked: !!me.hide_presence });
+    const err = inlineError();
+    const form = h('form.stack', {
+      on: {
+        submit: (e) => {
+          e.preventDefault();
+          busy(form, err, async () => {
+            const user = await api('PATCH', '/v1/users/me', {
+              display_name: name.input.value.trim(), status_text: status.input.value.trim() || null, hide_presence: hide.checked,
+            });
+            store.updateMe(user);
+            setSession({ ...getSession(), user });
+            dlg.close();
+          });
+        },
+      },
+    }, h('p.muted', { text: `Signed in as @${me.username}` }), name.row, status.row,
+    h('div.check', {}, hide, h('label', { for: hideId, text: 'Hide when I am online from friends' })),
+    err, h('button.primary', { type: 'submit', testid: 'profile-save', text: 'Save' }));
+    body.append(form);
+  }, { testid: 'profile-dialog' });
+}

@@ -1,0 +1,145 @@
+// Renders one message (or system notice) as a DOM element: bubble with
+// text/image/voice/file, reply quote, time, edited mark, ticks, reactions,
+// and the per-message actions (reply, react, edit, delete).
+
+import { h, linkify, formatTime, formatSize, formatDuration, messagePreview, systemText, iconButton } from './dom.js';
+import { mediaUrl } from '../api.js';
+import { icon } from './icons.js';
+import * as store from '../store.js';
+import { imageViewer } from './dialogs.js';
+
+export const QUICK_EMOJI = ['👍', '❤️', '😂', '😮', '😢', '🙏'];
+const TICKS = { sending: '◷', sent: '✓', delivered: '✓✓', read: '✓✓', failed: '!' };
+const STATUS_LABEL = { sending: 'Sending', sent: 'Sent', delivered: 'Delivered', read: 'Read', failed: 'Not sent' };
+
+export function renderNotice(m) {
+  return h('div.notice', { testid: 'notice', dataset: { seq: String(m.seq) }, role: 'note' },
+    h('span', { text: systemText(m, (id) => store.displayName(id)) }));
+}
+
+function content(m) {
+  const b = m.body || {};
+  if (m.deleted) return h('p.deleted', { testid: 'message-text', text: 'This message was deleted' });
+  switch (m.kind) {
+    case 'text':
+      return h('p.text', { testid: 'message-text' }, linkify(b.text || ''));
+    case 'image': {
+      // Fit in 280 px; small images are shown at least 120 px wide or tall.
+      const w = b.width || 200;
+      const hgt = b.height || 200;
+      const scale = Math.min(280 / w, 280 / hgt, Math.max(1, 120 / Math.max(w, hgt)));
+      const img = h('img', {
+        testid: 'message-image', alt: b.caption || 'Photo', loading: 'lazy', decoding: 'async',
+        width: String(Math.round(w * scale)),
+        height: String(Math.round(hgt * scale)),
+        // The thumbnail is made in the background: brand-new images load in full.
+        src: mediaUrl(b.media_id, m.seq && Date.now() - (m.ts || 0) > 15000),
+      });
+      // The thumbnail may not be made yet, or the token in the URL rotated
+      // since: fall back once to the full image, with the current token.
+      img.addEventListener('error', () => {
+        if (img.dataset.fallback) return;
+        img.dataset.fallback = '1';
+        img.src = mediaUrl(b.media_id);
+      });
+      return [h('button.image-btn', { type: 'button', 'aria-label': 'Open photo full size', on: { click: () => imageViewer(mediaUrl(b.media_id), b.caption) } }, img),
+        b.caption ? h('p.text', { testid: 'message-text' }, linkify(b.caption)) : null];
+    }
+    case 'voice': {
+      const audio = h('audio', { testid: 'message-voice', controls: true, preload: 'metadata', src: mediaUrl(b.media_id), 'aria-label': 'Voice message' });
+      audio.addEventListener('error', () => {
+        const fresh = mediaUrl(b.media_id);
+        if (!audio.src.endsWith(fresh)) audio.src = fresh; // the token was rotated
+      });
+      return h('div.voice', {}, audio, h('span.muted', { text: formatDuration(b.duration_ms) }));
+    }
+    case 'file':
+      return h('a.file', {
+        testid: 'message-file', href: mediaUrl(b.media_id), download: b.name || 'file', rel: 'noopener',
+        on: { click: (e) => { e.currentTarget.href = mediaUrl(b.media_id); } }, // a fresh token
+      },
+        h('span.file-icon', {}, icon('file')),
+        h('span.file-name', { text: b.name || 'File' }), h('span.muted', { text: ` ${formatSize(b.size || 0)}` }));
+    case 'encrypted':
+      return h('p.deleted', { text: 'Encrypted message (not readable in the browser)' });
+    default:
+      return h('p.deleted', { text: `Unsupported message (${m.kind})` });
+  }
+}
+
+/**
+ * m: the message (or a pending entry shaped like one); opts: {conv, status,
+ * pendingId, error, actions: {reply, edit, jump}}.
+ */
+export function renderMessage(m, opts) {
+  const { conv, status, actions } = opts;
+  const mine = m.sender_id === store.state.me.id;
+  const el = h(`div.msg${mine ? '.mine' : ''}`, {
+    testid: 'message', id: m.seq ? `msg-${m.seq}` : null, tabindex: '-1',
+    dataset: { mine: String(mine), kind: m.kind, ...(m.seq ? { seq: String(m.seq) } : {}), ...(mine ? { status } : {}) },
+  });
+  const bubble = h('div.bubble');
+  if (!mine && conv.kind === 'group') bubble.append(h('div.sender', { text: store.displayName(m.sender_id) }));
+  const replyTo = m.body && m.body.reply_to;
+  if (replyTo && !m.deleted) {
+    const target = store.threadOf(conv.id).bySeq.get(replyTo);
+    bubble.append(h('button.quote', { type: 'button', testid: 'message-quote', 'aria-label': 'Show the message replied to', on: { click: () => actions.jump(replyTo) } },
+      h('span.sender', { text: target ? store.displayName(target.sender_id) : 'Reply' }),
+      h('span.quote-text', { text: target ? messagePreview(target) : `Message #${replyTo}` })));
+  }
+  bubble.append(...[content(m)].flat().filter(Boolean));
+  const meta = h('div.meta', {},
+    m.edited_at && !m.deleted ? h('span', { text: 'edited · ' }) : null,
+    h('time', { datetime: new Date(m.ts || Date.now()).toISOString(), text: m.ts ? formatTime(m.ts) : '' }));
+  if (mine) {
+    meta.append(h(`span.ticks.${status}`, { 'aria-label': STATUS_LABEL[status], title: STATUS_LABEL[status], text: ` ${TICKS[status]}` }));
+  }
+  bubble.append(meta);
+  el.append(bubble);
+
+  if (opts.pendingId) {
+    if (status === 'failed') {
+      el.append(h('div.failed', { role: 'alert' }, h('span', { text: `Not sent: ${opts.error || 'refused'}` }),
+        h('button.link', { type: 'button', text: 'Retry', on: { click: () => store.retryPending(opts.pendingId) } }),
+        h('button.link', { type: 'button', text: 'Discard', on: { click: () => store.discardPending(opts.pendingId) } })));
+    }
+    return el;
+  }
+
+  const reactions = Object.entries(m.reactions || {});
+  if (reactions.length) {
+    el.append(h('div.reactions', {}, reactions.map(([emoji, ids]) => {
+      const minePressed = ids.includes(store.state.me.id);
+      return h('button.chip', {
+        type: 'button', testid: 'reaction', dataset: { emoji }, 'aria-pressed': String(minePressed), title: ids.map((id) => store.displayName(id)).join(', '),
+        'aria-label': `${emoji} ${ids.length}${minePressed ? ', including you' : ''}`,
+        on: { click: () => store.react(conv.id, m.seq, emoji, !minePressed) },
+      }, `${emoji} ${ids.length}`);
+    })));
+  }
+  if (!m.deleted) el.append(actionBar(m, conv, mine, actions));
+  return el;
+}
+
+function actionBar(m, conv, mine, actions) {
+  const picker = h('div.picker', { role: 'group', 'aria-label': 'Pick a reaction', hidden: true },
+    QUICK_EMOJI.map((emoji) => h('button.emoji', {
+      type: 'button', testid: 'react-option', dataset: { emoji }, 'aria-label': `React ${emoji}`, text: emoji,
+      on: { click: () => { picker.hidden = true; store.react(conv.id, m.seq, emoji, true); } },
+    })));
+  picker.addEventListener('keydown', (e) => { if (e.key === 'Escape') { e.stopPropagation(); picker.hidden = true; } });
+  const me = (conv.members || []).find((x) => x.user_id === store.state.me.id);
+  const canDelete = mine || (conv.kind === 'group' && me && me.role !== 'member');
+  // Action buttons join the Tab order only while their message has focus
+  // (see the message list's keyboard handling in chat.js).
+  const bar = h('div.actions', { role: 'toolbar', 'aria-label': 'Message actions' },
+    iconButton('Reply', 'reply', () => actions.reply(m), { testid: 'message-reply' }),
+    iconButton('React', 'smile', () => { picker.hidden = !picker.hidden; if (!picker.hidden) picker.querySelector('button').focus(); }, { testid: 'message-react' }),
+    mine && m.kind === 'text' ? iconButton('Edit', 'edit', () => actions.edit(m), { testid: 'message-edit' }) : null,
+    canDelete ? iconButton('Delete', 'trash', () => {
+      if (confirm('Delete this message for everyone?')) store.deleteMessage(conv.id, m.seq);
+    }, { testid: 'message-delete' }) : null,
+    picker);
+  bar.querySelectorAll('button').forEach((btn) => { btn.tabIndex = -1; });
+  return bar;
+}

@@ -1,0 +1,119 @@
+// The sidebar: who I am, the action buttons (friends, new chat, new group,
+// notifications, sign out), message search with jump-to-message, and the
+// live conversation list (title, preview, time, unread, mentions, presence).
+
+import { h, iconButton, setIcon, avatar, formatTime, messagePreview, systemText, snippetNodes } from './dom.js';
+import { icon } from './icons.js';
+import { api } from '../api.js';
+import * as store from '../store.js';
+import { friendsDialog, newChatDialog, newGroupDialog, profileDialog } from './dialogs.js';
+
+export function createSidebar({ onSignOut }) {
+  const me = h('button.me', { type: 'button', testid: 'profile', 'aria-label': 'Your profile', title: 'Your profile', on: { click: profileDialog } });
+  const friendsBadge = h('span.count', { hidden: true });
+  const friendsBtn = h('button.icon-btn', { type: 'button', testid: 'friends', 'aria-label': 'Friends', title: 'Friends', on: { click: friendsDialog } },
+    icon('userPlus'), friendsBadge);
+  const notifyBtn = iconButton('Desktop notifications', 'bellOff', () => store.setNotify(!store.state.notify), { testid: 'notifications-toggle', 'aria-pressed': 'false' });
+  const actions = h('div.side-actions', {},
+    friendsBtn,
+    iconButton('New chat', 'newChat', newChatDialog, { testid: 'new-chat' }),
+    iconButton('New group', 'users', newGroupDialog, { testid: 'new-group' }),
+    notifyBtn,
+    iconButton('Sign out', 'signOut', onSignOut, { testid: 'sign-out' }));
+  const search = h('input.search', { type: 'search', testid: 'search-input', placeholder: 'Search messages', 'aria-label': 'Search messages', autocomplete: 'off' });
+  const results = h('ul.search-results', { hidden: true, 'aria-label': 'Search results' });
+  const list = h('ul.conversation-list', { testid: 'conversation-list', 'aria-label': 'Conversations' });
+  const emptyList = h('li.empty-list', {},
+    h('p', { text: 'No conversations yet.' }),
+    h('p.muted', { text: 'Add a friend with the person icon above, then start a chat.' }));
+  const el = h('aside.sidebar', { 'aria-label': 'Conversations' },
+    h('header.side-head', {}, me, actions),
+    h('div.search-wrap', {}, search), results, list);
+
+  let searchTimer = null;
+  let searchSeq = 0;
+  search.addEventListener('input', () => {
+    clearTimeout(searchTimer);
+    searchTimer = setTimeout(runSearch, 250);
+  });
+  search.addEventListener('keydown', (e) => {
+    if (e.key === 'Escape' && search.value) { e.stopPropagation(); search.value = ''; runSearch(); }
+  });
+
+  async function runSearch() {
+    const q = search.value.trim();
+    const mine = ++searchSeq;
+    if (!q) {
+      results.hidden = true;
+      list.hidden = false;
+      render();
+      return;
+    }
+    try {
+      const { hits } = await api('GET', `/v1/search/messages?q=${encodeURIComponent(q)}&limit=30`);
+      if (mine !== searchSeq) return;
+      results.replaceChildren(...(hits.length ? hits.map((hit) => {
+        const m = hit.message;
+        const conv = store.state.conversations.get(m.conversation_id);
+        return h('li', {}, h('button.search-hit', {
+          type: 'button', testid: 'search-hit', dataset: { conversationId: String(m.conversation_id), seq: String(m.seq) },
+          on: { click: () => store.openAround(m.conversation_id, m.seq) },
+        },
+        h('span.row-top', {}, h('span.title', { text: conv ? store.conversationTitle(conv) : 'Conversation' }), h('time', { text: formatTime(m.ts) })),
+        h('span.preview', {}, h('span.muted', { text: `${store.displayName(m.sender_id)}: ` }), snippetNodes(hit.snippet || ''))));
+      }) : [h('li.muted.pad', { text: 'No messages found.' })]));
+    } catch (e) {
+      results.replaceChildren(h('li.inline-error.pad', { role: 'alert', text: e.message }));
+    }
+    results.hidden = false;
+    list.hidden = true;
+  }
+
+  function item(conv) {
+    const name = store.conversationTitle(conv);
+    const other = store.otherMember(conv);
+    const presence = other != null ? store.state.presence.get(other) : null;
+    const last = conv.last_message;
+    const mineLast = last && last.sender_id === store.state.me.id && last.kind !== 'system';
+    const pic = h('span.avatar-wrap', {}, avatar(name, conv.id),
+      conv.kind === 'direct' && presence ? h('span.dot', { testid: 'presence-dot', dataset: { status: presence }, role: 'img', 'aria-label': presence }) : null);
+    const unread = conv.unread_count || 0;
+    return h('li', {}, h('button.conversation-item', {
+      type: 'button', testid: 'conversation-item', dataset: { conversationId: String(conv.id) },
+      'aria-current': store.state.activeId === conv.id ? 'true' : null,
+      'aria-label': `${name}${unread ? `, ${unread} unread` : ''}${conv.muted ? ', muted' : ''}`,
+      on: { click: () => store.setActive(conv.id) },
+    }, pic,
+    h('span.item-main', {},
+      h('span.row-top', {}, h('span.title', { text: name }), conv.muted ? h('span.muted.muted-icon', {}, icon('bellOff', 14)) : null,
+        h('time', { text: last ? formatTime(last.ts) : '' })),
+      h('span.row-bottom', {},
+        h('span.preview', { testid: 'last-message', text: last ? `${mineLast ? 'You: ' : conv.kind === 'group' && last.kind !== 'system' ? `${store.displayName(last.sender_id)}: ` : ''}${last.kind === 'system' ? systemText(last, store.displayName) : messagePreview(last)}` : 'No messages yet' }),
+        conv.unread_mentions ? h('span.mention', { testid: 'mention-badge', 'aria-label': 'You were mentioned', text: '@' }) : null,
+        unread ? h('span.badge', { testid: 'unread-badge', text: unread > 99 ? '99+' : String(unread) }) : null))));
+  }
+
+  function render() {
+    const s = store.state;
+    if (!s.me) return;
+    const u = s.users.get(s.me.id) || s.me;
+    me.replaceChildren(avatar(u.display_name || u.username, u.id),
+      h('span.me-name', {}, h('strong', { text: u.display_name || u.username }), h('span.muted', { text: `@${u.username}` })));
+    friendsBadge.hidden = !s.incoming.length;
+    friendsBadge.textContent = String(s.incoming.length);
+    friendsBtn.setAttribute('aria-label', s.incoming.length ? `Friends, ${s.incoming.length} requests` : 'Friends');
+    notifyBtn.setAttribute('aria-pressed', String(s.notify));
+    setIcon(notifyBtn, s.notify ? 'bell' : 'bellOff');
+    notifyBtn.title = s.notify ? 'Desktop notifications are on' : 'Turn on desktop notifications';
+    if (!results.hidden) return;
+    const convs = store.sortedConversations();
+    const focusedId = document.activeElement && list.contains(document.activeElement) ? document.activeElement.dataset.conversationId : null;
+    list.replaceChildren(...(convs.length ? convs.map(item) : [emptyList]));
+    if (focusedId) {
+      const again = list.querySelector(`[data-conversation-id="${focusedId}"]`);
+      if (again) again.focus();
+    }
+  }
+
+  return { el, render };
+}
