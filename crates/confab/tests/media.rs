@@ -500,6 +500,24 @@ async fn media_messages_must_reference_the_senders_own_matching_media() {
         .expect_err("not mine");
         assert_eq!(code_of(&e), Some(ErrorCode::NotFound));
     }
+    // A body that misstates the upload: bad_request (receivers show it).
+    for (kind, body) in [
+        (
+            MessageKind::Image,
+            json!({"media_id": img.media_id, "width": 800, "height": 8}),
+        ),
+        (
+            MessageKind::File,
+            json!({"media_id": file.media_id, "name": "a.pdf", "size": 1, "mime": "application/pdf"}),
+        ),
+        (
+            MessageKind::File,
+            json!({"media_id": file.media_id, "name": "a.exe", "size": file.size, "mime": "text/html"}),
+        ),
+    ] {
+        let e = send(kind, body.clone()).await.expect_err("misstated");
+        assert_eq!(code_of(&e), Some(ErrorCode::BadRequest), "{body}");
+    }
     // Fine: an image as an image, anything as a file.
     ann.send_image(conv.id, &img, Some("hi"))
         .await

@@ -597,5 +597,26 @@ pub async fn check_message_media(store: &dyn Store, msg: &NewMessage) -> Result<
             ));
         }
     }
+    // Receivers show these numbers before fetching anything, so what the
+    // body says about the media must be what the server knows of it.
+    let facts: Vec<(&str, serde_json::Value)> = match msg.kind {
+        MessageKind::File => vec![
+            ("size", record.size.into()),
+            ("mime", record.mime.as_str().into()),
+        ],
+        MessageKind::Image => [("width", record.width), ("height", record.height)]
+            .into_iter()
+            .filter_map(|(field, v)| v.map(|v| (field, v.into())))
+            .collect(),
+        _ => Vec::new(),
+    };
+    for (field, known) in facts {
+        if body.get(field).is_some_and(|said| *said != known) {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                format!("\"{field}\" must be the upload's: {known} for {id}"),
+            ));
+        }
+    }
     Ok(())
 }
