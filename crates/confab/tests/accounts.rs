@@ -252,6 +252,31 @@ async fn profiles_and_search() {
     );
     let missing = ann.user(999_999).await.expect_err("missing");
     assert_eq!(missing.code(), Some(ErrorCode::NotFound));
+
+    // Several profiles in one request (member lists), unknown ids left out.
+    let bob = &ann.search_users("bob").await.expect("bob")[0];
+    let some = ann
+        .users(&[bob.id, 999_999, ann_user.id, bob.id])
+        .await
+        .expect("by ids");
+    let names: Vec<_> = some.iter().map(|u| u.username.as_str()).collect();
+    assert_eq!(names, vec!["ann", "bob"]);
+    let too_many: Vec<i64> = (1..=101).collect();
+    for bad in [&[][..], &too_many[..]] {
+        let e = ann.users(bad).await.expect_err("bad ids");
+        assert_eq!(e.code(), Some(ErrorCode::BadRequest));
+    }
+    let token = ann.session().expect("session").access_token;
+    for query in ["ids=1,x", "q=an&ids=1", ""] {
+        let r = app
+            .http()
+            .get(format!("{}/v1/users?{query}", app.base_url))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .expect("GET");
+        assert_eq!(r.status(), 400, "{query}");
+    }
 }
 
 #[tokio::test]

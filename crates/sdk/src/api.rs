@@ -88,6 +88,20 @@ impl Client {
         Ok(list.users)
     }
 
+    /// Profiles of several users at once (at most 100 ids; unknown ids are
+    /// left out), by id.
+    pub async fn users(&self, ids: &[UserId]) -> Result<Vec<User>> {
+        let list = ids
+            .iter()
+            .map(|id| id.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let list: UserList = self
+            .call(Method::GET, "/v1/users", &[("ids", list)], None::<&()>)
+            .await?;
+        Ok(list.users)
+    }
+
     /// One user's profile.
     pub async fn user(&self, id: UserId) -> Result<User> {
         self.call(Method::GET, &format!("/v1/users/{id}"), &[], None::<&()>)

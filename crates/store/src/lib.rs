@@ -42,6 +42,8 @@ pub trait Store: Send + Sync + 'static {
     async fn credentials_by_username(&self, username_key: &str) -> Result<Option<UserCredentials>>;
     /// Looks a user up by id.
     async fn user(&self, id: UserId) -> Result<Option<User>>;
+    /// The users among `ids` that exist, by id (unknown ids are left out).
+    async fn users(&self, ids: &[UserId]) -> Result<Vec<User>>;
     /// Users whose username starts with `prefix_key` (lower-case), by username.
     async fn search_users(&self, prefix_key: &str, limit: u32) -> Result<Vec<User>>;
     /// Changes profile fields; `None` when the user does not exist.

@@ -106,6 +106,18 @@ async fn usernames_are_unique_without_regard_to_case() {
 }
 
 #[tokio::test]
+async fn users_are_looked_up_by_ids_at_once() {
+    for b in backends().await {
+        let s = b.store.as_ref();
+        let (a, c) = (user(s, "ann").await, user(s, "cy").await);
+        let found = s.users(&[c, 999_999, a, c]).await.expect("users");
+        let names: Vec<_> = found.iter().map(|u| u.username.as_str()).collect();
+        assert_eq!(names, ["ann", "cy"], "{}", b.name);
+        assert!(s.users(&[]).await.expect("none").is_empty(), "{}", b.name);
+    }
+}
+
+#[tokio::test]
 async fn seqs_are_gapless_and_idempotent() {
     for b in backends().await {
         let s = b.store.as_ref();

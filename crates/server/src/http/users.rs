@@ -71,21 +71,47 @@ pub async fn update_me(
     Ok(Json(with_settings(&state, user).await?))
 }
 
-/// Query of `GET /v1/users`.
+/// Query of `GET /v1/users`: `q` (prefix search) or `ids` (lookup).
 #[derive(Debug, Deserialize)]
 pub struct SearchParams {
-    q: String,
+    #[serde(default)]
+    q: Option<String>,
+    /// Comma-separated user ids.
+    #[serde(default)]
+    ids: Option<String>,
     #[serde(default)]
     limit: Option<u32>,
 }
 
-/// `GET /v1/users?q=`: username prefix search.
+/// Most ids one `GET /v1/users?ids=` may name.
+pub const MAX_USER_IDS: usize = 100;
+
+/// `GET /v1/users?q=`: username prefix search; `GET /v1/users?ids=1,2`:
+/// profiles by id, in one round trip (member lists).
 pub async fn search(
     State(state): State<AppState>,
     _who: AuthUser,
     ApiQuery(params): ApiQuery<SearchParams>,
 ) -> AppResult<Json<UserList>> {
-    let q = params.q.trim().to_ascii_lowercase();
+    let (q, ids) = match (params.q, params.ids) {
+        (Some(q), None) => (q, None),
+        (None, Some(ids)) => (String::new(), Some(ids)),
+        _ => {
+            return Err(AppError::bad_request(
+                "give either q (a username prefix) or ids (comma-separated user ids)",
+            ))
+        }
+    };
+    if let Some(ids) = ids {
+        let ids = parse_ids(&ids).ok_or_else(|| {
+            AppError::bad_request(format!(
+                "ids must be 1-{MAX_USER_IDS} comma-separated user ids"
+            ))
+        })?;
+        let users = state.store.users(&ids).await?;
+        return Ok(Json(UserList { users }));
+    }
+    let q = q.trim().to_ascii_lowercase();
     if q.is_empty() || q.len() > 32 {
         return Err(AppError::bad_request(
             "q must be 1-32 characters of a username",
@@ -94,6 +120,18 @@ pub async fn search(
     let limit = params.limit.unwrap_or(20).clamp(1, 50);
     let users = state.store.search_users(&q, limit).await?;
     Ok(Json(UserList { users }))
+}
+
+/// `"1,2,3"` as ids, without repeats; `None` when malformed, empty or too
+/// many.
+fn parse_ids(list: &str) -> Option<Vec<UserId>> {
+    let mut ids = list
+        .split(',')
+        .map(|s| s.trim().parse::<UserId>().ok())
+        .collect::<Option<Vec<_>>>()?;
+    ids.sort_unstable();
+    ids.dedup();
+    (!ids.is_empty() && ids.len() <= MAX_USER_IDS).then_some(ids)
 }
 
 /// `GET /v1/users/{id}`.

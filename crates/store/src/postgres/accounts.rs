@@ -58,6 +58,16 @@ pub(crate) async fn user(db: &PgPool, id: UserId) -> Result<Option<User>> {
     row.as_ref().map(rows::user).transpose()
 }
 
+pub(crate) async fn users(db: &PgPool, ids: &[UserId]) -> Result<Vec<User>> {
+    let rows = sqlx::query(&format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE id = ANY($1) ORDER BY id"
+    ))
+    .bind(ids)
+    .fetch_all(db)
+    .await?;
+    rows.iter().map(rows::user).collect()
+}
+
 pub(crate) async fn search_users(db: &PgPool, prefix: &str, limit: u32) -> Result<Vec<User>> {
     // Range scan on the unique index instead of LIKE, so '_' and '%' in the
     // prefix mean themselves. `username_key` sorts bytewise (COLLATE "C"),

@@ -117,6 +117,10 @@ impl Store for PostgresStore {
         accounts::user(&self.pool, id).await
     }
 
+    async fn users(&self, ids: &[UserId]) -> Result<Vec<User>> {
+        accounts::users(&self.pool, ids).await
+    }
+
     async fn search_users(&self, prefix_key: &str, limit: u32) -> Result<Vec<User>> {
         accounts::search_users(&self.pool, prefix_key, limit).await
     }

@@ -51,6 +51,18 @@ pub(crate) async fn user(db: &SqlitePool, id: UserId) -> Result<Option<User>> {
     row.as_ref().map(rows::user).transpose()
 }
 
+pub(crate) async fn users(db: &SqlitePool, ids: &[UserId]) -> Result<Vec<User>> {
+    // One statement for any number of ids: the list travels as JSON.
+    let list = serde_json::to_string(ids)?;
+    let rows = sqlx::query(&format!(
+        "SELECT {USER_COLUMNS} FROM users WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id"
+    ))
+    .bind(list)
+    .fetch_all(db)
+    .await?;
+    rows.iter().map(rows::user).collect()
+}
+
 pub(crate) async fn search_users(db: &SqlitePool, prefix: &str, limit: u32) -> Result<Vec<User>> {
     // Range scan on the unique index instead of LIKE, so '_' and '%' in the
     // prefix mean themselves. Usernames are ASCII, so U+FFFF sorts after all.

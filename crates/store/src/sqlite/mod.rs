@@ -146,6 +146,10 @@ impl Store for SqliteStore {
         accounts::user(&self.reader, id).await
     }
 
+    async fn users(&self, ids: &[UserId]) -> Result<Vec<User>> {
+        accounts::users(&self.reader, ids).await
+    }
+
     async fn search_users(&self, prefix_key: &str, limit: u32) -> Result<Vec<User>> {
         accounts::search_users(&self.reader, prefix_key, limit).await
     }
