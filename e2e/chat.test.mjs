@@ -9,71 +9,19 @@
 
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
-import path from 'node:path';
-import { tmpdir } from 'node:os';
-import { chromium } from 'playwright-core';
+import {
+  BASE, TIMEOUT, launch, messages, newContext, runSuffix, send, shot, signUp, stepper, tid, waitFor, watch,
+} from './helpers.mjs';
 
-const BASE = (process.env.CONFAB_URL || 'http://127.0.0.1:18080').replace(/\/$/, '');
-const OUT = process.env.E2E_OUT || path.join(tmpdir(), 'confab-e2e');
-const TIMEOUT = 10_000;
 // A valid 24x16 RGB PNG (it must decode: the server checks images).
 const PNG = Buffer.from(
   'iVBORw0KGgoAAAANSUhEUgAAABgAAAAQCAIAAACDRijCAAACk0lEQVR42g3MkQLFIABA0XiSjONJMo4nyTieJON4kozjSTKOJ8nleJLsO947H3CEEAyCUaAEk2AWGMEiWAVOsAl2QRAcglOQBJfgFhTBI0DQBK/gEwghGSSjREkmySwxkkWySpxkk+ySIDkkpyRJLsktKZJHgqRJXskn/5FiUIwKpZgUs8IoFsWqcIpNsSuC4lCciqS4FLeiKB4FiqZ4FZ/6R5pBM2qUZtLMGqNZNKvGaTbNrgmaQ3NqkubS3JqieTRomubVfPofGQbDaFCGyTAbjGExrAZn2Ay7IRgOw2lIhstwG4rhMWBohtfwmX9kGSyjRVkmy2wxlsWyWpxls+yWYDkspyVZLsttKZbHgqVZXstn/5FjcIwO5Zgcs8M4FsfqcI7NsTuC43CcjuS4HLejOB4HjuZ4HZ/7R57BM3qUZ/LMHuNZPKvHeTbP7gmew3N6kufy3J7ieTx4muf1fP4fBYbAGFCBKTAHTGAJrAEX2AJ7IASOwBlIgStwB0rgCRBogTfwhX8UGSJjREWmyBwxkSWyRlxki+yREDkiZyRFrsgdKZEnQqRF3sgX/1FiSIwJlZgSc8IklsSacIktsSdC4kiciZS4EneiJJ4EiZZ4E1/6R5khM2ZUZsrMGZNZMmvGZbbMngmZI3NmUubK3JmSeTJkWubNfPkfFYbCWFCFqTAXTGEprAVX2Ap7IRSOwllIhatwF0rhKVBohbfwlX9UGSpjRVWmylwxlaWyVlxlq+yVUDkqZyVVrspdKZWnQqVV3spX/1FjaIwN1Zgac8M0lsbacI2tsTdC42icjdS4GnejNJ4GjdZ4G1/7R52hM3ZUZ+rMHdNZOmvHdbbO3gmdo3N2Uufq3J3SeTp0WuftfJ0f6NuBX8MWRq8AAAAASUVORK5CYII=',
   'base64',
 );
 
-mkdirSync(OUT, { recursive: true });
-const suffix = Math.random().toString(36).slice(2, 8);
+const suffix = runSuffix();
 const USER_A = `ann_${suffix}`;
 const USER_B = `bob_${suffix}`;
-const PASSWORD = 'correct horse battery';
-
-/** Polls `fn` until it returns something truthy; fails after `timeout` ms. */
-async function waitFor(what, fn, timeout = TIMEOUT) {
-  const deadline = Date.now() + timeout;
-  let lastError;
-  for (;;) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (e) {
-      lastError = e;
-    }
-    if (Date.now() > deadline) {
-      throw new Error(`timed out after ${timeout} ms waiting for ${what}${lastError ? `: ${lastError.message}` : ''}`);
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
-
-const tid = (id) => `[data-testid="${id}"]`;
-const shot = (page, name) => page.screenshot({ path: path.join(OUT, `${name}.png`) });
-
-/** [{seq, mine, status, kind, text}] of the open chat's messages. */
-function messages(page) {
-  return page.$$eval(tid('message'), (els) => els.map((el) => ({
-    seq: el.dataset.seq ? Number(el.dataset.seq) : null,
-    mine: el.dataset.mine === 'true',
-    status: el.dataset.status || null,
-    kind: el.dataset.kind,
-    text: (el.querySelector('[data-testid="message-text"]') || {}).textContent || '',
-  })));
-}
-
-async function signUp(page, username) {
-  await page.goto(BASE);
-  await page.locator(tid('username')).fill(username);
-  await page.locator(tid('password')).fill(PASSWORD);
-  await page.locator(tid('sign-up')).click();
-  await page.locator(tid('conversation-list')).waitFor({ state: 'attached', timeout: TIMEOUT });
-  await page.locator(`${tid('connection-status')}[data-state="online"]`).waitFor({ state: 'attached', timeout: TIMEOUT });
-}
-
-async function send(page, text) {
-  await page.locator(tid('composer')).fill(text);
-  await page.locator(tid('composer')).press('Enter');
-}
 
 let browser;
 after(async () => {
@@ -81,34 +29,14 @@ after(async () => {
 });
 
 test('two users chat in the browser', { timeout: 90_000 }, async (t) => {
-  browser = await chromium.launch({
-    executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-    args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream'],
-  });
-  const newContext = async () => {
-    const ctx = await browser.newContext({ viewport: { width: 1280, height: 800 } });
-    await ctx.grantPermissions(['microphone'], { origin: BASE });
-    return ctx;
-  };
-  const ctxA = await newContext();
-  const ctxB = await newContext();
+  browser = await launch();
+  const ctxA = await newContext(browser);
+  const ctxB = await newContext(browser);
   const a = await ctxA.newPage();
   const b = await ctxB.newPage();
-  // Steps run in order; once one fails the rest are skipped.
-  let failed = false;
-  const step = (name, fn) => t.test(name, { skip: failed && 'an earlier step failed' }, async () => {
-    try {
-      await fn();
-    } catch (e) {
-      failed = true;
-      throw e;
-    }
-  });
-  for (const [name, page] of [['A', a], ['B', b]]) {
-    page.on('pageerror', (e) => console.error(`[${name}] page error:`, e.message));
-    page.on('console', (m) => { if (m.type() === 'error') console.error(`[${name}] console:`, m.text()); });
-  }
+  const step = stepper(t);
+  watch(a, 'A');
+  watch(b, 'B');
 
   await step('both sign up and are signed in', async () => {
     await a.goto(BASE);

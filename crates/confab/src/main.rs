@@ -53,6 +53,8 @@ enum Command {
     SendFile(cmd::media::SendFileArgs),
     /// Download a media item (image, voice note, file).
     Download(cmd::media::DownloadArgs),
+    /// Full-screen terminal chat app.
+    Chat(ChatArgs),
     /// Load benchmarks against a real server.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -61,7 +63,10 @@ enum Command {
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    init_tracing(&cli.log, cli.log_json);
+    // Log lines on stderr would draw over the full-screen chat app.
+    if !matches!(cli.command, Command::Chat(_)) {
+        init_tracing(&cli.log, cli.log_json);
+    }
     let result = match cli.command {
         Command::Serve(args) => cmd::serve::serve(*args).await,
         Command::Register(args) => cmd::account::register(args).await,
@@ -74,6 +79,7 @@ async fn main() -> std::process::ExitCode {
         Command::SendImage(args) => cmd::media::send_image(args).await,
         Command::SendFile(args) => cmd::media::send_file(args).await,
         Command::Download(args) => cmd::media::download(args).await,
+        Command::Chat(args) => chat(args).await,
         Command::Bench(args) => bench::run(args).await,
     };
     match result {
@@ -83,6 +89,51 @@ async fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The server `confab chat` logs in to when there is no saved session and
+/// no `--server` (the other commands' default too).
+const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
+
+/// Options of `confab chat`.
+#[derive(Debug, clap::Args)]
+struct ChatArgs {
+    /// Server base URL [default: the saved session's, else
+    /// http://127.0.0.1:8080].
+    #[arg(long)]
+    server: Option<String>,
+    /// Session file [default: <config dir>/confab/session.json].
+    #[arg(long, env = "CONFAB_SESSION")]
+    session: Option<std::path::PathBuf>,
+}
+
+/// `confab chat`: the saved session, the TUI, and the session saved again
+/// whenever the SDK refreshes its tokens.
+async fn chat(args: ChatArgs) -> anyhow::Result<()> {
+    let path = session_file::path(args.session.as_deref())?;
+    // Without a saved session the app starts with its login form; the
+    // session it makes is saved below like a refreshed one.
+    let client = if path.exists() {
+        let session = session_file::load(&path)?;
+        match &args.server {
+            Some(server) => confab_sdk::Client::with_session(server, session),
+            None => confab_sdk::Client::from_session(session),
+        }
+    } else {
+        confab_sdk::Client::new(args.server.as_deref().unwrap_or(DEFAULT_SERVER))
+    };
+    let mut sessions = client.watch_session();
+    let saver = tokio::spawn(async move {
+        while sessions.changed().await.is_ok() {
+            let current = sessions.borrow_and_update().clone();
+            if let Some(s) = current {
+                let _ = session_file::save(&path, &s);
+            }
+        }
+    });
+    let result = confab::tui::terminal::run(client).await;
+    saver.abort();
+    Ok(result?)
 }
 
 fn init_tracing(filter: &str, json: bool) {

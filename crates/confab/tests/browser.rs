@@ -133,12 +133,33 @@ async fn the_app_is_served_from_the_binary_under_a_strict_policy() {
     app.stop().await;
 }
 
-/// Two users in two browser contexts: sign up, befriend, chat both ways,
-/// image and voice, typing and read ticks, offline sends delivered once and
-/// in order, a reload that restores history. Screenshots land in
+/// The app's pure delivery modules (reorder/dedup buffer, outbox) under
+/// Node's test runner: e2e/unit/*.test.mjs.
+#[tokio::test]
+async fn the_apps_delivery_logic_passes_its_unit_tests() {
+    let output = tokio::process::Command::new("node")
+        .args(["--test", "e2e/unit/"])
+        .current_dir(repo_root())
+        .kill_on_drop(true)
+        .output()
+        .await
+        .expect("node (Node.js) on PATH: run scripts/test, which installs it");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    println!("{stdout}");
+    eprintln!("{}", String::from_utf8_lossy(&output.stderr));
+    assert!(output.status.success(), "e2e/unit failed");
+    assert!(stdout.contains("# pass "), "no tests ran");
+    assert!(stdout.contains("# fail 0"), "a unit test failed");
+}
+
+/// e2e/chat.test.mjs: two users in two browser contexts sign up, befriend,
+/// chat both ways, send an image and a voice note, see typing and read
+/// ticks, send while offline (delivered once and in order), reload.
+/// e2e/groups.test.mjs: three users, a group, adding and removing members,
+/// mentions, edits and deletions seen live. Screenshots land in
 /// `target/tmp/e2e/`.
 #[tokio::test]
-async fn two_people_chat_in_real_browsers() {
+async fn people_chat_in_real_browsers() {
     let root = repo_root();
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
@@ -156,7 +177,12 @@ async fn two_people_chat_in_real_browsers() {
 
     let app = spawn_app().await;
     let mut child = tokio::process::Command::new("node")
-        .args(["--test", "--test-reporter=spec", "e2e/chat.test.mjs"])
+        .args([
+            "--test",
+            "--test-reporter=spec",
+            "e2e/chat.test.mjs",
+            "e2e/groups.test.mjs",
+        ])
         .current_dir(&root)
         .env("CONFAB_URL", &app.base_url)
         .env("E2E_OUT", &out)

@@ -125,8 +125,11 @@ export async function signIn(username, password) {
   return out.user;
 }
 
-export async function signUp(username, password) {
-  await api('POST', '/v1/auth/register', { username, password }, { auth: false });
+/** Registers (display name optional) and signs in. */
+export async function signUp(username, password, displayName) {
+  const body = { username, password };
+  if (displayName) body.display_name = displayName;
+  await api('POST', '/v1/auth/register', body, { auth: false });
   return signIn(username, password);
 }
 

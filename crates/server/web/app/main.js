@@ -77,7 +77,7 @@ async function showApp(me) {
     }
     if (topics.has('connection')) status.render();
     if (['conversations', 'friends', 'users', 'active', 'connection'].some((t) => topics.has(t))) sidebar.render();
-    const full = [...topics].some((t) => !t.startsWith('typing:') && t !== 'friends'
+    const full = [...topics].some((t) => !t.startsWith('typing:') && t !== 'friends' && t !== 'members'
       && (!t.startsWith('thread:') || t === `thread:${open}` || t === 'thread:null'));
     if (full) chat.render('all');
     else if (topics.has(`typing:${open}`)) chat.render('typing');

@@ -6,6 +6,7 @@
 import { api, upload as uploadMedia } from './api.js';
 import { Connection } from './connection.js';
 import { Outbox } from './outbox.js';
+import { hasMention } from './mentiontext.js';
 import { toast, messagePreview } from './ui/dom.js';
 
 export const state = {
@@ -21,6 +22,7 @@ export const state = {
   outgoing: [],
   typing: new Map(), // convId -> Map userId -> timer
   activeId: null,
+  unreadFrom: null, // read cursor of the open chat when it was opened with unread messages
   highlight: null, // seq to scroll to and flash once shown
   connection: { state: 'connecting' },
   notify: localStorage.getItem('confab.notify') === 'on',
@@ -32,7 +34,10 @@ let conn = null;
 let outbox = null;
 const userFetches = new Map();
 
-/** Subscribes to change topics: 'conversations', 'thread', 'friends', 'connection', 'typing'. */
+/**
+ * Subscribes to change topics: 'conversations', 'thread', 'friends',
+ * 'connection', 'typing', 'members' (a group's membership changed).
+ */
 export function subscribe(fn) {
   listeners.add(fn);
   return () => listeners.delete(fn);
@@ -241,9 +246,7 @@ function onMessages(list) {
       stopTyping(m.conversation_id, m.sender_id);
       if (m.seq > (conv.read_seq || 0)) {
         conv.unread_count = (conv.unread_count || 0) + 1;
-        if (m.body && Array.isArray(m.body.mentions) && m.body.mentions.includes(state.me.id)) {
-          conv.unread_mentions = (conv.unread_mentions || 0) + 1;
-        }
+        if (mentionsMe(m)) conv.unread_mentions = (conv.unread_mentions || 0) + 1;
         maybeNotify(conv, m);
       }
     }
@@ -254,6 +257,11 @@ function onMessages(list) {
     emit('thread', id);
   }
   emit('conversations');
+}
+
+/** Whether a message mentions me (text bodies may carry `mentions`). */
+export function mentionsMe(m) {
+  return !!(m.body && Array.isArray(m.body.mentions) && state.me && m.body.mentions.includes(state.me.id));
 }
 
 function mergeMessage(old, m) {
@@ -359,18 +367,22 @@ function onEvent(f) {
       }
       return;
     case 'conversation_added':
-    case 'member_joined':
-    case 'role_changed':
     case 'conversation_updated':
       refreshConversation(f.conversation_id);
       return;
+    case 'member_joined':
+    case 'role_changed':
+      refreshConversation(f.conversation_id).then(() => emit('members', f.conversation_id));
+      return;
     case 'member_left':
-      if (f.user_id === state.me.id) {
+      if (f.user_id !== state.me.id) {
+        refreshConversation(f.conversation_id).then(() => emit('members', f.conversation_id));
+      } else if (f.reason === 'removed') {
+        removedFrom(f);
+      } else {
         state.conversations.delete(f.conversation_id);
         if (state.activeId === f.conversation_id) setActive(null);
         emit('conversations');
-      } else {
-        refreshConversation(f.conversation_id);
       }
       return;
     case 'message_deleted':
@@ -396,8 +408,31 @@ function onEvent(f) {
   emit('thread', f.conversation_id);
 }
 
+/**
+ * Someone removed me from a group: it stays listed, read-only, for the rest
+ * of the session (the server answers `forbidden` from now on), with the
+ * notice in its history even if that message never reaches me.
+ */
+function removedFrom(f) {
+  const conv = state.conversations.get(f.conversation_id);
+  if (!conv) return;
+  conv.removed = { by: f.by_user_id };
+  conv.unread_count = conv.unread_mentions = 0;
+  const notice = {
+    conversation_id: f.conversation_id, seq: f.seq, sender_id: f.by_user_id, kind: 'system', ts: Date.now(),
+    body: { event: 'member_left', user_id: f.user_id, by_user_id: f.by_user_id, reason: f.reason },
+  };
+  const t = thread(f.conversation_id);
+  if (f.seq != null && !t.bySeq.has(f.seq)) t.bySeq.set(f.seq, notice);
+  if (!conv.last_message || conv.last_message.seq < f.seq) conv.last_message = notice;
+  emit('conversations');
+  emit('thread', f.conversation_id);
+  emit('members', f.conversation_id);
+}
+
 function maybeNotify(conv, m) {
-  if (!state.notify || conv.muted || !document.hidden) return;
+  // A mention gets through even when the chat is muted.
+  if (!state.notify || (conv.muted && !mentionsMe(m)) || !document.hidden) return;
   if (typeof Notification === 'undefined' || Notification.permission !== 'granted') return;
   const n = new Notification(conversationTitle(conv), {
     body: `${conv.kind === 'group' ? displayName(m.sender_id) + ': ' : ''}${messagePreview(m)}`,
@@ -448,6 +483,9 @@ export async function loadFriends() {
 // ---- opening, paging, reading ---------------------------------------------------------
 
 export function setActive(id) {
+  const conv = id == null ? null : state.conversations.get(id);
+  // Remembered before reading: the chat shows "New messages" above the first unread.
+  state.unreadFrom = conv && conv.unread_count ? conv.read_seq || 0 : null;
   state.activeId = id;
   sessionStorage.setItem('confab.active', id == null ? '' : String(id));
   emit('active');
@@ -471,6 +509,13 @@ function mergePage(id, messages) {
 async function loadPage(id, query, apply) {
   const t = thread(id);
   if (t.loading) return;
+  const conv = state.conversations.get(id);
+  if (conv && conv.removed) {
+    // A former member may read nothing more: keep what is here.
+    Object.assign(t, { loaded: true, hasMoreBefore: false, hasMoreAfter: false });
+    emit('thread', id);
+    return;
+  }
   t.loading = true;
   emit('thread', id);
   try {
@@ -523,6 +568,7 @@ export function loadLatestFresh(id) {
 /** Opens a conversation centred on a seq (search hit). */
 export async function openAround(id, seq) {
   state.activeId = id;
+  state.unreadFrom = null;
   state.highlight = seq;
   const t = thread(id);
   t.bySeq.clear();
@@ -537,9 +583,9 @@ export async function openAround(id, seq) {
 
 export function markRead(id) {
   const conv = state.conversations.get(id);
-  if (!conv || document.visibilityState !== 'visible' || state.activeId !== id) return;
+  if (!conv || conv.removed || document.visibilityState !== 'visible' || state.activeId !== id) return;
   const last = conv.last_seq || 0;
-  if (last > (conv.read_seq || 0) || conv.unread_count) {
+  if (last > (conv.read_seq || 0) || conv.unread_count || conv.unread_mentions) {
     conv.read_seq = Math.max(conv.read_seq || 0, last);
     conv.unread_count = 0;
     conv.unread_mentions = 0;
@@ -597,13 +643,18 @@ export function discardPending(id) {
   emit('thread', p.entry.conversation_id);
 }
 
-/** Ids of the conversation's members named as @username in a text. */
-export function mentionsIn(convId, text) {
+/** The group's other members that I know (for @mentions), by name. */
+export function mentionable(convId) {
   const conv = state.conversations.get(convId);
-  if (!conv || conv.kind !== 'group') return [];
-  const names = new Set([...text.matchAll(/@([A-Za-z0-9_.-]{3,32})/g)].map((m) => m[1].toLowerCase()));
+  if (!conv || conv.kind !== 'group' || conv.removed) return [];
   return (conv.members || []).map((m) => state.users.get(m.user_id))
-    .filter((u) => u && u.id !== state.me.id && names.has(u.username.toLowerCase())).map((u) => u.id);
+    .filter((u) => u && u.id !== state.me.id)
+    .sort((a, b) => (a.display_name || a.username).localeCompare(b.display_name || b.username));
+}
+
+/** Ids of the group's members still mentioned as @username in a text. */
+export function mentionsIn(convId, text) {
+  return mentionable(convId).filter((u) => hasMention(text, u.username)).map((u) => u.id);
 }
 
 export function pendingFor(convId) {
@@ -640,7 +691,12 @@ async function messageAction(convId, seq, method, suffix, body) {
   }
 }
 
-export const editMessage = (convId, seq, text) => messageAction(convId, seq, 'PATCH', '', { body: { text } });
+export function editMessage(convId, seq, text) {
+  const body = { text };
+  const mentions = mentionsIn(convId, text);
+  if (mentions.length) body.mentions = mentions;
+  return messageAction(convId, seq, 'PATCH', '', { body });
+}
 export const deleteMessage = (convId, seq) => messageAction(convId, seq, 'DELETE', '').then((ok) => {
   if (ok) onEvent({ event: 'message_deleted', conversation_id: convId, target_seq: seq });
   return ok;

@@ -1,5 +1,6 @@
-// The sign-in / sign-up screen. One form: "Sign in" submits it, "Create
-// account" registers first. Server errors are shown inline.
+// The sign-in / sign-up screen. One form: "Sign in" submits it; below it,
+// "New to Confab?" has the optional display name and "Create account",
+// which registers first. Server errors are shown inline.
 
 import { h } from './dom.js';
 import { signIn, signUp } from '../api.js';
@@ -13,9 +14,15 @@ export function authView(onSignedIn, notice) {
     id: 'auth-password', testid: 'password', name: 'password', type: 'password',
     autocomplete: 'current-password', required: true, minlength: '8',
   });
+  const displayName = h('input', {
+    id: 'auth-display-name', testid: 'display-name', name: 'display-name', autocomplete: 'name', maxlength: '64',
+  });
   const error = h('p.auth-error', { testid: 'auth-error', role: 'alert', hidden: !notice, text: notice || '' });
   const signInBtn = h('button.primary', { type: 'submit', testid: 'sign-in', text: 'Sign in' });
   const signUpBtn = h('button.secondary', { type: 'button', testid: 'sign-up', text: 'Create account' });
+
+  const signInActions = h('div.auth-actions', signInBtn);
+  const signUpActions = h('div.auth-actions', signUpBtn);
 
   async function go(register) {
     error.hidden = true;
@@ -23,12 +30,13 @@ export function authView(onSignedIn, notice) {
     signInBtn.disabled = signUpBtn.disabled = true;
     try {
       const user = register
-        ? await signUp(username.value.trim(), password.value)
+        ? await signUp(username.value.trim(), password.value, displayName.value.trim())
         : await signIn(username.value.trim(), password.value);
       onSignedIn(user);
     } catch (e) {
       error.textContent = e.message;
       error.hidden = false;
+      (register ? signUpActions : signInActions).before(error); // next to the button used
       signInBtn.disabled = signUpBtn.disabled = false;
     }
   }
@@ -45,7 +53,17 @@ export function authView(onSignedIn, notice) {
   h('label', { for: 'auth-password', text: 'Password' }), password,
   h('p.hint', { text: 'At least 8 characters.' }),
   error,
-  h('div.auth-actions', signInBtn, signUpBtn));
+  signInActions,
+  h('section.auth-new', { 'aria-labelledby': 'auth-new-title' },
+    h('h2', { id: 'auth-new-title', text: 'New to Confab?' }),
+    h('p.hint', { text: 'Choose a username and password above, then create your account.' }),
+    h('label', { for: 'auth-display-name' }, 'Display name ', h('span.optional', { text: '(optional)' })), displayName,
+    h('p.hint', { text: 'Shown to others instead of your username. You can change it later.' }),
+    signUpActions));
+  // Enter in the display name field creates the account: the name is only for that.
+  displayName.addEventListener('keydown', (e) => {
+    if (e.key === 'Enter') { e.preventDefault(); signUpBtn.click(); }
+  });
   signUpBtn.addEventListener('click', () => {
     password.autocomplete = 'new-password';
     go(true);

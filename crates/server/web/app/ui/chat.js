@@ -1,14 +1,16 @@
 // The chat pane: header (back, title, presence, mute, members), the message
-// list (incremental rendering, day separators, infinite scroll both ways,
-// jump-to-message highlight), typing indicator and composer.
+// list (incremental rendering, day separators, a "New messages" divider,
+// infinite scroll both ways, jump-to-message highlight), typing indicator
+// and composer (read-only once I was removed from a group).
 
-import { h, iconButton, setIcon, avatar, formatDay, formatTime } from './dom.js';
+import { h, iconButton, setIcon, setLabel, avatar, formatDay, formatTime, systemText } from './dom.js';
 import * as store from '../store.js';
 import { renderMessage, renderNotice } from './message.js';
 import { createComposer } from './composer.js';
 import { membersDialog } from './dialogs.js';
 
 const HIDDEN_EVENTS = new Set(['message_edited', 'message_deleted', 'reaction_changed']);
+const RUN_GAP = 5 * 60 * 1000;
 
 export function createChat() {
   const composer = createComposer();
@@ -44,6 +46,7 @@ export function createChat() {
   let nextId = 1;
   const objId = (o) => { if (!ids.has(o)) ids.set(o, nextId++); return ids.get(o); };
   let renderedConv = null;
+  let scrolledToDivider = false;
 
   const actions = {
     reply: (m) => composer.reply(m),
@@ -73,12 +76,12 @@ export function createChat() {
       subtitle.textContent = st === 'online' ? 'online'
         : st === 'offline' ? (seen ? `last seen ${formatTime(seen)}` : 'offline') : 'direct chat';
     } else {
-      subtitle.textContent = `${conv.member_count} members`;
+      subtitle.textContent = conv.removed ? 'You are no longer a member' : `${conv.member_count} members`;
     }
-    membersBtn.hidden = conv.kind !== 'group';
+    membersBtn.hidden = conv.kind !== 'group' || !!conv.removed;
+    muteBtn.hidden = !!conv.removed;
     muteBtn.setAttribute('aria-pressed', String(!!conv.muted));
-    muteBtn.setAttribute('aria-label', conv.muted ? 'Unmute notifications' : 'Mute notifications');
-    muteBtn.title = muteBtn.getAttribute('aria-label');
+    setLabel(muteBtn, conv.muted ? 'Unmute notifications' : 'Mute notifications');
     setIcon(muteBtn, conv.muted ? 'bellOff' : 'bell');
   }
 
@@ -86,28 +89,48 @@ export function createChat() {
     const t = store.threadOf(conv.id);
     const out = [];
     let lastDay = null;
+    let prev = null; // the message just above, while nothing else is between
     const addDay = (ts) => {
       const day = formatDay(ts || Date.now());
       if (day !== lastDay) {
         lastDay = day;
+        prev = null;
         out.push({ key: `d:${day}`, sig: day, build: () => h('div.day', { role: 'separator' }, h('span', { text: day })) });
       }
     };
     const seqs = [...t.bySeq.keys()].sort((a, b) => a - b);
+    // "New messages" above the first message from someone else that was
+    // unread when the chat was opened.
+    const from = store.state.unreadFrom;
+    const firstUnread = from == null ? null : seqs.find((seq) => {
+      const m = t.bySeq.get(seq);
+      return seq > from && m.kind !== 'system' && m.sender_id !== store.state.me.id;
+    });
     for (const seq of seqs) {
       const m = t.bySeq.get(seq);
+      if (seq === firstUnread) {
+        addDay(m.ts);
+        prev = null;
+        out.push({ key: 'unread', sig: '', build: () => h('div.unread-divider', { testid: 'new-messages-divider', role: 'separator' }, h('span', { text: 'New messages' })) });
+      }
       if (m.kind === 'system') {
         if (HIDDEN_EVENTS.has(m.body && m.body.event)) continue;
         addDay(m.ts);
-        out.push({ key: `s:${seq}`, sig: `${objId(m)}`, build: () => renderNotice(m) });
+        prev = null;
+        // Names in notices may arrive later than the notice: they are part of its signature.
+        out.push({ key: `s:${seq}`, sig: systemText(m, store.displayName), build: () => renderNotice(m) });
         continue;
       }
       addDay(m.ts);
       const mine = m.sender_id === store.state.me.id;
       const status = mine ? store.receiptStatus(conv, m) : '';
       const replyTarget = m.body && m.body.reply_to ? t.bySeq.get(m.body.reply_to) : null;
-      const sig = [objId(m), status, store.displayName(m.sender_id), replyTarget ? objId(replyTarget) : 0, conv.kind].join('|');
-      out.push({ key: `s:${seq}`, sig, build: () => renderMessage(m, { conv, status, actions }) });
+      const knownMentions = ((m.body && m.body.mentions) || []).filter((id) => store.state.users.has(id)).length;
+      // A run of messages from one sender within minutes shows the name once.
+      const follows = !!prev && prev.sender_id === m.sender_id && (m.ts || 0) - (prev.ts || 0) < RUN_GAP;
+      prev = m;
+      const sig = [objId(m), status, store.displayName(m.sender_id), replyTarget ? objId(replyTarget) : 0, conv.kind, knownMentions, follows].join('|');
+      out.push({ key: `s:${seq}`, sig, build: () => renderMessage(m, { conv, status, actions, follows }) });
     }
     if (!t.hasMoreAfter) {
       for (const p of store.pendingFor(conv.id)) {
@@ -131,6 +154,7 @@ export function createChat() {
       cache.clear();
       list.replaceChildren();
       renderedConv = conv.id;
+      scrolledToDivider = false;
     }
     const atBottom = list.scrollHeight - list.scrollTop - list.clientHeight < 80;
     // Keep the first visible element where it is when content is added above.
@@ -161,7 +185,13 @@ export function createChat() {
       if (entry.el !== expected) list.insertBefore(entry.el, expected);
       prev = entry.el;
     }
-    if (switched || ((atBottom || addedMine) && !t.hasMoreAfter)) {
+    const divider = cache.get('unread');
+    if (divider && (switched || !scrolledToDivider)) {
+      // Opened with unread messages: start at the divider, not at the end.
+      scrolledToDivider = !t.loading;
+      list.scrollTop = Math.max(0, divider.el.offsetTop - 48);
+      newBelow.hidden = true;
+    } else if (switched || ((atBottom || addedMine) && !t.hasMoreAfter)) {
       list.scrollTop = list.scrollHeight;
       newBelow.hidden = true;
     } else {
@@ -250,6 +280,8 @@ export function createChat() {
     if (topic === 'typing' && renderedConv === conv.id) { renderTyping(conv); return; }
     const switching = renderedConv !== conv.id;
     composer.setConversation(conv.id);
+    composer.setReadOnly(conv.removed
+      ? `You can't send messages here: ${store.displayName(conv.removed.by)} removed you from this group.` : null);
     renderHeader(conv);
     renderList(conv);
     renderTyping(conv);

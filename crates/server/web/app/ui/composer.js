@@ -1,11 +1,13 @@
 // The composer: textarea (Enter sends, Shift+Enter new line), per-chat
-// drafts, reply/edit mode, typing start/stop, attachments (picker, drag and
-// drop, paste) with upload progress, and voice recording.
+// drafts, reply/edit mode, @mention autocomplete in groups (mentions.js),
+// typing start/stop, attachments (picker, drag and drop, paste) with upload
+// progress, voice recording, and a read-only notice where I cannot send.
 
-import { h, iconButton, setIcon, toast, messagePreview, formatDuration } from './dom.js';
+import { h, iconButton, setIcon, setLabel, toast, messagePreview, formatDuration } from './dom.js';
 import { icon } from './icons.js';
 import * as store from '../store.js';
 import { imagePreviewDialog } from './dialogs.js';
+import { createMentions } from './mentions.js';
 
 const IMAGE_TYPES = new Set(['image/jpeg', 'image/png', 'image/gif', 'image/webp']);
 const TYPING_REFRESH = 3000;
@@ -31,7 +33,9 @@ export function createComposer() {
   const uploads = h('div.uploads');
   const form = h('form.composer', { on: { submit: (e) => { e.preventDefault(); submit(); } } },
     attach, fileInput, input, recTime, recordBtn, sendBtn);
-  const root = h('div.composer-wrap', {}, uploads, modeBar, form);
+  const mentions = createMentions(input, () => convId);
+  const closedNote = h('p.composer-closed', { testid: 'composer-closed', role: 'status', hidden: true });
+  const root = h('div.composer-wrap', {}, mentions.el, uploads, modeBar, form, closedNote);
 
   const draftKey = () => `confab.draft.${store.state.me.id}.${convId}`;
 
@@ -60,6 +64,7 @@ export function createComposer() {
   });
   input.addEventListener('blur', stopTyping);
   input.addEventListener('keydown', (e) => {
+    if (mentions.onKeyDown(e)) return;
     if (e.key === 'Enter' && !e.shiftKey && !e.isComposing) {
       e.preventDefault();
       submit();
@@ -177,7 +182,7 @@ export function createComposer() {
       stream.getTracks().forEach((t) => t.stop());
       recorder = null;
       recordBtn.dataset.recording = 'false';
-      recordBtn.setAttribute('aria-label', 'Record a voice message');
+      setLabel(recordBtn, 'Record a voice message');
       setIcon(recordBtn, 'mic');
       recTime.hidden = true;
       const durationMs = Math.round(performance.now() - started);
@@ -190,7 +195,7 @@ export function createComposer() {
     rec.start(250);
     recorder = rec;
     recordBtn.dataset.recording = 'true';
-    recordBtn.setAttribute('aria-label', 'Stop recording and send');
+    setLabel(recordBtn, 'Stop recording and send');
     setIcon(recordBtn, 'stop');
     recTime.textContent = '● 0:00';
     recTime.hidden = false;
@@ -206,8 +211,19 @@ export function createComposer() {
       mode = null;
       modeBar.hidden = true;
       convId = id;
+      mentions.close();
       input.value = id == null ? '' : localStorage.getItem(draftKey()) || '';
       autosize();
+    },
+    /** Shows `reason` instead of the form (null: sending is allowed). */
+    setReadOnly(reason) {
+      const readOnly = !!reason;
+      if (readOnly && !form.hidden) { stopTyping(); mentions.close(); if (recorder) recorder.stop(); }
+      form.hidden = readOnly;
+      input.disabled = readOnly;
+      closedNote.hidden = !readOnly;
+      closedNote.textContent = reason || '';
+      if (readOnly) { mode = null; modeBar.hidden = true; }
     },
     reply(m) { setMode({ kind: 'reply', message: m }); },
     edit(m) { setMode({ kind: 'edit', message: m }); },

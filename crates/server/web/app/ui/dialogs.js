@@ -1,8 +1,8 @@
 // Dialogs and panels: a generic modal (role=dialog, Esc closes, focus kept
-// inside and restored), and the friends, new chat, new group and members
-// dialogs built on it.
+// inside and restored), and the friends, new chat, new group, members and
+// confirmation dialogs built on it.
 
-import { h, iconButton, toast } from './dom.js';
+import { h, iconButton, toast, avatar } from './dom.js';
 import { api, findUser, getSession, setSession } from '../api.js';
 import * as store from '../store.js';
 
@@ -40,7 +40,7 @@ export function modal(title, build, { testid, onClose } = {}) {
   build(body, api2);
   document.body.append(backdrop);
   openDialogs.push(api2);
-  const first = dialog.querySelector('input, textarea, .dialog-body button');
+  const first = [...dialog.querySelectorAll('input, textarea, .dialog-body button')].find((x) => x.offsetParent !== null);
   (first || dialog.querySelector('button')).focus();
   return api2;
 }
@@ -207,32 +207,51 @@ export function friendsDialog() {
 export function membersDialog(convId) {
   let unsubscribe = () => {};
   modal('Group settings', (body) => {
+    const rank = { owner: 2, admin: 1, member: 0 };
     const { input, row } = field('Add by username', { testid: 'member-add-username', required: true });
     const err = inlineError();
-    const list = h('ul.plain');
+    const loadErr = inlineError();
+    const heading = h('h3', { text: 'Members' });
+    const list = h('ul.plain.member-list');
+    let loads = 0;
+    // Forms the server would refuse are not offered: renaming needs an owner
+    // or admin; adding too, unless the group lets every member add.
+    const allow = (me) => {
+      const conv = store.state.conversations.get(convId);
+      const role = me ? rank[me.role] : 0;
+      renameForm.hidden = role === 0;
+      form.hidden = role === 0 && !(conv && conv.members_can_add);
+    };
     const load = async () => {
+      const mine = ++loads;
       try {
         const { members } = await api('GET', `/v1/conversations/${convId}/members`);
+        if (mine !== loads) return; // a newer load is on its way
+        loadErr.hidden = true;
         const me = members.find((m) => m.user_id === store.state.me.id);
-        const rank = { owner: 2, admin: 1, member: 0 };
-        list.replaceChildren(...members.map((m) => {
+        allow(me);
+        heading.textContent = `Members (${members.length})`;
+        const sorted = [...members].sort((x, y) => rank[y.role] - rank[x.role]
+          || store.displayName(x.user_id).localeCompare(store.displayName(y.user_id)));
+        list.replaceChildren(...sorted.map((m) => {
           const u = store.user(m.user_id);
           const name = store.displayName(m.user_id);
-          const mine = m.user_id === store.state.me.id;
-          const canRemove = mine || (me && rank[me.role] > 0 && rank[me.role] > rank[m.role]);
+          const isMe = m.user_id === store.state.me.id;
+          const canRemove = isMe || (me && rank[me.role] > 0 && rank[me.role] > rank[m.role]);
           return h('li.row', { testid: 'member', dataset: { userId: String(m.user_id), username: u ? u.username : '' } },
+            avatar(u ? u.display_name || u.username : name, m.user_id),
             h('span.grow', {}, h('span.name', { text: name }), u ? h('span.muted', { text: ` @${u.username}` }) : null),
             m.role !== 'member' ? h('span.badge-soft', { text: m.role }) : null,
             canRemove ? h('button.secondary.small', {
-              type: 'button', testid: 'member-remove', text: mine ? 'Leave' : 'Remove',
-              'aria-label': mine ? 'Leave the group' : `Remove ${name}`,
+              type: 'button', testid: 'member-remove', text: isMe ? 'Leave' : 'Remove',
+              'aria-label': isMe ? 'Leave the group' : `Remove ${name}`,
               on: {
                 click: async (e) => {
-                  if (mine && !confirm('Leave this group?')) return;
+                  if (isMe && !(await confirmDialog('Leave the group?', 'You will stop getting its messages, and you cannot see them again unless someone adds you back.', 'Leave'))) return;
                   e.target.disabled = true;
                   try {
                     await api('DELETE', `/v1/conversations/${convId}/members/${m.user_id}`);
-                    if (mine) { closeTopDialog(); store.setActive(null); await store.refreshConversation(convId); } else load();
+                    if (isMe) { closeTopDialog(); store.setActive(null); await store.refreshConversation(convId); } else load();
                   } catch (ex) {
                     toast(ex.message);
                     e.target.disabled = false;
@@ -242,7 +261,7 @@ export function membersDialog(convId) {
             }) : null);
         }));
       } catch (e) {
-        showError(err, e);
+        showError(loadErr, e);
       }
     };
     const form = h('form.inline-form', {
@@ -274,10 +293,24 @@ export function membersDialog(convId) {
         },
       },
     }, rename.row, h('button.secondary', { type: 'submit', testid: 'group-rename-save', text: 'Rename' }), renameErr);
-    body.append(renameForm, h('h3', { text: 'Members' }), form, list);
+    allow(conv && (conv.members || []).find((m) => m.user_id === store.state.me.id));
+    body.append(renameForm, heading, form, loadErr, list);
     load();
-    unsubscribe = store.subscribe((topic) => { if (topic === 'users') load(); });
+    unsubscribe = store.subscribe((topic, id) => { if (topic === 'users' || (topic === 'members' && id === convId)) load(); });
   }, { testid: 'members-panel', onClose: () => unsubscribe() });
+}
+
+/** Asks before something that cannot be undone; resolves true to go ahead. */
+export function confirmDialog(title, text, action) {
+  return new Promise((resolve) => {
+    let ok = false;
+    modal(title, (body, dlg) => {
+      body.append(h('div.stack', {}, h('p', { text }),
+        h('div.actions',
+          h('button.secondary', { type: 'button', testid: 'confirm-cancel', text: 'Cancel', on: { click: () => dlg.close() } }),
+          h('button.danger', { type: 'button', testid: 'confirm-ok', text: action, on: { click: () => { ok = true; dlg.close(); } } }))));
+    }, { testid: 'confirm-dialog', onClose: () => resolve(ok) });
+  });
 }
 
 /** Shows an image before sending; resolves with the caption, or null if cancelled. */

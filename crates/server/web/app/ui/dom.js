@@ -39,6 +39,12 @@ export function iconButton(label, name, onClick, props = {}) {
     icon(name) || h('span', { 'aria-hidden': 'true', text: name }));
 }
 
+/** Relabels an icon-only button: its accessible name and its tooltip. */
+export function setLabel(button, label) {
+  button.setAttribute('aria-label', label);
+  button.title = label;
+}
+
 /** Swaps the icon inside an icon button. */
 export function setIcon(button, name) {
   button.replaceChildren(...[icon(name), ...[...button.children].filter((c) => c.tagName !== 'svg')].filter(Boolean));
@@ -67,12 +73,15 @@ export function toast(message, kind = 'error') {
 
 const URL_RE = /\bhttps?:\/\/[^\s<>"']+[^\s<>"'.,;:!?)\]}]/gi;
 
-/** Text with http(s) links turned into safe anchors; text nodes only. */
-export function linkify(text) {
+/**
+ * Text with http(s) links turned into safe anchors; text nodes only. The
+ * text between links goes through `plain` (string -> nodes), if given.
+ */
+export function linkify(text, plain = (t) => [document.createTextNode(t)]) {
   const out = [];
   let last = 0;
   for (const m of text.matchAll(URL_RE)) {
-    if (m.index > last) out.push(document.createTextNode(text.slice(last, m.index)));
+    if (m.index > last) out.push(...plain(text.slice(last, m.index)));
     let url;
     try { url = new URL(m[0]); } catch { url = null; }
     if (url && (url.protocol === 'http:' || url.protocol === 'https:')) {
@@ -82,7 +91,7 @@ export function linkify(text) {
     }
     last = m.index + m[0].length;
   }
-  if (last < text.length) out.push(document.createTextNode(text.slice(last)));
+  if (last < text.length) out.push(...plain(text.slice(last)));
   return out;
 }
 
@@ -151,10 +160,11 @@ export function messagePreview(m) {
 export function systemText(m, name) {
   const b = m.body || {};
   const by = name(b.by_user_id);
+  const object = (id) => { const n = name(id); return n === 'You' ? 'you' : n; }; // "Ann added you"
   switch (b.event) {
     case 'group_created': return `${by} created the group “${b.title || ''}”`;
-    case 'member_joined': return `${by} added ${(b.user_ids || []).map(name).join(', ')}`;
-    case 'member_left': return b.reason === 'removed' ? `${by} removed ${name(b.user_id)}` : `${name(b.user_id)} left`;
+    case 'member_joined': return `${by} added ${(b.user_ids || []).map(object).join(', ')}`;
+    case 'member_left': return b.reason === 'removed' ? `${by} removed ${object(b.user_id)}` : `${name(b.user_id)} left`;
     case 'role_changed': return `${name(b.user_id)} is now ${b.role}`;
     case 'conversation_updated': return `${by} updated the group${b.title ? ` (“${b.title}”)` : ''}`;
     case 'message_edited': return `${by} edited a message`;

@@ -1,12 +1,13 @@
 // Renders one message (or system notice) as a DOM element: bubble with
-// text/image/voice/file, reply quote, time, edited mark, ticks, reactions,
-// and the per-message actions (reply, react, edit, delete).
+// text/image/voice/file (@mentions marked, messages mentioning me
+// highlighted), reply quote, time, edited mark, ticks, reactions, and the
+// per-message actions (reply, react, edit, delete).
 
 import { h, linkify, formatTime, formatSize, formatDuration, messagePreview, systemText, iconButton } from './dom.js';
 import { mediaUrl } from '../api.js';
 import { icon } from './icons.js';
 import * as store from '../store.js';
-import { imageViewer } from './dialogs.js';
+import { confirmDialog, imageViewer } from './dialogs.js';
 
 export const QUICK_EMOJI = ['👍', '❤️', '😂', '😮', '😢', '🙏'];
 const TICKS = { sending: '◷', sent: '✓', delivered: '✓✓', read: '✓✓', failed: '!' };
@@ -17,12 +18,34 @@ export function renderNotice(m) {
     h('span', { text: systemText(m, (id) => store.displayName(id)) }));
 }
 
+const escapeRe = (t) => t.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/** A text body as nodes: links, and the `@username`s it mentions marked. */
+function richText(text, m) {
+  const users = (Array.isArray(m.body.mentions) ? m.body.mentions : []).map((id) => store.state.users.get(id)).filter(Boolean);
+  if (!users.length) return linkify(text);
+  const alternatives = users.map((u) => escapeRe(u.username)).sort((a, b) => b.length - a.length).join('|');
+  const re = new RegExp(`(?<![\\w.-])@(${alternatives})(?![\\w]|[.-]\\w)`, 'gi');
+  const me = store.state.me.username.toLowerCase();
+  return linkify(text, (part) => {
+    const out = [];
+    let last = 0;
+    for (const hit of part.matchAll(re)) {
+      if (hit.index > last) out.push(document.createTextNode(part.slice(last, hit.index)));
+      out.push(h(`span.at${hit[1].toLowerCase() === me ? '.at-me' : ''}`, { text: hit[0] }));
+      last = hit.index + hit[0].length;
+    }
+    if (last < part.length) out.push(document.createTextNode(part.slice(last)));
+    return out;
+  });
+}
+
 function content(m) {
   const b = m.body || {};
   if (m.deleted) return h('p.deleted', { testid: 'message-text', text: 'This message was deleted' });
   switch (m.kind) {
     case 'text':
-      return h('p.text', { testid: 'message-text' }, linkify(b.text || ''));
+      return h('p.text', { testid: 'message-text' }, richText(b.text || '', m));
     case 'image': {
       // Fit in 280 px; small images are shown at least 120 px wide or tall.
       const w = b.width || 200;
@@ -69,17 +92,22 @@ function content(m) {
 
 /**
  * m: the message (or a pending entry shaped like one); opts: {conv, status,
- * pendingId, error, actions: {reply, edit, jump}}.
+ * pendingId, error, follows (same sender as the one above: no name),
+ * actions: {reply, edit, jump}}.
  */
 export function renderMessage(m, opts) {
   const { conv, status, actions } = opts;
   const mine = m.sender_id === store.state.me.id;
-  const el = h(`div.msg${mine ? '.mine' : ''}`, {
+  const mentioned = !mine && !m.deleted && store.mentionsMe(m);
+  const el = h(`div.msg${mine ? '.mine' : ''}${mentioned ? '.mentioned' : ''}${opts.follows ? '.follows' : ''}`, {
     testid: 'message', id: m.seq ? `msg-${m.seq}` : null, tabindex: '-1',
-    dataset: { mine: String(mine), kind: m.kind, ...(m.seq ? { seq: String(m.seq) } : {}), ...(mine ? { status } : {}) },
+    dataset: {
+      mine: String(mine), kind: m.kind, ...(m.seq ? { seq: String(m.seq) } : {}), ...(mine ? { status } : {}),
+      ...(mentioned ? { mentioned: 'true' } : {}),
+    },
   });
   const bubble = h('div.bubble');
-  if (!mine && conv.kind === 'group') bubble.append(h('div.sender', { text: store.displayName(m.sender_id) }));
+  if (!mine && conv.kind === 'group' && !opts.follows) bubble.append(h('div.sender', { text: store.displayName(m.sender_id) }));
   const replyTo = m.body && m.body.reply_to;
   if (replyTo && !m.deleted) {
     const target = store.threadOf(conv.id).bySeq.get(replyTo);
@@ -89,7 +117,7 @@ export function renderMessage(m, opts) {
   }
   bubble.append(...[content(m)].flat().filter(Boolean));
   const meta = h('div.meta', {},
-    m.edited_at && !m.deleted ? h('span', { text: 'edited · ' }) : null,
+    m.edited_at && !m.deleted ? h('span.edited', { testid: 'message-edited', title: `Edited ${formatTime(m.edited_at)}`, text: 'edited ·' }) : null,
     h('time', { datetime: new Date(m.ts || Date.now()).toISOString(), text: m.ts ? formatTime(m.ts) : '' }));
   if (mine) {
     meta.append(h(`span.ticks.${status}`, { 'aria-label': STATUS_LABEL[status], title: STATUS_LABEL[status], text: ` ${TICKS[status]}` }));
@@ -124,7 +152,7 @@ export function renderMessage(m, opts) {
 function actionBar(m, conv, mine, actions) {
   const picker = h('div.picker', { role: 'group', 'aria-label': 'Pick a reaction', hidden: true },
     QUICK_EMOJI.map((emoji) => h('button.emoji', {
-      type: 'button', testid: 'react-option', dataset: { emoji }, 'aria-label': `React ${emoji}`, text: emoji,
+      type: 'button', testid: 'react-option', dataset: { emoji }, 'aria-label': `React ${emoji}`, title: `React ${emoji}`, text: emoji,
       on: { click: () => { picker.hidden = true; store.react(conv.id, m.seq, emoji, true); } },
     })));
   picker.addEventListener('keydown', (e) => { if (e.key === 'Escape') { e.stopPropagation(); picker.hidden = true; } });
@@ -137,7 +165,8 @@ function actionBar(m, conv, mine, actions) {
     iconButton('React', 'smile', () => { picker.hidden = !picker.hidden; if (!picker.hidden) picker.querySelector('button').focus(); }, { testid: 'message-react' }),
     mine && m.kind === 'text' ? iconButton('Edit', 'edit', () => actions.edit(m), { testid: 'message-edit' }) : null,
     canDelete ? iconButton('Delete', 'trash', () => {
-      if (confirm('Delete this message for everyone?')) store.deleteMessage(conv.id, m.seq);
+      confirmDialog('Delete message?', 'It will be deleted for everyone in this chat.', 'Delete')
+        .then((ok) => { if (ok) store.deleteMessage(conv.id, m.seq); });
     }, { testid: 'message-delete' }) : null,
     picker);
   bar.querySelectorAll('button').forEach((btn) => { btn.tabIndex = -1; });

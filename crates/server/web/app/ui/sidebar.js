@@ -2,7 +2,7 @@
 // notifications, sign out), message search with jump-to-message, and the
 // live conversation list (title, preview, time, unread, mentions, presence).
 
-import { h, iconButton, setIcon, avatar, formatTime, messagePreview, systemText, snippetNodes } from './dom.js';
+import { h, iconButton, setIcon, setLabel, avatar, formatTime, messagePreview, systemText, snippetNodes } from './dom.js';
 import { icon } from './icons.js';
 import { api } from '../api.js';
 import * as store from '../store.js';
@@ -81,7 +81,7 @@ export function createSidebar({ onSignOut }) {
     return h('li', {}, h('button.conversation-item', {
       type: 'button', testid: 'conversation-item', dataset: { conversationId: String(conv.id) },
       'aria-current': store.state.activeId === conv.id ? 'true' : null,
-      'aria-label': `${name}${unread ? `, ${unread} unread` : ''}${conv.muted ? ', muted' : ''}`,
+      'aria-label': `${name}${unread ? `, ${unread} unread` : ''}${conv.unread_mentions ? ', you were mentioned' : ''}${conv.muted ? ', muted' : ''}${conv.removed ? ', you are no longer a member' : ''}`,
       on: { click: () => store.setActive(conv.id) },
     }, pic,
     h('span.item-main', {},
@@ -89,7 +89,7 @@ export function createSidebar({ onSignOut }) {
         h('time', { text: last ? formatTime(last.ts) : '' })),
       h('span.row-bottom', {},
         h('span.preview', { testid: 'last-message', text: last ? `${mineLast ? 'You: ' : conv.kind === 'group' && last.kind !== 'system' ? `${store.displayName(last.sender_id)}: ` : ''}${last.kind === 'system' ? systemText(last, store.displayName) : messagePreview(last)}` : 'No messages yet' }),
-        conv.unread_mentions ? h('span.mention', { testid: 'mention-badge', 'aria-label': 'You were mentioned', text: '@' }) : null,
+        conv.unread_mentions ? h('span.mention', { testid: 'mention-marker', title: 'You were mentioned', 'aria-hidden': 'true', text: '@' }) : null,
         unread ? h('span.badge', { testid: 'unread-badge', text: unread > 99 ? '99+' : String(unread) }) : null))));
   }
 
@@ -101,7 +101,7 @@ export function createSidebar({ onSignOut }) {
       h('span.me-name', {}, h('strong', { text: u.display_name || u.username }), h('span.muted', { text: `@${u.username}` })));
     friendsBadge.hidden = !s.incoming.length;
     friendsBadge.textContent = String(s.incoming.length);
-    friendsBtn.setAttribute('aria-label', s.incoming.length ? `Friends, ${s.incoming.length} requests` : 'Friends');
+    setLabel(friendsBtn, s.incoming.length ? `Friends, ${s.incoming.length} requests` : 'Friends');
     notifyBtn.setAttribute('aria-pressed', String(s.notify));
     setIcon(notifyBtn, s.notify ? 'bell' : 'bellOff');
     notifyBtn.title = s.notify ? 'Desktop notifications are on' : 'Turn on desktop notifications';

@@ -1,0 +1,312 @@
+//! Runs the app: reads terminal events, SDK events and command results,
+//! feeds them to the [`App`], executes the [`Command`]s it returns with the
+//! SDK (spawned tasks that answer over a channel) and redraws. Generic over
+//! the ratatui backend and fed terminal events through a channel, so tests
+//! drive the real thing with a `TestBackend` and scripted keys.
+
+use std::time::{Duration, Instant};
+
+use confab_sdk::{
+    Client, ConnectOptions, Connection, ConnectionHandle, ConversationId, MessageKind, Seq,
+    TypingState, User,
+};
+use ratatui::backend::Backend;
+use ratatui::crossterm::event::Event as TermEvent;
+use ratatui::Terminal;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use super::app::App;
+use super::commands::{AppEvent, Command};
+use super::requests::{http_command, send_file};
+
+/// What can stop the runner.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// The client has no session.
+    #[error("not logged in: run `confab register` and `confab login` first")]
+    NotLoggedIn,
+    /// The SDK refused to open the connection.
+    #[error("connecting: {0}")]
+    Connect(#[from] confab_sdk::Error),
+    /// Drawing failed (the terminal went away).
+    #[error("drawing: {0}")]
+    Draw(String),
+}
+
+/// How the runner behaves.
+pub struct RunnerOptions {
+    /// How often the app sees a [`AppEvent::Tick`] (typing timeouts).
+    pub tick: Duration,
+    /// Rings the bell; the real terminal writes `\x07`.
+    pub bell: Box<dyn FnMut() + Send>,
+    /// Connection options (tests shorten the backoff).
+    pub connect: ConnectOptions,
+}
+
+impl Default for RunnerOptions {
+    fn default() -> Self {
+        RunnerOptions {
+            tick: Duration::from_millis(250),
+            bell: Box::new(|| {}),
+            connect: ConnectOptions::default(),
+        }
+    }
+}
+
+/// Work for the connection that must keep its order (sends, typing, reads).
+enum ConnOp {
+    Send {
+        conversation_id: ConversationId,
+        client_msg_id: String,
+        text: String,
+    },
+    Typing(ConversationId, TypingState),
+    Read(ConversationId, Seq),
+}
+
+/// The app, its connection and its screen.
+pub struct Runner<B: Backend> {
+    terminal: Terminal<B>,
+    app: App,
+    client: Client,
+    conn: Connection,
+    conn_open: bool,
+    ordered: mpsc::Sender<ConnOp>,
+    results_tx: mpsc::Sender<AppEvent>,
+    results: mpsc::Receiver<AppEvent>,
+    input: mpsc::Receiver<TermEvent>,
+    input_open: bool,
+    tick: tokio::time::Interval,
+    bell: Box<dyn FnMut() + Send>,
+}
+
+impl<B: Backend> Runner<B> {
+    /// Fetches my conversations, connects with the client's session
+    /// (syncing only what is newer than that list, not every conversation's
+    /// whole history) and starts the remaining fetches. Must be called
+    /// inside a Tokio runtime.
+    pub async fn new(
+        client: Client,
+        backend: B,
+        input: mpsc::Receiver<TermEvent>,
+        options: RunnerOptions,
+    ) -> Result<Runner<B>, RunError> {
+        let me: User = client.session().ok_or(RunError::NotLoggedIn)?.user;
+        let terminal = Terminal::new(backend).map_err(|e| RunError::Draw(e.to_string()))?;
+        // Unreachable now: start anyway, the connection keeps trying and the
+        // list is fetched again after it syncs.
+        let initial = client.conversations().await.ok();
+        let mut connect = options.connect;
+        for conv in initial.iter().flatten() {
+            connect.cursors.entry(conv.id).or_insert(conv.last_seq);
+        }
+        let conn = client.connect(connect)?;
+        let (results_tx, results) = mpsc::channel(1024);
+        let (ordered, ordered_rx) = mpsc::channel(1024);
+        tokio::spawn(run_ordered(conn.handle(), ordered_rx, results_tx.clone()));
+        let mut tick = tokio::time::interval(options.tick);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut runner = Runner {
+            terminal,
+            app: App::new(me),
+            client,
+            conn,
+            conn_open: true,
+            ordered,
+            results_tx,
+            results,
+            input,
+            input_open: true,
+            tick,
+            bell: options.bell,
+        };
+        let mut first = runner.app.start();
+        if let Some(list) = initial {
+            first.retain(|c| c != &Command::LoadConversations);
+            first.extend(runner.app.on_event(AppEvent::Conversations(list)));
+        }
+        for cmd in first {
+            runner.execute(cmd);
+        }
+        Ok(runner)
+    }
+
+    /// The app's state.
+    pub fn app(&self) -> &App {
+        &self.app
+    }
+
+    /// The terminal (tests read the `TestBackend`'s buffer from it).
+    pub fn terminal(&self) -> &Terminal<B> {
+        &self.terminal
+    }
+
+    /// The connection, to send from outside (tests kill its transport).
+    pub fn connection(&self) -> &ConnectionHandle {
+        &self.conn
+    }
+
+    /// Runs until the app quits or the input ends, then closes the connection.
+    pub async fn run(mut self) -> Result<(), RunError> {
+        self.draw()?;
+        while self.step().await? {}
+        // Closing waits for the socket's close handshake; do not hang on a
+        // dead network.
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.conn.close()).await;
+        Ok(())
+    }
+
+    /// Handles the next thing that happens and redraws; false once the app
+    /// wants to quit (or its input ended).
+    pub async fn step(&mut self) -> Result<bool, RunError> {
+        if self.app.should_quit() || !self.input_open {
+            return Ok(false);
+        }
+        let commands = tokio::select! {
+            ev = self.input.recv(), if self.input_open => match ev {
+                Some(ev) => self.app.on_terminal(ev),
+                None => {
+                    self.input_open = false;
+                    Vec::new()
+                }
+            },
+            ev = self.conn.next_event(), if self.conn_open => match ev {
+                Some(ev) => self.app.on_event(AppEvent::Sdk(ev)),
+                None => {
+                    self.conn_open = false;
+                    self.app.on_event(AppEvent::Notice(
+                        "connection closed (logged out?): restart after `confab login`".into(),
+                    ))
+                }
+            },
+            Some(ev) = self.results.recv() => self.app.on_event(ev),
+            _ = self.tick.tick() => self.app.on_event(AppEvent::Tick(Instant::now())),
+        };
+        for cmd in commands {
+            self.execute(cmd);
+        }
+        self.draw()?;
+        Ok(!self.app.should_quit() && self.input_open)
+    }
+
+    /// Draws the app now.
+    pub fn draw(&mut self) -> Result<(), RunError> {
+        let app = &self.app;
+        self.terminal
+            .draw(|f| app.render(f))
+            .map(drop)
+            .map_err(|e| RunError::Draw(e.to_string()))
+    }
+
+    fn execute(&mut self, cmd: Command) {
+        let client = self.client.clone();
+        let tx = self.results_tx.clone();
+        match cmd {
+            Command::Bell => (self.bell)(),
+            Command::Quit => {}
+            Command::SendText {
+                conversation_id,
+                client_msg_id,
+                text,
+            } => self.ordered_op(ConnOp::Send {
+                conversation_id,
+                client_msg_id,
+                text,
+            }),
+            Command::Typing {
+                conversation_id,
+                state,
+            } => self.ordered_op(ConnOp::Typing(conversation_id, state)),
+            Command::MarkRead {
+                conversation_id,
+                seq,
+            } => self.ordered_op(ConnOp::Read(conversation_id, seq)),
+            Command::SendFile {
+                upload_id,
+                conversation_id,
+                path,
+            } => {
+                let handle = self.conn.handle();
+                let me = self.app.me().id;
+                tokio::spawn(async move {
+                    let result = send_file(&client, &handle, me, conversation_id, path, {
+                        let tx = tx.clone();
+                        move |sent, total| {
+                            let _ = tx.try_send(AppEvent::UploadProgress {
+                                upload_id,
+                                sent,
+                                total,
+                            });
+                        }
+                    })
+                    .await;
+                    let _ = tx.send(AppEvent::UploadDone { upload_id, result }).await;
+                });
+            }
+            other => {
+                tokio::spawn(async move {
+                    for event in http_command(&client, other).await {
+                        if tx.send(event).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        }
+    }
+
+    fn ordered_op(&self, op: ConnOp) {
+        if self.ordered.try_send(op).is_err() {
+            let _ = self
+                .results_tx
+                .try_send(AppEvent::Notice("too much queued: try again".into()));
+        }
+    }
+}
+
+/// Performs the connection operations one by one, in order; sends wait
+/// for their acks in their own tasks.
+async fn run_ordered(
+    handle: ConnectionHandle,
+    mut ops: mpsc::Receiver<ConnOp>,
+    tx: mpsc::Sender<AppEvent>,
+) {
+    while let Some(op) = ops.recv().await {
+        match op {
+            ConnOp::Send {
+                conversation_id,
+                client_msg_id,
+                text,
+            } => {
+                let queued = handle
+                    .send_nowait_with_id(
+                        &client_msg_id,
+                        conversation_id,
+                        MessageKind::Text,
+                        json!({ "text": text }),
+                    )
+                    .await;
+                let tx = tx.clone();
+                tokio::spawn(async move {
+                    let result = match queued {
+                        Ok(pending) => pending.await.map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    let _ = tx
+                        .send(AppEvent::Acked {
+                            client_msg_id,
+                            result,
+                        })
+                        .await;
+                });
+            }
+            ConnOp::Typing(conv, state) => {
+                let _ = handle.typing(conv, state).await;
+            }
+            ConnOp::Read(conv, seq) => {
+                let _ = handle.read(conv, seq).await;
+            }
+        }
+    }
+}

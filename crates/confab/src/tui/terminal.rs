@@ -1,0 +1,102 @@
+//! The real terminal: raw mode, alternate screen, mouse and paste on;
+//! crossterm's async event stream feeding the runner; the bell; and
+//! restoring the terminal on the way out, also after a panic.
+
+use std::io::Write as _;
+
+use confab_sdk::Client;
+use futures_util::StreamExt as _;
+use ratatui::backend::CrosstermBackend;
+use ratatui::crossterm::event::{
+    DisableBracketedPaste, DisableMouseCapture, EnableBracketedPaste, EnableMouseCapture,
+    Event as TermEvent, EventStream,
+};
+use ratatui::crossterm::execute;
+use ratatui::crossterm::terminal::{
+    disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen,
+};
+use ratatui::Terminal;
+use tokio::sync::mpsc;
+
+use super::login;
+use super::runner::{RunError, Runner, RunnerOptions};
+
+/// Runs `confab chat` in this process's terminal until the user quits.
+/// Without a session it first shows the login form.
+pub async fn run(client: Client) -> Result<(), RunError> {
+    install_panic_hook();
+    enter().map_err(|e| RunError::Draw(e.to_string()))?;
+    let result = run_entered(client).await;
+    restore();
+    result
+}
+
+async fn run_entered(client: Client) -> Result<(), RunError> {
+    let (tx, rx) = mpsc::channel(256);
+    let reader = tokio::spawn(async move {
+        let mut events = EventStream::new();
+        while let Some(Ok(event)) = events.next().await {
+            if tx.send(event).await.is_err() {
+                break;
+            }
+        }
+    });
+    let result = chat(client, rx).await;
+    reader.abort();
+    result
+}
+
+async fn chat(client: Client, mut input: mpsc::Receiver<TermEvent>) -> Result<(), RunError> {
+    if client.session().is_none() {
+        let mut terminal = Terminal::new(CrosstermBackend::new(std::io::stdout()))
+            .map_err(|e| RunError::Draw(e.to_string()))?;
+        if !login::run_form(&mut terminal, &mut input, &client).await? {
+            return Ok(());
+        }
+    }
+    let options = RunnerOptions {
+        bell: Box::new(|| {
+            let mut out = std::io::stdout();
+            let _ = out.write_all(b"\x07");
+            let _ = out.flush();
+        }),
+        ..RunnerOptions::default()
+    };
+    let backend = CrosstermBackend::new(std::io::stdout());
+    Runner::new(client, backend, input, options)
+        .await?
+        .run()
+        .await
+}
+
+fn enter() -> std::io::Result<()> {
+    enable_raw_mode()?;
+    execute!(
+        std::io::stdout(),
+        EnterAlternateScreen,
+        EnableMouseCapture,
+        EnableBracketedPaste
+    )
+}
+
+/// Puts the terminal back as it was (best effort: used on every exit path).
+pub fn restore() {
+    let _ = execute!(
+        std::io::stdout(),
+        DisableBracketedPaste,
+        DisableMouseCapture,
+        LeaveAlternateScreen,
+        ratatui::crossterm::cursor::Show
+    );
+    let _ = disable_raw_mode();
+}
+
+/// Restores the terminal before the panic message is printed, so it is
+/// readable and the shell usable.
+fn install_panic_hook() {
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        restore();
+        previous(info);
+    }));
+}
