@@ -194,4 +194,48 @@ test('two users chat in the browser', { timeout: 90_000 }, async (t) => {
     await b.locator(tid('conversation-list')).waitFor({ state: 'visible', timeout: TIMEOUT });
     await shot(b, '07-phone-list');
   });
+
+  await step('desktop notifications while the tab is hidden, none when muted', async () => {
+    await b.setViewportSize({ width: 1280, height: 800 });
+    await b.locator(`${tid('conversation-item')}[data-conversation-id="${convId}"]`).click();
+    // Headless Chromium shows no notifications and never hides a tab: the
+    // page's Notification is replaced by a recorder (granted), and the tab
+    // is made to look hidden; the app's own logic decides what to show.
+    await b.evaluate(() => {
+      window.__notes = [];
+      window.Notification = class {
+        static permission = 'granted';
+        static requestPermission() { return Promise.resolve('granted'); }
+        constructor(title, opts) { window.__notes.push({ title, body: opts && opts.body }); }
+        close() {}
+      };
+    });
+    await b.locator(tid('notifications-toggle')).click();
+    await waitFor('notifications on', async () => (await b.locator(tid('notifications-toggle')).getAttribute('aria-pressed')) === 'true');
+    const setHidden = (hidden) => b.evaluate((h) => {
+      Object.defineProperty(document, 'hidden', { configurable: true, get: () => h });
+      Object.defineProperty(document, 'visibilityState', { configurable: true, get: () => (h ? 'hidden' : 'visible') });
+      document.dispatchEvent(new Event('visibilitychange'));
+    }, hidden);
+    const notes = () => b.evaluate(() => window.__notes);
+    const lastMessage = () => b.locator(`${tid('conversation-item')}[data-conversation-id="${convId}"] ${tid('last-message')}`).textContent();
+
+    await setHidden(true);
+    await send(a, 'Are you around?');
+    const got = await waitFor('a notification', async () => {
+      const list = await notes();
+      return list.length === 1 && list;
+    });
+    assert.equal(got[0].title, USER_A);
+    assert.match(got[0].body, /Are you around\?/);
+
+    await setHidden(false);
+    await b.locator(tid('mute-toggle')).click();
+    await waitFor('muted', async () => (await b.locator(tid('mute-toggle')).getAttribute('aria-pressed')) === 'true');
+    await setHidden(true);
+    await send(a, 'Muted chat message');
+    await waitFor('the muted message to arrive', async () => /Muted chat message/.test(await lastMessage()));
+    assert.equal((await notes()).length, 1, 'no notification for a muted conversation');
+    await setHidden(false);
+  });
 });

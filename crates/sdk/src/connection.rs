@@ -29,7 +29,12 @@ use crate::outbox::OutgoingMessage;
 pub struct ConnectOptions {
     /// Last seq already seen per conversation (e.g. saved from
     /// [`Connection::cursors`] last time); messages up to these are not
-    /// delivered again. Conversations not named start at 0.
+    /// delivered again. Conversations not named start at 0, so empty
+    /// cursors replay every conversation from its start (in pages): an app
+    /// that shows history over HTTP and wants only what is new seeds these
+    /// with each conversation's `last_seq` from
+    /// [`Client::conversations`](crate::Client::conversations), as
+    /// `confab chat` does.
     pub cursors: HashMap<ConversationId, Seq>,
     /// Send cumulative `delivered` frames for what was delivered to the
     /// application (at most one per conversation per batch of frames).

@@ -32,7 +32,8 @@ pub const HELP: &[(&str, &str)] = &[
     ("/file PATH", "send a file (images show as images)"),
     ("/mute  /unmute", "silence this conversation's bell"),
     ("/quit", "quit"),
-    ("", "times are UTC; //text sends a text starting with /"),
+    ("//text", "send text that starts with /"),
+    ("", "times are shown in UTC"),
 ];
 
 impl App {

@@ -32,7 +32,9 @@ const HIDDEN_EVENTS = new Set(['message_edited', 'message_deleted', 'reaction_ch
 const listeners = new Set();
 let conn = null;
 let outbox = null;
-const userFetches = new Map();
+const userFetches = new Set(); // ids asked for (fetched or on their way)
+const userQueue = new Set(); // ids waiting for the next batched fetch
+let userFlush = null;
 
 /**
  * Subscribes to change topics: 'conversations', 'thread', 'friends',
@@ -53,19 +55,38 @@ export function rememberUser(u) {
   if (u && u.id != null) state.users.set(u.id, u);
 }
 
-/** The user if known; otherwise fetched in the background (emits 'users'). */
+/**
+ * The user if known; otherwise fetched in the background (emits 'users').
+ * Unknown ids asked for in one turn of the event loop are fetched together,
+ * a hundred per request (`GET /v1/users?ids=`), then redrawn once.
+ */
 export function user(id) {
   const u = state.users.get(id);
   if (u) return u;
   if (!userFetches.has(id)) {
-    userFetches.set(id, api('GET', `/v1/users/${id}`).then((u2) => {
-      rememberUser(u2);
-      emit('users');
-      emit('conversations');
-      emit('thread', null);
-    }).catch(() => {}));
+    userFetches.add(id);
+    userQueue.add(id);
+    if (!userFlush) userFlush = setTimeout(fetchQueuedUsers, 0);
   }
   return null;
+}
+
+async function fetchQueuedUsers() {
+  userFlush = null;
+  const ids = [...userQueue];
+  userQueue.clear();
+  for (let i = 0; i < ids.length; i += 100) {
+    const chunk = ids.slice(i, i + 100);
+    try {
+      const { users } = await api('GET', `/v1/users?ids=${chunk.join(',')}`);
+      users.forEach(rememberUser);
+    } catch {
+      for (const id of chunk) userFetches.delete(id); // asked again on the next draw
+    }
+  }
+  emit('users');
+  emit('conversations');
+  emit('thread', null);
 }
 
 /** My profile changed (saved in the profile dialog). */
@@ -211,6 +232,9 @@ export function stop() {
   if (conn) conn.close();
   conn = null;
   userFetches.clear();
+  userQueue.clear();
+  clearTimeout(userFlush);
+  userFlush = null;
   for (const set of state.typing.values()) for (const t of set.values()) clearTimeout(t);
   Object.assign(state, {
     me: null, activeId: null, friends: [], incoming: [], outgoing: [],
