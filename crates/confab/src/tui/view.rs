@@ -456,33 +456,191 @@ fn pad(s: &str, width: usize) -> String {
     format!("{s}{}", " ".repeat(width.saturating_sub(w)))
 }
 
-/// Breaks styled spans into lines of at most `width` cells (by character;
-/// continuation lines are indented by two cells).
+/// Breaks styled spans into lines of at most `width` cells: between words
+/// where it can (a word longer than a line is split), and at every `\n` of
+/// a message's text. Continuation lines are indented by two cells.
 fn wrap(spans: Vec<Span<'static>>, width: usize) -> Vec<Line<'static>> {
-    let mut lines: Vec<Line<'static>> = Vec::new();
-    let mut current: Vec<Span<'static>> = Vec::new();
-    let mut used = 0;
+    let mut w = Wrapper {
+        width,
+        lines: Vec::new(),
+        current: Vec::new(),
+        used: 0,
+        start: 0,
+    };
     for span in spans {
         let style = span.style;
-        let mut chunk = String::new();
-        for c in span.content.chars() {
-            let c = if c.is_control() { ' ' } else { c };
-            let w = c.width().unwrap_or(0);
-            if used + w > width && used > 0 {
-                if !chunk.is_empty() {
-                    current.push(Span::styled(std::mem::take(&mut chunk), style));
-                }
-                lines.push(Line::from(std::mem::take(&mut current)));
-                current.push(Span::raw("  "));
-                used = 2.min(width.saturating_sub(1));
+        for piece in pieces(&span.content) {
+            match piece {
+                Piece::Break => w.break_line(),
+                Piece::Space(s) => w.space(s, style),
+                Piece::Word(s) => w.word(s, style),
             }
-            chunk.push(c);
-            used += w;
-        }
-        if !chunk.is_empty() {
-            current.push(Span::styled(chunk, style));
         }
     }
-    lines.push(Line::from(current));
-    lines
+    w.lines.push(Line::from(w.current));
+    w.lines
+}
+
+/// A run of a text, for wrapping.
+#[derive(Debug, PartialEq)]
+enum Piece<'a> {
+    Word(&'a str),
+    Space(&'a str),
+    Break,
+}
+
+/// `text` as words, runs of blanks and line breaks.
+fn pieces(text: &str) -> Vec<Piece<'_>> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while let Some(c) = rest.chars().next() {
+        if c == '\n' {
+            out.push(Piece::Break);
+            rest = &rest[1..];
+            continue;
+        }
+        let blank = |c: char| c != '\n' && (c.is_whitespace() || c.is_control());
+        let is_blank = blank(c);
+        let end = rest
+            .char_indices()
+            .find(|&(_, d)| d == '\n' || blank(d) != is_blank)
+            .map_or(rest.len(), |(i, _)| i);
+        let (run, tail) = rest.split_at(end);
+        out.push(if is_blank {
+            Piece::Space(run)
+        } else {
+            Piece::Word(run)
+        });
+        rest = tail;
+    }
+    out
+}
+
+/// Greedy line filling for [`wrap`].
+struct Wrapper {
+    width: usize,
+    lines: Vec<Line<'static>>,
+    current: Vec<Span<'static>>,
+    /// Cells used on the current line.
+    used: usize,
+    /// Cells of indentation the current line starts with.
+    start: usize,
+}
+
+impl Wrapper {
+    fn break_line(&mut self) {
+        self.lines
+            .push(Line::from(std::mem::take(&mut self.current)));
+        let indent = 2.min(self.width.saturating_sub(1));
+        if indent > 0 {
+            self.current.push(Span::raw(" ".repeat(indent)));
+        }
+        self.used = indent;
+        self.start = indent;
+    }
+
+    /// Blanks between words: each shown as one space, none at the start of
+    /// a continuation line, and none that would overflow (the line ends).
+    fn space(&mut self, run: &str, style: Style) {
+        if !self.lines.is_empty() && self.used == self.start {
+            return;
+        }
+        let run = " ".repeat(run.chars().count());
+        if self.used + run.len() > self.width {
+            self.break_line();
+            return;
+        }
+        self.push(&run, style);
+    }
+
+    fn word(&mut self, word: &str, style: Style) {
+        let w = str_width(word);
+        let fits_a_line = w <= self.width.saturating_sub(self.start.max(2));
+        if self.used + w > self.width && self.used > self.start && fits_a_line {
+            self.break_line();
+        }
+        self.push(word, style);
+    }
+
+    /// Appends text, splitting it by character where a line is full.
+    fn push(&mut self, text: &str, style: Style) {
+        let mut chunk = String::new();
+        for c in text.chars() {
+            let cw = c.width().unwrap_or(0);
+            if self.used + cw > self.width && self.used > self.start {
+                if !chunk.is_empty() {
+                    self.current
+                        .push(Span::styled(std::mem::take(&mut chunk), style));
+                }
+                self.break_line();
+            }
+            chunk.push(c);
+            self.used += cw;
+        }
+        if !chunk.is_empty() {
+            self.current.push(Span::styled(chunk, style));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn texts(lines: &[Line<'_>]) -> Vec<String> {
+        lines
+            .iter()
+            .map(|l| l.spans.iter().map(|s| s.content.as_ref()).collect())
+            .collect()
+    }
+
+    fn wrapped(text: &str, width: usize) -> Vec<String> {
+        texts(&wrap(vec![Span::raw(text.to_string())], width))
+    }
+
+    #[test]
+    fn wraps_between_words_and_indents_what_follows() {
+        assert_eq!(
+            wrapped("the quick brown fox jumps", 12),
+            ["the quick ", "  brown fox ", "  jumps"]
+        );
+    }
+
+    #[test]
+    fn splits_only_words_longer_than_a_line() {
+        assert_eq!(
+            wrapped("see https://example.com/a/long/path ok", 12),
+            ["see https://", "  example.co", "  m/a/long/p", "  ath ok"]
+        );
+    }
+
+    #[test]
+    fn keeps_the_line_breaks_of_a_message() {
+        assert_eq!(wrapped("one\ntwo  three", 20), ["one", "  two  three"]);
+    }
+
+    #[test]
+    fn no_line_is_wider_than_asked_for() {
+        let text = "a bb ccc dddd eeeee ffffff\tggggggg\u{7}hhhhhhhh 多字节文字 end";
+        // From 4 cells: a double-width character always fits after the indent.
+        for width in 4..30 {
+            for line in wrapped(text, width) {
+                assert!(str_width(&line) <= width, "{width}: {line:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn pieces_are_words_blanks_and_breaks() {
+        assert_eq!(
+            pieces("a  b\nc"),
+            [
+                Piece::Word("a"),
+                Piece::Space("  "),
+                Piece::Word("b"),
+                Piece::Break,
+                Piece::Word("c"),
+            ]
+        );
+    }
 }
