@@ -13,7 +13,7 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use reqwest::header;
-use support::spawn_app;
+use support::{spawn_app, spawn_app_with};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -156,10 +156,48 @@ async fn the_apps_delivery_logic_passes_its_unit_tests() {
 /// chat both ways, send an image and a voice note, see typing and read
 /// ticks, send while offline (delivered once and in order), reload.
 /// e2e/groups.test.mjs: three users, a group, adding and removing members,
-/// mentions, edits and deletions seen live. Screenshots land in
+/// mentions, edits and deletions seen live. e2e/a11y.test.mjs: an axe-core
+/// audit of the main screens and a keyboard-only session. Screenshots land in
 /// `target/tmp/e2e/`.
 #[tokio::test]
 async fn people_chat_in_real_browsers() {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e");
+    let _ = std::fs::remove_dir_all(&out);
+    let app = spawn_app().await;
+    run_e2e(
+        &app.base_url,
+        &out,
+        &[
+            "e2e/chat.test.mjs",
+            "e2e/groups.test.mjs",
+            "e2e/a11y.test.mjs",
+        ],
+    )
+    .await;
+    let shots = std::fs::read_dir(&out)
+        .expect("screenshots")
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().extension().is_some_and(|x| x == "png"))
+        .count();
+    assert!(shots >= 5, "expected screenshots in {}", out.display());
+    app.stop().await;
+}
+
+/// e2e/tokens.test.mjs, against a server whose access tokens live two
+/// seconds: two tabs of one browser refresh at the same moments, over and
+/// over, and neither is signed out (refresh tokens rotate; presenting a
+/// spent one revokes the device).
+#[tokio::test]
+async fn tabs_share_one_session_through_token_refreshes() {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-tokens");
+    let app = spawn_app_with(|c| c.auth.access_ttl_s = 2).await;
+    run_e2e(&app.base_url, &out, &["e2e/tokens.test.mjs"]).await;
+    app.stop().await;
+}
+
+/// Runs e2e test files with Node's test runner against `base_url`, saving
+/// screenshots in `out`; fails with their output when they fail.
+async fn run_e2e(base_url: &str, out: &Path, files: &[&str]) {
     let root = repo_root();
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
@@ -171,21 +209,13 @@ async fn people_chat_in_real_browsers() {
             .exists(),
         "e2e/node_modules is missing: run scripts/test (or `npm ci --prefix e2e`)"
     );
-    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e");
-    let _ = std::fs::remove_dir_all(&out);
-    std::fs::create_dir_all(&out).expect("screenshot folder");
-
-    let app = spawn_app().await;
+    std::fs::create_dir_all(out).expect("screenshot folder");
     let mut child = tokio::process::Command::new("node")
-        .args([
-            "--test",
-            "--test-reporter=spec",
-            "e2e/chat.test.mjs",
-            "e2e/groups.test.mjs",
-        ])
+        .args(["--test", "--test-reporter=spec"])
+        .args(files)
         .current_dir(&root)
-        .env("CONFAB_URL", &app.base_url)
-        .env("E2E_OUT", &out)
+        .env("CONFAB_URL", base_url)
+        .env("E2E_OUT", out)
         .env("CHROMIUM", &chromium)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -207,18 +237,11 @@ async fn people_chat_in_real_browsers() {
     let err_task = collect(Box::new(stderr));
     let status = tokio::time::timeout(Duration::from_secs(240), child.wait())
         .await
-        .expect("the browser test finished within 4 minutes")
+        .expect("the browser tests finished within 4 minutes")
         .expect("node ran");
     let stdout = out_task.await.unwrap_or_default();
     let stderr = err_task.await.unwrap_or_default();
     println!("{stdout}");
     eprintln!("{stderr}");
-    assert!(status.success(), "e2e/chat.test.mjs failed: {status}");
-    let shots = std::fs::read_dir(&out)
-        .expect("screenshots")
-        .filter_map(|e| e.ok())
-        .filter(|e| e.path().extension().is_some_and(|x| x == "png"))
-        .count();
-    assert!(shots >= 5, "expected screenshots in {}", out.display());
-    app.stop().await;
+    assert!(status.success(), "{files:?} failed: {status}");
 }

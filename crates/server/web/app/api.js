@@ -32,6 +32,59 @@ export function setSession(s) {
   session = s;
   if (s) localStorage.setItem(SESSION_KEY, JSON.stringify(s));
   else localStorage.removeItem(SESSION_KEY);
+  return shareSession(s);
+}
+
+// The session as every tab sees it at once. localStorage is read
+// synchronously at start-up, but Chromium syncs it between tabs' processes
+// a little later; IndexedDB transactions are ordered across all tabs of
+// the origin, so a tab that takes the refresh lock reads the pair the
+// previous holder wrote, never the one it spent.
+let sessionDb = null;
+
+function openSessionDb() {
+  if (!sessionDb) {
+    sessionDb = new Promise((resolve, reject) => {
+      const req = indexedDB.open('confab', 1);
+      req.onupgradeneeded = () => req.result.createObjectStore('kv');
+      req.onsuccess = () => resolve(req.result);
+      req.onerror = () => reject(req.error);
+    });
+    sessionDb.catch(() => { sessionDb = null; });
+  }
+  return sessionDb;
+}
+
+async function sessionTx(mode, fn) {
+  const db = await openSessionDb();
+  return new Promise((resolve, reject) => {
+    const tx = db.transaction('kv', mode);
+    const req = fn(tx.objectStore('kv'));
+    tx.oncomplete = () => resolve(req.result);
+    tx.onerror = () => reject(tx.error);
+    tx.onabort = () => reject(tx.error);
+  });
+}
+
+/** Writes the shared copy; resolves once other tabs can read it. */
+async function shareSession(s) {
+  if (typeof indexedDB === 'undefined') return;
+  try {
+    await sessionTx('readwrite', (kv) => kv.put(s, SESSION_KEY));
+  } catch (e) {
+    console.warn('could not share the session with other tabs', e);
+  }
+}
+
+/** The newest session any tab wrote (falls back to localStorage). */
+async function sharedSession() {
+  if (typeof indexedDB !== 'undefined') {
+    try {
+      const s = await sessionTx('readonly', (kv) => kv.get(SESSION_KEY));
+      if (s !== undefined) return s;
+    } catch { /* fall back below */ }
+  }
+  return readSession();
 }
 
 /** Called once the session is gone for good (refresh refused). */
@@ -64,39 +117,61 @@ async function errorFrom(res) {
 const networkError = () =>
   new ApiError(0, 'network', 'Cannot reach the server. Check your connection and try again.');
 
-/** Gets a new token pair; single flight. Resolves true when refreshed. */
+/**
+ * Gets a new token pair; single flight in this tab, and one tab at a time
+ * (Web Locks, where the browser has them): refresh tokens rotate, and a
+ * second tab presenting the one just spent would make the server revoke
+ * the device, signing every tab out. Resolves true when refreshed.
+ */
 export function refresh(failedToken) {
   if (!refreshing) {
-    refreshing = (async () => {
-      // Another tab may have rotated the tokens already.
-      const stored = readSession();
-      if (stored && stored.access_token !== failedToken) {
-        session = stored;
-        return true;
-      }
-      if (!session) return false;
-      let res;
-      try {
-        res = await fetch('/v1/auth/refresh', {
-          method: 'POST',
-          headers: { 'Content-Type': 'application/json' },
-          body: JSON.stringify({ refresh_token: session.refresh_token }),
-        });
-      } catch {
-        throw networkError();
-      }
-      if (res.status === 401) {
-        setSession(null);
-        loggedOutHandler('Your session has ended. Please sign in again.');
-        return false;
-      }
-      if (!res.ok) throw await errorFrom(res);
-      const pair = await res.json();
-      setSession({ ...session, access_token: pair.access_token, refresh_token: pair.refresh_token });
-      return true;
-    })().finally(() => { refreshing = null; });
+    const run = () => refreshOnce(failedToken);
+    refreshing = (navigator.locks ? navigator.locks.request('confab.refresh', run) : run())
+      .finally(() => { refreshing = null; });
   }
   return refreshing;
+}
+
+/**
+ * When to stop trusting a pair's access token (ms, by this clock): a quarter
+ * of its life (at most 30 s) early, as the server's clock started it before
+ * the answer reached us.
+ */
+function expiresAt(pair) {
+  const ttl = (pair.expires_in || 0) * 1000;
+  return Date.now() + ttl - Math.min(30000, ttl / 4);
+}
+
+async function refreshOnce(failedToken) {
+  // Another tab may have rotated the tokens already: always continue from
+  // the newest pair (presenting a spent refresh token revokes the device),
+  // and use its access token unless that has run out too (a tab that slept
+  // for hours).
+  const stored = await sharedSession();
+  if (stored && (!session || stored.refresh_token !== session.refresh_token)) session = stored;
+  if (!session) return false;
+  const fresh = !session.expires_at || session.expires_at > Date.now();
+  if (session.access_token !== failedToken && fresh) return true;
+  let res;
+  try {
+    res = await fetch('/v1/auth/refresh', {
+      method: 'POST',
+      headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ refresh_token: session.refresh_token }),
+    });
+  } catch {
+    throw networkError();
+  }
+  if (res.status === 401) {
+    await setSession(null);
+    loggedOutHandler('Your session has ended. Please sign in again.');
+    return false;
+  }
+  if (!res.ok) throw await errorFrom(res);
+  const pair = await res.json();
+  // Shared before the lock is released: the next tab in line reads it.
+  await setSession({ ...session, access_token: pair.access_token, refresh_token: pair.refresh_token, expires_at: expiresAt(pair) });
+  return true;
 }
 
 /** A JSON request; refreshes the session once on 401 `unauthorized`. */
@@ -121,7 +196,10 @@ export async function api(method, path, body, { auth = true, retried = false } =
 
 export async function signIn(username, password) {
   const out = await api('POST', '/v1/auth/login', { username, password, device_name: deviceName() }, { auth: false });
-  setSession({ access_token: out.access_token, refresh_token: out.refresh_token, user: out.user, device_id: out.device_id });
+  await setSession({
+    access_token: out.access_token, refresh_token: out.refresh_token, expires_at: expiresAt(out),
+    user: out.user, device_id: out.device_id,
+  });
   return out.user;
 }
 

@@ -62,7 +62,10 @@ async function showApp(me) {
   });
   const chat = createChat();
   const status = banner();
-  const shell = h('div.shell', { dataset: { view: 'list' } }, status.el, h('div.panes', {}, sidebar.el, chat.el));
+  // The page's h1 (in a banner landmark, as all content sits in landmarks),
+  // for screen-reader heading navigation; the panes have h2s. Not shown.
+  const heading = h('header.sr-only', {}, h('h1', { text: 'Confab' }));
+  const shell = h('div.shell', { dataset: { view: 'list' } }, heading, status.el, h('div.panes', {}, sidebar.el, chat.el));
   root.replaceChildren(shell);
 
   let scheduled = new Set();

@@ -19,6 +19,9 @@ export function createMentions(input, getConvId) {
   let start = -1; // index of the "@" being completed
   let dismissed = -1; // the "@" whose list was closed with Esc
 
+  // aria-expanded is only allowed on a combobox, so the textarea takes that
+  // role (ARIA 1.2 editable combobox; it keeps its textarea behaviour).
+  input.setAttribute('role', 'combobox');
   input.setAttribute('aria-autocomplete', 'list');
   input.setAttribute('aria-controls', listId);
   input.setAttribute('aria-expanded', 'false');

@@ -9,7 +9,8 @@ import * as store from '../store.js';
 import { friendsDialog, newChatDialog, newGroupDialog, profileDialog } from './dialogs.js';
 
 export function createSidebar({ onSignOut }) {
-  const me = h('button.me', { type: 'button', testid: 'profile', 'aria-label': 'Your profile', title: 'Your profile', on: { click: profileDialog } });
+  // Named by the visible name (plus a screen-reader-only hint), not an aria-label that would hide it.
+  const me = h('button.me', { type: 'button', testid: 'profile', title: 'Your profile', on: { click: profileDialog } });
   const friendsBadge = h('span.count', { hidden: true });
   const friendsBtn = h('button.icon-btn', { type: 'button', testid: 'friends', 'aria-label': 'Friends', title: 'Friends', on: { click: friendsDialog } },
     icon('userPlus'), friendsBadge);
@@ -81,7 +82,9 @@ export function createSidebar({ onSignOut }) {
     return h('li', {}, h('button.conversation-item', {
       type: 'button', testid: 'conversation-item', dataset: { conversationId: String(conv.id) },
       'aria-current': store.state.activeId === conv.id ? 'true' : null,
-      'aria-label': `${name}${unread ? `, ${unread} unread` : ''}${conv.unread_mentions ? ', you were mentioned' : ''}${conv.muted ? ', muted' : ''}${conv.removed ? ', you are no longer a member' : ''}`,
+      // Named by its visible text (an aria-label would hide the preview and
+      // time from speech input and screen readers); the states the eye gets
+      // from icons and badges are spelled out in a screen-reader-only span.
       on: { click: () => store.setActive(conv.id) },
     }, pic,
     h('span.item-main', {},
@@ -90,7 +93,8 @@ export function createSidebar({ onSignOut }) {
       h('span.row-bottom', {},
         h('span.preview', { testid: 'last-message', text: last ? `${mineLast ? 'You: ' : conv.kind === 'group' && last.kind !== 'system' ? `${store.displayName(last.sender_id)}: ` : ''}${last.kind === 'system' ? systemText(last, store.displayName) : messagePreview(last)}` : 'No messages yet' }),
         conv.unread_mentions ? h('span.mention', { testid: 'mention-marker', title: 'You were mentioned', 'aria-hidden': 'true', text: '@' }) : null,
-        unread ? h('span.badge', { testid: 'unread-badge', text: unread > 99 ? '99+' : String(unread) }) : null))));
+        unread ? h('span.badge', { testid: 'unread-badge', 'aria-hidden': 'true', text: unread > 99 ? '99+' : String(unread) }) : null)),
+    h('span.sr-only', { text: `${unread ? `, ${unread} unread` : ''}${conv.unread_mentions ? ', you were mentioned' : ''}${conv.muted ? ', muted' : ''}${conv.removed ? ', you are no longer a member' : ''}` })));
   }
 
   function render() {
@@ -98,7 +102,8 @@ export function createSidebar({ onSignOut }) {
     if (!s.me) return;
     const u = s.users.get(s.me.id) || s.me;
     me.replaceChildren(avatar(u.display_name || u.username, u.id),
-      h('span.me-name', {}, h('strong', { text: u.display_name || u.username }), h('span.muted', { text: `@${u.username}` })));
+      h('span.me-name', {}, h('strong', { text: u.display_name || u.username }), h('span.muted', { text: `@${u.username}` })),
+      h('span.sr-only', { text: ', your profile' }));
     friendsBadge.hidden = !s.incoming.length;
     friendsBadge.textContent = String(s.incoming.length);
     setLabel(friendsBtn, s.incoming.length ? `Friends, ${s.incoming.length} requests` : 'Friends');
