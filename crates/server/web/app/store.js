@@ -3,7 +3,8 @@
 // presence, friends, typing, receipts. UI modules read `state` and
 // subscribe to change topics; every server interaction lives here.
 
-import { api, upload as uploadMedia } from './api.js';
+import { api, upload as uploadWhole } from './api.js';
+import { uploadResumable } from './tus.js';
 import { Connection } from './connection.js';
 import { Outbox } from './outbox.js';
 import { hasMention } from './mentiontext.js';
@@ -689,9 +690,14 @@ export function sendTyping(convId, typingState) {
   if (conn) conn.ephemeral({ type: 'typing', conversation_id: convId, state: typingState });
 }
 
+/** Files above this go up resumably (tus), smaller ones in one request. */
+const RESUMABLE_ABOVE = 4 * 1024 * 1024;
+
 /** Uploads a file (progress 0..1 to onProgress) and sends it as image/voice/file. */
 export async function sendFile(convId, file, { caption, durationMs, onProgress }) {
-  const media = await uploadMedia(file, onProgress);
+  const media = file.size > RESUMABLE_ABOVE
+    ? await uploadResumable(file, onProgress)
+    : await uploadWhole(file, onProgress);
   if (media.kind === 'image') {
     const body = { media_id: media.media_id, width: media.width, height: media.height };
     if (caption) body.caption = caption;

@@ -1,0 +1,84 @@
+// Resumable uploads for big files: tus 1.0 at /v1/media/uploads/ (see
+// docs/protocol.md). The file goes up in chunks; when the connection drops
+// or the server restarts, the upload asks the server how far it got (HEAD)
+// and goes on from there, with backoff, instead of starting over.
+
+import { ApiError, getSession, refresh } from './api.js';
+
+/** Bytes per PATCH: progress is smooth within one, a failure costs at most one. */
+const CHUNK = 4 * 1024 * 1024;
+/** Consecutive failures (network or 5xx) before giving up; the user can retry. */
+const MAX_FAILURES = 6;
+
+/** Uploads `file` resumably; resolves to the media answer (like POST /v1/media). */
+export async function uploadResumable(file, onProgress) {
+  const created = await request('POST', '/v1/media/uploads/', {
+    'Upload-Length': String(file.size),
+    'Upload-Metadata': file.type ? `filetype ${btoa(file.type)}` : '',
+  });
+  const location = created.getResponseHeader('Location');
+  if (!location) throw new ApiError(500, 'internal', 'The server did not say where to upload.');
+  let offset = 0;
+  let failures = 0;
+  // The upload's id is the media id once it is complete (the last PATCH,
+  // or a HEAD after a lost answer to it, says so in Confab-Media-Id).
+  let mediaId = null;
+  while (offset < file.size) {
+    try {
+      const end = Math.min(file.size, offset + CHUNK);
+      const res = await request('PATCH', location, {
+        'Content-Type': 'application/offset+octet-stream',
+        'Upload-Offset': String(offset),
+      }, file.slice(offset, end), (sent) => onProgress((offset + sent) / file.size));
+      offset = Number(res.getResponseHeader('Upload-Offset'));
+      mediaId = res.getResponseHeader('Confab-Media-Id');
+      failures = 0;
+      onProgress(offset / file.size);
+    } catch (e) {
+      // 4xx: the server refused the file or the upload is gone; retrying
+      // would not help (409 means our offset was stale: ask again).
+      const retryable = !(e instanceof ApiError) || e.status === 0 || e.status >= 500 || e.status === 409 || e.status === 423;
+      failures += 1;
+      if (!retryable || failures > MAX_FAILURES) throw e;
+      await new Promise((r) => setTimeout(r, Math.min(8000, 250 * 2 ** failures) * (0.5 + Math.random() / 2)));
+      try {
+        const head = await request('HEAD', location, {});
+        offset = Number(head.getResponseHeader('Upload-Offset'));
+        mediaId = head.getResponseHeader('Confab-Media-Id');
+      } catch (h) {
+        if (h instanceof ApiError && h.status === 404) throw h; // the upload is gone
+      }
+    }
+  }
+  const id = mediaId || location.split('/').pop();
+  return JSON.parse((await request('GET', `/v1/media/${encodeURIComponent(id)}/info`)).responseText);
+}
+
+/** One tus request with the session's token (refreshed once on 401). */
+function request(method, url, headers = {}, body = undefined, onSent = null, retried = false) {
+  return new Promise((resolve, reject) => {
+    const xhr = new XMLHttpRequest();
+    const token = getSession() && getSession().access_token;
+    xhr.open(method, url);
+    xhr.setRequestHeader('Authorization', 'Bearer ' + token);
+    xhr.setRequestHeader('Tus-Resumable', '1.0.0');
+    for (const [k, v] of Object.entries(headers)) if (v) xhr.setRequestHeader(k, v);
+    if (onSent) xhr.upload.onprogress = (e) => onSent(e.loaded);
+    xhr.onerror = () => reject(new ApiError(0, 'network', 'The connection dropped during the upload.'));
+    xhr.onload = async () => {
+      if (xhr.status === 401 && !retried) {
+        try {
+          if (await refresh(token)) return resolve(await request(method, url, headers, body, onSent, true));
+        } catch (e) {
+          return reject(e);
+        }
+      }
+      if (xhr.status >= 200 && xhr.status < 300) return resolve(xhr);
+      let err = null;
+      try { err = JSON.parse(xhr.responseText).error; } catch { /* no JSON body (HEAD) */ }
+      reject(new ApiError(xhr.status, err ? err.code : `http_${xhr.status}`,
+        err ? err.message : `Upload failed (${xhr.status})`));
+    };
+    xhr.send(body === undefined ? null : body);
+  });
+}
