@@ -10,10 +10,10 @@ use ratatui::Frame;
 use unicode_width::UnicodeWidthChar;
 
 use super::app::{App, Clickable, Focus, Link, Overlay};
-use super::chat::{Chat, Tick};
+use super::chat::{Chat, Pending, Tick};
 use super::format;
 use super::input::HELP;
-use confab_sdk::MessageKind;
+use confab_sdk::{MessageKind, MessageRecord};
 
 /// Below this width only one pane shows: the list or the conversation,
 /// whichever has the focus.
@@ -213,9 +213,20 @@ impl App {
         let width = usize::from(inner.width).max(1);
         let height = usize::from(inner.height);
         // Newest first, skipping what is scrolled past; stop when full.
+        // Entries are built only for what is drawn: a long history costs
+        // nothing per frame beyond the screenful.
         let mut rows: Vec<Line> = Vec::new();
-        let entries = self.entries(chat);
-        for entry in entries.into_iter().rev().skip(chat.scroll) {
+        let newest_first = chat
+            .pending
+            .iter()
+            .rev()
+            .map(Entry::Pending)
+            .chain(chat.messages.values().rev().map(Entry::Sent));
+        for item in newest_first.skip(chat.scroll) {
+            let entry = match item {
+                Entry::Pending(p) => pending_entry(p),
+                Entry::Sent(m) => self.entry(chat, m),
+            };
             let mut wrapped = wrap(entry, width);
             wrapped.reverse();
             rows.extend(wrapped);
@@ -241,88 +252,69 @@ impl App {
     }
 
     /// Every message of a chat as styled spans, oldest first (pending last).
-    fn entries(&self, chat: &Chat) -> Vec<Vec<Span<'static>>> {
+    /// One stored message as styled spans.
+    fn entry(&self, chat: &Chat, m: &MessageRecord) -> Vec<Span<'static>> {
         let name = |u| self.name(u);
-        let mut out = Vec::new();
-        for m in chat.messages.values() {
-            let time = Span::styled(
-                format!("{} ", format::clock(m.ts)),
-                Style::new().fg(Color::DarkGray),
-            );
-            let text = format::body_text(m, &name);
-            if m.kind == MessageKind::System {
-                out.push(vec![
-                    time,
-                    Span::styled(
-                        format!("— {text}"),
-                        Style::new().fg(Color::DarkGray).add_modifier(Modifier::DIM),
-                    ),
-                ]);
-                continue;
-            }
-            let mine = m.sender_id == self.me.id;
-            let mut spans = vec![
+        let time = Span::styled(
+            format!("{} ", format::clock(m.ts)),
+            Style::new().fg(Color::DarkGray),
+        );
+        let text = format::body_text(m, &name);
+        if m.kind == MessageKind::System {
+            return vec![
                 time,
                 Span::styled(
-                    format!(
-                        "{}: ",
-                        if mine {
-                            "You".to_owned()
-                        } else {
-                            self.name(m.sender_id)
-                        }
-                    ),
-                    Style::new()
-                        .fg(if mine { Color::Cyan } else { Color::Magenta })
-                        .add_modifier(Modifier::BOLD),
-                ),
-                Span::styled(
-                    text,
-                    if m.deleted {
-                        Style::new().add_modifier(Modifier::DIM | Modifier::ITALIC)
-                    } else {
-                        Style::new()
-                    },
+                    format!("— {text}"),
+                    Style::new().fg(Color::DarkGray).add_modifier(Modifier::DIM),
                 ),
             ];
-            if m.edited_at.is_some() && !m.deleted {
-                spans.push(Span::styled(
-                    " (edited)",
-                    Style::new().add_modifier(Modifier::DIM),
-                ));
-            }
-            if !m.reactions.is_empty() {
-                let counts: Vec<String> = m
-                    .reactions
-                    .iter()
-                    .map(|(emoji, users)| format!("{emoji}{}", users.len()))
-                    .collect();
-                spans.push(Span::styled(
-                    format!(" [{}]", counts.join(" ")),
-                    Style::new().fg(Color::Yellow),
-                ));
-            }
-            if mine {
-                spans.push(tick_span(chat.tick(m.seq)));
-            }
-            out.push(spans);
         }
-        for p in &chat.pending {
-            out.push(vec![
-                Span::styled("      ", Style::new()),
-                Span::styled(
-                    "You: ",
-                    Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD),
+        let mine = m.sender_id == self.me.id;
+        let mut spans = vec![
+            time,
+            Span::styled(
+                format!(
+                    "{}: ",
+                    if mine {
+                        "You".to_owned()
+                    } else {
+                        self.name(m.sender_id)
+                    }
                 ),
-                Span::raw(p.text.clone()),
-                tick_span(if p.error.is_some() {
-                    Tick::Failed
+                Style::new()
+                    .fg(if mine { Color::Cyan } else { Color::Magenta })
+                    .add_modifier(Modifier::BOLD),
+            ),
+            Span::styled(
+                text,
+                if m.deleted {
+                    Style::new().add_modifier(Modifier::DIM | Modifier::ITALIC)
                 } else {
-                    Tick::Sending
-                }),
-            ]);
+                    Style::new()
+                },
+            ),
+        ];
+        if m.edited_at.is_some() && !m.deleted {
+            spans.push(Span::styled(
+                " (edited)",
+                Style::new().add_modifier(Modifier::DIM),
+            ));
         }
-        out
+        if !m.reactions.is_empty() {
+            let counts: Vec<String> = m
+                .reactions
+                .iter()
+                .map(|(emoji, users)| format!("{emoji}{}", users.len()))
+                .collect();
+            spans.push(Span::styled(
+                format!(" [{}]", counts.join(" ")),
+                Style::new().fg(Color::Yellow),
+            ));
+        }
+        if mine {
+            spans.push(tick_span(chat.tick(m.seq)));
+        }
+        spans
     }
 
     fn render_input(&self, f: &mut Frame, area: Rect) {
@@ -454,6 +446,31 @@ fn fit(s: &str, width: usize) -> String {
 fn pad(s: &str, width: usize) -> String {
     let w = str_width(s);
     format!("{s}{}", " ".repeat(width.saturating_sub(w)))
+}
+
+/// A line of the message pane, before it is drawn.
+enum Entry<'a> {
+    /// Sent, not yet acked.
+    Pending(&'a Pending),
+    /// Stored, with its seq.
+    Sent(&'a MessageRecord),
+}
+
+/// A message still on its way, as styled spans.
+fn pending_entry(p: &Pending) -> Vec<Span<'static>> {
+    vec![
+        Span::styled("      ", Style::new()),
+        Span::styled(
+            "You: ",
+            Style::new().fg(Color::Cyan).add_modifier(Modifier::BOLD),
+        ),
+        Span::raw(p.text.clone()),
+        tick_span(if p.error.is_some() {
+            Tick::Failed
+        } else {
+            Tick::Sending
+        }),
+    ]
 }
 
 /// Breaks styled spans into lines of at most `width` cells: between words

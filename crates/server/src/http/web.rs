@@ -20,10 +20,11 @@ use crate::state::AppState;
 #[folder = "web/"]
 struct Assets;
 
-/// One file of the app, ready to serve.
+/// One file of the app, ready to serve (the embedded bytes are served
+/// from the binary as they are, never copied).
 struct Asset {
-    bytes: Vec<u8>,
-    sha256_hex: String,
+    bytes: std::borrow::Cow<'static, [u8]>,
+    sha256: [u8; 32],
 }
 
 /// Fallback handler: a file of the browser app, or the API's 404.
@@ -47,15 +48,15 @@ pub async fn serve(
     let asset = match &state.config.web_dir {
         Some(dir) => read_dir_asset(dir, &rel).await,
         None => Assets::get(&rel).map(|f| Asset {
-            sha256_hex: hex(&f.metadata.sha256_hash()),
-            bytes: f.data.into_owned(),
+            sha256: f.metadata.sha256_hash(),
+            bytes: f.data,
         }),
     };
     let Some(asset) = asset else {
         return not_found();
     };
 
-    let etag = format!("\"{}\"", asset.sha256_hex);
+    let etag = format!("\"{}\"", hex(&asset.sha256));
     let mut out = HeaderMap::new();
     out.insert(
         header::CONTENT_TYPE,
@@ -120,8 +121,11 @@ async fn read_dir_asset(dir: &std::path::Path, rel: &str) -> Option<Asset> {
         return None;
     }
     let bytes = tokio::fs::read(&path).await.ok()?;
-    let sha256_hex = hex(&Sha256::digest(&bytes));
-    Some(Asset { bytes, sha256_hex })
+    let sha256 = Sha256::digest(&bytes).into();
+    Some(Asset {
+        bytes: bytes.into(),
+        sha256,
+    })
 }
 
 fn hex(bytes: &[u8]) -> String {

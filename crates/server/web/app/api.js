@@ -219,33 +219,43 @@ export async function signOut() {
   }
 }
 
-/** Uploads a file with progress; resolves to the media answer. */
-export function upload(file, onProgress, retried = false) {
+/** Uploads a file in one request with progress; resolves to the media answer. */
+export async function upload(file, onProgress) {
+  const form = new FormData();
+  form.append('file', file, file.name || 'upload');
+  const xhr = await rawRequest('POST', '/v1/media', {}, form, (loaded, total) => onProgress(loaded / total));
+  return JSON.parse(xhr.responseText);
+}
+
+/**
+ * A request whose body or answer is not JSON (uploads: XMLHttpRequest, for
+ * upload progress), with the session's token, refreshed once on 401.
+ * Resolves to the finished XMLHttpRequest; rejects with an ApiError.
+ */
+export function rawRequest(method, url, headers = {}, body = undefined, onSent = null, retried = false) {
   return new Promise((resolve, reject) => {
     const xhr = new XMLHttpRequest();
     const token = session && session.access_token;
-    xhr.open('POST', '/v1/media');
+    xhr.open(method, url);
     xhr.setRequestHeader('Authorization', 'Bearer ' + token);
-    xhr.upload.onprogress = (e) => { if (e.lengthComputable) onProgress(e.loaded / e.total); };
-    xhr.onerror = () => reject(networkError());
+    for (const [k, v] of Object.entries(headers)) if (v) xhr.setRequestHeader(k, v);
+    if (onSent) xhr.upload.onprogress = (e) => { if (e.lengthComputable) onSent(e.loaded, e.total); };
+    xhr.onerror = () => reject(new ApiError(0, 'network', 'The connection dropped during the upload.'));
     xhr.onload = async () => {
-      let body = null;
-      try { body = JSON.parse(xhr.responseText); } catch { /* handled below */ }
       if (xhr.status === 401 && !retried) {
         try {
-          if (await refresh(token)) return resolve(await upload(file, onProgress, true));
+          if (await refresh(token)) return resolve(await rawRequest(method, url, headers, body, onSent, true));
         } catch (e) {
           return reject(e);
         }
       }
-      if (xhr.status >= 200 && xhr.status < 300 && body) return resolve(body);
-      const err = body && body.error;
-      reject(new ApiError(xhr.status, err ? err.code : 'http_' + xhr.status,
+      if (xhr.status >= 200 && xhr.status < 300) return resolve(xhr);
+      let err = null;
+      try { err = JSON.parse(xhr.responseText).error; } catch { /* no JSON body (HEAD) */ }
+      reject(new ApiError(xhr.status, err ? err.code : `http_${xhr.status}`,
         err ? err.message : `Upload failed (${xhr.status})`));
     };
-    const form = new FormData();
-    form.append('file', file, file.name || 'upload');
-    xhr.send(form);
+    xhr.send(body === undefined ? null : body);
   });
 }
 

@@ -3,7 +3,7 @@
 // or the server restarts, the upload asks the server how far it got (HEAD)
 // and goes on from there, with backoff, instead of starting over.
 
-import { ApiError, getSession, refresh } from './api.js';
+import { ApiError, rawRequest } from './api.js';
 
 /** Bytes per PATCH: progress is smooth within one, a failure costs at most one. */
 const CHUNK = 4 * 1024 * 1024;
@@ -54,31 +54,7 @@ export async function uploadResumable(file, onProgress) {
   return JSON.parse((await request('GET', `/v1/media/${encodeURIComponent(id)}/info`)).responseText);
 }
 
-/** One tus request with the session's token (refreshed once on 401). */
-function request(method, url, headers = {}, body = undefined, onSent = null, retried = false) {
-  return new Promise((resolve, reject) => {
-    const xhr = new XMLHttpRequest();
-    const token = getSession() && getSession().access_token;
-    xhr.open(method, url);
-    xhr.setRequestHeader('Authorization', 'Bearer ' + token);
-    xhr.setRequestHeader('Tus-Resumable', '1.0.0');
-    for (const [k, v] of Object.entries(headers)) if (v) xhr.setRequestHeader(k, v);
-    if (onSent) xhr.upload.onprogress = (e) => onSent(e.loaded);
-    xhr.onerror = () => reject(new ApiError(0, 'network', 'The connection dropped during the upload.'));
-    xhr.onload = async () => {
-      if (xhr.status === 401 && !retried) {
-        try {
-          if (await refresh(token)) return resolve(await request(method, url, headers, body, onSent, true));
-        } catch (e) {
-          return reject(e);
-        }
-      }
-      if (xhr.status >= 200 && xhr.status < 300) return resolve(xhr);
-      let err = null;
-      try { err = JSON.parse(xhr.responseText).error; } catch { /* no JSON body (HEAD) */ }
-      reject(new ApiError(xhr.status, err ? err.code : `http_${xhr.status}`,
-        err ? err.message : `Upload failed (${xhr.status})`));
-    };
-    xhr.send(body === undefined ? null : body);
-  });
+/** One tus request (every one carries the protocol version). */
+function request(method, url, headers = {}, body = undefined, onSent = null) {
+  return rawRequest(method, url, { 'Tus-Resumable': '1.0.0', ...headers }, body, onSent);
 }

@@ -68,38 +68,42 @@ function showError(el, e) {
   el.hidden = false;
 }
 
-/** Runs an async action from a form, disabling its buttons meanwhile. */
-async function busy(form, err, fn) {
-  const buttons = form.querySelectorAll('button');
-  buttons.forEach((b) => { b.disabled = true; });
-  err.hidden = true;
-  try {
-    await fn();
-  } catch (e) {
-    showError(err, e);
-  } finally {
-    buttons.forEach((b) => { b.disabled = false; });
-  }
+/**
+ * A form (`selector`, then its children) whose submit runs the async
+ * `action` with its buttons disabled meanwhile; a failure shows in `err`.
+ */
+function actionForm(selector, err, action, ...children) {
+  const form = h(selector, {
+    on: {
+      submit: async (e) => {
+        e.preventDefault();
+        const buttons = form.querySelectorAll('button');
+        buttons.forEach((b) => { b.disabled = true; });
+        err.hidden = true;
+        try {
+          await action();
+        } catch (ex) {
+          showError(err, ex);
+        } finally {
+          buttons.forEach((b) => { b.disabled = false; });
+        }
+      },
+    },
+  }, ...children);
+  return form;
 }
 
 export function newChatDialog() {
   modal('New chat', (body, dlg) => {
     const { input, row } = field('Username', { testid: 'new-chat-username', required: true, placeholder: 'e.g. ann' });
     const err = inlineError();
-    const form = h('form.stack', {
-      on: {
-        submit: (e) => {
-          e.preventDefault();
-          busy(form, err, async () => {
-            const u = await findUser(input.value);
-            const conv = await api('POST', '/v1/conversations', { kind: 'direct', user_id: u.id });
-            store.rememberUser(u);
-            await store.refreshConversation(conv.id);
-            dlg.close();
-            store.setActive(conv.id);
-          });
-        },
-      },
+    const form = actionForm('form.stack', err, async () => {
+      const u = await findUser(input.value);
+      const conv = await api('POST', '/v1/conversations', { kind: 'direct', user_id: u.id });
+      store.rememberUser(u);
+      await store.refreshConversation(conv.id);
+      dlg.close();
+      store.setActive(conv.id);
     }, row, err, h('button.primary', { type: 'submit', testid: 'new-chat-start', text: 'Start chat' }));
     body.append(form);
   }, { testid: 'new-chat-dialog' });
@@ -110,23 +114,16 @@ export function newGroupDialog() {
     const title = field('Group name', { testid: 'group-title', required: true, maxlength: '200' });
     const members = field('Members (usernames, separated by commas or spaces)', { testid: 'group-members', placeholder: 'ann, bob' });
     const err = inlineError();
-    const form = h('form.stack', {
-      on: {
-        submit: (e) => {
-          e.preventDefault();
-          busy(form, err, async () => {
-            const names = members.input.value.split(/[\s,]+/).filter(Boolean);
-            const users = await Promise.all(names.map(findUser));
-            const conv = await api('POST', '/v1/conversations', {
-              kind: 'group', title: title.input.value.trim(), member_ids: users.map((u) => u.id),
-            });
-            users.forEach(store.rememberUser);
-            await store.refreshConversation(conv.id);
-            dlg.close();
-            store.setActive(conv.id);
-          });
-        },
-      },
+    const form = actionForm('form.stack', err, async () => {
+      const names = members.input.value.split(/[\s,]+/).filter(Boolean);
+      const users = await Promise.all(names.map(findUser));
+      const conv = await api('POST', '/v1/conversations', {
+        kind: 'group', title: title.input.value.trim(), member_ids: users.map((u) => u.id),
+      });
+      users.forEach(store.rememberUser);
+      await store.refreshConversation(conv.id);
+      dlg.close();
+      store.setActive(conv.id);
     }, title.row, members.row, err, h('button.primary', { type: 'submit', testid: 'group-create', text: 'Create group' }));
     body.append(form);
   }, { testid: 'new-group-dialog' });
@@ -141,19 +138,12 @@ export function friendsDialog() {
   modal('Friends', (body) => {
     const { input, row } = field('Add a friend by username', { testid: 'friend-username', required: true });
     const err = inlineError();
-    const form = h('form.inline-form', {
-      on: {
-        submit: (e) => {
-          e.preventDefault();
-          busy(form, err, async () => {
-            const u = await findUser(input.value);
-            const out = await api('POST', '/v1/friends/requests', { user_id: u.id });
-            input.value = '';
-            toast(out.status === 'accepted' ? `You and ${u.username} are now friends` : `Friend request sent to ${u.username}`, 'info');
-            await store.loadFriends();
-          });
-        },
-      },
+    const form = actionForm('form.inline-form', err, async () => {
+      const u = await findUser(input.value);
+      const out = await api('POST', '/v1/friends/requests', { user_id: u.id });
+      input.value = '';
+      toast(out.status === 'accepted' ? `You and ${u.username} are now friends` : `Friend request sent to ${u.username}`, 'info');
+      await store.loadFriends();
     }, row, h('button.primary', { type: 'submit', testid: 'friend-request-send', text: 'Send request' }), err);
     const lists = h('div.friend-lists');
     body.append(form, lists);
@@ -265,34 +255,20 @@ export function membersDialog(convId) {
         showError(loadErr, e);
       }
     };
-    const form = h('form.inline-form', {
-      on: {
-        submit: (e) => {
-          e.preventDefault();
-          busy(form, err, async () => {
-            const u = await findUser(input.value);
-            await api('POST', `/v1/conversations/${convId}/members`, { user_id: u.id });
-            store.rememberUser(u);
-            input.value = '';
-            await load();
-          });
-        },
-      },
+    const form = actionForm('form.inline-form', err, async () => {
+      const u = await findUser(input.value);
+      await api('POST', `/v1/conversations/${convId}/members`, { user_id: u.id });
+      store.rememberUser(u);
+      input.value = '';
+      await load();
     }, row, h('button.primary', { type: 'submit', testid: 'member-add', text: 'Add' }), err);
     const conv = store.state.conversations.get(convId);
     const rename = field('Group name', { testid: 'group-rename', required: true, maxlength: '200', value: conv ? conv.title || '' : '' });
     const renameErr = inlineError();
-    const renameForm = h('form.inline-form', {
-      on: {
-        submit: (e) => {
-          e.preventDefault();
-          busy(renameForm, renameErr, async () => {
-            await api('PATCH', `/v1/conversations/${convId}`, { title: rename.input.value.trim() });
-            await store.refreshConversation(convId);
-            toast('Group renamed', 'info');
-          });
-        },
-      },
+    const renameForm = actionForm('form.inline-form', renameErr, async () => {
+      await api('PATCH', `/v1/conversations/${convId}`, { title: rename.input.value.trim() });
+      await store.refreshConversation(convId);
+      toast('Group renamed', 'info');
     }, rename.row, h('button.secondary', { type: 'submit', testid: 'group-rename-save', text: 'Rename' }), renameErr);
     allow(conv && (conv.members || []).find((m) => m.user_id === store.state.me.id));
     body.append(renameForm, heading, form, loadErr, list);
@@ -353,20 +329,13 @@ export function profileDialog() {
     const hideId = `f-${Math.random().toString(36).slice(2)}`;
     const hide = h('input', { id: hideId, type: 'checkbox', testid: 'profile-hide-presence', checked: !!me.hide_presence });
     const err = inlineError();
-    const form = h('form.stack', {
-      on: {
-        submit: (e) => {
-          e.preventDefault();
-          busy(form, err, async () => {
-            const user = await api('PATCH', '/v1/users/me', {
-              display_name: name.input.value.trim(), status_text: status.input.value.trim() || null, hide_presence: hide.checked,
-            });
-            store.updateMe(user);
-            setSession({ ...getSession(), user });
-            dlg.close();
-          });
-        },
-      },
+    const form = actionForm('form.stack', err, async () => {
+      const user = await api('PATCH', '/v1/users/me', {
+        display_name: name.input.value.trim(), status_text: status.input.value.trim() || null, hide_presence: hide.checked,
+      });
+      store.updateMe(user);
+      setSession({ ...getSession(), user });
+      dlg.close();
     }, h('p.muted', { text: `Signed in as @${me.username}` }), name.row, status.row,
     h('div.check', {}, hide, h('label', { for: hideId, text: 'Hide when I am online from friends' })),
     err, h('button.primary', { type: 'submit', testid: 'profile-save', text: 'Save' }));
