@@ -51,7 +51,9 @@ pub struct SendFileArgs {
 pub struct DownloadArgs {
     #[command(flatten)]
     client: ClientArgs,
-    /// The media id (from a message body).
+    /// The media id (from a message body). Ids made before the server
+    /// stopped starting them with `-` are accepted too.
+    #[arg(allow_hyphen_values = true)]
     media_id: String,
     /// Where to write it [default: ./MEDIA_ID]. An interrupted download
     /// leaves PATH.part and continues from there when run again.
@@ -261,4 +263,26 @@ pub async fn download(args: DownloadArgs) -> anyhow::Result<()> {
     args.client.save_if_changed(&client)?;
     println!("saved {n} bytes to {}", path.display());
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    #[derive(Debug, Parser)]
+    struct Cli {
+        #[command(flatten)]
+        download: super::DownloadArgs,
+    }
+
+    #[test]
+    fn a_media_id_may_start_with_a_hyphen() {
+        let cli =
+            Cli::try_parse_from(["confab", "-oAbCdEfGhIjKlMnOpQrStU", "out.bin"]).expect("parses");
+        assert_eq!(cli.download.media_id, "-oAbCdEfGhIjKlMnOpQrStU");
+        assert_eq!(
+            cli.download.path.as_deref(),
+            Some(std::path::Path::new("out.bin"))
+        );
+    }
 }

@@ -318,9 +318,17 @@ async fn store_upload(
     })
 }
 
-/// A fresh media id: 16 random bytes, base64url (22 characters).
+/// A fresh media id: 16 random bytes, base64url (22 characters), starting
+/// with a letter or digit: one starting with `-` reads as an option when a
+/// user pastes it into a command line (`confab download -Xy…`).
 fn new_media_id() -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>())
+    loop {
+        let id =
+            base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(rand::random::<[u8; 16]>());
+        if id.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+            return id;
+        }
+    }
 }
 
 fn thumbnail_key(sha256: &str) -> String {
@@ -619,4 +627,16 @@ pub async fn check_message_media(store: &dyn Store, msg: &NewMessage) -> Result<
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn media_ids_never_look_like_options() {
+        for _ in 0..2_000 {
+            let id = super::new_media_id();
+            assert_eq!(id.len(), 22);
+            assert!(id.starts_with(|c: char| c.is_ascii_alphanumeric()), "{id}");
+        }
+    }
 }
