@@ -60,8 +60,28 @@ enum Command {
     Bench(bench::BenchCommand),
 }
 
-#[tokio::main]
-async fn main() -> std::process::ExitCode {
+/// How long blocking work (file hashing, image decoding) may still run
+/// once the command is done before the process leaves anyway: a parser
+/// stuck on crafted input must never keep a stopped server alive.
+const BLOCKING_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
+fn main() -> std::process::ExitCode {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(run());
+    runtime.shutdown_timeout(BLOCKING_GRACE);
+    code
+}
+
+async fn run() -> std::process::ExitCode {
     let cli = Cli::parse();
     // Log lines on stderr would draw over the full-screen chat app.
     if !matches!(cli.command, Command::Chat(_)) {

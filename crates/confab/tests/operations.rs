@@ -9,7 +9,10 @@ use support::*;
 
 #[tokio::test]
 async fn health_ready_and_metrics() {
-    let app = spawn_app().await;
+    let app = spawn_app_with(|c| {
+        c.http.metrics_token = Some(confab_server::config::Secret::new("scrape"));
+    })
+    .await;
     let http = app.http();
     for path in ["/healthz", "/readyz"] {
         let resp = http
@@ -28,6 +31,7 @@ async fn health_ready_and_metrics() {
     conn.send_text(conv.id, "counted").await.expect("send");
     let text = http
         .get(format!("{}/metrics", app.base_url))
+        .bearer_auth("scrape")
         .send()
         .await
         .expect("metrics")

@@ -130,6 +130,24 @@ impl RawConnection {
         }
     }
 
+    /// Reads (skipping other frames) until the server closes the
+    /// connection, within `timeout`: the close frame's code, or `None` when
+    /// the connection ended without one. [`Error::Timeout`] if it stays open.
+    pub async fn close_code_within(&mut self, timeout: Duration) -> Result<Option<u16>> {
+        let wait = async {
+            loop {
+                match self.ws.next().await {
+                    Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                    Some(Ok(_)) => continue,
+                    None | Some(Err(_)) => return None,
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait)
+            .await
+            .map_err(|_| Error::Timeout)
+    }
+
     /// Sends a close frame and waits (up to a second) for the server's.
     pub async fn close(mut self) -> Result<()> {
         self.ws

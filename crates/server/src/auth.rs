@@ -153,21 +153,46 @@ pub struct AuthUser {
     pub device_id: DeviceId,
 }
 
-/// Finds the bearer token in `Authorization` or, for WebSocket upgrades
-/// from browsers (which cannot set headers), in `?token=`.
+/// The bearer token in `Authorization`. Access tokens are accepted in
+/// no URL but the WebSocket upgrade's (see [`WsAuthUser`]): URLs end up in
+/// access logs, browser history and `Referer` headers.
 pub fn bearer_token(parts: &Parts) -> Option<String> {
-    if let Some(value) = parts.headers.get(axum::http::header::AUTHORIZATION) {
-        let value = value.to_str().ok()?;
-        let token = value
-            .strip_prefix("Bearer ")
-            .or_else(|| value.strip_prefix("bearer "))?;
-        return Some(token.trim().to_owned());
-    }
-    let query = parts.uri.query()?;
-    query
+    let value = parts.headers.get(axum::http::header::AUTHORIZATION)?;
+    let value = value.to_str().ok()?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?;
+    Some(token.trim().to_owned())
+}
+
+/// `?token=` of a request.
+fn query_token(parts: &Parts) -> Option<String> {
+    parts
+        .uri
+        .query()?
         .split('&')
         .find_map(|pair| pair.strip_prefix("token="))
         .map(str::to_owned)
+}
+
+fn unauthorized() -> AppError {
+    AppError::new(
+        ErrorCode::Unauthorized,
+        "missing, expired or revoked access token: log in or refresh",
+    )
+}
+
+async fn authenticate(state: &AppState, token: Option<String>) -> Result<AuthUser, AppError> {
+    let token = token.ok_or_else(unauthorized)?;
+    let owner = state
+        .store
+        .access_token_owner(&token_hash(&token), now_millis())
+        .await?
+        .ok_or_else(unauthorized)?;
+    Ok(AuthUser {
+        user_id: owner.user_id,
+        device_id: owner.device_id,
+    })
 }
 
 impl FromRequestParts<AppState> for AuthUser {
@@ -177,21 +202,23 @@ impl FromRequestParts<AppState> for AuthUser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let unauthorized = || {
-            AppError::new(
-                ErrorCode::Unauthorized,
-                "missing, expired or revoked access token: log in or refresh",
-            )
-        };
-        let token = bearer_token(parts).ok_or_else(unauthorized)?;
-        let owner = state
-            .store
-            .access_token_owner(&token_hash(&token), now_millis())
-            .await?
-            .ok_or_else(unauthorized)?;
-        Ok(AuthUser {
-            user_id: owner.user_id,
-            device_id: owner.device_id,
-        })
+        authenticate(state, bearer_token(parts)).await
+    }
+}
+
+/// The caller of a WebSocket upgrade: the token in `Authorization`, or in
+/// `?token=` since browsers cannot set headers on a WebSocket.
+#[derive(Debug, Clone, Copy)]
+pub struct WsAuthUser(pub AuthUser);
+
+impl FromRequestParts<AppState> for WsAuthUser {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer_token(parts).or_else(|| query_token(parts));
+        authenticate(state, token).await.map(WsAuthUser)
     }
 }

@@ -32,6 +32,8 @@ pub struct Config {
     pub chat: ChatConfig,
     /// Uploads: where blobs live, size limit, quota.
     pub media: MediaConfig,
+    /// HTTP connection timeouts and the metrics endpoint.
+    pub http: HttpConfig,
     /// Server ping interval in seconds; a connection silent for three
     /// intervals is closed.
     pub heartbeat_s: u64,
@@ -72,6 +74,15 @@ pub struct Limits {
     pub history_page_max: u32,
     /// Most WebSocket connections this node holds; more get HTTP 503.
     pub max_connections: usize,
+    /// Most WebSocket connections one user holds on this node (all their
+    /// devices); more get HTTP 503 `unavailable`.
+    pub max_connections_per_user: usize,
+    /// Most WebSocket connections one device (one access token's device)
+    /// holds on this node; more get HTTP 503 `unavailable`.
+    pub max_connections_per_device: usize,
+    /// Largest `payload` of a `call` signal, in bytes of its JSON;
+    /// larger: `message_too_large`.
+    pub max_signal_bytes: usize,
 }
 
 /// Authentication settings.
@@ -100,6 +111,7 @@ impl Default for Config {
             auth: AuthConfig::default(),
             chat: ChatConfig::default(),
             media: MediaConfig::default(),
+            http: HttpConfig::default(),
             heartbeat_s: 20,
             max_commit_batch: 512,
             shutdown_grace_s: 10,
@@ -165,6 +177,9 @@ impl Default for Limits {
             sync_batch: 200,
             history_page_max: 200,
             max_connections: 19_500,
+            max_connections_per_user: 64,
+            max_connections_per_device: 16,
+            max_signal_bytes: 16 * 1024,
         }
     }
 }
@@ -201,8 +216,23 @@ pub struct MediaConfig {
     /// Largest upload in bytes; bigger: 413 `media_too_large`.
     pub max_upload_bytes: u64,
     /// Most bytes one user's uploads may take in all; more: 413
-    /// `media_too_large` (saying the quota is used up).
+    /// `media_too_large` (saying the quota is used up). Resumable uploads
+    /// in progress count with their declared length.
     pub user_quota_bytes: u64,
+    /// Largest image in pixels (width x height); bigger images are refused
+    /// with `media_too_large` before any pixel is decoded.
+    pub max_image_pixels: u64,
+    /// Images decoded at once on this node (cleaning and thumbnails); the
+    /// others wait their turn.
+    pub max_concurrent_decodes: usize,
+    /// Longest time reading one upload's container (image header, voice
+    /// duration) may take before the upload is refused (`bad_request`).
+    pub parse_timeout_ms: u64,
+    /// Resumable (tus) uploads one user may have in progress at once; more:
+    /// 429 `rate_limited`.
+    pub max_open_uploads: usize,
+    /// A resumable upload not written to for this long is deleted.
+    pub upload_expiry_s: u64,
 }
 
 impl Default for MediaConfig {
@@ -211,7 +241,77 @@ impl Default for MediaConfig {
             blobs: None,
             max_upload_bytes: 100 * 1024 * 1024,
             user_quota_bytes: 1024 * 1024 * 1024,
+            max_image_pixels: 50_000_000,
+            max_concurrent_decodes: 2,
+            parse_timeout_ms: 10_000,
+            max_open_uploads: 10,
+            upload_expiry_s: 24 * 3600,
         }
+    }
+}
+
+/// HTTP connection limits (what a slow or silent client may hold) and where
+/// Prometheus reads `/metrics`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpConfig {
+    /// A new connection must send a complete request header within this
+    /// many seconds, or it is closed.
+    pub header_timeout_s: u64,
+    /// A connection (other than a WebSocket, which has its heartbeat) with
+    /// no byte read or written for this many seconds is closed.
+    pub idle_timeout_s: u64,
+    /// A request body that sends nothing for this many seconds is cut off
+    /// (408 `bad_request`).
+    pub body_timeout_s: u64,
+    /// Serve `/metrics` (without a token) on this separate address, e.g.
+    /// `127.0.0.1:9090`, for a Prometheus on a private network.
+    pub metrics_listen: Option<SocketAddr>,
+    /// Serve `/metrics` on the main address to requests that carry
+    /// `Authorization: Bearer <this token>`. With neither setting,
+    /// `/metrics` is not served at all.
+    pub metrics_token: Option<Secret>,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        HttpConfig {
+            header_timeout_s: 10,
+            idle_timeout_s: 75,
+            body_timeout_s: 30,
+            metrics_listen: None,
+            metrics_token: None,
+        }
+    }
+}
+
+/// A secret setting: never printed (`--print-config` and logs show
+/// `[redacted]`).
+#[derive(Clone, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret value.
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    /// The secret itself, for comparing or using it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str("[redacted]")
     }
 }
 

@@ -100,6 +100,16 @@ impl Hub {
         n
     }
 
+    /// Connections on this node of the user (all devices) and of one of
+    /// their devices.
+    pub fn connection_counts(&self, user: UserId, device: DeviceId) -> (usize, usize) {
+        let map = self.shard(user).read().unwrap_or_else(|p| p.into_inner());
+        map.get(&user).map_or((0, 0), |conns| {
+            let of_device = conns.iter().filter(|c| c.device_id == device).count();
+            (conns.len(), of_device)
+        })
+    }
+
     /// Number of connections the user has on this node.
     pub fn connection_count(&self, user: UserId) -> usize {
         let map = self.shard(user).read().unwrap_or_else(|p| p.into_inner());

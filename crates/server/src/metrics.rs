@@ -91,3 +91,24 @@ pub fn slow_consumer() {
 pub fn connection_refused() {
     counter!("confab_connections_refused_total").increment(1);
 }
+
+/// A WebSocket upgrade refused because the user or device is at its cap
+/// (`max_connections_per_user`, `max_connections_per_device`).
+pub fn connection_capped(scope: &'static str) {
+    counter!("confab_connections_capped_total", "scope" => scope).increment(1);
+}
+
+/// An upload whose container could not be read within the time budget.
+pub fn media_parse_timeout() {
+    counter!("confab_media_parse_timeouts_total").increment(1);
+}
+
+/// An HTTP connection closed by a timeout (`header`, `idle`).
+pub fn http_timeout(kind: &'static str) {
+    counter!("confab_http_timeouts_total", "kind" => kind).increment(1);
+}
+
+/// Abandoned resumable uploads deleted after `media.upload_expiry_s`.
+pub fn uploads_expired(n: u64) {
+    counter!("confab_uploads_expired_total").increment(n);
+}

@@ -4,7 +4,6 @@ use std::sync::atomic::AtomicUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::serve::ListenerExt as _;
 use confab_bus::{
     Bus, LocalBus, LocalPresence, NatsBus, NatsPresence, NatsPresenceOptions, Presence,
     DEFAULT_PRESENCE_TTL,
@@ -91,6 +90,8 @@ pub async fn run(
     let blobs = confab_blobs::open(&config.blobs_location())
         .await
         .map_err(|e| ServerError::Storage(format!("blobs: {e}")))?;
+    let config_dir = config.data_dir.clone();
+    let media_decodes = config.media.max_concurrent_decodes;
     let state = AppState(Arc::new(Inner {
         config,
         store,
@@ -103,19 +104,27 @@ pub async fn run(
         connections: TaskTracker::new(),
         open_connections: AtomicUsize::new(0),
         blobs,
+        uploads: Arc::new(crate::media::Uploads::load(&config_dir.join("tus"))),
+        media_decodes: tokio::sync::Semaphore::new(media_decodes.max(1)),
     }));
+    tokio::spawn(crate::media::expire_abandoned(state.clone()));
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "confab listening");
     let app = crate::http::router(state.clone());
-    // Chat frames are small and latency-bound: no Nagle delay.
-    let listener = listener.tap_io(|tcp| {
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!(error = %e, "could not set TCP_NODELAY");
-        }
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-        .await?;
+    if let Some(addr) = state.config.http.metrics_listen {
+        let metrics_listener = TcpListener::bind(addr).await?;
+        tracing::info!(addr = %metrics_listener.local_addr()?, "metrics listening");
+        let metrics_app = crate::http::metrics_router();
+        let (http, token) = (state.config.http.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            if let Err(e) =
+                crate::listener::serve(metrics_listener, metrics_app, &http, token, grace).await
+            {
+                tracing::error!(error = %e, "metrics listener failed");
+            }
+        });
+    }
+    crate::listener::serve(listener, app, &state.config.http, shutdown.clone(), grace).await?;
 
     // Connection tasks saw the same token and are closing their sockets.
     state.connections.close();

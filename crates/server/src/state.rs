@@ -43,6 +43,11 @@ pub struct Inner {
     pub open_connections: AtomicUsize,
     /// Media bytes (local directory or S3).
     pub blobs: Arc<dyn confab_blobs::BlobStore>,
+    /// Resumable uploads in progress on this node (quota and expiry).
+    pub uploads: Arc<crate::media::Uploads>,
+    /// Image decodes and container parses running at once
+    /// (`media.max_concurrent_decodes`).
+    pub media_decodes: tokio::sync::Semaphore,
 }
 
 impl Deref for AppState {

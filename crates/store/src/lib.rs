@@ -157,6 +157,10 @@ pub trait Store: Send + Sync + 'static {
     async fn blocked_users(&self, blocker: UserId) -> Result<Vec<User>>;
     /// Whether either of the two blocked the other.
     async fn blocked_either(&self, a: UserId, b: UserId) -> Result<bool>;
+    /// Those of `others` with a block either way with `user`, ascending.
+    async fn blocks_among(&self, user: UserId, others: &[UserId]) -> Result<Vec<UserId>>;
+    /// Whether the two users are both members of some conversation now.
+    async fn share_conversation(&self, a: UserId, b: UserId) -> Result<bool>;
     /// Presence settings and `last_seen` of these users.
     async fn presence_records(&self, users: &[UserId]) -> Result<HashMap<UserId, PresenceRecord>>;
     /// Records when a user was last seen online.

@@ -1112,6 +1112,18 @@ async fn blocks_and_the_friends_only_rule_stop_direct_messages() {
             (1, false)
         );
         s.block(bb, a, 5).await.expect("block");
+        // The checks calls and group additions use: blocks either way
+        // among several users at once, and a shared conversation.
+        assert_eq!(s.blocks_among(a, &[bb, c]).await.expect("among"), vec![bb]);
+        assert_eq!(s.blocks_among(bb, &[c, a]).await.expect("among"), vec![a]);
+        assert!(s.blocks_among(c, &[a, bb]).await.expect("among").is_empty());
+        assert!(
+            s.share_conversation(a, bb).await.expect("share"),
+            "{}",
+            b.name
+        );
+        assert!(!s.share_conversation(a, c).await.expect("share"));
+        assert!(!s.share_conversation(c, bb).await.expect("share"));
         let out = commit(
             s,
             &[

@@ -56,6 +56,29 @@ pub struct ServeArgs {
     /// Most WebSocket connections on this node [default: 19500].
     #[arg(long, env = "CONFAB_MAX_CONNECTIONS")]
     max_connections: Option<usize>,
+    /// Most WebSocket connections of one user on this node [default: 64].
+    #[arg(long, env = "CONFAB_MAX_CONNECTIONS_PER_USER")]
+    max_connections_per_user: Option<usize>,
+    /// Most WebSocket connections of one device on this node [default: 16].
+    #[arg(long, env = "CONFAB_MAX_CONNECTIONS_PER_DEVICE")]
+    max_connections_per_device: Option<usize>,
+    /// Seconds a new connection has to send its request header [default: 10].
+    #[arg(long, env = "CONFAB_HEADER_TIMEOUT_S")]
+    header_timeout_s: Option<u64>,
+    /// Seconds without a byte after which an HTTP connection closes [default: 75].
+    #[arg(long, env = "CONFAB_IDLE_TIMEOUT_S")]
+    idle_timeout_s: Option<u64>,
+    /// Seconds a request body may stall before it is cut off [default: 30].
+    #[arg(long, env = "CONFAB_BODY_TIMEOUT_S")]
+    body_timeout_s: Option<u64>,
+    /// Serve /metrics, without a token, on this separate address (e.g.
+    /// 127.0.0.1:9090) [default: none].
+    #[arg(long, env = "CONFAB_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// Serve /metrics on the main address to `Authorization: Bearer TOKEN`
+    /// [default: none].
+    #[arg(long, env = "CONFAB_METRICS_TOKEN", hide_env_values = true)]
+    metrics_token: Option<String>,
     /// Messages per conversation in one sync answer [default: 200].
     #[arg(long, env = "CONFAB_SYNC_BATCH")]
     sync_batch: Option<u32>,
@@ -90,6 +113,10 @@ pub struct ServeArgs {
     /// Largest media upload in bytes [default: 104857600].
     #[arg(long, env = "CONFAB_MAX_UPLOAD_BYTES")]
     max_upload_bytes: Option<u64>,
+    /// Largest image in pixels; bigger ones are refused before decoding
+    /// [default: 50000000].
+    #[arg(long, env = "CONFAB_MAX_IMAGE_PIXELS")]
+    max_image_pixels: Option<u64>,
     /// Serve the browser app from this folder instead of the built-in copy
     /// (while working on it: edits show on reload).
     #[arg(long, env = "CONFAB_WEB_DIR")]
@@ -131,6 +158,11 @@ impl ServeArgs {
             send_burst => limits.send_burst,
             outbound_queue_frames => limits.outbound_queue_frames,
             max_connections => limits.max_connections,
+            max_connections_per_user => limits.max_connections_per_user,
+            max_connections_per_device => limits.max_connections_per_device,
+            header_timeout_s => http.header_timeout_s,
+            idle_timeout_s => http.idle_timeout_s,
+            body_timeout_s => http.body_timeout_s,
             sync_batch => limits.sync_batch,
             heartbeat_s => heartbeat_s,
             max_commit_batch => max_commit_batch,
@@ -141,6 +173,7 @@ impl ServeArgs {
             max_group_members => chat.max_group_members,
             typing_timeout_ms => chat.typing_timeout_ms,
             max_upload_bytes => media.max_upload_bytes,
+            max_image_pixels => media.max_image_pixels,
         }
         // Settings that are optional in the file too.
         if let Some(v) = &self.database {
@@ -154,6 +187,12 @@ impl ServeArgs {
         }
         if let Some(v) = &self.web_dir {
             c.web_dir = Some(v.clone());
+        }
+        if let Some(v) = self.metrics_listen {
+            c.http.metrics_listen = Some(v);
+        }
+        if let Some(v) = &self.metrics_token {
+            c.http.metrics_token = Some(confab_server::config::Secret::new(v.clone()));
         }
         if let Some(v) = &self.blobs {
             c.media.blobs = Some(v.clone());

@@ -38,6 +38,7 @@ mod close {
     pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
     pub const POLICY: u16 = 1008;
+    pub const TOO_BIG: u16 = 1009;
     pub const TRY_AGAIN: u16 = 1013;
 }
 
@@ -157,7 +158,17 @@ impl Connection {
                     }
                 }
                 msg = self.socket.recv() => {
-                    let Some(Ok(msg)) = msg else { return "peer closed" };
+                    let msg = match msg {
+                        Some(Ok(msg)) => msg,
+                        Some(Err(e)) if is_over_capacity(&e) => {
+                            // Over the transport's hard cap: say so, as
+                            // the protocol promises, then end.
+                            metrics::frame_in("oversized");
+                            Box::pin(self.close(close::TOO_BIG, "frame too large")).await;
+                            return "frame over the hard cap";
+                        }
+                        _ => return "peer closed",
+                    };
                     self.last_heard = Instant::now();
                     if !Box::pin(self.handle(msg)).await {
                         return "peer sent close";
@@ -438,6 +449,18 @@ impl Connection {
                     let err = ApiError::new(ErrorCode::RateLimited, "signalling too fast");
                     return self.reply_error(None, err);
                 }
+                let payload_bytes = serde_json::to_string(&payload).map_or(usize::MAX, |p| p.len());
+                if let Err(e) = crate::policy::check_call(
+                    self.state.store.as_ref(),
+                    self.who.user_id,
+                    to_user_id,
+                    payload_bytes,
+                    self.state.config.limits.max_signal_bytes,
+                )
+                .await
+                {
+                    return self.reply_error(None, e);
+                }
                 let frame = ServerFrame::Call {
                     call_id,
                     from_user_id: self.who.user_id,
@@ -538,6 +561,19 @@ impl Connection {
         };
         crate::events::send(self.state.bus.as_ref(), delivery).await;
     }
+}
+
+/// Whether a read failed because a frame or message was over the
+/// transport's size cap.
+fn is_over_capacity(e: &axum::Error) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(t) = err.downcast_ref::<tokio_tungstenite::tungstenite::Error>() {
+            return matches!(t, tokio_tungstenite::tungstenite::Error::Capacity(_));
+        }
+        cur = err.source();
+    }
+    false
 }
 
 /// Sleeps until `deadline`, or forever when there is none.

@@ -15,7 +15,7 @@ use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use confab_proto::ErrorCode;
 
-use crate::auth::AuthUser;
+use crate::auth::WsAuthUser;
 use crate::error::AppError;
 use crate::state::AppState;
 
@@ -32,7 +32,7 @@ const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 /// `GET /v1/ws`: authenticates, then upgrades.
 pub async fn upgrade(
     State(state): State<AppState>,
-    who: AuthUser,
+    WsAuthUser(who): WsAuthUser,
     ws: WebSocketUpgrade,
 ) -> Result<Response, AppError> {
     let max = state.config.limits.max_connections;
@@ -47,6 +47,28 @@ pub async fn upgrade(
         return Err(AppError::new(
             ErrorCode::Unavailable,
             "this node is at its connection limit, try another node or later",
+        ));
+    }
+    let limits = &state.config.limits;
+    let (user_count, device_count) = state.hub.connection_counts(who.user_id, who.device_id);
+    if device_count >= limits.max_connections_per_device {
+        crate::metrics::connection_capped("device");
+        return Err(AppError::new(
+            ErrorCode::Unavailable,
+            format!(
+                "this device has {} connections open on this node, the most allowed: close one first",
+                limits.max_connections_per_device
+            ),
+        ));
+    }
+    if user_count >= limits.max_connections_per_user {
+        crate::metrics::connection_capped("user");
+        return Err(AppError::new(
+            ErrorCode::Unavailable,
+            format!(
+                "your devices have {} connections open on this node, the most allowed: close one first",
+                limits.max_connections_per_user
+            ),
         ));
     }
     if state.shutdown.is_cancelled() {

@@ -92,6 +92,8 @@ pub async fn create(
             if known.len() != distinct.len() {
                 return Err(AppError::not_found("user"));
             }
+            crate::policy::check_group_additions(state.store.as_ref(), who.user_id, &distinct)
+                .await?;
             let id = state
                 .store
                 .create_group(who.user_id, title, &distinct, now_millis())

@@ -86,6 +86,7 @@ pub async fn add(
     if users.len() > ADD_MAX {
         return Err(AppError::bad_request("at most 1000 users per request"));
     }
+    crate::policy::check_group_additions(state.store.as_ref(), who.user_id, &users).await?;
     let add = GroupChange::Add {
         conversation_id: id,
         by: who.user_id,

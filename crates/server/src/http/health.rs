@@ -1,8 +1,12 @@
 //! Liveness, readiness and metrics.
 
 use axum::extract::State;
-use axum::http::{header, StatusCode};
-use axum::response::IntoResponse;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use confab_proto::ErrorCode;
+use sha2::{Digest, Sha256};
+
+use crate::error::AppError;
 use axum::Json;
 use confab_proto::api::Health;
 
@@ -53,4 +57,28 @@ pub async fn metrics() -> impl IntoResponse {
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         crate::metrics::render(),
     )
+}
+
+/// `GET /metrics` on the main address: only with `http.metrics_token` set
+/// and presented as `Authorization: Bearer …`; otherwise 404 (metrics then
+/// live on `http.metrics_listen`, or nowhere).
+pub async fn metrics_with_token(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let Some(expected) = &state.config.http.metrics_token else {
+        return AppError::not_found("metrics here (they are served on the metrics address)")
+            .into_response();
+    };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    // Compared as digests: the time taken says nothing about the token.
+    if Sha256::digest(given.as_bytes()) != Sha256::digest(expected.expose().as_bytes()) {
+        return AppError::new(
+            ErrorCode::Unauthorized,
+            "metrics need Authorization: Bearer <metrics token>",
+        )
+        .into_response();
+    }
+    metrics().await.into_response()
 }

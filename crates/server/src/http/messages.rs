@@ -92,6 +92,7 @@ pub async fn edit(
             Some(_) => return Err(AppError::bad_request("caption must be a string")),
         }
     }
+    crate::policy::check_direct_change(state.store.as_ref(), id, who.user_id).await?;
     let done = apply(
         &state,
         MessageChange::Edit {
@@ -150,6 +151,7 @@ async fn react(
 ) -> AppResult<Json<MessageRecord>> {
     check_seq(seq)?;
     check_emoji(&emoji)?;
+    crate::policy::check_direct_change(state.store.as_ref(), id, who.user_id).await?;
     let done = apply(
         state,
         MessageChange::React {

@@ -14,6 +14,7 @@ mod web;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, patch, post, put};
 use axum::Router;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use crate::state::AppState;
 
@@ -23,6 +24,7 @@ pub use messages::{check_reply, refusal as message_refusal};
 /// Builds the whole router. Tests can call it with `oneshot`.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.limits.max_http_body_bytes;
+    let body_timeout = std::time::Duration::from_secs(state.config.http.body_timeout_s.max(1));
     let v1 = Router::new()
         .route("/auth/register", post(accounts::register))
         .route("/auth/login", post(accounts::login))
@@ -82,8 +84,17 @@ pub fn router(state: AppState) -> Router {
         .nest("/v1", v1)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
+        .route("/metrics", get(health::metrics_with_token))
         .fallback(web::serve)
         .layer(DefaultBodyLimit::max(body_limit))
+        // A body that stalls is cut off; one that keeps moving may take as
+        // long as it needs (large uploads).
+        .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .with_state(state)
+}
+
+/// The router of the separate metrics address (`http.metrics_listen`):
+/// `/metrics` without a token, nothing else.
+pub fn metrics_router() -> Router {
+    Router::new().route("/metrics", get(health::metrics))
 }

@@ -60,6 +60,11 @@ pub async fn messages(
     if p.q.trim().is_empty() || chars > MAX_QUERY_CHARS {
         return Err(AppError::bad_request("q must be 1-200 characters"));
     }
+    if p.q.chars().any(char::is_control) {
+        return Err(AppError::bad_request(
+            "q must not contain control characters (NUL, newlines, …)",
+        ));
+    }
     let offset = match &p.cursor {
         Some(c) => decode_cursor(c).ok_or_else(|| AppError::bad_request("unknown cursor"))?,
         None => 0,

@@ -10,9 +10,11 @@
 //!   cleared). The orientation is not applied to WebP.
 //! - GIF carries no EXIF.
 
-use std::io::Cursor;
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::path::Path;
 
-use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
 
 /// Longest side of a thumbnail.
 pub const THUMBNAIL_MAX: u32 = 320;
@@ -20,12 +22,33 @@ pub const THUMBNAIL_MAX: u32 = 320;
 /// What [`clean`] made of an image.
 #[derive(Debug)]
 pub struct Cleaned {
-    /// The bytes to store instead of the upload, when anything changed.
-    pub replaced: Option<Vec<u8>>,
+    /// A new file to store instead of the upload, when anything changed.
+    pub replaced: Option<tempfile::TempPath>,
     /// Width after orientation.
     pub width: u32,
     /// Height after orientation.
     pub height: u32,
+}
+
+/// Why an image was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// More pixels than allowed (checked from the header, before decoding).
+    #[error("image of {width}x{height} pixels is over the limit of {max} pixels")]
+    TooLarge {
+        /// Width the header states.
+        width: u32,
+        /// Height the header states.
+        height: u32,
+        /// The configured limit.
+        max: u64,
+    },
+    /// Not a readable image of its type.
+    #[error("{0}")]
+    Unreadable(String),
+    /// Reading or writing the files failed.
+    #[error("image file: {0}")]
+    Io(#[from] io::Error),
 }
 
 fn format_of(mime: &str) -> Option<ImageFormat> {
@@ -38,54 +61,119 @@ fn format_of(mime: &str) -> Option<ImageFormat> {
     })
 }
 
-/// Checks that `data` is a readable image of type `mime` and cleans it.
-pub fn clean(data: &[u8], mime: &str) -> Result<Cleaned, String> {
-    let format = format_of(mime).ok_or_else(|| format!("{mime} is not an image type"))?;
-    let (width, height) = ImageReader::with_format(Cursor::new(data), format)
+/// The decoder's own limits for an image of at most `max_pixels`: no side
+/// longer than that, and no allocation beyond what such an image needs
+/// (RGBA, 16 bits per channel), so a lying header cannot make it allocate
+/// more.
+fn decoder_limits(max_pixels: u64) -> Limits {
+    let side = u32::try_from(max_pixels).unwrap_or(u32::MAX);
+    let mut limits = Limits::default();
+    limits.max_image_width = Some(side);
+    limits.max_image_height = Some(side);
+    limits.max_alloc = Some(max_pixels.saturating_mul(8).max(64 * 1024 * 1024));
+    limits
+}
+
+fn reader(
+    path: &Path,
+    format: ImageFormat,
+    max_pixels: u64,
+) -> io::Result<ImageReader<BufReader<File>>> {
+    let mut r = ImageReader::with_format(BufReader::new(File::open(path)?), format);
+    r.limits(decoder_limits(max_pixels));
+    Ok(r)
+}
+
+/// Reads the dimensions from the header and refuses images over
+/// `max_pixels` before anything is decoded.
+fn checked_dimensions(
+    path: &Path,
+    mime: &str,
+    max_pixels: u64,
+) -> Result<(ImageFormat, u32, u32), ImageError> {
+    let format = format_of(mime)
+        .ok_or_else(|| ImageError::Unreadable(format!("{mime} is not an image type")))?;
+    let (width, height) = reader(path, format, u64::MAX)?
         .into_dimensions()
-        .map_err(|e| format!("unreadable {mime}: {e}"))?;
+        .map_err(|e| ImageError::Unreadable(format!("unreadable {mime}: {e}")))?;
+    if u64::from(width) * u64::from(height) > max_pixels {
+        return Err(ImageError::TooLarge {
+            width,
+            height,
+            max: max_pixels,
+        });
+    }
+    Ok((format, width, height))
+}
+
+/// Checks that the file at `path` is a readable image of type `mime`, at
+/// most `max_pixels` large, and cleans it into a new file in `tmp_dir`
+/// when anything must change. Streams: only a JPEG whose orientation must
+/// be applied is decoded whole.
+pub fn clean(
+    path: &Path,
+    mime: &str,
+    max_pixels: u64,
+    tmp_dir: &Path,
+) -> Result<Cleaned, ImageError> {
+    let (format, width, height) = checked_dimensions(path, mime, max_pixels)?;
+    let size = std::fs::metadata(path)?.len();
+    let rewrite = |strip: fn(&mut BufReader<File>, &mut BufWriter<File>) -> io::Result<()>| -> Result<Option<tempfile::TempPath>, ImageError> {
+        let (out, out_path) = tempfile::Builder::new()
+            .prefix("clean-")
+            .tempfile_in(tmp_dir)?
+            .into_parts();
+        let mut input = BufReader::new(File::open(path)?);
+        let mut output = BufWriter::new(out);
+        strip(&mut input, &mut output)?;
+        let out = output.into_inner().map_err(|e| e.into_error())?;
+        let new_size = out.metadata()?.len();
+        Ok((new_size != size).then_some(out_path))
+    };
     match format {
         ImageFormat::Jpeg => {
-            let mut decoder = image::codecs::jpeg::JpegDecoder::new(Cursor::new(data))
-                .map_err(|e| format!("unreadable jpeg: {e}"))?;
+            let mut decoder =
+                image::codecs::jpeg::JpegDecoder::new(BufReader::new(File::open(path)?))
+                    .map_err(|e| ImageError::Unreadable(format!("unreadable jpeg: {e}")))?;
+            decoder
+                .set_limits(decoder_limits(max_pixels))
+                .map_err(|e| ImageError::Unreadable(format!("unreadable jpeg: {e}")))?;
             let orientation = decoder
                 .orientation()
                 .unwrap_or(image::metadata::Orientation::NoTransforms);
             if orientation == image::metadata::Orientation::NoTransforms {
-                let stripped = strip_jpeg(data);
-                let replaced = (stripped.len() != data.len()).then_some(stripped);
                 return Ok(Cleaned {
-                    replaced,
+                    replaced: rewrite(strip_jpeg)?,
                     width,
                     height,
                 });
             }
-            let mut img =
-                DynamicImage::from_decoder(decoder).map_err(|e| format!("unreadable jpeg: {e}"))?;
+            let mut img = DynamicImage::from_decoder(decoder)
+                .map_err(|e| ImageError::Unreadable(format!("unreadable jpeg: {e}")))?;
             img.apply_orientation(orientation);
-            let bytes = encode_jpeg(&img, 90)?;
+            let (out, out_path) = tempfile::Builder::new()
+                .prefix("clean-")
+                .tempfile_in(tmp_dir)?
+                .into_parts();
+            let mut output = BufWriter::new(out);
+            encode_jpeg(&img, 90, &mut output)?;
+            output.flush()?;
             Ok(Cleaned {
-                replaced: Some(bytes),
+                replaced: Some(out_path),
                 width: img.width(),
                 height: img.height(),
             })
         }
-        ImageFormat::Png => {
-            let stripped = strip_png(data);
-            Ok(Cleaned {
-                replaced: (stripped.len() != data.len()).then_some(stripped),
-                width,
-                height,
-            })
-        }
-        ImageFormat::WebP => {
-            let stripped = strip_webp(data);
-            Ok(Cleaned {
-                replaced: (stripped.len() != data.len()).then_some(stripped),
-                width,
-                height,
-            })
-        }
+        ImageFormat::Png => Ok(Cleaned {
+            replaced: rewrite(strip_png)?,
+            width,
+            height,
+        }),
+        ImageFormat::WebP => Ok(Cleaned {
+            replaced: rewrite(strip_webp)?,
+            width,
+            height,
+        }),
         _ => Ok(Cleaned {
             replaced: None,
             width,
@@ -94,111 +182,201 @@ pub fn clean(data: &[u8], mime: &str) -> Result<Cleaned, String> {
     }
 }
 
-fn encode_jpeg(img: &DynamicImage, quality: u8) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
+fn encode_jpeg(img: &DynamicImage, quality: u8, out: &mut impl Write) -> Result<(), ImageError> {
     let rgb = img.to_rgb8();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, quality)
+    image::codecs::jpeg::JpegEncoder::new_with_quality(out, quality)
         .encode_image(&rgb)
-        .map_err(|e| format!("jpeg encoding failed: {e}"))?;
-    Ok(out)
+        .map_err(|e| ImageError::Unreadable(format!("jpeg encoding failed: {e}")))
 }
 
-/// A JPEG thumbnail at most [`THUMBNAIL_MAX`] px on its longest side.
-pub fn thumbnail(data: &[u8], mime: &str) -> Result<Vec<u8>, String> {
-    let format = format_of(mime).ok_or_else(|| format!("{mime} is not an image type"))?;
-    let img = image::load_from_memory_with_format(data, format)
-        .map_err(|e| format!("unreadable {mime}: {e}"))?;
+/// A JPEG thumbnail at most [`THUMBNAIL_MAX`] px on its longest side, of
+/// the image file at `path` (at most `max_pixels` large).
+pub fn thumbnail(path: &Path, mime: &str, max_pixels: u64) -> Result<Vec<u8>, ImageError> {
+    let (format, _, _) = checked_dimensions(path, mime, max_pixels)?;
+    let img = reader(path, format, max_pixels)?
+        .decode()
+        .map_err(|e| ImageError::Unreadable(format!("unreadable {mime}: {e}")))?;
     let img = if img.width() > THUMBNAIL_MAX || img.height() > THUMBNAIL_MAX {
         img.thumbnail(THUMBNAIL_MAX, THUMBNAIL_MAX)
     } else {
         img
     };
-    encode_jpeg(&img, 80)
+    let mut out = Vec::new();
+    encode_jpeg(&img, 80, &mut out)?;
+    Ok(out)
 }
 
-/// A JPEG without APP1 (EXIF, XMP), APP13 (IPTC) and COM segments.
-pub fn strip_jpeg(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len());
-    out.extend_from_slice(&data[..2.min(data.len())]);
-    let mut at = 2;
-    while at + 4 <= data.len() && data[at] == 0xFF {
-        let marker = data[at + 1];
+fn read_u8(r: &mut impl Read) -> io::Result<Option<u8>> {
+    let mut b = [0u8; 1];
+    match r.read_exact(&mut b) {
+        Ok(()) => Ok(Some(b[0])),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Reads up to `buf.len()` bytes; fewer only at the end of the input.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..])? {
+            0 => break,
+            k => n += k,
+        }
+    }
+    Ok(n)
+}
+
+/// Copies `len` bytes (or what is left) from `r` to `w`, or skips them.
+fn pass(r: &mut impl Read, w: &mut impl Write, len: u64, keep: bool) -> io::Result<()> {
+    let mut part = r.take(len);
+    if keep {
+        io::copy(&mut part, w)?;
+    } else {
+        io::copy(&mut part, &mut io::sink())?;
+    }
+    Ok(())
+}
+
+/// Copies a JPEG without its APP1 (EXIF, XMP), APP13 (IPTC) and COM
+/// segments.
+pub fn strip_jpeg(r: &mut impl Read, w: &mut impl Write) -> io::Result<()> {
+    let mut soi = [0u8; 2];
+    let n = read_full(r, &mut soi)?;
+    w.write_all(&soi[..n])?;
+    let mut first = read_u8(r)?;
+    while let Some(b0) = first {
+        if b0 != 0xFF {
+            w.write_all(&[b0])?;
+            break;
+        }
+        let Some(marker) = read_u8(r)? else {
+            w.write_all(&[b0])?;
+            return Ok(());
+        };
+        // A fill byte: the marker starts at the next one.
+        if marker == 0xFF {
+            w.write_all(&[0xFF])?;
+            first = Some(0xFF);
+            continue;
+        }
         // Start of scan: the rest is entropy-coded data and the trailer.
         if marker == 0xDA {
+            w.write_all(&[b0, marker])?;
             break;
         }
         // Markers without a length.
-        if marker == 0x01 || (0xD0..=0xD7).contains(&marker) || marker == 0xFF {
-            out.push(data[at]);
-            at += 1;
+        if marker == 0x01 || (0xD0..=0xD7).contains(&marker) {
+            w.write_all(&[b0, marker])?;
+            first = read_u8(r)?;
             continue;
         }
-        let len = u16::from_be_bytes([data[at + 2], data[at + 3]]) as usize;
-        let end = (at + 2 + len).min(data.len());
-        if !(marker == 0xE1 || marker == 0xED || marker == 0xFE) {
-            out.extend_from_slice(&data[at..end]);
+        let mut len = [0u8; 2];
+        let n = read_full(r, &mut len)?;
+        let keep = !(marker == 0xE1 || marker == 0xED || marker == 0xFE);
+        if keep || n < 2 {
+            w.write_all(&[b0, marker])?;
+            w.write_all(&len[..n])?;
         }
-        at = end;
+        if n < 2 {
+            return Ok(());
+        }
+        let body = u64::from(u16::from_be_bytes(len)).saturating_sub(2);
+        pass(r, w, body, keep)?;
+        first = read_u8(r)?;
     }
-    out.extend_from_slice(&data[at.min(data.len())..]);
-    out
+    io::copy(r, w)?;
+    Ok(())
 }
 
-/// A PNG without metadata chunks.
-pub fn strip_png(data: &[u8]) -> Vec<u8> {
+/// Copies a PNG without metadata chunks.
+pub fn strip_png(r: &mut impl Read, w: &mut impl Write) -> io::Result<()> {
     const DROP: [&[u8; 4]; 5] = [b"eXIf", b"tEXt", b"zTXt", b"iTXt", b"tIME"];
-    if data.len() < 8 {
-        return data.to_vec();
+    let mut signature = [0u8; 8];
+    let n = read_full(r, &mut signature)?;
+    w.write_all(&signature[..n])?;
+    if n < 8 {
+        return Ok(());
     }
-    let mut out = data[..8].to_vec();
-    let mut at = 8;
-    while at + 12 <= data.len() {
-        let len = u32::from_be_bytes([data[at], data[at + 1], data[at + 2], data[at + 3]]) as usize;
-        let end = (at + 12 + len).min(data.len());
-        let kind = &data[at + 4..at + 8];
-        if !DROP.iter().any(|d| d.as_slice() == kind) {
-            out.extend_from_slice(&data[at..end]);
+    loop {
+        let mut header = [0u8; 8];
+        let n = read_full(r, &mut header)?;
+        if n < 8 {
+            w.write_all(&header[..n])?;
+            return Ok(());
         }
-        at = end;
+        let len = u64::from(u32::from_be_bytes([
+            header[0], header[1], header[2], header[3],
+        ]));
+        let keep = !DROP.iter().any(|d| d.as_slice() == &header[4..8]);
+        if keep {
+            w.write_all(&header)?;
+        }
+        // Data and CRC.
+        pass(r, w, len + 4, keep)?;
     }
-    out.extend_from_slice(&data[at.min(data.len())..]);
-    out
 }
 
-/// A WebP without `EXIF` and `XMP ` chunks.
-pub fn strip_webp(data: &[u8]) -> Vec<u8> {
-    if data.len() < 12 {
-        return data.to_vec();
+/// Copies a WebP without `EXIF` and `XMP ` chunks (and their `VP8X` flags),
+/// then corrects the RIFF size.
+pub fn strip_webp<W: Write + Seek>(r: &mut impl Read, w: &mut W) -> io::Result<()> {
+    let mut riff = [0u8; 12];
+    let n = read_full(r, &mut riff)?;
+    w.write_all(&riff[..n])?;
+    if n < 12 {
+        return Ok(());
     }
-    let mut out = data[..12].to_vec();
-    let mut at = 12;
-    while at + 8 <= data.len() {
-        let kind = &data[at..at + 4];
-        let len =
-            u32::from_le_bytes([data[at + 4], data[at + 5], data[at + 6], data[at + 7]]) as usize;
-        let end = (at + 8 + len + (len & 1)).min(data.len());
-        if kind == b"VP8X" && at + 8 < data.len() {
-            let start = out.len();
-            out.extend_from_slice(&data[at..end]);
-            // Flags: 0x08 EXIF, 0x04 XMP.
-            out[start + 8] &= !(0x08 | 0x04);
-        } else if kind != b"EXIF" && kind != b"XMP " {
-            out.extend_from_slice(&data[at..end]);
+    let mut written = 12u64;
+    loop {
+        let mut header = [0u8; 8];
+        let n = read_full(r, &mut header)?;
+        if n < 8 {
+            w.write_all(&header[..n])?;
+            written += n as u64;
+            break;
         }
-        at = end;
+        let kind = &header[0..4];
+        let len = u64::from(u32::from_le_bytes([
+            header[4], header[5], header[6], header[7],
+        ]));
+        let padded = len + (len & 1);
+        if kind == b"VP8X" && padded <= 64 {
+            let mut body = vec![0u8; padded as usize];
+            let got = read_full(r, &mut body)?;
+            if let Some(flags) = body.first_mut() {
+                // Flags: 0x08 EXIF, 0x04 XMP.
+                *flags &= !(0x08 | 0x04);
+            }
+            w.write_all(&header)?;
+            w.write_all(&body[..got])?;
+            written += 8 + got as u64;
+        } else if kind != b"EXIF" && kind != b"XMP " {
+            w.write_all(&header)?;
+            let mut part = r.take(padded);
+            written += 8 + io::copy(&mut part, w)?;
+        } else {
+            pass(r, w, padded, false)?;
+        }
     }
-    let riff = (out.len() - 8) as u32;
-    out[4..8].copy_from_slice(&riff.to_le_bytes());
-    out
+    let size = u32::try_from(written.saturating_sub(8)).unwrap_or(u32::MAX);
+    w.flush()?;
+    w.seek(SeekFrom::Start(4))?;
+    w.write_all(&size.to_le_bytes())?;
+    w.seek(SeekFrom::End(0))?;
+    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const MAX: u64 = 50_000_000;
+
     fn jpeg(w: u32, h: u32) -> Vec<u8> {
         let img = DynamicImage::new_rgb8(w, h);
-        encode_jpeg(&img, 80).expect("encode")
+        let mut out = Vec::new();
+        encode_jpeg(&img, 80, &mut out).expect("encode");
+        out
     }
 
     /// Puts an APP1 EXIF segment (with the given orientation) after SOI.
@@ -222,31 +400,130 @@ mod tests {
         out
     }
 
+    /// Cleans `data` as a file, returning the result and the new bytes.
+    fn clean_bytes(data: &[u8], mime: &str) -> Result<(Cleaned, Option<Vec<u8>>), ImageError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("upload");
+        std::fs::write(&path, data).expect("write");
+        let c = clean(&path, mime, MAX, dir.path())?;
+        let bytes = c
+            .replaced
+            .as_ref()
+            .map(|p| std::fs::read(p).expect("read cleaned"));
+        Ok((c, bytes))
+    }
+
     #[test]
     fn jpeg_exif_is_cut_and_orientation_applied() {
         let plain = jpeg(40, 20);
         let tagged = with_exif(&plain, 1);
-        let c = clean(&tagged, "image/jpeg").expect("clean");
-        let bytes = c.replaced.expect("changed");
-        assert_eq!(bytes, plain);
+        let (c, bytes) = clean_bytes(&tagged, "image/jpeg").expect("clean");
+        assert_eq!(bytes.expect("changed"), plain);
         assert_eq!((c.width, c.height), (40, 20));
 
         let rotated = with_exif(&plain, 6);
-        let c = clean(&rotated, "image/jpeg").expect("clean");
+        let (c, bytes) = clean_bytes(&rotated, "image/jpeg").expect("clean");
         assert_eq!((c.width, c.height), (20, 40));
-        let bytes = c.replaced.expect("changed");
+        let bytes = bytes.expect("changed");
         assert!(!bytes.windows(4).any(|w| w == b"Exif"));
 
-        assert!(clean(&plain, "image/jpeg")
+        assert!(clean_bytes(&plain, "image/jpeg")
             .expect("clean")
-            .replaced
+            .1
             .is_none());
-        assert!(clean(b"\xFF\xD8\xFFjunk", "image/jpeg").is_err());
+        assert!(clean_bytes(b"\xFF\xD8\xFFjunk", "image/jpeg").is_err());
+    }
+
+    /// A PNG header (IHDR) of any size with no pixel data behind it.
+    fn png_header(w: u32, h: u32) -> Vec<u8> {
+        let mut ihdr = b"IHDR".to_vec();
+        ihdr.extend_from_slice(&w.to_be_bytes());
+        ihdr.extend_from_slice(&h.to_be_bytes());
+        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
+        let crc = crc32(&ihdr);
+        let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
+        out.extend_from_slice(&13u32.to_be_bytes());
+        out.extend_from_slice(&ihdr);
+        out.extend_from_slice(&crc.to_be_bytes());
+        out
+    }
+
+    fn crc32(data: &[u8]) -> u32 {
+        let mut c = 0xFFFF_FFFFu32;
+        for &b in data {
+            c ^= u32::from(b);
+            for _ in 0..8 {
+                c = if c & 1 != 0 {
+                    0xEDB8_8320 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
+            }
+        }
+        !c
+    }
+
+    #[test]
+    fn pixel_bombs_are_refused_before_decoding() {
+        let err = clean_bytes(&png_header(20_000, 20_000), "image/png").expect_err("bomb");
+        assert!(
+            matches!(err, ImageError::TooLarge { width: 20_000, .. }),
+            "{err}"
+        );
+        // A JPEG whose frame header claims 14,000 x 14,000 with a rotation.
+        let mut small = with_exif(&jpeg(8, 8), 6);
+        let sof = small
+            .windows(2)
+            .position(|w| w == [0xFF, 0xC0])
+            .expect("SOF0");
+        small[sof + 5..sof + 7].copy_from_slice(&14_000u16.to_be_bytes());
+        small[sof + 7..sof + 9].copy_from_slice(&14_000u16.to_be_bytes());
+        let err = clean_bytes(&small, "image/jpeg").expect_err("bomb");
+        assert!(matches!(err, ImageError::TooLarge { .. }), "{err}");
+    }
+
+    #[test]
+    fn png_and_webp_metadata_is_cut_streaming() {
+        let img = DynamicImage::new_rgb8(4, 3);
+        let mut png = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut png), ImageFormat::Png)
+            .expect("png");
+        // A tEXt chunk after IHDR.
+        let mut chunk = 9u32.to_be_bytes().to_vec();
+        chunk.extend_from_slice(b"tEXtsecret!!");
+        chunk.extend_from_slice(&[0; 1]);
+        let mut tagged = png[..33].to_vec();
+        tagged.extend_from_slice(&chunk[..chunk.len() - 1]);
+        tagged.extend_from_slice(&[0, 0, 0, 0]);
+        tagged.extend_from_slice(&png[33..]);
+        let (c, bytes) = clean_bytes(&tagged, "image/png").expect("clean");
+        assert_eq!(bytes.expect("changed"), png);
+        assert_eq!((c.width, c.height), (4, 3));
+
+        let mut webp = b"RIFF\0\0\0\0WEBP".to_vec();
+        webp.extend_from_slice(b"VP8X");
+        webp.extend_from_slice(&10u32.to_le_bytes());
+        webp.extend_from_slice(&[0x0C, 0, 0, 0, 3, 0, 0, 2, 0, 0]);
+        webp.extend_from_slice(b"EXIF");
+        webp.extend_from_slice(&3u32.to_le_bytes());
+        webp.extend_from_slice(b"GPS\0");
+        let mut out = std::io::Cursor::new(Vec::new());
+        strip_webp(&mut webp.as_slice(), &mut out).expect("strip");
+        let out = out.into_inner();
+        assert!(!out.windows(4).any(|w| w == b"EXIF"));
+        assert_eq!(out[20], 0, "EXIF and XMP flags cleared");
+        assert_eq!(
+            u32::from_le_bytes([out[4], out[5], out[6], out[7]]) as usize,
+            out.len() - 8
+        );
     }
 
     #[test]
     fn thumbnails_are_small() {
-        let t = thumbnail(&jpeg(1000, 500), "image/jpeg").expect("thumb");
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("big.jpg");
+        std::fs::write(&path, jpeg(1000, 500)).expect("write");
+        let t = thumbnail(&path, "image/jpeg", MAX).expect("thumb");
         let img = image::load_from_memory(&t).expect("decode");
         assert_eq!((img.width(), img.height()), (320, 160));
     }

@@ -38,6 +38,7 @@ use crate::http::ApiPath;
 use crate::state::AppState;
 
 pub use images::THUMBNAIL_MAX;
+pub use tus::{expire_abandoned, Uploads};
 pub use voice::MAX_VOICE_MS;
 
 /// `Cache-Control` of media and thumbnails: content never changes under an
@@ -169,7 +170,13 @@ pub async fn upload(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
-    let used = state.store.media_usage(who.user_id).await?;
+    // Resumable uploads in progress count with their declared length.
+    let used = state.store.media_usage(who.user_id).await?.saturating_add(
+        state
+            .uploads
+            .pending_bytes(who.user_id)
+            .min(i64::MAX as u64) as i64,
+    );
     if let Some(len) = length {
         if declared != "multipart/form-data" && len > max {
             return Err(too_large(max));
@@ -228,43 +235,41 @@ async fn store_upload(
     let mut width = None;
     let mut height = None;
     let mut duration_ms = None;
-    let mut image_bytes = None;
+    let mut is_image = false;
+    let media = &state.config.media;
     match sniffed.kind {
         MediaKind::Image => {
-            let data = tokio::fs::read(&spooled.path).await.map_err(internal)?;
             let mime = sniffed.mime;
-            let (cleaned, data) =
-                tokio::task::spawn_blocking(move || (images::clean(&data, mime), data))
-                    .await
-                    .map_err(internal)?;
-            let cleaned = cleaned.map_err(AppError::bad_request)?;
+            let path = spooled.path.to_path_buf();
+            let tmp = temp_dir(state);
+            // A tus upload arrives from its own folder: this one may be new.
+            tokio::fs::create_dir_all(&tmp).await.map_err(internal)?;
+            let max_pixels = media.max_image_pixels;
+            let cleaned =
+                parse_within_budget(state, move || images::clean(&path, mime, max_pixels, &tmp))
+                    .await?
+                    .map_err(image_error)?;
             width = Some(cleaned.width);
             height = Some(cleaned.height);
-            let data = match cleaned.replaced {
-                Some(new) => {
-                    let (file, path) = tempfile::Builder::new()
-                        .prefix("clean-")
-                        .tempfile_in(temp_dir(state))
-                        .map_err(internal)?
-                        .into_parts();
-                    drop(file);
-                    tokio::fs::write(&path, &new).await.map_err(internal)?;
-                    spooled.path = path;
-                    spooled.size = new.len() as u64;
-                    spooled.sha256 = hex(&Sha256::digest(&new));
-                    new
-                }
-                None => data,
-            };
-            image_bytes = Some(data);
+            if let Some(new_path) = cleaned.replaced {
+                let (size, sha256) = hash_file(new_path.to_path_buf()).await?;
+                spooled.path = new_path;
+                spooled.size = size;
+                spooled.sha256 = sha256;
+            }
+            is_image = true;
         }
         MediaKind::Voice => {
             let path = spooled.path.to_path_buf();
             let mime = sniffed.mime;
-            let d = tokio::task::spawn_blocking(move || voice::duration_ms(&path, mime))
-                .await
-                .map_err(internal)?
-                .map_err(internal)?;
+            let d = parse_within_budget(state, move || voice::duration_ms(&path, mime))
+                .await?
+                .map_err(|e| match e.kind() {
+                    std::io::ErrorKind::InvalidData => {
+                        AppError::bad_request(format!("unreadable voice note: {e}"))
+                    }
+                    _ => internal(e),
+                })?;
             if let Some(d) = d {
                 if d == 0 || d > MAX_VOICE_MS {
                     return Err(AppError::bad_request(format!(
@@ -303,8 +308,9 @@ async fn store_upload(
     {
         return Err(over_quota(quota, used));
     }
-    if let Some(data) = image_bytes {
-        tokio::spawn(make_thumbnail(state.clone(), record.clone(), data));
+    if is_image {
+        // The file stays until the thumbnail is made from it.
+        tokio::spawn(make_thumbnail(state.clone(), record.clone(), spooled.path));
     }
     Ok(UploadedMedia {
         media_id: id,
@@ -335,9 +341,9 @@ fn thumbnail_key(sha256: &str) -> String {
     format!("{sha256}.thumb")
 }
 
-/// Makes and stores an image's thumbnail (once per content), then marks
-/// the record.
-async fn make_thumbnail(state: AppState, record: MediaRecord, data: Vec<u8>) {
+/// Makes and stores an image's thumbnail (once per content) from the
+/// upload's file, then marks the record.
+async fn make_thumbnail(state: AppState, record: MediaRecord, file: tempfile::TempPath) {
     let key = thumbnail_key(&record.sha256);
     let result: Result<(), String> = async {
         if state
@@ -348,9 +354,13 @@ async fn make_thumbnail(state: AppState, record: MediaRecord, data: Vec<u8>) {
             .is_none()
         {
             let mime = record.mime.clone();
-            let thumb = tokio::task::spawn_blocking(move || images::thumbnail(&data, &mime))
-                .await
-                .map_err(|e| e.to_string())??;
+            let max_pixels = state.config.media.max_image_pixels;
+            let path = file.to_path_buf();
+            let thumb =
+                parse_within_budget(&state, move || images::thumbnail(&path, &mime, max_pixels))
+                    .await
+                    .map_err(|e| e.0.message)?
+                    .map_err(|e| e.to_string())?;
             let stream = futures_util::stream::once(async move { Ok(Bytes::from(thumb)) });
             state
                 .blobs
@@ -365,9 +375,71 @@ async fn make_thumbnail(state: AppState, record: MediaRecord, data: Vec<u8>) {
             .map_err(|e| e.to_string())
     }
     .await;
+    drop(file);
     if let Err(e) = result {
         tracing::warn!(media = %record.id, error = %e, "thumbnail not made");
     }
+}
+
+/// Runs a parser or decoder on a blocking thread, one of at most
+/// `media.max_concurrent_decodes` at once, and gives up on it after
+/// `media.parse_timeout_ms` (the upload is refused; the parsers themselves
+/// are bounded, so the thread ends too).
+async fn parse_within_budget<T, F>(state: &AppState, work: F) -> AppResult<T>
+where
+    F: FnOnce() -> T + Send + 'static,
+    T: Send + 'static,
+{
+    let budget = std::time::Duration::from_millis(state.config.media.parse_timeout_ms);
+    let _slot = state
+        .media_decodes
+        .acquire()
+        .await
+        .map_err(|_| AppError::new(ErrorCode::Unavailable, "server is shutting down"))?;
+    match tokio::time::timeout(budget, tokio::task::spawn_blocking(work)).await {
+        Ok(Ok(done)) => Ok(done),
+        Ok(Err(e)) => Err(internal(e)),
+        Err(_) => {
+            crate::metrics::media_parse_timeout();
+            Err(AppError::bad_request(format!(
+                "the file could not be read within {} ms",
+                budget.as_millis()
+            )))
+        }
+    }
+}
+
+fn image_error(e: images::ImageError) -> AppError {
+    match e {
+        images::ImageError::TooLarge { .. } => {
+            AppError::new(ErrorCode::MediaTooLarge, e.to_string())
+        }
+        images::ImageError::Unreadable(m) => AppError::bad_request(m),
+        images::ImageError::Io(e) => internal(e),
+    }
+}
+
+/// Size and SHA-256 of a file, read in pieces off the async workers.
+async fn hash_file(path: PathBuf) -> AppResult<(u64, String)> {
+    tokio::task::spawn_blocking(move || -> std::io::Result<(u64, String)> {
+        use std::io::Read;
+        let mut f = std::fs::File::open(&path)?;
+        let mut hasher = Sha256::new();
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut size = 0u64;
+        loop {
+            let n = f.read(&mut buf)?;
+            if n == 0 {
+                break;
+            }
+            size += n as u64;
+            hasher.update(&buf[..n]);
+        }
+        Ok((size, hex(&hasher.finalize())))
+    })
+    .await
+    .map_err(internal)?
+    .map_err(internal)
 }
 
 /// The record of media `id` if `user` may fetch it; `not_found` otherwise.

@@ -10,10 +10,17 @@
 //! becomes the media item whose `media_id` is the upload's id (the last
 //! segment of its `Location`; the final `PATCH` and later `HEAD`s also say
 //! it in `Confab-Media-Id`).
+//!
+//! Uploads in progress count against the owner's quota with their declared
+//! length from the moment they are created; a user may have at most
+//! `media.max_open_uploads` of them, and one not written to for
+//! `media.upload_expiry_s` is deleted. [`Uploads`] keeps that account for
+//! this node (rebuilt from the files at start).
 
-use std::collections::HashSet;
-use std::path::PathBuf;
-use std::sync::{LazyLock, Mutex};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
@@ -60,23 +67,193 @@ struct Meta {
     declared: String,
 }
 
-/// Uploads with a `PATCH` in progress (one at a time per upload).
-static BUSY: LazyLock<Mutex<HashSet<String>>> = LazyLock::new(Default::default);
+/// The uploads in progress on this node: owner, declared length, and
+/// whether a `PATCH` is running (one at a time per upload).
+#[derive(Default)]
+pub struct Uploads {
+    open: Mutex<HashMap<String, Open>>,
+}
 
-struct Busy(String);
+struct Open {
+    owner: UserId,
+    length: u64,
+    busy: bool,
+}
+
+/// Why an upload could not be created.
+enum Refused {
+    TooMany(usize),
+    OverQuota { pending: u64 },
+}
+
+impl Uploads {
+    /// The account of the uploads whose files are in `dir` (at start).
+    pub fn load(dir: &Path) -> Uploads {
+        let uploads = Uploads::default();
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return uploads;
+        };
+        let mut open = uploads.lock();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().and_then(|e| e.to_str()) != Some("json") {
+                continue;
+            }
+            let (Some(id), Ok(bytes)) = (
+                path.file_stem().and_then(|s| s.to_str()).map(str::to_owned),
+                std::fs::read(&path),
+            ) else {
+                continue;
+            };
+            if let Ok(meta) = serde_json::from_slice::<Meta>(&bytes) {
+                open.insert(
+                    id,
+                    Open {
+                        owner: meta.owner,
+                        length: meta.length,
+                        busy: false,
+                    },
+                );
+            }
+        }
+        drop(open);
+        uploads
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Open>> {
+        self.open.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reserves room for a new upload of `length` bytes by `owner`, whose
+    /// finished uploads take `used` bytes.
+    fn reserve(
+        &self,
+        id: &str,
+        owner: UserId,
+        length: u64,
+        used: u64,
+        limits: &crate::config::MediaConfig,
+    ) -> Result<(), Refused> {
+        let mut open = self.lock();
+        let (count, pending) = open
+            .values()
+            .filter(|o| o.owner == owner)
+            .fold((0usize, 0u64), |(n, sum), o| {
+                (n + 1, sum.saturating_add(o.length))
+            });
+        if count >= limits.max_open_uploads {
+            return Err(Refused::TooMany(limits.max_open_uploads));
+        }
+        if used.saturating_add(pending).saturating_add(length) > limits.user_quota_bytes {
+            return Err(Refused::OverQuota { pending });
+        }
+        open.insert(
+            id.to_owned(),
+            Open {
+                owner,
+                length,
+                busy: false,
+            },
+        );
+        Ok(())
+    }
+
+    fn forget(&self, id: &str) {
+        self.lock().remove(id);
+    }
+
+    /// Bytes `owner`'s uploads in progress will take.
+    pub fn pending_bytes(&self, owner: UserId) -> u64 {
+        self.lock()
+            .values()
+            .filter(|o| o.owner == owner)
+            .map(|o| o.length)
+            .sum()
+    }
+
+    /// Deletes the uploads in `dir` not written to for `expiry` (and not
+    /// being written now); returns how many.
+    pub fn expire(&self, dir: &Path, expiry: Duration) -> u64 {
+        let now = SystemTime::now();
+        let stale: Vec<String> = {
+            let open = self.lock();
+            open.iter()
+                .filter(|(_, o)| !o.busy)
+                .filter(|(id, _)| {
+                    let bin = dir.join(format!("{id}.bin"));
+                    let modified = std::fs::metadata(&bin).and_then(|m| m.modified());
+                    match modified {
+                        Ok(t) => now.duration_since(t).unwrap_or_default() > expiry,
+                        Err(_) => true,
+                    }
+                })
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        let mut n = 0;
+        for id in stale {
+            let mut open = self.lock();
+            if open.get(&id).is_some_and(|o| !o.busy) {
+                open.remove(&id);
+                drop(open);
+                let _ = std::fs::remove_file(dir.join(format!("{id}.json")));
+                let _ = std::fs::remove_file(dir.join(format!("{id}.bin")));
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+/// Deletes abandoned uploads every so often until `shutdown`.
+pub async fn expire_abandoned(state: AppState) {
+    let expiry = Duration::from_secs(state.config.media.upload_expiry_s.max(1));
+    let every = (expiry / 4).clamp(Duration::from_secs(1), Duration::from_secs(600));
+    let dir = dir(&state);
+    loop {
+        tokio::select! {
+            _ = state.shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        let uploads = state.uploads.clone();
+        let d = dir.clone();
+        if let Ok(n) = tokio::task::spawn_blocking(move || uploads.expire(&d, expiry)).await {
+            if n > 0 {
+                tracing::info!(uploads = n, "abandoned resumable uploads deleted");
+                crate::metrics::uploads_expired(n);
+            }
+        }
+    }
+}
+
+/// A running `PATCH` of one upload.
+struct Busy {
+    uploads: Arc<Uploads>,
+    id: String,
+}
 
 impl Busy {
-    fn take(id: &str) -> Option<Busy> {
-        let mut set = BUSY.lock().unwrap_or_else(|p| p.into_inner());
-        set.insert(id.to_owned()).then(|| Busy(id.to_owned()))
+    /// Marks the upload busy; `None` when a `PATCH` runs already or the
+    /// upload is not open here.
+    fn take(uploads: &Arc<Uploads>, id: &str) -> Option<Busy> {
+        let mut open = uploads.lock();
+        let o = open.get_mut(id)?;
+        if o.busy {
+            return None;
+        }
+        o.busy = true;
+        Some(Busy {
+            uploads: uploads.clone(),
+            id: id.to_owned(),
+        })
     }
 }
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        BUSY.lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&self.0);
+        if let Some(o) = self.uploads.lock().get_mut(&self.id) {
+            o.busy = false;
+        }
     }
 }
 
@@ -195,11 +372,43 @@ async fn create_inner(state: &AppState, owner: UserId, headers: &HeaderMap) -> A
         return Err(AppError::bad_request("an upload needs at least one byte"));
     }
     let used = state.store.media_usage(owner).await?;
-    if used.max(0) as u64 + length > media.user_quota_bytes {
-        return Err(over_quota(media.user_quota_bytes, used));
-    }
     let id = new_media_id();
-    let (meta_path, bin_path) = paths(state, &id)?;
+    match state
+        .uploads
+        .reserve(&id, owner, length, used.max(0) as u64, media)
+    {
+        Ok(()) => {}
+        Err(Refused::TooMany(max)) => {
+            return Err(AppError::new(
+                ErrorCode::RateLimited,
+                format!(
+                "you have {max} uploads in progress: finish or cancel one (DELETE its URL) first"
+            ),
+            ))
+        }
+        Err(Refused::OverQuota { pending }) => {
+            return Err(over_quota(
+                media.user_quota_bytes,
+                used.saturating_add(pending.min(i64::MAX as u64) as i64),
+            ))
+        }
+    }
+    let created = write_new(state, &id, owner, length, headers).await;
+    if created.is_err() {
+        state.uploads.forget(&id);
+    }
+    created
+}
+
+/// Writes a reserved upload's files and answers `201 Created`.
+async fn write_new(
+    state: &AppState,
+    id: &str,
+    owner: UserId,
+    length: u64,
+    headers: &HeaderMap,
+) -> AppResult<Response> {
+    let (meta_path, bin_path) = paths(state, id)?;
     tokio::fs::create_dir_all(dir(state))
         .await
         .map_err(internal)?;
@@ -327,7 +536,11 @@ async fn append_inner(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok())
         .ok_or_else(|| AppError::bad_request("Upload-Offset is required"))?;
-    let Some(_busy) = Busy::take(id) else {
+    // Loaded first: an upload that is not ours (or finished) says so.
+    if load(state, id, owner).await?.is_none() {
+        return Err(AppError::bad_request("this upload is complete"));
+    }
+    let Some(_busy) = Busy::take(&state.uploads, id) else {
         let mut r = AppError::new(
             ErrorCode::BadRequest,
             "another PATCH of this upload is running",
@@ -336,6 +549,7 @@ async fn append_inner(
         *r.status_mut() = StatusCode::LOCKED;
         return Ok(r);
     };
+    // The offset again, now that no other PATCH can move it.
     let Some((meta, offset)) = load(state, id, owner).await? else {
         return Err(AppError::bad_request("this upload is complete"));
     };
@@ -433,6 +647,8 @@ async fn finish(state: &AppState, id: &str, meta: &Meta) -> AppResult<String> {
         head,
     };
     let _ = tokio::fs::remove_file(&meta_path).await;
+    // Its bytes now count as media (or are gone if refused).
+    state.uploads.forget(id);
     let uploaded = store_upload(
         state,
         meta.owner,
@@ -461,6 +677,7 @@ async fn terminate(
         let (meta_path, bin_path) = paths(&state, &id)?;
         let _ = tokio::fs::remove_file(&meta_path).await;
         let _ = tokio::fs::remove_file(&bin_path).await;
+        state.uploads.forget(&id);
         Ok(())
     }
     .await;

@@ -84,12 +84,34 @@ fn webm(f: &mut std::fs::File) -> std::io::Result<Option<u64>> {
         .map(|v| (v * scale_ns / 1_000_000.0) as u64))
 }
 
+/// Most boxes looked at in one file: a real M4A has a handful at the top
+/// level and a few dozen in `moov`; a crafted file must not keep the walk
+/// busy.
+const MAX_BOXES: usize = 4096;
+
+fn malformed(what: &str) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_string())
+}
+
 /// MPEG-4: `moov/mvhd` timescale and duration (the `moov` box may sit at
-/// either end of the file).
+/// either end of the file). Every step moves forward by at least a box
+/// header, with checked arithmetic, and the walk gives up after
+/// [`MAX_BOXES`]: a crafted size field cannot loop or wrap. A box smaller
+/// than its header or reaching past 2^64 makes the file malformed
+/// (`InvalidData`).
 fn mp4(f: &mut std::fs::File) -> std::io::Result<Option<u64>> {
     let size = f.metadata()?.len();
     let mut at = 0u64;
-    while at + 8 <= size {
+    for walked in 0.. {
+        if walked == MAX_BOXES {
+            return Err(malformed("an mp4 file with too many boxes"));
+        }
+        let Some(header_end) = at.checked_add(8) else {
+            break;
+        };
+        if header_end > size {
+            break;
+        }
         let h = read_at(f, at, 16)?;
         if h.len() < 8 {
             break;
@@ -97,18 +119,26 @@ fn mp4(f: &mut std::fs::File) -> std::io::Result<Option<u64>> {
         let mut len = u32::from_be_bytes([h[0], h[1], h[2], h[3]]) as u64;
         let kind = &h[4..8];
         let mut header = 8u64;
-        if len == 1 && h.len() >= 16 {
+        if len == 1 {
+            let Some(large) = h.get(8..16) else {
+                break;
+            };
             let mut a = [0u8; 8];
-            a.copy_from_slice(&h[8..16]);
+            a.copy_from_slice(large);
             len = u64::from_be_bytes(a);
             header = 16;
         } else if len == 0 {
             len = size - at;
         }
+        // A box is at least its header.
+        let Some(end) = at.checked_add(len) else {
+            return Err(malformed("an mp4 box is larger than any file"));
+        };
         if len < header {
-            break;
+            return Err(malformed("an mp4 box is smaller than its header"));
         }
         if kind == b"moov" {
+            // A truncated `moov` still says what it can.
             let body = read_at(
                 f,
                 at + header,
@@ -116,17 +146,25 @@ fn mp4(f: &mut std::fs::File) -> std::io::Result<Option<u64>> {
             )?;
             return Ok(mvhd(&body));
         }
-        at += len;
+        if end > size {
+            break;
+        }
+        at = end;
     }
     Ok(None)
 }
 
 fn mvhd(moov: &[u8]) -> Option<u64> {
     let mut at = 0usize;
-    while at + 8 <= moov.len() {
-        let len = u32::from_be_bytes(moov[at..at + 4].try_into().ok()?) as usize;
-        if &moov[at + 4..at + 8] == b"mvhd" {
-            let b = moov.get(at + 8..at + len.max(8))?;
+    for _ in 0..MAX_BOXES {
+        let header = moov.get(at..at.checked_add(8)?)?;
+        let len = u32::from_be_bytes(header[0..4].try_into().ok()?) as usize;
+        if len < 8 {
+            return None;
+        }
+        let end = at.checked_add(len)?;
+        if &header[4..8] == b"mvhd" {
+            let b = moov.get(at + 8..end.min(moov.len()))?;
             let version = *b.first()?;
             let (timescale, duration) = if version == 1 {
                 (
@@ -144,10 +182,7 @@ fn mvhd(moov: &[u8]) -> Option<u64> {
             }
             return Some(duration.saturating_mul(1000) / timescale);
         }
-        if len < 8 {
-            return None;
-        }
-        at += len;
+        at = end;
     }
     None
 }
@@ -174,5 +209,31 @@ mod tests {
         let p = dir.path().join("a.m4a");
         std::fs::write(&p, &file).expect("write");
         assert_eq!(duration_ms(&p, "audio/mp4").expect("read"), Some(2500));
+    }
+
+    /// A box whose 64-bit size wraps the offset back to 0 (the 40-byte
+    /// file that once pinned a core): the walk ends.
+    #[test]
+    fn m4a_with_wrapping_box_size_ends() {
+        let mut file = b"\0\0\0\x10ftypM4A \0\0\0\0".to_vec();
+        file.extend_from_slice(&1u32.to_be_bytes());
+        file.extend_from_slice(b"free");
+        file.extend_from_slice(&(u64::MAX - 15).to_be_bytes());
+        file.extend_from_slice(&[0; 8]);
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("a.m4a");
+        std::fs::write(&p, &file).expect("write");
+        let err = duration_ms(&p, "audio/mp4").expect_err("malformed");
+        assert_eq!(err.kind(), std::io::ErrorKind::InvalidData);
+    }
+
+    #[test]
+    fn mvhd_walk_never_loops() {
+        // Zero-length and overflowing boxes inside moov.
+        assert_eq!(mvhd(&[0, 0, 0, 0, b'a', b'b', b'c', b'd']), None);
+        assert_eq!(
+            mvhd(&[0xFF, 0xFF, 0xFF, 0xFF, b'a', b'b', b'c', b'd']),
+            None
+        );
     }
 }

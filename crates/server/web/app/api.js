@@ -259,10 +259,46 @@ export function rawRequest(method, url, headers = {}, body = undefined, onSent =
   });
 }
 
-/** A URL for media that works in <img>/<audio>/<a> (token in the query). */
-export function mediaUrl(id, thumbnail = false) {
-  const t = encodeURIComponent(session ? session.access_token : '');
-  return `/v1/media/${encodeURIComponent(id)}${thumbnail ? '/thumbnail' : ''}?token=${t}`;
+/** Media bytes, fetched with the session's token in the Authorization header (never in a URL). */
+async function fetchMedia(path, retried = false) {
+  const token = session && session.access_token;
+  let res;
+  try {
+    res = await fetch(path, { headers: token ? { Authorization: 'Bearer ' + token } : {} });
+  } catch {
+    throw networkError();
+  }
+  if (res.status === 401 && !retried && await refresh(token)) return fetchMedia(path, true);
+  if (!res.ok) throw await errorFrom(res);
+  return res.blob();
+}
+
+/** Object URLs of fetched media, most recently used last; the oldest are revoked past MEDIA_CACHE_MAX. */
+const mediaCache = new Map();
+const MEDIA_CACHE_MAX = 300;
+
+/**
+ * A promise of an object URL (blob:) for media `id` (or its thumbnail) that
+ * works in <img>/<audio>/<a download>; fetched once and cached.
+ */
+export function mediaObjectUrl(id, thumbnail = false) {
+  const key = thumbnail ? `${id}/thumbnail` : id;
+  let url = mediaCache.get(key);
+  if (url) {
+    mediaCache.delete(key);
+    mediaCache.set(key, url);
+    return url;
+  }
+  url = fetchMedia(`/v1/media/${encodeURIComponent(id)}${thumbnail ? '/thumbnail' : ''}`)
+    .then((blob) => URL.createObjectURL(blob));
+  url.catch(() => mediaCache.delete(key));
+  mediaCache.set(key, url);
+  while (mediaCache.size > MEDIA_CACHE_MAX) {
+    const [oldest, old] = mediaCache.entries().next().value;
+    mediaCache.delete(oldest);
+    old.then((u) => URL.revokeObjectURL(u), () => {});
+  }
+  return url;
 }
 
 /** Finds a user by exact username (case-insensitive), or throws. */

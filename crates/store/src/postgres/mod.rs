@@ -277,6 +277,14 @@ impl Store for PostgresStore {
         social::blocked_either(&self.pool, a, b).await
     }
 
+    async fn blocks_among(&self, user: UserId, others: &[UserId]) -> Result<Vec<UserId>> {
+        social::blocks_among(&self.pool, user, others).await
+    }
+
+    async fn share_conversation(&self, a: UserId, b: UserId) -> Result<bool> {
+        social::share_conversation(&self.pool, a, b).await
+    }
+
     async fn presence_records(&self, users: &[UserId]) -> Result<HashMap<UserId, PresenceRecord>> {
         social::presence_records(&self.pool, users).await
     }

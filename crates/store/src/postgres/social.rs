@@ -369,6 +369,36 @@ pub(crate) async fn blocked_either(db: &PgPool, a: UserId, b: UserId) -> Result<
     blocked_either_on(&mut conn, a, b).await
 }
 
+pub(crate) async fn blocks_among(
+    db: &PgPool,
+    user: UserId,
+    others: &[UserId],
+) -> Result<Vec<UserId>> {
+    let mut out: Vec<UserId> = sqlx::query_scalar(
+        "SELECT blocked_id FROM blocks WHERE blocker_id = $1 AND blocked_id = ANY($2)
+         UNION
+         SELECT blocker_id FROM blocks WHERE blocked_id = $1 AND blocker_id = ANY($2)",
+    )
+    .bind(user)
+    .bind(others)
+    .fetch_all(db)
+    .await?;
+    out.sort_unstable();
+    Ok(out)
+}
+
+pub(crate) async fn share_conversation(db: &PgPool, a: UserId, b: UserId) -> Result<bool> {
+    Ok(sqlx::query_scalar(
+        "SELECT EXISTS (SELECT 1 FROM members m1 JOIN members m2
+                        ON m2.conversation_id = m1.conversation_id
+                        WHERE m1.user_id = $1 AND m2.user_id = $2)",
+    )
+    .bind(a)
+    .bind(b)
+    .fetch_one(db)
+    .await?)
+}
+
 pub(crate) async fn presence_records(
     db: &PgPool,
     users: &[UserId],

@@ -306,6 +306,14 @@ impl Store for SqliteStore {
         social::blocked_either(&self.reader, a, b).await
     }
 
+    async fn blocks_among(&self, user: UserId, others: &[UserId]) -> Result<Vec<UserId>> {
+        social::blocks_among(&self.reader, user, others).await
+    }
+
+    async fn share_conversation(&self, a: UserId, b: UserId) -> Result<bool> {
+        social::share_conversation(&self.reader, a, b).await
+    }
+
     async fn presence_records(&self, users: &[UserId]) -> Result<HashMap<UserId, PresenceRecord>> {
         social::presence_records(&self.reader, users).await
     }

@@ -328,6 +328,45 @@ pub(crate) async fn blocked_either(db: &SqlitePool, a: UserId, b: UserId) -> Res
     blocked_either_on(&mut conn, a, b).await
 }
 
+pub(crate) async fn blocks_among(
+    db: &SqlitePool,
+    user: UserId,
+    others: &[UserId],
+) -> Result<Vec<UserId>> {
+    let mut out = Vec::new();
+    for chunk in others.chunks(400) {
+        let ids =
+            serde_json::to_string(chunk).map_err(|e| crate::StoreError::Corrupt(e.to_string()))?;
+        let hits: Vec<UserId> = sqlx::query_scalar(
+            "SELECT blocked_id FROM blocks WHERE blocker_id = ?1
+                 AND blocked_id IN (SELECT value FROM json_each(?2))
+             UNION
+             SELECT blocker_id FROM blocks WHERE blocked_id = ?1
+                 AND blocker_id IN (SELECT value FROM json_each(?2))",
+        )
+        .bind(user)
+        .bind(ids)
+        .fetch_all(db)
+        .await?;
+        out.extend(hits);
+    }
+    out.sort_unstable();
+    out.dedup();
+    Ok(out)
+}
+
+pub(crate) async fn share_conversation(db: &SqlitePool, a: UserId, b: UserId) -> Result<bool> {
+    let hit: Option<i64> = sqlx::query_scalar(
+        "SELECT 1 FROM members m1 JOIN members m2 ON m2.conversation_id = m1.conversation_id
+         WHERE m1.user_id = ? AND m2.user_id = ? LIMIT 1",
+    )
+    .bind(a)
+    .bind(b)
+    .fetch_optional(db)
+    .await?;
+    Ok(hit.is_some())
+}
+
 pub(crate) async fn presence_records(
     db: &SqlitePool,
     users: &[UserId],

@@ -4,7 +4,7 @@
 // per-message actions (reply, react, edit, delete).
 
 import { h, linkify, formatTime, formatSize, formatDuration, messagePreview, systemText, iconButton } from './dom.js';
-import { mediaUrl } from '../api.js';
+import { mediaObjectUrl } from '../api.js';
 import { icon } from './icons.js';
 import * as store from '../store.js';
 import { confirmDialog, imageViewer } from './dialogs.js';
@@ -55,34 +55,40 @@ function content(m) {
         testid: 'message-image', alt: b.caption || 'Photo', loading: 'lazy', decoding: 'async',
         width: String(Math.round(w * scale)),
         height: String(Math.round(hgt * scale)),
-        // The thumbnail is made in the background: brand-new images load in full.
-        src: mediaUrl(b.media_id, m.seq && Date.now() - (m.ts || 0) > 15000),
       });
-      // The thumbnail may not be made yet, or the token in the URL rotated
-      // since: fall back once to the full image, with the current token.
-      img.addEventListener('error', () => {
-        if (img.dataset.fallback) return;
-        img.dataset.fallback = '1';
-        img.src = mediaUrl(b.media_id);
-      });
-      return [h('button.image-btn', { type: 'button', 'aria-label': 'Open photo full size', on: { click: () => imageViewer(mediaUrl(b.media_id), b.caption) } }, img),
+      // The thumbnail is made in the background: brand-new images load in
+      // full, and so does one whose thumbnail is not there (yet).
+      const thumb = Boolean(m.seq && Date.now() - (m.ts || 0) > 15000);
+      mediaObjectUrl(b.media_id, thumb)
+        .catch(() => mediaObjectUrl(b.media_id))
+        .then((url) => { img.src = url; }, () => { img.alt = 'Photo (could not be loaded)'; });
+      const open = () => mediaObjectUrl(b.media_id).then((url) => imageViewer(url, b.caption), () => {});
+      return [h('button.image-btn', { type: 'button', 'aria-label': 'Open photo full size', on: { click: open } }, img),
         b.caption ? h('p.text', { testid: 'message-text' }, linkify(b.caption)) : null];
     }
     case 'voice': {
-      const audio = h('audio', { testid: 'message-voice', controls: true, preload: 'metadata', src: mediaUrl(b.media_id), 'aria-label': 'Voice message' });
-      audio.addEventListener('error', () => {
-        const fresh = mediaUrl(b.media_id);
-        if (!audio.src.endsWith(fresh)) audio.src = fresh; // the token was rotated
-      });
+      const audio = h('audio', { testid: 'message-voice', controls: true, preload: 'metadata', 'aria-label': 'Voice message' });
+      mediaObjectUrl(b.media_id).then((url) => { audio.src = url; }, () => {});
       return h('div.voice', {}, audio, h('span.muted', { text: formatDuration(b.duration_ms) }));
     }
-    case 'file':
+    case 'file': {
+      // Fetched with the token in a header, then saved from a blob: URL.
+      const save = (e) => {
+        e.preventDefault();
+        mediaObjectUrl(b.media_id).then((url) => {
+          const a = h('a', { href: url, download: b.name || 'file', rel: 'noopener' });
+          document.body.append(a);
+          a.click();
+          a.remove();
+        }, () => {});
+      };
       return h('a.file', {
-        testid: 'message-file', href: mediaUrl(b.media_id), download: b.name || 'file', rel: 'noopener',
-        on: { click: (e) => { e.currentTarget.href = mediaUrl(b.media_id); } }, // a fresh token
+        testid: 'message-file', href: '#', download: b.name || 'file', rel: 'noopener',
+        'data-media-id': b.media_id, on: { click: save },
       },
         h('span.file-icon', {}, icon('file')),
         h('span.file-name', { text: b.name || 'File' }), h('span.muted', { text: ` ${formatSize(b.size || 0)}` }));
+    }
     case 'encrypted':
       return h('p.deleted', { text: 'Encrypted message (not readable in the browser)' });
     default:
