@@ -139,7 +139,7 @@ async fn users_on_different_nodes_chat_and_see_presence_and_typing() {
     let mut b = cluster.connect(&bob);
     // Bob's connection on node 1 is announced to Ann on node 0.
     a.wait_for(WAIT, |e| {
-        matches!(e, Event::Presence { user_id, status, .. } if *user_id == bob_user.id && status == "online")
+        matches!(e, Event::Presence { user_id, status, .. } if *user_id == bob_user.id && *status == confab_sdk::PresenceStatus::Online)
     })
     .await
     .expect("ann sees bob online across nodes");
@@ -195,7 +195,7 @@ async fn users_on_different_nodes_chat_and_see_presence_and_typing() {
     // Bob leaves: Ann, on another node, sees him go offline.
     b.close().await;
     a.wait_for(WAIT, |e| {
-        matches!(e, Event::Presence { user_id, status, .. } if *user_id == bob_user.id && status == "offline")
+        matches!(e, Event::Presence { user_id, status, .. } if *user_id == bob_user.id && *status == confab_sdk::PresenceStatus::Offline)
     })
     .await
     .expect("ann sees bob offline");

@@ -16,11 +16,11 @@ async fn wait_event(
     match conn
         .wait_for(
             WAIT,
-            |e| matches!(e, Event::ServerEvent { event, .. } if event == name),
+            |e| matches!(e, Event::ServerEvent(ev) if ev.name() == name),
         )
         .await
     {
-        Ok(Event::ServerEvent { data, .. }) => data,
+        Ok(Event::ServerEvent(ev)) => ev.fields(),
         other => panic!("waiting for {name}: {other:?}"),
     }
 }

@@ -89,13 +89,13 @@ async fn wait_event(
 ) -> Map<String, Value> {
     let found = conn
         .wait_for(WAIT, |e| {
-            matches!(e, Event::ServerEvent { event, data }
-                if event == name && event_conversation(data) == Some(conv))
+            matches!(e, Event::ServerEvent(ev)
+                if ev.name() == name && event_conversation(&ev.fields()) == Some(conv))
         })
         .await
         .unwrap_or_else(|e| panic!("event {name} for conversation {conv}: {e}"));
     match found {
-        Event::ServerEvent { data, .. } => data,
+        Event::ServerEvent(ev) => ev.fields(),
         other => panic!("not an event: {other:?}"),
     }
 }
@@ -389,10 +389,10 @@ async fn group_lifecycle_with_roles_kicks_and_ownership() {
         let left = deadline.saturating_duration_since(tokio::time::Instant::now());
         match b.next_event_within(left).await {
             Ok(Event::Message(m)) if m.conversation_id == id => live_messages.push(m),
-            Ok(Event::ServerEvent { event, data })
-                if event != "conversation_added" && event_conversation(&data) == Some(id) =>
+            Ok(Event::ServerEvent(ev))
+                if ev.name() != "conversation_added" && ev.conversation_id() == Some(id) =>
             {
-                live_events.push((event, data));
+                live_events.push((ev.name().to_owned(), ev.fields()));
             }
             Ok(_) => {}
             Err(e) => panic!(

@@ -68,15 +68,15 @@ async fn wait_change(
 ) -> Map<String, Value> {
     let found = conn
         .wait_for(WAIT, |e| {
-            matches!(e, Event::ServerEvent { event, data }
-                if event == name
-                    && data.get("conversation_id") == Some(&json!(conv))
-                    && data.get("target_seq") == Some(&json!(target)))
+            matches!(e, Event::ServerEvent(ev)
+                if ev.name() == name
+                    && ev.fields().get("conversation_id") == Some(&json!(conv))
+                    && ev.fields().get("target_seq") == Some(&json!(target)))
         })
         .await
         .unwrap_or_else(|e| panic!("event {name} for {conv}/{target}: {e}"));
     match found {
-        Event::ServerEvent { data, .. } => data,
+        Event::ServerEvent(ev) => ev.fields(),
         other => panic!("not an event: {other:?}"),
     }
 }

@@ -26,7 +26,7 @@ async fn wait_presence(
 ) -> Option<i64> {
     match conn
         .wait_for(WAIT, |e| {
-            matches!(e, Event::Presence { user_id, status: s, .. } if *user_id == user.id && s == status)
+            matches!(e, Event::Presence { user_id, status: s, .. } if *user_id == user.id && s.as_str() == status)
         })
         .await
     {

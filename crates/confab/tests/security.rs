@@ -281,7 +281,7 @@ fn call(to: i64, payload: serde_json::Value) -> ClientFrame {
     ClientFrame::Call {
         call_id: "c1".into(),
         to_user_id: to,
-        signal: "offer".into(),
+        signal: confab_sdk::CallSignal::Offer,
         payload,
     }
 }
@@ -318,7 +318,7 @@ async fn calls_need_a_shared_conversation_and_no_block() {
         if let ServerFrame::Call { signal, .. } =
             bob_conn.next_frame_within(WAIT).await.expect("call")
         {
-            assert_eq!(signal, "offer");
+            assert_eq!(signal, confab_sdk::CallSignal::Offer);
             break;
         }
     }

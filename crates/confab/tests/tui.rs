@@ -216,7 +216,7 @@ fn list_shows_unread_counts_and_presence_dots() {
     let mut app = app;
     let _ = app.on_event(AppEvent::Sdk(Event::Presence {
         user_id: 2,
-        status: "offline".into(),
+        status: confab_sdk::PresenceStatus::Offline,
         last_seen: Some(1),
     }));
     let screen = left(&screen_of(&app, 80, 24));

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::api::PresenceStatus;
 use crate::error::{ApiError, ErrorCode};
+use crate::event::Event;
 use crate::ids::{ConversationId, DeviceId, Millis, Seq, UserId};
 use crate::message::{MessageKind, MessageRecord};
 
@@ -64,12 +66,36 @@ pub enum ClientFrame {
         call_id: String,
         /// Callee.
         to_user_id: UserId,
-        /// `offer`, `answer`, `ice` or `hangup`.
-        signal: String,
+        /// What this signal is.
+        signal: CallSignal,
         /// Signal payload (SDP, ICE candidate, …).
         #[serde(default)]
         payload: Value,
     },
+}
+
+/// The server's defaults, for a `hello` from a server that does not send
+/// these settings.
+fn default_receipts_max_group() -> usize {
+    100
+}
+
+fn default_typing_timeout_ms() -> u64 {
+    6000
+}
+
+/// What a `call` signal is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CallSignal {
+    /// The caller's SDP offer.
+    Offer,
+    /// The callee's SDP answer.
+    Answer,
+    /// An ICE candidate.
+    Ice,
+    /// The call ends.
+    Hangup,
 }
 
 /// Typing state.
@@ -107,6 +133,13 @@ pub enum ServerFrame {
         /// The server pings this often (seconds); a client silent for about
         /// three times as long is disconnected.
         heartbeat_s: u64,
+        /// Groups up to this many members get every member's read receipts
+        /// live; bigger ones only the reader's own devices.
+        #[serde(default = "default_receipts_max_group")]
+        receipts_max_group: usize,
+        /// A `typing start` not refreshed within this many ms ends by itself.
+        #[serde(default = "default_typing_timeout_ms")]
+        typing_timeout_ms: u64,
     },
     /// A committed message.
     Message(MessageRecord),
@@ -167,7 +200,7 @@ pub enum ServerFrame {
         /// Who.
         user_id: UserId,
         /// `online` or `offline`.
-        status: String,
+        status: PresenceStatus,
         /// Last time seen online, milliseconds since the Unix epoch.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         last_seen: Option<Millis>,
@@ -184,20 +217,15 @@ pub enum ServerFrame {
         call_id: String,
         /// Caller.
         from_user_id: UserId,
-        /// Signal name.
-        signal: String,
+        /// What this signal is.
+        signal: CallSignal,
         /// Signal payload.
         #[serde(default)]
         payload: Value,
     },
-    /// A social or membership event (`friend_request`, `member_joined`, …).
-    Event {
-        /// Event name.
-        event: String,
-        /// Event fields.
-        #[serde(flatten)]
-        data: serde_json::Map<String, Value>,
-    },
+    /// A social or membership event (`friend_request`, `member_joined`, …),
+    /// tagged by `event`.
+    Event(Event),
 }
 
 impl ServerFrame {
@@ -350,8 +378,10 @@ mod tests {
                     device_id: 2,
                     server_time: 3,
                     heartbeat_s: 20,
+                    receipts_max_group: 100,
+                    typing_timeout_ms: 6000,
                 },
-                r#"{"type":"hello","user_id":1,"device_id":2,"server_time":3,"heartbeat_s":20}"#,
+                r#"{"type":"hello","user_id":1,"device_id":2,"server_time":3,"heartbeat_s":20,"receipts_max_group":100,"typing_timeout_ms":6000}"#,
             ),
             (
                 ServerFrame::Message(MessageRecord {
@@ -412,14 +442,30 @@ mod tests {
                 r#"{"type":"pong","nonce":9}"#,
             ),
             (
-                ServerFrame::Event {
-                    event: "member_joined".into(),
-                    data: json!({"conversation_id": 7, "user_id": 3})
-                        .as_object()
-                        .cloned()
-                        .unwrap_or_default(),
+                ServerFrame::Event(Event::MemberJoined {
+                    by_user_id: 1,
+                    conversation_id: 7,
+                    seq: 4,
+                    user_ids: vec![3],
+                }),
+                r#"{"type":"event","event":"member_joined","by_user_id":1,"conversation_id":7,"seq":4,"user_ids":[3]}"#,
+            ),
+            (
+                ServerFrame::Presence {
+                    user_id: 3,
+                    status: PresenceStatus::Online,
+                    last_seen: None,
                 },
-                r#"{"type":"event","event":"member_joined","conversation_id":7,"user_id":3}"#,
+                r#"{"type":"presence","user_id":3,"status":"online"}"#,
+            ),
+            (
+                ServerFrame::Call {
+                    call_id: "c".into(),
+                    from_user_id: 3,
+                    signal: CallSignal::Ice,
+                    payload: json!({"candidate": "x"}),
+                },
+                r#"{"type":"call","call_id":"c","from_user_id":3,"signal":"ice","payload":{"candidate":"x"}}"#,
             ),
         ];
         for (frame, want) in cases {

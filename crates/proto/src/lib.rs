@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod error;
+pub mod event;
 pub mod frame;
 pub mod ids;
 pub mod media;
@@ -15,6 +16,7 @@ pub mod message;
 pub mod validate;
 
 pub use error::{ApiError, ErrorBody, ErrorCode};
-pub use frame::{ClientFrame, ServerFrame};
+pub use event::{Event, SystemNotice};
+pub use frame::{CallSignal, ClientFrame, ServerFrame};
 pub use ids::{ConversationId, DeviceId, Millis, Seq, UserId};
 pub use message::{MessageKind, MessageRecord};

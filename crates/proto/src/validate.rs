@@ -74,6 +74,16 @@ pub fn check_display_name(s: &str) -> Result<(), ApiError> {
     check_short_text(s, DISPLAY_NAME_MAX, "display_name", false)
 }
 
+/// Longest group title, in characters.
+pub const GROUP_TITLE_MAX: usize = 64;
+
+/// Checks a group title (already trimmed): 1-64 characters, no control
+/// characters. Works in characters, not bytes: a Chinese title of 64
+/// characters fits.
+pub fn check_group_title(s: &str) -> Result<(), ApiError> {
+    check_short_text(s, GROUP_TITLE_MAX, "title", false)
+}
+
 /// Checks a status text: at most 140 characters, no control characters.
 pub fn check_status_text(s: &str) -> Result<(), ApiError> {
     check_short_text(s, STATUS_TEXT_MAX, "status_text", true)

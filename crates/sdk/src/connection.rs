@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use confab_proto::frame::CallSignal;
 use confab_proto::frame::TypingState;
 use confab_proto::{ClientFrame, ConversationId, MessageKind, Seq, UserId};
 use serde_json::{json, Value};
@@ -274,13 +275,13 @@ impl ConnectionHandle {
         &self,
         call_id: &str,
         to_user_id: UserId,
-        signal: &str,
+        signal: CallSignal,
         payload: Value,
     ) -> Result<()> {
         let frame = ClientFrame::Call {
             call_id: call_id.to_owned(),
             to_user_id,
-            signal: signal.to_owned(),
+            signal,
             payload,
         };
         self.command(Command::Ephemeral(frame)).await

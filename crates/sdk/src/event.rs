@@ -1,7 +1,9 @@
 //! What a [`Connection`](crate::Connection) hands to the application.
 
-use confab_proto::frame::{ReceiptKind, TypingState};
+use confab_proto::api::PresenceStatus;
+use confab_proto::frame::{CallSignal, ReceiptKind, TypingState};
 use confab_proto::ids::Millis;
+use confab_proto::Event as ServerEvent;
 use confab_proto::{ApiError, ConversationId, DeviceId, MessageRecord, Seq, ServerFrame, UserId};
 use serde_json::Value;
 
@@ -76,7 +78,7 @@ pub enum Event {
         /// Who.
         user_id: UserId,
         /// `online` or `offline`.
-        status: String,
+        status: PresenceStatus,
         /// Last time seen online, milliseconds since the Unix epoch.
         last_seen: Option<Millis>,
     },
@@ -86,18 +88,13 @@ pub enum Event {
         call_id: String,
         /// Caller.
         from_user_id: UserId,
-        /// `offer`, `answer`, `ice` or `hangup`.
-        signal: String,
+        /// What the signal is.
+        signal: CallSignal,
         /// Signal payload.
         payload: Value,
     },
     /// A social or membership event (`friend_request`, `member_joined`, …).
-    ServerEvent {
-        /// Event name.
-        event: String,
-        /// The event's other fields.
-        data: serde_json::Map<String, Value>,
-    },
+    ServerEvent(ServerEvent),
     /// Answer to [`ConnectionHandle::ping`](crate::ConnectionHandle::ping).
     Pong {
         /// The ping's nonce.
@@ -164,7 +161,7 @@ impl Event {
                 signal,
                 payload,
             },
-            ServerFrame::Event { event, data } => Event::ServerEvent { event, data },
+            ServerFrame::Event(event) => Event::ServerEvent(event),
             ServerFrame::Pong { nonce } => Event::Pong { nonce },
             _ => return None,
         })

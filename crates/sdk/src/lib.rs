@@ -66,8 +66,10 @@ pub use social::Direction;
 
 /// The wire protocol crate, re-exported so callers need not depend on it.
 pub use confab_proto as proto;
+pub use confab_proto::api::PresenceStatus;
 pub use confab_proto::api::{Conversation, MessagePage, UpdateProfileRequest, User};
-pub use confab_proto::frame::{ReceiptKind, TypingState};
+pub use confab_proto::frame::{CallSignal, ReceiptKind, TypingState};
 pub use confab_proto::{
     ApiError, ConversationId, ErrorCode, MessageKind, MessageRecord, Seq, UserId,
 };
+pub use confab_proto::{Event as ServerEvent, SystemNotice};

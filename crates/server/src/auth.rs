@@ -5,8 +5,6 @@ use std::sync::Arc;
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::{Algorithm, Argon2, Params, Version};
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use confab_proto::api::{TokenResponse, User};
@@ -19,7 +17,6 @@ use tokio::sync::Semaphore;
 use crate::clock::now_millis;
 use crate::config::AuthConfig;
 use crate::error::{AppError, AppResult};
-use crate::state::AppState;
 
 /// Password hashing and token issuing.
 pub struct Auth {
@@ -151,74 +148,4 @@ pub struct AuthUser {
     pub user_id: UserId,
     /// Device (login) the token belongs to.
     pub device_id: DeviceId,
-}
-
-/// The bearer token in `Authorization`. Access tokens are accepted in
-/// no URL but the WebSocket upgrade's (see [`WsAuthUser`]): URLs end up in
-/// access logs, browser history and `Referer` headers.
-pub fn bearer_token(parts: &Parts) -> Option<String> {
-    let value = parts.headers.get(axum::http::header::AUTHORIZATION)?;
-    let value = value.to_str().ok()?;
-    let token = value
-        .strip_prefix("Bearer ")
-        .or_else(|| value.strip_prefix("bearer "))?;
-    Some(token.trim().to_owned())
-}
-
-/// `?token=` of a request.
-fn query_token(parts: &Parts) -> Option<String> {
-    parts
-        .uri
-        .query()?
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("token="))
-        .map(str::to_owned)
-}
-
-fn unauthorized() -> AppError {
-    AppError::new(
-        ErrorCode::Unauthorized,
-        "missing, expired or revoked access token: log in or refresh",
-    )
-}
-
-async fn authenticate(state: &AppState, token: Option<String>) -> Result<AuthUser, AppError> {
-    let token = token.ok_or_else(unauthorized)?;
-    let owner = state
-        .store
-        .access_token_owner(&token_hash(&token), now_millis())
-        .await?
-        .ok_or_else(unauthorized)?;
-    Ok(AuthUser {
-        user_id: owner.user_id,
-        device_id: owner.device_id,
-    })
-}
-
-impl FromRequestParts<AppState> for AuthUser {
-    type Rejection = AppError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        authenticate(state, bearer_token(parts)).await
-    }
-}
-
-/// The caller of a WebSocket upgrade: the token in `Authorization`, or in
-/// `?token=` since browsers cannot set headers on a WebSocket.
-#[derive(Debug, Clone, Copy)]
-pub struct WsAuthUser(pub AuthUser);
-
-impl FromRequestParts<AppState> for WsAuthUser {
-    type Rejection = AppError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> Result<Self, Self::Rejection> {
-        let token = bearer_token(parts).or_else(|| query_token(parts));
-        authenticate(state, token).await.map(WsAuthUser)
-    }
 }

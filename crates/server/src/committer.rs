@@ -13,7 +13,7 @@ use bytes::Bytes;
 use confab_bus::{Bus, ConnectionId, Delivery, Priority};
 use confab_proto::api::ConversationKind;
 use confab_proto::frame::{encode_message_frame, ReceiptKind};
-use confab_proto::{ApiError, ErrorCode, MessageRecord, ServerFrame, UserId};
+use confab_proto::{ApiError, ErrorCode, Event, MessageRecord, ServerFrame, SystemNotice, UserId};
 use confab_store::{
     CommitRules, GroupChangeOutcome, MessageChangeOutcome, Store, WriteOp, WriteOutcome,
 };
@@ -22,8 +22,9 @@ use tokio::task::JoinHandle;
 
 use crate::clock::now_millis;
 use crate::error::store_error;
-use crate::gateway::outbound::Outbound;
 use crate::metrics;
+use crate::outbound::Outbound;
+use crate::refusal::{refusal, WriteKind};
 
 /// Where the answer to a write goes.
 pub enum ReplyTo {
@@ -164,33 +165,13 @@ async fn run(
     }
 }
 
-/// Says why a write was refused.
-fn rejection_message(op: &WriteOp, code: ErrorCode) -> &'static str {
-    if let WriteOp::Message { .. } = op {
-        return crate::http::message_refusal(code);
-    }
-    let group = matches!(op, WriteOp::Group { .. });
-    match code {
-        ErrorCode::NotFound if group => "no such group, or no such member in it",
-        ErrorCode::NotFound => "no such conversation, or you are not a member of it",
-        ErrorCode::Forbidden if group => "your role in this group does not allow that",
-        ErrorCode::Forbidden => "you are no longer a member of this conversation",
-        ErrorCode::Blocked => "this user cannot be messaged: one of you blocked the other",
-        ErrorCode::NotFriends => "this server allows direct messages only between friends",
-        ErrorCode::GroupFull => "the group is at its member limit",
-        ErrorCode::BadRequest if group => "not possible in this conversation",
-        _ => "refused",
-    }
-}
-
 /// Sends a `system` notice as a `message` frame to `users`, and returns
-/// the `event` it names with its fields plus `conversation_id` and `seq`
-/// (the notice's), for the caller to address.
+/// what it says (for the `event` frame that goes with it).
 async fn publish_notice(
     bus: &dyn Bus,
     notice: &MessageRecord,
     users: Arc<[UserId]>,
-) -> Option<(String, serde_json::Map<String, serde_json::Value>)> {
+) -> Option<SystemNotice> {
     let frame = encode_message_frame(
         notice.conversation_id,
         notice.seq,
@@ -201,13 +182,13 @@ async fn publish_notice(
         notice.ts,
     );
     publish(bus, users, None, Priority::Message, frame).await;
-    let mut data = notice.body.as_object()?.clone();
-    let Some(serde_json::Value::String(event)) = data.remove("event") else {
-        return None;
-    };
-    data.insert("conversation_id".into(), notice.conversation_id.into());
-    data.insert("seq".into(), notice.seq.into());
-    Some((event, data))
+    match serde_json::from_value(notice.body.clone()) {
+        Ok(said) => Some(said),
+        Err(e) => {
+            tracing::warn!(error = %e, seq = notice.seq, "a system notice the server cannot read");
+            None
+        }
+    }
 }
 
 /// Delivers the `system` messages of a group change to the members and
@@ -215,29 +196,23 @@ async fn publish_notice(
 /// `conversation_added` to new members.
 async fn announce_group_change(bus: &dyn Bus, done: &GroupChangeOutcome) {
     for notice in &done.notices {
-        let Some((event, data)) = publish_notice(bus, notice, done.members_after.clone()).await
-        else {
+        let Some(said) = publish_notice(bus, notice, done.members_after.clone()).await else {
             continue;
         };
-        let users = if event == "member_left" {
+        let users = if matches!(said, SystemNotice::MemberLeft { .. }) {
             done.members_before.clone()
         } else {
             done.members_after.clone()
         };
-        crate::events::publish(bus, users, &event, data.into()).await;
+        let event = said.into_event(notice.conversation_id, notice.seq, None);
+        crate::events::publish(bus, users, event).await;
     }
     if let (false, Some(first)) = (done.added.is_empty(), done.notices.first()) {
-        let data = serde_json::json!({
-            "conversation_id": first.conversation_id,
-            "by_user_id": first.sender_id,
-        });
-        crate::events::publish(
-            bus,
-            Arc::from(done.added.clone()),
-            "conversation_added",
-            data,
-        )
-        .await;
+        let event = Event::ConversationAdded {
+            by_user_id: first.sender_id,
+            conversation_id: first.conversation_id,
+        };
+        crate::events::publish(bus, Arc::from(done.added.clone()), event).await;
     }
 }
 
@@ -250,7 +225,7 @@ async fn announce_message_change(bus: &dyn Bus, done: &MessageChangeOutcome) {
     let Some(notice) = &done.notice else {
         return;
     };
-    let Some((event, mut data)) = publish_notice(bus, notice, done.members.clone()).await else {
+    let Some(said) = publish_notice(bus, notice, done.members.clone()).await else {
         return;
     };
     let others: Vec<UserId> = done
@@ -259,13 +234,13 @@ async fn announce_message_change(bus: &dyn Bus, done: &MessageChangeOutcome) {
         .copied()
         .filter(|u| !done.viewers.contains(u))
         .collect();
+    let (id, seq) = (notice.conversation_id, notice.seq);
     if !others.is_empty() {
-        crate::events::publish(bus, Arc::from(others), &event, data.clone().into()).await;
+        let event = said.clone().into_event(id, seq, None);
+        crate::events::publish(bus, Arc::from(others), event).await;
     }
-    if let Ok(target) = serde_json::to_value(&done.target) {
-        data.insert("message".into(), target);
-    }
-    crate::events::publish(bus, done.viewers.clone(), &event, data.into()).await;
+    let event = said.into_event(id, seq, Some(done.target.clone()));
+    crate::events::publish(bus, done.viewers.clone(), event).await;
 }
 
 fn client_msg_id(op: &WriteOp) -> Option<String> {
@@ -406,8 +381,8 @@ async fn dispatch(
             }
         }
         (op, WriteOutcome::Rejected(code)) => {
-            let message = rejection_message(&op, code);
-            reply_error(meta.reply, client_msg_id(&op), ApiError::new(code, message));
+            let refused = refusal(WriteKind::of(&op), code);
+            reply_error(meta.reply, client_msg_id(&op), refused);
         }
         (_, outcome) => {
             if let ReplyTo::Waiter(tx) = meta.reply {

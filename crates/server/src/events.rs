@@ -5,8 +5,7 @@
 use std::sync::Arc;
 
 use confab_bus::{Bus, Delivery, Priority};
-use confab_proto::{ServerFrame, UserId};
-use serde_json::Value;
+use confab_proto::{Event, ServerFrame, UserId};
 
 /// Publishes a delivery. A failure is logged and otherwise ignored: what
 /// was committed reaches its recipients by sync, and ephemeral frames
@@ -17,19 +16,8 @@ pub async fn send(bus: &dyn Bus, delivery: Delivery) {
     }
 }
 
-/// Sends `event` with the fields of `data` (an object) to `users`.
-pub async fn publish(bus: &dyn Bus, users: Arc<[UserId]>, event: &str, data: Value) {
-    let data = match data {
-        Value::Object(map) => map,
-        other => {
-            let mut map = serde_json::Map::new();
-            map.insert("data".into(), other);
-            map
-        }
-    };
-    let frame = ServerFrame::Event {
-        event: event.to_owned(),
-        data,
-    };
+/// Sends an `event` frame to `users`.
+pub async fn publish(bus: &dyn Bus, users: Arc<[UserId]>, event: Event) {
+    let frame = ServerFrame::Event(event);
     send(bus, Delivery::to(users, Priority::Control, frame.encode())).await;
 }

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock};
 use confab_bus::{ConnectionId, Control, Delivery, DeliverySink};
 use confab_proto::{DeviceId, UserId};
 
-use crate::gateway::outbound::{Closed, Outbound};
+use crate::outbound::{Closed, Outbound};
 
 const SHARDS: usize = 32;
 

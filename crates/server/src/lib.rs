@@ -9,22 +9,25 @@
 //! encoded bytes into each recipient connection's outbound queue.
 
 pub mod auth;
+pub mod chat;
 mod clock;
 pub mod committer;
 pub mod config;
 pub mod error;
 pub mod events;
+pub mod extract;
 pub mod gateway;
 pub mod http;
 pub mod hub;
 mod listener;
 pub mod media;
 pub mod metrics;
-pub mod policy;
+pub mod outbound;
 pub mod presence;
-mod send;
+pub mod refusal;
 mod server;
 pub mod state;
+pub mod uploads;
 
 pub use config::Config;
-pub use server::{run, ServerError};
+pub use server::{app, run, ServerError};

@@ -145,7 +145,7 @@ impl PresenceService {
     ) {
         let frame = ServerFrame::Presence {
             user_id: user,
-            status: status.as_str().to_owned(),
+            status,
             last_seen,
         };
         let delivery = Delivery::to(to, Priority::Control, frame.encode());
@@ -210,7 +210,7 @@ impl PresenceService {
                     u,
                     ServerFrame::Presence {
                         user_id: u,
-                        status: s.status.as_str().to_owned(),
+                        status: s.status,
                         last_seen: s.last_seen,
                     },
                 )

@@ -103,14 +103,15 @@ pub async fn run(
         shutdown: shutdown.clone(),
         connections: TaskTracker::new(),
         open_connections: AtomicUsize::new(0),
+        limit_warned_s: std::sync::atomic::AtomicU64::new(0),
         blobs,
-        uploads: Arc::new(crate::media::Uploads::load(&config_dir.join("tus"))),
+        uploads: Arc::new(crate::uploads::Uploads::load(&config_dir.join("tus"))),
         media_decodes: tokio::sync::Semaphore::new(media_decodes.max(1)),
     }));
     tokio::spawn(crate::media::expire_abandoned(state.clone()));
     let addr = listener.local_addr()?;
     tracing::info!(%addr, "confab listening");
-    let app = crate::http::router(state.clone());
+    let app = app(state.clone());
     if let Some(addr) = state.config.http.metrics_listen {
         let metrics_listener = TcpListener::bind(addr).await?;
         tracing::info!(addr = %metrics_listener.local_addr()?, "metrics listening");
@@ -143,6 +144,19 @@ pub async fn run(
     backend.close().await;
     tracing::info!("confab stopped");
     Ok(())
+}
+
+/// The whole HTTP surface of a node: the JSON API under `/v1` with media
+/// and the WebSocket upgrade, the operational endpoints, the browser app.
+/// Tests can call it with `oneshot`.
+pub fn app(state: AppState) -> axum::Router {
+    let v1 = crate::http::api_routes()
+        .merge(crate::media::routes())
+        .route("/ws", axum::routing::get(crate::gateway::upgrade));
+    let routes = axum::Router::new()
+        .nest("/v1", v1)
+        .merge(crate::http::operational_routes());
+    crate::http::finish(routes, state)
 }
 
 /// The store backend chosen by the configuration.

@@ -1,7 +1,7 @@
 //! Shared server state, passed to every handler and connection.
 
 use std::ops::Deref;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
 use std::sync::Arc;
 
 use confab_bus::Bus;
@@ -41,10 +41,13 @@ pub struct Inner {
     pub connections: TaskTracker,
     /// Open WebSocket connections on this node.
     pub open_connections: AtomicUsize,
+    /// When (Unix seconds) the connection limit was last logged: once a
+    /// second at most, a full node being refused many times a second.
+    pub limit_warned_s: AtomicU64,
     /// Media bytes (local directory or S3).
     pub blobs: Arc<dyn confab_blobs::BlobStore>,
     /// Resumable uploads in progress on this node (quota and expiry).
-    pub uploads: Arc<crate::media::Uploads>,
+    pub uploads: Arc<crate::uploads::Uploads>,
     /// Image decodes and container parses running at once
     /// (`media.max_concurrent_decodes`).
     pub media_decodes: tokio::sync::Semaphore,

@@ -202,8 +202,9 @@ impl Names {
             }
             Event::SyncComplete => "up to date".to_owned(),
             Event::Disconnected { reason } => format!("disconnected: {reason}; reconnecting"),
-            Event::ServerEvent { event, data } => {
-                format!("{event} {}", serde_json::Value::Object(data.clone()))
+            Event::ServerEvent(event) => {
+                let fields = serde_json::to_value(event).unwrap_or_default();
+                format!("{} {fields}", event.name())
             }
             Event::Error(e) => format!("error {}: {}", e.code, e.message),
             other => event_json(other).to_string(),
@@ -255,11 +256,12 @@ fn event_json(e: &Event) -> serde_json::Value {
         } => {
             json!({"type": "call", "call_id": call_id, "from_user_id": from_user_id, "signal": signal, "payload": payload})
         }
-        Event::ServerEvent { event, data } => {
-            let mut o = data.clone();
-            o.insert("type".into(), "event".into());
-            o.insert("event".into(), event.clone().into());
-            serde_json::Value::Object(o)
+        Event::ServerEvent(event) => {
+            let mut v = serde_json::to_value(event).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("type".into(), "event".into());
+            }
+            v
         }
         Event::Pong { nonce } => json!({"type": "pong", "nonce": nonce}),
         Event::Error(err) => json!({"type": "error", "code": err.code, "message": err.message}),

@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 
 use confab_sdk::{
-    Conversation, ConversationId, Event, MessageKind, MessageRecord, ReceiptKind, TypingState,
-    UserId,
+    Conversation, ConversationId, Event, MessageKind, MessageRecord, ReceiptKind, ServerEvent,
+    TypingState, UserId,
 };
 use serde_json::Value;
 
@@ -261,29 +261,19 @@ impl App {
             Event::Presence {
                 user_id, status, ..
             } => {
-                self.online.insert(user_id, status == "online");
+                self.online
+                    .insert(user_id, status == confab_sdk::PresenceStatus::Online);
             }
-            Event::ServerEvent { event, data } => self.on_server_event(&event, &data, out),
+            Event::ServerEvent(event) => self.on_server_event(event, out),
             Event::Error(e) => self.notice = Some(format!("server: {}", e.message)),
             Event::Call { .. } | Event::Pong { .. } => {}
         }
     }
 
-    fn on_server_event(
-        &mut self,
-        event: &str,
-        data: &serde_json::Map<String, Value>,
-        out: &mut Vec<Command>,
-    ) {
-        let int = |k: &str| data.get(k).and_then(Value::as_i64);
+    fn on_server_event(&mut self, event: ServerEvent, out: &mut Vec<Command>) {
         match event {
-            "friend_request" => {
-                let from = data
-                    .get("request")
-                    .and_then(|r| r.get("from_user"))
-                    .and_then(|u| u.get("username"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("someone");
+            ServerEvent::FriendRequest { request } => {
+                let from = request.from_user.username;
                 if from != self.me.username {
                     self.notice = Some(format!(
                         "{from} wants to be friends: /accept {from} or /decline {from}"
@@ -291,58 +281,68 @@ impl App {
                 }
                 out.push(Command::LoadFriendRequests);
             }
-            "friend_accepted" => {
-                let who = data
-                    .get("friend")
-                    .and_then(|f| f.get("user"))
-                    .and_then(|u| u.get("username"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("someone");
+            ServerEvent::FriendAccepted { friend, .. } => {
+                let who = friend.user.username;
                 self.notice = Some(format!("you and {who} are friends now"));
                 out.push(Command::LoadFriends);
                 out.push(Command::LoadFriendRequests);
             }
-            "friend_removed" => {
-                if let Some(u) = int("user_id") {
-                    self.online.remove(&u);
-                }
+            ServerEvent::FriendRemoved { user_id } => {
+                self.online.remove(&user_id);
                 out.push(Command::LoadFriendRequests);
             }
-            "conversation_added"
-            | "member_joined"
-            | "member_left"
-            | "conversation_updated"
-            | "role_changed" => out.push(Command::LoadConversations),
-            "message_edited" | "message_deleted" | "reaction_changed" => {
-                let (Some(conv), Some(target)) = (int("conversation_id"), int("target_seq")) else {
-                    return;
-                };
-                let Some(m) = self
-                    .chat_mut(conv)
-                    .and_then(|c| c.messages.get_mut(&target))
-                else {
-                    return;
-                };
-                match event {
-                    "message_deleted" => {
-                        m.deleted = true;
-                        m.body = Value::Object(serde_json::Map::new());
-                        m.reactions.clear();
-                    }
-                    "message_edited" => m.edited_at = Some(int("edited_at").unwrap_or(1)),
-                    _ => {}
+            ServerEvent::ConversationAdded { .. }
+            | ServerEvent::GroupCreated { .. }
+            | ServerEvent::MemberJoined { .. }
+            | ServerEvent::MemberLeft { .. }
+            | ServerEvent::ConversationUpdated { .. }
+            | ServerEvent::RoleChanged { .. } => out.push(Command::LoadConversations),
+            ServerEvent::MessageDeleted {
+                conversation_id,
+                target_seq,
+                ..
+            } => {
+                if let Some(m) = self.message_mut(conversation_id, target_seq) {
+                    m.deleted = true;
+                    m.body = Value::Object(serde_json::Map::new());
+                    m.reactions.clear();
                 }
-                // The event names the change; the message as it is now
-                // (new text, reactions) comes from history.
-                if event != "message_deleted" {
+            }
+            ServerEvent::MessageEdited {
+                conversation_id,
+                edited_at,
+                target_seq,
+                ..
+            } => {
+                if let Some(m) = self.message_mut(conversation_id, target_seq) {
+                    m.edited_at = Some(edited_at);
+                    // The message as it is now (new text) comes from history.
                     out.push(Command::RefreshMessage {
-                        conversation_id: conv,
-                        seq: target,
+                        conversation_id,
+                        seq: target_seq,
                     });
                 }
             }
-            _ => {}
+            ServerEvent::ReactionChanged {
+                conversation_id,
+                target_seq,
+                ..
+            } => {
+                if self.message_mut(conversation_id, target_seq).is_some() {
+                    out.push(Command::RefreshMessage {
+                        conversation_id,
+                        seq: target_seq,
+                    });
+                }
+            }
+            ServerEvent::Unknown => {}
         }
+    }
+
+    /// A message of an open chat this app holds.
+    fn message_mut(&mut self, conversation_id: i64, seq: i64) -> Option<&mut MessageRecord> {
+        self.chat_mut(conversation_id)
+            .and_then(|c| c.messages.get_mut(&seq))
     }
 
     fn on_message(&mut self, m: MessageRecord, out: &mut Vec<Command>) {

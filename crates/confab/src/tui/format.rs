@@ -2,7 +2,7 @@
 //! styling), shared by the view and the tests.
 
 use confab_sdk::proto::ids::Millis;
-use confab_sdk::{MessageKind, MessageRecord, UserId};
+use confab_sdk::{MessageKind, MessageRecord, SystemNotice, UserId};
 use serde_json::Value;
 
 /// `HH:MM` (UTC) of a timestamp in milliseconds since the Unix epoch.
@@ -72,49 +72,48 @@ pub fn body_text(msg: &MessageRecord, name: &dyn Fn(UserId) -> String) -> String
     }
 }
 
-/// One sentence for a `system` notice's body (`{"event": …, …}`).
+/// One sentence for a `system` notice's body.
 pub fn system_text(body: &Value, sender: UserId, name: &dyn Fn(UserId) -> String) -> String {
-    let id = |key: &str| body.get(key).and_then(Value::as_i64);
-    let by = name(id("by_user_id").unwrap_or(sender));
-    let event = str_field(body, "event").unwrap_or("");
-    match event {
-        "group_created" => format!(
-            "{by} created the group {}",
-            str_field(body, "title").unwrap_or("")
-        ),
-        "member_joined" => {
-            let users: Vec<String> = body
-                .get("user_ids")
-                .and_then(Value::as_array)
-                .map(|ids| ids.iter().filter_map(Value::as_i64).map(name).collect())
-                .unwrap_or_default();
-            format!("{by} added {}", users.join(", "))
+    let Ok(notice) = serde_json::from_value::<SystemNotice>(body.clone()) else {
+        return "(notice)".to_owned();
+    };
+    match notice {
+        SystemNotice::GroupCreated { by_user_id, title } => {
+            format!("{} created the group {title}", name(by_user_id))
         }
-        "member_left" => {
-            let who = name(id("user_id").unwrap_or(sender));
-            if str_field(body, "reason") == Some("removed") {
-                format!("{by} removed {who}")
+        SystemNotice::MemberJoined {
+            by_user_id,
+            user_ids,
+        } => {
+            let users: Vec<String> = user_ids.into_iter().map(name).collect();
+            format!("{} added {}", name(by_user_id), users.join(", "))
+        }
+        SystemNotice::MemberLeft {
+            by_user_id,
+            reason,
+            user_id,
+        } => {
+            if reason == "removed" {
+                format!("{} removed {}", name(by_user_id), name(user_id))
             } else {
-                format!("{who} left")
+                format!("{} left", name(user_id))
             }
         }
-        "role_changed" => format!(
-            "{} is now {}",
-            name(id("user_id").unwrap_or(sender)),
-            str_field(body, "role").unwrap_or("member")
-        ),
-        "conversation_updated" => match str_field(body, "title") {
-            Some(t) => format!("{by} renamed the group to {t}"),
-            None => format!("{by} changed the group"),
+        SystemNotice::RoleChanged { role, user_id, .. } => {
+            format!("{} is now {role}", name(user_id))
+        }
+        SystemNotice::ConversationUpdated {
+            by_user_id, title, ..
+        } => match title {
+            Some(t) => format!("{} renamed the group to {t}", name(by_user_id)),
+            None => format!("{} changed the group", name(by_user_id)),
         },
-        "message_edited" => format!("{by} edited a message"),
-        "message_deleted" => format!("{by} deleted a message"),
-        "reaction_changed" => match str_field(body, "emoji") {
-            Some(e) => format!("{by} reacted {e}"),
-            None => format!("{by} removed a reaction"),
+        SystemNotice::MessageEdited { .. } => format!("{} edited a message", name(sender)),
+        SystemNotice::MessageDeleted { .. } => format!("{} deleted a message", name(sender)),
+        SystemNotice::ReactionChanged { emoji, user_id, .. } => match emoji {
+            Some(e) => format!("{} reacted {e}", name(user_id)),
+            None => format!("{} removed a reaction", name(user_id)),
         },
-        "" => "(notice)".to_owned(),
-        other => format!("{by}: {other}"),
     }
 }
 

@@ -215,6 +215,8 @@ impl FakeConn {
             device_id: 2,
             server_time: 0,
             heartbeat_s: 20,
+            receipts_max_group: 100,
+            typing_timeout_ms: 6000,
         })
         .await;
     }

@@ -14,16 +14,16 @@ use confab_store::WriteOp;
 use futures_util::SinkExt;
 use tokio::task::JoinHandle;
 
-use super::outbound::{Closed, Outbound};
 use super::rate::TokenBucket;
 use super::sync::answer_sync;
 use super::typing::Typing;
 use crate::auth::AuthUser;
+use crate::chat::send::{queue_send, SendRequest};
 use crate::clock::now_millis;
 use crate::committer::ReplyTo;
 use crate::hub::ConnectionEntry;
 use crate::metrics;
-use crate::send::prepare_send;
+use crate::outbound::{Closed, Outbound};
 use crate::state::AppState;
 
 /// Most frames written per flush, so reading is not starved under load.
@@ -132,6 +132,8 @@ impl Connection {
             device_id: self.who.device_id,
             server_time: now_millis(),
             heartbeat_s,
+            receipts_max_group: self.state.config.chat.receipts_max_group,
+            typing_timeout_ms: self.state.config.chat.typing_timeout_ms,
         };
         if self.write_now(hello.encode()).await.is_err() {
             return "hello failed";
@@ -334,32 +336,23 @@ impl Connection {
                         ApiError::new(ErrorCode::RateLimited, "sending too fast, retry shortly");
                     return self.reply_error(Some(client_msg_id), err);
                 }
-                let limits = &self.state.config.limits;
-                let msg = match prepare_send(
-                    limits,
-                    self.who.user_id,
+                let send = SendRequest {
+                    sender_id: self.who.user_id,
                     conversation_id,
-                    client_msg_id.clone(),
+                    client_msg_id: client_msg_id.clone(),
                     kind,
-                    &body,
-                ) {
-                    Ok(m) => m,
-                    Err(e) => return self.reply_error(Some(client_msg_id), e),
+                    body,
                 };
-                if let Err(e) = crate::http::check_reply(self.state.store.as_ref(), &msg).await {
-                    return self.reply_error(Some(client_msg_id), e);
-                }
-                if let Err(e) =
-                    crate::media::check_message_media(self.state.store.as_ref(), &msg).await
-                {
-                    return self.reply_error(Some(client_msg_id), e);
-                }
                 let reply = ReplyTo::Connection(self.out.clone());
-                if let Err(e) = self
-                    .state
-                    .committer
-                    .submit(WriteOp::Append(msg), reply, Some(self.id))
-                    .await
+                if let Err(e) = queue_send(
+                    self.state.store.as_ref(),
+                    &self.state.committer,
+                    &self.state.config.limits,
+                    send,
+                    reply,
+                    Some(self.id),
+                )
+                .await
                 {
                     self.reply_error(Some(client_msg_id), e);
                 }
@@ -438,19 +431,12 @@ impl Connection {
                 payload,
             } => {
                 metrics::frame_in("call");
-                if !matches!(signal.as_str(), "offer" | "answer" | "ice" | "hangup") {
-                    let err = ApiError::new(
-                        ErrorCode::BadRequest,
-                        "signal must be offer, answer, ice or hangup",
-                    );
-                    return self.reply_error(None, err);
-                }
                 if !self.sends.try_take() {
                     let err = ApiError::new(ErrorCode::RateLimited, "signalling too fast");
                     return self.reply_error(None, err);
                 }
                 let payload_bytes = serde_json::to_string(&payload).map_or(usize::MAX, |p| p.len());
-                if let Err(e) = crate::policy::check_call(
+                if let Err(e) = crate::chat::blocks::check_call(
                     self.state.store.as_ref(),
                     self.who.user_id,
                     to_user_id,
@@ -492,20 +478,12 @@ impl Connection {
                 {
                     Ok(Some(a)) => Arc::<[UserId]>::from(a),
                     Ok(None) => {
-                        let former = self
-                            .state
-                            .store
-                            .was_member(conversation_id, self.who.user_id)
-                            .await
-                            .unwrap_or(false);
-                        let err = if former {
-                            ApiError::new(
-                                ErrorCode::Forbidden,
-                                "you are no longer a member of this conversation",
-                            )
-                        } else {
-                            ApiError::new(ErrorCode::NotFound, "no such conversation")
-                        };
+                        let err = crate::chat::membership::not_a_member(
+                            self.state.store.as_ref(),
+                            conversation_id,
+                            self.who.user_id,
+                        )
+                        .await;
                         return self.reply_error(None, err);
                     }
                     Err(e) => return self.reply_error(None, crate::error::store_error(e)),

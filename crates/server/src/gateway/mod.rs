@@ -3,20 +3,19 @@
 //! and sends heartbeats.
 
 mod connection;
-pub mod outbound;
 mod rate;
 mod sync;
 mod typing;
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use confab_proto::ErrorCode;
 
-use crate::auth::WsAuthUser;
 use crate::error::AppError;
+use crate::extract::WsAuthUser;
 use crate::state::AppState;
 
 /// tungstenite's read buffer per connection, allocated up front. Its default
@@ -39,9 +38,8 @@ pub async fn upgrade(
     if state.open_connections.load(Ordering::Relaxed) >= max {
         crate::metrics::connection_refused();
         // Once a second at most: a full node is refused many times a second.
-        static LAST_WARNED_S: AtomicU64 = AtomicU64::new(0);
         let now_s = crate::clock::now_millis().max(0) as u64 / 1000;
-        if LAST_WARNED_S.swap(now_s, Ordering::Relaxed) != now_s {
+        if state.limit_warned_s.swap(now_s, Ordering::Relaxed) != now_s {
             tracing::warn!(max, "connection limit reached; refusing upgrades (see confab_connections_refused_total)");
         }
         return Err(AppError::new(

@@ -14,8 +14,8 @@ use confab_store::{Store, SyncLimits};
 /// with the client's next sync. Bounds the memory one `sync` can take.
 const SYNC_ANSWER_CONVERSATIONS: u32 = 10;
 
-use super::outbound::Outbound;
 use crate::error::store_error;
+use crate::outbound::Outbound;
 
 /// Streams the answer to one `sync` into `out`. Returns when done or when
 /// the connection is gone.

@@ -11,18 +11,20 @@ use confab_proto::api::{
     Conversation, ConversationKind, ConversationList, CreateConversationRequest, MessagePage,
     ReadRequest, SendMessageRequest, SendMessageResponse,
 };
-use confab_proto::{ConversationId, ErrorCode, Seq, ServerFrame, UserId};
+use confab_proto::{ConversationId, ErrorCode, Event, Seq, ServerFrame, UserId};
 use confab_store::{HistoryQuery, WriteOp, WriteOutcome};
 use serde::Deserialize;
 
-use super::extract::ApiPath;
-use super::groups::require_member;
 use super::{ApiJson, ApiQuery};
 use crate::auth::AuthUser;
+use crate::chat::membership::require_member;
+use crate::chat::send::{queue_send, SendRequest};
 use crate::clock::now_millis;
+use crate::committer::ReplyTo;
 use crate::config::DirectMessages;
 use crate::error::{AppError, AppResult};
-use crate::send::prepare_send;
+use crate::extract::ApiPath;
+use crate::refusal::{refusal, WriteKind};
 use crate::state::AppState;
 
 /// `POST /v1/conversations`: get-or-create direct, or create a group.
@@ -47,10 +49,7 @@ pub async fn create(
             // to someone with a block either way, nor to a stranger when
             // only friends may message.
             if state.store.blocked_either(who.user_id, user_id).await? {
-                return Err(AppError::new(
-                    ErrorCode::Blocked,
-                    "this user cannot be messaged: one of you blocked the other",
-                ));
+                return Err(AppError::new(ErrorCode::Blocked, crate::refusal::BLOCKED));
             }
             if state.config.chat.direct_messages == DirectMessages::Friends
                 && !state
@@ -61,7 +60,7 @@ pub async fn create(
             {
                 return Err(AppError::new(
                     ErrorCode::NotFriends,
-                    "this server allows direct messages only between friends",
+                    crate::refusal::NOT_FRIENDS,
                 ));
             }
             state
@@ -71,9 +70,7 @@ pub async fn create(
         }
         CreateConversationRequest::Group { title, member_ids } => {
             let title = title.trim();
-            if title.is_empty() || title.chars().count() > 64 {
-                return Err(AppError::bad_request("title must be 1-64 characters"));
-            }
+            confab_proto::validate::check_group_title(title)?;
             let mut distinct: Vec<UserId> = member_ids
                 .iter()
                 .copied()
@@ -92,8 +89,12 @@ pub async fn create(
             if known.len() != distinct.len() {
                 return Err(AppError::not_found("user"));
             }
-            crate::policy::check_group_additions(state.store.as_ref(), who.user_id, &distinct)
-                .await?;
+            crate::chat::blocks::check_group_additions(
+                state.store.as_ref(),
+                who.user_id,
+                &distinct,
+            )
+            .await?;
             let id = state
                 .store
                 .create_group(who.user_id, title, &distinct, now_millis())
@@ -130,14 +131,11 @@ async fn announce_new_conversation(state: &AppState, view: &Conversation, creato
             }
         }
     };
-    let data = serde_json::json!({"conversation_id": view.id, "by_user_id": creator});
-    events::publish(
-        state.bus.as_ref(),
-        users.clone(),
-        "conversation_added",
-        data,
-    )
-    .await;
+    let event = Event::ConversationAdded {
+        by_user_id: creator,
+        conversation_id: view.id,
+    };
+    events::publish(state.bus.as_ref(), users.clone(), event).await;
     // A group starts with its `group_created` notice (seq 1): deliver it
     // live like any message, so clients need no sync to see it.
     if view.kind == ConversationKind::Group {
@@ -174,7 +172,7 @@ pub async fn get_one(
     who: AuthUser,
     ApiPath(id): ApiPath<ConversationId>,
 ) -> AppResult<Json<Conversation>> {
-    require_member(&state, id, who.user_id).await?;
+    require_member(state.store.as_ref(), id, who.user_id).await?;
     let view = state
         .store
         .conversation_for(id, who.user_id)
@@ -204,7 +202,7 @@ pub async fn history(
         let limit = p.limit.unwrap_or(50).clamp(1, max);
         return super::messages::around(&state, id, who.user_id, seq, limit).await;
     }
-    require_member(&state, id, who.user_id).await?;
+    require_member(state.store.as_ref(), id, who.user_id).await?;
     let query = HistoryQuery {
         before_seq: p.before_seq,
         after_seq: p.after_seq,
@@ -227,17 +225,28 @@ pub async fn send(
     ApiJson(req): ApiJson<SendMessageRequest>,
 ) -> AppResult<(StatusCode, Json<SendMessageResponse>)> {
     let client_msg_id = req.client_msg_id.clone();
-    let msg = prepare_send(
+    let send = SendRequest {
+        sender_id: who.user_id,
+        conversation_id: id,
+        client_msg_id: req.client_msg_id,
+        kind: req.kind,
+        body: req.body,
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let committer = &state.committer;
+    queue_send(
+        state.store.as_ref(),
+        committer,
         &state.config.limits,
-        who.user_id,
-        id,
-        req.client_msg_id,
-        req.kind,
-        &req.body,
-    )?;
-    super::check_reply(state.store.as_ref(), &msg).await?;
-    crate::media::check_message_media(state.store.as_ref(), &msg).await?;
-    match state.committer.commit(WriteOp::Append(msg)).await? {
+        send,
+        ReplyTo::Waiter(tx),
+        None,
+    )
+    .await?;
+    let outcome = rx
+        .await
+        .map_err(|_| AppError::new(ErrorCode::Unavailable, "commit was interrupted"))??;
+    match outcome {
         WriteOutcome::Appended {
             seq, ts, duplicate, ..
         } => {
@@ -256,21 +265,11 @@ pub async fn send(
                 }),
             ))
         }
-        WriteOutcome::Rejected(code) => Err(AppError::new(code, send_refusal(code))),
+        WriteOutcome::Rejected(code) => Err(refusal(WriteKind::Send, code).into()),
         _ => Err(AppError::new(
             ErrorCode::Internal,
             "unexpected commit outcome",
         )),
-    }
-}
-
-fn send_refusal(code: ErrorCode) -> &'static str {
-    match code {
-        ErrorCode::NotFound => "no such conversation, or you are not a member of it",
-        ErrorCode::Forbidden => "you are no longer a member of this conversation",
-        ErrorCode::Blocked => "this user cannot be messaged: one of you blocked the other",
-        ErrorCode::NotFriends => "this server allows direct messages only between friends",
-        _ => "refused",
     }
 }
 
@@ -290,7 +289,7 @@ pub async fn read(
         seq: req.seq,
     };
     match state.committer.commit(op).await? {
-        WriteOutcome::Rejected(code) => Err(AppError::new(code, send_refusal(code))),
+        WriteOutcome::Rejected(code) => Err(refusal(WriteKind::Send, code).into()),
         _ => Ok(StatusCode::NO_CONTENT),
     }
 }

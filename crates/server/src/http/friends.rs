@@ -9,17 +9,17 @@ use confab_proto::api::{
     BlockList, Friend, FriendList, FriendRequest, FriendRequestCreate, FriendRequestList,
     FriendRequestResult, FriendRequestState, PresenceStatus, User,
 };
+use confab_proto::Event;
 use confab_proto::{ErrorCode, Millis, UserId};
 use confab_store::{FriendAnswer, FriendRequestOutcome};
 use serde::Deserialize;
-use serde_json::json;
 
-use super::extract::ApiPath;
 use super::{ApiJson, ApiQuery};
 use crate::auth::AuthUser;
 use crate::clock::now_millis;
 use crate::error::{AppError, AppResult};
 use crate::events;
+use crate::extract::ApiPath;
 use crate::state::AppState;
 
 /// Longest note on a friend request, in characters.
@@ -56,8 +56,9 @@ pub async fn request(
             events::publish(
                 state.bus.as_ref(),
                 Arc::from(vec![request.to_user.id, who.user_id]),
-                "friend_request",
-                json!({ "request": request }),
+                Event::FriendRequest {
+                    request: request.clone(),
+                },
             )
             .await;
             Ok((
@@ -113,21 +114,12 @@ async fn became_friends(state: &AppState, request: &FriendRequest, since: Millis
     let for_asker = friend_view(answerer);
     let for_answerer = friend_view(asker);
     let bus = state.bus.as_ref();
-    let data = |f: &Friend| json!({ "request_id": request.id, "friend": f });
-    events::publish(
-        bus,
-        Arc::from(vec![asker.id]),
-        "friend_accepted",
-        data(&for_asker),
-    )
-    .await;
-    events::publish(
-        bus,
-        Arc::from(vec![answerer.id]),
-        "friend_accepted",
-        data(&for_answerer),
-    )
-    .await;
+    let event = |f: &Friend| Event::FriendAccepted {
+        friend: f.clone(),
+        request_id: request.id,
+    };
+    events::publish(bus, Arc::from(vec![asker.id]), event(&for_asker)).await;
+    events::publish(bus, Arc::from(vec![answerer.id]), event(&for_answerer)).await;
     for (to, f) in [(asker.id, &for_asker), (answerer.id, &for_answerer)] {
         state
             .presence
@@ -251,20 +243,8 @@ pub async fn unfriend(
 
 async fn announce_unfriended(state: &AppState, a: UserId, b: UserId) {
     let bus = state.bus.as_ref();
-    events::publish(
-        bus,
-        Arc::from(vec![a]),
-        "friend_removed",
-        json!({"user_id": b}),
-    )
-    .await;
-    events::publish(
-        bus,
-        Arc::from(vec![b]),
-        "friend_removed",
-        json!({"user_id": a}),
-    )
-    .await;
+    events::publish(bus, Arc::from(vec![a]), Event::FriendRemoved { user_id: b }).await;
+    events::publish(bus, Arc::from(vec![b]), Event::FriendRemoved { user_id: a }).await;
 }
 
 /// `GET /v1/blocks`.

@@ -11,10 +11,14 @@ use confab_proto::api::{
 use confab_proto::{ConversationId, ErrorCode, UserId};
 use confab_store::{GroupChange, WriteOp, WriteOutcome};
 
-use super::extract::ApiPath;
 use super::ApiJson;
+use confab_proto::validate::check_group_title;
+
 use crate::auth::AuthUser;
+use crate::chat::membership::require_member;
 use crate::error::{AppError, AppResult};
+use crate::extract::ApiPath;
+use crate::refusal::{refusal, WriteKind};
 use crate::state::AppState;
 
 /// Most users one add request may name.
@@ -28,36 +32,12 @@ async fn change(state: &AppState, change: GroupChange) -> AppResult<()> {
         .await?
     {
         WriteOutcome::GroupChanged(_) => Ok(()),
-        WriteOutcome::Rejected(code) => Err(AppError::new(code, refusal(code))),
+        WriteOutcome::Rejected(code) => Err(refusal(WriteKind::GroupChange, code).into()),
         _ => Err(AppError::new(
             ErrorCode::Internal,
             "unexpected commit outcome",
         )),
     }
-}
-
-fn refusal(code: ErrorCode) -> &'static str {
-    match code {
-        ErrorCode::NotFound => "no such group, or no such member in it",
-        ErrorCode::Forbidden => "your role in this group does not allow that",
-        ErrorCode::GroupFull => "the group is at its member limit",
-        ErrorCode::BadRequest => "not possible in this conversation",
-        _ => "refused",
-    }
-}
-
-/// Answers `forbidden` to former members and `not_found` to strangers.
-pub async fn require_member(state: &AppState, id: ConversationId, user: UserId) -> AppResult<()> {
-    if state.store.member(id, user).await?.is_some() {
-        return Ok(());
-    }
-    if state.store.was_member(id, user).await? {
-        return Err(AppError::new(
-            ErrorCode::Forbidden,
-            "you are no longer a member of this conversation",
-        ));
-    }
-    Err(AppError::not_found("conversation"))
 }
 
 /// `GET /v1/conversations/{id}/members`.
@@ -66,7 +46,7 @@ pub async fn list(
     who: AuthUser,
     ApiPath(id): ApiPath<ConversationId>,
 ) -> AppResult<Json<MemberList>> {
-    require_member(&state, id, who.user_id).await?;
+    require_member(state.store.as_ref(), id, who.user_id).await?;
     let members = state.store.members(id).await?;
     Ok(Json(MemberList { members }))
 }
@@ -86,7 +66,7 @@ pub async fn add(
     if users.len() > ADD_MAX {
         return Err(AppError::bad_request("at most 1000 users per request"));
     }
-    crate::policy::check_group_additions(state.store.as_ref(), who.user_id, &users).await?;
+    crate::chat::blocks::check_group_additions(state.store.as_ref(), who.user_id, &users).await?;
     let add = GroupChange::Add {
         conversation_id: id,
         by: who.user_id,
@@ -140,13 +120,11 @@ pub async fn update(
     ApiPath(id): ApiPath<ConversationId>,
     ApiJson(req): ApiJson<UpdateConversationRequest>,
 ) -> AppResult<Json<Conversation>> {
-    require_member(&state, id, who.user_id).await?;
+    require_member(state.store.as_ref(), id, who.user_id).await?;
     let title = match req.title {
         Some(t) => {
             let t = t.trim().to_owned();
-            if t.is_empty() || t.chars().count() > 64 {
-                return Err(AppError::bad_request("title must be 1-64 characters"));
-            }
+            check_group_title(&t)?;
             Some(t)
         }
         None => None,

@@ -11,17 +11,16 @@ use axum::http::StatusCode;
 use axum::Json;
 use confab_proto::api::{EditMessageRequest, MessagePage};
 use confab_proto::message::{validate_body, BodyLimits};
-use confab_proto::{ApiError, ConversationId, ErrorCode, MessageKind, MessageRecord, Seq, UserId};
-use confab_store::{
-    HistoryQuery, MessageChange, MessageChangeOutcome, NewMessage, Store, WriteOp, WriteOutcome,
-};
+use confab_proto::{ConversationId, ErrorCode, MessageKind, MessageRecord, Seq, UserId};
+use confab_store::{HistoryQuery, MessageChange, MessageChangeOutcome, WriteOp, WriteOutcome};
 use serde_json::Value;
 
-use super::extract::ApiPath;
-use super::groups::require_member;
 use super::ApiJson;
 use crate::auth::AuthUser;
+use crate::chat::membership::require_member;
 use crate::error::{AppError, AppResult};
+use crate::extract::ApiPath;
+use crate::refusal::{refusal, WriteKind};
 use crate::state::AppState;
 
 /// Commits a message change; refusals come back as errors.
@@ -32,21 +31,11 @@ async fn apply(state: &AppState, change: MessageChange) -> AppResult<MessageChan
         .await?
     {
         WriteOutcome::MessageChanged(done) => Ok(*done),
-        WriteOutcome::Rejected(code) => Err(AppError::new(code, refusal(code))),
+        WriteOutcome::Rejected(code) => Err(refusal(WriteKind::MessageChange, code).into()),
         _ => Err(AppError::new(
             ErrorCode::Internal,
             "unexpected commit outcome",
         )),
-    }
-}
-
-/// Says why a message change was refused.
-pub fn refusal(code: ErrorCode) -> &'static str {
-    match code {
-        ErrorCode::NotFound => "no such message, or you cannot see it",
-        ErrorCode::Forbidden => "you may not change this message",
-        ErrorCode::BadRequest => "this message cannot be changed that way",
-        _ => "refused",
     }
 }
 
@@ -92,7 +81,7 @@ pub async fn edit(
             Some(_) => return Err(AppError::bad_request("caption must be a string")),
         }
     }
-    crate::policy::check_direct_change(state.store.as_ref(), id, who.user_id).await?;
+    crate::chat::blocks::check_direct_change(state.store.as_ref(), id, who.user_id).await?;
     let done = apply(
         &state,
         MessageChange::Edit {
@@ -151,7 +140,7 @@ async fn react(
 ) -> AppResult<Json<MessageRecord>> {
     check_seq(seq)?;
     check_emoji(&emoji)?;
-    crate::policy::check_direct_change(state.store.as_ref(), id, who.user_id).await?;
+    crate::chat::blocks::check_direct_change(state.store.as_ref(), id, who.user_id).await?;
     let done = apply(
         state,
         MessageChange::React {
@@ -195,7 +184,7 @@ pub async fn around(
     seq: Seq,
     limit: u32,
 ) -> AppResult<Json<MessagePage>> {
-    require_member(state, id, user).await?;
+    require_member(state.store.as_ref(), id, user).await?;
     let before = (limit / 2).max(1);
     let after = limit.saturating_sub(before).max(1);
     let (mut older, more_before) = state
@@ -228,46 +217,4 @@ pub async fn around(
         has_more: more_after,
         has_more_before: Some(more_before),
     }))
-}
-
-/// Checks a send's `reply_to` (text messages): a positive seq of a message
-/// in the same conversation that the sender can see and that is not
-/// deleted. Done with one store read before the send is queued, not inside
-/// the commit (a target deleted in between still gets the reply). A sender
-/// who is not a member is left to the commit, which refuses them.
-pub async fn check_reply(store: &dyn Store, msg: &NewMessage) -> Result<(), ApiError> {
-    if msg.kind != MessageKind::Text {
-        return Ok(());
-    }
-    let Ok(body) = serde_json::from_str::<Value>(&msg.body) else {
-        return Ok(());
-    };
-    let Some(target) = body.get("reply_to") else {
-        return Ok(());
-    };
-    let bad = || {
-        ApiError::new(
-            ErrorCode::BadRequest,
-            "reply_to must be the seq of a message you can see in this conversation",
-        )
-    };
-    let seq = target.as_i64().filter(|s| *s >= 1).ok_or_else(bad)?;
-    let found = store
-        .message_for(msg.conversation_id, msg.sender_id, seq)
-        .await
-        .map_err(crate::error::store_error)?;
-    match found {
-        Some(m) if !m.deleted && m.kind != MessageKind::System => Ok(()),
-        _ => {
-            let member = store
-                .member(msg.conversation_id, msg.sender_id)
-                .await
-                .map_err(crate::error::store_error)?;
-            if member.is_some() {
-                Err(bad())
-            } else {
-                Ok(())
-            }
-        }
-    }
 }

@@ -1,8 +1,10 @@
-//! The HTTP API (`/v1`) and operational endpoints, as one router.
+//! The HTTP door: the JSON API's handlers (`/v1`), the operational
+//! endpoints and the browser app.
+//! The server assembles these routes with media's and the WebSocket
+//! upgrade (`server.rs`).
 
 mod accounts;
 mod conversations;
-mod extract;
 mod friends;
 mod groups;
 mod health;
@@ -18,14 +20,12 @@ use tower_http::timeout::RequestBodyTimeoutLayer;
 
 use crate::state::AppState;
 
-pub use extract::{ApiJson, ApiPath, ApiQuery};
-pub use messages::{check_reply, refusal as message_refusal};
+pub use crate::extract::{ApiJson, ApiPath, ApiQuery};
 
-/// Builds the whole router. Tests can call it with `oneshot`.
-pub fn router(state: AppState) -> Router {
-    let body_limit = state.config.limits.max_http_body_bytes;
-    let body_timeout = std::time::Duration::from_secs(state.config.http.body_timeout_s.max(1));
-    let v1 = Router::new()
+/// The JSON API's routes, to be nested under `/v1` (media and the
+/// WebSocket upgrade are added where the server is assembled).
+pub fn api_routes() -> Router<AppState> {
+    Router::new()
         .route("/auth/register", post(accounts::register))
         .route("/auth/login", post(accounts::login))
         .route("/auth/refresh", post(accounts::refresh))
@@ -78,17 +78,25 @@ pub fn router(state: AppState) -> Router {
             put(messages::react_on).delete(messages::react_off),
         )
         .route("/search/messages", get(search::messages))
-        .route("/ws", get(crate::gateway::upgrade))
-        .merge(crate::media::routes());
+}
+
+/// Health, readiness and (with a token) metrics, at the root.
+pub fn operational_routes() -> Router<AppState> {
     Router::new()
-        .nest("/v1", v1)
         .route("/healthz", get(health::healthz))
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics_with_token))
+}
+
+/// Wraps the assembled routes: the browser app as the fallback, the body
+/// size limit, and the body timeout (a body that stalls is cut off; one
+/// that keeps moving may take as long as it needs, e.g. a large upload).
+pub fn finish(routes: Router<AppState>, state: AppState) -> Router {
+    let body_limit = state.config.limits.max_http_body_bytes;
+    let body_timeout = std::time::Duration::from_secs(state.config.http.body_timeout_s.max(1));
+    routes
         .fallback(web::serve)
         .layer(DefaultBodyLimit::max(body_limit))
-        // A body that stalls is cut off; one that keeps moving may take as
-        // long as it needs (large uploads).
         .layer(RequestBodyTimeoutLayer::new(body_timeout))
         .with_state(state)
 }

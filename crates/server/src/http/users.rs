@@ -8,10 +8,10 @@ use confab_proto::UserId;
 use confab_store::ProfileUpdate;
 use serde::Deserialize;
 
-use super::extract::ApiPath;
 use super::{ApiJson, ApiQuery};
 use crate::auth::AuthUser;
 use crate::error::{AppError, AppResult};
+use crate::extract::ApiPath;
 use crate::state::AppState;
 
 /// `GET /v1/users/me`.

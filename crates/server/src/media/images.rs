@@ -434,18 +434,18 @@ mod tests {
         assert!(clean_bytes(b"\xFF\xD8\xFFjunk", "image/jpeg").is_err());
     }
 
-    /// A PNG header (IHDR) of any size with no pixel data behind it.
+    /// A PNG that declares `w` x `h` pixels: a real 1x1 image with its
+    /// IHDR size rewritten (and the CRC fixed).
     fn png_header(w: u32, h: u32) -> Vec<u8> {
-        let mut ihdr = b"IHDR".to_vec();
-        ihdr.extend_from_slice(&w.to_be_bytes());
-        ihdr.extend_from_slice(&h.to_be_bytes());
-        ihdr.extend_from_slice(&[8, 2, 0, 0, 0]);
-        let crc = crc32(&ihdr);
-        let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
-        out.extend_from_slice(&13u32.to_be_bytes());
-        out.extend_from_slice(&ihdr);
-        out.extend_from_slice(&crc.to_be_bytes());
-        out
+        let img = DynamicImage::new_rgb8(1, 1);
+        let mut png = Vec::new();
+        img.write_to(&mut std::io::Cursor::new(&mut png), ImageFormat::Png)
+            .expect("png");
+        png[16..20].copy_from_slice(&w.to_be_bytes());
+        png[20..24].copy_from_slice(&h.to_be_bytes());
+        let crc = crc32(&png[12..29]);
+        png[29..33].copy_from_slice(&crc.to_be_bytes());
+        png
     }
 
     fn crc32(data: &[u8]) -> u32 {
@@ -488,13 +488,13 @@ mod tests {
         let mut png = Vec::new();
         img.write_to(&mut std::io::Cursor::new(&mut png), ImageFormat::Png)
             .expect("png");
-        // A tEXt chunk after IHDR.
-        let mut chunk = 9u32.to_be_bytes().to_vec();
-        chunk.extend_from_slice(b"tEXtsecret!!");
-        chunk.extend_from_slice(&[0; 1]);
+        // A tEXt chunk after IHDR (which ends at byte 33).
+        let mut body = b"tEXtkey\0secret".to_vec();
+        let crc = crc32(&body);
         let mut tagged = png[..33].to_vec();
-        tagged.extend_from_slice(&chunk[..chunk.len() - 1]);
-        tagged.extend_from_slice(&[0, 0, 0, 0]);
+        tagged.extend_from_slice(&((body.len() - 4) as u32).to_be_bytes());
+        tagged.append(&mut body);
+        tagged.extend_from_slice(&crc.to_be_bytes());
         tagged.extend_from_slice(&png[33..]);
         let (c, bytes) = clean_bytes(&tagged, "image/png").expect("clean");
         assert_eq!(bytes.expect("changed"), png);

@@ -26,19 +26,19 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use confab_proto::media::UploadedMedia;
-use confab_proto::{ApiError, ErrorCode, MessageKind, UserId};
-use confab_store::{MediaInsert, MediaKind, MediaRecord, NewMessage, Store};
+use confab_proto::{ErrorCode, UserId};
+use confab_store::{MediaInsert, MediaKind, MediaRecord};
 use futures_util::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
 use crate::auth::AuthUser;
 use crate::error::{AppError, AppResult};
-use crate::http::ApiPath;
+use crate::extract::ApiPath;
 use crate::state::AppState;
 
 pub use images::THUMBNAIL_MAX;
-pub use tus::{expire_abandoned, Uploads};
+pub use tus::expire_abandoned;
 pub use voice::MAX_VOICE_MS;
 
 /// `Cache-Control` of media and thumbnails: content never changes under an
@@ -634,71 +634,6 @@ pub async fn thumbnail(
     // The thumbnail's tag: derived from the content it was made from.
     let tag = format!("{}-thumb", r.sha256);
     serve_blob(&state, &headers, &key, &tag, size, "image/jpeg", None).await
-}
-
-/// Checks that an `image`, `voice` or `file` message references media that
-/// exists, was uploaded by the sender, and fits the kind (`image` needs an
-/// image, `voice` a voice note; a `file` may be anything).
-pub async fn check_message_media(store: &dyn Store, msg: &NewMessage) -> Result<(), ApiError> {
-    let wanted = match msg.kind {
-        MessageKind::Image => Some(MediaKind::Image),
-        MessageKind::Voice => Some(MediaKind::Voice),
-        MessageKind::File => None,
-        _ => return Ok(()),
-    };
-    let body: serde_json::Value = serde_json::from_str(&msg.body)
-        .map_err(|_| ApiError::new(ErrorCode::BadRequest, "unreadable body"))?;
-    let id = body
-        .get("media_id")
-        .and_then(serde_json::Value::as_str)
-        .ok_or_else(|| ApiError::new(ErrorCode::BadRequest, "media messages need a media_id"))?;
-    let record = store
-        .media(id)
-        .await
-        .map_err(crate::error::store_error)?
-        .filter(|r| r.owner_id == msg.sender_id)
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::NotFound,
-                "no such media among your uploads: upload it first (POST /v1/media)",
-            )
-        })?;
-    if let Some(kind) = wanted {
-        if record.kind != kind {
-            return Err(ApiError::new(
-                ErrorCode::BadRequest,
-                format!(
-                    "a {} message needs {} media; {id} is {} ({})",
-                    msg.kind.as_str(),
-                    kind.as_str(),
-                    record.kind.as_str(),
-                    record.mime
-                ),
-            ));
-        }
-    }
-    // Receivers show these numbers before fetching anything, so what the
-    // body says about the media must be what the server knows of it.
-    let facts: Vec<(&str, serde_json::Value)> = match msg.kind {
-        MessageKind::File => vec![
-            ("size", record.size.into()),
-            ("mime", record.mime.as_str().into()),
-        ],
-        MessageKind::Image => [("width", record.width), ("height", record.height)]
-            .into_iter()
-            .filter_map(|(field, v)| v.map(|v| (field, v.into())))
-            .collect(),
-        _ => Vec::new(),
-    };
-    for (field, known) in facts {
-        if body.get(field).is_some_and(|said| *said != known) {
-            return Err(ApiError::new(
-                ErrorCode::BadRequest,
-                format!("\"{field}\" must be the upload's: {known} for {id}"),
-            ));
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -162,6 +162,8 @@ export class Connection {
         if (this.hello) return;
         this.hello = true;
         this.userId = f.user_id;
+        // The server's settings the app follows (older servers: defaults).
+        this.on.frame({ type: 'settings', receiptsMaxGroup: f.receipts_max_group ?? 100, typingTimeoutMs: f.typing_timeout_ms ?? 6000 });
         this.attempt = 0;
         this.clearTimer('connect');
         this.startPing();

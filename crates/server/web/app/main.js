@@ -88,6 +88,7 @@ async function showApp(me) {
     document.title = unread ? `(${unread}) Confab` : 'Confab';
   };
   unsubscribe = store.subscribe((topic, id) => {
+    if (topic === 'notice') { toast(id.message, id.kind); return; }
     if (!scheduled.size) queueMicrotask(flush);
     scheduled.add(topic === 'thread' || topic === 'typing' ? `${topic}:${id}` : topic);
   });

@@ -8,7 +8,7 @@ import { uploadResumable } from './tus.js';
 import { Connection } from './connection.js';
 import { Outbox } from './outbox.js';
 import { hasMention } from './mentiontext.js';
-import { toast, messagePreview } from './ui/dom.js';
+import { messagePreview } from './text.js';
 
 export const state = {
   me: null,
@@ -22,6 +22,8 @@ export const state = {
   incoming: [],
   outgoing: [],
   typing: new Map(), // convId -> Map userId -> timer
+  // The server's settings, from `hello`: groups up to receiptsMaxGroup members get live read receipts; a typing start lasts typingTimeoutMs.
+  settings: { receiptsMaxGroup: 100, typingTimeoutMs: 6000 },
   activeId: null,
   unreadFrom: null, // read cursor of the open chat when it was opened with unread messages
   highlight: null, // seq to scroll to and flash once shown
@@ -39,7 +41,8 @@ let userFlush = null;
 
 /**
  * Subscribes to change topics: 'conversations', 'thread', 'friends',
- * 'connection', 'typing', 'members' (a group's membership changed).
+ * 'connection', 'typing', 'members' (a group's membership changed),
+ * 'notice' (a message for the user: {message, kind}).
  */
 export function subscribe(fn) {
   listeners.add(fn);
@@ -48,6 +51,14 @@ export function subscribe(fn) {
 
 function emit(topic, id) {
   for (const fn of listeners) fn(topic, id);
+}
+
+/**
+ * Something to tell the user: the UI shows it (topic 'notice', with
+ * {message, kind}); the state module never touches the DOM itself.
+ */
+function toast(message, kind = 'error') {
+  emit('notice', { message, kind });
 }
 
 // ---- users ----------------------------------------------------------------
@@ -323,6 +334,9 @@ function onFrame(f) {
       emit('thread', null);
       return;
     case 'event': return onEvent(f);
+    case 'settings':
+      state.settings = { receiptsMaxGroup: f.receiptsMaxGroup, typingTimeoutMs: f.typingTimeoutMs };
+      return;
     case 'error': toast(f.message || f.code); return;
     default:
   }
@@ -350,7 +364,10 @@ function onTyping(f) {
     let set = state.typing.get(f.conversation_id);
     if (!set) state.typing.set(f.conversation_id, (set = new Map()));
     clearTimeout(set.get(f.user_id));
-    set.set(f.user_id, setTimeout(() => stopTyping(f.conversation_id, f.user_id), 8000));
+    // The server sends `stop` after its timeout; this is the fallback
+    // should that frame be lost with a connection.
+    const fallback = state.settings.typingTimeoutMs + 2000;
+    set.set(f.user_id, setTimeout(() => stopTyping(f.conversation_id, f.user_id), fallback));
     emit('typing', f.conversation_id);
   } else {
     stopTyping(f.conversation_id, f.user_id);
@@ -625,7 +642,7 @@ export function receiptStatus(conv, m) {
   if (!others.length) return 'sent';
   // Groups: read_by (history pages) counts the other members who read it.
   if (conv.kind === 'group' && m.read_by != null && m.read_by >= conv.member_count - 1) return 'read';
-  if (conv.kind === 'group' && conv.member_count > 100) return 'sent';
+  if (conv.kind === 'group' && conv.member_count > state.settings.receiptsMaxGroup) return 'sent';
   const minRead = Math.min(...others.map((u) => conv.memberRead.get(u) || 0));
   if (minRead >= m.seq) return 'read';
   if (conv.kind === 'direct' && Math.max(conv.peerDelivered || 0) >= m.seq) return 'delivered';

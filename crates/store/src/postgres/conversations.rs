@@ -100,7 +100,11 @@ pub(crate) async fn create_group(
     .bind(now)
     .execute(&mut *tx)
     .await?;
-    let body = serde_json::json!({"event": "group_created", "title": title, "by_user_id": owner});
+    let body = confab_proto::SystemNotice::GroupCreated {
+        by_user_id: owner,
+        title: title.to_owned(),
+    }
+    .to_body();
     super::groups::notice(&mut tx, id, owner, body, now).await?;
     tx.commit().await?;
     Ok(id)

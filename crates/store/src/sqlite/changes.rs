@@ -2,6 +2,7 @@
 //! committer's transaction so they take their place in the conversation's
 //! seq order: each updates the target row and appends a `system` notice.
 
+use confab_proto::SystemNotice;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
@@ -227,7 +228,11 @@ pub(crate) fn plan(
             };
             Ok(Some(Plan {
                 write: Write::Body(Value::Object(body)),
-                notice: json!({"event": "message_edited", "target_seq": seq, "edited_at": ts}),
+                notice: SystemNotice::MessageEdited {
+                    edited_at: ts,
+                    target_seq: seq,
+                }
+                .to_body(),
             }))
         }
         MessageChange::Delete { by, .. } => {
@@ -240,7 +245,7 @@ pub(crate) fn plan(
             }
             Ok(Some(Plan {
                 write: Write::Tombstone,
-                notice: json!({"event": "message_deleted", "target_seq": seq}),
+                notice: SystemNotice::MessageDeleted { target_seq: seq }.to_body(),
             }))
         }
         MessageChange::React { by, emoji, on, .. } => {
@@ -274,13 +279,13 @@ pub(crate) fn plan(
             map.retain(|_, users| !users.is_empty());
             Ok(Some(Plan {
                 write: Write::Reactions(map),
-                notice: json!({
-                    "event": "reaction_changed",
-                    "target_seq": seq,
-                    "user_id": by,
-                    "emoji": wanted,
-                    "previous": current,
-                }),
+                notice: SystemNotice::ReactionChanged {
+                    emoji: wanted,
+                    previous: current,
+                    target_seq: seq,
+                    user_id: *by,
+                }
+                .to_body(),
             }))
         }
     }

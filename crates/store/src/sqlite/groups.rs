@@ -2,12 +2,13 @@
 //! transaction so they take their place in the conversation's seq order:
 //! every change writes a `system` message whose body names the event.
 
+use confab_proto::SystemNotice;
 use std::sync::Arc;
 
 use confab_proto::api::Role;
 use confab_proto::error::ErrorCode;
 use confab_proto::{ConversationId, MessageKind, MessageRecord, Millis, Seq, UserId};
-use serde_json::{json, Value};
+use serde_json::Value;
 use sqlx::{Row, SqliteConnection};
 
 use super::rows::role_name;
@@ -212,7 +213,11 @@ pub(crate) async fn apply(
                     return Ok(Err(ErrorCode::NotFound));
                 }
             }
-            let body = json!({"event": "member_joined", "user_ids": fresh, "by_user_id": by});
+            let body = SystemNotice::MemberJoined {
+                by_user_id: by,
+                user_ids: fresh.clone(),
+            }
+            .to_body();
             let n = notice(tx, id, by, body, ts).await?;
             // New members see history from the notice of their joining on.
             let joined_seq = n.seq - 1;
@@ -257,7 +262,12 @@ pub(crate) async fn apply(
                 return Ok(Err(ErrorCode::Forbidden));
             }
             let reason = if leaving { "left" } else { "removed" };
-            let body = json!({"event": "member_left", "user_id": user, "by_user_id": by, "reason": reason});
+            let body = SystemNotice::MemberLeft {
+                by_user_id: by,
+                reason: reason.to_owned(),
+                user_id: user,
+            }
+            .to_body();
             let n = notice(tx, id, by, body, ts).await?;
             sqlx::query("DELETE FROM members WHERE conversation_id = ? AND user_id = ?")
                 .bind(id)
@@ -296,7 +306,12 @@ pub(crate) async fn apply(
                 .await?;
                 if let Some(heir) = heir {
                     set_role(tx, id, heir, Role::Owner).await?;
-                    let body = json!({"event": "role_changed", "user_id": heir, "role": "owner", "by_user_id": by});
+                    let body = SystemNotice::RoleChanged {
+                        by_user_id: by,
+                        role: "owner".to_owned(),
+                        user_id: heir,
+                    }
+                    .to_body();
                     notices.push(notice(tx, id, by, body, ts).await?);
                 }
             }
@@ -322,11 +337,21 @@ pub(crate) async fn apply(
                 return Ok(Err(ErrorCode::BadRequest));
             }
             set_role(tx, id, user, role).await?;
-            let body = json!({"event": "role_changed", "user_id": user, "role": role_name(role), "by_user_id": by});
+            let body = SystemNotice::RoleChanged {
+                by_user_id: by,
+                role: role_name(role).to_owned(),
+                user_id: user,
+            }
+            .to_body();
             notices.push(notice(tx, id, by, body, ts).await?);
             if role == Role::Owner {
                 set_role(tx, id, by, Role::Admin).await?;
-                let body = json!({"event": "role_changed", "user_id": by, "role": "admin", "by_user_id": by});
+                let body = SystemNotice::RoleChanged {
+                    by_user_id: by,
+                    role: "admin".to_owned(),
+                    user_id: by,
+                }
+                .to_body();
                 notices.push(notice(tx, id, by, body, ts).await?);
             }
         }
@@ -358,13 +383,13 @@ pub(crate) async fn apply(
             let title: Option<String> = row.try_get(0)?;
             let avatar: Option<String> = row.try_get(1)?;
             let can_add: bool = row.try_get(2)?;
-            let body = json!({
-                "event": "conversation_updated",
-                "title": title,
-                "avatar_media_id": avatar,
-                "members_can_add": can_add,
-                "by_user_id": by,
-            });
+            let body = SystemNotice::ConversationUpdated {
+                avatar_media_id: avatar,
+                by_user_id: by,
+                members_can_add: can_add,
+                title,
+            }
+            .to_body();
             notices.push(notice(tx, id, by, body, ts).await?);
         }
     }

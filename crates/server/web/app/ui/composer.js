@@ -10,7 +10,8 @@ import { imagePreviewDialog } from './dialogs.js';
 import { createMentions } from './mentions.js';
 
 const IMAGE_TYPES = new Set(['image/jpeg', 'image/png', 'image/gif', 'image/webp']);
-const TYPING_REFRESH = 3000;
+/** A typing start is refreshed at half the server's timeout (from hello). */
+const typingRefresh = () => store.state.settings.typingTimeoutMs / 2;
 const TYPING_IDLE = 4000;
 
 export function createComposer() {
@@ -55,7 +56,7 @@ export function createComposer() {
     if (mode && mode.kind === 'edit') return;
     localStorage.setItem(draftKey(), input.value);
     if (!input.value.trim()) { stopTyping(); return; }
-    if (Date.now() - typingSentAt > TYPING_REFRESH) {
+    if (Date.now() - typingSentAt > typingRefresh()) {
       store.sendTyping(convId, 'start');
       typingSentAt = Date.now();
     }

@@ -1,5 +1,8 @@
 import { icon } from './icons.js';
 
+// Message words live beside the state (text.js); the views use them from here too.
+export { formatDuration, messagePreview, systemText } from '../text.js';
+
 // DOM helpers: element builder, toasts, safe text rendering (links,
 // search snippets), time and size formatting, message previews.
 
@@ -136,41 +139,3 @@ export function formatSize(n) {
   return `${(n / 1024 / 1024).toFixed(1)} MB`;
 }
 
-export function formatDuration(ms) {
-  const s = Math.round((ms || 0) / 1000);
-  return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`;
-}
-
-/** One line describing a message, for lists and notifications. */
-export function messagePreview(m) {
-  if (!m) return '';
-  if (m.deleted) return 'Message deleted';
-  const b = m.body || {};
-  switch (m.kind) {
-    case 'text': return b.text || '';
-    case 'image': return b.caption ? `Photo: ${b.caption}` : 'Photo';
-    case 'voice': return `Voice message (${formatDuration(b.duration_ms)})`;
-    case 'file': return `File: ${b.name || 'file'}`;
-    case 'encrypted': return 'Encrypted message';
-    case 'system': return systemText(m, () => 'Someone');
-    default: return '';
-  }
-}
-
-/** A system notice in words; `name(id)` gives display names. */
-export function systemText(m, name) {
-  const b = m.body || {};
-  const by = name(b.by_user_id);
-  const object = (id) => { const n = name(id); return n === 'You' ? 'you' : n; }; // "Ann added you"
-  switch (b.event) {
-    case 'group_created': return `${by} created the group “${b.title || ''}”`;
-    case 'member_joined': return `${by} added ${(b.user_ids || []).map(object).join(', ')}`;
-    case 'member_left': return b.reason === 'removed' ? `${by} removed ${object(b.user_id)}` : `${name(b.user_id)} left`;
-    case 'role_changed': return `${name(b.user_id)} is now ${b.role}`;
-    case 'conversation_updated': return `${by} updated the group${b.title ? ` (“${b.title}”)` : ''}`;
-    case 'message_edited': return `${by} edited a message`;
-    case 'message_deleted': return `${by} deleted a message`;
-    case 'reaction_changed': return b.emoji ? `${by} reacted ${b.emoji}` : `${by} removed a reaction`;
-    default: return b.event || 'Update';
-  }
-}

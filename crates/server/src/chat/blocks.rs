@@ -1,8 +1,7 @@
-//! The block rules that both doors (HTTP handlers and the WebSocket
-//! gateway) apply before a write or a signal reaches anyone: who may ring
-//! whom, who may be put into a group, and who may change messages in a
-//! direct conversation. (Direct sends are checked inside the commit, by the
-//! store.) Every rule is written down in docs/protocol.md.
+//! Block rules applied before a write or a signal reaches anyone: who may
+//! ring whom, who may be put into a group, and who may change messages in
+//! a direct conversation. (Direct sends are checked inside the commit, by
+//! the store.) Every rule is written down in docs/protocol.md.
 
 use confab_proto::api::ConversationKind;
 use confab_proto::{ApiError, ConversationId, ErrorCode, UserId};
@@ -91,7 +90,7 @@ pub async fn check_direct_change(
     let other = view.members.iter().map(|m| m.user_id).find(|&u| u != by);
     if let Some(other) = other {
         if store.blocked_either(by, other).await.map_err(store_error)? {
-            return Err(blocked("this user cannot be messaged"));
+            return Err(ApiError::new(ErrorCode::Blocked, crate::refusal::BLOCKED));
         }
     }
     Ok(())

@@ -1,0 +1,125 @@
+//! Extractors whose rejections use Confab's JSON error shape, and the
+//! authenticated caller ([`AuthUser`] from the `Authorization` header,
+//! [`WsAuthUser`] for WebSocket upgrades).
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts};
+use axum::http::StatusCode;
+use confab_proto::ErrorCode;
+
+use axum::http::request::Parts;
+
+use crate::auth::{token_hash, AuthUser};
+use crate::clock::now_millis;
+use crate::error::AppError;
+use crate::state::AppState;
+
+/// `Json` whose errors are `bad_request` (or `message_too_large`).
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(AppError))]
+pub struct ApiJson<T>(pub T);
+
+/// `Query` whose errors are `bad_request`.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(AppError))]
+pub struct ApiQuery<T>(pub T);
+
+/// `Path` whose errors are `not_found` (a malformed id names nothing).
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(AppError))]
+pub struct ApiPath<T>(pub T);
+
+impl From<JsonRejection> for AppError {
+    fn from(r: JsonRejection) -> Self {
+        if r.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            AppError::new(
+                ErrorCode::MessageTooLarge,
+                "request body is over the size limit",
+            )
+        } else {
+            AppError::new(ErrorCode::BadRequest, r.body_text())
+        }
+    }
+}
+
+impl From<QueryRejection> for AppError {
+    fn from(r: QueryRejection) -> Self {
+        AppError::new(ErrorCode::BadRequest, r.body_text())
+    }
+}
+
+impl From<PathRejection> for AppError {
+    fn from(_: PathRejection) -> Self {
+        AppError::new(ErrorCode::NotFound, "no such resource")
+    }
+}
+
+/// The bearer token in `Authorization`. Access tokens are accepted in
+/// no URL but the WebSocket upgrade's (see [`WsAuthUser`]): URLs end up in
+/// access logs, browser history and `Referer` headers.
+pub fn bearer_token(parts: &Parts) -> Option<String> {
+    let value = parts.headers.get(axum::http::header::AUTHORIZATION)?;
+    let value = value.to_str().ok()?;
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))?;
+    Some(token.trim().to_owned())
+}
+
+/// `?token=` of a request.
+fn query_token(parts: &Parts) -> Option<String> {
+    parts
+        .uri
+        .query()?
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("token="))
+        .map(str::to_owned)
+}
+
+fn unauthorized() -> AppError {
+    AppError::new(
+        ErrorCode::Unauthorized,
+        "missing, expired or revoked access token: log in or refresh",
+    )
+}
+
+async fn authenticate(state: &AppState, token: Option<String>) -> Result<AuthUser, AppError> {
+    let token = token.ok_or_else(unauthorized)?;
+    let owner = state
+        .store
+        .access_token_owner(&token_hash(&token), now_millis())
+        .await?
+        .ok_or_else(unauthorized)?;
+    Ok(AuthUser {
+        user_id: owner.user_id,
+        device_id: owner.device_id,
+    })
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        authenticate(state, bearer_token(parts)).await
+    }
+}
+
+/// The caller of a WebSocket upgrade: the token in `Authorization`, or in
+/// `?token=` since browsers cannot set headers on a WebSocket.
+#[derive(Debug, Clone, Copy)]
+pub struct WsAuthUser(pub AuthUser);
+
+impl FromRequestParts<AppState> for WsAuthUser {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer_token(parts).or_else(|| query_token(parts));
+        authenticate(state, token).await.map(WsAuthUser)
+    }
+}
