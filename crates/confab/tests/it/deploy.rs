@@ -26,7 +26,7 @@ use serde_json::Value;
 /// The one port a Confab node serves everything on.
 const PORT: u16 = 8080;
 /// Source of truth for metric names, read at compile time.
-const METRICS_RS: &str = include_str!("../../server/src/metrics.rs");
+const METRICS_RS: &str = include_str!("../../../server/src/metrics.rs");
 /// Series that Prometheus itself makes for every target.
 const PROMETHEUS_SERIES: &[&str] = &["up"];
 /// Labels Prometheus adds to every scraped series.

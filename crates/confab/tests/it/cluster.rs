@@ -6,18 +6,16 @@
 //! for every acked message, exactly-once in-order delivery to every member
 //! device. A device revoked on one node is disconnected on the others.
 
-mod support;
-
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::*;
 use confab_sdk::{
     Client, ConnectOptions, Connection, ConversationId, Event, MessageKind, Seq, User,
 };
 use confab_testkit::{Nats, Postgres};
 use serde_json::json;
-use support::*;
 
 /// A private cluster.
 struct Cluster {
@@ -128,12 +126,7 @@ async fn users_on_different_nodes_chat_and_see_presence_and_typing() {
     let (ann, ann_user) = cluster.user("ann", 0).await;
     let (bob, bob_user) = cluster.user("bob", 1).await;
     let (cat, cat_user) = cluster.user("cat", 2).await;
-    ann.send_friend_request(bob_user.id, None)
-        .await
-        .expect("ask");
-    bob.send_friend_request(ann_user.id, None)
-        .await
-        .expect("accept");
+    befriend(&ann, &bob).await;
 
     let mut a = synced(cluster.connect(&ann)).await;
     let mut b = cluster.connect(&bob);
