@@ -20,8 +20,17 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use confab_server::Config;
+use regex::Regex;
 use serde::Deserialize as _;
 use serde_json::Value;
+
+/// A regular expression, compiled once.
+macro_rules! re {
+    ($pattern:literal) => {{
+        static RE: OnceLock<Regex> = OnceLock::new();
+        RE.get_or_init(|| Regex::new($pattern).expect("a valid regex"))
+    }};
+}
 
 /// The one port a Confab node serves everything on.
 const PORT: u16 = 8080;
@@ -211,19 +220,11 @@ fn help() -> &'static Help {
             .expect("run confab serve --help");
         assert!(out.status.success(), "confab serve --help failed: {out:?}");
         let text = String::from_utf8(out.stdout).expect("utf8 help");
-        let mut flags = BTreeSet::new();
-        for line in text.lines() {
-            let line = line.trim_start();
-            if !line.starts_with('-') {
-                continue;
-            }
-            if let Some(flag) = line
-                .split(|c: char| c.is_whitespace() || c == ',')
-                .find(|t| t.starts_with("--"))
-            {
-                flags.insert(flag.to_string());
-            }
-        }
+        // Option lines: "  -l, --listen <ADDR>" or "      --listen <ADDR>".
+        let flags: BTreeSet<String> = re!(r"(?m)^[ \t]*(?:-[A-Za-z0-9], )?(--[a-z0-9-]+)")
+            .captures_iter(&text)
+            .map(|c| c[1].to_string())
+            .collect();
         let envs = env_names(&text);
         assert!(
             flags.contains("--listen") && envs.contains("CONFAB_LISTEN"),
@@ -233,26 +234,12 @@ fn help() -> &'static Help {
     })
 }
 
-/// Every `CONFAB_*` name in a text.
+/// Every `CONFAB_*` name in a text (whole words: not `XCONFAB_Y`).
 fn env_names(text: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    let mut rest = text;
-    while let Some(i) = rest.find("CONFAB_") {
-        // Only whole words: not FOO_CONFAB_X.
-        let word_start = i == 0 || {
-            let prev = rest.as_bytes()[i - 1];
-            !(prev.is_ascii_alphanumeric() || prev == b'_')
-        };
-        let tail = &rest[i..];
-        let end = tail
-            .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
-            .unwrap_or(tail.len());
-        if word_start && end > "CONFAB_".len() {
-            out.insert(tail[..end].to_string());
-        }
-        rest = &tail[end.max(1)..];
-    }
-    out
+    re!(r"\bCONFAB_[A-Z0-9_]+")
+        .find_iter(text)
+        .map(|m| m.as_str().to_string())
+        .collect()
 }
 
 /// Checks `confab` arguments (starting with the subcommand) against the help.
@@ -359,27 +346,23 @@ struct Metric {
 fn exported_metrics() -> &'static BTreeMap<String, Metric> {
     static METRICS: OnceLock<BTreeMap<String, Metric>> = OnceLock::new();
     METRICS.get_or_init(|| {
-        let mut out = BTreeMap::new();
-        for kind in ["counter", "gauge", "histogram"] {
-            let pat = format!("{kind}!(");
-            let mut rest = METRICS_RS;
-            while let Some(i) = rest.find(&pat) {
-                rest = &rest[i + pat.len()..];
-                let Some(args) = rest.split(')').next() else {
-                    continue;
-                };
-                let mut quoted = args.split('"').skip(1).step_by(2);
-                let Some(name) = quoted.next() else { continue };
-                // Labels: "key" => value pairs after the name.
-                let labels = args
-                    .split(',')
-                    .skip(1)
-                    .filter_map(|part| part.split_once("=>"))
-                    .map(|(k, _)| k.trim().trim_matches('"').to_string())
-                    .collect();
-                out.insert(name.to_string(), Metric { kind, labels });
-            }
-        }
+        // `counter!("name", "label" => value, ...)`, one per call site.
+        let out: BTreeMap<String, Metric> =
+            re!(r#"\b(counter|gauge|histogram)!\(\s*"([^"]+)"([^)]*)\)"#)
+                .captures_iter(METRICS_RS)
+                .map(|c| {
+                    let kind = match &c[1] {
+                        "counter" => "counter",
+                        "gauge" => "gauge",
+                        _ => "histogram",
+                    };
+                    let labels = re!(r#""([^"]+)"\s*=>"#)
+                        .captures_iter(&c[3])
+                        .map(|l| l[1].to_string())
+                        .collect();
+                    (c[2].to_string(), Metric { kind, labels })
+                })
+                .collect();
         assert!(
             out.len() >= 5 && out.contains_key("confab_connections"),
             "could not read metric names from crates/server/src/metrics.rs: {:?}",
@@ -395,29 +378,21 @@ type Matcher = (String, String, String);
 /// Names and labels a PromQL expression refers to.
 #[derive(Debug, Default)]
 struct PromRefs {
-    /// Metric names with their label matchers (label, operator, value).
+    /// Metric names, each with the label matchers written right after it.
     selectors: Vec<(String, Vec<Matcher>)>,
     /// Labels in by/without/on/ignoring/group_left/group_right lists.
     grouping: Vec<String>,
 }
 
-const PROMQL_AGGREGATIONS: &[&str] = &[
-    "sum",
-    "avg",
-    "min",
-    "max",
-    "count",
-    "stddev",
-    "stdvar",
-    "topk",
-    "bottomk",
-    "quantile",
-    "count_values",
-    "group",
-    "limitk",
-    "limit_ratio",
-];
-const PROMQL_GROUPING: &[&str] = &[
+/// Words that are PromQL, not metric names, when not followed by `(`.
+const PROMQL_WORDS: &[&str] = &[
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "inf",
+    "nan",
     "by",
     "without",
     "on",
@@ -425,141 +400,60 @@ const PROMQL_GROUPING: &[&str] = &[
     "group_left",
     "group_right",
 ];
-const PROMQL_KEYWORDS: &[&str] = &[
-    "and", "or", "unless", "bool", "offset", "inf", "nan", "atan2",
-];
 
-/// A light PromQL reader: enough to find every metric name, label matcher
-/// and grouping label in an expression (with Grafana's `$vars`).
+/// What a PromQL expression (Grafana `$variables` allowed) refers to, found
+/// by patterns, not parsed: every `{...}` selector must follow a metric
+/// name; a metric name is any other identifier that is not a PromQL word
+/// and not called like a function. Syntax errors are Prometheus's to find;
+/// this only reads the names.
 fn promql_refs(expr: &str) -> Result<PromRefs, String> {
-    let chars: Vec<char> = expr.chars().collect();
     let mut refs = PromRefs::default();
-    let mut i = 0;
-    let is_ident_start = |c: char| c.is_ascii_alphabetic() || c == '_' || c == ':';
-    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
-    let skip_ws = |i: &mut usize| {
-        while *i < chars.len() && chars[*i].is_whitespace() {
-            *i += 1;
-        }
-    };
-    let read_string = |i: &mut usize| -> Result<String, String> {
-        let quote = chars[*i];
-        *i += 1;
-        let mut s = String::new();
-        while *i < chars.len() && chars[*i] != quote {
-            if chars[*i] == '\\' && quote != '`' {
-                *i += 1;
-            }
-            if let Some(&c) = chars.get(*i) {
-                s.push(c);
-            }
-            *i += 1;
-        }
-        if *i >= chars.len() {
-            return Err(format!("unterminated string in {expr:?}"));
-        }
-        *i += 1;
-        Ok(s)
-    };
-    while i < chars.len() {
-        let c = chars[i];
-        if c.is_whitespace() {
-            i += 1;
-        } else if c == '"' || c == '\'' || c == '`' {
-            read_string(&mut i)?;
-        } else if c == '[' {
-            match chars[i..].iter().position(|&c| c == ']') {
-                Some(n) => i += n + 1,
-                None => return Err(format!("unclosed [ in {expr:?}")),
-            }
-        } else if c == '{' {
+    // Braces and their matchers, read on the original text.
+    let selector = re!(r#"([A-Za-z_:][\w:]*)?\s*\{([^}]*)\}"#);
+    let matcher = re!(r#"(\w+)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)""#);
+    let mut matched = BTreeMap::new();
+    for c in selector.captures_iter(expr) {
+        let Some(name) = c.get(1) else {
             return Err(format!(
                 "selector without a metric name in {expr:?}: name the metric"
             ));
-        } else if c == '$' {
-            i += 1;
-            while i < chars.len() && is_ident(chars[i]) {
-                i += 1;
-            }
-        } else if c.is_ascii_digit() || c == '.' {
-            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '.') {
-                i += 1;
-            }
-        } else if is_ident_start(c) {
-            let start = i;
-            while i < chars.len() && is_ident(chars[i]) {
-                i += 1;
-            }
-            let word: String = chars[start..i].iter().collect();
-            let mut j = i;
-            skip_ws(&mut j);
-            let next = chars.get(j).copied();
-            if PROMQL_GROUPING.contains(&word.as_str()) {
-                if next == Some('(') {
-                    let close = chars[j..]
-                        .iter()
-                        .position(|&c| c == ')')
-                        .ok_or_else(|| format!("unclosed ( after {word} in {expr:?}"))?;
-                    let list: String = chars[j + 1..j + close].iter().collect();
-                    refs.grouping.extend(
-                        list.split(',')
-                            .map(|l| l.trim().to_string())
-                            .filter(|l| !l.is_empty()),
-                    );
-                    i = j + close + 1;
-                }
-            } else if word == "offset" {
-                skip_ws(&mut i);
-                while i < chars.len() && chars[i].is_ascii_alphanumeric() {
-                    i += 1;
-                }
-            } else if PROMQL_KEYWORDS.contains(&word.as_str())
-                || PROMQL_AGGREGATIONS.contains(&word.as_str())
-                || next == Some('(')
-            {
-                // A keyword, an aggregation or a function call.
-            } else {
-                let mut matchers = Vec::new();
-                if next == Some('{') {
-                    i = j + 1;
-                    loop {
-                        skip_ws(&mut i);
-                        match chars.get(i) {
-                            Some('}') => {
-                                i += 1;
-                                break;
-                            }
-                            Some(',') => i += 1,
-                            Some(&c) if is_ident_start(c) => {
-                                let s = i;
-                                while i < chars.len() && is_ident(chars[i]) {
-                                    i += 1;
-                                }
-                                let label: String = chars[s..i].iter().collect();
-                                skip_ws(&mut i);
-                                let op: String = match (chars.get(i), chars.get(i + 1)) {
-                                    (Some('='), Some('~')) => "=~".into(),
-                                    (Some('!'), Some('~')) => "!~".into(),
-                                    (Some('!'), Some('=')) => "!=".into(),
-                                    (Some('='), _) => "=".into(),
-                                    _ => return Err(format!("bad matcher {label} in {expr:?}")),
-                                };
-                                i += op.len();
-                                skip_ws(&mut i);
-                                if !matches!(chars.get(i), Some('"' | '\'' | '`')) {
-                                    return Err(format!("unquoted value for {label} in {expr:?}"));
-                                }
-                                let value = read_string(&mut i)?;
-                                matchers.push((label, op, value));
-                            }
-                            _ => return Err(format!("bad selector in {expr:?}")),
-                        }
-                    }
-                }
-                refs.selectors.push((word, matchers));
-            }
-        } else {
-            i += 1;
+        };
+        let matchers = matcher
+            .captures_iter(&c[2])
+            .map(|m| (m[1].to_string(), m[2].to_string(), m[3].to_string()))
+            .collect();
+        matched.insert(name.start(), matchers);
+    }
+    for c in re!(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
+        .captures_iter(expr)
+    {
+        refs.grouping.extend(
+            c[1].split(',')
+                .map(|l| l.trim().to_string())
+                .filter(|l| !l.is_empty()),
+        );
+    }
+    // Names: blank out strings, selector bodies, ranges and grouping lists
+    // (same length, so positions still match `matched`), then take every
+    // identifier not glued to a word character, `.` or `$` before it (units
+    // like `5m`, numbers, variables) and not followed by `(` (functions).
+    let mut blank = expr.to_string();
+    for pattern in [
+        re!(r#""(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`"#),
+        re!(r"\{[^}]*\}|\[[^\]]*\]"),
+        re!(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)"),
+    ] {
+        blank = pattern
+            .replace_all(&blank, |c: &regex::Captures| " ".repeat(c[0].len()))
+            .into_owned();
+    }
+    for name in re!(r"[A-Za-z_:][\w:]*").find_iter(&blank) {
+        let before = blank[..name.start()].chars().next_back();
+        let after = blank[name.end()..].trim_start().chars().next();
+        let glued = before.is_some_and(|c| c.is_alphanumeric() || "_.$:".contains(c));
+        if !glued && after != Some('(') && !PROMQL_WORDS.contains(&name.as_str()) {
+            let matchers = matched.remove(&name.start()).unwrap_or_default();
+            refs.selectors.push((name.as_str().to_string(), matchers));
         }
     }
     Ok(refs)
@@ -865,28 +759,23 @@ fn parse_duration(s: &str, bare_unit: f64) -> Option<f64> {
     if let Ok(n) = s.parse::<f64>() {
         return Some(n * bare_unit);
     }
-    let mut total = 0.0;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-        let n: f64 = rest[..num_end].parse().ok()?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_end] {
-            "us" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            "d" => 86400.0,
-            _ => return None,
-        };
-        total += n * scale;
-        rest = &rest[unit_end..];
-    }
-    Some(total)
+    let whole = re!(r"^(?:\d+(?:\.\d+)?(?:us|ms|s|m|h|d))+$");
+    whole.is_match(s).then(|| {
+        re!(r"(\d+(?:\.\d+)?)(us|ms|s|m|h|d)")
+            .captures_iter(s)
+            .map(|c| {
+                let scale = match &c[2] {
+                    "us" => 1e-6,
+                    "ms" => 1e-3,
+                    "s" => 1.0,
+                    "m" => 60.0,
+                    "h" => 3600.0,
+                    _ => 86400.0,
+                };
+                c[1].parse::<f64>().unwrap_or(0.0) * scale
+            })
+            .sum()
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -2459,6 +2348,13 @@ fn the_checks_catch_mistakes() {
         ("confab_connections{type=\"send\"}", "has no label"),
         ("sum by (colour) (confab_connections)", "groups by"),
         ("{__name__=\"confab_connections\"}", "without a metric name"),
+        // Not only `confab_*` names are read: a typo is a metric too.
+        ("sum(rate(confab_errors_totl[5m]))", "not exported"),
+        ("rate(conab_errors_total[5m]) > 0", "not exported"),
+        (
+            "max by (instance) (confab_errors_total{code=\"nope\"} offset 5m)",
+            "not an error code",
+        ),
     ];
     for (expr, expected) in cases {
         let mut p = Problems::default();
@@ -2476,6 +2372,20 @@ fn the_checks_catch_mistakes() {
         "histogram_quantile(0.99, sum by (instance, le) (rate(confab_commit_seconds_bucket{job=\"confab\", instance=~\"$instance\"}[$__rate_interval]))) > 0.05 and on (instance) confab_errors_total{code=~\"unavailable|internal\"}",
     );
     assert!(p.0.is_empty(), "{:?}", p.0);
+    // Functions, numbers, units, variables and grouping labels are not
+    // metric names; the selector keeps its matchers.
+    let refs = promql_refs(
+        "histogram_quantile(0.5, sum by (le) (rate(confab_commit_seconds_bucket{instance=~\"$instance\"}[$__rate_interval]))) or vector(1e3)",
+    )
+    .expect("reads");
+    assert_eq!(
+        refs.selectors,
+        [(
+            "confab_commit_seconds_bucket".to_string(),
+            vec![("instance".into(), "=~".into(), "$instance".into())]
+        )]
+    );
+    assert_eq!(refs.grouping, ["le"]);
 
     let mut p = Problems::default();
     check_args(&mut p, "case", &["serve".into(), "--no-such-flag".into()]);
@@ -2496,4 +2406,15 @@ fn the_checks_catch_mistakes() {
     assert_eq!(parse_duration("1h", 0.001), Some(3600.0));
     assert_eq!(parse_duration("1m30s", 1.0), Some(90.0));
     assert_eq!(parse_duration("500", 0.001), Some(0.5));
+    assert_eq!(parse_duration("30 s", 1.0), None);
+    // Every option `confab serve --help` lists is read, not only some.
+    for flag in [
+        "--listen",
+        "--data-dir",
+        "--database",
+        "--bus",
+        "--print-config",
+    ] {
+        assert!(help().flags.contains(flag), "{flag}: {:?}", help().flags);
+    }
 }
