@@ -652,105 +652,192 @@ fn docker_uid() -> Option<u64> {
 // ---------------------------------------------------------------------------
 // Compose
 
-fn compose() -> Value {
-    yaml("compose.yaml")
+/// deploy/compose.yaml as far as the checks read it. Serde takes each of
+/// the shapes compose allows (a map or a `KEY=VALUE` list, a string or a
+/// list, short or long syntax); a shape it does not know fails the test.
+#[derive(serde::Deserialize)]
+struct Compose {
+    services: BTreeMap<String, Service>,
+    #[serde(default)]
+    volumes: BTreeMap<String, Option<Value>>,
 }
 
-fn services(c: &Value) -> &serde_json::Map<String, Value> {
-    c.get("services")
-        .and_then(Value::as_object)
-        .expect("deploy/compose.yaml has no services")
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct Service {
+    image: Option<String>,
+    build: Option<Build>,
+    entrypoint: Option<Words>,
+    command: Option<Words>,
+    environment: Option<Env>,
+    depends_on: Option<DependsOn>,
+    volumes: Vec<Mount>,
+    healthcheck: Option<Healthcheck>,
+    stop_grace_period: Option<String>,
+    ports: Vec<Port>,
+    expose: Vec<Port>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct Build {
+    dockerfile: Option<String>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct Healthcheck {
+    test: Option<Words>,
+}
+
+/// A command: one string (split on whitespace) or a list of words.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Words {
+    Line(String),
+    List(Vec<String>),
+}
+
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Env {
+    Map(BTreeMap<String, Value>),
+    List(Vec<String>),
+}
+
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum DependsOn {
+    List(Vec<String>),
+    Map(BTreeMap<String, Dependency>),
+}
+
+#[derive(serde::Deserialize)]
+struct Dependency {
+    condition: Option<String>,
+}
+
+/// A volume: `source:target[:mode]`, or the long syntax.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Mount {
+    Short(String),
+    Long {
+        #[serde(default)]
+        source: String,
+        target: String,
+    },
+}
+
+/// A port: `[host:]container[/proto]` (string or number), or the long syntax.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Port {
+    Long { target: Value },
+    Short(Value),
+}
+
+impl Words {
+    fn words(&self) -> Vec<String> {
+        match self {
+            Words::Line(line) => line.split_whitespace().map(str::to_string).collect(),
+            Words::List(words) => words.clone(),
+        }
+    }
+}
+
+impl Service {
+    fn env(&self) -> BTreeMap<String, String> {
+        match &self.environment {
+            Some(Env::Map(m)) => m
+                .iter()
+                .map(|(k, v)| (k.clone(), scalar(v).unwrap_or_default()))
+                .collect(),
+            Some(Env::List(l)) => l
+                .iter()
+                .map(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                    (k.to_string(), v.to_string())
+                })
+                .collect(),
+            None => BTreeMap::new(),
+        }
+    }
+
+    /// depends_on as service -> condition.
+    fn depends(&self) -> BTreeMap<String, String> {
+        let started = || "service_started".to_string();
+        match &self.depends_on {
+            Some(DependsOn::List(l)) => l.iter().map(|k| (k.clone(), started())).collect(),
+            Some(DependsOn::Map(m)) => m
+                .iter()
+                .map(|(k, d)| (k.clone(), d.condition.clone().unwrap_or_else(started)))
+                .collect(),
+            None => BTreeMap::new(),
+        }
+    }
+
+    /// Volumes as (source, target).
+    fn mounts(&self) -> Vec<(String, String)> {
+        self.volumes
+            .iter()
+            .map(|m| match m {
+                Mount::Short(s) => {
+                    let mut parts = s.split(':');
+                    let src = parts.next().unwrap_or_default().to_string();
+                    let dst = parts.next().unwrap_or(&src).to_string();
+                    (src, dst)
+                }
+                Mount::Long { source, target } => (source.clone(), target.clone()),
+            })
+            .collect()
+    }
+
+    fn healthcheck_test(&self) -> Option<String> {
+        let test = self.healthcheck.as_ref()?.test.as_ref()?;
+        Some(test.words().join(" "))
+    }
+}
+
+impl Port {
+    /// The container side.
+    fn container(&self) -> String {
+        match self {
+            Port::Long { target } => scalar(target).unwrap_or_default(),
+            Port::Short(p) => {
+                let p = scalar(p).unwrap_or_default();
+                let last = p.rsplit(':').next().unwrap_or_default();
+                last.split('/').next().unwrap_or_default().to_string()
+            }
+        }
+    }
+}
+
+fn compose() -> Compose {
+    serde_json::from_value(yaml("compose.yaml"))
+        .unwrap_or_else(|e| panic!("deploy/compose.yaml: {e}"))
 }
 
 /// Services running the image built from deploy/Dockerfile.
-fn confab_services(c: &Value) -> BTreeMap<String, Value> {
-    services(c)
+fn confab_services(c: &Compose) -> BTreeMap<&str, &Service> {
+    c.services
         .iter()
         .filter(|(_, s)| {
-            str_at(s, "/build/dockerfile").is_some_and(|d| d.ends_with("deploy/Dockerfile"))
-                || str_at(s, "/image").is_some_and(|i| i.starts_with("confab"))
+            s.build
+                .as_ref()
+                .and_then(|b| b.dockerfile.as_deref())
+                .is_some_and(|d| d.ends_with("deploy/Dockerfile"))
+                || s.image.as_deref().is_some_and(|i| i.starts_with("confab"))
         })
-        .map(|(k, v)| (k.clone(), v.clone()))
+        .map(|(k, v)| (k.as_str(), v))
         .collect()
 }
 
-/// A service's environment as a map (compose allows a map or KEY=VALUE list).
-fn compose_env(s: &Value) -> BTreeMap<String, String> {
-    match s.get("environment") {
-        Some(Value::Object(m)) => m
-            .iter()
-            .map(|(k, v)| (k.clone(), scalar(v).unwrap_or_default()))
-            .collect(),
-        Some(Value::Array(a)) => a
-            .iter()
-            .filter_map(Value::as_str)
-            .map(|kv| {
-                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                (k.to_string(), v.to_string())
-            })
-            .collect(),
-        _ => BTreeMap::new(),
-    }
-}
-
-/// depends_on as service -> condition.
-fn compose_depends(s: &Value) -> BTreeMap<String, String> {
-    match s.get("depends_on") {
-        Some(Value::Object(m)) => m
-            .iter()
-            .map(|(k, v)| {
-                let cond = str_at(v, "/condition").unwrap_or("service_started");
-                (k.clone(), cond.to_string())
-            })
-            .collect(),
-        Some(Value::Array(a)) => a
-            .iter()
-            .filter_map(Value::as_str)
-            .map(|k| (k.to_string(), "service_started".to_string()))
-            .collect(),
-        _ => BTreeMap::new(),
-    }
-}
-
-/// Volume entries as (source, target), short syntax or long.
-fn compose_volumes(s: &Value) -> Vec<(String, String)> {
-    s.get("volumes")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| match v {
-                    Value::String(s) => {
-                        let mut parts = s.split(':');
-                        let src = parts.next()?.to_string();
-                        let dst = parts.next().unwrap_or(&src).to_string();
-                        Some((src, dst))
-                    }
-                    Value::Object(_) => Some((
-                        str_at(v, "/source").unwrap_or_default().to_string(),
-                        str_at(v, "/target")?.to_string(),
-                    )),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Container ports a service publishes (`ports`) or exposes (`expose`).
-fn compose_container_ports(s: &Value, key: &str) -> Vec<String> {
-    s.get(key)
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|p| match p {
-                    Value::Object(_) => p.get("target").and_then(scalar),
-                    other => scalar(other)
-                        .and_then(|s| s.rsplit(':').next().map(str::to_string))
-                        .map(|s| s.split('/').next().unwrap_or_default().to_string()),
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+/// The first service whose image starts with `prefix`.
+fn service_with_image<'a>(c: &'a Compose, prefix: &str) -> Option<(&'a String, &'a Service)> {
+    c.services
+        .iter()
+        .find(|(_, s)| s.image.as_deref().is_some_and(|i| i.starts_with(prefix)))
 }
 
 /// "30s", "1m30s", "1h", "500ms"; bare numbers are `bare_unit` seconds.
@@ -1176,9 +1263,9 @@ fn the_image_healthcheck_passes_on_a_live_server_and_fails_on_a_dead_one() {
 fn compose_runs_three_nodes_on_postgres_and_nats_behind_haproxy() {
     let mut p = Problems::default();
     let c = compose();
-    let all = services(&c);
+    let all = &c.services;
     let nodes = confab_services(&c);
-    let names: Vec<&String> = nodes.keys().collect();
+    let names: Vec<&str> = nodes.keys().copied().collect();
     p.check(
         names.len() >= 3 && names.iter().all(|n| n.starts_with("node-")),
         || {
@@ -1187,27 +1274,22 @@ fn compose_runs_three_nodes_on_postgres_and_nats_behind_haproxy() {
             )
         },
     );
-    let declared_volumes: BTreeSet<String> = c
-        .get("volumes")
-        .and_then(Value::as_object)
-        .map(|m| m.keys().cloned().collect())
-        .unwrap_or_default();
     // Every reference between services and to files holds.
     for (name, s) in all {
-        for (dep, cond) in compose_depends(s) {
+        for (dep, cond) in s.depends() {
             p.check(all.contains_key(&dep), || {
                 format!("compose: {name} depends on unknown service {dep}")
             });
             if cond == "service_healthy" {
-                let has_check = all.get(&dep).is_some_and(|d| {
-                    d.get("healthcheck").is_some() || confab_services(&c).contains_key(&dep)
-                });
+                let has_check = all
+                    .get(&dep)
+                    .is_some_and(|d| d.healthcheck.is_some() || nodes.contains_key(dep.as_str()));
                 p.check(has_check, || {
                     format!("compose: {name} waits for {dep} to be healthy, but {dep} has no healthcheck")
                 });
             }
         }
-        for (src, dst) in compose_volumes(s) {
+        for (src, dst) in s.mounts() {
             if src.starts_with('.') || src.starts_with('/') {
                 p.check(deploy_dir().join(&src).exists(), || {
                     format!(
@@ -1215,7 +1297,7 @@ fn compose_runs_three_nodes_on_postgres_and_nats_behind_haproxy() {
                     )
                 });
             } else {
-                p.check(declared_volumes.contains(&src), || {
+                p.check(c.volumes.contains_key(&src), || {
                     format!("compose: {name} uses volume {src}, not declared under volumes:")
                 });
             }
@@ -1228,18 +1310,14 @@ fn compose_runs_three_nodes_on_postgres_and_nats_behind_haproxy() {
     let mut node_ids = BTreeSet::new();
     for (name, s) in &nodes {
         let what = format!("compose service {name}");
-        if let Some(e) = s.get("entrypoint") {
-            p.check(strings(Some(e)) == ["confab"], || {
-                format!("{what}: entrypoint {e} is not [\"confab\"]")
+        if let Some(e) = s.entrypoint.as_ref().map(Words::words) {
+            p.check(e == ["confab"], || {
+                format!("{what}: entrypoint {e:?} is not [\"confab\"]")
             });
         }
-        let args = match s.get("command") {
-            Some(Value::String(cmd)) => cmd.split_whitespace().map(str::to_string).collect(),
-            Some(cmd) => strings(Some(cmd)),
-            None => docker_cmd(),
-        };
+        let args = s.command.as_ref().map_or_else(docker_cmd, Words::words);
         check_args(&mut p, &what, &args);
-        let env = compose_env(s);
+        let env = s.env();
         for k in env.keys().filter(|k| k.starts_with("CONFAB_")) {
             p.check(help().envs.contains(k), || {
                 format!("{what}: unknown variable {k}")
@@ -1248,7 +1326,7 @@ fn compose_runs_three_nodes_on_postgres_and_nats_behind_haproxy() {
         match effective_config(&args, &env) {
             Ok(cfg) => {
                 check_node_config(&mut p, &what, &cfg);
-                p.check(cfg.node_id.as_deref() == Some(name.as_str()), || {
+                p.check(cfg.node_id.as_deref() == Some(*name), || {
                     format!("{what}: node id {:?} is not the service name", cfg.node_id)
                 });
                 node_ids.insert(cfg.node_id.clone());
@@ -1265,7 +1343,7 @@ fn compose_runs_three_nodes_on_postgres_and_nats_behind_haproxy() {
                         port == "5432"
                             && all
                                 .get(h)
-                                .and_then(|s| str_at(s, "/image"))
+                                .and_then(|s| s.image.as_deref())
                                 .is_some_and(|i| i.starts_with("postgres:16"))
                     }),
                     || {
@@ -1281,7 +1359,7 @@ fn compose_runs_three_nodes_on_postgres_and_nats_behind_haproxy() {
                         port == "4222"
                             && all
                                 .get(h)
-                                .and_then(|s| str_at(s, "/image"))
+                                .and_then(|s| s.image.as_deref())
                                 .is_some_and(|i| i.starts_with("nats:2"))
                     }),
                     || {
@@ -1292,30 +1370,24 @@ fn compose_runs_three_nodes_on_postgres_and_nats_behind_haproxy() {
                     },
                 );
                 let data = cfg.data_dir.to_string_lossy().to_string();
-                p.check(
-                    compose_volumes(s).iter().any(|(_, dst)| *dst == data),
-                    || {
-                        format!(
-                            "{what}: nothing is mounted on the data dir {data} (read_only root)"
-                        )
-                    },
-                );
+                p.check(s.mounts().iter().any(|(_, dst)| *dst == data), || {
+                    format!("{what}: nothing is mounted on the data dir {data} (read_only root)")
+                });
             }
             Err(e) => p.push(format!("{what}: {e}")),
         }
-        let deps = compose_depends(s);
+        let deps = s.depends();
         for needed in ["postgres", "nats"] {
             p.check(
                 deps.get(needed).map(String::as_str) == Some("service_healthy"),
                 || format!("{what}: does not wait for {needed} to be healthy"),
             );
         }
-        match s.get("healthcheck") {
+        match s.healthcheck_test() {
             None => p.check(!docker_healthcheck().is_empty(), || {
                 format!("{what}: no healthcheck here nor in the image")
             }),
-            Some(h) => {
-                let test = strings(h.get("test")).join(" ");
+            Some(test) => {
                 p.check(
                     test.contains("/healthz") && test.contains(&PORT.to_string()),
                     || format!("{what}: healthcheck {test:?} does not probe /healthz on {PORT}"),
@@ -1323,15 +1395,15 @@ fn compose_runs_three_nodes_on_postgres_and_nats_behind_haproxy() {
             }
         }
         let grace = s
-            .get("stop_grace_period")
-            .and_then(Value::as_str)
+            .stop_grace_period
+            .as_deref()
             .and_then(|d| parse_duration(d, 1.0))
             .unwrap_or(10.0);
         p.check(grace > stop_limit, || {
             format!("{what}: stop_grace_period {grace}s is not above the drain time {stop_limit}s (2 x shutdown_grace_s)")
         });
-        for key in ["ports", "expose"] {
-            for port in compose_container_ports(s, key) {
+        for (key, ports) in [("ports", &s.ports), ("expose", &s.expose)] {
+            for port in ports.iter().map(Port::container) {
                 p.check(port == PORT.to_string(), || {
                     format!("{what}: {key} container port {port}, expected {PORT}")
                 });
@@ -1342,18 +1414,15 @@ fn compose_runs_three_nodes_on_postgres_and_nats_behind_haproxy() {
         "compose: two nodes share a node id".to_string()
     });
 
-    let find = |prefix: &str| {
-        all.iter()
-            .find(|(_, s)| str_at(s, "/image").is_some_and(|i| i.starts_with(prefix)))
-    };
+    let find = |prefix: &str| service_with_image(&c, prefix);
     match find("postgres:16") {
         Some((name, pg)) => {
-            let test = strings(pg.get("healthcheck").and_then(|h| h.get("test"))).join(" ");
+            let test = pg.healthcheck_test().unwrap_or_default();
             p.check(test.contains("pg_isready"), || {
                 format!("compose: {name} healthcheck {test:?} does not use pg_isready")
             });
             p.check(
-                compose_volumes(pg)
+                pg.mounts()
                     .iter()
                     .any(|(_, d)| d == "/var/lib/postgresql/data"),
                 || format!("compose: {name} keeps its data in no volume"),
@@ -1363,14 +1432,11 @@ fn compose_runs_three_nodes_on_postgres_and_nats_behind_haproxy() {
     }
     match find("nats:2") {
         Some((name, nats)) => {
-            let cmd = match nats.get("command") {
-                Some(Value::String(s)) => s.split_whitespace().map(str::to_string).collect(),
-                other => strings(other),
-            };
+            let cmd = nats.command.as_ref().map(Words::words).unwrap_or_default();
             p.check(cmd.iter().any(|a| a == "-js" || a == "--jetstream"), || {
                 format!("compose: {name} runs without JetStream (-js): {cmd:?}")
             });
-            p.check(nats.get("healthcheck").is_some(), || {
+            p.check(nats.healthcheck.is_some(), || {
                 format!("compose: {name} has no healthcheck")
             });
         }
@@ -1379,16 +1445,17 @@ fn compose_runs_three_nodes_on_postgres_and_nats_behind_haproxy() {
     match find("haproxy") {
         Some((name, h)) => {
             p.check(
-                compose_volumes(h)
-                    .iter()
-                    .any(|(s, _)| s.ends_with("haproxy.cfg")),
+                h.mounts().iter().any(|(s, _)| s.ends_with("haproxy.cfg")),
                 || format!("compose: {name} does not mount ./haproxy.cfg"),
             );
-            let published = h
-                .get("ports")
-                .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(scalar).collect::<Vec<_>>())
-                .unwrap_or_default();
+            let published: Vec<String> = h
+                .ports
+                .iter()
+                .filter_map(|p| match p {
+                    Port::Short(v) => scalar(v),
+                    Port::Long { .. } => None,
+                })
+                .collect();
             p.check(
                 published
                     .iter()
@@ -1570,10 +1637,8 @@ fn prometheus_scrapes_every_node_and_loads_the_alerts() {
         None => p.push("prometheus.yml: no scrape job named confab".into()),
     }
     // The rule files it loads are the ones compose mounts, and they include alerts.yml.
-    let prom_service = services(&c)
-        .values()
-        .find(|s| str_at(s, "/image").is_some_and(|i| i.starts_with("prom/prometheus")));
-    let mounts = prom_service.map(compose_volumes).unwrap_or_default();
+    let prom_service = service_with_image(&c, "prom/prometheus").map(|(_, s)| s);
+    let mounts = prom_service.map(Service::mounts).unwrap_or_default();
     let rule_files = strings(prom.get("rule_files"));
     p.check(!rule_files.is_empty(), || {
         "prometheus.yml: no rule_files".into()
@@ -1592,7 +1657,7 @@ fn prometheus_scrapes_every_node_and_loads_the_alerts() {
         || "prometheus.yml: alerts.yml is not mounted where rule_files looks".into(),
     );
     let config_arg = prom_service
-        .map(|s| strings(s.get("command")))
+        .and_then(|s| s.command.as_ref().map(Words::words))
         .unwrap_or_default()
         .into_iter()
         .find_map(|a| a.strip_prefix("--config.file=").map(str::to_string))
@@ -1704,7 +1769,7 @@ fn the_grafana_dashboard_uses_only_exported_metrics_and_provisioned_datasources(
                     .nth(1)
                     .and_then(|r| r.split(':').next())
                     .unwrap_or_default();
-                p.check(services(&compose()).contains_key(host), || {
+                p.check(compose().services.contains_key(host), || {
                     format!("deploy/{rel}: datasource url {url} is not a compose service")
                 });
             }
@@ -1723,10 +1788,8 @@ fn the_grafana_dashboard_uses_only_exported_metrics_and_provisioned_datasources(
     p.check(!uids.is_empty(), || {
         "grafana/provisioning: no datasource with a uid".into()
     });
-    let grafana_mounts = services(&compose())
-        .values()
-        .find(|s| str_at(s, "/image").is_some_and(|i| i.starts_with("grafana/grafana")))
-        .map(compose_volumes)
+    let grafana_mounts = service_with_image(&compose(), "grafana/grafana")
+        .map(|(_, s)| s.mounts())
         .unwrap_or_default();
     p.check(
         grafana_mounts.iter().any(|(src, dst)| {
@@ -2407,6 +2470,32 @@ fn the_checks_catch_mistakes() {
     assert_eq!(parse_duration("1m30s", 1.0), Some(90.0));
     assert_eq!(parse_duration("500", 0.001), Some(0.5));
     assert_eq!(parse_duration("30 s", 1.0), None);
+    // Every shape compose allows reads the same.
+    let c: Compose = serde_json::from_value(
+        serde_yaml_ng::from_str::<Value>(
+            "services:\n  a:\n    command: serve --x\n    environment: [X=1]\n    depends_on: [b]\n    volumes: [data:/d, {source: ./f, target: /f}]\n    ports: [\"1:8080/tcp\", 9, {target: 7}]\n",
+        )
+        .expect("yaml"),
+    )
+    .expect("compose shapes");
+    let a = &c.services["a"];
+    assert_eq!(
+        a.command.as_ref().map(Words::words),
+        Some(vec!["serve".into(), "--x".into()])
+    );
+    assert_eq!(a.env(), BTreeMap::from([("X".into(), "1".into())]));
+    assert_eq!(
+        a.depends(),
+        BTreeMap::from([("b".into(), "service_started".into())])
+    );
+    assert_eq!(
+        a.mounts(),
+        [("data".into(), "/d".into()), ("./f".into(), "/f".into())]
+    );
+    assert_eq!(
+        a.ports.iter().map(Port::container).collect::<Vec<_>>(),
+        ["8080", "9", "7"]
+    );
     // Every option `confab serve --help` lists is read, not only some.
     for flag in [
         "--listen",
