@@ -191,6 +191,14 @@ fn scalar(v: &Value) -> Option<String> {
     }
 }
 
+/// The array at a JSON pointer; empty if there is none.
+fn items<'a>(v: &'a Value, ptr: &str) -> std::slice::Iter<'a, Value> {
+    v.pointer(ptr)
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice)
+        .iter()
+}
+
 fn strings(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array)
         .map(|a| a.iter().filter_map(scalar).collect())
@@ -1609,21 +1617,13 @@ fn prometheus_scrapes_every_node_and_loads_the_alerts() {
         .keys()
         .map(|n| format!("{n}:{PORT}"))
         .collect();
-    let jobs = prom
-        .get("scrape_configs")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let jobs = items(&prom, "/scrape_configs").as_slice().to_vec();
     let confab_job = jobs
         .iter()
         .find(|j| str_at(j, "/job_name") == Some("confab"));
     match confab_job {
         Some(j) => {
-            let targets: BTreeSet<String> = j
-                .get("static_configs")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
+            let targets: BTreeSet<String> = items(j, "/static_configs")
                 .flat_map(|sc| strings(sc.get("targets")))
                 .collect();
             p.check(targets == nodes, || {
@@ -1675,11 +1675,7 @@ fn prometheus_scrapes_every_node_and_loads_the_alerts() {
 fn alert_rules_use_only_exported_metrics_and_are_documented() {
     let mut p = Problems::default();
     let alerts = yaml("alerts.yml");
-    let scrape_jobs: BTreeSet<String> = yaml("prometheus.yml")
-        .get("scrape_configs")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+    let scrape_jobs: BTreeSet<String> = items(&yaml("prometheus.yml"), "/scrape_configs")
         .filter_map(|j| str_at(j, "/job_name").map(str::to_string))
         .collect();
     let docs = std::fs::read_to_string(repo_root().join("docs/operations.md"))
@@ -1692,19 +1688,10 @@ fn alert_rules_use_only_exported_metrics_and_are_documented() {
         "docs/operations.md has no \"## Metrics and alerts\" section".into()
     });
     let mut names = BTreeSet::new();
-    let groups = alerts
-        .get("groups")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let groups = items(&alerts, "/groups").as_slice().to_vec();
     p.check(!groups.is_empty(), || "alerts.yml: no groups".into());
     for g in &groups {
-        for r in g
-            .get("rules")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for r in items(g, "/rules") {
             let Some(name) = str_at(r, "/alert") else {
                 p.push(format!(
                     "alerts.yml: a rule without `alert:` (recording rules belong elsewhere): {r}"
@@ -1753,12 +1740,7 @@ fn the_grafana_dashboard_uses_only_exported_metrics_and_provisioned_datasources(
         .filter(|r| r.starts_with("grafana/provisioning/"))
     {
         let v = yaml(rel);
-        for ds in v
-            .get("datasources")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for ds in items(&v, "/datasources") {
             if let Some(uid) = str_at(ds, "/uid") {
                 uids.insert(uid.to_string());
             }
@@ -1774,12 +1756,7 @@ fn the_grafana_dashboard_uses_only_exported_metrics_and_provisioned_datasources(
                 });
             }
         }
-        for prov in v
-            .get("providers")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for prov in items(&v, "/providers") {
             if let Some(path) = str_at(prov, "/options/path") {
                 provider_paths.push(path.to_string());
             }
@@ -1818,11 +1795,7 @@ fn the_grafana_dashboard_uses_only_exported_metrics_and_provisioned_datasources(
         ds.and_then(|d| str_at(d, "/uid"))
             .is_some_and(|u| uids.contains(u))
     };
-    let panels = dash
-        .get("panels")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let panels = items(&dash, "/panels").as_slice().to_vec();
     p.check(panels.len() >= 8, || {
         format!("dashboard: only {} panels", panels.len())
     });
@@ -1851,11 +1824,7 @@ fn the_grafana_dashboard_uses_only_exported_metrics_and_provisioned_datasources(
                 panel.get("datasource")
             )
         });
-        let targets = panel
-            .get("targets")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+        let targets = items(panel, "/targets").as_slice().to_vec();
         p.check(!targets.is_empty(), || format!("{what}: no targets"));
         let mut ref_ids = BTreeSet::new();
         for t in &targets {
@@ -1888,12 +1857,7 @@ fn the_grafana_dashboard_uses_only_exported_metrics_and_provisioned_datasources(
         .chain(TARGET_LABELS.iter().map(|s| s.to_string()))
         .collect();
     let mut defined = BTreeSet::new();
-    for var in dash
-        .pointer("/templating/list")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for var in items(&dash, "/templating/list") {
         let name = str_at(var, "/name").unwrap_or_default();
         defined.insert(name.to_string());
         let what = format!("dashboard variable {name:?}");
@@ -2060,11 +2024,7 @@ fn kubernetes_manifests_agree_with_the_binary_and_each_other() {
         labels_match(d.pointer("/spec/selector/matchLabels"), pod_labels),
         || format!("{what}: selector does not match the pod labels"),
     );
-    let containers = pod
-        .pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let containers = items(&pod, "/spec/containers").as_slice().to_vec();
     let Some(ct) = containers
         .iter()
         .find(|c| str_at(c, "/name") == Some("confab"))
@@ -2097,12 +2057,7 @@ fn kubernetes_manifests_agree_with_the_binary_and_each_other() {
                     .collect(),
             )
         };
-    for from in ct
-        .get("envFrom")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for from in items(ct, "/envFrom") {
         if let Some(name) = str_at(from, "/configMapRef/name") {
             match lookup(&config_maps, name, None) {
                 Some(m) => env.extend(m),
@@ -2122,12 +2077,7 @@ fn kubernetes_manifests_agree_with_the_binary_and_each_other() {
     }
     let pod_name = "confab-7d9f8c6b5-x2x9q".to_string();
     let mut node_id_from_pod_name = false;
-    for e in ct
-        .get("env")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for e in items(ct, "/env") {
         let Some(name) = str_at(e, "/name") else {
             continue;
         };
@@ -2191,11 +2141,7 @@ fn kubernetes_manifests_agree_with_the_binary_and_each_other() {
     };
 
     // Ports and probes.
-    let ports: Vec<u64> = ct
-        .get("ports")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+    let ports: Vec<u64> = items(ct, "/ports")
         .filter_map(|p| p.get("containerPort").and_then(Value::as_u64))
         .collect();
     p.check(ports == [u64::from(PORT)], || {
@@ -2289,12 +2235,8 @@ fn kubernetes_manifests_agree_with_the_binary_and_each_other() {
         )
     });
     if let Some(data_dir) = data_dir {
-        let mounted = ct
-            .get("volumeMounts")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .any(|m| str_at(m, "/mountPath") == Some(data_dir.as_str()));
+        let mounted =
+            items(ct, "/volumeMounts").any(|m| str_at(m, "/mountPath") == Some(data_dir.as_str()));
         p.check(mounted, || {
             format!("{what}: the data dir {data_dir} is not a writable volume (read-only root)")
         });
@@ -2307,11 +2249,7 @@ fn kubernetes_manifests_agree_with_the_binary_and_each_other() {
             labels_match(svc.pointer("/spec/selector"), pod_labels),
             || format!("{w}: selector does not match the pods"),
         );
-        let sports = svc
-            .pointer("/spec/ports")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+        let sports = items(svc, "/spec/ports").as_slice().to_vec();
         p.check(!sports.is_empty(), || format!("{w}: no ports"));
         for sp in &sports {
             p.check(
@@ -2358,21 +2296,12 @@ fn kubernetes_manifests_agree_with_the_binary_and_each_other() {
         p.check(min >= 3, || {
             format!("{w}: minReplicas {min} is below the Deployment's 3")
         });
-        let cpu = hpa
-            .pointer("/spec/metrics")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .any(|m| str_at(m, "/resource/name") == Some("cpu"));
+        let cpu = items(hpa, "/spec/metrics").any(|m| str_at(m, "/resource/name") == Some("cpu"));
         p.check(cpu, || format!("{w}: no CPU metric"));
     }
     for cm in k8s_by_kind(&objs, "ConfigMap") {
         p.check(
-            ct.get("envFrom")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .any(|f| str_at(f, "/configMapRef/name") == Some(k8s_name(cm))),
+            items(ct, "/envFrom").any(|f| str_at(f, "/configMapRef/name") == Some(k8s_name(cm))),
             || {
                 format!(
                     "k8s ConfigMap {} is not used by the Deployment",
