@@ -19,6 +19,10 @@
 //! ([`Postgres::stop`], [`Postgres::start_again`]) or kill it may rely on
 //! durability.
 //!
+//! [`Postgres::start_or_skip`] is for suites with a half that needs no
+//! PostgreSQL: where none is installed it says so on stderr and returns
+//! `None`, unless `CONFAB_REQUIRE_POSTGRES` is set (`scripts/test` sets it).
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), confab_testkit::TestkitError> {
 //! let mut pg = confab_testkit::postgres::Postgres::start().await?;
@@ -71,6 +75,34 @@ pub struct Postgres {
 }
 
 impl Postgres {
+    /// Like [`Postgres::start`], but `None` where PostgreSQL is not
+    /// installed, after a line on stderr (once per process) that says the
+    /// PostgreSQL half of the tests was skipped. With
+    /// `CONFAB_REQUIRE_POSTGRES` set, a missing PostgreSQL panics instead;
+    /// any other failure to start always panics.
+    pub async fn start_or_skip() -> Option<Postgres> {
+        match Postgres::start().await {
+            Ok(pg) => Some(pg),
+            Err(TestkitError::Missing(what))
+                if std::env::var_os("CONFAB_REQUIRE_POSTGRES").is_none() =>
+            {
+                static SAID: std::sync::Once = std::sync::Once::new();
+                SAID.call_once(|| {
+                    // Straight to stderr: the test harness hides the
+                    // println! of passing tests.
+                    use std::io::Write as _;
+                    let _ = writeln!(
+                        std::io::stderr(),
+                        "confab-testkit: PostgreSQL tests SKIPPED: {what} not found \
+                         (scripts/test installs it; CONFAB_REQUIRE_POSTGRES=1 makes this an error)"
+                    );
+                });
+                None
+            }
+            Err(e) => panic!("start postgres: {e}"),
+        }
+    }
+
     /// Makes a new cluster and starts a server on it; returns once the
     /// database `confab` exists and accepts connections.
     ///

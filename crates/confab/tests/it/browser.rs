@@ -6,14 +6,12 @@
 //! are missing; run alone, this test says what to install instead of
 //! skipping.
 
-mod support;
-
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use crate::support::{spawn_app, spawn_app_with};
 use reqwest::header;
-use support::{spawn_app, spawn_app_with};
 
 fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

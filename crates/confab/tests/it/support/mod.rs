@@ -3,12 +3,21 @@
 //! SDK, like users would.
 #![allow(dead_code)]
 
+mod cli;
+mod frames;
+
+pub use cli::{cli, cli_ok};
+pub use frames::{expect_error, hello, raw_connect};
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use confab_sdk::{Client, ConnectOptions, Connection, Conversation, User};
+use confab_sdk::{
+    Client, ConnectOptions, Connection, Conversation, ConversationId, ErrorCode, HistoryQuery,
+    MessageRecord, User,
+};
 use confab_server::Config;
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::task::JoinHandle;
@@ -150,6 +159,46 @@ pub async fn direct(client: &Client, other: &User) -> Conversation {
         .expect("direct conversation")
 }
 
+/// Asserts that a call was refused with this HTTP status and error code.
+#[track_caller]
+pub fn assert_refused<T: std::fmt::Debug>(
+    result: confab_sdk::Result<T>,
+    status: u16,
+    code: ErrorCode,
+    what: &str,
+) {
+    match result {
+        Err(e) => assert_eq!(
+            (e.status(), e.code()),
+            (Some(status), Some(code)),
+            "{what}: got {e}"
+        ),
+        Ok(v) => panic!("{what}: expected {status} {code:?}, got Ok({v:?})"),
+    }
+}
+
+/// The whole visible history of a conversation, oldest first.
+pub async fn all_history(client: &Client, id: ConversationId) -> Vec<MessageRecord> {
+    client
+        .history(id, HistoryQuery::after(0, 200))
+        .await
+        .expect("history")
+        .messages
+}
+
+/// The text of a text message ("" for other kinds).
+pub fn text(m: &MessageRecord) -> &str {
+    m.body["text"].as_str().unwrap_or_default()
+}
+
+/// Makes two logged-in users friends: `a` asks, `b` asks back (accepts).
+pub async fn befriend(a: &Client, b: &Client) {
+    let a_id = a.session().expect("session").user.id;
+    let b_id = b.session().expect("session").user.id;
+    a.send_friend_request(b_id, None).await.expect("ask");
+    b.send_friend_request(a_id, None).await.expect("accept");
+}
+
 /// A `confab serve` child process (for crash tests).
 pub struct ServerProcess {
     pub child: tokio::process::Child,
@@ -195,6 +244,18 @@ pub async fn spawn_binary_with(data_dir: &Path, extra: &[&str]) -> ServerProcess
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .to_owned();
     ServerProcess { child, base_url }
+}
+
+impl ServerProcess {
+    /// Sends SIGTERM (a graceful shutdown); the caller waits for the exit.
+    pub fn sigterm(&self) {
+        let pid = self.child.id().expect("pid");
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    }
 }
 
 /// Reads a raw connection until the server closes it; false if it stays

@@ -6,18 +6,16 @@
 //! for every acked message, exactly-once in-order delivery to every member
 //! device. A device revoked on one node is disconnected on the others.
 
-mod support;
-
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crate::support::*;
 use confab_sdk::{
     Client, ConnectOptions, Connection, ConversationId, Event, MessageKind, Seq, User,
 };
 use confab_testkit::{Nats, Postgres};
 use serde_json::json;
-use support::*;
 
 /// A private cluster.
 struct Cluster {
@@ -128,12 +126,7 @@ async fn users_on_different_nodes_chat_and_see_presence_and_typing() {
     let (ann, ann_user) = cluster.user("ann", 0).await;
     let (bob, bob_user) = cluster.user("bob", 1).await;
     let (cat, cat_user) = cluster.user("cat", 2).await;
-    ann.send_friend_request(bob_user.id, None)
-        .await
-        .expect("ask");
-    bob.send_friend_request(ann_user.id, None)
-        .await
-        .expect("accept");
+    befriend(&ann, &bob).await;
 
     let mut a = synced(cluster.connect(&ann)).await;
     let mut b = cluster.connect(&bob);
@@ -298,6 +291,33 @@ async fn send_series(
     failed
 }
 
+/// Waits until every device has received at least `n` messages (traffic is
+/// flowing). The readers only fill shared maps, so this looks every 20 ms.
+async fn wait_received(devices: &[(String, Vec<ConversationId>, Received)], n: usize) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let fewest = devices
+            .iter()
+            .map(|(_, _, r)| {
+                r.lock()
+                    .expect("lock")
+                    .values()
+                    .map(Vec::len)
+                    .sum::<usize>()
+            })
+            .min()
+            .unwrap_or(0);
+        if fewest >= n {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "a device got only {fewest} messages, waiting for {n}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Waits until the checker passes or time runs out; returns its verdict.
 async fn settle(
     devices: &[(String, Vec<ConversationId>, Received)],
@@ -349,7 +369,8 @@ async fn killing_a_node_under_traffic_loses_and_repeats_nothing() {
     }
 
     // Everyone sends into the group, ann and bob also directly; node 0
-    // dies with SIGKILL a third of the way through.
+    // dies with SIGKILL once every device has 100 of the 360 group
+    // messages (over a quarter of the way through).
     let acked: Arc<Mutex<HashMap<ConversationId, BTreeMap<Seq, String>>>> = Arc::default();
     let gap = Duration::from_millis(40);
     let mut senders = Vec::new();
@@ -373,7 +394,7 @@ async fn killing_a_node_under_traffic_loses_and_repeats_nothing() {
             )));
         }
     }
-    tokio::time::sleep(gap * 20).await;
+    wait_received(&devices, 100).await;
     cluster.kill(0).await;
     // HTTP fails over too: ann's client had node 0 first.
     let listed = users[0]
@@ -419,9 +440,11 @@ async fn nats_restart_under_traffic_loses_nothing() {
         Duration::from_millis(40),
         acked.clone(),
     ));
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    wait_received(&[("bob".to_string(), vec![conv.id], bob_got.clone())], 20).await;
     cluster.nats.stop().await;
     cluster.wait_ready(0, false).await;
+    // The outage lasts a while under traffic (40 ms between sends): a
+    // length of the scenario, not a wait for something.
     tokio::time::sleep(Duration::from_millis(800)).await;
     cluster.nats.start_again().await;
     cluster.wait_ready(0, true).await;

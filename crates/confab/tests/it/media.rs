@@ -2,17 +2,15 @@
 //! ranges, caching, type checks, size limit and quota, access rules,
 //! metadata stripping, thumbnails, and the checks on media messages.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use confab_proto::ErrorCode;
 use confab_sdk::proto::media::UploadedMedia;
 use confab_sdk::proto::MessageKind;
 use confab_sdk::Client;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use support::*;
 
 fn hex_sha(data: &[u8]) -> String {
     Sha256::digest(data)
@@ -553,26 +551,6 @@ async fn media_messages_must_reference_the_senders_own_matching_media() {
         b"%PDF-1.7\n..."
     );
     app.stop().await;
-}
-
-fn cli(server: &str, session: &std::path::Path) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_confab"));
-    cmd.env("CONFAB_SERVER", server)
-        .env("CONFAB_SESSION", session)
-        .env("CONFAB_LOG", "warn")
-        .kill_on_drop(true);
-    cmd
-}
-
-async fn cli_ok(mut cmd: tokio::process::Command) -> String {
-    let out = cmd.output().await.expect("run confab");
-    assert!(
-        out.status.success(),
-        "confab failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[tokio::test]

@@ -2,13 +2,11 @@
 //! conversation order, idempotent resends, offline delivery through sync,
 //! every device of every member, exactly once and in order.
 
-mod support;
-
 use std::collections::HashSet;
 
+use crate::support::*;
 use confab_sdk::{ConnectOptions, Event, HistoryQuery, MessageKind, ReceiptKind};
 use serde_json::json;
-use support::*;
 
 /// Waits for a receipt of `kind` (and `seq`, if given), skipping other events.
 async fn wait_receipt(
@@ -22,10 +20,6 @@ async fn wait_receipt(
     })
     .await
     .expect(what)
-}
-
-fn text(m: &confab_sdk::MessageRecord) -> &str {
-    m.body["text"].as_str().unwrap_or_default()
 }
 
 #[tokio::test]

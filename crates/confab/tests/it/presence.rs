@@ -2,21 +2,11 @@
 //! after the last one goes or times out, hidden on request) and typing
 //! (relayed on change, ends by itself), against the real server.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use confab_sdk::proto::api::{PresenceStatus, UpdateProfileRequest};
 use confab_sdk::{Client, Event, TypingState, User};
-use support::*;
-
-async fn befriend(app: &TestApp, a: &Client, b: &Client) {
-    let b_id = b.session().expect("session").user.id;
-    let a_id = a.session().expect("session").user.id;
-    a.send_friend_request(b_id, None).await.expect("ask");
-    b.send_friend_request(a_id, None).await.expect("accept");
-    let _ = app;
-}
 
 /// Waits for a presence frame about `user` with `status`.
 async fn wait_presence(
@@ -49,7 +39,7 @@ async fn online_while_any_device_is_connected_offline_after_the_last() {
     let app = spawn_app().await;
     let (ann, ann_user) = app.user("ann").await;
     let (bob, _) = app.user("bob").await;
-    befriend(&app, &ann, &bob).await;
+    befriend(&ann, &bob).await;
     let ann2 = app.device("ann").await;
     let mut b = connect(&bob).await;
     assert_eq!(
@@ -106,7 +96,7 @@ async fn a_silent_connection_times_out_and_goes_offline() {
     let app = spawn_app_with(|c| c.heartbeat_s = 1).await;
     let (ann, ann_user) = app.user("ann").await;
     let (bob, _) = app.user("bob").await;
-    befriend(&app, &ann, &bob).await;
+    befriend(&ann, &bob).await;
     let mut b = connect(&bob).await;
 
     // A raw socket that never reads or answers pings.
@@ -122,7 +112,7 @@ async fn hidden_presence_shows_offline_without_last_seen() {
     let app = spawn_app().await;
     let (ann, ann_user) = app.user("ann").await;
     let (bob, _) = app.user("bob").await;
-    befriend(&app, &ann, &bob).await;
+    befriend(&ann, &bob).await;
     let mut b = connect(&bob).await;
     let a = connect(&ann).await;
     wait_presence(&mut b, &ann_user, "online").await;

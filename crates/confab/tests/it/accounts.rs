@@ -1,11 +1,9 @@
 //! Accounts: register, login, refresh with rotation and reuse detection,
 //! logout, profiles and user search.
 
-mod support;
-
+use crate::support::*;
 use confab_sdk::{ErrorCode, UpdateProfileRequest};
 use serde_json::json;
-use support::*;
 
 #[tokio::test]
 async fn register_login_refresh_and_reuse_detection() {
@@ -182,6 +180,31 @@ async fn a_connection_whose_device_is_logged_out_ends() {
     );
 }
 
+/// Waits until the server refuses an access token (its lifetime ran out).
+/// Expiry is a wall-clock time on the server with nothing to subscribe to,
+/// so this asks `/v1/users/me` (bypassing the SDK's refresh) every 50 ms.
+async fn wait_until_refused(app: &TestApp, access_token: &str) {
+    let http = app.http();
+    let url = format!("{}/v1/users/me", app.base_url);
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let resp = http
+            .get(&url)
+            .bearer_auth(access_token)
+            .send()
+            .await
+            .expect("GET /v1/users/me");
+        if resp.status() == 401 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the access token is still accepted after {WAIT:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
 #[tokio::test]
 async fn expired_access_tokens_are_refreshed_by_the_sdk() {
     let app = spawn_app_with(|c| c.auth.access_ttl_s = 1).await;
@@ -189,7 +212,7 @@ async fn expired_access_tokens_are_refreshed_by_the_sdk() {
     let (bob, bob_user) = app.user("bob").await;
     let conv = direct(&ann, &bob_user).await;
     let before = ann.session().expect("session");
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    wait_until_refused(&app, &before.access_token).await;
     // HTTP: a 401 `unauthorized` makes the SDK refresh once and retry.
     assert_eq!(ann.me().await.expect("me after expiry").username, "ann");
     let after = ann.session().expect("session");
@@ -197,7 +220,7 @@ async fn expired_access_tokens_are_refreshed_by_the_sdk() {
     assert_ne!(after.refresh_token, before.refresh_token);
     // WebSocket: the upgrade is refused with 401, the SDK refreshes and
     // connects, and messages flow.
-    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    wait_until_refused(&app, &after.access_token).await;
     let mut b = connect(&bob).await;
     let a = connect(&ann).await;
     a.send_text(conv.id, "still here").await.expect("send");

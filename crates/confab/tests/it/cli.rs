@@ -1,33 +1,10 @@
 //! The command-line client against a real server: register, login (session
 //! saved 0600), send, history, listen --json.
 
-mod support;
-
-use std::path::Path;
 use std::process::Stdio;
 
-use support::*;
+use crate::support::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
-
-fn confab(server: &str, session: &Path) -> tokio::process::Command {
-    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_confab"));
-    cmd.env("CONFAB_SERVER", server)
-        .env("CONFAB_SESSION", session)
-        .env("CONFAB_LOG", "warn")
-        .kill_on_drop(true);
-    cmd
-}
-
-async fn run_ok(mut cmd: tokio::process::Command) -> String {
-    let out = cmd.output().await.expect("run confab");
-    assert!(
-        out.status.success(),
-        "confab failed: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 #[tokio::test]
 async fn register_login_send_history_listen() {
@@ -35,12 +12,12 @@ async fn register_login_send_history_listen() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (ann_s, bob_s) = (tmp.path().join("ann.json"), tmp.path().join("bob.json"));
     for (name, session) in [("ann", &ann_s), ("bob", &bob_s)] {
-        let mut reg = confab(&app.base_url, session);
+        let mut reg = cli(&app.base_url, session);
         reg.args(["register", name, "--password", PASSWORD]);
-        assert!(run_ok(reg).await.contains("registered"));
-        let mut login = confab(&app.base_url, session);
+        assert!(cli_ok(reg).await.contains("registered"));
+        let mut login = cli(&app.base_url, session);
         login.args(["login", name, "--password", PASSWORD]);
-        assert!(run_ok(login).await.contains("logged in"));
+        assert!(cli_ok(login).await.contains("logged in"));
     }
     #[cfg(unix)]
     {
@@ -52,7 +29,7 @@ async fn register_login_send_history_listen() {
         assert_eq!(mode & 0o777, 0o600, "session file is private");
     }
 
-    let mut listen = confab(&app.base_url, &bob_s);
+    let mut listen = cli(&app.base_url, &bob_s);
     listen.args(["listen", "--json"]).stdout(Stdio::piped());
     let mut child = listen.spawn().expect("listen");
     let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
@@ -67,9 +44,9 @@ async fn register_login_send_history_listen() {
         }
     }
 
-    let mut send = confab(&app.base_url, &ann_s);
+    let mut send = cli(&app.base_url, &ann_s);
     send.args(["send", "bob", "hello from the cli", "--json"]);
-    let sent: serde_json::Value = serde_json::from_str(run_ok(send).await.trim()).expect("json");
+    let sent: serde_json::Value = serde_json::from_str(cli_ok(send).await.trim()).expect("json");
     assert_eq!(sent["seq"], 1);
 
     let message = loop {
@@ -87,12 +64,12 @@ async fn register_login_send_history_listen() {
     assert_eq!(message["seq"], 1);
     let _ = child.kill().await;
 
-    let mut history = confab(&app.base_url, &bob_s);
+    let mut history = cli(&app.base_url, &bob_s);
     history.args(["history", "ann"]);
-    let out = run_ok(history).await;
+    let out = cli_ok(history).await;
     assert!(out.contains("ann: hello from the cli"), "{out}");
 
-    let mut bad = confab(&app.base_url, &ann_s);
+    let mut bad = cli(&app.base_url, &ann_s);
     bad.args(["send", "nobody-here", "hi"]);
     let out = bad.output().await.expect("run");
     assert!(!out.status.success());

@@ -1,12 +1,10 @@
 //! Friends, friend requests, blocking and the direct-message policy,
 //! through the SDK against the real server.
 
-mod support;
-
+use crate::support::*;
 use confab_sdk::proto::api::FriendRequestState;
 use confab_sdk::{Direction, ErrorCode, Event, MessageKind};
 use serde_json::json;
-use support::*;
 
 /// Waits for an `event` frame named `name`.
 async fn wait_event(

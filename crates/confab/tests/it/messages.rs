@@ -4,32 +4,12 @@
 //! who may delete; full-text search with its access rules and the
 //! `around_seq` jump to a hit.
 
-mod support;
-
+use crate::support::*;
 use confab_sdk::{
-    ConnectOptions, ConversationId, ErrorCode, Event, HistoryQuery, MessageKind, MessageRecord,
-    SearchOptions, Seq,
+    ConnectOptions, ConversationId, ErrorCode, Event, MessageKind, MessageRecord, SearchOptions,
+    Seq,
 };
 use serde_json::{json, Map, Value};
-use support::*;
-
-/// Asserts that a call was refused with this HTTP status and error code.
-#[track_caller]
-fn assert_refused<T: std::fmt::Debug>(
-    result: confab_sdk::Result<T>,
-    status: u16,
-    code: ErrorCode,
-    what: &str,
-) {
-    match result {
-        Err(e) => assert_eq!(
-            (e.status(), e.code()),
-            (Some(status), Some(code)),
-            "{what}: got {e}"
-        ),
-        Ok(v) => panic!("{what}: expected {status} {code:?}, got Ok({v:?})"),
-    }
-}
 
 async fn say(client: &confab_sdk::Client, conv: ConversationId, body: Value) -> Seq {
     client
@@ -42,14 +22,6 @@ async fn say(client: &confab_sdk::Client, conv: ConversationId, body: Value) -> 
         .await
         .expect("send")
         .seq
-}
-
-async fn all_history(client: &confab_sdk::Client, id: ConversationId) -> Vec<MessageRecord> {
-    client
-        .history(id, HistoryQuery::after(0, 200))
-        .await
-        .expect("history")
-        .messages
 }
 
 fn at(messages: &[MessageRecord], seq: Seq) -> &MessageRecord {

@@ -4,11 +4,10 @@
 //! cap, mentions, mute, unread counts, group read counts and receipts, and
 //! fan-out of one message to a 2,000-member group.
 
-mod support;
-
 use std::collections::HashMap;
 use std::time::Instant;
 
+use crate::support::*;
 use confab_sdk::proto::api::{
     LoginRequest, Member, RegisterRequest, Role, TokenResponse, UpdateConversationRequest,
 };
@@ -19,29 +18,6 @@ use confab_sdk::{
 };
 use futures_util::stream::{self, StreamExt};
 use serde_json::{json, Map, Value};
-use support::*;
-
-/// Asserts that a call was refused with this HTTP status and error code.
-#[track_caller]
-fn assert_refused<T: std::fmt::Debug>(
-    result: confab_sdk::Result<T>,
-    status: u16,
-    code: ErrorCode,
-    what: &str,
-) {
-    match result {
-        Err(e) => assert_eq!(
-            (e.status(), e.code()),
-            (Some(status), Some(code)),
-            "{what}: got {e}"
-        ),
-        Ok(v) => panic!("{what}: expected {status} {code:?}, got Ok({v:?})"),
-    }
-}
-
-fn text(m: &MessageRecord) -> &str {
-    m.body["text"].as_str().unwrap_or_default()
-}
 
 fn role_of(members: &[Member], user: UserId) -> Option<Role> {
     members.iter().find(|m| m.user_id == user).map(|m| m.role)
@@ -49,15 +25,6 @@ fn role_of(members: &[Member], user: UserId) -> Option<Role> {
 
 fn roles(members: &[Member]) -> Vec<(UserId, Role)> {
     members.iter().map(|m| (m.user_id, m.role)).collect()
-}
-
-/// The whole visible history of a conversation, oldest first.
-async fn all_history(client: &confab_sdk::Client, id: ConversationId) -> Vec<MessageRecord> {
-    client
-        .history(id, HistoryQuery::after(0, 200))
-        .await
-        .expect("history")
-        .messages
 }
 
 fn seqs(messages: &[MessageRecord]) -> Vec<Seq> {
@@ -97,20 +64,6 @@ async fn wait_event(
     match found {
         Event::ServerEvent(ev) => ev.fields(),
         other => panic!("not an event: {other:?}"),
-    }
-}
-
-/// Opens a raw connection and reads its `hello`.
-async fn raw_connect(client: &confab_sdk::Client) -> RawConnection {
-    let mut raw = client.connect_raw().await.expect("raw connect");
-    hello(&mut raw).await;
-    raw
-}
-
-async fn hello(raw: &mut RawConnection) {
-    match raw.next_frame_within(WAIT).await.expect("hello") {
-        ServerFrame::Hello { .. } => {}
-        other => panic!("expected hello first, got {other:?}"),
     }
 }
 

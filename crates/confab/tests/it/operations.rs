@@ -1,11 +1,10 @@
 //! Health, readiness, metrics and the server-side heartbeat.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use confab_sdk::proto::ServerFrame;
-use support::*;
+use confab_sdk::Event;
 
 #[tokio::test]
 async fn health_ready_and_metrics() {
@@ -54,25 +53,40 @@ async fn health_ready_and_metrics() {
 #[tokio::test]
 async fn a_silent_connection_is_closed_after_three_heartbeats() {
     let app = spawn_app_with(|c| c.heartbeat_s = 1).await;
-    let (ann, _) = app.user("ann").await;
+    let (ann, ann_user) = app.user("ann").await;
+    // Bob, a friend, sees ann go offline: the moment her only connection
+    // is closed, so the test waits for that event instead of sleeping.
+    let (bob, _) = app.user("bob").await;
+    befriend(&ann, &bob).await;
+    let mut b = connect(&bob).await;
     let mut conn = ann.connect_raw().await.expect("connect");
     match conn.next_frame_within(WAIT).await.expect("hello") {
         ServerFrame::Hello { heartbeat_s, .. } => assert_eq!(heartbeat_s, 1),
         other => panic!("{other:?}"),
     }
+
+    // A client that keeps reading (and so answers pings) stays, for longer
+    // than three heartbeats; checked meanwhile, on another user's socket.
+    let (cat, _) = app.user("cat").await;
+    let mut live = cat.connect_raw().await.expect("connect");
+    let reading = tokio::spawn(async move {
+        let deadline = Instant::now() + Duration::from_millis(4500);
+        while Instant::now() < deadline {
+            match tokio::time::timeout(Duration::from_millis(200), live.next_text()).await {
+                Ok(None) | Ok(Some(Err(_))) => panic!("a reading client was disconnected"),
+                _ => {}
+            }
+        }
+    });
+
     // Not reading means not answering pings: the server hears nothing.
     let started = Instant::now();
-    tokio::time::sleep(Duration::from_millis(4500)).await;
+    b.wait_for(WAIT, |e| {
+        matches!(e, Event::Presence { user_id, status, .. } if *user_id == ann_user.id && status == "offline")
+    })
+    .await
+    .expect("ann's silent connection is closed");
     let closed = wait_closed(&mut conn, WAIT).await;
     assert!(closed, "closed after {:?}", started.elapsed());
-
-    // A client that keeps reading (and so answers pings) stays.
-    let mut live = ann.connect_raw().await.expect("connect");
-    let deadline = Instant::now() + Duration::from_millis(4500);
-    while Instant::now() < deadline {
-        match tokio::time::timeout(Duration::from_millis(200), live.next_text()).await {
-            Ok(None) | Ok(Some(Err(_))) => panic!("a reading client was disconnected"),
-            _ => {}
-        }
-    }
+    reading.await.expect("the reading client stays");
 }

@@ -1,14 +1,12 @@
 //! Regression tests for the holes a review found by attacking a running
 //! server (issue 17): each fails without its fix.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use confab_sdk::proto::{ClientFrame, ServerFrame};
-use confab_sdk::{ErrorCode, MessageKind, RawConnection};
+use confab_sdk::{ErrorCode, MessageKind};
 use serde_json::json;
-use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The 40-byte M4A: an `ftyp` box, then a box whose 64-bit size wraps the
@@ -138,12 +136,7 @@ async fn looping_m4a_is_refused_and_the_server_still_stops_on_sigterm() {
     assert_eq!(error_code(resp).await, "bad_request");
 
     // SIGTERM ends the process by itself.
-    let pid = server.child.id().expect("pid");
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    server.sigterm();
     let exited = tokio::time::timeout(Duration::from_secs(30), server.child.wait())
         .await
         .expect("the server exits after SIGTERM")
@@ -261,22 +254,6 @@ async fn tus_uploads_in_progress_count_against_the_quota_and_expire() {
     assert_eq!(s6, 201);
 }
 
-async fn raw_conn(client: &confab_sdk::Client) -> RawConnection {
-    let mut conn = client.connect_raw().await.expect("raw connect");
-    let hello = conn.next_frame_within(WAIT).await.expect("hello");
-    assert!(matches!(hello, ServerFrame::Hello { .. }), "{hello:?}");
-    conn
-}
-
-async fn next_error(conn: &mut RawConnection) -> ErrorCode {
-    loop {
-        if let ServerFrame::Error { code, .. } = conn.next_frame_within(WAIT).await.expect("frame")
-        {
-            return code;
-        }
-    }
-}
-
 fn call(to: i64, payload: serde_json::Value) -> ClientFrame {
     ClientFrame::Call {
         call_id: "c1".into(),
@@ -292,24 +269,27 @@ async fn calls_need_a_shared_conversation_and_no_block() {
     let (ann, _) = app.user("ann").await;
     let (bob, bob_user) = app.user("bob").await;
     let (eve, _) = app.user("eve").await;
-    let mut bob_conn = raw_conn(&bob).await;
+    let mut bob_conn = raw_connect(&bob).await;
 
     // A stranger cannot ring anyone.
-    let mut eve_conn = raw_conn(&eve).await;
+    let mut eve_conn = raw_connect(&eve).await;
     eve_conn
         .send_frame(&call(bob_user.id, json!({"sdp": "v=0"})))
         .await
         .expect("send");
-    assert_eq!(next_error(&mut eve_conn).await, ErrorCode::Forbidden);
+    assert_eq!(expect_error(&mut eve_conn).await.0, ErrorCode::Forbidden);
 
     // Members of a conversation can; a payload over the limit cannot.
     direct(&ann, &bob_user).await;
-    let mut ann_conn = raw_conn(&ann).await;
+    let mut ann_conn = raw_connect(&ann).await;
     ann_conn
         .send_frame(&call(bob_user.id, json!({"sdp": "x".repeat(20_000)})))
         .await
         .expect("send");
-    assert_eq!(next_error(&mut ann_conn).await, ErrorCode::MessageTooLarge);
+    assert_eq!(
+        expect_error(&mut ann_conn).await.0,
+        ErrorCode::MessageTooLarge
+    );
     ann_conn
         .send_frame(&call(bob_user.id, json!({"sdp": "v=0"})))
         .await
@@ -331,7 +311,7 @@ async fn calls_need_a_shared_conversation_and_no_block() {
         .send_frame(&call(bob_user.id, json!({"sdp": "v=0"})))
         .await
         .expect("send");
-    assert_eq!(next_error(&mut ann_conn).await, ErrorCode::Blocked);
+    assert_eq!(expect_error(&mut ann_conn).await.0, ErrorCode::Blocked);
     // Nothing reached bob.
     let ping = ClientFrame::Ping {
         nonce: Some(json!("after")),
@@ -488,13 +468,13 @@ async fn websocket_connections_are_capped_per_device_and_per_user() {
     })
     .await;
     let (ann, _) = app.user("ann").await;
-    let _a1 = raw_conn(&ann).await;
-    let _a2 = raw_conn(&ann).await;
+    let _a1 = raw_connect(&ann).await;
+    let _a2 = raw_connect(&ann).await;
     let err = ann.connect_raw().await.expect_err("third on one device");
     assert_eq!(err.status(), Some(503));
     assert_eq!(err.code(), Some(ErrorCode::Unavailable));
     let second_device = app.device("ann").await;
-    let _b1 = raw_conn(&second_device).await;
+    let _b1 = raw_connect(&second_device).await;
     let err = second_device
         .connect_raw()
         .await
@@ -502,7 +482,7 @@ async fn websocket_connections_are_capped_per_device_and_per_user() {
     assert_eq!(err.code(), Some(ErrorCode::Unavailable));
     // Another user is not affected.
     let (bob, _) = app.user("bob").await;
-    let _bob = raw_conn(&bob).await;
+    let _bob = raw_connect(&bob).await;
 }
 
 #[tokio::test]
@@ -543,17 +523,14 @@ async fn access_tokens_are_refused_in_urls_except_the_websocket_upgrade() {
     let mut conn = confab_sdk::raw::connect(&ws_url, None)
         .await
         .expect("upgrade with ?token=");
-    assert!(matches!(
-        conn.next_frame_within(WAIT).await.expect("hello"),
-        ServerFrame::Hello { .. }
-    ));
+    hello(&mut conn).await;
 }
 
 #[tokio::test]
 async fn a_frame_over_the_hard_cap_closes_with_1009() {
     let app = spawn_app_with(|c| c.limits.max_frame_bytes = 1024).await;
     let (ann, _) = app.user("ann").await;
-    let mut conn = raw_conn(&ann).await;
+    let mut conn = raw_connect(&ann).await;
     // The hard cap is 4x the limit, at least 1 MiB.
     let huge = json!({"type": "ping", "nonce": "z".repeat(1024 * 1024 + 16)}).to_string();
     let _ = conn.send_text(huge).await;

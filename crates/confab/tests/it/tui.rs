@@ -1,10 +1,9 @@
 //! `confab chat`: the app's screens drawn on ratatui's `TestBackend`, and
 //! the real runner driven by scripted keys against a real server.
 
-mod support;
-
 use std::time::{Duration, Instant};
 
+use crate::support::*;
 use confab::tui::{App, AppEvent, Command, Link, Runner, RunnerOptions};
 use confab_sdk::proto::api::{
     ConversationKind, Friend, FriendRequest, Member, PresenceStatus, Role,
@@ -18,7 +17,6 @@ use ratatui::buffer::Buffer;
 use ratatui::crossterm::event::{Event as TermEvent, KeyCode, KeyEvent, KeyModifiers};
 use ratatui::Terminal;
 use serde_json::json;
-use support::*;
 use tokio::sync::mpsc;
 
 // ---------------------------------------------------------------- helpers

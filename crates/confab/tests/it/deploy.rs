@@ -20,13 +20,22 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use confab_server::Config;
+use regex::Regex;
 use serde::Deserialize as _;
 use serde_json::Value;
+
+/// A regular expression, compiled once.
+macro_rules! re {
+    ($pattern:literal) => {{
+        static RE: OnceLock<Regex> = OnceLock::new();
+        RE.get_or_init(|| Regex::new($pattern).expect("a valid regex"))
+    }};
+}
 
 /// The one port a Confab node serves everything on.
 const PORT: u16 = 8080;
 /// Source of truth for metric names, read at compile time.
-const METRICS_RS: &str = include_str!("../../server/src/metrics.rs");
+const METRICS_RS: &str = include_str!("../../../server/src/metrics.rs");
 /// Series that Prometheus itself makes for every target.
 const PROMETHEUS_SERIES: &[&str] = &["up"];
 /// Labels Prometheus adds to every scraped series.
@@ -182,6 +191,14 @@ fn scalar(v: &Value) -> Option<String> {
     }
 }
 
+/// The array at a JSON pointer; empty if there is none.
+fn items<'a>(v: &'a Value, ptr: &str) -> std::slice::Iter<'a, Value> {
+    v.pointer(ptr)
+        .and_then(Value::as_array)
+        .map_or(&[][..], Vec::as_slice)
+        .iter()
+}
+
 fn strings(v: Option<&Value>) -> Vec<String> {
     v.and_then(Value::as_array)
         .map(|a| a.iter().filter_map(scalar).collect())
@@ -211,19 +228,11 @@ fn help() -> &'static Help {
             .expect("run confab serve --help");
         assert!(out.status.success(), "confab serve --help failed: {out:?}");
         let text = String::from_utf8(out.stdout).expect("utf8 help");
-        let mut flags = BTreeSet::new();
-        for line in text.lines() {
-            let line = line.trim_start();
-            if !line.starts_with('-') {
-                continue;
-            }
-            if let Some(flag) = line
-                .split(|c: char| c.is_whitespace() || c == ',')
-                .find(|t| t.starts_with("--"))
-            {
-                flags.insert(flag.to_string());
-            }
-        }
+        // Option lines: "  -l, --listen <ADDR>" or "      --listen <ADDR>".
+        let flags: BTreeSet<String> = re!(r"(?m)^[ \t]*(?:-[A-Za-z0-9], )?(--[a-z0-9-]+)")
+            .captures_iter(&text)
+            .map(|c| c[1].to_string())
+            .collect();
         let envs = env_names(&text);
         assert!(
             flags.contains("--listen") && envs.contains("CONFAB_LISTEN"),
@@ -233,26 +242,12 @@ fn help() -> &'static Help {
     })
 }
 
-/// Every `CONFAB_*` name in a text.
+/// Every `CONFAB_*` name in a text (whole words: not `XCONFAB_Y`).
 fn env_names(text: &str) -> BTreeSet<String> {
-    let mut out = BTreeSet::new();
-    let mut rest = text;
-    while let Some(i) = rest.find("CONFAB_") {
-        // Only whole words: not FOO_CONFAB_X.
-        let word_start = i == 0 || {
-            let prev = rest.as_bytes()[i - 1];
-            !(prev.is_ascii_alphanumeric() || prev == b'_')
-        };
-        let tail = &rest[i..];
-        let end = tail
-            .find(|c: char| !(c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_'))
-            .unwrap_or(tail.len());
-        if word_start && end > "CONFAB_".len() {
-            out.insert(tail[..end].to_string());
-        }
-        rest = &tail[end.max(1)..];
-    }
-    out
+    re!(r"\bCONFAB_[A-Z0-9_]+")
+        .find_iter(text)
+        .map(|m| m.as_str().to_string())
+        .collect()
 }
 
 /// Checks `confab` arguments (starting with the subcommand) against the help.
@@ -359,27 +354,23 @@ struct Metric {
 fn exported_metrics() -> &'static BTreeMap<String, Metric> {
     static METRICS: OnceLock<BTreeMap<String, Metric>> = OnceLock::new();
     METRICS.get_or_init(|| {
-        let mut out = BTreeMap::new();
-        for kind in ["counter", "gauge", "histogram"] {
-            let pat = format!("{kind}!(");
-            let mut rest = METRICS_RS;
-            while let Some(i) = rest.find(&pat) {
-                rest = &rest[i + pat.len()..];
-                let Some(args) = rest.split(')').next() else {
-                    continue;
-                };
-                let mut quoted = args.split('"').skip(1).step_by(2);
-                let Some(name) = quoted.next() else { continue };
-                // Labels: "key" => value pairs after the name.
-                let labels = args
-                    .split(',')
-                    .skip(1)
-                    .filter_map(|part| part.split_once("=>"))
-                    .map(|(k, _)| k.trim().trim_matches('"').to_string())
-                    .collect();
-                out.insert(name.to_string(), Metric { kind, labels });
-            }
-        }
+        // `counter!("name", "label" => value, ...)`, one per call site.
+        let out: BTreeMap<String, Metric> =
+            re!(r#"\b(counter|gauge|histogram)!\(\s*"([^"]+)"([^)]*)\)"#)
+                .captures_iter(METRICS_RS)
+                .map(|c| {
+                    let kind = match &c[1] {
+                        "counter" => "counter",
+                        "gauge" => "gauge",
+                        _ => "histogram",
+                    };
+                    let labels = re!(r#""([^"]+)"\s*=>"#)
+                        .captures_iter(&c[3])
+                        .map(|l| l[1].to_string())
+                        .collect();
+                    (c[2].to_string(), Metric { kind, labels })
+                })
+                .collect();
         assert!(
             out.len() >= 5 && out.contains_key("confab_connections"),
             "could not read metric names from crates/server/src/metrics.rs: {:?}",
@@ -395,29 +386,21 @@ type Matcher = (String, String, String);
 /// Names and labels a PromQL expression refers to.
 #[derive(Debug, Default)]
 struct PromRefs {
-    /// Metric names with their label matchers (label, operator, value).
+    /// Metric names, each with the label matchers written right after it.
     selectors: Vec<(String, Vec<Matcher>)>,
     /// Labels in by/without/on/ignoring/group_left/group_right lists.
     grouping: Vec<String>,
 }
 
-const PROMQL_AGGREGATIONS: &[&str] = &[
-    "sum",
-    "avg",
-    "min",
-    "max",
-    "count",
-    "stddev",
-    "stdvar",
-    "topk",
-    "bottomk",
-    "quantile",
-    "count_values",
-    "group",
-    "limitk",
-    "limit_ratio",
-];
-const PROMQL_GROUPING: &[&str] = &[
+/// Words that are PromQL, not metric names, when not followed by `(`.
+const PROMQL_WORDS: &[&str] = &[
+    "and",
+    "or",
+    "unless",
+    "bool",
+    "offset",
+    "inf",
+    "nan",
     "by",
     "without",
     "on",
@@ -425,141 +408,60 @@ const PROMQL_GROUPING: &[&str] = &[
     "group_left",
     "group_right",
 ];
-const PROMQL_KEYWORDS: &[&str] = &[
-    "and", "or", "unless", "bool", "offset", "inf", "nan", "atan2",
-];
 
-/// A light PromQL reader: enough to find every metric name, label matcher
-/// and grouping label in an expression (with Grafana's `$vars`).
+/// What a PromQL expression (Grafana `$variables` allowed) refers to, found
+/// by patterns, not parsed: every `{...}` selector must follow a metric
+/// name; a metric name is any other identifier that is not a PromQL word
+/// and not called like a function. Syntax errors are Prometheus's to find;
+/// this only reads the names.
 fn promql_refs(expr: &str) -> Result<PromRefs, String> {
-    let chars: Vec<char> = expr.chars().collect();
     let mut refs = PromRefs::default();
-    let mut i = 0;
-    let is_ident_start = |c: char| c.is_ascii_alphabetic() || c == '_' || c == ':';
-    let is_ident = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == ':';
-    let skip_ws = |i: &mut usize| {
-        while *i < chars.len() && chars[*i].is_whitespace() {
-            *i += 1;
-        }
-    };
-    let read_string = |i: &mut usize| -> Result<String, String> {
-        let quote = chars[*i];
-        *i += 1;
-        let mut s = String::new();
-        while *i < chars.len() && chars[*i] != quote {
-            if chars[*i] == '\\' && quote != '`' {
-                *i += 1;
-            }
-            if let Some(&c) = chars.get(*i) {
-                s.push(c);
-            }
-            *i += 1;
-        }
-        if *i >= chars.len() {
-            return Err(format!("unterminated string in {expr:?}"));
-        }
-        *i += 1;
-        Ok(s)
-    };
-    while i < chars.len() {
-        let c = chars[i];
-        if c.is_whitespace() {
-            i += 1;
-        } else if c == '"' || c == '\'' || c == '`' {
-            read_string(&mut i)?;
-        } else if c == '[' {
-            match chars[i..].iter().position(|&c| c == ']') {
-                Some(n) => i += n + 1,
-                None => return Err(format!("unclosed [ in {expr:?}")),
-            }
-        } else if c == '{' {
+    // Braces and their matchers, read on the original text.
+    let selector = re!(r#"([A-Za-z_:][\w:]*)?\s*\{([^}]*)\}"#);
+    let matcher = re!(r#"(\w+)\s*(=~|!~|!=|=)\s*"((?:[^"\\]|\\.)*)""#);
+    let mut matched = BTreeMap::new();
+    for c in selector.captures_iter(expr) {
+        let Some(name) = c.get(1) else {
             return Err(format!(
                 "selector without a metric name in {expr:?}: name the metric"
             ));
-        } else if c == '$' {
-            i += 1;
-            while i < chars.len() && is_ident(chars[i]) {
-                i += 1;
-            }
-        } else if c.is_ascii_digit() || c == '.' {
-            while i < chars.len() && (chars[i].is_ascii_alphanumeric() || chars[i] == '.') {
-                i += 1;
-            }
-        } else if is_ident_start(c) {
-            let start = i;
-            while i < chars.len() && is_ident(chars[i]) {
-                i += 1;
-            }
-            let word: String = chars[start..i].iter().collect();
-            let mut j = i;
-            skip_ws(&mut j);
-            let next = chars.get(j).copied();
-            if PROMQL_GROUPING.contains(&word.as_str()) {
-                if next == Some('(') {
-                    let close = chars[j..]
-                        .iter()
-                        .position(|&c| c == ')')
-                        .ok_or_else(|| format!("unclosed ( after {word} in {expr:?}"))?;
-                    let list: String = chars[j + 1..j + close].iter().collect();
-                    refs.grouping.extend(
-                        list.split(',')
-                            .map(|l| l.trim().to_string())
-                            .filter(|l| !l.is_empty()),
-                    );
-                    i = j + close + 1;
-                }
-            } else if word == "offset" {
-                skip_ws(&mut i);
-                while i < chars.len() && chars[i].is_ascii_alphanumeric() {
-                    i += 1;
-                }
-            } else if PROMQL_KEYWORDS.contains(&word.as_str())
-                || PROMQL_AGGREGATIONS.contains(&word.as_str())
-                || next == Some('(')
-            {
-                // A keyword, an aggregation or a function call.
-            } else {
-                let mut matchers = Vec::new();
-                if next == Some('{') {
-                    i = j + 1;
-                    loop {
-                        skip_ws(&mut i);
-                        match chars.get(i) {
-                            Some('}') => {
-                                i += 1;
-                                break;
-                            }
-                            Some(',') => i += 1,
-                            Some(&c) if is_ident_start(c) => {
-                                let s = i;
-                                while i < chars.len() && is_ident(chars[i]) {
-                                    i += 1;
-                                }
-                                let label: String = chars[s..i].iter().collect();
-                                skip_ws(&mut i);
-                                let op: String = match (chars.get(i), chars.get(i + 1)) {
-                                    (Some('='), Some('~')) => "=~".into(),
-                                    (Some('!'), Some('~')) => "!~".into(),
-                                    (Some('!'), Some('=')) => "!=".into(),
-                                    (Some('='), _) => "=".into(),
-                                    _ => return Err(format!("bad matcher {label} in {expr:?}")),
-                                };
-                                i += op.len();
-                                skip_ws(&mut i);
-                                if !matches!(chars.get(i), Some('"' | '\'' | '`')) {
-                                    return Err(format!("unquoted value for {label} in {expr:?}"));
-                                }
-                                let value = read_string(&mut i)?;
-                                matchers.push((label, op, value));
-                            }
-                            _ => return Err(format!("bad selector in {expr:?}")),
-                        }
-                    }
-                }
-                refs.selectors.push((word, matchers));
-            }
-        } else {
-            i += 1;
+        };
+        let matchers = matcher
+            .captures_iter(&c[2])
+            .map(|m| (m[1].to_string(), m[2].to_string(), m[3].to_string()))
+            .collect();
+        matched.insert(name.start(), matchers);
+    }
+    for c in re!(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
+        .captures_iter(expr)
+    {
+        refs.grouping.extend(
+            c[1].split(',')
+                .map(|l| l.trim().to_string())
+                .filter(|l| !l.is_empty()),
+        );
+    }
+    // Names: blank out strings, selector bodies, ranges and grouping lists
+    // (same length, so positions still match `matched`), then take every
+    // identifier not glued to a word character, `.` or `$` before it (units
+    // like `5m`, numbers, variables) and not followed by `(` (functions).
+    let mut blank = expr.to_string();
+    for pattern in [
+        re!(r#""(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|`[^`]*`"#),
+        re!(r"\{[^}]*\}|\[[^\]]*\]"),
+        re!(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)"),
+    ] {
+        blank = pattern
+            .replace_all(&blank, |c: &regex::Captures| " ".repeat(c[0].len()))
+            .into_owned();
+    }
+    for name in re!(r"[A-Za-z_:][\w:]*").find_iter(&blank) {
+        let before = blank[..name.start()].chars().next_back();
+        let after = blank[name.end()..].trim_start().chars().next();
+        let glued = before.is_some_and(|c| c.is_alphanumeric() || "_.$:".contains(c));
+        if !glued && after != Some('(') && !PROMQL_WORDS.contains(&name.as_str()) {
+            let matchers = matched.remove(&name.start()).unwrap_or_default();
+            refs.selectors.push((name.as_str().to_string(), matchers));
         }
     }
     Ok(refs)
@@ -758,105 +660,192 @@ fn docker_uid() -> Option<u64> {
 // ---------------------------------------------------------------------------
 // Compose
 
-fn compose() -> Value {
-    yaml("compose.yaml")
+/// deploy/compose.yaml as far as the checks read it. Serde takes each of
+/// the shapes compose allows (a map or a `KEY=VALUE` list, a string or a
+/// list, short or long syntax); a shape it does not know fails the test.
+#[derive(serde::Deserialize)]
+struct Compose {
+    services: BTreeMap<String, Service>,
+    #[serde(default)]
+    volumes: BTreeMap<String, Option<Value>>,
 }
 
-fn services(c: &Value) -> &serde_json::Map<String, Value> {
-    c.get("services")
-        .and_then(Value::as_object)
-        .expect("deploy/compose.yaml has no services")
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct Service {
+    image: Option<String>,
+    build: Option<Build>,
+    entrypoint: Option<Words>,
+    command: Option<Words>,
+    environment: Option<Env>,
+    depends_on: Option<DependsOn>,
+    volumes: Vec<Mount>,
+    healthcheck: Option<Healthcheck>,
+    stop_grace_period: Option<String>,
+    ports: Vec<Port>,
+    expose: Vec<Port>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct Build {
+    dockerfile: Option<String>,
+}
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct Healthcheck {
+    test: Option<Words>,
+}
+
+/// A command: one string (split on whitespace) or a list of words.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Words {
+    Line(String),
+    List(Vec<String>),
+}
+
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Env {
+    Map(BTreeMap<String, Value>),
+    List(Vec<String>),
+}
+
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum DependsOn {
+    List(Vec<String>),
+    Map(BTreeMap<String, Dependency>),
+}
+
+#[derive(serde::Deserialize)]
+struct Dependency {
+    condition: Option<String>,
+}
+
+/// A volume: `source:target[:mode]`, or the long syntax.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Mount {
+    Short(String),
+    Long {
+        #[serde(default)]
+        source: String,
+        target: String,
+    },
+}
+
+/// A port: `[host:]container[/proto]` (string or number), or the long syntax.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Port {
+    Long { target: Value },
+    Short(Value),
+}
+
+impl Words {
+    fn words(&self) -> Vec<String> {
+        match self {
+            Words::Line(line) => line.split_whitespace().map(str::to_string).collect(),
+            Words::List(words) => words.clone(),
+        }
+    }
+}
+
+impl Service {
+    fn env(&self) -> BTreeMap<String, String> {
+        match &self.environment {
+            Some(Env::Map(m)) => m
+                .iter()
+                .map(|(k, v)| (k.clone(), scalar(v).unwrap_or_default()))
+                .collect(),
+            Some(Env::List(l)) => l
+                .iter()
+                .map(|kv| {
+                    let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+                    (k.to_string(), v.to_string())
+                })
+                .collect(),
+            None => BTreeMap::new(),
+        }
+    }
+
+    /// depends_on as service -> condition.
+    fn depends(&self) -> BTreeMap<String, String> {
+        let started = || "service_started".to_string();
+        match &self.depends_on {
+            Some(DependsOn::List(l)) => l.iter().map(|k| (k.clone(), started())).collect(),
+            Some(DependsOn::Map(m)) => m
+                .iter()
+                .map(|(k, d)| (k.clone(), d.condition.clone().unwrap_or_else(started)))
+                .collect(),
+            None => BTreeMap::new(),
+        }
+    }
+
+    /// Volumes as (source, target).
+    fn mounts(&self) -> Vec<(String, String)> {
+        self.volumes
+            .iter()
+            .map(|m| match m {
+                Mount::Short(s) => {
+                    let mut parts = s.split(':');
+                    let src = parts.next().unwrap_or_default().to_string();
+                    let dst = parts.next().unwrap_or(&src).to_string();
+                    (src, dst)
+                }
+                Mount::Long { source, target } => (source.clone(), target.clone()),
+            })
+            .collect()
+    }
+
+    fn healthcheck_test(&self) -> Option<String> {
+        let test = self.healthcheck.as_ref()?.test.as_ref()?;
+        Some(test.words().join(" "))
+    }
+}
+
+impl Port {
+    /// The container side.
+    fn container(&self) -> String {
+        match self {
+            Port::Long { target } => scalar(target).unwrap_or_default(),
+            Port::Short(p) => {
+                let p = scalar(p).unwrap_or_default();
+                let last = p.rsplit(':').next().unwrap_or_default();
+                last.split('/').next().unwrap_or_default().to_string()
+            }
+        }
+    }
+}
+
+fn compose() -> Compose {
+    serde_json::from_value(yaml("compose.yaml"))
+        .unwrap_or_else(|e| panic!("deploy/compose.yaml: {e}"))
 }
 
 /// Services running the image built from deploy/Dockerfile.
-fn confab_services(c: &Value) -> BTreeMap<String, Value> {
-    services(c)
+fn confab_services(c: &Compose) -> BTreeMap<&str, &Service> {
+    c.services
         .iter()
         .filter(|(_, s)| {
-            str_at(s, "/build/dockerfile").is_some_and(|d| d.ends_with("deploy/Dockerfile"))
-                || str_at(s, "/image").is_some_and(|i| i.starts_with("confab"))
+            s.build
+                .as_ref()
+                .and_then(|b| b.dockerfile.as_deref())
+                .is_some_and(|d| d.ends_with("deploy/Dockerfile"))
+                || s.image.as_deref().is_some_and(|i| i.starts_with("confab"))
         })
-        .map(|(k, v)| (k.clone(), v.clone()))
+        .map(|(k, v)| (k.as_str(), v))
         .collect()
 }
 
-/// A service's environment as a map (compose allows a map or KEY=VALUE list).
-fn compose_env(s: &Value) -> BTreeMap<String, String> {
-    match s.get("environment") {
-        Some(Value::Object(m)) => m
-            .iter()
-            .map(|(k, v)| (k.clone(), scalar(v).unwrap_or_default()))
-            .collect(),
-        Some(Value::Array(a)) => a
-            .iter()
-            .filter_map(Value::as_str)
-            .map(|kv| {
-                let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-                (k.to_string(), v.to_string())
-            })
-            .collect(),
-        _ => BTreeMap::new(),
-    }
-}
-
-/// depends_on as service -> condition.
-fn compose_depends(s: &Value) -> BTreeMap<String, String> {
-    match s.get("depends_on") {
-        Some(Value::Object(m)) => m
-            .iter()
-            .map(|(k, v)| {
-                let cond = str_at(v, "/condition").unwrap_or("service_started");
-                (k.clone(), cond.to_string())
-            })
-            .collect(),
-        Some(Value::Array(a)) => a
-            .iter()
-            .filter_map(Value::as_str)
-            .map(|k| (k.to_string(), "service_started".to_string()))
-            .collect(),
-        _ => BTreeMap::new(),
-    }
-}
-
-/// Volume entries as (source, target), short syntax or long.
-fn compose_volumes(s: &Value) -> Vec<(String, String)> {
-    s.get("volumes")
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| match v {
-                    Value::String(s) => {
-                        let mut parts = s.split(':');
-                        let src = parts.next()?.to_string();
-                        let dst = parts.next().unwrap_or(&src).to_string();
-                        Some((src, dst))
-                    }
-                    Value::Object(_) => Some((
-                        str_at(v, "/source").unwrap_or_default().to_string(),
-                        str_at(v, "/target")?.to_string(),
-                    )),
-                    _ => None,
-                })
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-/// Container ports a service publishes (`ports`) or exposes (`expose`).
-fn compose_container_ports(s: &Value, key: &str) -> Vec<String> {
-    s.get(key)
-        .and_then(Value::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|p| match p {
-                    Value::Object(_) => p.get("target").and_then(scalar),
-                    other => scalar(other)
-                        .and_then(|s| s.rsplit(':').next().map(str::to_string))
-                        .map(|s| s.split('/').next().unwrap_or_default().to_string()),
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+/// The first service whose image starts with `prefix`.
+fn service_with_image<'a>(c: &'a Compose, prefix: &str) -> Option<(&'a String, &'a Service)> {
+    c.services
+        .iter()
+        .find(|(_, s)| s.image.as_deref().is_some_and(|i| i.starts_with(prefix)))
 }
 
 /// "30s", "1m30s", "1h", "500ms"; bare numbers are `bare_unit` seconds.
@@ -865,28 +854,23 @@ fn parse_duration(s: &str, bare_unit: f64) -> Option<f64> {
     if let Ok(n) = s.parse::<f64>() {
         return Some(n * bare_unit);
     }
-    let mut total = 0.0;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let num_end = rest.find(|c: char| !(c.is_ascii_digit() || c == '.'))?;
-        let n: f64 = rest[..num_end].parse().ok()?;
-        rest = &rest[num_end..];
-        let unit_end = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let scale = match &rest[..unit_end] {
-            "us" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            "d" => 86400.0,
-            _ => return None,
-        };
-        total += n * scale;
-        rest = &rest[unit_end..];
-    }
-    Some(total)
+    let whole = re!(r"^(?:\d+(?:\.\d+)?(?:us|ms|s|m|h|d))+$");
+    whole.is_match(s).then(|| {
+        re!(r"(\d+(?:\.\d+)?)(us|ms|s|m|h|d)")
+            .captures_iter(s)
+            .map(|c| {
+                let scale = match &c[2] {
+                    "us" => 1e-6,
+                    "ms" => 1e-3,
+                    "s" => 1.0,
+                    "m" => 60.0,
+                    "h" => 3600.0,
+                    _ => 86400.0,
+                };
+                c[1].parse::<f64>().unwrap_or(0.0) * scale
+            })
+            .sum()
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -1287,9 +1271,9 @@ fn the_image_healthcheck_passes_on_a_live_server_and_fails_on_a_dead_one() {
 fn compose_runs_three_nodes_on_postgres_and_nats_behind_haproxy() {
     let mut p = Problems::default();
     let c = compose();
-    let all = services(&c);
+    let all = &c.services;
     let nodes = confab_services(&c);
-    let names: Vec<&String> = nodes.keys().collect();
+    let names: Vec<&str> = nodes.keys().copied().collect();
     p.check(
         names.len() >= 3 && names.iter().all(|n| n.starts_with("node-")),
         || {
@@ -1298,27 +1282,22 @@ fn compose_runs_three_nodes_on_postgres_and_nats_behind_haproxy() {
             )
         },
     );
-    let declared_volumes: BTreeSet<String> = c
-        .get("volumes")
-        .and_then(Value::as_object)
-        .map(|m| m.keys().cloned().collect())
-        .unwrap_or_default();
     // Every reference between services and to files holds.
     for (name, s) in all {
-        for (dep, cond) in compose_depends(s) {
+        for (dep, cond) in s.depends() {
             p.check(all.contains_key(&dep), || {
                 format!("compose: {name} depends on unknown service {dep}")
             });
             if cond == "service_healthy" {
-                let has_check = all.get(&dep).is_some_and(|d| {
-                    d.get("healthcheck").is_some() || confab_services(&c).contains_key(&dep)
-                });
+                let has_check = all
+                    .get(&dep)
+                    .is_some_and(|d| d.healthcheck.is_some() || nodes.contains_key(dep.as_str()));
                 p.check(has_check, || {
                     format!("compose: {name} waits for {dep} to be healthy, but {dep} has no healthcheck")
                 });
             }
         }
-        for (src, dst) in compose_volumes(s) {
+        for (src, dst) in s.mounts() {
             if src.starts_with('.') || src.starts_with('/') {
                 p.check(deploy_dir().join(&src).exists(), || {
                     format!(
@@ -1326,7 +1305,7 @@ fn compose_runs_three_nodes_on_postgres_and_nats_behind_haproxy() {
                     )
                 });
             } else {
-                p.check(declared_volumes.contains(&src), || {
+                p.check(c.volumes.contains_key(&src), || {
                     format!("compose: {name} uses volume {src}, not declared under volumes:")
                 });
             }
@@ -1339,18 +1318,14 @@ fn compose_runs_three_nodes_on_postgres_and_nats_behind_haproxy() {
     let mut node_ids = BTreeSet::new();
     for (name, s) in &nodes {
         let what = format!("compose service {name}");
-        if let Some(e) = s.get("entrypoint") {
-            p.check(strings(Some(e)) == ["confab"], || {
-                format!("{what}: entrypoint {e} is not [\"confab\"]")
+        if let Some(e) = s.entrypoint.as_ref().map(Words::words) {
+            p.check(e == ["confab"], || {
+                format!("{what}: entrypoint {e:?} is not [\"confab\"]")
             });
         }
-        let args = match s.get("command") {
-            Some(Value::String(cmd)) => cmd.split_whitespace().map(str::to_string).collect(),
-            Some(cmd) => strings(Some(cmd)),
-            None => docker_cmd(),
-        };
+        let args = s.command.as_ref().map_or_else(docker_cmd, Words::words);
         check_args(&mut p, &what, &args);
-        let env = compose_env(s);
+        let env = s.env();
         for k in env.keys().filter(|k| k.starts_with("CONFAB_")) {
             p.check(help().envs.contains(k), || {
                 format!("{what}: unknown variable {k}")
@@ -1359,7 +1334,7 @@ fn compose_runs_three_nodes_on_postgres_and_nats_behind_haproxy() {
         match effective_config(&args, &env) {
             Ok(cfg) => {
                 check_node_config(&mut p, &what, &cfg);
-                p.check(cfg.node_id.as_deref() == Some(name.as_str()), || {
+                p.check(cfg.node_id.as_deref() == Some(*name), || {
                     format!("{what}: node id {:?} is not the service name", cfg.node_id)
                 });
                 node_ids.insert(cfg.node_id.clone());
@@ -1376,7 +1351,7 @@ fn compose_runs_three_nodes_on_postgres_and_nats_behind_haproxy() {
                         port == "5432"
                             && all
                                 .get(h)
-                                .and_then(|s| str_at(s, "/image"))
+                                .and_then(|s| s.image.as_deref())
                                 .is_some_and(|i| i.starts_with("postgres:16"))
                     }),
                     || {
@@ -1392,7 +1367,7 @@ fn compose_runs_three_nodes_on_postgres_and_nats_behind_haproxy() {
                         port == "4222"
                             && all
                                 .get(h)
-                                .and_then(|s| str_at(s, "/image"))
+                                .and_then(|s| s.image.as_deref())
                                 .is_some_and(|i| i.starts_with("nats:2"))
                     }),
                     || {
@@ -1403,30 +1378,24 @@ fn compose_runs_three_nodes_on_postgres_and_nats_behind_haproxy() {
                     },
                 );
                 let data = cfg.data_dir.to_string_lossy().to_string();
-                p.check(
-                    compose_volumes(s).iter().any(|(_, dst)| *dst == data),
-                    || {
-                        format!(
-                            "{what}: nothing is mounted on the data dir {data} (read_only root)"
-                        )
-                    },
-                );
+                p.check(s.mounts().iter().any(|(_, dst)| *dst == data), || {
+                    format!("{what}: nothing is mounted on the data dir {data} (read_only root)")
+                });
             }
             Err(e) => p.push(format!("{what}: {e}")),
         }
-        let deps = compose_depends(s);
+        let deps = s.depends();
         for needed in ["postgres", "nats"] {
             p.check(
                 deps.get(needed).map(String::as_str) == Some("service_healthy"),
                 || format!("{what}: does not wait for {needed} to be healthy"),
             );
         }
-        match s.get("healthcheck") {
+        match s.healthcheck_test() {
             None => p.check(!docker_healthcheck().is_empty(), || {
                 format!("{what}: no healthcheck here nor in the image")
             }),
-            Some(h) => {
-                let test = strings(h.get("test")).join(" ");
+            Some(test) => {
                 p.check(
                     test.contains("/healthz") && test.contains(&PORT.to_string()),
                     || format!("{what}: healthcheck {test:?} does not probe /healthz on {PORT}"),
@@ -1434,15 +1403,15 @@ fn compose_runs_three_nodes_on_postgres_and_nats_behind_haproxy() {
             }
         }
         let grace = s
-            .get("stop_grace_period")
-            .and_then(Value::as_str)
+            .stop_grace_period
+            .as_deref()
             .and_then(|d| parse_duration(d, 1.0))
             .unwrap_or(10.0);
         p.check(grace > stop_limit, || {
             format!("{what}: stop_grace_period {grace}s is not above the drain time {stop_limit}s (2 x shutdown_grace_s)")
         });
-        for key in ["ports", "expose"] {
-            for port in compose_container_ports(s, key) {
+        for (key, ports) in [("ports", &s.ports), ("expose", &s.expose)] {
+            for port in ports.iter().map(Port::container) {
                 p.check(port == PORT.to_string(), || {
                     format!("{what}: {key} container port {port}, expected {PORT}")
                 });
@@ -1453,18 +1422,15 @@ fn compose_runs_three_nodes_on_postgres_and_nats_behind_haproxy() {
         "compose: two nodes share a node id".to_string()
     });
 
-    let find = |prefix: &str| {
-        all.iter()
-            .find(|(_, s)| str_at(s, "/image").is_some_and(|i| i.starts_with(prefix)))
-    };
+    let find = |prefix: &str| service_with_image(&c, prefix);
     match find("postgres:16") {
         Some((name, pg)) => {
-            let test = strings(pg.get("healthcheck").and_then(|h| h.get("test"))).join(" ");
+            let test = pg.healthcheck_test().unwrap_or_default();
             p.check(test.contains("pg_isready"), || {
                 format!("compose: {name} healthcheck {test:?} does not use pg_isready")
             });
             p.check(
-                compose_volumes(pg)
+                pg.mounts()
                     .iter()
                     .any(|(_, d)| d == "/var/lib/postgresql/data"),
                 || format!("compose: {name} keeps its data in no volume"),
@@ -1474,14 +1440,11 @@ fn compose_runs_three_nodes_on_postgres_and_nats_behind_haproxy() {
     }
     match find("nats:2") {
         Some((name, nats)) => {
-            let cmd = match nats.get("command") {
-                Some(Value::String(s)) => s.split_whitespace().map(str::to_string).collect(),
-                other => strings(other),
-            };
+            let cmd = nats.command.as_ref().map(Words::words).unwrap_or_default();
             p.check(cmd.iter().any(|a| a == "-js" || a == "--jetstream"), || {
                 format!("compose: {name} runs without JetStream (-js): {cmd:?}")
             });
-            p.check(nats.get("healthcheck").is_some(), || {
+            p.check(nats.healthcheck.is_some(), || {
                 format!("compose: {name} has no healthcheck")
             });
         }
@@ -1490,16 +1453,17 @@ fn compose_runs_three_nodes_on_postgres_and_nats_behind_haproxy() {
     match find("haproxy") {
         Some((name, h)) => {
             p.check(
-                compose_volumes(h)
-                    .iter()
-                    .any(|(s, _)| s.ends_with("haproxy.cfg")),
+                h.mounts().iter().any(|(s, _)| s.ends_with("haproxy.cfg")),
                 || format!("compose: {name} does not mount ./haproxy.cfg"),
             );
-            let published = h
-                .get("ports")
-                .and_then(Value::as_array)
-                .map(|a| a.iter().filter_map(scalar).collect::<Vec<_>>())
-                .unwrap_or_default();
+            let published: Vec<String> = h
+                .ports
+                .iter()
+                .filter_map(|p| match p {
+                    Port::Short(v) => scalar(v),
+                    Port::Long { .. } => None,
+                })
+                .collect();
             p.check(
                 published
                     .iter()
@@ -1653,21 +1617,13 @@ fn prometheus_scrapes_every_node_and_loads_the_alerts() {
         .keys()
         .map(|n| format!("{n}:{PORT}"))
         .collect();
-    let jobs = prom
-        .get("scrape_configs")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let jobs = items(&prom, "/scrape_configs").as_slice().to_vec();
     let confab_job = jobs
         .iter()
         .find(|j| str_at(j, "/job_name") == Some("confab"));
     match confab_job {
         Some(j) => {
-            let targets: BTreeSet<String> = j
-                .get("static_configs")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
+            let targets: BTreeSet<String> = items(j, "/static_configs")
                 .flat_map(|sc| strings(sc.get("targets")))
                 .collect();
             p.check(targets == nodes, || {
@@ -1681,10 +1637,8 @@ fn prometheus_scrapes_every_node_and_loads_the_alerts() {
         None => p.push("prometheus.yml: no scrape job named confab".into()),
     }
     // The rule files it loads are the ones compose mounts, and they include alerts.yml.
-    let prom_service = services(&c)
-        .values()
-        .find(|s| str_at(s, "/image").is_some_and(|i| i.starts_with("prom/prometheus")));
-    let mounts = prom_service.map(compose_volumes).unwrap_or_default();
+    let prom_service = service_with_image(&c, "prom/prometheus").map(|(_, s)| s);
+    let mounts = prom_service.map(Service::mounts).unwrap_or_default();
     let rule_files = strings(prom.get("rule_files"));
     p.check(!rule_files.is_empty(), || {
         "prometheus.yml: no rule_files".into()
@@ -1703,7 +1657,7 @@ fn prometheus_scrapes_every_node_and_loads_the_alerts() {
         || "prometheus.yml: alerts.yml is not mounted where rule_files looks".into(),
     );
     let config_arg = prom_service
-        .map(|s| strings(s.get("command")))
+        .and_then(|s| s.command.as_ref().map(Words::words))
         .unwrap_or_default()
         .into_iter()
         .find_map(|a| a.strip_prefix("--config.file=").map(str::to_string))
@@ -1721,11 +1675,7 @@ fn prometheus_scrapes_every_node_and_loads_the_alerts() {
 fn alert_rules_use_only_exported_metrics_and_are_documented() {
     let mut p = Problems::default();
     let alerts = yaml("alerts.yml");
-    let scrape_jobs: BTreeSet<String> = yaml("prometheus.yml")
-        .get("scrape_configs")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+    let scrape_jobs: BTreeSet<String> = items(&yaml("prometheus.yml"), "/scrape_configs")
         .filter_map(|j| str_at(j, "/job_name").map(str::to_string))
         .collect();
     let docs = std::fs::read_to_string(repo_root().join("docs/operations.md"))
@@ -1738,19 +1688,10 @@ fn alert_rules_use_only_exported_metrics_and_are_documented() {
         "docs/operations.md has no \"## Metrics and alerts\" section".into()
     });
     let mut names = BTreeSet::new();
-    let groups = alerts
-        .get("groups")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let groups = items(&alerts, "/groups").as_slice().to_vec();
     p.check(!groups.is_empty(), || "alerts.yml: no groups".into());
     for g in &groups {
-        for r in g
-            .get("rules")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for r in items(g, "/rules") {
             let Some(name) = str_at(r, "/alert") else {
                 p.push(format!(
                     "alerts.yml: a rule without `alert:` (recording rules belong elsewhere): {r}"
@@ -1799,12 +1740,7 @@ fn the_grafana_dashboard_uses_only_exported_metrics_and_provisioned_datasources(
         .filter(|r| r.starts_with("grafana/provisioning/"))
     {
         let v = yaml(rel);
-        for ds in v
-            .get("datasources")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for ds in items(&v, "/datasources") {
             if let Some(uid) = str_at(ds, "/uid") {
                 uids.insert(uid.to_string());
             }
@@ -1815,17 +1751,12 @@ fn the_grafana_dashboard_uses_only_exported_metrics_and_provisioned_datasources(
                     .nth(1)
                     .and_then(|r| r.split(':').next())
                     .unwrap_or_default();
-                p.check(services(&compose()).contains_key(host), || {
+                p.check(compose().services.contains_key(host), || {
                     format!("deploy/{rel}: datasource url {url} is not a compose service")
                 });
             }
         }
-        for prov in v
-            .get("providers")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-        {
+        for prov in items(&v, "/providers") {
             if let Some(path) = str_at(prov, "/options/path") {
                 provider_paths.push(path.to_string());
             }
@@ -1834,10 +1765,8 @@ fn the_grafana_dashboard_uses_only_exported_metrics_and_provisioned_datasources(
     p.check(!uids.is_empty(), || {
         "grafana/provisioning: no datasource with a uid".into()
     });
-    let grafana_mounts = services(&compose())
-        .values()
-        .find(|s| str_at(s, "/image").is_some_and(|i| i.starts_with("grafana/grafana")))
-        .map(compose_volumes)
+    let grafana_mounts = service_with_image(&compose(), "grafana/grafana")
+        .map(|(_, s)| s.mounts())
         .unwrap_or_default();
     p.check(
         grafana_mounts.iter().any(|(src, dst)| {
@@ -1866,11 +1795,7 @@ fn the_grafana_dashboard_uses_only_exported_metrics_and_provisioned_datasources(
         ds.and_then(|d| str_at(d, "/uid"))
             .is_some_and(|u| uids.contains(u))
     };
-    let panels = dash
-        .get("panels")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let panels = items(&dash, "/panels").as_slice().to_vec();
     p.check(panels.len() >= 8, || {
         format!("dashboard: only {} panels", panels.len())
     });
@@ -1899,11 +1824,7 @@ fn the_grafana_dashboard_uses_only_exported_metrics_and_provisioned_datasources(
                 panel.get("datasource")
             )
         });
-        let targets = panel
-            .get("targets")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+        let targets = items(panel, "/targets").as_slice().to_vec();
         p.check(!targets.is_empty(), || format!("{what}: no targets"));
         let mut ref_ids = BTreeSet::new();
         for t in &targets {
@@ -1936,12 +1857,7 @@ fn the_grafana_dashboard_uses_only_exported_metrics_and_provisioned_datasources(
         .chain(TARGET_LABELS.iter().map(|s| s.to_string()))
         .collect();
     let mut defined = BTreeSet::new();
-    for var in dash
-        .pointer("/templating/list")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for var in items(&dash, "/templating/list") {
         let name = str_at(var, "/name").unwrap_or_default();
         defined.insert(name.to_string());
         let what = format!("dashboard variable {name:?}");
@@ -2108,11 +2024,7 @@ fn kubernetes_manifests_agree_with_the_binary_and_each_other() {
         labels_match(d.pointer("/spec/selector/matchLabels"), pod_labels),
         || format!("{what}: selector does not match the pod labels"),
     );
-    let containers = pod
-        .pointer("/spec/containers")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let containers = items(&pod, "/spec/containers").as_slice().to_vec();
     let Some(ct) = containers
         .iter()
         .find(|c| str_at(c, "/name") == Some("confab"))
@@ -2145,12 +2057,7 @@ fn kubernetes_manifests_agree_with_the_binary_and_each_other() {
                     .collect(),
             )
         };
-    for from in ct
-        .get("envFrom")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for from in items(ct, "/envFrom") {
         if let Some(name) = str_at(from, "/configMapRef/name") {
             match lookup(&config_maps, name, None) {
                 Some(m) => env.extend(m),
@@ -2170,12 +2077,7 @@ fn kubernetes_manifests_agree_with_the_binary_and_each_other() {
     }
     let pod_name = "confab-7d9f8c6b5-x2x9q".to_string();
     let mut node_id_from_pod_name = false;
-    for e in ct
-        .get("env")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-    {
+    for e in items(ct, "/env") {
         let Some(name) = str_at(e, "/name") else {
             continue;
         };
@@ -2239,11 +2141,7 @@ fn kubernetes_manifests_agree_with_the_binary_and_each_other() {
     };
 
     // Ports and probes.
-    let ports: Vec<u64> = ct
-        .get("ports")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
+    let ports: Vec<u64> = items(ct, "/ports")
         .filter_map(|p| p.get("containerPort").and_then(Value::as_u64))
         .collect();
     p.check(ports == [u64::from(PORT)], || {
@@ -2337,12 +2235,8 @@ fn kubernetes_manifests_agree_with_the_binary_and_each_other() {
         )
     });
     if let Some(data_dir) = data_dir {
-        let mounted = ct
-            .get("volumeMounts")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .any(|m| str_at(m, "/mountPath") == Some(data_dir.as_str()));
+        let mounted =
+            items(ct, "/volumeMounts").any(|m| str_at(m, "/mountPath") == Some(data_dir.as_str()));
         p.check(mounted, || {
             format!("{what}: the data dir {data_dir} is not a writable volume (read-only root)")
         });
@@ -2355,11 +2249,7 @@ fn kubernetes_manifests_agree_with_the_binary_and_each_other() {
             labels_match(svc.pointer("/spec/selector"), pod_labels),
             || format!("{w}: selector does not match the pods"),
         );
-        let sports = svc
-            .pointer("/spec/ports")
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
+        let sports = items(svc, "/spec/ports").as_slice().to_vec();
         p.check(!sports.is_empty(), || format!("{w}: no ports"));
         for sp in &sports {
             p.check(
@@ -2406,21 +2296,12 @@ fn kubernetes_manifests_agree_with_the_binary_and_each_other() {
         p.check(min >= 3, || {
             format!("{w}: minReplicas {min} is below the Deployment's 3")
         });
-        let cpu = hpa
-            .pointer("/spec/metrics")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .any(|m| str_at(m, "/resource/name") == Some("cpu"));
+        let cpu = items(hpa, "/spec/metrics").any(|m| str_at(m, "/resource/name") == Some("cpu"));
         p.check(cpu, || format!("{w}: no CPU metric"));
     }
     for cm in k8s_by_kind(&objs, "ConfigMap") {
         p.check(
-            ct.get("envFrom")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-                .any(|f| str_at(f, "/configMapRef/name") == Some(k8s_name(cm))),
+            items(ct, "/envFrom").any(|f| str_at(f, "/configMapRef/name") == Some(k8s_name(cm))),
             || {
                 format!(
                     "k8s ConfigMap {} is not used by the Deployment",
@@ -2459,6 +2340,13 @@ fn the_checks_catch_mistakes() {
         ("confab_connections{type=\"send\"}", "has no label"),
         ("sum by (colour) (confab_connections)", "groups by"),
         ("{__name__=\"confab_connections\"}", "without a metric name"),
+        // Not only `confab_*` names are read: a typo is a metric too.
+        ("sum(rate(confab_errors_totl[5m]))", "not exported"),
+        ("rate(conab_errors_total[5m]) > 0", "not exported"),
+        (
+            "max by (instance) (confab_errors_total{code=\"nope\"} offset 5m)",
+            "not an error code",
+        ),
     ];
     for (expr, expected) in cases {
         let mut p = Problems::default();
@@ -2476,6 +2364,20 @@ fn the_checks_catch_mistakes() {
         "histogram_quantile(0.99, sum by (instance, le) (rate(confab_commit_seconds_bucket{job=\"confab\", instance=~\"$instance\"}[$__rate_interval]))) > 0.05 and on (instance) confab_errors_total{code=~\"unavailable|internal\"}",
     );
     assert!(p.0.is_empty(), "{:?}", p.0);
+    // Functions, numbers, units, variables and grouping labels are not
+    // metric names; the selector keeps its matchers.
+    let refs = promql_refs(
+        "histogram_quantile(0.5, sum by (le) (rate(confab_commit_seconds_bucket{instance=~\"$instance\"}[$__rate_interval]))) or vector(1e3)",
+    )
+    .expect("reads");
+    assert_eq!(
+        refs.selectors,
+        [(
+            "confab_commit_seconds_bucket".to_string(),
+            vec![("instance".into(), "=~".into(), "$instance".into())]
+        )]
+    );
+    assert_eq!(refs.grouping, ["le"]);
 
     let mut p = Problems::default();
     check_args(&mut p, "case", &["serve".into(), "--no-such-flag".into()]);
@@ -2496,4 +2398,41 @@ fn the_checks_catch_mistakes() {
     assert_eq!(parse_duration("1h", 0.001), Some(3600.0));
     assert_eq!(parse_duration("1m30s", 1.0), Some(90.0));
     assert_eq!(parse_duration("500", 0.001), Some(0.5));
+    assert_eq!(parse_duration("30 s", 1.0), None);
+    // Every shape compose allows reads the same.
+    let c: Compose = serde_json::from_value(
+        serde_yaml_ng::from_str::<Value>(
+            "services:\n  a:\n    command: serve --x\n    environment: [X=1]\n    depends_on: [b]\n    volumes: [data:/d, {source: ./f, target: /f}]\n    ports: [\"1:8080/tcp\", 9, {target: 7}]\n",
+        )
+        .expect("yaml"),
+    )
+    .expect("compose shapes");
+    let a = &c.services["a"];
+    assert_eq!(
+        a.command.as_ref().map(Words::words),
+        Some(vec!["serve".into(), "--x".into()])
+    );
+    assert_eq!(a.env(), BTreeMap::from([("X".into(), "1".into())]));
+    assert_eq!(
+        a.depends(),
+        BTreeMap::from([("b".into(), "service_started".into())])
+    );
+    assert_eq!(
+        a.mounts(),
+        [("data".into(), "/d".into()), ("./f".into(), "/f".into())]
+    );
+    assert_eq!(
+        a.ports.iter().map(Port::container).collect::<Vec<_>>(),
+        ["8080", "9", "7"]
+    );
+    // Every option `confab serve --help` lists is read, not only some.
+    for flag in [
+        "--listen",
+        "--data-dir",
+        "--database",
+        "--bus",
+        "--print-config",
+    ] {
+        assert!(help().flags.contains(flag), "{flag}: {:?}", help().flags);
+    }
 }

@@ -1,13 +1,11 @@
 //! Durability: `kill -9` of the real `confab serve` process right after acks,
 //! a restart on the same data directory, and every acked message is there.
 
-mod support;
-
 use std::collections::BTreeMap;
 
+use crate::support::*;
 use confab_sdk::{Client, ConnectOptions, HistoryQuery, MessageKind};
 use serde_json::json;
-use support::*;
 
 #[tokio::test]
 async fn every_acked_message_survives_kill_9() {
@@ -107,12 +105,7 @@ async fn sigterm_drains_and_exits_zero() {
     ann.login("ann", PASSWORD, None).await.expect("login");
     let mut conn = ann.connect(ConnectOptions::default()).expect("connect");
     conn.wait_synced(WAIT).await.expect("synced");
-    let pid = server.child.id().expect("pid");
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &pid.to_string()])
-        .status()
-        .expect("kill");
-    assert!(status.success());
+    server.sigterm();
     let exit = tokio::time::timeout(WAIT, server.child.wait())
         .await
         .expect("exits in time")

@@ -1,34 +1,12 @@
 //! Bad input gets a clear error code and the connection survives; nothing is
 //! stored for a refused send.
 
-mod support;
-
 use std::time::Duration;
 
+use crate::support::*;
 use confab_sdk::proto::{ClientFrame, ServerFrame};
 use confab_sdk::{raw, ErrorCode, HistoryQuery, MessageKind, RawConnection};
 use serde_json::json;
-use support::*;
-
-async fn raw_conn(client: &confab_sdk::Client) -> RawConnection {
-    let mut conn = client.connect_raw().await.expect("raw connect");
-    let hello = conn.next_frame_within(WAIT).await.expect("hello");
-    assert!(matches!(hello, ServerFrame::Hello { .. }), "{hello:?}");
-    conn
-}
-
-async fn expect_error(conn: &mut RawConnection) -> (ErrorCode, Option<String>) {
-    loop {
-        match conn.next_frame_within(WAIT).await.expect("a frame") {
-            ServerFrame::Error {
-                code,
-                client_msg_id,
-                ..
-            } => return (code, client_msg_id),
-            _ => continue,
-        }
-    }
-}
 
 async fn still_alive(conn: &mut RawConnection) {
     conn.send_frame(&ClientFrame::Ping {
@@ -53,7 +31,7 @@ fn send_frame(id: &str, conversation_id: i64, kind: &str, body: serde_json::Valu
 async fn garbage_frames_get_bad_frame_and_the_connection_stays() {
     let app = spawn_app().await;
     let (ann, _) = app.user("ann").await;
-    let mut conn = raw_conn(&ann).await;
+    let mut conn = raw_connect(&ann).await;
     let cases = [
         "not json at all",
         "{}",
@@ -91,7 +69,7 @@ async fn oversized_input_gets_message_too_large_and_nothing_is_stored() {
     let (ann, _) = app.user("ann").await;
     let (_, bob_user) = app.user("bob").await;
     let conv = direct(&ann, &bob_user).await;
-    let mut conn = raw_conn(&ann).await;
+    let mut conn = raw_connect(&ann).await;
 
     let long_text = "x".repeat(16 * 1024 + 1);
     conn.send_text(send_frame(
@@ -137,10 +115,10 @@ async fn oversized_input_gets_message_too_large_and_nothing_is_stored() {
 async fn a_frame_over_the_hard_cap_closes_only_that_connection() {
     let app = spawn_app().await;
     let (ann, _) = app.user("ann").await;
-    let mut conn = raw_conn(&ann).await;
+    let mut conn = raw_connect(&ann).await;
     conn.send_text("z".repeat(2 * 1024 * 1024)).await.ok();
     assert!(wait_closed(&mut conn, WAIT).await, "closed in time");
-    let mut fresh = raw_conn(&ann).await;
+    let mut fresh = raw_connect(&ann).await;
     still_alive(&mut fresh).await;
 }
 
@@ -151,8 +129,8 @@ async fn sends_outside_your_conversations_are_refused() {
     let (bob, bob_user) = app.user("bob").await;
     let (eve, _) = app.user("eve").await;
     let conv = direct(&ann, &bob_user).await;
-    let mut eve_conn = raw_conn(&eve).await;
-    let mut ann_conn = raw_conn(&ann).await;
+    let mut eve_conn = raw_connect(&eve).await;
+    let mut ann_conn = raw_connect(&ann).await;
     let text = json!({"text": "boo"});
     // (eve sends?, client_msg_id, conversation, kind, expected code)
     let cases = [
@@ -202,7 +180,7 @@ async fn sending_too_fast_is_rate_limited_and_not_stored() {
     let (ann, _) = app.user("ann").await;
     let (_, bob_user) = app.user("bob").await;
     let conv = direct(&ann, &bob_user).await;
-    let mut conn = raw_conn(&ann).await;
+    let mut conn = raw_connect(&ann).await;
     for i in 0..5 {
         conn.send_text(send_frame(
             &format!("r{i}"),
@@ -252,10 +230,7 @@ async fn websocket_upgrade_needs_a_valid_token() {
     let mut conn = raw::connect(&format!("{url}?token={token}"), None)
         .await
         .expect("query token");
-    assert!(matches!(
-        conn.next_frame_within(WAIT).await.expect("hello"),
-        ServerFrame::Hello { .. }
-    ));
+    hello(&mut conn).await;
 }
 
 #[tokio::test]
@@ -269,7 +244,7 @@ async fn a_reader_that_never_reads_is_dropped_not_buffered_forever() {
     let (bob, bob_user) = app.user("bob").await;
     let conv = direct(&ann, &bob_user).await;
     // Bob connects and then never reads his socket.
-    let mut stuck = raw_conn(&bob).await;
+    let mut stuck = raw_connect(&bob).await;
     // More than loopback's socket buffers can hide (they grow to a few MiB).
     let big = "w".repeat(15 * 1024);
     let sender = connect(&ann).await;

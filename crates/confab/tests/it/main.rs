@@ -1,0 +1,23 @@
+//! Confab's integration tests, one binary: the real server (in-process on
+//! port 0, or the `confab` binary as a child process), the SDK, the CLI, the
+//! terminal and browser apps, the deployment files. Helpers shared by the
+//! modules live once in `support`.
+
+mod support;
+
+mod accounts;
+mod bad_input;
+mod browser;
+mod cli;
+mod cluster;
+mod crash;
+mod delivery;
+mod deploy;
+mod friends;
+mod groups;
+mod media;
+mod messages;
+mod operations;
+mod presence;
+mod security;
+mod tui;
