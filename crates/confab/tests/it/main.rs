@@ -17,6 +17,7 @@ mod friends;
 mod groups;
 mod media;
 mod messages;
+mod names;
 mod operations;
 mod presence;
 mod security;

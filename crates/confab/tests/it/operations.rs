@@ -82,7 +82,7 @@ async fn a_silent_connection_is_closed_after_three_heartbeats() {
     // Not reading means not answering pings: the server hears nothing.
     let started = Instant::now();
     b.wait_for(WAIT, |e| {
-        matches!(e, Event::Presence { user_id, status, .. } if *user_id == ann_user.id && status == "offline")
+        matches!(e, Event::Presence { user_id, status, .. } if *user_id == ann_user.id && *status == confab_sdk::PresenceStatus::Offline)
     })
     .await
     .expect("ann's silent connection is closed");

@@ -2,12 +2,10 @@
 //! validation on every backend: control characters are refused with 400
 //! before they reach a database, and CJK names count in characters.
 
-mod support;
-
+use crate::support::*;
 use confab_sdk::proto::api::UpdateConversationRequest;
 use confab_sdk::{ErrorCode, UpdateProfileRequest};
 use confab_testkit::Postgres;
-use support::*;
 
 fn title(t: &str) -> UpdateConversationRequest {
     UpdateConversationRequest {
