@@ -27,6 +27,7 @@ pub mod presence;
 pub mod refusal;
 mod server;
 pub mod state;
+pub mod throttle;
 pub mod uploads;
 
 pub use config::Config;

@@ -42,10 +42,10 @@ pub async fn serve(
     let idle = Duration::from_secs(http.idle_timeout_s.max(1));
     let graceful = GracefulShutdown::new();
     loop {
-        let tcp = tokio::select! {
+        let (tcp, remote) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors or a connection reset before
                     // we took it: wait a little instead of spinning.
@@ -64,7 +64,16 @@ pub async fn serve(
             inner: tcp,
             activity: activity.clone(),
         });
-        let service = TowerToHyperService::new(app.clone());
+        // Each request learns its connection's peer (see `extract::ClientAddr`).
+        let app = app.clone();
+        let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+            app,
+            move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut()
+                    .insert(crate::extract::PeerAddr(remote));
+                req
+            },
+        ));
         let builder = builder.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {

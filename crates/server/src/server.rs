@@ -91,6 +91,7 @@ pub async fn run(
         .await
         .map_err(|e| ServerError::Storage(format!("blobs: {e}")))?;
     let config_dir = config.data_dir.clone();
+    let throttle = crate::throttle::Throttle::new(config.auth.clone());
     let media_decodes = config.media.max_concurrent_decodes;
     let state = AppState(Arc::new(Inner {
         config,
@@ -100,6 +101,7 @@ pub async fn run(
         committer,
         presence,
         auth,
+        throttle,
         shutdown: shutdown.clone(),
         connections: TaskTracker::new(),
         open_connections: AtomicUsize::new(0),

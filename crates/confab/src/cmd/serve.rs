@@ -94,6 +94,13 @@ pub struct ServeArgs {
     /// argon2id memory cost in KiB [default: 19456].
     #[arg(long, env = "CONFAB_ARGON2_MEMORY_KIB")]
     argon2_memory_kib: Option<u32>,
+    /// New accounts one client address may register per hour [default: 20].
+    #[arg(long, env = "CONFAB_REGISTRATIONS_PER_HOUR")]
+    registrations_per_hour: Option<u32>,
+    /// Proxies whose X-Forwarded-For is believed, comma-separated
+    /// addresses or CIDR ranges (e.g. 10.0.0.0/8) [default: none].
+    #[arg(long, env = "CONFAB_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Vec<ipnet::IpNet>,
     /// argon2id passes [default: 2].
     #[arg(long, env = "CONFAB_ARGON2_ITERATIONS")]
     argon2_iterations: Option<u32>,
@@ -169,6 +176,7 @@ impl ServeArgs {
             access_ttl_s => auth.access_ttl_s,
             argon2_memory_kib => auth.argon2_memory_kib,
             argon2_iterations => auth.argon2_iterations,
+            registrations_per_hour => auth.registrations_per_hour,
             direct_messages => chat.direct_messages,
             max_group_members => chat.max_group_members,
             typing_timeout_ms => chat.typing_timeout_ms,
@@ -187,6 +195,9 @@ impl ServeArgs {
         }
         if let Some(v) = &self.web_dir {
             c.web_dir = Some(v.clone());
+        }
+        if !self.trusted_proxies.is_empty() {
+            c.http.trusted_proxies = self.trusted_proxies.clone();
         }
         if let Some(v) = self.metrics_listen {
             c.http.metrics_listen = Some(v);

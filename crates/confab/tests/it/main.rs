@@ -5,6 +5,7 @@
 
 mod support;
 
+mod abuse;
 mod accounts;
 mod bad_input;
 mod browser;
