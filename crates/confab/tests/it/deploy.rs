@@ -983,7 +983,7 @@ fn every_file_in_deploy_parses_and_has_a_check() {
             }
             Some("markdown") => p.check(!text.trim().is_empty(), || format!("deploy/{rel} is empty")),
             _ => p.push(format!(
-                "deploy/{rel}: no check knows this kind of file; teach crates/confab/tests/deploy.rs about it"
+                "deploy/{rel}: no check knows this kind of file; teach crates/confab/tests/it/deploy.rs about it"
             )),
         }
     }
