@@ -6,7 +6,7 @@
 mod cli;
 mod frames;
 
-pub use cli::{cli, cli_ok};
+pub use cli::{cli, cli_ok, cli_register_and_login};
 pub use frames::{expect_error, hello, raw_connect};
 
 use std::net::SocketAddr;
