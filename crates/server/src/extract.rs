@@ -54,9 +54,10 @@ impl From<PathRejection> for AppError {
     }
 }
 
-/// The bearer token in `Authorization`. Access tokens are accepted in
-/// no URL but the WebSocket upgrade's (see [`WsAuthUser`]): URLs end up in
-/// access logs, browser history and `Referer` headers.
+/// The bearer token in `Authorization`. Access tokens are accepted in no
+/// URL (URLs end up in access logs, browser history and `Referer`
+/// headers); browsers' WebSockets offer theirs as a subprotocol instead
+/// (see [`WsAuthUser`]).
 pub fn bearer_token(parts: &Parts) -> Option<String> {
     let value = parts.headers.get(axum::http::header::AUTHORIZATION)?;
     let value = value.to_str().ok()?;
@@ -66,13 +67,22 @@ pub fn bearer_token(parts: &Parts) -> Option<String> {
     Some(token.trim().to_owned())
 }
 
-/// `?token=` of a request.
-fn query_token(parts: &Parts) -> Option<String> {
+/// The subprotocol a browser offers a WebSocket upgrade along with its
+/// access token (`Sec-WebSocket-Protocol: confab.v1, bearer.<token>`), and
+/// the one the server picks.
+pub const WS_PROTOCOL: &str = "confab.v1";
+
+/// The access token a browser offers as the subprotocol `bearer.<token>`:
+/// browsers cannot set `Authorization` on a WebSocket, and a token in the
+/// URL would land in access logs.
+fn protocol_token(parts: &Parts) -> Option<String> {
     parts
-        .uri
-        .query()?
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("token="))
+        .headers
+        .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|p| p.trim().strip_prefix("bearer."))
         .map(str::to_owned)
 }
 
@@ -107,8 +117,9 @@ impl FromRequestParts<AppState> for AuthUser {
     }
 }
 
-/// The caller of a WebSocket upgrade: the token in `Authorization`, or in
-/// `?token=` since browsers cannot set headers on a WebSocket.
+/// The caller of a WebSocket upgrade: the token in `Authorization`, or
+/// offered as the subprotocol `bearer.<token>` (browsers; see
+/// [`WS_PROTOCOL`]). A `?token=` in the URL is refused like anywhere else.
 #[derive(Debug, Clone, Copy)]
 pub struct WsAuthUser(pub AuthUser);
 
@@ -119,7 +130,7 @@ impl FromRequestParts<AppState> for WsAuthUser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = bearer_token(parts).or_else(|| query_token(parts));
+        let token = bearer_token(parts).or_else(|| protocol_token(parts));
         authenticate(state, token).await.map(WsAuthUser)
     }
 }
