@@ -41,6 +41,10 @@ pub struct Config {
     pub max_commit_batch: usize,
     /// Seconds to wait for connections to drain on shutdown.
     pub shutdown_grace_s: u64,
+    /// Cluster mode: how long a node's users stay online after its last
+    /// presence heartbeat (heartbeats every third of it); a dead node's
+    /// users go offline for their friends within this plus a third.
+    pub presence_ttl_s: u64,
     /// Serve the browser app from this folder instead of the copy built
     /// into the binary (for working on the app without rebuilding).
     pub web_dir: Option<PathBuf>,
@@ -125,6 +129,7 @@ impl Default for Config {
             heartbeat_s: 20,
             max_commit_batch: 512,
             shutdown_grace_s: 10,
+            presence_ttl_s: 15,
             web_dir: None,
         }
     }

@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use confab_bus::{
     Bus, LocalBus, LocalPresence, NatsBus, NatsPresence, NatsPresenceOptions, Presence,
-    DEFAULT_PRESENCE_TTL,
 };
 use confab_store::{CommitRules, DirectMessagePolicy, PostgresStore, SqliteStore, Store};
 use tokio::net::TcpListener;
@@ -81,11 +80,21 @@ pub async fn run(
     };
     let (committer, commit_task) =
         Committer::spawn(store.clone(), bus.clone(), config.max_commit_batch, policy);
+    let presence_backend_orphans = presence_backend.take_orphans();
     let presence = Arc::new(PresenceService::new(
         store.clone(),
         bus.clone(),
         presence_backend,
     ));
+    if let Some(mut orphans) = presence_backend_orphans {
+        // Users of a node that died, found by this node: tell their friends.
+        let presence = presence.clone();
+        tokio::spawn(async move {
+            while let Some(user) = orphans.recv().await {
+                presence.orphaned(user).await;
+            }
+        });
+    }
     let grace = Duration::from_secs(config.shutdown_grace_s);
     let blobs = confab_blobs::open(&config.blobs_location())
         .await
@@ -240,12 +249,13 @@ async fn open_bus(config: &Config, node_id: &str) -> Result<BusParts, ServerErro
     if !url.starts_with("nats://") && !url.starts_with("tls://") {
         return Err(ServerError::Config("bus must be a nats:// URL".into()));
     }
+    let ttl = Duration::from_secs(config.presence_ttl_s.max(1));
     let nats = NatsBus::connect(url, node_id)
         .await
         .map_err(|e| ServerError::Bus(e.to_string()))?;
     let deadline = tokio::time::Instant::now() + STARTUP_PATIENCE;
     let presence = loop {
-        let options = NatsPresenceOptions::with_ttl(DEFAULT_PRESENCE_TTL);
+        let options = NatsPresenceOptions::with_ttl(ttl);
         match NatsPresence::new(nats.client(), node_id, options).await {
             Ok(p) => break p,
             Err(e) if tokio::time::Instant::now() < deadline => {

@@ -85,6 +85,9 @@ pub struct ServeArgs {
     /// Server ping interval in seconds [default: 20].
     #[arg(long, env = "CONFAB_HEARTBEAT_S")]
     heartbeat_s: Option<u64>,
+    /// Cluster: seconds a dead node's users stay online [default: 15].
+    #[arg(long, env = "CONFAB_PRESENCE_TTL_S")]
+    presence_ttl_s: Option<u64>,
     /// Most writes per group commit [default: 512].
     #[arg(long, env = "CONFAB_MAX_COMMIT_BATCH")]
     max_commit_batch: Option<usize>,
@@ -172,6 +175,7 @@ impl ServeArgs {
             body_timeout_s => http.body_timeout_s,
             sync_batch => limits.sync_batch,
             heartbeat_s => heartbeat_s,
+            presence_ttl_s => presence_ttl_s,
             max_commit_batch => max_commit_batch,
             access_ttl_s => auth.access_ttl_s,
             argon2_memory_kib => auth.argon2_memory_kib,
