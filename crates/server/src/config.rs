@@ -48,6 +48,11 @@ pub struct Config {
     /// Serve the browser app from this folder instead of the copy built
     /// into the binary (for working on the app without rebuilding).
     pub web_dir: Option<PathBuf>,
+    /// PEM certificate (chain allowed) for HTTPS and WSS on `listen`;
+    /// with `tls_key`. Reloaded when the file changes or on SIGHUP.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Limits on what clients may send and how much the server buffers for them.
@@ -131,6 +136,8 @@ impl Default for Config {
             shutdown_grace_s: 10,
             presence_ttl_s: 15,
             web_dir: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }

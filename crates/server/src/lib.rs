@@ -28,6 +28,7 @@ pub mod refusal;
 mod server;
 pub mod state;
 pub mod throttle;
+pub mod tls;
 pub mod uploads;
 
 pub use config::Config;

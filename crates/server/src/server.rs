@@ -130,13 +130,37 @@ pub async fn run(
         let (http, token) = (state.config.http.clone(), shutdown.clone());
         tokio::spawn(async move {
             if let Err(e) =
-                crate::listener::serve(metrics_listener, metrics_app, &http, token, grace).await
+                crate::listener::serve(metrics_listener, metrics_app, &http, None, token, grace)
+                    .await
             {
                 tracing::error!(error = %e, "metrics listener failed");
             }
         });
     }
-    crate::listener::serve(listener, app, &state.config.http, shutdown.clone(), grace).await?;
+    let tls = match (&state.config.tls_cert, &state.config.tls_key) {
+        (Some(cert), Some(key)) => {
+            let tls = Arc::new(
+                crate::tls::Tls::load(cert, key).map_err(|e| ServerError::Config(e.to_string()))?,
+            );
+            tokio::spawn(tls.clone().watch(shutdown.clone()));
+            Some(tls.acceptor())
+        }
+        (None, None) => None,
+        _ => {
+            return Err(ServerError::Config(
+                "tls_cert and tls_key go together: give both or neither".into(),
+            ))
+        }
+    };
+    crate::listener::serve(
+        listener,
+        app,
+        &state.config.http,
+        tls,
+        shutdown.clone(),
+        grace,
+    )
+    .await?;
 
     // Connection tasks saw the same token and are closing their sockets.
     state.connections.close();

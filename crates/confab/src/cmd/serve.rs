@@ -127,6 +127,13 @@ pub struct ServeArgs {
     /// [default: 50000000].
     #[arg(long, env = "CONFAB_MAX_IMAGE_PIXELS")]
     max_image_pixels: Option<u64>,
+    /// PEM certificate (chain allowed) to serve HTTPS and WSS; with
+    /// --tls-key. Reloaded when the file changes or on SIGHUP.
+    #[arg(long, env = "CONFAB_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "CONFAB_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Serve the browser app from this folder instead of the built-in copy
     /// (while working on it: edits show on reload).
     #[arg(long, env = "CONFAB_WEB_DIR")]
@@ -197,6 +204,12 @@ impl ServeArgs {
         if let Some(v) = &self.node_id {
             c.node_id = Some(v.clone());
         }
+        if let Some(v) = &self.tls_cert {
+            c.tls_cert = Some(v.clone());
+        }
+        if let Some(v) = &self.tls_key {
+            c.tls_key = Some(v.clone());
+        }
         if let Some(v) = &self.web_dir {
             c.web_dir = Some(v.clone());
         }
@@ -227,7 +240,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     // One line on stdout that scripts (and `confab bench`) can wait for.
-    println!("confab listening on http://{}", listener.local_addr()?);
+    let scheme = if config.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!("confab listening on {scheme}://{}", listener.local_addr()?);
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     confab_server::run(listener, config, shutdown).await?;

@@ -22,4 +22,5 @@ mod names;
 mod operations;
 mod presence;
 mod security;
+mod tls;
 mod tui;
