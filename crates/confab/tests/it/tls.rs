@@ -162,3 +162,55 @@ async fn https_and_wss_with_a_private_ca_and_a_reload_that_keeps_connections() {
         "after the reload"
     );
 }
+
+/// Writes a server certificate for 127.0.0.1 and returns (cert, key) PEM.
+fn server_pem(ca: &Ca) -> (String, String) {
+    let params =
+        CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()]).expect("params");
+    let key = KeyPair::generate().expect("key");
+    let cert = params.signed_by(&key, &ca.issuer).expect("sign");
+    (cert.pem(), key.serialize_pem())
+}
+
+#[tokio::test]
+async fn the_cluster_store_speaks_tls_to_postgresql() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let ca = Ca::new(dir.path());
+    let (cert, key) = server_pem(&ca);
+    let pg = confab_testkit::Postgres::start_with_tls(&cert, &key)
+        .await
+        .expect("postgres with tls");
+    let ca_path = ca.pem_path.display().to_string();
+    // verify-full: the certificate must chain to our CA and name the host.
+    let url = format!("{}?sslmode=verify-full&sslrootcert={ca_path}", pg.url());
+    let app = spawn_app_with(|c| c.database = Some(url)).await;
+    let (ann, _) = app.user("ann").await;
+    let (_, bob) = app.user("bob").await;
+    let conv = direct(&ann, &bob).await;
+    ann.send_http(
+        conv.id,
+        "tls-1",
+        confab_sdk::MessageKind::Text,
+        serde_json::json!({"text": "over tls"}),
+    )
+    .await
+    .expect("a send stored over tls");
+
+    // A CA that did not sign the server's certificate is refused.
+    let other_dir = tempfile::tempdir().expect("tempdir");
+    let other = Ca::new(other_dir.path());
+    let wrong = format!(
+        "{}?sslmode=verify-full&sslrootcert={}",
+        pg.url(),
+        other.pem_path.display()
+    );
+    let refused = confab_store::PostgresStore::open_with(&wrong, 1, Duration::from_secs(5)).await;
+    assert!(
+        refused.is_err(),
+        "verify-full against the wrong CA must fail"
+    );
+    let required = format!("{}?sslmode=require", pg.url());
+    confab_store::PostgresStore::open_with(&required, 1, Duration::from_secs(5))
+        .await
+        .expect("sslmode=require");
+}
