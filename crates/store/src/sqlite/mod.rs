@@ -11,7 +11,7 @@ mod conversations;
 mod groups;
 mod media;
 mod rows;
-mod search;
+pub(crate) mod search;
 mod social;
 
 use std::collections::HashMap;
@@ -38,6 +38,8 @@ pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
     checkpointer: Arc<Checkpointer>,
+    indexer: Arc<crate::search::Indexer>,
+    index: search::SqliteIndex,
 }
 
 /// Copies the WAL back into the database file off the commit path. SQLite's
@@ -107,16 +109,27 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(opts.read_only(true))
             .await?;
+        tokio::task::spawn_blocking(crate::search::text::warm_up)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("loading the dictionary failed: {e}")))?;
+        let index = search::SqliteIndex {
+            reader: reader.clone(),
+            writer: writer.clone(),
+        };
+        let indexer = Arc::new(crate::search::Indexer::start(index.clone()));
         Ok(SqliteStore {
             writer,
             reader,
             checkpointer,
+            indexer,
+            index,
         })
     }
 
     /// Closes both pools, finishing outstanding work.
     pub async fn close(&self) {
         self.checkpointer.task.abort();
+        self.indexer.stop();
         self.reader.close().await;
         self.writer.close().await;
         // A last full checkpoint so the database file stands on its own.
@@ -315,7 +328,9 @@ impl Store for SqliteStore {
     }
 
     async fn commit_batch(&self, ops: &[WriteOp], rules: CommitRules) -> Result<Vec<WriteOutcome>> {
-        commit::commit_batch(&self.writer, ops, rules).await
+        let out = commit::commit_batch(&self.writer, ops, rules).await?;
+        self.indexer.wake();
+        Ok(out)
     }
 
     async fn history(
@@ -363,7 +378,19 @@ impl Store for SqliteStore {
         user: UserId,
         query: &SearchQuery,
     ) -> Result<(Vec<SearchHit>, bool)> {
+        crate::search::wait_for_index(&self.indexer, &self.index, crate::search::SEARCH_WAIT)
+            .await?;
         search::search(&self.reader, user, query).await
+    }
+
+    async fn search_backlog(&self) -> Result<u64> {
+        search::backlog(&self.reader).await
+    }
+
+    async fn rebuild_search_index(&self) -> Result<()> {
+        search::rebuild(&self.writer).await?;
+        self.indexer.wake();
+        Ok(())
     }
 
     // --- media ----------------------------------------------------------
