@@ -26,7 +26,7 @@ use crate::Result;
 const PIECES: [usize; 7] = [512, 128, 32, 8, 4, 2, 1];
 
 /// Cuts `items` into slices whose lengths are all in [`PIECES`].
-fn pieces<T>(mut items: &[T]) -> impl Iterator<Item = &[T]> {
+pub(crate) fn pieces<T>(mut items: &[T]) -> impl Iterator<Item = &[T]> {
     std::iter::from_fn(move || {
         let n = PIECES.iter().copied().find(|&p| p <= items.len())?;
         let (head, tail) = items.split_at(n);
@@ -36,12 +36,12 @@ fn pieces<T>(mut items: &[T]) -> impl Iterator<Item = &[T]> {
 }
 
 /// What the write path needs to know about each touched conversation.
-struct Info {
-    kind: ConversationKind,
-    members: Arc<[UserId]>,
+pub(crate) struct Info {
+    pub(crate) kind: ConversationKind,
+    pub(crate) members: Arc<[UserId]>,
 }
 
-type Members = HashMap<ConversationId, Info>;
+pub(crate) type Members = HashMap<ConversationId, Info>;
 
 pub(crate) async fn commit_batch(
     db: &SqlitePool,
@@ -49,7 +49,7 @@ pub(crate) async fn commit_batch(
     rules: CommitRules,
 ) -> Result<Vec<WriteOutcome>> {
     let mut out: Vec<Option<WriteOutcome>> = vec![None; ops.len()];
-    let mut tx = db.begin().await?;
+    let mut tx = db.begin_with("BEGIN IMMEDIATE").await?;
     // Group changes split the batch: the plain writes before one see the
     // membership before it, the ones after see it after.
     let mut start = 0;
@@ -99,7 +99,7 @@ async fn plain_writes(
     refuse_outsiders(tx, ops, out).await
 }
 
-fn conversation_of(op: &WriteOp) -> ConversationId {
+pub(crate) fn conversation_of(op: &WriteOp) -> ConversationId {
     match op {
         WriteOp::Append(m) => m.conversation_id,
         WriteOp::Delivered {
@@ -113,7 +113,7 @@ fn conversation_of(op: &WriteOp) -> ConversationId {
     }
 }
 
-fn actor_of(op: &WriteOp) -> UserId {
+pub(crate) fn actor_of(op: &WriteOp) -> UserId {
     match op {
         WriteOp::Append(m) => m.sender_id,
         WriteOp::Delivered { user_id, .. } | WriteOp::Read { user_id, .. } => *user_id,
@@ -208,11 +208,11 @@ async fn load_members(tx: &mut SqliteConnection, ops: &[WriteOp]) -> Result<Memb
         .collect())
 }
 
-fn is_member(members: &Members, conv: ConversationId, user: UserId) -> Option<&Info> {
+pub(crate) fn is_member(members: &Members, conv: ConversationId, user: UserId) -> Option<&Info> {
     members.get(&conv).filter(|m| m.members.contains(&user))
 }
 
-fn members_of(members: &Members, conv: ConversationId) -> Arc<[UserId]> {
+pub(crate) fn members_of(members: &Members, conv: ConversationId) -> Arc<[UserId]> {
     members
         .get(&conv)
         .map(|i| i.members.clone())
@@ -485,7 +485,7 @@ async fn insert_mentions(
 
 /// A repeat of a message sent earlier in the same batch answers like a
 /// resend of it: same seq, flagged duplicate.
-fn resolve_repeats(out: &mut [Option<WriteOutcome>], repeats: &[(usize, usize)]) {
+pub(crate) fn resolve_repeats(out: &mut [Option<WriteOutcome>], repeats: &[(usize, usize)]) {
     for &(i, first) in repeats {
         out[i] = match &out[first] {
             Some(WriteOutcome::Appended {

@@ -5,6 +5,7 @@
 //! concurrently with the writer.
 
 mod accounts;
+mod batch;
 pub(crate) mod changes;
 mod commit;
 mod conversations;
@@ -13,6 +14,7 @@ mod media;
 mod rows;
 pub(crate) mod search;
 mod social;
+mod writer;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -40,6 +42,8 @@ pub struct SqliteStore {
     checkpointer: Arc<Checkpointer>,
     indexer: Arc<crate::search::Indexer>,
     index: search::SqliteIndex,
+    /// The writer thread: sends and cursor moves, indexing rounds.
+    rw: writer::Writer,
 }
 
 /// Copies the WAL back into the database file off the commit path. SQLite's
@@ -112,9 +116,10 @@ impl SqliteStore {
         tokio::task::spawn_blocking(crate::search::text::warm_up)
             .await
             .map_err(|e| StoreError::Unavailable(format!("loading the dictionary failed: {e}")))?;
+        let rw = writer::Writer::start(path)?;
         let index = search::SqliteIndex {
             reader: reader.clone(),
-            writer: writer.clone(),
+            writer: rw.clone(),
         };
         let indexer = Arc::new(crate::search::Indexer::start(index.clone()));
         Ok(SqliteStore {
@@ -123,6 +128,7 @@ impl SqliteStore {
             checkpointer,
             indexer,
             index,
+            rw,
         })
     }
 
@@ -328,7 +334,20 @@ impl Store for SqliteStore {
     }
 
     async fn commit_batch(&self, ops: &[WriteOp], rules: CommitRules) -> Result<Vec<WriteOutcome>> {
-        let out = commit::commit_batch(&self.writer, ops, rules).await?;
+        // Sends and cursor moves (nearly every batch) run on the writer
+        // thread; a batch with a group change or a message change keeps the
+        // sqlx path, whose per-op SQL has not moved yet.
+        let plain = ops
+            .iter()
+            .all(|op| !matches!(op, WriteOp::Group { .. } | WriteOp::Message { .. }));
+        let out = if plain {
+            let ops = ops.to_vec();
+            self.rw
+                .transaction(move |t| batch::plain_writes(t, &ops, rules))
+                .await?
+        } else {
+            commit::commit_batch(&self.writer, ops, rules).await?
+        };
         self.indexer.wake();
         Ok(out)
     }

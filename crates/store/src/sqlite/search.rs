@@ -73,7 +73,7 @@ pub(crate) async fn backlog(db: &SqlitePool) -> Result<u64> {
 
 /// Empties the index and queues every searchable message again.
 pub(crate) async fn rebuild(db: &SqlitePool) -> Result<()> {
-    let mut tx = db.begin().await?;
+    let mut tx = db.begin_with("BEGIN IMMEDIATE").await?;
     sqlx::query("DELETE FROM message_index")
         .execute(&mut *tx)
         .await?;
@@ -96,7 +96,7 @@ pub(crate) async fn rebuild(db: &SqlitePool) -> Result<()> {
 #[derive(Debug, Clone)]
 pub(crate) struct SqliteIndex {
     pub reader: SqlitePool,
-    pub writer: SqlitePool,
+    pub writer: super::writer::Writer,
 }
 
 #[async_trait::async_trait]
@@ -127,25 +127,23 @@ impl IndexBackend for SqliteIndex {
         let plan = tokio::task::spawn_blocking(move || plan_round(queued))
             .await
             .map_err(|e| crate::StoreError::Unavailable(format!("indexing task failed: {e}")))?;
-        let mut tx = self.writer.begin().await?;
-        for ((c, s), tokens) in &plan.entries {
-            sqlx::query("DELETE FROM message_index WHERE rowid = ?")
-                .bind(key(*c, *s))
-                .execute(&mut *tx)
-                .await?;
-            if let Some(tokens) = tokens {
-                sqlx::query("INSERT INTO message_index (rowid, tokens) VALUES (?, ?)")
-                    .bind(key(*c, *s))
-                    .bind(tokens.join(" "))
-                    .execute(&mut *tx)
-                    .await?;
-            }
-        }
-        sqlx::query("DELETE FROM search_queue WHERE id <= ?")
-            .bind(last)
-            .execute(&mut *tx)
+        self.writer
+            .transaction(move |t| {
+                for ((c, s), tokens) in &plan.entries {
+                    t.prepare_cached("DELETE FROM message_index WHERE rowid = ?")?
+                        .execute([key(*c, *s)])?;
+                    if let Some(tokens) = tokens {
+                        t.prepare_cached(
+                            "INSERT INTO message_index (rowid, tokens) VALUES (?, ?)",
+                        )?
+                        .execute((key(*c, *s), tokens.join(" ")))?;
+                    }
+                }
+                t.prepare_cached("DELETE FROM search_queue WHERE id <= ?")?
+                    .execute([last])?;
+                Ok(())
+            })
             .await?;
-        tx.commit().await?;
         Ok(n)
     }
 }
