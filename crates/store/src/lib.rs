@@ -15,6 +15,7 @@ pub mod postgres;
 mod search;
 pub mod sqlite;
 mod types;
+mod write_plan;
 
 use std::collections::HashMap;
 
