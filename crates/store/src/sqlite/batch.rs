@@ -1,6 +1,7 @@
-//! Sends and cursor moves on the writer thread (rusqlite, synchronous):
+//! The group-commit write path on the writer thread (rusqlite, synchronous):
 //! membership, idempotency, direct-message rules, seq reservation, inserts
-//! and cursors of a whole batch in the one transaction the writer opened,
+//! and cursors of a whole batch (group and message changes in their place,
+//! `batch_changes.rs`) in the one transaction the writer opened,
 //! each statement a cached prepared statement (list statements come in the
 //! few sizes of [`pieces`], so their texts repeat). Every decision is in
 //! [`crate::write_plan`]; this file only runs SQL.
@@ -10,11 +11,27 @@ use std::collections::{HashMap, HashSet};
 use confab_proto::{ConversationId, Seq};
 use rusqlite::{params_from_iter, OptionalExtension, Transaction};
 
-use super::commit::pieces;
+use super::batch_changes;
 use super::media::media_id_of;
 use crate::types::*;
 use crate::write_plan::{self as plan, Members, Pair};
 use crate::Result;
+
+/// Statement sizes for lists (multi-row INSERT, IN lists, VALUES lists).
+/// A batch is cut greedily into pieces of these sizes, so only a handful of
+/// distinct SQL texts exist and every one stays in the statement cache:
+/// preparing a fresh 500-row statement per batch costs more than running it.
+const PIECES: [usize; 7] = [512, 128, 32, 8, 4, 2, 1];
+
+/// Cuts `items` into slices whose lengths are all in [`PIECES`].
+fn pieces<T>(mut items: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        let n = PIECES.iter().copied().find(|&p| p <= items.len())?;
+        let (head, tail) = items.split_at(n);
+        items = tail;
+        Some(head)
+    })
+}
 
 /// `?, ?, …` with `n` placeholders.
 fn marks(n: usize) -> String {
@@ -26,17 +43,56 @@ fn pair_marks(n: usize) -> String {
     vec!["(?, ?)"; n].join(", ")
 }
 
-/// Commits sends and cursor moves (no group change or message change).
-pub(crate) fn plain_writes(
+/// Commits a whole batch in the writer's transaction. Group and message
+/// changes split it: the sends and cursor moves before one see the state
+/// before it, the ones after see it after.
+pub(crate) fn commit_batch(
     tx: &Transaction<'_>,
     ops: &[WriteOp],
     rules: CommitRules,
 ) -> Result<Vec<WriteOutcome>> {
     let mut out: Vec<Option<WriteOutcome>> = vec![None; ops.len()];
+    let mut start = 0;
+    for i in 0..=ops.len() {
+        let split = match ops.get(i) {
+            Some(op @ (WriteOp::Group { .. } | WriteOp::Message { .. })) => Some(op),
+            Some(_) => continue,
+            None => None,
+        };
+        if start < i {
+            plain_writes(tx, &ops[start..i], &mut out[start..i], rules)?;
+        }
+        match split {
+            Some(WriteOp::Group { change, ts }) => {
+                out[i] = Some(match batch_changes::apply_group(tx, change, *ts)? {
+                    Ok(done) => WriteOutcome::GroupChanged(done),
+                    Err(code) => WriteOutcome::Rejected(code),
+                });
+            }
+            Some(WriteOp::Message { change, ts }) => {
+                out[i] = Some(match batch_changes::apply_message(tx, change, *ts)? {
+                    Ok(done) => WriteOutcome::MessageChanged(Box::new(done)),
+                    Err(code) => WriteOutcome::Rejected(code),
+                });
+            }
+            _ => {}
+        }
+        start = i + 1;
+    }
+    Ok(plan::finish(out))
+}
+
+/// Sends and cursor moves: a fixed handful of statements however many.
+fn plain_writes(
+    tx: &Transaction<'_>,
+    ops: &[WriteOp],
+    out: &mut [Option<WriteOutcome>],
+    rules: CommitRules,
+) -> Result<()> {
     let members = load_members(tx, ops)?;
-    append_messages(tx, ops, &members, &mut out, rules)?;
-    move_cursors(tx, ops, &members, &mut out)?;
-    for (i, conv, user) in plan::not_found_actors(ops, &out) {
+    append_messages(tx, ops, &members, out, rules)?;
+    move_cursors(tx, ops, &members, out)?;
+    for (i, conv, user) in plan::not_found_actors(ops, out) {
         let former: Option<i64> = tx
             .prepare_cached(
                 "SELECT 1 FROM former_members WHERE conversation_id = ? AND user_id = ?",
@@ -44,10 +100,10 @@ pub(crate) fn plain_writes(
             .query_row((conv, user), |r| r.get(0))
             .optional()?;
         if former.is_some() {
-            plan::refuse_former(&mut out, i);
+            plan::refuse_former(out, i);
         }
     }
-    Ok(plan::finish(out))
+    Ok(())
 }
 
 fn load_members(tx: &Transaction<'_>, ops: &[WriteOp]) -> Result<Members> {
@@ -240,4 +296,20 @@ fn move_cursors(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::pieces;
+
+    #[test]
+    fn pieces_cover_everything_in_known_sizes() {
+        for n in [0usize, 1, 3, 5, 17, 300, 511, 512, 1000] {
+            let items: Vec<usize> = (0..n).collect();
+            let cut: Vec<&[usize]> = pieces(&items).collect();
+            assert!(cut.iter().all(|p| super::PIECES.contains(&p.len())), "{n}");
+            let joined: Vec<usize> = cut.concat();
+            assert_eq!(joined, items, "{n}");
+        }
+    }
 }

@@ -6,8 +6,8 @@
 
 mod accounts;
 mod batch;
+mod batch_changes;
 pub(crate) mod changes;
-mod commit;
 mod conversations;
 mod groups;
 mod media;
@@ -334,20 +334,13 @@ impl Store for SqliteStore {
     }
 
     async fn commit_batch(&self, ops: &[WriteOp], rules: CommitRules) -> Result<Vec<WriteOutcome>> {
-        // Sends and cursor moves (nearly every batch) run on the writer
-        // thread; a batch with a group change or a message change keeps the
-        // sqlx path, whose per-op SQL has not moved yet.
-        let plain = ops
-            .iter()
-            .all(|op| !matches!(op, WriteOp::Group { .. } | WriteOp::Message { .. }));
-        let out = if plain {
-            let ops = ops.to_vec();
-            self.rw
-                .transaction(move |t| batch::plain_writes(t, &ops, rules))
-                .await?
-        } else {
-            commit::commit_batch(&self.writer, ops, rules).await?
-        };
+        // The whole batch runs on the writer thread: one job, one
+        // transaction, one fsync, one reply.
+        let ops = ops.to_vec();
+        let out = self
+            .rw
+            .transaction(move |t| batch::commit_batch(t, &ops, rules))
+            .await?;
         self.indexer.wake();
         Ok(out)
     }
