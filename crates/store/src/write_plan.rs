@@ -3,7 +3,7 @@
 //! messages a block or the friends-only policy refuses, which seq each new
 //! message takes, whom it mentions, which cursor positions are written, and
 //! what each op's outcome is. The backends (`sqlite/batch.rs` on the writer
-//! thread, `sqlite/commit.rs` and `postgres/commit.rs` on sqlx) only run the
+//! thread, `postgres/commit.rs` on sqlx) only run the
 //! SQL that fetches the facts these functions decide on and writes what
 //! they decided.
 

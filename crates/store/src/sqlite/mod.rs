@@ -1,8 +1,13 @@
 //! The SQLite backend: one file in WAL mode with `synchronous=FULL`, so a
-//! commit is on disk before it returns. One writer connection serialises all
-//! writes (SQLite allows one writer anyway, and a single connection avoids
-//! busy retries); a small pool of read-only connections serves reads
-//! concurrently with the writer.
+//! commit is on disk before it returns. The committer's batches and the
+//! search indexer's rounds run on a dedicated writer thread that owns a
+//! rusqlite connection (`writer.rs`, `batch.rs`): one job, one
+//! transaction, one fsync per batch, no async round trip per statement.
+//! The other writes (accounts, friends, media records, creating
+//! conversations) still go through one sqlx writer connection; every write
+//! transaction begins `IMMEDIATE`, so the two writers queue on SQLite's
+//! lock instead of failing. Reads use a small pool of read-only sqlx
+//! connections concurrently with the writers.
 
 mod accounts;
 mod batch;

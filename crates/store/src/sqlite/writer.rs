@@ -19,7 +19,7 @@ use crate::{Result, StoreError};
 const QUEUE: usize = 64;
 
 /// Prepared statements kept per connection (a handful of SQL texts per
-/// list size, see `commit::PIECES`).
+/// list size, see `batch::PIECES`).
 const STATEMENT_CACHE: usize = 128;
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
