@@ -89,9 +89,9 @@ pub(crate) async fn rebuild(db: &SqlitePool) -> Result<()> {
     Ok(())
 }
 
-/// The indexer's SQL on SQLite: the round is read on a reader connection
-/// and written in one short transaction on the writer, so segmentation
-/// never holds the writer the committer needs. There is one indexer per
+/// The indexer's SQL on SQLite: the round is read in one job on the
+/// writer thread, cut into words on a blocking thread, and written in a
+/// second job, so segmentation never holds the writer the committer needs. There is one indexer per
 /// database file, so keys up to the highest one read are all handled.
 #[derive(Debug, Clone)]
 pub(crate) struct SqliteIndex {
@@ -110,15 +110,32 @@ impl IndexBackend for SqliteIndex {
     }
 
     async fn index_round(&self) -> Result<usize> {
-        let rows: Vec<QueueRow> = sqlx::query_as(
-            "SELECT q.id, q.conversation_id, q.seq, m.kind, m.body, m.deleted_at
-                 FROM search_queue q
-                 LEFT JOIN messages m ON m.conversation_id = q.conversation_id AND m.seq = q.seq
-                 ORDER BY q.id LIMIT ?",
-        )
-        .bind(ROUND as i64)
-        .fetch_all(&self.reader)
-        .await?;
+        // Read on the writer thread too: in-process rows, no copies through
+        // sqlx's worker and channel (this read is as large as the round).
+        let rows: Vec<QueueRow> = self
+            .writer
+            .transaction(|t| {
+                let mut st = t.prepare_cached(
+                    "SELECT q.id, q.conversation_id, q.seq, m.kind, m.body, m.deleted_at
+                     FROM search_queue q
+                     LEFT JOIN messages m ON m.conversation_id = q.conversation_id AND m.seq = q.seq
+                     ORDER BY q.id LIMIT ?",
+                )?;
+                let rows = st
+                    .query_map([ROUND as i64], |r| {
+                        Ok((
+                            r.get(0)?,
+                            r.get(1)?,
+                            r.get(2)?,
+                            r.get(3)?,
+                            r.get(4)?,
+                            r.get(5)?,
+                        ))
+                    })?
+                    .collect::<rusqlite::Result<Vec<QueueRow>>>()?;
+                Ok(rows)
+            })
+            .await?;
         let n = rows.len();
         let Some(last) = rows.last().map(|r| r.0) else {
             return Ok(0);
