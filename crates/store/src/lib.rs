@@ -11,6 +11,7 @@
 //! idempotency.
 
 mod error;
+mod group_plan;
 pub mod postgres;
 mod search;
 pub mod sqlite;

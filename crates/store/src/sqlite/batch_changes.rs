@@ -13,7 +13,8 @@ use rusqlite::{params_from_iter, OptionalExtension, Transaction};
 use serde_json::{json, Value};
 
 use super::changes::{plan, Write};
-use super::rows::{role_name, MESSAGE_COLUMNS};
+use super::rows::MESSAGE_COLUMNS;
+use crate::group_plan as rules;
 use crate::types::*;
 use crate::{Result, StoreError};
 
@@ -44,20 +45,12 @@ fn message(row: &rusqlite::Row<'_>) -> Result<MessageRecord> {
     })
 }
 
-fn parse_role(r: &str) -> Role {
-    match r {
-        "owner" => Role::Owner,
-        "admin" => Role::Admin,
-        _ => Role::Member,
-    }
-}
-
 fn role_of(tx: &Transaction<'_>, id: ConversationId, user: UserId) -> Result<Option<Role>> {
     let role: Option<String> = tx
         .prepare_cached("SELECT role FROM members WHERE conversation_id = ? AND user_id = ?")?
         .query_row((id, user), |r| r.get(0))
         .optional()?;
-    Ok(role.as_deref().map(parse_role))
+    Ok(role.as_deref().map(rules::parse_role))
 }
 
 fn member_ids(tx: &Transaction<'_>, id: ConversationId) -> Result<Arc<[UserId]>> {
@@ -79,16 +72,8 @@ fn was_member(tx: &Transaction<'_>, id: ConversationId, user: UserId) -> Result<
 
 fn set_role(tx: &Transaction<'_>, id: ConversationId, user: UserId, role: Role) -> Result<()> {
     tx.prepare_cached("UPDATE members SET role = ? WHERE conversation_id = ? AND user_id = ?")?
-        .execute((role_name(role), id, user))?;
+        .execute((rules::role_name(role), id, user))?;
     Ok(())
-}
-
-fn rank(role: Role) -> u8 {
-    match role {
-        Role::Owner => 2,
-        Role::Admin => 1,
-        Role::Member => 0,
-    }
 }
 
 /// Appends one `system` message and returns it.
@@ -126,15 +111,6 @@ fn notice(
     })
 }
 
-fn unchanged(members_before: Arc<[UserId]>) -> GroupChangeOutcome {
-    GroupChangeOutcome {
-        notices: Vec::new(),
-        added: Vec::new(),
-        members_after: members_before.clone(),
-        members_before,
-    }
-}
-
 /// Applies one group change. `Ok(Err(code))` is a refusal with nothing
 /// written.
 pub(crate) fn apply_group(
@@ -143,12 +119,7 @@ pub(crate) fn apply_group(
     ts: Millis,
 ) -> Result<std::result::Result<GroupChangeOutcome, Refusal>> {
     let id = change.conversation_id();
-    let by = match change {
-        GroupChange::Add { by, .. }
-        | GroupChange::Remove { by, .. }
-        | GroupChange::SetRole { by, .. }
-        | GroupChange::Update { by, .. } => *by,
-    };
+    let by = rules::actor(change);
     let g: Option<(String, bool, i64)> = tx
         .prepare_cached(
             "SELECT kind, members_can_add, member_count FROM conversations WHERE id = ?",
@@ -159,12 +130,7 @@ pub(crate) fn apply_group(
         return Ok(Err(ErrorCode::NotFound));
     };
     let Some(by_role) = role_of(tx, id, by)? else {
-        let code = if was_member(tx, id, by)? {
-            ErrorCode::Forbidden
-        } else {
-            ErrorCode::NotFound
-        };
-        return Ok(Err(code));
+        return Ok(Err(rules::outsider(was_member(tx, id, by)?)));
     };
     if kind != "group" {
         return Ok(Err(ErrorCode::BadRequest));
@@ -176,21 +142,15 @@ pub(crate) fn apply_group(
         GroupChange::Add {
             users, max_members, ..
         } => {
-            if by_role == Role::Member && !members_can_add {
-                return Ok(Err(ErrorCode::Forbidden));
+            if let Err(code) = rules::may_add(by_role, members_can_add) {
+                return Ok(Err(code));
             }
-            let mut fresh: Vec<UserId> = users
-                .iter()
-                .copied()
-                .filter(|u| !members_before.contains(u))
-                .collect();
-            fresh.sort_unstable();
-            fresh.dedup();
+            let fresh = match rules::newcomers(users, &members_before, member_count, *max_members) {
+                Ok(fresh) => fresh,
+                Err(code) => return Ok(Err(code)),
+            };
             if fresh.is_empty() {
-                return Ok(Ok(unchanged(members_before)));
-            }
-            if member_count + fresh.len() as i64 > *max_members {
-                return Ok(Err(ErrorCode::GroupFull));
+                return Ok(Ok(rules::unchanged(members_before)));
             }
             for chunk in fresh.chunks(500) {
                 let found: i64 = tx
@@ -203,7 +163,7 @@ pub(crate) fn apply_group(
                     return Ok(Err(ErrorCode::NotFound));
                 }
             }
-            let body = json!({"event": "member_joined", "user_ids": fresh, "by_user_id": by});
+            let body = rules::joined_notice(&fresh, by);
             let n = notice(tx, id, by, body, ts)?;
             // New members see history from the notice of their joining on.
             let joined_seq = n.seq - 1;
@@ -230,12 +190,11 @@ pub(crate) fn apply_group(
             let Some(target_role) = role_of(tx, id, user)? else {
                 return Ok(Err(ErrorCode::NotFound));
             };
-            let leaving = user == by;
-            if !leaving && (by_role == Role::Member || rank(by_role) <= rank(target_role)) {
-                return Ok(Err(ErrorCode::Forbidden));
-            }
-            let reason = if leaving { "left" } else { "removed" };
-            let body = json!({"event": "member_left", "user_id": user, "by_user_id": by, "reason": reason});
+            let reason = match rules::may_remove(by, by_role, user, target_role) {
+                Ok(reason) => reason,
+                Err(code) => return Ok(Err(code)),
+            };
+            let body = rules::left_notice(user, by, reason);
             let n = notice(tx, id, by, body, ts)?;
             tx.prepare_cached("DELETE FROM members WHERE conversation_id = ? AND user_id = ?")?
                 .execute((id, user))?;
@@ -264,7 +223,7 @@ pub(crate) fn apply_group(
                     .optional()?;
                 if let Some(heir) = heir {
                     set_role(tx, id, heir, Role::Owner)?;
-                    let body = json!({"event": "role_changed", "user_id": heir, "role": "owner", "by_user_id": by});
+                    let body = rules::role_notice(heir, Role::Owner, by);
                     notices.push(notice(tx, id, by, body, ts)?);
                 }
             }
@@ -274,22 +233,17 @@ pub(crate) fn apply_group(
             let Some(target_role) = role_of(tx, id, user)? else {
                 return Ok(Err(ErrorCode::NotFound));
             };
-            if by_role != Role::Owner {
-                return Ok(Err(ErrorCode::Forbidden));
-            }
-            if target_role == role {
-                return Ok(Ok(unchanged(members_before)));
-            }
-            if user == by {
-                // The owner steps down only by handing ownership to someone.
-                return Ok(Err(ErrorCode::BadRequest));
+            match rules::may_set_role(by, by_role, user, target_role, role) {
+                Ok(true) => {}
+                Ok(false) => return Ok(Ok(rules::unchanged(members_before))),
+                Err(code) => return Ok(Err(code)),
             }
             set_role(tx, id, user, role)?;
-            let body = json!({"event": "role_changed", "user_id": user, "role": role_name(role), "by_user_id": by});
+            let body = rules::role_notice(user, role, by);
             notices.push(notice(tx, id, by, body, ts)?);
             if role == Role::Owner {
                 set_role(tx, id, by, Role::Admin)?;
-                let body = json!({"event": "role_changed", "user_id": by, "role": "admin", "by_user_id": by});
+                let body = rules::role_notice(by, Role::Admin, by);
                 notices.push(notice(tx, id, by, body, ts)?);
             }
         }
@@ -299,8 +253,8 @@ pub(crate) fn apply_group(
             members_can_add,
             ..
         } => {
-            if by_role == Role::Member {
-                return Ok(Err(ErrorCode::Forbidden));
+            if let Err(code) = rules::may_update(by_role) {
+                return Ok(Err(code));
             }
             let (title, avatar, can_add): (Option<String>, Option<String>, bool) = tx
                 .prepare_cached(
@@ -322,13 +276,7 @@ pub(crate) fn apply_group(
                     ),
                     |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )?;
-            let body = json!({
-                "event": "conversation_updated",
-                "title": title,
-                "avatar_media_id": avatar,
-                "members_can_add": can_add,
-                "by_user_id": by,
-            });
+            let body = rules::updated_notice(title, avatar, can_add, by);
             notices.push(notice(tx, id, by, body, ts)?);
         }
     }
