@@ -21,14 +21,7 @@ pub(crate) fn parse_role(r: &str) -> Role {
     }
 }
 
-/// A role as stored.
-pub(crate) fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Owner => "owner",
-        Role::Admin => "admin",
-        Role::Member => "member",
-    }
-}
+pub(crate) use crate::rows::role_name;
 
 fn rank(role: Role) -> u8 {
     match role {

@@ -13,6 +13,7 @@
 mod error;
 mod group_plan;
 pub mod postgres;
+mod rows;
 mod search;
 pub mod sqlite;
 mod types;
