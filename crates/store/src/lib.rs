@@ -11,9 +11,13 @@
 //! idempotency.
 
 mod error;
+mod group_plan;
 pub mod postgres;
+mod rows;
+mod search;
 pub mod sqlite;
 mod types;
+mod write_plan;
 
 use std::collections::HashMap;
 
@@ -210,6 +214,12 @@ pub trait Store: Send + Sync + 'static {
         user: UserId,
         query: &SearchQuery,
     ) -> Result<(Vec<SearchHit>, bool)>;
+    /// How many committed message changes the background indexer has not
+    /// yet put into the search index (0: search shows every commit).
+    async fn search_backlog(&self) -> Result<u64>;
+    /// Empties the search index and queues every searchable message for the
+    /// background indexer, which rebuilds it from the messages table.
+    async fn rebuild_search_index(&self) -> Result<()>;
 
     // --- media ----------------------------------------------------------
 

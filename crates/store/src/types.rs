@@ -526,38 +526,6 @@ pub(crate) fn render_snippet(raw: &str) -> String {
     out
 }
 
-/// The search terms of a web-search style query: `(phrase, excluded)`.
-/// Words and `"quoted phrases"`; a leading `-` excludes. Empty when the
-/// query has nothing to look for.
-pub(crate) fn search_terms(q: &str) -> Vec<(String, bool)> {
-    let mut terms = Vec::new();
-    let mut rest = q.trim();
-    while !rest.is_empty() {
-        let (neg, r) = match rest.strip_prefix('-') {
-            Some(r) => (true, r),
-            None => (false, rest),
-        };
-        let (term, r) = if let Some(r) = r.strip_prefix('"') {
-            match r.find('"') {
-                Some(end) => (&r[..end], &r[end + 1..]),
-                None => (r, ""),
-            }
-        } else {
-            let end = r.find(char::is_whitespace).unwrap_or(r.len());
-            (&r[..end], &r[end..])
-        };
-        let term: String = term
-            .chars()
-            .filter(|&c| c != HIT_START && c != HIT_END)
-            .collect();
-        if term.chars().any(char::is_alphanumeric) {
-            terms.push((term, neg));
-        }
-        rest = r.trim_start();
-    }
-    terms
-}
-
 // --- media ----------------------------------------------------------------
 
 /// What an uploaded media item is used as.

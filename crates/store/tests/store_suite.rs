@@ -1875,7 +1875,25 @@ fn message_changed(o: &WriteOutcome) -> &MessageChangeOutcome {
     }
 }
 
+/// Waits (up to 10 s) until the background indexer has indexed every
+/// committed change: search is eventually consistent, off the ack path.
+async fn indexed(store: &dyn Store) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        if store.search_backlog().await.expect("backlog") == 0 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the search indexer did not catch up in 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+/// Searches once the index has caught up with every commit.
 async fn find(store: &dyn Store, user: i64, q: &str) -> Vec<SearchHit> {
+    indexed(store).await;
     let query = SearchQuery {
         q: q.into(),
         limit: 50,
@@ -2129,6 +2147,7 @@ async fn search_ranks_marks_and_keeps_to_what_the_caller_can_read() {
             limit: 50,
             ..Default::default()
         };
+        indexed(s).await;
         let (h, _) = s
             .search_messages(a, &only(Some(ad), None))
             .await
@@ -2231,5 +2250,179 @@ async fn captions_are_edited_searched_and_deleted_media_is_unreachable() {
             !s.can_read_media("pic1", bb).await.expect("read"),
             "{name}: no longer reachable through the deleted message"
         );
+    }
+}
+
+#[tokio::test]
+async fn search_finds_words_inside_chinese_japanese_korean_and_mixed_text() {
+    use serde_json::json;
+    for b in backends().await {
+        let s = b.store.as_ref();
+        let name = b.name;
+        let (a, bb) = (user(s, "ann").await, user(s, "bob").await);
+        let (d, _) = s.get_or_create_direct(a, bb, 1).await.expect("direct");
+        let texts = [
+            "我们明天下午开会讨论分布式系统",
+            "今天开会，明天开会，后天还开会",
+            "明日の会議で検索機能について話します",
+            "コンピュータが壊れました",
+            "내일 오후에 회의가 있습니다",
+            "明天的meeting很重要 with searching",
+            "Searchable café notes",
+        ];
+        let ops: Vec<WriteOp> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, t)| text(d, a, &format!("c{i}"), json!({ "text": t })))
+            .collect();
+        let sq: Vec<i64> = commit(s, &ops).await.iter().map(|o| seq_of(o).0).collect();
+        let found = |hits: Vec<SearchHit>| {
+            let mut v: Vec<usize> = hits
+                .iter()
+                .map(|h| sq.iter().position(|&x| x == h.message.seq).expect("ours"))
+                .collect();
+            v.sort_unstable();
+            v
+        };
+        let cases: &[(&str, &[usize])] = &[
+            ("开会", &[0, 1]),
+            ("分布式", &[0]),
+            ("系统", &[0]),
+            ("分布式系统", &[0]),
+            ("开会 系统", &[0]),
+            ("开会 -系统", &[1]),
+            ("会議", &[2]),
+            ("検索", &[2]),
+            ("コンピュータ", &[3]),
+            ("ピュー", &[3]),
+            ("회의", &[4]),
+            ("오후", &[4]),
+            ("meeting", &[5]),
+            ("meet 重要", &[5]),
+            ("search", &[5, 6]),
+            ("\"search\"", &[]),
+            ("CAFE", &[6]),
+            ("还", &[1]),
+        ];
+        for (q, want) in cases {
+            assert_eq!(found(find(s, bb, q).await), *want, "{name}: {q}");
+        }
+        // Ranked: three meetings before one; the hit is marked.
+        let hits = find(s, bb, "开会").await;
+        assert_eq!(hits[0].message.seq, sq[1], "{name}");
+        assert_eq!(
+            hits[1].snippet, "我们明天下午<mark>开会</mark>讨论分布式系统",
+            "{name}"
+        );
+        let hits = find(s, bb, "회의").await;
+        assert_eq!(
+            hits[0].snippet, "내일 오후에 <mark>회의</mark>가 있습니다",
+            "{name}"
+        );
+        let hits = find(s, bb, "search").await;
+        let mixed = hits.iter().find(|h| h.message.seq == sq[5]).expect("mixed");
+        assert_eq!(
+            mixed.snippet, "明天的meeting很重要 with <mark>searching</mark>",
+            "{name}"
+        );
+    }
+}
+
+/// Whether the background indexer, by itself (no search waits for it),
+/// takes in everything committed within `limit`, and `q` then finds `want`.
+async fn found_within(
+    store: &dyn Store,
+    user: i64,
+    q: &str,
+    want: (i64, i64),
+    limit: std::time::Duration,
+) -> bool {
+    let deadline = tokio::time::Instant::now() + limit;
+    while store.search_backlog().await.expect("backlog") > 0 {
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    seqs(&find(store, user, q).await).contains(&want)
+}
+
+#[tokio::test]
+async fn search_index_follows_commits_edits_deletions_and_rebuilds_alike() {
+    use serde_json::json;
+    for b in backends().await {
+        let s = b.store.as_ref();
+        let name = b.name;
+        let (a, bb, c, out) = (
+            user(s, "ann").await,
+            user(s, "bob").await,
+            user(s, "cat").await,
+            user(s, "olga").await,
+        );
+        let g = s.create_group(a, "g", &[bb, c], 1).await.expect("group");
+        // Searchable within a second of the ack.
+        let sent = commit(
+            s,
+            &[text(g, a, "x1", json!({"text": "讨论分布式系统 deadline"}))],
+        )
+        .await;
+        let s1 = seq_of(&sent[0]).0;
+        assert!(
+            found_within(s, bb, "分布式", (g, s1), std::time::Duration::from_secs(1)).await,
+            "{name}: not searchable within 1 s of its ack"
+        );
+        // Edited: found by the new text only; deleted: not found.
+        let sent = commit(
+            s,
+            &[
+                text(g, bb, "x2", json!({"text": "旧的文字 oldword"})),
+                text(g, c, "x3", json!({"text": "要删除的消息 doomed"})),
+            ],
+        )
+        .await;
+        let (s2, s3) = (seq_of(&sent[0]).0, seq_of(&sent[1]).0);
+        indexed(s).await;
+        commit(
+            s,
+            &[
+                edit(g, s2, bb, json!({"text": "新的内容 newword"})),
+                delete(g, s3, c),
+            ],
+        )
+        .await;
+        assert_eq!(seqs(&find(s, a, "newword").await), vec![(g, s2)], "{name}");
+        assert_eq!(seqs(&find(s, a, "内容").await), vec![(g, s2)], "{name}");
+        assert!(find(s, a, "oldword").await.is_empty(), "{name}");
+        assert!(find(s, a, "doomed").await.is_empty(), "{name}");
+        assert!(find(s, a, "删除").await.is_empty(), "{name}");
+
+        // Access: an outsider, a kicked member, messages before a join.
+        assert!(find(s, out, "分布式").await.is_empty(), "{name}");
+        commit(s, &[remove(g, a, c)]).await;
+        assert!(find(s, c, "分布式").await.is_empty(), "{name}: kicked");
+        assert!(find(s, c, "newword").await.is_empty(), "{name}: kicked");
+        commit(s, &[add(g, a, &[out], 10)]).await;
+        let sent = commit(
+            s,
+            &[text(g, a, "x4", json!({"text": "欢迎 分布式 newcomer"}))],
+        )
+        .await;
+        let s4 = seq_of(&sent[0]).0;
+        assert_eq!(seqs(&find(s, out, "分布式").await), vec![(g, s4)], "{name}");
+        assert!(find(s, out, "newword").await.is_empty(), "{name}");
+
+        // Rebuilt from the messages table: the same hits.
+        let queries = ["分布式", "newword", "oldword", "doomed", "deadline", "欢迎"];
+        let mut before = Vec::new();
+        for q in queries {
+            before.push(seqs(&find(s, a, q).await));
+        }
+        s.rebuild_search_index().await.expect("rebuild");
+        let mut after = Vec::new();
+        for q in queries {
+            after.push(seqs(&find(s, a, q).await));
+        }
+        assert_eq!(before, after, "{name}");
+        assert_eq!(before[0].len(), 2, "{name}");
     }
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::support::*;
-use confab_sdk::{Client, ConnectOptions, HistoryQuery, MessageKind};
+use confab_sdk::{Client, ConnectOptions, HistoryQuery, MessageKind, SearchOptions};
 use serde_json::json;
 
 #[tokio::test]
@@ -94,6 +94,29 @@ async fn every_acked_message_survives_kill_9() {
         .await
         .expect("history");
     assert_eq!(page.messages.last().map(|m| m.seq), Some(400));
+
+    // And in search: the index is written after the ack, from a queue
+    // that survives the kill, so the restarted server catches up.
+    let mut found = std::collections::BTreeSet::new();
+    let mut cursor = None;
+    loop {
+        let opts = SearchOptions {
+            limit: Some(50),
+            cursor,
+            ..Default::default()
+        };
+        let page = bob.search_messages("durable", &opts).await.expect("search");
+        found.extend(page.hits.iter().map(|h| h.message.seq));
+        cursor = page.next_cursor;
+        if cursor.is_none() {
+            break;
+        }
+    }
+    assert_eq!(
+        found,
+        acked.keys().copied().collect(),
+        "every acked message in search after the restart"
+    );
 }
 
 #[tokio::test]

@@ -21,24 +21,15 @@
 //! depend on the batch size and every statement stays prepared.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::Arc;
 
 use confab_proto::api::ConversationKind;
-use confab_proto::error::ErrorCode;
-use confab_proto::{ConversationId, Millis, Seq, UserId};
+use confab_proto::{ConversationId, Seq, UserId};
 use sqlx::{PgConnection, PgPool, Row};
 
 use super::{changes, groups};
 use crate::types::*;
+use crate::write_plan::{self as plan, conversation_of, Members, Pair};
 use crate::Result;
-
-/// What the write path needs to know about each touched conversation.
-struct Info {
-    kind: ConversationKind,
-    members: Arc<[UserId]>,
-}
-
-type Members = HashMap<ConversationId, Info>;
 
 /// Conversation kinds of the locked conversations.
 type Kinds = HashMap<ConversationId, ConversationKind>;
@@ -84,21 +75,13 @@ pub(crate) async fn commit_batch(
         start = i + 1;
     }
     tx.commit().await?;
-    Ok(out
-        .into_iter()
-        .map(|o| o.unwrap_or(WriteOutcome::Rejected(ErrorCode::Internal)))
-        .collect())
+    Ok(plan::finish(out))
 }
 
 /// Locks every conversation the batch touches (group changes included), in
 /// id order, and returns their kinds.
 async fn lock_conversations(tx: &mut PgConnection, ops: &[WriteOp]) -> Result<Kinds> {
-    let ids: Vec<ConversationId> = ops
-        .iter()
-        .map(conversation_of)
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let ids = plan::touched_conversations(ops);
     let rows = sqlx::query(
         "SELECT id, kind, last_seq FROM conversations WHERE id = ANY($1) ORDER BY id
          FOR NO KEY UPDATE",
@@ -109,14 +92,7 @@ async fn lock_conversations(tx: &mut PgConnection, ops: &[WriteOp]) -> Result<Ki
     .await?;
     let mut kinds = Kinds::with_capacity(rows.len());
     for row in rows {
-        let id: i64 = row.try_get(0)?;
-        let kind: &str = row.try_get(1)?;
-        let kind = if kind == "direct" {
-            ConversationKind::Direct
-        } else {
-            ConversationKind::Group
-        };
-        kinds.insert(id, kind);
+        kinds.insert(row.try_get(0)?, plan::kind_of(row.try_get(1)?));
     }
     Ok(kinds)
 }
@@ -135,34 +111,6 @@ async fn plain_writes(
     refuse_outsiders(tx, ops, out).await
 }
 
-fn conversation_of(op: &WriteOp) -> ConversationId {
-    match op {
-        WriteOp::Append(m) => m.conversation_id,
-        WriteOp::Delivered {
-            conversation_id, ..
-        }
-        | WriteOp::Read {
-            conversation_id, ..
-        } => *conversation_id,
-        WriteOp::Group { change, .. } => change.conversation_id(),
-        WriteOp::Message { change, .. } => change.conversation_id(),
-    }
-}
-
-fn actor_of(op: &WriteOp) -> UserId {
-    match op {
-        WriteOp::Append(m) => m.sender_id,
-        WriteOp::Delivered { user_id, .. } | WriteOp::Read { user_id, .. } => *user_id,
-        WriteOp::Group { change, .. } => match change {
-            GroupChange::Add { by, .. }
-            | GroupChange::Remove { by, .. }
-            | GroupChange::SetRole { by, .. }
-            | GroupChange::Update { by, .. } => *by,
-        },
-        WriteOp::Message { change, .. } => change.actor(),
-    }
-}
-
 /// Ops refused as `NotFound` by a non-member: a former member gets
 /// `Forbidden` instead (they know the conversation; they may not use it).
 async fn refuse_outsiders(
@@ -170,14 +118,12 @@ async fn refuse_outsiders(
     ops: &[WriteOp],
     out: &mut [Option<WriteOutcome>],
 ) -> Result<()> {
-    let refused: Vec<usize> = (0..ops.len())
-        .filter(|&i| matches!(out[i], Some(WriteOutcome::Rejected(ErrorCode::NotFound))))
-        .collect();
+    let refused = plan::not_found_actors(ops, out);
     if refused.is_empty() {
         return Ok(());
     }
-    let convs: Vec<ConversationId> = refused.iter().map(|&i| conversation_of(&ops[i])).collect();
-    let users: Vec<UserId> = refused.iter().map(|&i| actor_of(&ops[i])).collect();
+    let convs: Vec<ConversationId> = refused.iter().map(|r| r.1).collect();
+    let users: Vec<UserId> = refused.iter().map(|r| r.2).collect();
     let rows = sqlx::query(
         "SELECT f.conversation_id, f.user_id FROM former_members f
          JOIN UNNEST($1::bigint[], $2::bigint[]) AS k(conv, usr)
@@ -192,9 +138,9 @@ async fn refuse_outsiders(
     for row in rows {
         former.insert((row.try_get(0)?, row.try_get(1)?));
     }
-    for i in refused {
-        if former.contains(&(conversation_of(&ops[i]), actor_of(&ops[i]))) {
-            out[i] = Some(WriteOutcome::Rejected(ErrorCode::Forbidden));
+    for (i, conv, user) in refused {
+        if former.contains(&(conv, user)) {
+            plan::refuse_former(out, i);
         }
     }
     Ok(())
@@ -208,7 +154,7 @@ async fn load_members(tx: &mut PgConnection, ops: &[WriteOp], kinds: &Kinds) -> 
         .collect::<BTreeSet<_>>()
         .into_iter()
         .collect();
-    let mut grouped: HashMap<ConversationId, Vec<UserId>> = HashMap::new();
+    let mut found = Vec::new();
     if !ids.is_empty() {
         let rows = sqlx::query(
             "SELECT conversation_id, user_id FROM members WHERE conversation_id = ANY($1)
@@ -219,39 +165,11 @@ async fn load_members(tx: &mut PgConnection, ops: &[WriteOp], kinds: &Kinds) -> 
         .fetch_all(&mut *tx)
         .await?;
         for row in rows {
-            let conv: i64 = row.try_get(0)?;
-            let user: i64 = row.try_get(1)?;
-            grouped.entry(conv).or_default().push(user);
+            found.push((row.try_get(0)?, row.try_get(1)?));
         }
     }
-    Ok(grouped
-        .into_iter()
-        .map(|(k, v)| {
-            let kind = kinds.get(&k).copied().unwrap_or(ConversationKind::Group);
-            (
-                k,
-                Info {
-                    kind,
-                    members: Arc::from(v),
-                },
-            )
-        })
-        .collect())
+    Ok(plan::members_from(found, kinds))
 }
-
-fn is_member(members: &Members, conv: ConversationId, user: UserId) -> Option<&Info> {
-    members.get(&conv).filter(|m| m.members.contains(&user))
-}
-
-fn members_of(members: &Members, conv: ConversationId) -> Arc<[UserId]> {
-    members
-        .get(&conv)
-        .map(|i| i.members.clone())
-        .unwrap_or_else(|| Arc::from(vec![]))
-}
-
-/// Pairs of users (sender, other member) of direct conversations.
-type Pair = (UserId, UserId);
 
 fn unzip_pairs(pairs: &[Pair]) -> (Vec<UserId>, Vec<UserId>) {
     pairs.iter().copied().unzip()
@@ -305,19 +223,7 @@ async fn check_direct_rules(
     out: &mut [Option<WriteOutcome>],
     rules: CommitRules,
 ) -> Result<()> {
-    let other = |m: &NewMessage| -> Option<UserId> {
-        let info = members.get(&m.conversation_id)?;
-        if info.kind != ConversationKind::Direct {
-            return None;
-        }
-        info.members.iter().copied().find(|&u| u != m.sender_id)
-    };
-    let pairs: Vec<Pair> = fresh
-        .iter()
-        .filter_map(|(_, m)| other(m).map(|o| (m.sender_id, o)))
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
+    let pairs = plan::direct_pairs(fresh, members);
     if pairs.is_empty() {
         return Ok(());
     }
@@ -326,21 +232,7 @@ async fn check_direct_rules(
         DirectMessagePolicy::Anyone => None,
         DirectMessagePolicy::FriendsOnly => Some(friend_pairs(tx, &pairs).await?),
     };
-    fresh.retain(|&(i, m)| {
-        let Some(o) = other(m) else { return true };
-        let code = if blocked.contains(&(m.sender_id, o)) {
-            ErrorCode::Blocked
-        } else if friends
-            .as_ref()
-            .is_some_and(|f| !f.contains(&(m.sender_id, o)))
-        {
-            ErrorCode::NotFriends
-        } else {
-            return true;
-        };
-        out[i] = Some(WriteOutcome::Rejected(code));
-        false
-    });
+    plan::refuse_direct(fresh, members, &blocked, friends.as_ref(), out);
     Ok(())
 }
 
@@ -351,27 +243,16 @@ async fn append_messages(
     out: &mut [Option<WriteOutcome>],
     rules: CommitRules,
 ) -> Result<()> {
-    // Authorise, and collect the candidate appends.
-    let mut candidates: Vec<(usize, &NewMessage)> = Vec::new();
-    for (i, op) in ops.iter().enumerate() {
-        if let WriteOp::Append(m) = op {
-            if is_member(members, m.conversation_id, m.sender_id).is_some() {
-                candidates.push((i, m));
-            } else {
-                out[i] = Some(WriteOutcome::Rejected(ErrorCode::NotFound));
-            }
-        }
-    }
+    let candidates = plan::authorised_appends(ops, members, out);
     if candidates.is_empty() {
         return Ok(());
     }
 
     // Idempotency: what of this is already committed? The conversations are
     // locked, so nobody can commit one of these keys while we look.
-    type Key<'a> = (&'a str, UserId, ConversationId);
-    let mut committed: HashMap<(String, UserId, ConversationId), (Seq, Millis)> = HashMap::new();
+    let mut committed = plan::Committed::new();
     {
-        let keys: BTreeSet<Key> = candidates
+        let keys: BTreeSet<(&str, UserId, ConversationId)> = candidates
             .iter()
             .map(|(_, m)| (m.client_msg_id.as_str(), m.sender_id, m.conversation_id))
             .collect();
@@ -403,42 +284,16 @@ async fn append_messages(
         }
     }
 
-    // New messages, in batch order; a repeat inside the batch follows its first.
-    let mut fresh: Vec<(usize, &NewMessage)> = Vec::new();
-    let mut first_in_batch: HashMap<Key, usize> = HashMap::new();
-    let mut repeats: Vec<(usize, usize)> = Vec::new();
-    for &(i, m) in &candidates {
-        let key: Key = (m.client_msg_id.as_str(), m.sender_id, m.conversation_id);
-        let conv_members = members_of(members, m.conversation_id);
-        if let Some(&(seq, ts)) =
-            committed.get(&(m.client_msg_id.clone(), m.sender_id, m.conversation_id))
-        {
-            out[i] = Some(WriteOutcome::Appended {
-                seq,
-                ts,
-                duplicate: true,
-                members: conv_members,
-            });
-        } else if let Some(&first) = first_in_batch.get(&key) {
-            repeats.push((i, first));
-        } else {
-            first_in_batch.insert(key, i);
-            fresh.push((i, m));
-        }
-    }
+    let (mut fresh, repeats) = plan::fresh_sends(&candidates, &committed, members, out);
     check_direct_rules(tx, &mut fresh, members, out, rules).await?;
     if fresh.is_empty() {
-        resolve_repeats(out, &repeats);
+        plan::resolve_repeats(out, &repeats);
         return Ok(());
     }
 
     // Reserve a block of seqs per conversation in one statement.
-    let mut counts: HashMap<ConversationId, i64> = HashMap::new();
-    for (_, m) in &fresh {
-        *counts.entry(m.conversation_id).or_default() += 1;
-    }
-    let (count_ids, count_ns): (Vec<ConversationId>, Vec<i64>) =
-        counts.iter().map(|(k, v)| (*k, *v)).unzip();
+    let counts = plan::seq_counts(&fresh);
+    let (count_ids, count_ns): (Vec<ConversationId>, Vec<i64>) = counts.iter().copied().unzip();
     let rows = sqlx::query(
         "UPDATE conversations c SET last_seq = c.last_seq + v.n
          FROM UNNEST($1::bigint[], $2::bigint[]) AS v(id, n)
@@ -450,23 +305,11 @@ async fn append_messages(
     .persistent(true)
     .fetch_all(&mut *tx)
     .await?;
-    let mut next_seq: HashMap<ConversationId, Seq> = HashMap::new();
+    let mut reserved: Vec<(ConversationId, Seq)> = Vec::with_capacity(rows.len());
     for row in rows {
-        let id: i64 = row.try_get(0)?;
-        let last: i64 = row.try_get(1)?;
-        let n = counts.get(&id).copied().unwrap_or(0);
-        next_seq.insert(id, last - n + 1);
+        reserved.push((row.try_get(0)?, row.try_get(1)?));
     }
-
-    let mut assigned: Vec<(usize, &NewMessage, Seq)> = Vec::with_capacity(fresh.len());
-    for (i, m) in fresh {
-        let Some(seq) = next_seq.get_mut(&m.conversation_id) else {
-            out[i] = Some(WriteOutcome::Rejected(ErrorCode::NotFound));
-            continue;
-        };
-        assigned.push((i, m, *seq));
-        *seq += 1;
-    }
+    let assigned = plan::assign_seqs(fresh, &counts, reserved, out);
     if !assigned.is_empty() {
         let n = assigned.len();
         let mut convs = Vec::with_capacity(n);
@@ -503,16 +346,7 @@ async fn append_messages(
     }
     insert_mentions(tx, &assigned, members).await?;
     super::media::insert_message_media(tx, &assigned).await?;
-    for (i, m, seq) in assigned {
-        let conv_members = members_of(members, m.conversation_id);
-        out[i] = Some(WriteOutcome::Appended {
-            seq,
-            ts: m.ts,
-            duplicate: false,
-            members: conv_members,
-        });
-    }
-    resolve_repeats(out, &repeats);
+    plan::appended(&assigned, &repeats, members, out);
     Ok(())
 }
 
@@ -522,19 +356,7 @@ async fn insert_mentions(
     assigned: &[(usize, &NewMessage, Seq)],
     members: &Members,
 ) -> Result<()> {
-    let rows: Vec<(UserId, ConversationId, Seq)> = assigned
-        .iter()
-        .flat_map(|&(_, m, seq)| {
-            let conv = members.get(&m.conversation_id);
-            m.mentions
-                .iter()
-                .copied()
-                .collect::<BTreeSet<_>>()
-                .into_iter()
-                .filter(move |&u| u != m.sender_id && conv.is_some_and(|c| c.members.contains(&u)))
-                .map(move |u| (u, m.conversation_id, seq))
-        })
-        .collect();
+    let rows = plan::mention_rows(assigned, members);
     if rows.is_empty() {
         return Ok(());
     }
@@ -560,64 +382,21 @@ async fn insert_mentions(
     Ok(())
 }
 
-/// A repeat of a message sent earlier in the same batch answers like a
-/// resend of it: same seq, flagged duplicate.
-fn resolve_repeats(out: &mut [Option<WriteOutcome>], repeats: &[(usize, usize)]) {
-    for &(i, first) in repeats {
-        out[i] = match &out[first] {
-            Some(WriteOutcome::Appended {
-                seq, ts, members, ..
-            }) => Some(WriteOutcome::Appended {
-                seq: *seq,
-                ts: *ts,
-                duplicate: true,
-                members: members.clone(),
-            }),
-            other => other.clone(),
-        };
-    }
-}
-
 async fn move_cursors(
     tx: &mut PgConnection,
     ops: &[WriteOp],
     members: &Members,
     out: &mut [Option<WriteOutcome>],
 ) -> Result<()> {
-    // Coalesce: only the highest position per cursor is written.
-    let mut highest: HashMap<(bool, i64, ConversationId), (usize, Seq)> = HashMap::new();
-    for (i, op) in ops.iter().enumerate() {
-        let (key, user, seq) = match op {
-            WriteOp::Append(_) | WriteOp::Group { .. } | WriteOp::Message { .. } => continue,
-            WriteOp::Read {
-                user_id,
-                conversation_id,
-                seq,
-            } => ((true, *user_id, *conversation_id), *user_id, *seq),
-            WriteOp::Delivered {
-                device_id,
-                user_id,
-                conversation_id,
-                seq,
-            } => ((false, *device_id, *conversation_id), *user_id, *seq),
-        };
-        if is_member(members, key.2, user).is_none() {
-            out[i] = Some(WriteOutcome::Rejected(ErrorCode::NotFound));
-            continue;
-        }
-        out[i] = Some(WriteOutcome::CursorUnchanged);
-        match highest.get(&key) {
-            Some(&(_, best)) if best >= seq => {}
-            _ => {
-                highest.insert(key, (i, seq));
-            }
-        }
-    }
+    let highest = plan::cursor_moves(ops, members, out);
     if highest.is_empty() {
         return Ok(());
     }
     // Sorted, so that rows are always locked in the same order.
-    let mut highest: Vec<_> = highest.into_iter().collect();
+    let mut highest: Vec<_> = highest
+        .into_iter()
+        .map(|(key, i, seq)| (key, (i, seq)))
+        .collect();
     highest.sort_unstable_by_key(|&(key, _)| key);
     let mut moved: Vec<(usize, Seq)> = Vec::new();
 
@@ -691,13 +470,7 @@ async fn move_cursors(
 
     for (i, seq) in moved {
         let Some(op) = ops.get(i) else { continue };
-        if let Some(info) = members.get(&conversation_of(op)) {
-            out[i] = Some(WriteOutcome::CursorMoved {
-                seq,
-                members: info.members.clone(),
-                kind: info.kind,
-            });
-        }
+        plan::cursor_moved(out, i, conversation_of(op), seq, members);
     }
     Ok(())
 }

@@ -6,7 +6,6 @@
 //! runs, so every read here sees the committed state and nothing else can
 //! change the group until the transaction ends.
 
-use confab_proto::SystemNotice;
 use std::sync::Arc;
 
 use confab_proto::api::Role;
@@ -16,6 +15,7 @@ use serde_json::Value;
 use sqlx::{PgConnection, Row};
 
 use super::rows::role_name;
+use crate::group_plan as rules;
 use crate::types::*;
 use crate::Result;
 
@@ -51,11 +51,7 @@ async fn role_of(tx: &mut PgConnection, id: ConversationId, user: UserId) -> Res
             .bind(user)
             .fetch_optional(&mut *tx)
             .await?;
-    Ok(role.map(|r| match r.as_str() {
-        "owner" => Role::Owner,
-        "admin" => Role::Admin,
-        _ => Role::Member,
-    }))
+    Ok(role.as_deref().map(rules::parse_role))
 }
 
 async fn member_ids(tx: &mut PgConnection, id: ConversationId) -> Result<Arc<[UserId]>> {
@@ -76,14 +72,6 @@ async fn was_member(tx: &mut PgConnection, id: ConversationId, user: UserId) -> 
     .bind(user)
     .fetch_one(&mut *tx)
     .await?)
-}
-
-fn rank(role: Role) -> u8 {
-    match role {
-        Role::Owner => 2,
-        Role::Admin => 1,
-        Role::Member => 0,
-    }
 }
 
 /// Appends one `system` message and returns it.
@@ -157,22 +145,12 @@ pub(crate) async fn apply(
     ts: Millis,
 ) -> Result<std::result::Result<GroupChangeOutcome, Refusal>> {
     let id = change.conversation_id();
-    let by = match change {
-        GroupChange::Add { by, .. }
-        | GroupChange::Remove { by, .. }
-        | GroupChange::SetRole { by, .. }
-        | GroupChange::Update { by, .. } => *by,
-    };
+    let by = rules::actor(change);
     let Some(g) = group(tx, id).await? else {
         return Ok(Err(ErrorCode::NotFound));
     };
     let Some(by_role) = role_of(tx, id, by).await? else {
-        let code = if was_member(tx, id, by).await? {
-            ErrorCode::Forbidden
-        } else {
-            ErrorCode::NotFound
-        };
-        return Ok(Err(code));
+        return Ok(Err(rules::outsider(was_member(tx, id, by).await?)));
     };
     if g.kind != "group" {
         return Ok(Err(ErrorCode::BadRequest));
@@ -184,26 +162,16 @@ pub(crate) async fn apply(
         GroupChange::Add {
             users, max_members, ..
         } => {
-            if by_role == Role::Member && !g.members_can_add {
-                return Ok(Err(ErrorCode::Forbidden));
+            if let Err(code) = rules::may_add(by_role, g.members_can_add) {
+                return Ok(Err(code));
             }
-            let mut fresh: Vec<UserId> = users
-                .iter()
-                .copied()
-                .filter(|u| !members_before.contains(u))
-                .collect();
-            fresh.sort_unstable();
-            fresh.dedup();
+            let fresh = match rules::newcomers(users, &members_before, g.member_count, *max_members)
+            {
+                Ok(fresh) => fresh,
+                Err(code) => return Ok(Err(code)),
+            };
             if fresh.is_empty() {
-                return Ok(Ok(GroupChangeOutcome {
-                    notices,
-                    added,
-                    members_after: members_before.clone(),
-                    members_before,
-                }));
-            }
-            if g.member_count + fresh.len() as i64 > *max_members {
-                return Ok(Err(ErrorCode::GroupFull));
+                return Ok(Ok(rules::unchanged(members_before)));
             }
             let found: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM users WHERE id = ANY($1)")
                 .bind(&fresh)
@@ -212,11 +180,7 @@ pub(crate) async fn apply(
             if found != fresh.len() as i64 {
                 return Ok(Err(ErrorCode::NotFound));
             }
-            let body = SystemNotice::MemberJoined {
-                by_user_id: by,
-                user_ids: fresh.clone(),
-            }
-            .to_body();
+            let body = rules::joined_notice(&fresh, by);
             let n = notice(tx, id, by, body, ts).await?;
             // New members see history from the notice of their joining on.
             let joined_seq = n.seq - 1;
@@ -250,17 +214,11 @@ pub(crate) async fn apply(
             let Some(target_role) = role_of(tx, id, user).await? else {
                 return Ok(Err(ErrorCode::NotFound));
             };
-            let leaving = user == by;
-            if !leaving && (by_role == Role::Member || rank(by_role) <= rank(target_role)) {
-                return Ok(Err(ErrorCode::Forbidden));
-            }
-            let reason = if leaving { "left" } else { "removed" };
-            let body = SystemNotice::MemberLeft {
-                by_user_id: by,
-                reason: reason.to_owned(),
-                user_id: user,
-            }
-            .to_body();
+            let reason = match rules::may_remove(by, by_role, user, target_role) {
+                Ok(reason) => reason,
+                Err(code) => return Ok(Err(code)),
+            };
+            let body = rules::left_notice(user, by, reason);
             let n = notice(tx, id, by, body, ts).await?;
             sqlx::query("DELETE FROM members WHERE conversation_id = $1 AND user_id = $2")
                 .bind(id)
@@ -299,12 +257,7 @@ pub(crate) async fn apply(
                 .await?;
                 if let Some(heir) = heir {
                     set_role(tx, id, heir, Role::Owner).await?;
-                    let body = SystemNotice::RoleChanged {
-                        by_user_id: by,
-                        role: "owner".to_owned(),
-                        user_id: heir,
-                    }
-                    .to_body();
+                    let body = rules::role_notice(heir, Role::Owner, by);
                     notices.push(notice(tx, id, by, body, ts).await?);
                 }
             }
@@ -314,37 +267,17 @@ pub(crate) async fn apply(
             let Some(target_role) = role_of(tx, id, user).await? else {
                 return Ok(Err(ErrorCode::NotFound));
             };
-            if by_role != Role::Owner {
-                return Ok(Err(ErrorCode::Forbidden));
-            }
-            if target_role == role {
-                return Ok(Ok(GroupChangeOutcome {
-                    notices,
-                    added,
-                    members_after: members_before.clone(),
-                    members_before,
-                }));
-            }
-            if user == by {
-                // The owner steps down only by handing ownership to someone.
-                return Ok(Err(ErrorCode::BadRequest));
+            match rules::may_set_role(by, by_role, user, target_role, role) {
+                Ok(true) => {}
+                Ok(false) => return Ok(Ok(rules::unchanged(members_before))),
+                Err(code) => return Ok(Err(code)),
             }
             set_role(tx, id, user, role).await?;
-            let body = SystemNotice::RoleChanged {
-                by_user_id: by,
-                role: role_name(role).to_owned(),
-                user_id: user,
-            }
-            .to_body();
+            let body = rules::role_notice(user, role, by);
             notices.push(notice(tx, id, by, body, ts).await?);
             if role == Role::Owner {
                 set_role(tx, id, by, Role::Admin).await?;
-                let body = SystemNotice::RoleChanged {
-                    by_user_id: by,
-                    role: "admin".to_owned(),
-                    user_id: by,
-                }
-                .to_body();
+                let body = rules::role_notice(by, Role::Admin, by);
                 notices.push(notice(tx, id, by, body, ts).await?);
             }
         }
@@ -354,8 +287,8 @@ pub(crate) async fn apply(
             members_can_add,
             ..
         } => {
-            if by_role == Role::Member {
-                return Ok(Err(ErrorCode::Forbidden));
+            if let Err(code) = rules::may_update(by_role) {
+                return Ok(Err(code));
             }
             if has_nul(title.as_deref())
                 || has_nul(avatar_media_id.as_ref().and_then(|a| a.as_deref()))
@@ -381,13 +314,7 @@ pub(crate) async fn apply(
             let title: Option<String> = row.try_get(0)?;
             let avatar: Option<String> = row.try_get(1)?;
             let can_add: bool = row.try_get(2)?;
-            let body = SystemNotice::ConversationUpdated {
-                avatar_media_id: avatar,
-                by_user_id: by,
-                members_can_add: can_add,
-                title,
-            }
-            .to_body();
+            let body = rules::updated_notice(title, avatar, can_add, by);
             notices.push(notice(tx, id, by, body, ts).await?);
         }
     }

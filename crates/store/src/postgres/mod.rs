@@ -52,6 +52,8 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
     pool: PgPool,
+    indexer: std::sync::Arc<crate::search::Indexer>,
+    index: search::PostgresIndex,
 }
 
 impl PostgresStore {
@@ -89,11 +91,21 @@ impl PostgresStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
-        Ok(PostgresStore { pool })
+        tokio::task::spawn_blocking(crate::search::text::warm_up)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("loading the dictionary failed: {e}")))?;
+        let index = search::PostgresIndex { pool: pool.clone() };
+        let indexer = std::sync::Arc::new(crate::search::Indexer::start(index.clone()));
+        Ok(PostgresStore {
+            pool,
+            indexer,
+            index,
+        })
     }
 
     /// Closes the pool, waiting for calls in flight.
     pub async fn close(&self) {
+        self.indexer.stop();
         self.pool.close().await;
     }
 }
@@ -294,7 +306,9 @@ impl Store for PostgresStore {
     }
 
     async fn commit_batch(&self, ops: &[WriteOp], rules: CommitRules) -> Result<Vec<WriteOutcome>> {
-        commit::commit_batch(&self.pool, ops, rules).await
+        let out = commit::commit_batch(&self.pool, ops, rules).await?;
+        self.indexer.wake();
+        Ok(out)
     }
 
     async fn history(
@@ -342,7 +356,19 @@ impl Store for PostgresStore {
         user: UserId,
         query: &SearchQuery,
     ) -> Result<(Vec<SearchHit>, bool)> {
+        crate::search::wait_for_index(&self.indexer, &self.index, crate::search::SEARCH_WAIT)
+            .await?;
         search::search(&self.pool, user, query).await
+    }
+
+    async fn search_backlog(&self) -> Result<u64> {
+        search::backlog(&self.pool).await
+    }
+
+    async fn rebuild_search_index(&self) -> Result<()> {
+        search::rebuild(&self.pool).await?;
+        self.indexer.wake();
+        Ok(())
     }
 
     // --- media ----------------------------------------------------------

@@ -1,19 +1,6 @@
-//! Turning PostgreSQL rows into protocol records.
+//! Row mapping on PostgreSQL: the shared mapping of [`crate::rows`].
 
-use confab_proto::api::{Member, Role, User};
-use confab_proto::{MessageKind, MessageRecord};
-use sqlx::postgres::PgRow;
-use sqlx::Row;
-
-use crate::{Result, StoreError};
-
-/// Columns of `users` that make a [`User`], in this order.
-pub(crate) const USER_COLUMNS: &str =
-    "id, username, display_name, avatar_media_id, status_text, created_at";
-
-/// Columns of `messages` that make a [`MessageRecord`], in this order.
-pub(crate) const MESSAGE_COLUMNS: &str =
-    "conversation_id, seq, sender_id, client_msg_id, kind, body, ts, edited_at, deleted_at, reactions";
+pub(crate) use crate::rows::*;
 
 /// [`USER_COLUMNS`] qualified with a table alias (`u.id, u.username, …`).
 pub(crate) fn user_columns(alias: &str) -> String {
@@ -22,65 +9,4 @@ pub(crate) fn user_columns(alias: &str) -> String {
         .map(|c| format!("{alias}.{c}"))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-pub(crate) fn user(row: &PgRow) -> Result<User> {
-    Ok(User {
-        id: row.try_get("id")?,
-        username: row.try_get("username")?,
-        display_name: row.try_get("display_name")?,
-        avatar_media_id: row.try_get("avatar_media_id")?,
-        status_text: row.try_get("status_text")?,
-        created_at: row.try_get("created_at")?,
-        hide_presence: None,
-    })
-}
-
-pub(crate) fn message(row: &PgRow) -> Result<MessageRecord> {
-    let kind: String = row.try_get("kind")?;
-    let body: String = row.try_get("body")?;
-    Ok(MessageRecord {
-        conversation_id: row.try_get("conversation_id")?,
-        seq: row.try_get("seq")?,
-        sender_id: row.try_get("sender_id")?,
-        client_msg_id: row.try_get("client_msg_id")?,
-        kind: MessageKind::parse(&kind)
-            .ok_or_else(|| StoreError::Corrupt(format!("unknown message kind {kind:?}")))?,
-        body: serde_json::from_str(&body)?,
-        ts: row.try_get("ts")?,
-        read_by: None,
-        edited_at: row.try_get("edited_at")?,
-        deleted: row.try_get::<Option<i64>, _>("deleted_at")?.is_some(),
-        reactions: match row.try_get::<Option<String>, _>("reactions")? {
-            Some(r) => serde_json::from_str(&r)?,
-            None => Default::default(),
-        },
-    })
-}
-
-pub(crate) fn member(row: &PgRow) -> Result<Member> {
-    let role: String = row.try_get("role")?;
-    Ok(Member {
-        user_id: row.try_get("user_id")?,
-        role: parse_role(&role)?,
-        joined_seq: row.try_get("joined_seq")?,
-        read_seq: row.try_get("read_seq")?,
-    })
-}
-
-pub(crate) fn role_name(role: Role) -> &'static str {
-    match role {
-        Role::Owner => "owner",
-        Role::Admin => "admin",
-        Role::Member => "member",
-    }
-}
-
-pub(crate) fn parse_role(s: &str) -> Result<Role> {
-    Ok(match s {
-        "owner" => Role::Owner,
-        "admin" => Role::Admin,
-        "member" => Role::Member,
-        other => return Err(StoreError::Corrupt(format!("unknown role {other:?}"))),
-    })
 }

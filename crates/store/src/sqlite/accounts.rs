@@ -127,7 +127,7 @@ pub(crate) async fn create_device(
 }
 
 pub(crate) async fn insert_tokens(db: &SqlitePool, tokens: Vec<NewToken>) -> Result<()> {
-    let mut tx = db.begin().await?;
+    let mut tx = db.begin_with("BEGIN IMMEDIATE").await?;
     for t in tokens {
         sqlx::query("INSERT INTO tokens (hash, device_id, kind, expires_at) VALUES (?, ?, ?, ?)")
             .bind(t.hash)
@@ -163,7 +163,7 @@ pub(crate) async fn spend_refresh_token(
     hash: &[u8],
     now: Millis,
 ) -> Result<RefreshOutcome> {
-    let mut tx = db.begin().await?;
+    let mut tx = db.begin_with("BEGIN IMMEDIATE").await?;
     /// user id, device id, expires_at, spent_at, revoked_at
     type RefreshRow = (i64, i64, i64, Option<i64>, Option<i64>);
     let row: Option<RefreshRow> = sqlx::query_as(
@@ -205,7 +205,7 @@ pub(crate) async fn spend_refresh_token(
 }
 
 pub(crate) async fn revoke_device(db: &SqlitePool, device_id: DeviceId, now: Millis) -> Result<()> {
-    let mut tx = db.begin().await?;
+    let mut tx = db.begin_with("BEGIN IMMEDIATE").await?;
     revoke_device_in(&mut tx, device_id, now).await?;
     tx.commit().await?;
     Ok(())
@@ -218,7 +218,7 @@ pub(crate) async fn change_password(
     keep_device: DeviceId,
     now: Millis,
 ) -> Result<()> {
-    let mut tx = db.begin().await?;
+    let mut tx = db.begin_with("BEGIN IMMEDIATE").await?;
     sqlx::query("UPDATE users SET password_hash = ? WHERE id = ?")
         .bind(password_hash)
         .bind(user)

@@ -1,159 +1,17 @@
-//! Edits, deletions for everyone and reactions, made inside the
-//! committer's transaction so they take their place in the conversation's
-//! seq order: each updates the target row and appends a `system` notice.
+//! The rules of edits, deletions for everyone and reactions ([`plan`],
+//! shared with PostgreSQL), and reading one message. The writes themselves
+//! run on the writer thread (`batch_changes.rs`).
 
 use confab_proto::SystemNotice;
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use confab_proto::error::ErrorCode;
 use confab_proto::{ConversationId, MessageKind, MessageRecord, Millis, Seq, UserId};
-use serde_json::{json, Value};
-use sqlx::SqliteConnection;
+use serde_json::Value;
 
-use super::groups::notice;
 use super::rows::{self, MESSAGE_COLUMNS};
 use crate::types::*;
 use crate::Result;
-
-/// Applies one change. `Ok(Err(code))` is a refusal with nothing written.
-pub(crate) async fn apply(
-    tx: &mut SqliteConnection,
-    change: &MessageChange,
-    ts: Millis,
-) -> Result<std::result::Result<MessageChangeOutcome, ErrorCode>> {
-    let id = change.conversation_id();
-    let by = change.actor();
-    let seq = match change {
-        MessageChange::Edit { seq, .. }
-        | MessageChange::Delete { seq, .. }
-        | MessageChange::React { seq, .. } => *seq,
-    };
-    let roster: Vec<(UserId, String, Seq)> = sqlx::query_as(
-        "SELECT user_id, role, joined_seq FROM members WHERE conversation_id = ? ORDER BY user_id",
-    )
-    .bind(id)
-    .fetch_all(&mut *tx)
-    .await?;
-    let Some((_, role, joined)) = roster.iter().find(|(u, _, _)| *u == by).cloned() else {
-        let former: Option<i64> = sqlx::query_scalar(
-            "SELECT 1 FROM former_members WHERE conversation_id = ? AND user_id = ?",
-        )
-        .bind(id)
-        .bind(by)
-        .fetch_optional(&mut *tx)
-        .await?;
-        return Ok(Err(if former.is_some() {
-            ErrorCode::Forbidden
-        } else {
-            ErrorCode::NotFound
-        }));
-    };
-    let row = sqlx::query(&format!(
-        "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? AND seq = ?"
-    ))
-    .bind(id)
-    .bind(seq)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(row) = row else {
-        return Ok(Err(ErrorCode::NotFound));
-    };
-    let mut target = rows::message(&row)?;
-    if target.seq <= joined {
-        return Ok(Err(ErrorCode::NotFound));
-    }
-    if target.kind == MessageKind::System {
-        return Ok(Err(ErrorCode::BadRequest));
-    }
-    let members: Arc<[UserId]> = roster.iter().map(|(u, _, _)| *u).collect();
-    let viewers: Arc<[UserId]> = roster
-        .iter()
-        .filter(|(_, _, j)| *j < seq)
-        .map(|(u, _, _)| *u)
-        .collect();
-    let kind: String = sqlx::query_scalar("SELECT kind FROM conversations WHERE id = ?")
-        .bind(id)
-        .fetch_one(&mut *tx)
-        .await?;
-    let plan = match plan(change, &target, &kind, &role, ts) {
-        Ok(Some(plan)) => plan,
-        Ok(None) => {
-            return Ok(Ok(MessageChangeOutcome {
-                notice: None,
-                target,
-                members,
-                viewers,
-            }))
-        }
-        Err(code) => return Ok(Err(code)),
-    };
-    match &plan.write {
-        Write::Body(body) => {
-            sqlx::query(
-                "UPDATE messages SET body = ?, edited_at = ? WHERE conversation_id = ? AND seq = ?",
-            )
-            .bind(body.to_string())
-            .bind(ts)
-            .bind(id)
-            .bind(seq)
-            .execute(&mut *tx)
-            .await?;
-            target.body = body.clone();
-            target.edited_at = Some(ts);
-        }
-        Write::Tombstone => {
-            sqlx::query(
-                "UPDATE messages SET body = '{}', deleted_at = ?, reactions = NULL
-                 WHERE conversation_id = ? AND seq = ?",
-            )
-            .bind(ts)
-            .bind(id)
-            .bind(seq)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("DELETE FROM mentions WHERE conversation_id = ? AND seq = ?")
-                .bind(id)
-                .bind(seq)
-                .execute(&mut *tx)
-                .await?;
-            // Its media is no longer reachable through it.
-            if let Some(media_id) = target.body.get("media_id").and_then(|v| v.as_str()) {
-                sqlx::query(
-                    "DELETE FROM message_media
-                     WHERE media_id = ? AND conversation_id = ? AND seq = ?",
-                )
-                .bind(media_id)
-                .bind(id)
-                .bind(seq)
-                .execute(&mut *tx)
-                .await?;
-            }
-            target.body = json!({});
-            target.deleted = true;
-            target.reactions.clear();
-        }
-        Write::Reactions(map) => {
-            let text = (!map.is_empty())
-                .then(|| serde_json::to_string(map))
-                .transpose()?;
-            sqlx::query("UPDATE messages SET reactions = ? WHERE conversation_id = ? AND seq = ?")
-                .bind(text)
-                .bind(id)
-                .bind(seq)
-                .execute(&mut *tx)
-                .await?;
-            target.reactions = map.clone();
-        }
-    }
-    let notice = notice(tx, id, by, plan.notice, ts).await?;
-    Ok(Ok(MessageChangeOutcome {
-        notice: Some(notice),
-        target,
-        members,
-        viewers,
-    }))
-}
 
 /// What to write for a change.
 pub(crate) enum Write {

@@ -17,7 +17,7 @@ pub(crate) async fn get_or_create_direct(
     now: Millis,
 ) -> Result<(ConversationId, bool)> {
     let key = format!("{}:{}", a.min(b), a.max(b));
-    let mut tx = db.begin().await?;
+    let mut tx = db.begin_with("BEGIN IMMEDIATE").await?;
     let existing: Option<i64> =
         sqlx::query_scalar("SELECT id FROM conversations WHERE direct_key = ?")
             .bind(&key)
@@ -62,7 +62,7 @@ pub(crate) async fn create_group(
     members: &[UserId],
     now: Millis,
 ) -> Result<ConversationId> {
-    let mut tx = db.begin().await?;
+    let mut tx = db.begin_with("BEGIN IMMEDIATE").await?;
     let id: i64 = sqlx::query_scalar(
         "INSERT INTO conversations (kind, title, created_by, created_at)
          VALUES ('group', ?, ?, ?) RETURNING id",

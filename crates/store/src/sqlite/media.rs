@@ -1,7 +1,7 @@
 //! Media records, per-user usage and the media access rule.
 
-use confab_proto::{ConversationId, MessageKind, Seq, UserId};
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use confab_proto::{MessageKind, UserId};
+use sqlx::{Row, SqlitePool};
 
 use crate::types::*;
 use crate::{Result, StoreError};
@@ -118,32 +118,4 @@ pub(crate) fn media_id_of(m: &NewMessage) -> Option<String> {
     }
     let body: serde_json::Value = serde_json::from_str(&m.body).ok()?;
     body.get("media_id")?.as_str().map(str::to_owned)
-}
-
-/// Records which new messages reference which media: one statement for the
-/// whole batch (a JSON array unpacked by `json_each`), none when no message
-/// carries media.
-pub(crate) async fn insert_message_media(
-    tx: &mut SqliteConnection,
-    assigned: &[(usize, &NewMessage, Seq)],
-) -> Result<()> {
-    let rows: Vec<(String, ConversationId, Seq)> = assigned
-        .iter()
-        .filter_map(|&(_, m, seq)| media_id_of(m).map(|id| (id, m.conversation_id, seq)))
-        .collect();
-    if rows.is_empty() {
-        return Ok(());
-    }
-    let json = serde_json::to_string(&rows)
-        .map_err(|e| StoreError::Corrupt(format!("message_media rows: {e}")))?;
-    sqlx::query(
-        "INSERT OR IGNORE INTO message_media (media_id, conversation_id, seq)
-         SELECT json_extract(value, '$[0]'), json_extract(value, '$[1]'), json_extract(value, '$[2]')
-           FROM json_each(?)",
-    )
-    .bind(json)
-    .persistent(true)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
 }

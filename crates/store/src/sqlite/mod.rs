@@ -1,18 +1,25 @@
 //! The SQLite backend: one file in WAL mode with `synchronous=FULL`, so a
-//! commit is on disk before it returns. One writer connection serialises all
-//! writes (SQLite allows one writer anyway, and a single connection avoids
-//! busy retries); a small pool of read-only connections serves reads
-//! concurrently with the writer.
+//! commit is on disk before it returns. The committer's batches and the
+//! search indexer's rounds run on a dedicated writer thread that owns a
+//! rusqlite connection (`writer.rs`, `batch.rs`): one job, one
+//! transaction, one fsync per batch, no async round trip per statement.
+//! The other writes (accounts, friends, media records, creating
+//! conversations) still go through one sqlx writer connection; every write
+//! transaction begins `IMMEDIATE`, so the two writers queue on SQLite's
+//! lock instead of failing. Reads use a small pool of read-only sqlx
+//! connections concurrently with the writers.
 
 mod accounts;
+mod batch;
+mod batch_changes;
 pub(crate) mod changes;
-mod commit;
 mod conversations;
 mod groups;
 mod media;
 mod rows;
-mod search;
+pub(crate) mod search;
 mod social;
+mod writer;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -38,6 +45,10 @@ pub struct SqliteStore {
     writer: SqlitePool,
     reader: SqlitePool,
     checkpointer: Arc<Checkpointer>,
+    indexer: Arc<crate::search::Indexer>,
+    index: search::SqliteIndex,
+    /// The writer thread: sends and cursor moves, indexing rounds.
+    rw: writer::Writer,
 }
 
 /// Copies the WAL back into the database file off the commit path. SQLite's
@@ -107,16 +118,29 @@ impl SqliteStore {
             .acquire_timeout(Duration::from_secs(30))
             .connect_with(opts.read_only(true))
             .await?;
+        tokio::task::spawn_blocking(crate::search::text::warm_up)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("loading the dictionary failed: {e}")))?;
+        let rw = writer::Writer::start(path)?;
+        let index = search::SqliteIndex {
+            reader: reader.clone(),
+            writer: rw.clone(),
+        };
+        let indexer = Arc::new(crate::search::Indexer::start(index.clone()));
         Ok(SqliteStore {
             writer,
             reader,
             checkpointer,
+            indexer,
+            index,
+            rw,
         })
     }
 
     /// Closes both pools, finishing outstanding work.
     pub async fn close(&self) {
         self.checkpointer.task.abort();
+        self.indexer.stop();
         self.reader.close().await;
         self.writer.close().await;
         // A last full checkpoint so the database file stands on its own.
@@ -323,7 +347,15 @@ impl Store for SqliteStore {
     }
 
     async fn commit_batch(&self, ops: &[WriteOp], rules: CommitRules) -> Result<Vec<WriteOutcome>> {
-        commit::commit_batch(&self.writer, ops, rules).await
+        // The whole batch runs on the writer thread: one job, one
+        // transaction, one fsync, one reply.
+        let ops = ops.to_vec();
+        let out = self
+            .rw
+            .transaction(move |t| batch::commit_batch(t, &ops, rules))
+            .await?;
+        self.indexer.wake();
+        Ok(out)
     }
 
     async fn history(
@@ -371,7 +403,19 @@ impl Store for SqliteStore {
         user: UserId,
         query: &SearchQuery,
     ) -> Result<(Vec<SearchHit>, bool)> {
+        crate::search::wait_for_index(&self.indexer, &self.index, crate::search::SEARCH_WAIT)
+            .await?;
         search::search(&self.reader, user, query).await
+    }
+
+    async fn search_backlog(&self) -> Result<u64> {
+        search::backlog(&self.reader).await
+    }
+
+    async fn rebuild_search_index(&self) -> Result<()> {
+        search::rebuild(&self.writer).await?;
+        self.indexer.wake();
+        Ok(())
     }
 
     // --- media ----------------------------------------------------------

@@ -1,34 +1,20 @@
-//! Full-text search with FTS5: `message_search` holds the text of text
-//! messages and media captions, keyed by `conversation_id * 2^32 + seq`
-//! and kept in sync by triggers on `messages` (migration 0004).
+//! Full-text search on SQLite: the FTS5 table `message_index` holds the
+//! tokens of text messages and media captions (space-joined, cut by
+//! [`crate::search::text`]), keyed by `conversation_id * 2^32 + seq`, and
+//! written by the background indexer from `search_queue` (migration 0005).
 
 use confab_proto::UserId;
-use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 
 use super::changes::qualified;
 use super::rows;
+use crate::search::{hit, plan_round, text, IndexBackend, QueueRow, Queued, ROUND};
 use crate::types::*;
 use crate::Result;
 
-/// The FTS5 query for a web-search style query: every word or phrase
-/// quoted (so nothing is read as FTS5 syntax), ANDed, exclusions as
-/// `NOT`. `None` when nothing positive is asked for.
-fn fts_query(q: &str) -> Option<String> {
-    let terms = search_terms(q);
-    let quote = |t: &str| format!("\"{}\"", t.replace('"', "\"\""));
-    let positive: Vec<String> = terms
-        .iter()
-        .filter(|(_, neg)| !neg)
-        .map(|(t, _)| quote(t))
-        .collect();
-    if positive.is_empty() {
-        return None;
-    }
-    let mut out = positive.join(" AND ");
-    for (t, _) in terms.iter().filter(|(_, neg)| *neg) {
-        out = format!("({out}) NOT {}", quote(t));
-    }
-    Some(out)
+/// The index key of a message.
+fn key(conversation_id: i64, seq: i64) -> i64 {
+    (conversation_id << 32) + seq
 }
 
 pub(crate) async fn search(
@@ -36,21 +22,21 @@ pub(crate) async fn search(
     user: UserId,
     query: &SearchQuery,
 ) -> Result<(Vec<SearchHit>, bool)> {
-    let Some(fts) = fts_query(&query.q) else {
+    let Some(plan) = text::plan(&query.q) else {
         return Ok((Vec::new(), false));
     };
     let limit = i64::from(query.limit.max(1));
     let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
-        "SELECT {}, snippet(message_search, 0, char(2), char(3), '…', 16) AS snippet
-         FROM message_search
-         JOIN messages m ON m.conversation_id = message_search.rowid >> 32
-                        AND m.seq = message_search.rowid & 4294967295
+        "SELECT {}
+         FROM message_index
+         JOIN messages m ON m.conversation_id = message_index.rowid >> 32
+                        AND m.seq = message_index.rowid & 4294967295
          JOIN members mb ON mb.conversation_id = m.conversation_id AND mb.user_id = ",
         qualified("m")
     ));
     q.push_bind(user);
-    q.push(" WHERE message_search MATCH ");
-    q.push_bind(fts);
+    q.push(" WHERE message_index MATCH ");
+    q.push_bind(plan.fts5());
     q.push(" AND m.seq > mb.joined_seq AND m.deleted_at IS NULL");
     if let Some(c) = query.conversation_id {
         q.push(" AND m.conversation_id = ").push_bind(c);
@@ -64,7 +50,7 @@ pub(crate) async fn search(
     if let Some(t) = query.after {
         q.push(" AND m.ts > ").push_bind(t);
     }
-    q.push(" ORDER BY bm25(message_search), m.ts DESC, m.conversation_id, m.seq DESC LIMIT ");
+    q.push(" ORDER BY bm25(message_index), m.ts DESC, m.conversation_id, m.seq DESC LIMIT ");
     q.push_bind(limit + 1);
     q.push(" OFFSET ").push_bind(i64::from(query.offset));
     let found = q.build().fetch_all(db).await?;
@@ -72,33 +58,109 @@ pub(crate) async fn search(
     let hits = found
         .iter()
         .take(limit as usize)
-        .map(|row| {
-            let raw: String = row.try_get("snippet")?;
-            Ok(SearchHit {
-                message: rows::message(row)?,
-                snippet: render_snippet(&raw),
-            })
-        })
+        .map(|row| rows::message(row).map(|m| hit(&plan, m)))
         .collect::<Result<Vec<_>>>()?;
     Ok((hits, has_more))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::fts_query;
+/// Keys committed but not indexed yet.
+pub(crate) async fn backlog(db: &SqlitePool) -> Result<u64> {
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM search_queue")
+        .fetch_one(db)
+        .await?;
+    Ok(n.max(0) as u64)
+}
 
-    #[test]
-    fn queries_are_quoted() {
-        assert_eq!(
-            fts_query("hello world").as_deref(),
-            Some(r#""hello" AND "world""#)
-        );
-        assert_eq!(
-            fts_query(r#""big cat" -dog"#).as_deref(),
-            Some(r#"("big cat") NOT "dog""#)
-        );
-        assert_eq!(fts_query("a\"b OR").as_deref(), Some(r#""a""b" AND "OR""#));
-        assert_eq!(fts_query("-only"), None);
-        assert_eq!(fts_query("  ...  "), None);
+/// Empties the index and queues every searchable message again.
+pub(crate) async fn rebuild(db: &SqlitePool) -> Result<()> {
+    let mut tx = db.begin_with("BEGIN IMMEDIATE").await?;
+    sqlx::query("DELETE FROM message_index")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "INSERT INTO search_queue (conversation_id, seq)
+         SELECT conversation_id, seq FROM messages
+         WHERE kind IN ('text', 'image', 'voice', 'file') AND deleted_at IS NULL
+         ORDER BY conversation_id, seq",
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// The indexer's SQL on SQLite: the round is read in one job on the
+/// writer thread, cut into words on a blocking thread, and written in a
+/// second job, so segmentation never holds the writer the committer needs. There is one indexer per
+/// database file, so keys up to the highest one read are all handled.
+#[derive(Debug, Clone)]
+pub(crate) struct SqliteIndex {
+    pub reader: SqlitePool,
+    pub writer: super::writer::Writer,
+}
+
+#[async_trait::async_trait]
+impl IndexBackend for SqliteIndex {
+    async fn queue_bounds(&self) -> Result<Option<(i64, i64)>> {
+        let (lo, hi): (Option<i64>, Option<i64>) =
+            sqlx::query_as("SELECT min(id), max(id) FROM search_queue")
+                .fetch_one(&self.reader)
+                .await?;
+        Ok(lo.zip(hi))
+    }
+
+    async fn index_round(&self) -> Result<usize> {
+        // Read on the writer thread too: in-process rows, no copies through
+        // sqlx's worker and channel (this read is as large as the round).
+        let rows: Vec<QueueRow> = self
+            .writer
+            .transaction(|t| {
+                let mut st = t.prepare_cached(
+                    "SELECT q.id, q.conversation_id, q.seq, m.kind, m.body, m.deleted_at
+                     FROM search_queue q
+                     LEFT JOIN messages m ON m.conversation_id = q.conversation_id AND m.seq = q.seq
+                     ORDER BY q.id LIMIT ?",
+                )?;
+                let rows = st
+                    .query_map([ROUND as i64], |r| {
+                        Ok((
+                            r.get(0)?,
+                            r.get(1)?,
+                            r.get(2)?,
+                            r.get(3)?,
+                            r.get(4)?,
+                            r.get(5)?,
+                        ))
+                    })?
+                    .collect::<rusqlite::Result<Vec<QueueRow>>>()?;
+                Ok(rows)
+            })
+            .await?;
+        let n = rows.len();
+        let Some(last) = rows.last().map(|r| r.0) else {
+            return Ok(0);
+        };
+        let queued = rows.into_iter().map(Queued::from_row).collect();
+        let plan = tokio::task::spawn_blocking(move || plan_round(queued))
+            .await
+            .map_err(|e| crate::StoreError::Unavailable(format!("indexing task failed: {e}")))?;
+        self.writer
+            .transaction(move |t| {
+                for ((c, s), tokens) in &plan.entries {
+                    t.prepare_cached("DELETE FROM message_index WHERE rowid = ?")?
+                        .execute([key(*c, *s)])?;
+                    if let Some(tokens) = tokens {
+                        t.prepare_cached(
+                            "INSERT INTO message_index (rowid, tokens) VALUES (?, ?)",
+                        )?
+                        .execute((key(*c, *s), tokens.join(" ")))?;
+                    }
+                }
+                t.prepare_cached("DELETE FROM search_queue WHERE id <= ?")?
+                    .execute([last])?;
+                Ok(())
+            })
+            .await?;
+        Ok(n)
     }
 }

@@ -105,7 +105,7 @@ pub(crate) async fn send_friend_request(
     max_pending: u32,
     now: Millis,
 ) -> Result<FriendRequestOutcome> {
-    let mut tx = db.begin().await?;
+    let mut tx = db.begin_with("BEGIN IMMEDIATE").await?;
     let exists: Option<i64> = sqlx::query_scalar("SELECT 1 FROM users WHERE id = ?")
         .bind(to)
         .fetch_optional(&mut *tx)
@@ -196,7 +196,7 @@ pub(crate) async fn answer_friend_request(
     accept: bool,
     now: Millis,
 ) -> Result<FriendAnswer> {
-    let mut tx = db.begin().await?;
+    let mut tx = db.begin_with("BEGIN IMMEDIATE").await?;
     let Some(request) = request_by_id(&mut tx, id).await? else {
         return Ok(FriendAnswer::NotFound);
     };
@@ -271,7 +271,7 @@ async fn unfriend_on(tx: &mut SqliteConnection, a: UserId, b: UserId) -> Result<
 }
 
 pub(crate) async fn unfriend(db: &SqlitePool, a: UserId, b: UserId) -> Result<bool> {
-    let mut tx = db.begin().await?;
+    let mut tx = db.begin_with("BEGIN IMMEDIATE").await?;
     let ended = unfriend_on(&mut tx, a, b).await?;
     tx.commit().await?;
     Ok(ended)
@@ -283,7 +283,7 @@ pub(crate) async fn block(
     blocked: UserId,
     now: Millis,
 ) -> Result<bool> {
-    let mut tx = db.begin().await?;
+    let mut tx = db.begin_with("BEGIN IMMEDIATE").await?;
     sqlx::query(
         "INSERT OR IGNORE INTO blocks (blocker_id, blocked_id, created_at) VALUES (?, ?, ?)",
     )
