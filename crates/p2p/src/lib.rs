@@ -14,3 +14,7 @@ pub mod store;
 
 pub use envelope::{Envelope, Refusal};
 pub use store::{direct_conversation_id, SharedStore, Store, StoreError};
+pub mod node;
+pub mod wire;
+
+pub use node::{Event, Node, NodeConfig, NodeError};
