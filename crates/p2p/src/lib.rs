@@ -6,6 +6,7 @@
 //! (`confab://` links). The peer's SQLite file is [`store`]; the device key
 //! is [`identity`].
 
+pub mod control;
 pub mod envelope;
 pub mod identity;
 pub mod link;
@@ -17,4 +18,6 @@ pub use store::{direct_conversation_id, SharedStore, Store, StoreError};
 pub mod node;
 pub mod wire;
 
+pub use libp2p::multiaddr::Protocol;
+pub use libp2p::{Multiaddr, PeerId};
 pub use node::{Event, Node, NodeConfig, NodeError};
