@@ -261,7 +261,7 @@ enum Internal {
     DownloadStopped(String),
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
 enum Proto {
     Msg,
     Sync,
@@ -289,6 +289,8 @@ struct NodeInner {
     key: Keypair,
     data_dir: PathBuf,
     addrs: tokio::sync::watch::Receiver<Vec<Multiaddr>>,
+    /// Events from the very start (taken once by [`Node::events_from_start`]).
+    first_events: std::sync::Mutex<Option<broadcast::Receiver<Event>>>,
 }
 
 const AGENT_PREFIX: &str = "confab/";
@@ -352,7 +354,7 @@ impl Node {
         }
         let (cmd_tx, cmd_rx) = mpsc::channel(256);
         let (internal_tx, internal_rx) = mpsc::channel(1024);
-        let (events, _) = broadcast::channel(1024);
+        let (events, first_events) = broadcast::channel(1024);
         let (addrs_tx, addrs_rx) = tokio::sync::watch::channel(Vec::new());
         let node = Node {
             inner: Arc::new(NodeInner {
@@ -362,6 +364,7 @@ impl Node {
                 key: key.clone(),
                 data_dir: config.data_dir.clone(),
                 addrs: addrs_rx,
+                first_events: std::sync::Mutex::new(Some(first_events)),
             }),
         };
         let state = Loop {
@@ -406,6 +409,18 @@ impl Node {
     /// Events from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Event> {
         self.inner.events.subscribe()
+    }
+
+    /// Events from the node's start (the first call; later calls get
+    /// events from now on), so a listener misses no `listening` event.
+    pub fn events_from_start(&self) -> broadcast::Receiver<Event> {
+        let first = self
+            .inner
+            .first_events
+            .lock()
+            .ok()
+            .and_then(|mut f| f.take());
+        first.unwrap_or_else(|| self.subscribe())
     }
 
     async fn command(&self, cmd: Command) -> Result<(), NodeError> {
@@ -719,7 +734,8 @@ struct Loop {
     internal_tx: mpsc::Sender<Internal>,
     /// Open connections per peer, and whether each is relayed.
     connections: HashMap<PeerId, HashMap<ConnectionId, bool>>,
-    inflight: HashMap<OutboundRequestId, (PeerId, Pendingkey, bool)>,
+    /// Keyed by protocol too: each request-response behaviour numbers its own requests.
+    inflight: HashMap<(Proto, OutboundRequestId), (PeerId, Pendingkey, bool)>,
     inflight_keys: HashSet<(PeerId, String)>,
     syncing: HashSet<(PeerId, String)>,
     downloading: HashSet<String>,
@@ -748,6 +764,13 @@ impl Loop {
         if let Some(relay) = self.relay.clone() {
             let _ = self.swarm.dial(relay);
         }
+        // Coming online: reach every contact once, so conversations catch
+        // up (sync runs on each new connection) even with nothing to send.
+        self.spawn(|store, tx| async move {
+            if let Ok(all) = store.call(|s| s.contacts()).await {
+                let _ = tx.send(Internal::DueRecipients(all)).await;
+            }
+        });
         loop {
             tokio::select! {
                 ev = self.swarm.select_next_some() => self.on_swarm(ev),
@@ -1002,7 +1025,8 @@ impl Loop {
                     Proto::Sync => b.sync.send_request(&peer, bytes),
                     Proto::File => b.file.send_request(&peer, bytes),
                 };
-                self.inflight.insert(request_id, (peer, key, relayed));
+                self.inflight
+                    .insert((proto, request_id), (peer, key, relayed));
             }
             Internal::DueRecipients(contacts) => {
                 for c in contacts {
@@ -1088,7 +1112,7 @@ impl Loop {
         let relayed = self.path_of(&peer).unwrap_or(false);
         let id = self.swarm.behaviour_mut().file.send_request(&peer, bytes);
         self.inflight
-            .insert(id, (peer, Pendingkey::File(sha), relayed));
+            .insert((Proto::File, id), (peer, Pendingkey::File(sha), relayed));
     }
 
     fn on_swarm(&mut self, ev: SwarmEvent<BehaviourEvent>) {
@@ -1319,7 +1343,8 @@ impl Loop {
                     },
                 ..
             } => {
-                let Some((_, Pendingkey::Msg(id), relayed)) = self.inflight.remove(&request_id)
+                let Some((_, Pendingkey::Msg(id), relayed)) =
+                    self.inflight.remove(&(Proto::Msg, request_id))
                 else {
                     return;
                 };
@@ -1349,7 +1374,9 @@ impl Loop {
                 ..
             } => {
                 tracing::debug!(%peer, "delivery failed: {error}");
-                if let Some((_, Pendingkey::Msg(id), _)) = self.inflight.remove(&request_id) {
+                if let Some((_, Pendingkey::Msg(id), _)) =
+                    self.inflight.remove(&(Proto::Msg, request_id))
+                {
                     self.inflight_keys.remove(&(peer, id.clone()));
                     self.spawn(move |store, _| async move {
                         let to = peer.to_base58();
@@ -1415,7 +1442,9 @@ impl Loop {
                     },
                 ..
             } => {
-                let Some((_, Pendingkey::Sync(conv), _)) = self.inflight.remove(&request_id) else {
+                let Some((_, Pendingkey::Sync(conv), _)) =
+                    self.inflight.remove(&(Proto::Sync, request_id))
+                else {
                     return;
                 };
                 self.spawn(move |store, tx| async move {
@@ -1460,7 +1489,9 @@ impl Loop {
             request_response::Event::OutboundFailure {
                 peer, request_id, ..
             } => {
-                if let Some((_, Pendingkey::Sync(conv), _)) = self.inflight.remove(&request_id) {
+                if let Some((_, Pendingkey::Sync(conv), _)) =
+                    self.inflight.remove(&(Proto::Sync, request_id))
+                {
                     self.syncing.remove(&(peer, conv));
                 }
             }
@@ -1503,7 +1534,9 @@ impl Loop {
                     },
                 ..
             } => {
-                let Some((_, Pendingkey::File(sha), _)) = self.inflight.remove(&request_id) else {
+                let Some((_, Pendingkey::File(sha), _)) =
+                    self.inflight.remove(&(Proto::File, request_id))
+                else {
                     return;
                 };
                 let data_dir = self.data_dir.clone();
@@ -1527,7 +1560,9 @@ impl Loop {
                 });
             }
             request_response::Event::OutboundFailure { request_id, .. } => {
-                if let Some((_, Pendingkey::File(sha), _)) = self.inflight.remove(&request_id) {
+                if let Some((_, Pendingkey::File(sha), _)) =
+                    self.inflight.remove(&(Proto::File, request_id))
+                {
                     // Resumed from the part file's length on the next connection.
                     self.downloading.remove(&sha);
                 }

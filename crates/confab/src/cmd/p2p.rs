@@ -670,7 +670,7 @@ async fn listen(args: ListenArgs) -> anyhow::Result<()> {
         ];
     }
     let node = Node::start(common.node_config(args.name.clone())?).await?;
-    let mut events = node.subscribe();
+    let mut events = node.events_from_start();
     let mut control = tokio::spawn(control::serve(node.clone()));
     let data_dir = common.data_dir()?;
     let mut names = names(&common.open_store()?)?;
