@@ -10,7 +10,9 @@ pub mod control;
 pub mod envelope;
 pub mod identity;
 pub mod link;
+pub mod mailbox;
 pub mod ordering;
+pub mod relay;
 pub mod store;
 
 pub use envelope::{Envelope, Refusal};

@@ -25,6 +25,7 @@ use sha2::Digest;
 use tokio::sync::{broadcast, mpsc, oneshot};
 
 use crate::envelope::{kind, Envelope, Refusal, DEFAULT_MAX_ENVELOPE_BYTES};
+use crate::mailbox::{challenge_bytes, MailboxRequest, MailboxResponse, MAILBOX_PROTOCOL};
 use crate::store::{
     direct_conversation_id, Contact, FileRecord, SharedStore, Store, StoreError, StoredMessage,
 };
@@ -154,6 +155,11 @@ pub enum Event {
         /// `public`, `private` or `unknown`.
         status: String,
     },
+    /// The relay's mailbox was checked.
+    MailboxFetched {
+        /// Envelopes it handed over.
+        count: usize,
+    },
     /// The relay accepted our reservation.
     Reservation {
         /// Relay PeerId.
@@ -238,6 +244,7 @@ struct Behaviour {
     msg: request_response::Behaviour<BytesCodec>,
     sync: request_response::Behaviour<BytesCodec>,
     file: request_response::Behaviour<BytesCodec>,
+    mailbox: request_response::Behaviour<BytesCodec>,
 }
 
 enum Command {
@@ -250,6 +257,8 @@ enum Command {
 }
 
 enum Internal {
+    MailboxDelivered(PeerId, String),
+    MailboxMore(bool),
     Respond(Proto, ResponseChannel<Vec<u8>>, Vec<u8>),
     Send(Proto, PeerId, Vec<u8>, Pendingkey),
     DueRecipients(Vec<Contact>),
@@ -266,6 +275,7 @@ enum Proto {
     Msg,
     Sync,
     File,
+    Mailbox,
 }
 
 /// What an outbound request was for.
@@ -274,6 +284,14 @@ enum Pendingkey {
     Msg(String),
     Sync(String),
     File(String),
+    /// challenge
+    MailboxChallenge,
+    /// fetch
+    MailboxFetch,
+    /// ack of fetched envelopes
+    MailboxAck,
+    /// (recipient, client_msg_id) left in the mailbox
+    MailboxPut(PeerId, String),
 }
 
 /// The handle to a running peer.
@@ -348,9 +366,7 @@ impl Node {
                 .behaviour_mut()
                 .autonat
                 .add_server(peer, Some(relay.clone()));
-            swarm
-                .listen_on(relay.clone().with(Protocol::P2pCircuit))
-                .map_err(|e| NodeError::Transport(format!("reserve on relay {relay}: {e}")))?;
+            // No listen_on here: the loop makes (and remakes) the reservation.
         }
         let (cmd_tx, cmd_rx) = mpsc::channel(256);
         let (internal_tx, internal_rx) = mpsc::channel(1024);
@@ -369,6 +385,10 @@ impl Node {
         };
         let state = Loop {
             swarm,
+            relay_listener: None,
+            last_reserve: None,
+            key: key.clone(),
+            mailbox_more: false,
             store,
             me,
             name,
@@ -713,6 +733,11 @@ fn build_swarm(key: &Keypair, name: &str, mdns_on: bool) -> Result<Swarm<Behavio
                 file: request_response::Behaviour::with_codec(
                     codec(4096, 2 * FILE_CHUNK + 4096),
                     proto(FILE_PROTOCOL),
+                    rr_config.clone(),
+                ),
+                mailbox: request_response::Behaviour::with_codec(
+                    codec(0, 32 * 1024 * 1024),
+                    [(MAILBOX_PROTOCOL, ProtocolSupport::Outbound)],
                     rr_config,
                 ),
             })
@@ -725,6 +750,11 @@ fn build_swarm(key: &Keypair, name: &str, mdns_on: bool) -> Result<Swarm<Behavio
 
 struct Loop {
     swarm: Swarm<Behaviour>,
+    relay_listener: Option<libp2p::core::transport::ListenerId>,
+    last_reserve: Option<Instant>,
+    key: Keypair,
+    /// The last mailbox fetch said more were waiting.
+    mailbox_more: bool,
     store: SharedStore,
     me: PeerId,
     name: String,
@@ -751,6 +781,10 @@ struct Loop {
     addrs_tx: tokio::sync::watch::Sender<Vec<Multiaddr>>,
 }
 
+/// How long an envelope waits for its recipient before it is left in the
+/// relay's mailbox.
+const MAILBOX_AFTER: Duration = Duration::from_secs(3);
+
 /// How long to wait before dialing an unreachable contact again.
 const REDIAL_AFTER: Duration = Duration::from_secs(3);
 
@@ -761,9 +795,9 @@ impl Loop {
         mut internal_rx: mpsc::Receiver<Internal>,
     ) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
-        if let Some(relay) = self.relay.clone() {
-            let _ = self.swarm.dial(relay);
-        }
+        // The relay client dials the relay itself for the reservation (a
+        // dial of our own racing it made the reservation fail).
+        self.reserve();
         // Coming online: reach every contact once, so conversations catch
         // up (sync runs on each new connection) even with nothing to send.
         self.spawn(|store, tx| async move {
@@ -795,6 +829,29 @@ impl Loop {
         Fut: std::future::Future<Output = ()> + Send + 'static,
     {
         tokio::spawn(f(self.store.clone(), self.internal_tx.clone()));
+    }
+
+    /// Listens through the relay (a reservation), unless it already does or
+    /// tried in the last 10 s.
+    fn reserve(&mut self) {
+        let Some(relay) = self.relay.clone() else {
+            return;
+        };
+        if self.relay_listener.is_some()
+            || self
+                .last_reserve
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(10))
+        {
+            return;
+        }
+        self.last_reserve = Some(Instant::now());
+        match self
+            .swarm
+            .listen_on(relay.clone().with(Protocol::P2pCircuit))
+        {
+            Ok(id) => self.relay_listener = Some(id),
+            Err(e) => tracing::warn!(%relay, "reservation: {e}"),
+        }
     }
 
     fn is_connected(&self, peer: &PeerId) -> bool {
@@ -907,7 +964,9 @@ impl Loop {
         if let Some(found) = self.nearby.get(&peer) {
             addrs.extend(found.iter().cloned());
         }
-        if let Some(relay) = &self.relay {
+        // Circuit dials only once our own reservation stands: dialing through
+        // the relay earlier kept the reservation from being made.
+        if let (Some(relay), Some(_)) = (&self.relay, &self.reservation) {
             addrs.push(
                 relay
                     .clone()
@@ -928,6 +987,7 @@ impl Loop {
     /// Every second (and on demand): dial contacts with a waiting outbox,
     /// deliver to connected ones, fill gaps, resume downloads.
     fn on_tick(&mut self) {
+        self.reserve();
         self.spawn(|store, tx| async move {
             let due = store
                 .call(|s| {
@@ -1006,6 +1066,7 @@ impl Loop {
                     Proto::Msg => &mut b.msg,
                     Proto::Sync => &mut b.sync,
                     Proto::File => &mut b.file,
+                    Proto::Mailbox => return,
                 };
                 let _ = rr.send_response(channel, bytes);
             }
@@ -1018,12 +1079,18 @@ impl Loop {
                         return;
                     }
                 }
+                if let Pendingkey::MailboxPut(r, id) = &key {
+                    if !self.inflight_keys.insert((peer, format!("mbx {r} {id}"))) {
+                        return;
+                    }
+                }
                 let relayed = self.path_of(&peer).unwrap_or(false);
                 let b = self.swarm.behaviour_mut();
                 let request_id = match proto {
                     Proto::Msg => b.msg.send_request(&peer, bytes),
                     Proto::Sync => b.sync.send_request(&peer, bytes),
                     Proto::File => b.file.send_request(&peer, bytes),
+                    Proto::Mailbox => b.mailbox.send_request(&peer, bytes),
                 };
                 self.inflight
                     .insert((proto, request_id), (peer, key, relayed));
@@ -1038,8 +1105,17 @@ impl Loop {
                     } else {
                         let addrs = c.addrs.iter().filter_map(|a| a.parse().ok()).collect();
                         self.dial(peer, addrs, false);
+                        self.leave_in_mailbox(peer);
                     }
                 }
+            }
+            Internal::MailboxDelivered(peer, id) => {
+                self.counters.delivered_mailbox += 1;
+                self.emit(Event::Delivered {
+                    to: peer.to_base58(),
+                    client_msg_id: id,
+                    path: "mailbox".into(),
+                });
             }
             Internal::Delivered(peer, id, relayed) => {
                 if relayed {
@@ -1095,9 +1171,162 @@ impl Loop {
                 }
                 self.request_chunk(peer, sha);
             }
+            Internal::MailboxMore(more) => {
+                self.mailbox_more = more;
+            }
             Internal::DownloadStopped(sha) => {
                 self.downloading.remove(&sha);
             }
+        }
+    }
+
+    /// Envelopes for a contact that stayed unreachable for
+    /// [`MAILBOX_AFTER`] go to the relay's mailbox; its ack empties the
+    /// outbox entry (the recipient dedups if the envelope also arrives
+    /// directly).
+    fn leave_in_mailbox(&mut self, recipient: PeerId) {
+        let Some(relay) = self.relay_peer else { return };
+        if !self.is_connected(&relay) {
+            return;
+        }
+        let id = recipient.to_base58();
+        self.spawn(move |store, tx| async move {
+            let Ok(stale) = store.call(move |s| s.stale(&id, MAILBOX_AFTER)).await else {
+                return;
+            };
+            for p in stale {
+                let key = Pendingkey::MailboxPut(recipient, p.envelope.client_msg_id.clone());
+                let req = MailboxRequest::Put {
+                    recipient: recipient.to_base58(),
+                    envelope: p.envelope,
+                };
+                let bytes = serde_json::to_vec(&req).unwrap_or_default();
+                if tx
+                    .send(Internal::Send(Proto::Mailbox, relay, bytes, key))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+    }
+
+    fn mailbox_challenge(&mut self) {
+        let Some(relay) = self.relay_peer else { return };
+        let bytes = serde_json::to_vec(&MailboxRequest::Challenge).unwrap_or_default();
+        let _ = self.internal_tx.try_send(Internal::Send(
+            Proto::Mailbox,
+            relay,
+            bytes,
+            Pendingkey::MailboxChallenge,
+        ));
+    }
+
+    fn on_mailbox(&mut self, ev: request_response::Event<Vec<u8>, Vec<u8>>) {
+        let request_response::Event::Message {
+            peer,
+            message:
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                },
+            ..
+        } = ev
+        else {
+            if let request_response::Event::OutboundFailure {
+                peer, request_id, ..
+            } = ev
+            {
+                if let Some((_, Pendingkey::MailboxPut(r, id), _)) =
+                    self.inflight.remove(&(Proto::Mailbox, request_id))
+                {
+                    self.inflight_keys.remove(&(peer, format!("mbx {r} {id}")));
+                }
+            }
+            return;
+        };
+        let Some((_, key, _)) = self.inflight.remove(&(Proto::Mailbox, request_id)) else {
+            return;
+        };
+        let answer: MailboxResponse = serde_json::from_slice(&response).unwrap_or_default();
+        match key {
+            Pendingkey::MailboxPut(recipient, id) => {
+                self.inflight_keys
+                    .remove(&(peer, format!("mbx {recipient} {id}")));
+                if !answer.ok {
+                    tracing::warn!(error = ?answer.error, "mailbox refused an envelope");
+                    return;
+                }
+                self.spawn(move |store, tx| async move {
+                    let to = recipient.to_base58();
+                    let cid = id.clone();
+                    if store.call(move |s| s.delivered(&to, &cid)).await.is_ok() {
+                        let _ = tx.send(Internal::MailboxDelivered(recipient, id)).await;
+                    }
+                });
+            }
+            Pendingkey::MailboxChallenge => {
+                let Some(nonce) = answer.nonce else { return };
+                // Prove this device's PeerId by signing the challenge.
+                let sig = self
+                    .key
+                    .sign(&challenge_bytes(&peer.to_base58(), &nonce))
+                    .unwrap_or_default();
+                let req = MailboxRequest::Fetch {
+                    nonce,
+                    sig: base64::engine::general_purpose::STANDARD.encode(sig),
+                };
+                let bytes = serde_json::to_vec(&req).unwrap_or_default();
+                let _ = self.internal_tx.try_send(Internal::Send(
+                    Proto::Mailbox,
+                    peer,
+                    bytes,
+                    Pendingkey::MailboxFetch,
+                ));
+            }
+            Pendingkey::MailboxFetch => {
+                self.emit(Event::MailboxFetched {
+                    count: answer.envelopes.len(),
+                });
+                if answer.envelopes.is_empty() {
+                    return;
+                }
+                let more = answer.has_more;
+                self.spawn(move |store, tx| async move {
+                    let mut stored = Vec::new();
+                    for held in answer.envelopes {
+                        match accept(&store, held.envelope, "mailbox").await {
+                            Ok((new, message, _)) => {
+                                stored.push(held.id);
+                                if let (true, Some(m)) = (new, message) {
+                                    let _ = tx
+                                        .send(Internal::Event(Event::Message { message: m }))
+                                        .await;
+                                }
+                            }
+                            Err(e) => tracing::warn!("mailbox envelope refused: {e}"),
+                        }
+                    }
+                    let _ = tx.send(Internal::MailboxMore(more)).await;
+                    // Only what is durably stored is acked (and then deleted there).
+                    let req = MailboxRequest::Ack { ids: stored };
+                    let bytes = serde_json::to_vec(&req).unwrap_or_default();
+                    let _ = tx
+                        .send(Internal::Send(
+                            Proto::Mailbox,
+                            peer,
+                            bytes,
+                            Pendingkey::MailboxAck,
+                        ))
+                        .await;
+                });
+            }
+            // An ack after a full page: fetch the next one.
+            Pendingkey::MailboxAck if answer.ok && std::mem::take(&mut self.mailbox_more) => {
+                self.mailbox_challenge();
+            }
+            _ => {}
         }
     }
 
@@ -1125,6 +1354,12 @@ impl Loop {
                     addr: full.to_string(),
                 });
             }
+            SwarmEvent::ListenerClosed { listener_id, .. }
+                if Some(listener_id) == self.relay_listener =>
+            {
+                self.relay_listener = None;
+                self.reservation = None;
+            }
             SwarmEvent::ExpiredListenAddr { address, .. } => {
                 let full = address.with(Protocol::P2p(self.me));
                 self.listen_addrs.retain(|a| *a != full);
@@ -1143,6 +1378,9 @@ impl Loop {
                     .or_default()
                     .insert(connection_id, relayed);
                 if Some(peer_id) == self.relay_peer {
+                    if first {
+                        self.mailbox_challenge();
+                    }
                     return;
                 }
                 if first || !relayed {
@@ -1263,6 +1501,7 @@ impl Loop {
             BehaviourEvent::Msg(ev) => self.on_msg(ev),
             BehaviourEvent::Sync(ev) => self.on_sync(ev),
             BehaviourEvent::File(ev) => self.on_file(ev),
+            BehaviourEvent::Mailbox(ev) => self.on_mailbox(ev),
             _ => {}
         }
     }

@@ -104,6 +104,8 @@ pub struct Pending {
     pub envelope: Envelope,
     /// Attempts so far.
     pub attempts: u32,
+    /// When it was queued (ms since the epoch).
+    pub created_ms: i64,
 }
 
 /// What accepting an envelope did.
@@ -821,7 +823,7 @@ impl Store {
     /// e.g. when the contact just connected).
     pub fn due(&self, recipient: &str, force: bool) -> Result<Vec<Pending>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT recipient, envelope, attempts FROM outbox
+            "SELECT recipient, envelope, attempts, created_ms FROM outbox
              WHERE recipient = ?1 AND (?2 OR next_attempt_ms <= ?3) ORDER BY created_ms, rowid",
         )?;
         let rows = stmt.query_map(params![recipient, force, now_ms()], |r| {
@@ -829,20 +831,33 @@ impl Store {
                 r.get::<_, String>(0)?,
                 r.get::<_, String>(1)?,
                 r.get::<_, u32>(2)?,
+                r.get::<_, i64>(3)?,
             ))
         })?;
         let mut out = Vec::new();
         for row in rows {
-            let (recipient, text, attempts) = row?;
+            let (recipient, text, attempts, created_ms) = row?;
             if let Ok(envelope) = serde_json::from_str(&text) {
                 out.push(Pending {
                     recipient,
                     envelope,
                     attempts,
+                    created_ms,
                 });
             }
         }
         Ok(out)
+    }
+
+    /// Outbox entries for `recipient` made more than `older_than` ago: the
+    /// ones worth leaving in a mailbox when the recipient stays unreachable.
+    pub fn stale(&self, recipient: &str, older_than: Duration) -> Result<Vec<Pending>, StoreError> {
+        let cutoff = now_ms() - i64::try_from(older_than.as_millis()).unwrap_or(0);
+        Ok(self
+            .due(recipient, true)?
+            .into_iter()
+            .filter(|p| p.created_ms <= cutoff)
+            .collect())
     }
 
     /// Recipients with anything in the outbox.

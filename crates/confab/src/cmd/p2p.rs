@@ -747,5 +747,6 @@ fn event_line(names: &HashMap<String, String>, ev: &Event) -> String {
         ),
         Event::Nat { status } => format!("nat {status}"),
         Event::Reservation { relay } => format!("reservation {relay}"),
+        Event::MailboxFetched { count } => format!("mailbox {count} envelope(s)"),
     }
 }
