@@ -149,6 +149,9 @@ pub enum Event {
         peer: String,
         /// Whether it made a direct connection.
         ok: bool,
+        /// Why not.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
     },
     /// AutoNAT's view changed.
     Nat {
@@ -1485,6 +1488,7 @@ impl Loop {
                 self.emit(Event::HolePunch {
                     peer: remote_peer_id.to_base58(),
                     ok,
+                    error: result.err().map(|e| e.to_string()),
                 });
             }
             BehaviourEvent::Autonat(autonat::Event::StatusChanged { new, .. }) => {

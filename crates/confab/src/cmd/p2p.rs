@@ -740,7 +740,7 @@ fn event_line(names: &HashMap<String, String>, ev: &Event) -> String {
             message,
         } => format!("refused from {}: {code}: {message}", name(from)),
         Event::FileReceived { sha256, path } => format!("file {sha256} {path}"),
-        Event::HolePunch { peer, ok } => format!(
+        Event::HolePunch { peer, ok, .. } => format!(
             "hole-punch {} {}",
             name(peer),
             if *ok { "ok" } else { "failed" }

@@ -39,7 +39,7 @@ pub fn can_build_namespaces(test: &str) -> bool {
     true
 }
 
-fn run(args: &[&str]) {
+pub fn run(args: &[&str]) {
     let out = Command::new(args[0])
         .args(&args[1..])
         .output()
@@ -216,6 +216,9 @@ impl Peer {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.lines.recv_timeout(left) {
                 Ok(v) => {
+                    if std::env::var_os("P2P_TEST_DEBUG").is_some() {
+                        eprintln!("{} {v}", self.name);
+                    }
                     self.seen.push(v.clone());
                     if pred(&v) {
                         return v;
@@ -225,6 +228,29 @@ impl Peer {
                     "{}: no {what} within {WAIT:?}; saw {:#?}",
                     self.name, self.seen
                 ),
+            }
+        }
+    }
+
+    /// Like `wait_for`, but gives up after `within` and returns `None`.
+    pub fn try_wait_for(
+        &mut self,
+        within: Duration,
+        pred: impl Fn(&serde_json::Value) -> bool,
+    ) -> Option<serde_json::Value> {
+        if let Some(v) = self.seen.iter().find(|v| pred(v)) {
+            return Some(v.clone());
+        }
+        let deadline = Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let v = self.lines.recv_timeout(left).ok()?;
+            if std::env::var_os("P2P_TEST_DEBUG").is_some() {
+                eprintln!("{} {v}", self.name);
+            }
+            self.seen.push(v.clone());
+            if pred(&v) {
+                return Some(v);
             }
         }
     }
@@ -288,4 +314,48 @@ pub fn history_ids(contact: &str, data_dir: &Path) -> Vec<String> {
         .filter(|m| m["kind"] == "text")
         .map(|m| m["client_msg_id"].as_str().expect("id").to_owned())
         .collect()
+}
+
+/// Namespaces a test made, deleted on drop (their veths go with them).
+#[derive(Default)]
+pub struct Namespaces(pub Vec<String>);
+
+impl Namespaces {
+    /// Makes a namespace with `lo` up.
+    pub fn add(&mut self, name: &str) -> String {
+        let ns = format!("{name}{}", tag());
+        run(&["ip", "netns", "add", &ns]);
+        self.0.push(ns.clone());
+        run(&["ip", "-n", &ns, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// A veth pair `a_if` in `a` with `a_ip`, `b_if` in `b` with `b_ip` (CIDR).
+    pub fn link(
+        &self,
+        a: &str,
+        a_if: &str,
+        a_ip: Option<&str>,
+        b: &str,
+        b_if: &str,
+        b_ip: Option<&str>,
+    ) {
+        run(&[
+            "ip", "link", "add", a_if, "netns", a, "type", "veth", "peer", "name", b_if, "netns", b,
+        ]);
+        for (ns, ifname, ip) in [(a, a_if, a_ip), (b, b_if, b_ip)] {
+            if let Some(ip) = ip {
+                run(&["ip", "-n", ns, "addr", "add", ip, "dev", ifname]);
+            }
+            run(&["ip", "-n", ns, "link", "set", ifname, "up"]);
+        }
+    }
+}
+
+impl Drop for Namespaces {
+    fn drop(&mut self) {
+        for ns in &self.0 {
+            let _ = Command::new("ip").args(["netns", "del", ns]).output();
+        }
+    }
 }
