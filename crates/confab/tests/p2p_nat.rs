@@ -127,7 +127,7 @@ fn serve(world: &World, data_dir: &std::path::Path) -> (Server, String) {
     let relay = loop {
         let line = rx.recv_timeout(WAIT).expect("relay address");
         if let Some(a) = line.strip_prefix("confab p2p relay listening on ") {
-            if a.contains("quic") {
+            if a.contains(&std::env::var("P2P_NAT_RELAY").unwrap_or_else(|_| "quic".into())) {
                 break a.to_owned();
             }
         }
