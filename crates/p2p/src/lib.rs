@@ -6,6 +6,7 @@
 //! (`confab://` links). The peer's SQLite file is [`store`]; the device key
 //! is [`identity`].
 
+pub mod candidates;
 pub mod control;
 pub mod envelope;
 pub mod identity;

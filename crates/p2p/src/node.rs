@@ -248,6 +248,7 @@ struct Behaviour {
     sync: request_response::Behaviour<BytesCodec>,
     file: request_response::Behaviour<BytesCodec>,
     mailbox: request_response::Behaviour<BytesCodec>,
+    candidates: crate::candidates::Candidates,
 }
 
 enum Command {
@@ -743,6 +744,7 @@ fn build_swarm(key: &Keypair, name: &str, mdns_on: bool) -> Result<Swarm<Behavio
                     [(MAILBOX_PROTOCOL, ProtocolSupport::Outbound)],
                     rr_config,
                 ),
+                candidates: Default::default(),
             })
         })
         .map_err(|e| err(&e))?
@@ -1464,6 +1466,10 @@ impl Loop {
                 }
                 if Some(peer_id) == self.relay_peer {
                     // The relay sees our public address: a hole-punch candidate.
+                    self.swarm
+                        .behaviour_mut()
+                        .candidates
+                        .offer(info.observed_addr.clone());
                     self.swarm.add_external_address(info.observed_addr);
                 }
             }
