@@ -59,6 +59,9 @@ enum Command {
     Download(cmd::media::DownloadArgs),
     /// Full-screen terminal chat app.
     Chat(ChatArgs),
+    /// Peer-to-peer mode: chat with other devices directly, no server.
+    #[command(subcommand)]
+    P2p(cmd::p2p::P2pCommand),
     /// Load benchmarks against a real server.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -113,6 +116,7 @@ async fn run() -> std::process::ExitCode {
         Command::SendFile(args) => cmd::media::send_file(args).await,
         Command::Download(args) => cmd::media::download(args).await,
         Command::Chat(args) => chat(args).await,
+        Command::P2p(args) => cmd::p2p::run(args).await,
         Command::Bench(args) => bench::run(args).await,
     };
     match result {

@@ -34,6 +34,8 @@ pub struct Config {
     pub media: MediaConfig,
     /// HTTP connection timeouts and the metrics endpoint.
     pub http: HttpConfig,
+    /// Peer-to-peer relay, rendezvous and mailbox (off unless `listen` is set).
+    pub p2p: P2pConfig,
     /// Server ping interval in seconds; a connection silent for three
     /// intervals is closed.
     pub heartbeat_s: u64,
@@ -131,6 +133,7 @@ impl Default for Config {
             chat: ChatConfig::default(),
             media: MediaConfig::default(),
             http: HttpConfig::default(),
+            p2p: P2pConfig::default(),
             heartbeat_s: 20,
             max_commit_batch: 512,
             shutdown_grace_s: 10,
@@ -138,6 +141,44 @@ impl Default for Config {
             web_dir: None,
             tls_cert: None,
             tls_key: None,
+        }
+    }
+}
+
+/// What the server offers P2P peers (issue 11; run by the `confab` binary
+/// next to the HTTP server, in crates/p2p/src/relay.rs).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct P2pConfig {
+    /// libp2p multiaddrs to listen on; empty: no relay, rendezvous or mailbox.
+    pub listen: Vec<String>,
+    /// Most relay reservations at once.
+    pub max_reservations: usize,
+    /// Most relayed circuits at once.
+    pub max_circuits: usize,
+    /// Most circuits per peer.
+    pub max_circuits_per_peer: usize,
+    /// Longest a relayed circuit lives, in seconds.
+    pub max_circuit_duration_s: u64,
+    /// Most bytes relayed per circuit.
+    pub max_circuit_bytes: u64,
+    /// How long the mailbox keeps an envelope, in seconds.
+    pub mailbox_ttl_s: u64,
+    /// Most envelopes the mailbox holds per recipient.
+    pub mailbox_quota: u64,
+}
+
+impl Default for P2pConfig {
+    fn default() -> Self {
+        P2pConfig {
+            listen: Vec::new(),
+            max_reservations: 1024,
+            max_circuits: 512,
+            max_circuits_per_peer: 8,
+            max_circuit_duration_s: 600,
+            max_circuit_bytes: 64 * 1024 * 1024,
+            mailbox_ttl_s: 14 * 24 * 3600,
+            mailbox_quota: 10_000,
         }
     }
 }

@@ -3,6 +3,7 @@
 
 mod fanout;
 mod idle;
+mod p2p;
 mod pairs;
 mod server;
 mod ws;
@@ -19,6 +20,9 @@ pub enum BenchCommand {
     Fanout(fanout::FanoutArgs),
     /// N idle authenticated connections: server memory per connection.
     Idle(idle::IdleArgs),
+    /// Two P2P peers in this process: envelopes acked per second and ack
+    /// latency, direct or through a relay.
+    P2p(p2p::P2pArgs),
     /// (internal) one process's share of `bench idle` connections.
     #[command(hide = true)]
     IdleWorker(idle::WorkerArgs),
@@ -30,6 +34,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
         BenchCommand::Pairs(args) => pairs::run(args).await,
         BenchCommand::Fanout(args) => fanout::run(args).await,
         BenchCommand::Idle(args) => idle::run(args).await,
+        BenchCommand::P2p(args) => p2p::run(args).await,
         BenchCommand::IdleWorker(args) => idle::worker(args).await,
     }
 }

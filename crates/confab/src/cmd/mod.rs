@@ -3,6 +3,7 @@
 pub mod account;
 pub mod chat;
 pub mod media;
+pub mod p2p;
 pub mod search;
 pub mod serve;
 

@@ -138,6 +138,10 @@ pub struct ServeArgs {
     /// (while working on it: edits show on reload).
     #[arg(long, env = "CONFAB_WEB_DIR")]
     web_dir: Option<PathBuf>,
+    /// Serve P2P peers (relay v2, rendezvous, mailbox) on these libp2p
+    /// multiaddrs, e.g. /ip4/0.0.0.0/tcp/4001 (repeatable; off by default).
+    #[arg(long = "p2p-listen", env = "CONFAB_P2P_LISTEN", value_delimiter = ',')]
+    p2p_listen: Vec<String>,
 }
 
 fn parse_direct_messages(s: &str) -> Result<confab_server::config::DirectMessages, String> {
@@ -225,6 +229,9 @@ impl ServeArgs {
         if let Some(v) = &self.blobs {
             c.media.blobs = Some(v.clone());
         }
+        if !self.p2p_listen.is_empty() {
+            c.p2p.listen = self.p2p_listen.clone();
+        }
         Ok(c)
     }
 }
@@ -248,7 +255,37 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     println!("confab listening on {scheme}://{}", listener.local_addr()?);
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
+    if !config.p2p.listen.is_empty() {
+        start_p2p_relay(&config, shutdown.clone()).await?;
+    }
     confab_server::run(listener, config, shutdown).await?;
+    Ok(())
+}
+
+/// The P2P relay, rendezvous point and mailbox beside the HTTP server
+/// (data in `<data_dir>/p2p`); one stdout line per address for scripts.
+async fn start_p2p_relay(config: &Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let p = &config.p2p;
+    let listen = p
+        .listen
+        .iter()
+        .map(|a| {
+            a.parse()
+                .with_context(|| format!("--p2p-listen {a}: not a multiaddr"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut relay = confab_p2p::relay::RelayConfig::new(config.data_dir.join("p2p"), listen);
+    relay.max_reservations = p.max_reservations;
+    relay.max_circuits = p.max_circuits;
+    relay.max_circuits_per_peer = p.max_circuits_per_peer;
+    relay.max_circuit_duration = std::time::Duration::from_secs(p.max_circuit_duration_s);
+    relay.max_circuit_bytes = p.max_circuit_bytes;
+    relay.mailbox_ttl = std::time::Duration::from_secs(p.mailbox_ttl_s);
+    relay.mailbox_quota = p.mailbox_quota;
+    let info = confab_p2p::relay::start(relay, shutdown.cancelled_owned()).await?;
+    for addr in info.addrs {
+        println!("confab p2p relay listening on {addr}");
+    }
     Ok(())
 }
 

@@ -20,6 +20,7 @@ mod media;
 mod messages;
 mod names;
 mod operations;
+mod p2p;
 mod presence;
 mod security;
 mod tls;

@@ -1,0 +1,155 @@
+//! A Confab server as a P2P mailbox (`confab serve --p2p-listen`, real
+//! processes on 127.0.0.1): a peer whose contact is offline leaves the
+//! signed envelopes there; the server restarts (the mailbox survives);
+//! the contact comes back, proves its PeerId, and gets each message once.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use super::support::{cli, confab, history_ids, peer_id, Peer, WAIT};
+
+struct Server {
+    child: Child,
+    relay: String,
+    http: String,
+}
+
+impl Server {
+    fn start(data_dir: &Path) -> Server {
+        let mut child = Command::new(confab())
+            .args([
+                "serve",
+                "--listen",
+                "127.0.0.1:0",
+                "--p2p-listen",
+                "/ip4/127.0.0.1/tcp/0",
+                "--data-dir",
+            ])
+            .arg(data_dir)
+            .env("CONFAB_LOG", "warn")
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("spawn confab serve");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    // Keep draining so the server never blocks on stdout.
+                    continue;
+                }
+            }
+        });
+        // Both lines come at startup, in either order.
+        let (mut relay, mut http) = (None, None);
+        while relay.is_none() || http.is_none() {
+            let line = rx
+                .recv_timeout(WAIT)
+                .expect("confab serve printed its addresses");
+            if let Some(addr) = line.strip_prefix("confab p2p relay listening on ") {
+                relay = Some(addr.to_owned());
+            } else if let Some(url) = line.strip_prefix("confab listening on ") {
+                http = Some(url.to_owned());
+            }
+        }
+        let (relay, http) = (relay.unwrap_or_default(), http.unwrap_or_default());
+        Server { child, relay, http }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn an_offline_peer_gets_its_messages_from_the_mailbox_exactly_once() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (ds, da, db) = (
+        tmp.path().join("server"),
+        tmp.path().join("ann"),
+        tmp.path().join("bob"),
+    );
+    let server = Server::start(&ds);
+    let (ida, idb) = (peer_id(&da), peer_id(&db));
+    // bob is offline: his link names an address nobody listens on.
+    let lb = format!("confab://{idb}?name=bob&addr=/ip4/127.0.0.1/tcp/9");
+    cli(&["add", &lb], &da);
+    let la = format!("confab://{ida}?name=ann");
+    cli(&["add", &la], &db);
+
+    let args = |relay: &str| {
+        vec![
+            "--no-mdns".to_owned(),
+            "--listen".to_owned(),
+            "/ip4/127.0.0.1/tcp/0".to_owned(),
+            "--relay".to_owned(),
+            relay.to_owned(),
+        ]
+    };
+    let mut a = Peer::start(None, "ann", &da, &args(&server.relay));
+    a.wait_listening();
+    let mut ids = Vec::new();
+    for text in ["first", "second"] {
+        let m = cli(&["send", "bob", text, "--wait", "0"], &da).remove(0);
+        ids.push(m["client_msg_id"].as_str().expect("id").to_owned());
+    }
+    for id in &ids {
+        let id2 = id.clone();
+        a.wait_for("a mailbox delivery", move |v| {
+            v["event"] == "delivered"
+                && v["path"] == "mailbox"
+                && v["client_msg_id"] == id2.as_str()
+        });
+    }
+    // The relay counts ann's reservation on /metrics.
+    let a2 = a.wait_for("the reservation", |v| v["event"] == "reservation");
+    assert!(a2["relay"].is_string());
+    let metrics = std::process::Command::new("curl")
+        .args(["-sf", &format!("{}/metrics", server.http)])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    if !metrics.is_empty() {
+        assert!(
+            metrics.contains("confab_p2p_relay_reservations 1"),
+            "{metrics}"
+        );
+    }
+    a.kill9();
+    let status = cli(&["status"], &da).remove(0);
+    assert_eq!(
+        status["contacts"][0]["pending"], 0,
+        "the outbox handed them to the mailbox: {status}"
+    );
+
+    // The server restarts (new port, same key and mailbox file).
+    drop(server);
+    let server = Server::start(&ds);
+    let mut b = Peer::start(None, "bob", &db, &args(&server.relay));
+    for id in &ids {
+        let id2 = id.clone();
+        b.wait_for("a message from the mailbox", move |v| {
+            v["event"] == "message"
+                && v["message"]["client_msg_id"] == id2.as_str()
+                && v["message"]["via"] == "mailbox"
+        });
+    }
+    assert_eq!(history_ids(&ida, &db), ids);
+    // bob again: the mailbox deleted them after his ack, nothing comes twice.
+    b.kill9();
+    let mut b = Peer::start(None, "bob", &db, &args(&server.relay));
+    let fetched = b.wait_for("a mailbox check", |v| v["event"] == "mailbox_fetched");
+    assert_eq!(fetched["count"], 0, "acked envelopes were deleted");
+    let check = cli(&["send", "ann", "ping", "--wait", "0"], &db).remove(0);
+    assert!(check["client_msg_id"].is_string());
+    assert_eq!(
+        history_ids(&ida, &db).len(),
+        3,
+        "two from the mailbox, once each, and bob's ping"
+    );
+}

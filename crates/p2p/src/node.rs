@@ -1,0 +1,2023 @@
+//! The libp2p swarm as an actor: one task owns the `Swarm` and runs its
+//! event loop; [`Node`] is the cheap cloneable handle that sends it
+//! commands. Store work (verify, store, then ack) runs on the blocking pool
+//! and comes back to the loop as an internal message, so the loop never
+//! waits on the disk or on a peer.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use libp2p::futures::StreamExt;
+use libp2p::identity::Keypair;
+use libp2p::multiaddr::Protocol;
+use libp2p::request_response::{self, OutboundRequestId, ProtocolSupport, ResponseChannel};
+use libp2p::swarm::behaviour::toggle::Toggle;
+use libp2p::swarm::dial_opts::{DialOpts, PeerCondition};
+use libp2p::swarm::{ConnectionId, NetworkBehaviour, SwarmEvent};
+use libp2p::{
+    autonat, dcutr, identify, mdns, noise, ping, relay, tcp, yamux, Multiaddr, PeerId, Swarm,
+};
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+use tokio::sync::{broadcast, mpsc, oneshot};
+
+use crate::envelope::{kind, Envelope, Refusal, DEFAULT_MAX_ENVELOPE_BYTES};
+use crate::mailbox::{challenge_bytes, MailboxRequest, MailboxResponse, MAILBOX_PROTOCOL};
+use crate::store::{
+    direct_conversation_id, Contact, FileRecord, SharedStore, Store, StoreError, StoredMessage,
+};
+use crate::wire::{
+    BytesCodec, FileChunk, FileRequest, MsgAck, SyncRequest, SyncResponse, WireError, FILE_CHUNK,
+    FILE_PROTOCOL, MSG_PROTOCOL, SYNC_PROTOCOL,
+};
+
+/// How a peer is started.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Holds `device.key` and `p2p.sqlite` (and received files).
+    pub data_dir: PathBuf,
+    /// Addresses to listen on (TCP and/or QUIC multiaddrs).
+    pub listen: Vec<Multiaddr>,
+    /// A relay (`…/p2p/<relay id>`) to keep a reservation on.
+    pub relay: Option<Multiaddr>,
+    /// Find LAN peers by mDNS.
+    pub mdns: bool,
+    /// Display name to set (kept in the store).
+    pub name: Option<String>,
+    /// Largest envelope accepted.
+    pub max_envelope_bytes: usize,
+}
+
+impl NodeConfig {
+    /// Defaults: no listen addresses, mDNS on, 64 KiB envelopes.
+    pub fn new(data_dir: impl Into<PathBuf>) -> NodeConfig {
+        NodeConfig {
+            data_dir: data_dir.into(),
+            listen: Vec::new(),
+            relay: None,
+            mdns: true,
+            name: None,
+            max_envelope_bytes: DEFAULT_MAX_ENVELOPE_BYTES,
+        }
+    }
+}
+
+/// Node errors.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// The device key.
+    #[error(transparent)]
+    Identity(#[from] crate::identity::IdentityError),
+    /// The store.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Building the swarm or listening failed.
+    #[error("p2p transport: {0}")]
+    Transport(String),
+    /// The node's task has stopped.
+    #[error("the p2p node has stopped")]
+    Stopped,
+    /// A file could not be read.
+    #[error("file {0}: {1}")]
+    File(String, std::io::Error),
+}
+
+/// Something that happened, for `confab p2p listen` and for waiters.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum Event {
+    /// Listening on an address.
+    Listening {
+        /// The address (with `/p2p/<id>`).
+        addr: String,
+    },
+    /// A LAN peer announced itself by mDNS.
+    Discovered {
+        /// PeerId.
+        peer: String,
+        /// Addresses.
+        addrs: Vec<String>,
+    },
+    /// A connection opened.
+    Connected {
+        /// PeerId.
+        peer: String,
+        /// `direct` or `relayed`.
+        path: String,
+    },
+    /// The last connection to a peer closed.
+    Disconnected {
+        /// PeerId.
+        peer: String,
+    },
+    /// A new message was stored.
+    Message {
+        /// The message.
+        message: StoredMessage,
+    },
+    /// A recipient acked one of our envelopes.
+    Delivered {
+        /// Recipient PeerId.
+        to: String,
+        /// The envelope's client_msg_id.
+        client_msg_id: String,
+        /// `direct` or `relayed`.
+        path: String,
+    },
+    /// An envelope was refused and stored nowhere.
+    Refused {
+        /// Who sent it.
+        from: String,
+        /// snake_case code.
+        code: String,
+        /// Why.
+        message: String,
+    },
+    /// A file arrived whole and matched its SHA-256.
+    FileReceived {
+        /// SHA-256.
+        sha256: String,
+        /// Where it is.
+        path: String,
+    },
+    /// A hole-punch attempt ended.
+    HolePunch {
+        /// PeerId.
+        peer: String,
+        /// Whether it made a direct connection.
+        ok: bool,
+        /// Why not.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        error: Option<String>,
+    },
+    /// AutoNAT's view changed.
+    Nat {
+        /// `public`, `private` or `unknown`.
+        status: String,
+    },
+    /// The relay's mailbox was checked.
+    MailboxFetched {
+        /// Envelopes it handed over.
+        count: usize,
+    },
+    /// The relay accepted our reservation.
+    Reservation {
+        /// Relay PeerId.
+        relay: String,
+    },
+}
+
+/// A LAN peer found by mDNS.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct NearbyPeer {
+    /// PeerId.
+    pub peer_id: String,
+    /// Name from identify, if it connected.
+    pub name: String,
+    /// Addresses.
+    pub addrs: Vec<String>,
+    /// Whether it is already a contact.
+    pub contact: bool,
+}
+
+/// Connectivity counters.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Counters {
+    /// Envelopes acked by a recipient over a direct connection.
+    pub delivered_direct: u64,
+    /// … over a relayed connection.
+    pub delivered_relayed: u64,
+    /// … through a server's mailbox (not built yet: always 0).
+    pub delivered_mailbox: u64,
+    /// New envelopes received and stored.
+    pub received: u64,
+    /// Envelopes refused.
+    pub refused: u64,
+    /// Hole-punch attempts (DCUtR).
+    pub holepunch_attempts: u64,
+    /// … that made a direct connection.
+    pub holepunch_successes: u64,
+}
+
+/// Per-contact reachability in `status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContactStatus {
+    /// PeerId.
+    pub peer_id: String,
+    /// Name.
+    pub name: String,
+    /// `direct`, `relayed` or `offline` (then the outbox holds its envelopes).
+    pub path: String,
+    /// Envelopes waiting for its ack.
+    pub pending: u64,
+}
+
+/// What `confab p2p status` shows.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    /// This device.
+    pub peer_id: String,
+    /// Display name.
+    pub name: String,
+    /// Listen addresses.
+    pub listen_addrs: Vec<String>,
+    /// Confirmed external addresses.
+    pub external_addrs: Vec<String>,
+    /// AutoNAT's view.
+    pub nat: String,
+    /// Relay with an accepted reservation.
+    pub reservation: Option<String>,
+    /// Counters.
+    pub counters: Counters,
+    /// Contacts.
+    pub contacts: Vec<ContactStatus>,
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    relay_client: relay::client::Behaviour,
+    ping: ping::Behaviour,
+    identify: identify::Behaviour,
+    mdns: Toggle<mdns::tokio::Behaviour>,
+    dcutr: dcutr::Behaviour,
+    autonat: autonat::Behaviour,
+    msg: request_response::Behaviour<BytesCodec>,
+    sync: request_response::Behaviour<BytesCodec>,
+    file: request_response::Behaviour<BytesCodec>,
+    mailbox: request_response::Behaviour<BytesCodec>,
+    candidates: crate::candidates::Candidates,
+}
+
+enum Command {
+    Flush,
+    Dial(PeerId, Vec<Multiaddr>),
+    Status(oneshot::Sender<Status>),
+    Nearby(oneshot::Sender<Vec<NearbyPeer>>),
+    Addrs(oneshot::Sender<Vec<Multiaddr>>),
+    Shutdown,
+}
+
+enum Internal {
+    MailboxDelivered(PeerId, String),
+    MailboxMore(bool),
+    Respond(Proto, ResponseChannel<Vec<u8>>, Vec<u8>),
+    Send(Proto, PeerId, Vec<u8>, Pendingkey),
+    DueRecipients(Vec<Contact>),
+    Delivered(PeerId, String, bool),
+    Event(Event),
+    SyncWith(PeerId, String),
+    SyncDone(PeerId, String, bool),
+    Download(PeerId, String),
+    DownloadStopped(String),
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Debug)]
+enum Proto {
+    Msg,
+    Sync,
+    File,
+    Mailbox,
+}
+
+/// What an outbound request was for.
+#[derive(Clone, Debug)]
+enum Pendingkey {
+    Msg(String),
+    Sync(String),
+    File(String),
+    /// challenge
+    MailboxChallenge,
+    /// fetch
+    MailboxFetch,
+    /// ack of fetched envelopes
+    MailboxAck,
+    /// (recipient, client_msg_id) left in the mailbox
+    MailboxPut(PeerId, String),
+}
+
+/// The handle to a running peer.
+#[derive(Clone)]
+pub struct Node {
+    inner: Arc<NodeInner>,
+}
+
+struct NodeInner {
+    cmd: mpsc::Sender<Command>,
+    events: broadcast::Sender<Event>,
+    store: SharedStore,
+    key: Keypair,
+    data_dir: PathBuf,
+    addrs: tokio::sync::watch::Receiver<Vec<Multiaddr>>,
+    /// Events from the very start (taken once by [`Node::events_from_start`]).
+    first_events: std::sync::Mutex<Option<broadcast::Receiver<Event>>>,
+}
+
+const AGENT_PREFIX: &str = "confab/";
+
+fn agent_version(name: &str) -> String {
+    format!("{AGENT_PREFIX}{} name={name}", env!("CARGO_PKG_VERSION"))
+}
+
+fn name_from_agent(agent: &str) -> Option<String> {
+    agent
+        .strip_prefix(AGENT_PREFIX)?
+        .split_once(" name=")
+        .map(|(_, n)| n.to_owned())
+}
+
+fn is_relayed(addr: &Multiaddr) -> bool {
+    addr.iter().any(|p| matches!(p, Protocol::P2pCircuit))
+}
+
+fn path_name(relayed: bool) -> String {
+    if relayed { "relayed" } else { "direct" }.into()
+}
+
+impl Node {
+    /// Loads the key and the store, builds the swarm, listens and starts
+    /// the event loop.
+    pub async fn start(config: NodeConfig) -> Result<Node, NodeError> {
+        let key = crate::identity::load_or_create(&config.data_dir)?;
+        let me = key.public().to_peer_id();
+        let store = Store::open(&config.data_dir, me, config.max_envelope_bytes)?;
+        if let Some(name) = &config.name {
+            store.set_meta("name", name)?;
+        }
+        let name = store.meta("name")?.unwrap_or_default();
+        let store = SharedStore::new(store);
+        let mut swarm = build_swarm(&key, &name, config.mdns)?;
+        for addr in &config.listen {
+            swarm
+                .listen_on(addr.clone())
+                .map_err(|e| NodeError::Transport(format!("listen on {addr}: {e}")))?;
+        }
+        let mut relay_peer = None;
+        if let Some(relay) = &config.relay {
+            let peer = relay.iter().find_map(|p| match p {
+                Protocol::P2p(id) => Some(id),
+                _ => None,
+            });
+            let Some(peer) = peer else {
+                return Err(NodeError::Transport(format!(
+                    "relay address {relay} must end in /p2p/<relay PeerId>"
+                )));
+            };
+            relay_peer = Some(peer);
+            swarm
+                .behaviour_mut()
+                .autonat
+                .add_server(peer, Some(relay.clone()));
+            // No listen_on here: the loop makes (and remakes) the reservation.
+        }
+        let (cmd_tx, cmd_rx) = mpsc::channel(256);
+        let (internal_tx, internal_rx) = mpsc::channel(1024);
+        let (events, first_events) = broadcast::channel(1024);
+        let (addrs_tx, addrs_rx) = tokio::sync::watch::channel(Vec::new());
+        let node = Node {
+            inner: Arc::new(NodeInner {
+                cmd: cmd_tx,
+                events: events.clone(),
+                store: store.clone(),
+                key: key.clone(),
+                data_dir: config.data_dir.clone(),
+                addrs: addrs_rx,
+                first_events: std::sync::Mutex::new(Some(first_events)),
+            }),
+        };
+        let state = Loop {
+            swarm,
+            relay_listener: None,
+            last_reserve: None,
+            key: key.clone(),
+            mailbox_more: false,
+            store,
+            me,
+            name,
+            data_dir: config.data_dir.clone(),
+            max_envelope_bytes: config.max_envelope_bytes,
+            events,
+            internal_tx,
+            connections: HashMap::new(),
+            inflight: HashMap::new(),
+            inflight_keys: HashSet::new(),
+            syncing: HashSet::new(),
+            downloading: HashSet::new(),
+            last_dial: HashMap::new(),
+            nearby: HashMap::new(),
+            names: HashMap::new(),
+            counters: Counters::default(),
+            nat: "unknown".into(),
+            reservation: None,
+            relay: config.relay.clone(),
+            relay_peer,
+            listen_addrs: Vec::new(),
+            addrs_tx,
+        };
+        tokio::spawn(state.run(cmd_rx, internal_rx));
+        Ok(node)
+    }
+
+    /// This device's PeerId.
+    pub fn peer_id(&self) -> PeerId {
+        self.inner.key.public().to_peer_id()
+    }
+
+    /// The store (shared with the loop).
+    pub fn store(&self) -> &SharedStore {
+        &self.inner.store
+    }
+
+    /// Events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<Event> {
+        self.inner.events.subscribe()
+    }
+
+    /// Events from the node's start (the first call; later calls get
+    /// events from now on), so a listener misses no `listening` event.
+    pub fn events_from_start(&self) -> broadcast::Receiver<Event> {
+        let first = self
+            .inner
+            .first_events
+            .lock()
+            .ok()
+            .and_then(|mut f| f.take());
+        first.unwrap_or_else(|| self.subscribe())
+    }
+
+    async fn command(&self, cmd: Command) -> Result<(), NodeError> {
+        self.inner
+            .cmd
+            .send(cmd)
+            .await
+            .map_err(|_| NodeError::Stopped)
+    }
+
+    /// Asks the loop to deliver whatever the outbox holds now.
+    pub async fn flush(&self) -> Result<(), NodeError> {
+        self.command(Command::Flush).await
+    }
+
+    /// Adds a contact and dials it.
+    pub async fn add_contact(&self, contact: Contact) -> Result<(), NodeError> {
+        let c = contact.clone();
+        self.inner.store.call(move |s| s.add_contact(&c)).await?;
+        if let Ok(peer) = contact.peer_id.parse() {
+            let addrs = contact
+                .addrs
+                .iter()
+                .filter_map(|a| a.parse().ok())
+                .collect();
+            self.command(Command::Dial(peer, addrs)).await?;
+        }
+        Ok(())
+    }
+
+    /// Dials a peer at the given addresses.
+    pub async fn dial(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<(), NodeError> {
+        self.command(Command::Dial(peer, addrs)).await
+    }
+
+    /// Stores a text for a contact (name or PeerId), queues it and starts
+    /// delivering it. Returns the envelope.
+    pub async fn send_text(&self, contact: &str, text: &str) -> Result<Envelope, NodeError> {
+        let body = serde_json::json!({ "text": text }).to_string();
+        self.send_to_contact(contact, kind::TEXT, body).await
+    }
+
+    /// Stores any kind for a contact's direct conversation and queues it.
+    pub async fn send_to_contact(
+        &self,
+        contact: &str,
+        kind: &str,
+        body: String,
+    ) -> Result<Envelope, NodeError> {
+        let key = self.inner.key.clone();
+        let who = contact.to_owned();
+        let kind = kind.to_owned();
+        let env = self
+            .inner
+            .store
+            .call(move |s| {
+                let c = s.find_contact(&who)?;
+                let conv = direct_conversation_id(s.me(), &c.peer_id);
+                s.compose(&key, &conv, &kind, &body, None)
+            })
+            .await?;
+        self.flush().await?;
+        Ok(env)
+    }
+
+    /// Stores a message in a conversation (direct or group) and queues it
+    /// to every other member.
+    pub async fn send_to_conversation(
+        &self,
+        conversation_id: &str,
+        kind: &str,
+        body: String,
+    ) -> Result<Envelope, NodeError> {
+        let key = self.inner.key.clone();
+        let conv = conversation_id.to_owned();
+        let kind = kind.to_owned();
+        let env = self
+            .inner
+            .store
+            .call(move |s| s.compose(&key, &conv, &kind, &body, None))
+            .await?;
+        self.flush().await?;
+        Ok(env)
+    }
+
+    /// Creates a group with contacts (names or PeerIds); returns its id.
+    pub async fn create_group(
+        &self,
+        title: &str,
+        members: Vec<String>,
+    ) -> Result<String, NodeError> {
+        let key = self.inner.key.clone();
+        let title = title.to_owned();
+        let env = self
+            .inner
+            .store
+            .call(move |s| s.create_group(&key, &title, &members))
+            .await?;
+        self.flush().await?;
+        Ok(env.conversation_id)
+    }
+
+    /// Offers a file to a contact: hashes it, records it and sends a `file`
+    /// envelope; the contact pulls the bytes over `/confab/file/1`.
+    pub async fn send_file(&self, contact: &str, path: &Path) -> Result<Envelope, NodeError> {
+        let path = std::fs::canonicalize(path)
+            .map_err(|e| NodeError::File(path.display().to_string(), e))?;
+        let shown = path.display().to_string();
+        let p = path.clone();
+        let (sha256, size) = tokio::task::spawn_blocking(move || hash_file(&p))
+            .await
+            .map_err(|e| NodeError::Transport(e.to_string()))?
+            .map_err(|e| NodeError::File(shown.clone(), e))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "file".into());
+        let record = FileRecord {
+            sha256: sha256.clone(),
+            path: shown,
+            size,
+            name: name.clone(),
+            mime: "application/octet-stream".into(),
+            complete: true,
+            source: String::new(),
+        };
+        self.inner.store.call(move |s| s.put_file(&record)).await?;
+        let body = serde_json::json!({
+            "media_id": sha256, "name": name, "size": size, "mime": "application/octet-stream"
+        })
+        .to_string();
+        self.send_to_contact(contact, kind::FILE, body).await
+    }
+
+    /// Waits until `to` acks `client_msg_id` or the time is up.
+    pub async fn wait_delivered(
+        &self,
+        mut events: broadcast::Receiver<Event>,
+        to: &str,
+        client_msg_id: &str,
+        wait: Duration,
+    ) -> Result<bool, NodeError> {
+        let (to2, id2) = (to.to_owned(), client_msg_id.to_owned());
+        let deadline = tokio::time::Instant::now() + wait;
+        loop {
+            let pending = self
+                .inner
+                .store
+                .call({
+                    let (to, id) = (to2.clone(), id2.clone());
+                    move |s| s.is_pending(&to, &id)
+                })
+                .await?;
+            if !pending {
+                return Ok(true);
+            }
+            match tokio::time::timeout_at(deadline, events.recv()).await {
+                Err(_) => return Ok(false),
+                Ok(Ok(Event::Delivered {
+                    to: t,
+                    client_msg_id: c,
+                    ..
+                })) if t == to2 && c == id2 => return Ok(true),
+                Ok(Ok(_)) | Ok(Err(broadcast::error::RecvError::Lagged(_))) => {}
+                Ok(Err(broadcast::error::RecvError::Closed)) => return Err(NodeError::Stopped),
+            }
+        }
+    }
+
+    /// Status and counters.
+    pub async fn status(&self) -> Result<Status, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.command(Command::Status(tx)).await?;
+        rx.await.map_err(|_| NodeError::Stopped)
+    }
+
+    /// LAN peers found by mDNS so far.
+    pub async fn nearby(&self) -> Result<Vec<NearbyPeer>, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.command(Command::Nearby(tx)).await?;
+        rx.await.map_err(|_| NodeError::Stopped)
+    }
+
+    /// Addresses the node listens on now (with `/p2p/<id>`).
+    pub async fn listen_addrs(&self) -> Result<Vec<Multiaddr>, NodeError> {
+        let (tx, rx) = oneshot::channel();
+        self.command(Command::Addrs(tx)).await?;
+        rx.await.map_err(|_| NodeError::Stopped)
+    }
+
+    /// Waits (up to `wait`) until the node listens on at least one
+    /// address, and returns its addresses.
+    pub async fn listening(&self, wait: Duration) -> Result<Vec<Multiaddr>, NodeError> {
+        let mut rx = self.inner.addrs.clone();
+        let got = tokio::time::timeout(wait, rx.wait_for(|a| !a.is_empty()))
+            .await
+            .map_err(|_| NodeError::Transport("no listen address came up".into()))?
+            .map_err(|_| NodeError::Stopped)?
+            .clone();
+        Ok(got)
+    }
+
+    /// The data dir.
+    pub fn data_dir(&self) -> &Path {
+        &self.inner.data_dir
+    }
+
+    /// Stops the event loop (connections close).
+    pub async fn shutdown(&self) {
+        let _ = self.command(Command::Shutdown).await;
+    }
+}
+
+fn hash_file(path: &Path) -> std::io::Result<(String, u64)> {
+    use std::io::Read;
+    let mut file = std::fs::File::open(path)?;
+    let mut hasher = sha2::Sha256::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        hasher.update(&buf[..n]);
+    }
+    Ok((hex(&hasher.finalize()), size))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn build_swarm(key: &Keypair, name: &str, mdns_on: bool) -> Result<Swarm<Behaviour>, NodeError> {
+    let err = |e: &dyn std::fmt::Display| NodeError::Transport(e.to_string());
+    let codec = |max_request: u64, max_response: u64| BytesCodec {
+        max_request,
+        max_response,
+    };
+    let rr_config =
+        request_response::Config::default().with_request_timeout(Duration::from_secs(20));
+    let swarm = libp2p::SwarmBuilder::with_existing_identity(key.clone())
+        .with_tokio()
+        .with_tcp(
+            tcp::Config::default().nodelay(true),
+            noise::Config::new,
+            yamux::Config::default,
+        )
+        .map_err(|e| err(&e))?
+        .with_quic()
+        .with_dns()
+        .map_err(|e| err(&e))?
+        .with_relay_client(noise::Config::new, yamux::Config::default)
+        .map_err(|e| err(&e))?
+        .with_behaviour(|key, relay_client| {
+            let me = key.public().to_peer_id();
+            let mdns = if mdns_on {
+                Some(mdns::tokio::Behaviour::new(
+                    mdns::Config {
+                        query_interval: Duration::from_secs(5),
+                        ..Default::default()
+                    },
+                    me,
+                )?)
+            } else {
+                None
+            };
+            let proto = |p| [(p, ProtocolSupport::Full)];
+            Ok(Behaviour {
+                relay_client,
+                ping: ping::Behaviour::new(ping::Config::new()),
+                identify: identify::Behaviour::new(
+                    identify::Config::new("/confab/1.0.0".into(), key.public())
+                        .with_agent_version(agent_version(name)),
+                ),
+                mdns: Toggle::from(mdns),
+                dcutr: dcutr::Behaviour::new(me),
+                autonat: autonat::Behaviour::new(me, autonat::Config::default()),
+                msg: request_response::Behaviour::with_codec(
+                    codec(DEFAULT_MAX_ENVELOPE_BYTES as u64 * 4, 64 * 1024),
+                    proto(MSG_PROTOCOL),
+                    rr_config.clone(),
+                ),
+                sync: request_response::Behaviour::with_codec(
+                    codec(256 * 1024, 32 * 1024 * 1024),
+                    proto(SYNC_PROTOCOL),
+                    rr_config.clone(),
+                ),
+                file: request_response::Behaviour::with_codec(
+                    codec(4096, 2 * FILE_CHUNK + 4096),
+                    proto(FILE_PROTOCOL),
+                    rr_config.clone(),
+                ),
+                mailbox: request_response::Behaviour::with_codec(
+                    codec(0, 32 * 1024 * 1024),
+                    [(MAILBOX_PROTOCOL, ProtocolSupport::Outbound)],
+                    rr_config,
+                ),
+                candidates: Default::default(),
+            })
+        })
+        .map_err(|e| err(&e))?
+        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+        .build();
+    Ok(swarm)
+}
+
+struct Loop {
+    swarm: Swarm<Behaviour>,
+    relay_listener: Option<libp2p::core::transport::ListenerId>,
+    last_reserve: Option<Instant>,
+    key: Keypair,
+    /// The last mailbox fetch said more were waiting.
+    mailbox_more: bool,
+    store: SharedStore,
+    me: PeerId,
+    name: String,
+    data_dir: PathBuf,
+    max_envelope_bytes: usize,
+    events: broadcast::Sender<Event>,
+    internal_tx: mpsc::Sender<Internal>,
+    /// Open connections per peer, and whether each is relayed.
+    connections: HashMap<PeerId, HashMap<ConnectionId, bool>>,
+    /// Keyed by protocol too: each request-response behaviour numbers its own requests.
+    inflight: HashMap<(Proto, OutboundRequestId), (PeerId, Pendingkey, bool)>,
+    inflight_keys: HashSet<(PeerId, String)>,
+    syncing: HashSet<(PeerId, String)>,
+    downloading: HashSet<String>,
+    last_dial: HashMap<PeerId, Instant>,
+    nearby: HashMap<PeerId, Vec<Multiaddr>>,
+    names: HashMap<PeerId, String>,
+    counters: Counters,
+    nat: String,
+    reservation: Option<String>,
+    relay: Option<Multiaddr>,
+    relay_peer: Option<PeerId>,
+    listen_addrs: Vec<Multiaddr>,
+    addrs_tx: tokio::sync::watch::Sender<Vec<Multiaddr>>,
+}
+
+/// How long an envelope waits for its recipient before it is left in the
+/// relay's mailbox.
+const MAILBOX_AFTER: Duration = Duration::from_secs(3);
+
+/// How long to wait before dialing an unreachable contact again.
+const REDIAL_AFTER: Duration = Duration::from_secs(3);
+
+impl Loop {
+    async fn run(
+        mut self,
+        mut cmd_rx: mpsc::Receiver<Command>,
+        mut internal_rx: mpsc::Receiver<Internal>,
+    ) {
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        // The relay client dials the relay itself for the reservation (a
+        // dial of our own racing it made the reservation fail).
+        self.reserve();
+        // Coming online: reach every contact once, so conversations catch
+        // up (sync runs on each new connection) even with nothing to send.
+        self.spawn(|store, tx| async move {
+            if let Ok(all) = store.call(|s| s.contacts()).await {
+                let _ = tx.send(Internal::DueRecipients(all)).await;
+            }
+        });
+        loop {
+            tokio::select! {
+                ev = self.swarm.select_next_some() => self.on_swarm(ev),
+                cmd = cmd_rx.recv() => match cmd {
+                    None | Some(Command::Shutdown) => break,
+                    Some(cmd) => self.on_command(cmd),
+                },
+                Some(msg) = internal_rx.recv() => self.on_internal(msg),
+                _ = tick.tick() => self.on_tick(),
+            }
+        }
+    }
+
+    fn emit(&self, event: Event) {
+        let _ = self.events.send(event);
+    }
+
+    /// Runs store work off the loop; its result comes back as internal messages.
+    fn spawn<F, Fut>(&self, f: F)
+    where
+        F: FnOnce(SharedStore, mpsc::Sender<Internal>) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
+        tokio::spawn(f(self.store.clone(), self.internal_tx.clone()));
+    }
+
+    /// Listens through the relay (a reservation), unless it already does or
+    /// tried in the last 10 s.
+    fn reserve(&mut self) {
+        let Some(relay) = self.relay.clone() else {
+            return;
+        };
+        if self.relay_listener.is_some()
+            || self
+                .last_reserve
+                .is_some_and(|t| t.elapsed() < Duration::from_secs(10))
+        {
+            return;
+        }
+        self.last_reserve = Some(Instant::now());
+        match self
+            .swarm
+            .listen_on(relay.clone().with(Protocol::P2pCircuit))
+        {
+            Ok(id) => self.relay_listener = Some(id),
+            Err(e) => tracing::warn!(%relay, "reservation: {e}"),
+        }
+    }
+
+    fn is_connected(&self, peer: &PeerId) -> bool {
+        self.connections.get(peer).is_some_and(|c| !c.is_empty())
+    }
+
+    fn path_of(&self, peer: &PeerId) -> Option<bool> {
+        let conns = self.connections.get(peer)?;
+        if conns.is_empty() {
+            return None;
+        }
+        Some(conns.values().all(|relayed| *relayed))
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        match cmd {
+            Command::Flush => self.on_tick(),
+            Command::Dial(peer, addrs) => self.dial(peer, addrs, true),
+            Command::Status(reply) => {
+                let snapshot = self.status_base();
+                let paths: HashMap<String, String> = self
+                    .connections
+                    .keys()
+                    .filter_map(|p| Some((p.to_base58(), path_name(self.path_of(p)?))))
+                    .collect();
+                self.spawn(move |store, _| async move {
+                    let contacts = store
+                        .call(move |s| {
+                            let mut out = Vec::new();
+                            for c in s.contacts()? {
+                                let pending = s.pending_ids(&c.peer_id)?.len() as u64;
+                                out.push(ContactStatus {
+                                    path: paths
+                                        .get(&c.peer_id)
+                                        .cloned()
+                                        .unwrap_or_else(|| "offline".into()),
+                                    peer_id: c.peer_id,
+                                    name: c.name,
+                                    pending,
+                                });
+                            }
+                            Ok(out)
+                        })
+                        .await
+                        .unwrap_or_default();
+                    let _ = reply.send(Status {
+                        contacts,
+                        ..snapshot
+                    });
+                });
+            }
+            Command::Nearby(reply) => {
+                let list: Vec<(PeerId, Vec<Multiaddr>)> =
+                    self.nearby.iter().map(|(p, a)| (*p, a.clone())).collect();
+                let names = self.names.clone();
+                self.spawn(move |store, _| async move {
+                    let contacts: HashSet<String> = store
+                        .call(|s| Ok(s.contacts()?.into_iter().map(|c| c.peer_id).collect()))
+                        .await
+                        .unwrap_or_default();
+                    let out = list
+                        .into_iter()
+                        .map(|(p, addrs)| NearbyPeer {
+                            peer_id: p.to_base58(),
+                            name: names.get(&p).cloned().unwrap_or_default(),
+                            addrs: addrs.iter().map(|a| a.to_string()).collect(),
+                            contact: contacts.contains(&p.to_base58()),
+                        })
+                        .collect();
+                    let _ = reply.send(out);
+                });
+            }
+            Command::Addrs(reply) => {
+                let _ = reply.send(self.listen_addrs.clone());
+            }
+            Command::Shutdown => {}
+        }
+    }
+
+    fn status_base(&self) -> Status {
+        Status {
+            peer_id: self.me.to_base58(),
+            name: self.name.clone(),
+            listen_addrs: self.listen_addrs.iter().map(|a| a.to_string()).collect(),
+            external_addrs: self
+                .swarm
+                .external_addresses()
+                .map(|a| a.to_string())
+                .collect(),
+            nat: self.nat.clone(),
+            reservation: self.reservation.clone(),
+            counters: self.counters.clone(),
+            contacts: Vec::new(),
+        }
+    }
+
+    fn dial(&mut self, peer: PeerId, mut addrs: Vec<Multiaddr>, now: bool) {
+        if peer == self.me || self.is_connected(&peer) {
+            return;
+        }
+        if !now
+            && self
+                .last_dial
+                .get(&peer)
+                .is_some_and(|t| t.elapsed() < REDIAL_AFTER)
+        {
+            return;
+        }
+        self.last_dial.insert(peer, Instant::now());
+        if let Some(found) = self.nearby.get(&peer) {
+            addrs.extend(found.iter().cloned());
+        }
+        // Circuit dials only once our own reservation stands: dialing through
+        // the relay earlier kept the reservation from being made.
+        if let (Some(relay), Some(_)) = (&self.relay, &self.reservation) {
+            addrs.push(
+                relay
+                    .clone()
+                    .with(Protocol::P2pCircuit)
+                    .with(Protocol::P2p(peer)),
+            );
+        }
+        let opts = DialOpts::peer_id(peer)
+            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .addresses(addrs)
+            .extend_addresses_through_behaviour()
+            .build();
+        if let Err(e) = self.swarm.dial(opts) {
+            tracing::debug!(%peer, "dial: {e}");
+        }
+    }
+
+    /// Every second (and on demand): dial contacts with a waiting outbox,
+    /// deliver to connected ones, fill gaps, resume downloads.
+    fn on_tick(&mut self) {
+        self.reserve();
+        self.spawn(|store, tx| async move {
+            let due = store
+                .call(|s| {
+                    let recipients: HashSet<String> = s.outbox_recipients()?.into_iter().collect();
+                    Ok(s.contacts()?
+                        .into_iter()
+                        .filter(|c| recipients.contains(&c.peer_id))
+                        .collect::<Vec<_>>())
+                })
+                .await;
+            if let Ok(due) = due {
+                let _ = tx.send(Internal::DueRecipients(due)).await;
+            }
+        });
+    }
+
+    fn flush_to(&mut self, peer: PeerId, force: bool) {
+        let id = peer.to_base58();
+        self.spawn(move |store, tx| async move {
+            let Ok(due) = store.call(move |s| s.due(&id, force)).await else {
+                return;
+            };
+            for p in due {
+                let bytes = p.envelope.encode();
+                let key = Pendingkey::Msg(p.envelope.client_msg_id.clone());
+                if tx
+                    .send(Internal::Send(Proto::Msg, peer, bytes, key))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// Catch-up with a peer for every conversation we share.
+    fn sync_all_with(&mut self, peer: PeerId) {
+        let id = peer.to_base58();
+        self.spawn(move |store, tx| async move {
+            let Ok(convs) = store.call(move |s| s.shared_conversations(&id)).await else {
+                return;
+            };
+            for c in convs {
+                let _ = tx.send(Internal::SyncWith(peer, c)).await;
+            }
+        });
+    }
+
+    fn resume_downloads(&mut self, peer: PeerId) {
+        let id = peer.to_base58();
+        self.spawn(move |store, tx| async move {
+            let files = store
+                .call(move |s| {
+                    let mut out = Vec::new();
+                    for sha in s.incomplete_files()? {
+                        if s.file(&sha)?.is_some_and(|f| f.source == id) {
+                            out.push(sha);
+                        }
+                    }
+                    Ok(out)
+                })
+                .await
+                .unwrap_or_default();
+            for sha in files {
+                let _ = tx.send(Internal::Download(peer, sha)).await;
+            }
+        });
+    }
+
+    fn on_internal(&mut self, msg: Internal) {
+        match msg {
+            Internal::Respond(proto, channel, bytes) => {
+                let b = self.swarm.behaviour_mut();
+                let rr = match proto {
+                    Proto::Msg => &mut b.msg,
+                    Proto::Sync => &mut b.sync,
+                    Proto::File => &mut b.file,
+                    Proto::Mailbox => return,
+                };
+                let _ = rr.send_response(channel, bytes);
+            }
+            Internal::Send(proto, peer, bytes, key) => {
+                if !self.is_connected(&peer) {
+                    return;
+                }
+                if let Pendingkey::Msg(id) = &key {
+                    if !self.inflight_keys.insert((peer, id.clone())) {
+                        return;
+                    }
+                }
+                if let Pendingkey::MailboxPut(r, id) = &key {
+                    if !self.inflight_keys.insert((peer, format!("mbx {r} {id}"))) {
+                        return;
+                    }
+                }
+                let relayed = self.path_of(&peer).unwrap_or(false);
+                let b = self.swarm.behaviour_mut();
+                let request_id = match proto {
+                    Proto::Msg => b.msg.send_request(&peer, bytes),
+                    Proto::Sync => b.sync.send_request(&peer, bytes),
+                    Proto::File => b.file.send_request(&peer, bytes),
+                    Proto::Mailbox => b.mailbox.send_request(&peer, bytes),
+                };
+                self.inflight
+                    .insert((proto, request_id), (peer, key, relayed));
+            }
+            Internal::DueRecipients(contacts) => {
+                for c in contacts {
+                    let Ok(peer) = c.peer_id.parse::<PeerId>() else {
+                        continue;
+                    };
+                    if self.is_connected(&peer) {
+                        self.flush_to(peer, false);
+                    } else {
+                        let addrs = c.addrs.iter().filter_map(|a| a.parse().ok()).collect();
+                        self.dial(peer, addrs, false);
+                        self.leave_in_mailbox(peer);
+                    }
+                }
+            }
+            Internal::MailboxDelivered(peer, id) => {
+                self.counters.delivered_mailbox += 1;
+                self.emit(Event::Delivered {
+                    to: peer.to_base58(),
+                    client_msg_id: id,
+                    path: "mailbox".into(),
+                });
+            }
+            Internal::Delivered(peer, id, relayed) => {
+                if relayed {
+                    self.counters.delivered_relayed += 1;
+                } else {
+                    self.counters.delivered_direct += 1;
+                }
+                self.emit(Event::Delivered {
+                    to: peer.to_base58(),
+                    client_msg_id: id,
+                    path: path_name(relayed),
+                });
+            }
+            Internal::Event(ev) => {
+                match &ev {
+                    Event::Message { .. } => self.counters.received += 1,
+                    Event::Refused { .. } => self.counters.refused += 1,
+                    _ => {}
+                }
+                self.emit(ev);
+            }
+            Internal::SyncWith(peer, conv) => {
+                if !self.is_connected(&peer) || !self.syncing.insert((peer, conv.clone())) {
+                    return;
+                }
+                let c = conv.clone();
+                self.spawn(move |store, tx| async move {
+                    let have = store.call(move |s| s.cursors(&c)).await.unwrap_or_default();
+                    let req = SyncRequest {
+                        conversation_id: conv.clone(),
+                        have,
+                    };
+                    let bytes = serde_json::to_vec(&req).unwrap_or_default();
+                    let _ = tx
+                        .send(Internal::Send(
+                            Proto::Sync,
+                            peer,
+                            bytes,
+                            Pendingkey::Sync(conv),
+                        ))
+                        .await;
+                });
+            }
+            Internal::SyncDone(peer, conv, more) => {
+                self.syncing.remove(&(peer, conv.clone()));
+                if more {
+                    let _ = self.internal_tx.try_send(Internal::SyncWith(peer, conv));
+                }
+            }
+            Internal::Download(peer, sha) => {
+                if !self.is_connected(&peer) || !self.downloading.insert(sha.clone()) {
+                    return;
+                }
+                self.request_chunk(peer, sha);
+            }
+            Internal::MailboxMore(more) => {
+                self.mailbox_more = more;
+            }
+            Internal::DownloadStopped(sha) => {
+                self.downloading.remove(&sha);
+            }
+        }
+    }
+
+    /// Envelopes for a contact that stayed unreachable for
+    /// [`MAILBOX_AFTER`] go to the relay's mailbox; its ack empties the
+    /// outbox entry (the recipient dedups if the envelope also arrives
+    /// directly).
+    fn leave_in_mailbox(&mut self, recipient: PeerId) {
+        let Some(relay) = self.relay_peer else { return };
+        if !self.is_connected(&relay) {
+            return;
+        }
+        let id = recipient.to_base58();
+        self.spawn(move |store, tx| async move {
+            let Ok(stale) = store.call(move |s| s.stale(&id, MAILBOX_AFTER)).await else {
+                return;
+            };
+            for p in stale {
+                let key = Pendingkey::MailboxPut(recipient, p.envelope.client_msg_id.clone());
+                let req = MailboxRequest::Put {
+                    recipient: recipient.to_base58(),
+                    envelope: p.envelope,
+                };
+                let bytes = serde_json::to_vec(&req).unwrap_or_default();
+                if tx
+                    .send(Internal::Send(Proto::Mailbox, relay, bytes, key))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+    }
+
+    fn mailbox_challenge(&mut self) {
+        let Some(relay) = self.relay_peer else { return };
+        let bytes = serde_json::to_vec(&MailboxRequest::Challenge).unwrap_or_default();
+        let _ = self.internal_tx.try_send(Internal::Send(
+            Proto::Mailbox,
+            relay,
+            bytes,
+            Pendingkey::MailboxChallenge,
+        ));
+    }
+
+    fn on_mailbox(&mut self, ev: request_response::Event<Vec<u8>, Vec<u8>>) {
+        let request_response::Event::Message {
+            peer,
+            message:
+                request_response::Message::Response {
+                    request_id,
+                    response,
+                },
+            ..
+        } = ev
+        else {
+            if let request_response::Event::OutboundFailure {
+                peer, request_id, ..
+            } = ev
+            {
+                if let Some((_, Pendingkey::MailboxPut(r, id), _)) =
+                    self.inflight.remove(&(Proto::Mailbox, request_id))
+                {
+                    self.inflight_keys.remove(&(peer, format!("mbx {r} {id}")));
+                }
+            }
+            return;
+        };
+        let Some((_, key, _)) = self.inflight.remove(&(Proto::Mailbox, request_id)) else {
+            return;
+        };
+        let answer: MailboxResponse = serde_json::from_slice(&response).unwrap_or_default();
+        match key {
+            Pendingkey::MailboxPut(recipient, id) => {
+                self.inflight_keys
+                    .remove(&(peer, format!("mbx {recipient} {id}")));
+                if !answer.ok {
+                    tracing::warn!(error = ?answer.error, "mailbox refused an envelope");
+                    return;
+                }
+                self.spawn(move |store, tx| async move {
+                    let to = recipient.to_base58();
+                    let cid = id.clone();
+                    if store.call(move |s| s.delivered(&to, &cid)).await.is_ok() {
+                        let _ = tx.send(Internal::MailboxDelivered(recipient, id)).await;
+                    }
+                });
+            }
+            Pendingkey::MailboxChallenge => {
+                let Some(nonce) = answer.nonce else { return };
+                // Prove this device's PeerId by signing the challenge.
+                let sig = self
+                    .key
+                    .sign(&challenge_bytes(&peer.to_base58(), &nonce))
+                    .unwrap_or_default();
+                let req = MailboxRequest::Fetch {
+                    nonce,
+                    sig: base64::engine::general_purpose::STANDARD.encode(sig),
+                };
+                let bytes = serde_json::to_vec(&req).unwrap_or_default();
+                let _ = self.internal_tx.try_send(Internal::Send(
+                    Proto::Mailbox,
+                    peer,
+                    bytes,
+                    Pendingkey::MailboxFetch,
+                ));
+            }
+            Pendingkey::MailboxFetch => {
+                self.emit(Event::MailboxFetched {
+                    count: answer.envelopes.len(),
+                });
+                if answer.envelopes.is_empty() {
+                    return;
+                }
+                let more = answer.has_more;
+                self.spawn(move |store, tx| async move {
+                    let mut stored = Vec::new();
+                    for held in answer.envelopes {
+                        match accept(&store, held.envelope, "mailbox").await {
+                            Ok((new, message, _)) => {
+                                stored.push(held.id);
+                                if let (true, Some(m)) = (new, message) {
+                                    let _ = tx
+                                        .send(Internal::Event(Event::Message { message: m }))
+                                        .await;
+                                }
+                            }
+                            Err(e) => tracing::warn!("mailbox envelope refused: {e}"),
+                        }
+                    }
+                    let _ = tx.send(Internal::MailboxMore(more)).await;
+                    // Only what is durably stored is acked (and then deleted there).
+                    let req = MailboxRequest::Ack { ids: stored };
+                    let bytes = serde_json::to_vec(&req).unwrap_or_default();
+                    let _ = tx
+                        .send(Internal::Send(
+                            Proto::Mailbox,
+                            peer,
+                            bytes,
+                            Pendingkey::MailboxAck,
+                        ))
+                        .await;
+                });
+            }
+            // An ack after a full page: fetch the next one.
+            Pendingkey::MailboxAck if answer.ok && std::mem::take(&mut self.mailbox_more) => {
+                self.mailbox_challenge();
+            }
+            _ => {}
+        }
+    }
+
+    fn request_chunk(&mut self, peer: PeerId, sha: String) {
+        let part = part_path(&self.data_dir, &sha);
+        let offset = std::fs::metadata(&part).map(|m| m.len()).unwrap_or(0);
+        let req = FileRequest {
+            sha256: sha.clone(),
+            offset,
+        };
+        let bytes = serde_json::to_vec(&req).unwrap_or_default();
+        let relayed = self.path_of(&peer).unwrap_or(false);
+        let id = self.swarm.behaviour_mut().file.send_request(&peer, bytes);
+        self.inflight
+            .insert((Proto::File, id), (peer, Pendingkey::File(sha), relayed));
+    }
+
+    fn on_swarm(&mut self, ev: SwarmEvent<BehaviourEvent>) {
+        match ev {
+            SwarmEvent::NewListenAddr { address, .. } => {
+                let full = address.clone().with(Protocol::P2p(self.me));
+                self.listen_addrs.push(full.clone());
+                self.addrs_tx.send_replace(self.listen_addrs.clone());
+                self.emit(Event::Listening {
+                    addr: full.to_string(),
+                });
+            }
+            SwarmEvent::ListenerClosed { listener_id, .. }
+                if Some(listener_id) == self.relay_listener =>
+            {
+                self.relay_listener = None;
+                self.reservation = None;
+            }
+            SwarmEvent::ExpiredListenAddr { address, .. } => {
+                let full = address.with(Protocol::P2p(self.me));
+                self.listen_addrs.retain(|a| *a != full);
+                self.addrs_tx.send_replace(self.listen_addrs.clone());
+            }
+            SwarmEvent::ConnectionEstablished {
+                peer_id,
+                connection_id,
+                endpoint,
+                ..
+            } => {
+                let relayed = endpoint.is_relayed() || is_relayed(endpoint.get_remote_address());
+                let first = !self.is_connected(&peer_id);
+                self.connections
+                    .entry(peer_id)
+                    .or_default()
+                    .insert(connection_id, relayed);
+                if Some(peer_id) == self.relay_peer {
+                    if first {
+                        self.mailbox_challenge();
+                    }
+                    return;
+                }
+                if first || !relayed {
+                    self.emit(Event::Connected {
+                        peer: peer_id.to_base58(),
+                        path: path_name(relayed),
+                    });
+                }
+                self.flush_to(peer_id, true);
+                self.sync_all_with(peer_id);
+                self.resume_downloads(peer_id);
+            }
+            SwarmEvent::ConnectionClosed {
+                peer_id,
+                connection_id,
+                num_established,
+                ..
+            } => {
+                if let Some(c) = self.connections.get_mut(&peer_id) {
+                    c.remove(&connection_id);
+                }
+                if num_established == 0 {
+                    self.connections.remove(&peer_id);
+                    self.inflight_keys.retain(|(p, _)| *p != peer_id);
+                    self.syncing.retain(|(p, _)| *p != peer_id);
+                    if Some(peer_id) != self.relay_peer {
+                        self.emit(Event::Disconnected {
+                            peer: peer_id.to_base58(),
+                        });
+                    }
+                }
+            }
+            SwarmEvent::Behaviour(ev) => self.on_behaviour(ev),
+            _ => {}
+        }
+    }
+
+    fn on_behaviour(&mut self, ev: BehaviourEvent) {
+        match ev {
+            BehaviourEvent::Mdns(mdns::Event::Discovered(list)) => {
+                let mut found: BTreeMap<PeerId, Vec<Multiaddr>> = BTreeMap::new();
+                for (peer, addr) in list {
+                    if peer != self.me {
+                        found.entry(peer).or_default().push(addr);
+                    }
+                }
+                for (peer, addrs) in found {
+                    let known = self.nearby.entry(peer).or_default();
+                    let fresh = addrs.iter().any(|a| !known.contains(a));
+                    for a in &addrs {
+                        if !known.contains(a) {
+                            known.push(a.clone());
+                        }
+                    }
+                    if fresh {
+                        self.emit(Event::Discovered {
+                            peer: peer.to_base58(),
+                            addrs: addrs.iter().map(|a| a.to_string()).collect(),
+                        });
+                    }
+                    // Connect to learn its name (identify) and to deliver.
+                    self.dial(peer, addrs, false);
+                }
+            }
+            BehaviourEvent::Mdns(mdns::Event::Expired(list)) => {
+                for (peer, addr) in list {
+                    if let Some(known) = self.nearby.get_mut(&peer) {
+                        known.retain(|a| *a != addr);
+                        if known.is_empty() {
+                            self.nearby.remove(&peer);
+                        }
+                    }
+                }
+            }
+            BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. }) => {
+                if let Some(name) = name_from_agent(&info.agent_version) {
+                    self.names.insert(peer_id, name);
+                }
+                if Some(peer_id) == self.relay_peer {
+                    // The relay sees our public address: a hole-punch candidate.
+                    self.swarm
+                        .behaviour_mut()
+                        .candidates
+                        .offer(info.observed_addr.clone());
+                    self.swarm.add_external_address(info.observed_addr);
+                }
+            }
+            BehaviourEvent::RelayClient(relay::client::Event::ReservationReqAccepted {
+                relay_peer_id,
+                ..
+            }) => {
+                self.reservation = Some(relay_peer_id.to_base58());
+                self.emit(Event::Reservation {
+                    relay: relay_peer_id.to_base58(),
+                });
+            }
+            BehaviourEvent::Dcutr(dcutr::Event {
+                remote_peer_id,
+                result,
+            }) => {
+                self.counters.holepunch_attempts += 1;
+                let ok = result.is_ok();
+                if ok {
+                    self.counters.holepunch_successes += 1;
+                }
+                self.emit(Event::HolePunch {
+                    peer: remote_peer_id.to_base58(),
+                    ok,
+                    error: result.err().map(|e| e.to_string()),
+                });
+            }
+            BehaviourEvent::Autonat(autonat::Event::StatusChanged { new, .. }) => {
+                self.nat = match new {
+                    autonat::NatStatus::Public(_) => "public",
+                    autonat::NatStatus::Private => "private",
+                    autonat::NatStatus::Unknown => "unknown",
+                }
+                .into();
+                self.emit(Event::Nat {
+                    status: self.nat.clone(),
+                });
+            }
+            BehaviourEvent::Msg(ev) => self.on_msg(ev),
+            BehaviourEvent::Sync(ev) => self.on_sync(ev),
+            BehaviourEvent::File(ev) => self.on_file(ev),
+            BehaviourEvent::Mailbox(ev) => self.on_mailbox(ev),
+            _ => {}
+        }
+    }
+
+    fn on_msg(&mut self, ev: request_response::Event<Vec<u8>, Vec<u8>>) {
+        match ev {
+            request_response::Event::Message {
+                peer,
+                connection_id,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+            } => {
+                let relayed = self
+                    .connections
+                    .get(&peer)
+                    .and_then(|c| c.get(&connection_id))
+                    .copied()
+                    .unwrap_or(false);
+                let max = self.max_envelope_bytes;
+                self.spawn(move |store, tx| async move {
+                    let via = path_name(relayed);
+                    let result = match Envelope::decode(&request, max) {
+                        Err(r) => Err(StoreError::Refused(r)),
+                        Ok(env) if env.sender != peer.to_base58() => {
+                            Err(StoreError::Refused(Refusal::WrongOrigin(env.sender)))
+                        }
+                        Ok(env) => accept(&store, env, &via).await,
+                    };
+                    let ack = match result {
+                        Ok((new, message, missing)) => {
+                            if new {
+                                if let Some(m) = message {
+                                    if let Some(sha) = media_id(&m) {
+                                        let _ = tx.send(Internal::Download(peer, sha)).await;
+                                    }
+                                    let _ = tx
+                                        .send(Internal::Event(Event::Message { message: m }))
+                                        .await;
+                                }
+                            }
+                            if let Some(conv) = missing {
+                                let _ = tx.send(Internal::SyncWith(peer, conv)).await;
+                            }
+                            MsgAck {
+                                ok: true,
+                                new,
+                                error: None,
+                            }
+                        }
+                        Err(e) => {
+                            let error = wire_error(&e);
+                            let _ = tx
+                                .send(Internal::Event(Event::Refused {
+                                    from: peer.to_base58(),
+                                    code: error.code.clone(),
+                                    message: error.message.clone(),
+                                }))
+                                .await;
+                            MsgAck {
+                                ok: false,
+                                new: false,
+                                error: Some(error),
+                            }
+                        }
+                    };
+                    let bytes = serde_json::to_vec(&ack).unwrap_or_default();
+                    let _ = tx.send(Internal::Respond(Proto::Msg, channel, bytes)).await;
+                });
+            }
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                let Some((_, Pendingkey::Msg(id), relayed)) =
+                    self.inflight.remove(&(Proto::Msg, request_id))
+                else {
+                    return;
+                };
+                self.inflight_keys.remove(&(peer, id.clone()));
+                let ack: Option<MsgAck> = serde_json::from_slice(&response).ok();
+                let ok = ack.as_ref().is_some_and(|a| a.ok);
+                if !ok {
+                    tracing::warn!(%peer, ?ack, "envelope refused by recipient");
+                }
+                self.spawn(move |store, tx| async move {
+                    let to = peer.to_base58();
+                    let cid = id.clone();
+                    let done = if ok {
+                        store.call(move |s| s.delivered(&to, &cid)).await
+                    } else {
+                        store.call(move |s| s.failed(&to, &cid)).await
+                    };
+                    if done.is_ok() && ok {
+                        let _ = tx.send(Internal::Delivered(peer, id, relayed)).await;
+                    }
+                });
+            }
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
+                tracing::debug!(%peer, "delivery failed: {error}");
+                if let Some((_, Pendingkey::Msg(id), _)) =
+                    self.inflight.remove(&(Proto::Msg, request_id))
+                {
+                    self.inflight_keys.remove(&(peer, id.clone()));
+                    self.spawn(move |store, _| async move {
+                        let to = peer.to_base58();
+                        let _ = store.call(move |s| s.failed(&to, &id)).await;
+                    });
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_sync(&mut self, ev: request_response::Event<Vec<u8>, Vec<u8>>) {
+        match ev {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                self.spawn(move |store, tx| async move {
+                    let answer = match serde_json::from_slice::<SyncRequest>(&request) {
+                        Err(e) => SyncResponse {
+                            error: Some(WireError {
+                                code: "bad_request".into(),
+                                message: e.to_string(),
+                            }),
+                            ..Default::default()
+                        },
+                        Ok(req) => {
+                            let asker = peer.to_base58();
+                            match store
+                                .call(move |s| {
+                                    s.answer_sync(&asker, &req.conversation_id, &req.have)
+                                })
+                                .await
+                            {
+                                Ok((envelopes, has_more)) => SyncResponse {
+                                    envelopes,
+                                    has_more,
+                                    error: None,
+                                },
+                                Err(e) => SyncResponse {
+                                    error: Some(wire_error(&e)),
+                                    ..Default::default()
+                                },
+                            }
+                        }
+                    };
+                    let bytes = serde_json::to_vec(&answer).unwrap_or_default();
+                    let _ = tx
+                        .send(Internal::Respond(Proto::Sync, channel, bytes))
+                        .await;
+                });
+            }
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                let Some((_, Pendingkey::Sync(conv), _)) =
+                    self.inflight.remove(&(Proto::Sync, request_id))
+                else {
+                    return;
+                };
+                self.spawn(move |store, tx| async move {
+                    let answer: SyncResponse =
+                        serde_json::from_slice(&response).unwrap_or_default();
+                    let mut progressed = false;
+                    for env in answer.envelopes {
+                        // Only envelopes of the conversation asked for; each
+                        // is checked against its own sender's signature.
+                        if env.conversation_id != conv {
+                            continue;
+                        }
+                        match accept(&store, env, "sync").await {
+                            Ok((true, Some(m), _)) => {
+                                progressed = true;
+                                let _ = tx
+                                    .send(Internal::Event(Event::Message { message: m }))
+                                    .await;
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                let error = wire_error(&e);
+                                let _ = tx
+                                    .send(Internal::Event(Event::Refused {
+                                        from: peer.to_base58(),
+                                        code: error.code,
+                                        message: error.message,
+                                    }))
+                                    .await;
+                            }
+                        }
+                    }
+                    let _ = tx
+                        .send(Internal::SyncDone(
+                            peer,
+                            conv,
+                            answer.has_more && progressed,
+                        ))
+                        .await;
+                });
+            }
+            request_response::Event::OutboundFailure {
+                peer, request_id, ..
+            } => {
+                if let Some((_, Pendingkey::Sync(conv), _)) =
+                    self.inflight.remove(&(Proto::Sync, request_id))
+                {
+                    self.syncing.remove(&(peer, conv));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_file(&mut self, ev: request_response::Event<Vec<u8>, Vec<u8>>) {
+        match ev {
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Request {
+                        request, channel, ..
+                    },
+                ..
+            } => {
+                self.spawn(move |store, tx| async move {
+                    let answer = serve_chunk(&store, peer, &request)
+                        .await
+                        .unwrap_or_else(|e| FileChunk {
+                            error: Some(WireError {
+                                code: "not_found".into(),
+                                message: e,
+                            }),
+                            ..Default::default()
+                        });
+                    let bytes = serde_json::to_vec(&answer).unwrap_or_default();
+                    let _ = tx
+                        .send(Internal::Respond(Proto::File, channel, bytes))
+                        .await;
+                });
+            }
+            request_response::Event::Message {
+                peer,
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                let Some((_, Pendingkey::File(sha), _)) =
+                    self.inflight.remove(&(Proto::File, request_id))
+                else {
+                    return;
+                };
+                let data_dir = self.data_dir.clone();
+                self.spawn(move |store, tx| async move {
+                    match write_chunk(&store, &data_dir, &sha, &response).await {
+                        Ok(Some(path)) => {
+                            let _ = tx.send(Internal::DownloadStopped(sha.clone())).await;
+                            let _ = tx
+                                .send(Internal::Event(Event::FileReceived { sha256: sha, path }))
+                                .await;
+                        }
+                        Ok(None) => {
+                            let _ = tx.send(Internal::DownloadStopped(sha.clone())).await;
+                            let _ = tx.send(Internal::Download(peer, sha)).await;
+                        }
+                        Err(e) => {
+                            tracing::warn!(%peer, %sha, "file download: {e}");
+                            let _ = tx.send(Internal::DownloadStopped(sha)).await;
+                        }
+                    }
+                });
+            }
+            request_response::Event::OutboundFailure { request_id, .. } => {
+                if let Some((_, Pendingkey::File(sha), _)) =
+                    self.inflight.remove(&(Proto::File, request_id))
+                {
+                    // Resumed from the part file's length on the next connection.
+                    self.downloading.remove(&sha);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The file a media message refers to (its SHA-256), if any.
+fn media_id(m: &StoredMessage) -> Option<String> {
+    if !matches!(m.kind.as_str(), kind::FILE | kind::IMAGE | kind::VOICE) {
+        return None;
+    }
+    let body: serde_json::Value = serde_json::from_str(&m.body).ok()?;
+    let sha = body.get("media_id")?.as_str()?;
+    (sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit())).then(|| sha.to_owned())
+}
+
+fn wire_error(e: &StoreError) -> WireError {
+    match e {
+        StoreError::Refused(r) => WireError {
+            code: r.code().into(),
+            message: r.to_string(),
+        },
+        StoreError::Invalid(m) => WireError {
+            code: "forbidden".into(),
+            message: m.clone(),
+        },
+        StoreError::NotFound(m) => WireError {
+            code: "not_found".into(),
+            message: m.clone(),
+        },
+        other => WireError {
+            code: "internal".into(),
+            message: other.to_string(),
+        },
+    }
+}
+
+/// Stores a verified envelope; for new `file` envelopes, records the
+/// download. Returns (new, the stored message, a conversation with gaps).
+async fn accept(
+    store: &SharedStore,
+    env: Envelope,
+    via: &str,
+) -> Result<(bool, Option<StoredMessage>, Option<String>), StoreError> {
+    let via = via.to_owned();
+    store
+        .call(move |s| {
+            let acc = s.accept(&env, &via)?;
+            if acc.new && matches!(env.kind.as_str(), kind::FILE | kind::IMAGE | kind::VOICE) {
+                let body = env.body_json();
+                if let Some(sha) = body.get("media_id").and_then(|v| v.as_str()) {
+                    let valid = sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit());
+                    if valid && s.file(sha)?.is_none() {
+                        s.put_file(&FileRecord {
+                            sha256: sha.to_owned(),
+                            path: String::new(),
+                            size: body.get("size").and_then(|v| v.as_u64()).unwrap_or(0),
+                            name: body
+                                .get("name")
+                                .and_then(|v| v.as_str())
+                                .unwrap_or("file")
+                                .to_owned(),
+                            mime: body
+                                .get("mime")
+                                .and_then(|v| v.as_str())
+                                .unwrap_or("")
+                                .to_owned(),
+                            complete: false,
+                            source: env.sender.clone(),
+                        })?;
+                    }
+                }
+            }
+            let message = StoredMessage {
+                conversation_id: env.conversation_id.clone(),
+                sender: env.sender.clone(),
+                counter: env.counter,
+                client_msg_id: env.client_msg_id.clone(),
+                lamport: env.lamport,
+                kind: env.kind.clone(),
+                body: env.body.clone(),
+                via: via.clone(),
+            };
+            let gaps = (!acc.missing.is_empty()).then(|| env.conversation_id.clone());
+            Ok((acc.new, Some(message), gaps))
+        })
+        .await
+}
+
+/// Where received files go: `data_dir/files/<sha256>` (and `.part` while
+/// arriving).
+pub fn file_path(data_dir: &Path, sha256: &str) -> PathBuf {
+    data_dir.join("files").join(sha256)
+}
+
+fn part_path(data_dir: &Path, sha256: &str) -> PathBuf {
+    data_dir.join("files").join(format!("{sha256}.part"))
+}
+
+async fn serve_chunk(
+    store: &SharedStore,
+    peer: PeerId,
+    request: &[u8],
+) -> Result<FileChunk, String> {
+    let req: FileRequest = serde_json::from_slice(request).map_err(|e| e.to_string())?;
+    let sha = req.sha256.clone();
+    let asker = peer.to_base58();
+    let file = store
+        .call(move |s| {
+            let f = s.file(&sha)?;
+            // Only contacts get bytes, and only of complete files.
+            let known = s.find_contact(&asker).is_ok();
+            Ok(f.filter(|f| f.complete && known))
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "no such file here".to_owned())?;
+    let offset = req.offset;
+    tokio::task::spawn_blocking(move || {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut f = std::fs::File::open(&file.path).map_err(|e| e.to_string())?;
+        f.seek(SeekFrom::Start(offset)).map_err(|e| e.to_string())?;
+        let mut buf = Vec::with_capacity(FILE_CHUNK as usize);
+        f.take(FILE_CHUNK)
+            .read_to_end(&mut buf)
+            .map_err(|e| e.to_string())?;
+        Ok(FileChunk {
+            size: file.size,
+            data: base64::engine::general_purpose::STANDARD.encode(&buf),
+            error: None,
+        })
+    })
+    .await
+    .map_err(|e| e.to_string())?
+}
+
+/// Appends a chunk to the part file (fsynced) and, once the file is whole,
+/// checks its SHA-256 before it is moved into place and marked complete.
+/// Returns the final path when done.
+async fn write_chunk(
+    store: &SharedStore,
+    data_dir: &Path,
+    sha: &str,
+    response: &[u8],
+) -> Result<Option<String>, String> {
+    let chunk: FileChunk = serde_json::from_slice(response).map_err(|e| e.to_string())?;
+    if let Some(e) = chunk.error {
+        return Err(e.message);
+    }
+    let data = base64::engine::general_purpose::STANDARD
+        .decode(&chunk.data)
+        .map_err(|e| e.to_string())?;
+    let part = part_path(data_dir, sha);
+    let done_path = file_path(data_dir, sha);
+    let sha2 = sha.to_owned();
+    let done = tokio::task::spawn_blocking(move || -> Result<bool, String> {
+        use std::io::Write;
+        if let Some(dir) = part.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&part)
+            .map_err(|e| e.to_string())?;
+        let have = f.metadata().map_err(|e| e.to_string())?.len();
+        if have + data.len() as u64 > chunk.size {
+            let _ = std::fs::remove_file(&part);
+            return Err("peer sent more bytes than the file has".into());
+        }
+        f.write_all(&data).map_err(|e| e.to_string())?;
+        f.sync_all().map_err(|e| e.to_string())?;
+        if have + (data.len() as u64) < chunk.size {
+            if data.is_empty() {
+                return Err("peer sent an empty chunk".into());
+            }
+            return Ok(false);
+        }
+        let (got, _) = hash_file(&part).map_err(|e| e.to_string())?;
+        if got != sha2 {
+            let _ = std::fs::remove_file(&part);
+            return Err(format!("file hashes to {got}, not {sha2}: discarded"));
+        }
+        std::fs::rename(&part, &done_path).map_err(|e| e.to_string())?;
+        Ok(true)
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    if !done {
+        return Ok(None);
+    }
+    let path = file_path(data_dir, sha).display().to_string();
+    let (sha, p) = (sha.to_owned(), path.clone());
+    store
+        .call(move |s| {
+            if let Some(mut f) = s.file(&sha)? {
+                f.complete = true;
+                f.path = p;
+                s.put_file(&f)?;
+            }
+            Ok(())
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(Some(path))
+}

@@ -1,0 +1,206 @@
+//! Real nodes on 127.0.0.1 (TCP, Noise, Yamux; mDNS off): delivery both
+//! ways with acks after storage, a file pulled in chunks and checked, and
+//! a group member catching up from another member while the sender is gone.
+
+use std::time::Duration;
+
+use confab_p2p::node::{Event, Node, NodeConfig};
+use confab_p2p::store::Contact;
+use tokio::sync::broadcast;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn start(dir: &std::path::Path, name: &str) -> Node {
+    let mut config = NodeConfig::new(dir);
+    config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")];
+    config.mdns = false;
+    config.name = Some(name.into());
+    Node::start(config).await.expect("start")
+}
+
+async fn contact_of(node: &Node, name: &str) -> Contact {
+    let addrs = node.listening(WAIT).await.expect("listening");
+    Contact {
+        peer_id: node.peer_id().to_base58(),
+        name: name.into(),
+        addrs: addrs.iter().map(|a| a.to_string()).collect(),
+        relay: None,
+    }
+}
+
+async fn next_message(rx: &mut broadcast::Receiver<Event>, text: &str) {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(Event::Message { message }) = rx.recv().await {
+                if message.body.contains(text) {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("message {text:?} did not arrive"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_peers_chat_both_ways_and_send_a_file() {
+    let (da, db) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let a = start(da.path(), "ann").await;
+    let b = start(db.path(), "bob").await;
+    a.add_contact(contact_of(&b, "bob").await)
+        .await
+        .expect("a adds b");
+    b.add_contact(contact_of(&a, "ann").await)
+        .await
+        .expect("b adds a");
+    let mut b_events = b.subscribe();
+    let mut a_events = a.subscribe();
+
+    let env = a.send_text("bob", "hello bob").await.expect("send");
+    assert!(a
+        .wait_delivered(
+            a.subscribe(),
+            &b.peer_id().to_base58(),
+            &env.client_msg_id,
+            WAIT
+        )
+        .await
+        .expect("wait"));
+    next_message(&mut b_events, "hello bob").await;
+    b.send_text("ann", "hi ann").await.expect("reply");
+    next_message(&mut a_events, "hi ann").await;
+
+    let conv =
+        confab_p2p::direct_conversation_id(&a.peer_id().to_base58(), &b.peer_id().to_base58());
+    let (c1, c2) = (conv.clone(), conv.clone());
+    let ha = a
+        .store()
+        .call(move |s| s.history(&c1))
+        .await
+        .expect("history");
+    let hb = b
+        .store()
+        .call(move |s| s.history(&c2))
+        .await
+        .expect("history");
+    assert_eq!(ha.len(), 2);
+    let ids = |h: &[confab_p2p::store::StoredMessage]| {
+        h.iter()
+            .map(|m| m.client_msg_id.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&ha), ids(&hb));
+
+    // A 1 MB file (several chunks), byte for byte.
+    let bytes: Vec<u8> = (0..1_000_003u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8)
+        .collect();
+    let src = da.path().join("blob.bin");
+    std::fs::write(&src, &bytes).expect("write");
+    let env = a.send_file("bob", &src).await.expect("send file");
+    let sha = env.body_json()["media_id"]
+        .as_str()
+        .expect("sha")
+        .to_owned();
+    let path = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(Event::FileReceived { sha256, path }) = b_events.recv().await {
+                if sha256 == sha {
+                    return path;
+                }
+            }
+        }
+    })
+    .await
+    .expect("file arrives");
+    assert_eq!(std::fs::read(path).expect("read"), bytes);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_member_catches_up_from_another_member_not_the_sender() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let a = start(dirs[0].path(), "ann").await;
+    let b = start(dirs[1].path(), "bob").await;
+    let c = start(dirs[2].path(), "cyd").await;
+    let (ca, cb, cc) = (
+        contact_of(&a, "ann").await,
+        contact_of(&b, "bob").await,
+        contact_of(&c, "cyd").await,
+    );
+    a.add_contact(cb.clone()).await.expect("a+b");
+    a.add_contact(cc.clone()).await.expect("a+c");
+    b.add_contact(ca.clone()).await.expect("b+a");
+    c.add_contact(ca.clone()).await.expect("c+a");
+    let mut b_events = b.subscribe();
+    let mut c_events = c.subscribe();
+    let group = a
+        .create_group("trio", vec!["bob".into(), "cyd".into()])
+        .await
+        .expect("group");
+    let env = a
+        .send_to_conversation(&group, "text", r#"{"text":"one"}"#.into())
+        .await
+        .expect("one");
+    next_message(&mut b_events, "one").await;
+    next_message(&mut c_events, "one").await;
+    assert!(a
+        .wait_delivered(a.subscribe(), &cc.peer_id, &env.client_msg_id, WAIT)
+        .await
+        .expect("wait"));
+
+    // c goes offline; a sends two more, which reach b only; then a goes away.
+    c.shutdown().await;
+    drop(c);
+    let mut last = None;
+    for text in ["two", "three"] {
+        let e = a
+            .send_to_conversation(&group, "text", format!(r#"{{"text":"{text}"}}"#))
+            .await
+            .expect("send");
+        next_message(&mut b_events, text).await;
+        last = Some(e);
+    }
+    a.shutdown().await;
+    drop(a);
+    let last = last.expect("sent");
+
+    // c returns (same data dir) and reaches b: catch-up comes from b.
+    let c = start(dirs[2].path(), "cyd").await;
+    let mut c_events = c.subscribe();
+    c.dial(
+        cb.peer_id.parse().expect("peer"),
+        cb.addrs.iter().map(|a| a.parse().expect("addr")).collect(),
+    )
+    .await
+    .expect("dial");
+    next_message(&mut c_events, "three").await;
+    let (g1, g2) = (group.clone(), group.clone());
+    let hb = b
+        .store()
+        .call(move |s| s.history(&g1))
+        .await
+        .expect("history");
+    let hc = c
+        .store()
+        .call(move |s| s.history(&g2))
+        .await
+        .expect("history");
+    let ids = |h: &[confab_p2p::store::StoredMessage]| {
+        h.iter()
+            .map(|m| m.client_msg_id.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(ids(&hb), ids(&hc));
+    let caught = hc
+        .iter()
+        .find(|m| m.client_msg_id == last.client_msg_id)
+        .expect("three");
+    assert_eq!(caught.via, "sync", "came by catch-up from bob");
+    b.shutdown().await;
+    c.shutdown().await;
+}
