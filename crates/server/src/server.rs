@@ -81,6 +81,14 @@ pub async fn run(
     };
     let (committer, commit_task) =
         Committer::spawn(store.clone(), bus.clone(), config.max_commit_batch, policy);
+    let calls = crate::chat::calls::Calls::new(
+        store.clone(),
+        bus.clone(),
+        committer.clone(),
+        Duration::from_secs(config.chat.call_ring_timeout_s.max(1)),
+        config.limits.max_signal_bytes,
+    );
+    hub.watch_calls(calls.clone());
     let presence = Arc::new(PresenceService::new(
         store.clone(),
         bus.clone(),
@@ -98,6 +106,7 @@ pub async fn run(
         bus,
         hub,
         committer,
+        calls,
         presence,
         auth,
         shutdown: shutdown.clone(),
