@@ -28,14 +28,15 @@ export function callLength(ms) {
   return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`;
 }
 
-/** A `call_ended` notice in words; `caller` is the caller's name. */
+/** A `call_ended` notice in words; `caller` is the caller's name ("You" for me). */
 function callText(b, caller) {
   const kind = b.media === 'video' ? 'Video call' : 'Call';
+  const mine = caller === 'You';
   switch (b.outcome) {
     case 'answered': return `${kind} ended · ${callLength(b.duration_ms)}`;
-    case 'declined': return `${kind} from ${caller} declined`;
-    case 'busy': return `${kind} from ${caller}: busy`;
-    default: return `Missed ${kind.toLowerCase()} from ${caller}`;
+    case 'declined': return mine ? `${kind} declined` : `You declined a ${kind.toLowerCase()} from ${caller}`;
+    case 'busy': return mine ? `${kind} not answered: busy` : `Missed ${kind.toLowerCase()} from ${caller} (busy)`;
+    default: return mine ? `${kind} not answered` : `Missed ${kind.toLowerCase()} from ${caller}`;
   }
 }
 
