@@ -160,6 +160,36 @@ test('calls in the browser', { timeout: 150_000 }, async (t) => {
     await waitState(b1, 'ended', 'bob');
   });
 
+  await step('a three-person group call: media between every pair (mesh)', async () => {
+    for (const p of [a, b1, c]) await p.locator(tid('call-close')).click().catch(() => {});
+    const GROUP = `calls ${suffix}`;
+    await a.locator(tid('new-group')).click();
+    await a.locator(tid('group-title')).fill(GROUP);
+    await a.locator(tid('group-members')).fill(`${BOB} ${CARL}`);
+    await a.locator(tid('group-create')).click();
+    await waitFor('the group opens', async () => (await a.locator(tid('conversation-title')).textContent()) === GROUP);
+    await a.locator(tid('call-video')).click();
+    await b1.locator(tid('call-incoming')).waitFor({ timeout: TIMEOUT });
+    await b1.locator(tid('call-accept')).click();
+    await waitState(b1, 'connected', 'bob', 20_000);
+    await c.locator(tid('call-incoming')).waitFor({ timeout: TIMEOUT });
+    await c.locator(tid('call-accept')).click();
+    for (const [p, who] of [[a, 'ann'], [b1, 'bob'], [c, 'carl']]) {
+      await waitFor(`${who}: two remote videos play`, async () => {
+        const playing = await p.locator(tid('remote-video')).evaluateAll((vs) => vs.filter((v) => !v.paused && v.videoWidth > 0).length);
+        return playing === 2;
+      }, 20_000);
+      await mediaFlows(p, `${who} (group)`);
+    }
+    await shot(c, 'call-05-group');
+    // ann leaves; bob and carl keep talking to each other.
+    await a.locator(tid('call-hangup')).click();
+    await waitFor('bob still sees carl', async () => (await b1.locator(tid('remote-video')).count()) === 1);
+    assert.equal(await status(c), 'connected');
+    await b1.locator(tid('call-hangup')).click();
+    await waitState(c, 'ended', 'carl');
+  });
+
   await step('TURN: with relay only, media still flows through coturn', async () => {
     for (const p of [a, b1]) {
       await p.locator(tid('call-close')).click().catch(() => {});

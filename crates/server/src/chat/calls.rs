@@ -222,7 +222,7 @@ impl Calls {
                     self.finish(&s.call_id, o, Outcome::Missed);
                 }
             }
-            CallSignal::Hangup => self.hung_up(&s.call_id, s.from),
+            CallSignal::Hangup => self.hung_up(&s.call_id, s.from, s.to),
             _ => {}
         }
         let frame = self.frame(&s.call_id, s.conversation_id, s.from, s.signal, s.payload);
@@ -359,7 +359,7 @@ impl Calls {
                     self.finish(call_id, o, outcome);
                 }
             }
-            CallSignal::Hangup => self.hung_up(call_id, user),
+            CallSignal::Hangup => self.hung_up(call_id, from, user),
             CallSignal::Cancel if reason(payload) != "answered_elsewhere" => {
                 let mut reg = self.registry();
                 if reg.taken.get(call_id).is_some_and(|t| t.callee == user) {
@@ -372,15 +372,24 @@ impl Calls {
         true
     }
 
-    /// `user` hung up `call_id` (sent here, or delivered to them here).
-    fn hung_up(self: &Arc<Self>, call_id: &str, user: UserId) {
-        let owned = self.take_owned(call_id, |o| o.caller == user || o.callee == user);
-        let mut reg = self.registry();
-        if reg.taken.get(call_id).is_some_and(|t| t.callee == user) {
-            reg.taken.remove(call_id);
+    /// `from` hung up on `to` in `call_id` (sent here, or delivered here).
+    /// Only the call's own two parties end it: in a group call other
+    /// members signal on a member's call id too (docs/protocol.md).
+    fn hung_up(self: &Arc<Self>, call_id: &str, from: UserId, to: UserId) {
+        let pair = |a: UserId, b: UserId| (a == from && b == to) || (a == to && b == from);
+        let owned = self.take_owned(call_id, |o| pair(o.caller, o.callee));
+        {
+            let mut reg = self.registry();
+            if reg
+                .taken
+                .get(call_id)
+                .is_some_and(|t| pair(t.callee, t.caller))
+            {
+                reg.taken.remove(call_id);
+                reg.leave(from, call_id);
+                reg.leave(to, call_id);
+            }
         }
-        reg.leave(user, call_id);
-        drop(reg);
         if let Some(o) = owned {
             let outcome = match o.accepted_at {
                 Some(at) => Outcome::Answered(at.elapsed()),

@@ -2,8 +2,11 @@
 // call screen with a ring, and the in-call view (video tiles, mute, camera,
 // timer, hang-up). Signalling goes through the WebSocket as `call` frames
 // (docs/protocol.md, "Calls"); the server rings every device, stops the
-// others when one answers, and writes the history line. A group call is
-// one RTCPeerConnection between the caller and each member who answers.
+// others when one answers, and writes the history line. A group call is a
+// mesh: one RTCPeerConnection per pair. To the server it is one call per
+// invited member (leg ids `<base>-<user id>`); the caller tells each member
+// who answers which legs are already up, and the newcomer offers to those
+// members on their leg ids, so every pair connects.
 
 import { avatar, h, toast } from './dom.js';
 import { api } from '../api.js';
@@ -13,7 +16,8 @@ import { callLength } from '../text.js';
 /** Groups up to this many members (me included) can call. */
 export const MAX_CALL_MEMBERS = 6;
 
-const newCallId = () => (crypto.randomUUID ? crypto.randomUUID() : `${Date.now()}-${Math.random().toString(36).slice(2)}`);
+/** A random base for a call's leg ids (16 hex digits). */
+const newCallBase = () => [...crypto.getRandomValues(new Uint8Array(8))].map((b) => b.toString(16).padStart(2, '0')).join('');
 
 /** What a failed getUserMedia means, in words. */
 function mediaError(e, video) {
@@ -60,9 +64,41 @@ export function createCalls() {
 
   function peers() { return call ? [...call.peers.values()] : []; }
 
+  /** Sends a signal to a peer of the call, on the leg the two share. */
   function send(peerId, signal, payload = null) {
     if (!call) return;
-    store.sendCall({ type: 'call', call_id: call.id, conversation_id: call.convId, to_user_id: peerId, signal, payload });
+    const p = call.peers.get(peerId);
+    const leg = (p && p.leg) || call.id;
+    store.sendCall({ type: 'call', call_id: leg, conversation_id: call.convId, to_user_id: peerId, signal, payload });
+  }
+
+  function newPeer(id, leg, extra = {}) {
+    return { id, leg, pc: null, pending: [], accepted: false, ended: false, offerer: false, ...extra };
+  }
+
+  /** The peer a frame is about: the sender, on a leg of this call. */
+  function peerFor(f) {
+    if (!call) return null;
+    const p = call.peers.get(f.from_user_id);
+    if (p && p.leg === f.call_id) return p;
+    // A member who joined later offers on my leg: a new pair of the mesh.
+    if (!p && f.signal === 'offer' && f.call_id === call.id && call.local && call.state !== 'ended') {
+      const q = newPeer(f.from_user_id, call.id, { accepted: true });
+      call.peers.set(q.id, q);
+      return q;
+    }
+    return null;
+  }
+
+  /** Offers to a peer (who takes the answering side). */
+  async function offerTo(p, extra = {}) {
+    newPeerConnection(p);
+    p.offerer = true;
+    try {
+      const offer = await p.pc.createOffer();
+      await p.pc.setLocalDescription(offer);
+      send(p.id, 'offer', { sdp: p.pc.localDescription.toJSON(), ...extra });
+    } catch (e) { hangUp(`Could not start the call: ${e.message}`); }
   }
 
   function setState(s, message) {
@@ -94,7 +130,7 @@ export function createCalls() {
     if (!others.length) return;
     const video = media === 'video';
     call = {
-      id: newCallId(), convId: conv.id, media, outgoing: true, state: 'ringing', peers: new Map(),
+      id: newCallBase(), convId: conv.id, media, outgoing: true, state: 'ringing', peers: new Map(),
       title: store.conversationTitle(conv), local: null, muted: false, cameraOff: false, startedAt: null, message: 'Calling…',
     };
     render();
@@ -111,7 +147,7 @@ export function createCalls() {
     }
     call.config = await iceConfig();
     for (const id of others) {
-      call.peers.set(id, { id, pc: null, pending: [], accepted: false, ended: false });
+      call.peers.set(id, newPeer(id, `${call.id}-${id}`));
       send(id, 'invite', { media });
     }
     render();
@@ -154,7 +190,7 @@ export function createCalls() {
 
   /** A network change: the caller's side offers again with new candidates. */
   async function restartIce(p) {
-    if (!call || !p.pc || !call.outgoing || p.pc.signalingState !== 'stable') return;
+    if (!call || !p.pc || !p.offerer || p.pc.signalingState !== 'stable') return;
     try {
       const offer = await p.pc.createOffer({ iceRestart: true });
       await p.pc.setLocalDescription(offer);
@@ -165,25 +201,30 @@ export function createCalls() {
   async function onSignal(f) {
     const from = f.from_user_id;
     if (f.signal === 'invite') return incoming(f);
-    if (!call || f.call_id !== call.id) return;
-    const p = call.peers.get(from);
+    if (call && !call.outgoing && call.state === 'ringing' && f.call_id === call.id
+      && ['cancel', 'hangup'].includes(f.signal)) {
+      // The ring stops: answered on another device (that cancel comes from
+      // my own user), declined there, or the caller gave up.
+      const reason = f.payload && f.payload.reason;
+      end(reason === 'answered_elsewhere' ? 'Answered on another device' : reason === 'declined' ? 'Declined' : 'Missed call');
+      return;
+    }
+    const p = peerFor(f);
+    if (!p) return;
     // SDP and candidates reach every tab of mine: only the one in the call uses them.
     if (['offer', 'answer', 'ice'].includes(f.signal) && (call.state === 'ended' || !call.local)) return;
     switch (f.signal) {
       case 'ringing': if (call.outgoing) setState('ringing', 'Ringing…'); return;
-      case 'accept':
-        if (!p || p.accepted || !call.outgoing) return;
+      case 'accept': {
+        if (p.accepted || !call.outgoing) return;
         p.accepted = true;
-        setState('connecting', 'Connecting…');
-        newPeerConnection(p);
-        try {
-          const offer = await p.pc.createOffer();
-          await p.pc.setLocalDescription(offer);
-          send(p.id, 'offer', { sdp: p.pc.localDescription.toJSON() });
-        } catch (e) { hangUp(`Could not start the call: ${e.message}`); }
+        if (call.state !== 'connected') setState('connecting', 'Connecting…');
+        // The members already in the call, for the newcomer to connect to.
+        const members = peers().filter((q) => q !== p && q.accepted && q.pc).map((q) => ({ user_id: q.id, call_id: q.leg }));
+        await offerTo(p, { members });
         return;
+      }
       case 'offer': case 'answer': {
-        if (!p) return;
         if (!p.pc) newPeerConnection(p);
         try {
           await p.pc.setRemoteDescription(f.payload.sdp);
@@ -191,25 +232,30 @@ export function createCalls() {
           if (f.signal === 'offer') {
             await p.pc.setLocalDescription(await p.pc.createAnswer());
             send(p.id, 'answer', { sdp: p.pc.localDescription.toJSON() });
+            // A group call: connect to the members who were there first.
+            for (const m of (f.payload && f.payload.members) || []) {
+              if (call.peers.has(m.user_id) || m.user_id === store.state.me.id) continue;
+              const q = newPeer(m.user_id, m.call_id, { accepted: true });
+              call.peers.set(q.id, q);
+              offerTo(q);
+            }
           }
         } catch (e) { hangUp(`Could not connect the call: ${e.message}`); }
         return;
       }
       case 'ice':
-        if (!p || !f.payload || !f.payload.candidate) return;
+        if (!f.payload || !f.payload.candidate) return;
         if (p.pc && p.pc.remoteDescription) p.pc.addIceCandidate(f.payload.candidate).catch(() => {});
         else p.pending.push(f.payload.candidate);
         return;
       case 'decline': case 'busy': case 'hangup': case 'cancel': {
         const reason = (f.payload && f.payload.reason) || f.signal;
-        if (!call.outgoing) {
+        if (!call.outgoing && call.state === 'ringing') {
           // The ring stops: answered on another device, or the caller gave up.
-          if (call.state === 'ringing' || f.signal === 'hangup') {
-            end(reason === 'answered_elsewhere' ? 'Answered on another device' : f.signal === 'hangup' ? 'Call ended' : 'Missed call');
-          }
+          end(reason === 'answered_elsewhere' ? 'Answered on another device' : 'Missed call');
           return;
         }
-        if (!p) return;
+        if (!call.outgoing && f.signal === 'cancel') return;
         p.ended = true;
         if (p.pc) p.pc.close();
         call.peers.delete(p.id);
@@ -230,7 +276,7 @@ export function createCalls() {
     const conv = store.state.conversations.get(f.conversation_id);
     call = {
       id: f.call_id, convId: f.conversation_id, media: (f.payload && f.payload.media) || 'audio', outgoing: false,
-      state: 'ringing', peers: new Map([[f.from_user_id, { id: f.from_user_id, pc: null, pending: [], accepted: true }]]),
+      state: 'ringing', peers: new Map([[f.from_user_id, newPeer(f.from_user_id, f.call_id, { accepted: true })]]),
       caller: f.from_user_id, title: conv ? store.conversationTitle(conv) : store.displayName(f.from_user_id),
       local: null, muted: false, cameraOff: false, startedAt: null, message: '',
     };
