@@ -43,6 +43,11 @@ async function openChat(page, username) {
 
 const status = (page) => page.locator(tid('call-status')).getAttribute('data-state', { timeout: 1000 }).catch(() => null);
 const waitState = (page, state, what, timeout = TIMEOUT) => waitFor(`${what}: call ${state}`, async () => (await status(page)) === state, timeout);
+/** Closes the "call ended" screen if it is still up. */
+async function closeCall(page) {
+  const close = page.locator(tid('call-close'));
+  if (await close.isVisible()) await close.click().catch(() => {});
+}
 const stats = (page) => page.evaluate(() => window.confabCallStats());
 
 /** Inbound audio and video bytes grow on `page`. */
@@ -127,6 +132,7 @@ test('calls in the browser', { timeout: 150_000 }, async (t) => {
   });
 
   await step('decline', async () => {
+    for (const p of [a, b1]) await closeCall(p);
     await a.locator(tid('call-voice')).click();
     await b1.locator(tid('call-incoming')).waitFor({ timeout: TIMEOUT });
     await b1.locator(tid('call-decline')).click();
@@ -137,7 +143,7 @@ test('calls in the browser', { timeout: 150_000 }, async (t) => {
   });
 
   await step('missed after the ring timeout', async () => {
-    await a.locator(tid('call-close')).click().catch(() => {});
+    await closeCall(a);
     await a.locator(tid('call-voice')).click();
     await b1.locator(tid('call-incoming')).waitFor({ timeout: TIMEOUT });
     await waitState(a, 'ended', 'ann', 15_000);
@@ -147,8 +153,8 @@ test('calls in the browser', { timeout: 150_000 }, async (t) => {
   });
 
   await step('busy: carl rings bob while bob is in a call', async () => {
-    await a.locator(tid('call-close')).click().catch(() => {});
-    await b1.locator(tid('call-close')).click().catch(() => {});
+    await closeCall(a);
+    await closeCall(b1);
     await a.locator(tid('call-voice')).click();
     await b1.locator(tid('call-incoming')).waitFor({ timeout: TIMEOUT });
     await b1.locator(tid('call-accept')).click();
@@ -161,7 +167,7 @@ test('calls in the browser', { timeout: 150_000 }, async (t) => {
   });
 
   await step('a three-person group call: media between every pair (mesh)', async () => {
-    for (const p of [a, b1, c]) await p.locator(tid('call-close')).click().catch(() => {});
+    for (const p of [a, b1, c]) await closeCall(p);
     const GROUP = `calls ${suffix}`;
     await a.locator(tid('new-group')).click();
     await a.locator(tid('group-title')).fill(GROUP);
@@ -192,7 +198,7 @@ test('calls in the browser', { timeout: 150_000 }, async (t) => {
 
   await step('TURN: with relay only, media still flows through coturn', async () => {
     for (const p of [a, b1]) {
-      await p.locator(tid('call-close')).click().catch(() => {});
+      await closeCall(p);
       await p.evaluate(() => localStorage.setItem('confab.iceTransportPolicy', 'relay'));
     }
     await a.locator(tid('call-video')).click();
@@ -206,7 +212,28 @@ test('calls in the browser', { timeout: 150_000 }, async (t) => {
     await waitState(b1, 'ended', 'bob');
   });
 
-  await step('a server with the wrong TURN secret: a clear message', async (st) => {
+  await step('the other side closing its tab ends the call', async () => {
+    for (const p of [a, b1, b2]) await closeCall(p);
+    await openChat(a, BOB);
+    await a.locator(tid('call-voice')).click();
+    await b2.locator(tid('call-incoming')).waitFor({ timeout: TIMEOUT });
+    await b2.locator(tid('call-accept')).click();
+    await waitState(a, 'connected', 'ann', 20_000);
+    await b2.close();
+    await waitState(a, 'ended', 'ann');
+  });
+
+  await step('a refused microphone permission is explained', async () => {
+    await closeCall(a);
+    await a.evaluate(() => {
+      navigator.mediaDevices.getUserMedia = () => Promise.reject(new DOMException('Permission denied', 'NotAllowedError'));
+    });
+    await a.locator(tid('call-voice')).click();
+    await waitState(a, 'ended', 'ann');
+    assert.match(await a.locator(tid('call-status')).textContent(), /Permission to use the microphone was refused/);
+  });
+
+  await step('a server with the wrong TURN secret: a clear message', async () => {
     assert.ok(BAD, 'CONFAB_URL_BAD is set');
     const x = await (await context(BAD)).newPage();
     const y = await (await context(BAD)).newPage();
