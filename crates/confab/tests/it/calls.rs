@@ -409,6 +409,75 @@ async fn a_user_in_a_call_is_busy_and_strangers_or_blocked_users_cannot_ring() {
 }
 
 #[tokio::test]
+async fn a_closed_connection_ends_its_calls() {
+    let app = spawn_app().await;
+    let (ann, _) = app.user("ann").await;
+    let (bob, bob_user) = app.user("bob").await;
+    let ann_id = ann.session().expect("session").user.id;
+    let conv = direct(&ann, &bob_user).await.id;
+    let mut b = raw_connect(&bob).await;
+
+    // The caller's tab closes while ringing: the callee stops ringing and
+    // the call is missed.
+    let mut a = raw_connect(&ann).await;
+    send(
+        &mut a,
+        signal(
+            "t1",
+            conv,
+            bob_user.id,
+            CallSignal::Invite,
+            json!({"media": "audio"}),
+        ),
+    )
+    .await;
+    expect_signal(&mut b, "t1", CallSignal::Invite).await;
+    a.close().await.expect("close");
+    let why = expect_signal(&mut b, "t1", CallSignal::Cancel).await;
+    assert_eq!(why["reason"], "cancelled");
+    assert_eq!(call_ended(&mut b, "t1").await.0, "missed");
+
+    // The callee's tab closes during the call: the caller gets hangup and
+    // the call ends answered.
+    let mut a = raw_connect(&ann).await;
+    send(
+        &mut a,
+        signal(
+            "t2",
+            conv,
+            bob_user.id,
+            CallSignal::Invite,
+            json!({"media": "audio"}),
+        ),
+    )
+    .await;
+    expect_signal(&mut b, "t2", CallSignal::Invite).await;
+    send(
+        &mut b,
+        signal("t2", conv, ann_id, CallSignal::Accept, Value::Null),
+    )
+    .await;
+    expect_signal(&mut a, "t2", CallSignal::Accept).await;
+    b.close().await.expect("close");
+    expect_signal(&mut a, "t2", CallSignal::Hangup).await;
+    assert_eq!(call_ended(&mut a, "t2").await.0, "answered");
+    // bob is not left "in a call": he can be rung again.
+    let mut b = raw_connect(&bob).await;
+    send(
+        &mut a,
+        signal(
+            "t3",
+            conv,
+            bob_user.id,
+            CallSignal::Invite,
+            json!({"media": "audio"}),
+        ),
+    )
+    .await;
+    expect_signal(&mut b, "t3", CallSignal::Invite).await;
+}
+
+#[tokio::test]
 async fn ice_servers_carry_coturn_shared_secret_credentials() {
     let app = spawn_app_with(|c| {
         c.calls.turn_urls = vec![
