@@ -21,7 +21,14 @@
 //! A user is online when any *live* member holds it, so the users of a node
 //! that died (or lost NATS) go offline by themselves once its expiry passes,
 //! within the TTL ([`DEFAULT_PRESENCE_TTL`], 15 s), without anyone cleaning
-//! up. Transitions are exact across nodes: CAS serialises the writers of a
+//! up. Their friends are told by a surviving node: every node looks for
+//! expired members at each heartbeat, and the one whose compare-and-swap
+//! marks the dead member's key `reaped` first removes it from its users'
+//! keys and reports, through [`Presence::take_orphans`], each user left with
+//! no live member. So each orphan is reported once, within the TTL plus a
+//! heartbeat period (TTL/3). Should that node die in the middle, the rest
+//! of the dead member's users go unannounced (their status reads offline
+//! all the same). Transitions are exact across nodes: CAS serialises the writers of a
 //! key, and each writer sees the others' membership at the revision it
 //! replaced, so exactly one [`Presence::node_online`] reports the first
 //! connection and exactly one [`Presence::node_offline`] the last.
@@ -136,7 +143,17 @@ struct Inner {
     expiries: Mutex<HashMap<String, u64>>,
     /// The expiry of this member's last written heartbeat (Unix ms).
     my_expiry: AtomicU64,
+    /// Where orphans found by this node go (see [`Presence::take_orphans`]).
+    orphans_tx: tokio::sync::mpsc::Sender<UserId>,
+    /// The receiving end, until the server takes it.
+    orphans_rx: Mutex<Option<tokio::sync::mpsc::Receiver<UserId>>>,
 }
+
+/// The value a dead member's heartbeat key gets from the node that reaps it.
+const REAPED: &[u8] = b"reaped";
+/// Orphans waiting for the server to announce them; past this the reaper
+/// waits.
+const ORPHAN_QUEUE: usize = 4096;
 
 impl NatsPresence {
     /// Connects to `url` (its own connection) with TTL `ttl`.
@@ -171,7 +188,10 @@ impl NatsPresence {
             .timeout(options.request_timeout)
             .build(client.clone());
         let (users, nodes) = ensure_buckets(&js, &options).await?;
+        let (orphans_tx, orphans_rx) = tokio::sync::mpsc::channel(ORPHAN_QUEUE);
         let inner = Arc::new(Inner {
+            orphans_tx,
+            orphans_rx: Mutex::new(Some(orphans_rx)),
             client,
             js,
             users,
@@ -286,6 +306,10 @@ impl Presence for NatsPresence {
             .into_iter()
             .chain(found.into_iter().flatten())
             .collect())
+    }
+
+    fn take_orphans(&self) -> Option<tokio::sync::mpsc::Receiver<UserId>> {
+        lock(&self.inner.orphans_rx).take()
     }
 }
 
@@ -415,6 +439,111 @@ impl Inner {
         }
     }
 
+    /// Claims every member whose heartbeat expired (one compare-and-swap
+    /// wins per member, cluster-wide) and releases its users.
+    async fn reap_dead_members(&self) -> Result<(), BusError> {
+        let unavailable =
+            |e: &dyn std::fmt::Display| BusError::Unavailable(format!("presence reap: {e}"));
+        let keys: Vec<String> = self
+            .nodes
+            .keys()
+            .await
+            .map_err(|e| unavailable(&e))?
+            .try_collect()
+            .await
+            .map_err(|e| unavailable(&e))?;
+        let now = now_ms();
+        for key in keys {
+            let Some(member) = key.strip_prefix("n.") else {
+                continue;
+            };
+            if member == self.member {
+                continue;
+            }
+            let Some(entry) = self.nodes.entry(&key).await.map_err(|e| unavailable(&e))? else {
+                continue;
+            };
+            if entry.operation != Operation::Put || entry.value.as_ref() == REAPED {
+                continue;
+            }
+            let expiry = std::str::from_utf8(&entry.value)
+                .ok()
+                .and_then(|v| v.trim().parse::<u64>().ok());
+            if expiry.is_some_and(|e| e > now) {
+                continue;
+            }
+            match self
+                .nodes
+                .update(&key, Bytes::from_static(REAPED), entry.revision)
+                .await
+            {
+                Ok(_) => {
+                    tracing::info!(
+                        member,
+                        "presence: a node's heartbeat expired; releasing its users"
+                    );
+                    lock(&self.expiries).remove(member);
+                    self.release_users_of(member).await?;
+                }
+                Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => {} // another node won
+                Err(e) => return Err(unavailable(&e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the dead `member` from every user key holding it; a user
+    /// left with no live member is an orphan, reported once.
+    async fn release_users_of(&self, dead: &str) -> Result<(), BusError> {
+        let unavailable =
+            |e: &dyn std::fmt::Display| BusError::Unavailable(format!("presence reap: {e}"));
+        let keys: Vec<String> = self
+            .users
+            .keys()
+            .await
+            .map_err(|e| unavailable(&e))?
+            .try_collect()
+            .await
+            .map_err(|e| unavailable(&e))?;
+        for key in keys {
+            let Some(user) = key
+                .strip_prefix("u.")
+                .and_then(|u| u.parse::<UserId>().ok())
+            else {
+                continue;
+            };
+            let _g = self.lock(user).lock().await;
+            for _ in 0..CAS_ATTEMPTS {
+                let (revision, members) = self.read_members(user).await?;
+                let Some(revision) = revision else { break };
+                if !members.iter().any(|m| m == dead) {
+                    break;
+                }
+                let mut next = Vec::with_capacity(members.len());
+                for m in &members {
+                    if m != dead && (*m == self.member || self.is_live(m).await?) {
+                        next.push(m.clone());
+                    }
+                }
+                let value = Bytes::from(serde_json::to_vec(&next).unwrap_or_default());
+                match self.users.update(&key, value, revision).await {
+                    Ok(_) => {
+                        // Never wait here: this runs in the heartbeat task.
+                        if next.is_empty() {
+                            if let Err(e) = self.orphans_tx.try_send(user) {
+                                tracing::warn!(user, error = %e, "presence: orphan not announced");
+                            }
+                        }
+                        break;
+                    }
+                    Err(e) if e.kind() == UpdateErrorKind::WrongLastRevision => continue,
+                    Err(e) => return Err(unavailable(&e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Writes the dirty users' membership; stops at the first failure.
     async fn reconcile(&self) {
         let dirty: Vec<UserId> = lock(&self.dirty).iter().copied().collect();
@@ -460,6 +589,9 @@ async fn maintain(inner: Weak<Inner>) {
                 }
                 failed = false;
                 inner.reconcile().await;
+                if let Err(e) = inner.reap_dead_members().await {
+                    tracing::warn!(error = %e, "presence: could not look for dead nodes");
+                }
             }
             Err(e) => {
                 tracing::warn!(error = %e, "presence heartbeat failed");

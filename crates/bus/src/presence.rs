@@ -25,6 +25,13 @@ pub trait Presence: Send + Sync + 'static {
     async fn node_offline(&self, user: UserId) -> Result<bool, BusError>;
     /// Which of `users` are online somewhere.
     async fn online(&self, users: &[UserId]) -> Result<HashSet<UserId>, BusError>;
+    /// Users who went offline because the node holding them died, each
+    /// reported by exactly one surviving node (this one, when it is on
+    /// this receiver): their friends must be told. Taken once; `None` for
+    /// a backend without other nodes.
+    fn take_orphans(&self) -> Option<tokio::sync::mpsc::Receiver<UserId>> {
+        None
+    }
 }
 
 /// Presence of a single node: the node's own connections are everything.

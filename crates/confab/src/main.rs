@@ -25,6 +25,10 @@ struct Cli {
     /// Log as JSON lines instead of text.
     #[arg(long, env = "CONFAB_LOG_JSON", global = true)]
     log_json: bool,
+    /// Trust the CA certificate(s) in this PEM file for https:// and wss://
+    /// servers (a private CA), besides the usual public ones.
+    #[arg(long, env = "CONFAB_CA_CERT", global = true)]
+    ca_cert: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -83,6 +87,15 @@ fn main() -> std::process::ExitCode {
 
 async fn run() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if let Some(ca) = &cli.ca_cert {
+        // Checked now, for a clear error; every client the SDK makes in this
+        // process then trusts it (it reads CONFAB_CA_CERT).
+        if let Err(e) = confab_sdk::Client::new("https://localhost").with_ca_cert(ca) {
+            eprintln!("error: --ca-cert: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+        std::env::set_var(confab_sdk::CA_CERT_ENV, ca);
+    }
     // Log lines on stderr would draw over the full-screen chat app.
     if !matches!(cli.command, Command::Chat(_)) {
         init_tracing(&cli.log, cli.log_json);

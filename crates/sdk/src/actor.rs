@@ -129,7 +129,11 @@ impl Actor {
         let Some(token) = self.client.access_token() else {
             return Err(Exit::Lost("not logged in".into()));
         };
-        let dial = tokio::time::timeout(self.options.connect_timeout, raw::dial(url, Some(&token)));
+        let trust = self.client.trust().cloned();
+        let dial = tokio::time::timeout(
+            self.options.connect_timeout,
+            raw::dial(url, Some(&token), trust.as_ref()),
+        );
         let err = match self.offline(dial).await? {
             Ok(Ok(ws)) => return Ok(ws),
             Ok(Err(e)) => e,

@@ -16,6 +16,7 @@ use tokio::sync::{watch, Mutex};
 
 use crate::error::{Error, Result};
 use crate::session::{normalize_base, ws_url, Session};
+use crate::trust::Trust;
 
 /// How long one HTTP request may take before it fails with [`Error::Timeout`].
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
@@ -32,6 +33,8 @@ pub struct Client {
 
 struct Inner {
     http: reqwest::Client,
+    /// Extra trusted CA roots (a private CA), for HTTP and WebSockets.
+    trust: Option<Trust>,
     /// Every server of the cluster, the one given first first (never
     /// empty). Requests that cannot
     /// reach one move on to the next (see [`Client::with_servers`]).
@@ -88,16 +91,39 @@ impl Client {
         &self.inner.servers
     }
 
-    fn build(mut servers: Vec<String>, session: Option<Session>) -> Client {
+    /// The same client trusting, besides the public web PKI, the CA
+    /// certificates in the PEM file at `path` (a server with a private
+    /// CA). `CONFAB_CA_CERT` does the same for every client.
+    pub fn with_ca_cert(self, path: &std::path::Path) -> crate::Result<Client> {
+        let trust = Trust::from_pem_file(path)?;
+        let session = self.session();
+        Ok(Client::build_trusting(
+            self.inner.servers.clone(),
+            session,
+            Some(trust),
+        ))
+    }
+
+    fn build(servers: Vec<String>, session: Option<Session>) -> Client {
+        Client::build_trusting(servers, session, Trust::from_env())
+    }
+
+    fn build_trusting(
+        mut servers: Vec<String>,
+        session: Option<Session>,
+        trust: Option<Trust>,
+    ) -> Client {
         if servers.is_empty() {
             servers.push(String::new());
         }
         let base_url = servers[0].clone();
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .timeout(REQUEST_TIMEOUT)
-            .connect_timeout(CONNECT_TIMEOUT)
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
+            .connect_timeout(CONNECT_TIMEOUT);
+        if let Some(t) = &trust {
+            builder = t.apply(builder);
+        }
+        let http = builder.build().unwrap_or_else(|_| reqwest::Client::new());
         let session = session.map(|mut s| {
             s.base_url.clone_from(&base_url);
             s
@@ -105,6 +131,7 @@ impl Client {
         Client {
             inner: Arc::new(Inner {
                 http,
+                trust,
                 servers,
                 current: AtomicUsize::new(0),
                 session: watch::Sender::new(session),
@@ -135,6 +162,11 @@ impl Client {
     /// refresh, logout. Use it to save refreshed tokens.
     pub fn watch_session(&self) -> watch::Receiver<Option<Session>> {
         self.inner.session.subscribe()
+    }
+
+    /// The extra CA roots this client trusts, if any.
+    pub(crate) fn trust(&self) -> Option<&Trust> {
+        self.inner.trust.as_ref()
     }
 
     /// The current access token, if logged in.

@@ -26,12 +26,16 @@ pub type Progress = Arc<dyn Fn(u64) + Send + Sync>;
 /// Chunk size for streaming files.
 const CHUNK: usize = 256 * 1024;
 
-fn media_http() -> reqwest::Client {
-    reqwest::Client::builder()
+/// A client for large transfers: no overall timeout, only connect and read
+/// timeouts; trusting what `client` trusts.
+fn media_http(client: &Client) -> reqwest::Client {
+    let mut builder = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(10))
-        .read_timeout(Duration::from_secs(60))
-        .build()
-        .unwrap_or_else(|_| reqwest::Client::new())
+        .read_timeout(Duration::from_secs(60));
+    if let Some(t) = client.trust() {
+        builder = t.apply(builder);
+    }
+    builder.build().unwrap_or_else(|_| reqwest::Client::new())
 }
 
 /// A content type guessed from a file name, for the `Content-Type` of an
@@ -111,7 +115,7 @@ impl Client {
     /// Uploads `data` with the given `Content-Type`.
     pub async fn upload_bytes(&self, data: Vec<u8>, content_type: &str) -> Result<UploadedMedia> {
         let url = format!("{}/v1/media", self.base_url());
-        let http = media_http();
+        let http = media_http(self);
         self.with_token(|token| {
             let req = http
                 .post(&url)
@@ -133,7 +137,7 @@ impl Client {
     ) -> Result<UploadedMedia> {
         let url = format!("{}/v1/media", self.base_url());
         let content_type = content_type.unwrap_or_else(|| guess_content_type(path));
-        let http = media_http();
+        let http = media_http(self);
         self.with_token(|token| {
             let http = http.clone();
             let url = url.clone();
@@ -157,7 +161,7 @@ impl Client {
     /// A media item's bytes, in memory (for small items).
     pub async fn media_bytes(&self, media_id: &str) -> Result<Vec<u8>> {
         let url = format!("{}/v1/media/{media_id}", self.base_url());
-        let http = media_http();
+        let http = media_http(self);
         self.with_token(|token| {
             let req = http.get(&url).bearer_auth(token);
             async move {
@@ -197,7 +201,7 @@ impl Client {
             .await
             .map(|m| m.len())
             .unwrap_or(0);
-        let http = media_http();
+        let http = media_http(self);
         let resp = self
             .with_token(|token| {
                 let mut req = http.get(&url).bearer_auth(token);
@@ -360,7 +364,7 @@ impl Client {
         let io = |e: std::io::Error| Error::InvalidInput(format!("{}: {e}", path.display()));
         let size = tokio::fs::metadata(path).await.map_err(io)?.len();
         let content_type = content_type.unwrap_or_else(|| guess_content_type(path));
-        let http = media_http();
+        let http = media_http(self);
         let base = self.base_url().to_owned();
         let absolute = |loc: &str| {
             if loc.starts_with("http://") || loc.starts_with("https://") {

@@ -13,6 +13,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use crate::client::Client;
 use crate::error::{Error, Result};
+use crate::trust::Trust;
 
 /// The socket type both the raw and the reconnecting connection use.
 pub(crate) type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -20,7 +21,11 @@ pub(crate) type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
 /// Opens a WebSocket to `url`, with `Authorization: Bearer <token>` when a
 /// token is given. A refused upgrade becomes [`Error::Http`] (401 for a bad
 /// token).
-pub(crate) async fn dial(url: &str, token: Option<&str>) -> Result<WsStream> {
+pub(crate) async fn dial(
+    url: &str,
+    token: Option<&str>,
+    trust: Option<&Trust>,
+) -> Result<WsStream> {
     let mut request = url
         .into_client_request()
         .map_err(|e| Error::InvalidInput(format!("websocket url {url:?}: {e}")))?;
@@ -31,7 +36,8 @@ pub(crate) async fn dial(url: &str, token: Option<&str>) -> Result<WsStream> {
     }
     // TCP_NODELAY: frames are small and latency-bound; Nagle plus delayed
     // acks would add 40 ms stalls to multi-segment frames.
-    match tokio_tungstenite::connect_async_with_config(request, None, true).await {
+    let connector = trust.map(Trust::connector);
+    match tokio_tungstenite::connect_async_tls_with_config(request, None, true, connector).await {
         Ok((ws, _response)) => Ok(ws),
         Err(WsError::Http(resp)) => {
             let body = resp.body().as_deref().unwrap_or_default();
@@ -61,7 +67,7 @@ pub struct RawConnection {
 /// carry `?token=` (or the server refuses with 401).
 pub async fn connect(url: &str, token: Option<&str>) -> Result<RawConnection> {
     Ok(RawConnection {
-        ws: dial(url, token).await?,
+        ws: dial(url, token, Trust::from_env().as_ref()).await?,
     })
 }
 
@@ -69,7 +75,9 @@ impl Client {
     /// Opens a [`RawConnection`] to this client's server with its session.
     pub async fn connect_raw(&self) -> Result<RawConnection> {
         let token = self.access_token().ok_or(Error::NoSession)?;
-        connect(&self.ws_url(), Some(&token)).await
+        Ok(RawConnection {
+            ws: dial(&self.ws_url(), Some(&token), self.trust()).await?,
+        })
     }
 }
 

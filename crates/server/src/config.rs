@@ -43,9 +43,18 @@ pub struct Config {
     pub max_commit_batch: usize,
     /// Seconds to wait for connections to drain on shutdown.
     pub shutdown_grace_s: u64,
+    /// Cluster mode: how long a node's users stay online after its last
+    /// presence heartbeat (heartbeats every third of it); a dead node's
+    /// users go offline for their friends within this plus a third.
+    pub presence_ttl_s: u64,
     /// Serve the browser app from this folder instead of the copy built
     /// into the binary (for working on the app without rebuilding).
     pub web_dir: Option<PathBuf>,
+    /// PEM certificate (chain allowed) for HTTPS and WSS on `listen`;
+    /// with `tls_key`. Reloaded when the file changes or on SIGHUP.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Limits on what clients may send and how much the server buffers for them.
@@ -99,6 +108,16 @@ pub struct AuthConfig {
     pub argon2_memory_kib: u32,
     /// argon2id passes.
     pub argon2_iterations: u32,
+    /// Failed logins an account may have before each further one locks it
+    /// for a growing delay (1 s, 2 s, 4 s, …): 429 `rate_limited` with
+    /// `Retry-After`.
+    pub login_free_failures: u32,
+    /// The same for one client address, over all accounts.
+    pub address_free_failures: u32,
+    /// The longest such delay, in seconds.
+    pub login_max_delay_s: u64,
+    /// Registrations one client address may make per hour (as a burst too).
+    pub registrations_per_hour: u32,
 }
 
 impl Default for Config {
@@ -118,7 +137,10 @@ impl Default for Config {
             heartbeat_s: 20,
             max_commit_batch: 512,
             shutdown_grace_s: 10,
+            presence_ttl_s: 15,
             web_dir: None,
+            tls_cert: None,
+            tls_key: None,
         }
     }
 }
@@ -199,6 +221,10 @@ impl Default for AuthConfig {
             // OWASP's argon2id recommendation (19 MiB, 2 passes).
             argon2_memory_kib: 19 * 1024,
             argon2_iterations: 2,
+            login_free_failures: 5,
+            address_free_failures: 20,
+            login_max_delay_s: 900,
+            registrations_per_hour: 20,
         }
     }
 }
@@ -278,6 +304,10 @@ pub struct HttpConfig {
     /// `Authorization: Bearer <this token>`. With neither setting,
     /// `/metrics` is not served at all.
     pub metrics_token: Option<Secret>,
+    /// Proxies (addresses or CIDR ranges) whose `X-Forwarded-For` is
+    /// believed: the client address is the last one in that header that is
+    /// not a trusted proxy. Others' `X-Forwarded-For` is ignored.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl Default for HttpConfig {
@@ -288,6 +318,7 @@ impl Default for HttpConfig {
             body_timeout_s: 30,
             metrics_listen: None,
             metrics_token: None,
+            trusted_proxies: Vec::new(),
         }
     }
 }

@@ -54,9 +54,10 @@ impl From<PathRejection> for AppError {
     }
 }
 
-/// The bearer token in `Authorization`. Access tokens are accepted in
-/// no URL but the WebSocket upgrade's (see [`WsAuthUser`]): URLs end up in
-/// access logs, browser history and `Referer` headers.
+/// The bearer token in `Authorization`. Access tokens are accepted in no
+/// URL (URLs end up in access logs, browser history and `Referer`
+/// headers); browsers' WebSockets offer theirs as a subprotocol instead
+/// (see [`WsAuthUser`]).
 pub fn bearer_token(parts: &Parts) -> Option<String> {
     let value = parts.headers.get(axum::http::header::AUTHORIZATION)?;
     let value = value.to_str().ok()?;
@@ -66,13 +67,22 @@ pub fn bearer_token(parts: &Parts) -> Option<String> {
     Some(token.trim().to_owned())
 }
 
-/// `?token=` of a request.
-fn query_token(parts: &Parts) -> Option<String> {
+/// The subprotocol a browser offers a WebSocket upgrade along with its
+/// access token (`Sec-WebSocket-Protocol: confab.v1, bearer.<token>`), and
+/// the one the server picks.
+pub const WS_PROTOCOL: &str = "confab.v1";
+
+/// The access token a browser offers as the subprotocol `bearer.<token>`:
+/// browsers cannot set `Authorization` on a WebSocket, and a token in the
+/// URL would land in access logs.
+fn protocol_token(parts: &Parts) -> Option<String> {
     parts
-        .uri
-        .query()?
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("token="))
+        .headers
+        .get_all(axum::http::header::SEC_WEBSOCKET_PROTOCOL)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .find_map(|p| p.trim().strip_prefix("bearer."))
         .map(str::to_owned)
 }
 
@@ -107,8 +117,9 @@ impl FromRequestParts<AppState> for AuthUser {
     }
 }
 
-/// The caller of a WebSocket upgrade: the token in `Authorization`, or in
-/// `?token=` since browsers cannot set headers on a WebSocket.
+/// The caller of a WebSocket upgrade: the token in `Authorization`, or
+/// offered as the subprotocol `bearer.<token>` (browsers; see
+/// [`WS_PROTOCOL`]). A `?token=` in the URL is refused like anywhere else.
 #[derive(Debug, Clone, Copy)]
 pub struct WsAuthUser(pub AuthUser);
 
@@ -119,7 +130,94 @@ impl FromRequestParts<AppState> for WsAuthUser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let token = bearer_token(parts).or_else(|| query_token(parts));
+        let token = bearer_token(parts).or_else(|| protocol_token(parts));
         authenticate(state, token).await.map(WsAuthUser)
+    }
+}
+
+/// The TCP peer of the connection a request came on (set by the accept
+/// loop).
+#[derive(Debug, Clone, Copy)]
+pub struct PeerAddr(pub std::net::SocketAddr);
+
+/// The client's address: the TCP peer, or, when the peer is one of
+/// `http.trusted_proxies`, the last address in `X-Forwarded-For` that is
+/// not a trusted proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub std::net::IpAddr);
+
+impl ClientAddr {
+    /// Resolves the client of a request from its peer and headers.
+    pub fn resolve(
+        peer: std::net::IpAddr,
+        forwarded_for: Option<&str>,
+        trusted: &[ipnet::IpNet],
+    ) -> ClientAddr {
+        let is_trusted = |ip: &std::net::IpAddr| trusted.iter().any(|net| net.contains(ip));
+        if !is_trusted(&peer) {
+            return ClientAddr(peer);
+        }
+        let hops = forwarded_for
+            .unwrap_or("")
+            .split(',')
+            .filter_map(|h| h.trim().parse::<std::net::IpAddr>().ok());
+        let mut client = peer;
+        for hop in hops.collect::<Vec<_>>().into_iter().rev() {
+            client = hop;
+            if !is_trusted(&hop) {
+                break;
+            }
+        }
+        ClientAddr(client)
+    }
+}
+
+impl FromRequestParts<AppState> for ClientAddr {
+    type Rejection = AppError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        // Requests that did not come through the accept loop (tests calling
+        // the router directly) count as from loopback.
+        let peer = parts
+            .extensions
+            .get::<PeerAddr>()
+            .map_or(std::net::IpAddr::from([127, 0, 0, 1]), |p| p.0.ip());
+        let forwarded = parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok());
+        Ok(ClientAddr::resolve(
+            peer,
+            forwarded,
+            &state.config.http.trusted_proxies,
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::ClientAddr;
+
+    #[test]
+    fn forwarded_for_counts_only_behind_trusted_proxies() {
+        let lb: ipnet::IpNet = "10.0.0.0/8".parse().expect("net");
+        let trusted = [lb];
+        let peer = "10.1.2.3".parse().expect("ip");
+        let stranger = "203.0.113.9".parse().expect("ip");
+        // A trusted proxy: the last untrusted hop is the client.
+        assert_eq!(
+            ClientAddr::resolve(peer, Some("198.51.100.7, 10.9.9.9"), &trusted).0,
+            "198.51.100.7".parse::<std::net::IpAddr>().expect("ip")
+        );
+        // A client who forges the header gets its own address.
+        assert_eq!(
+            ClientAddr::resolve(stranger, Some("1.2.3.4"), &trusted).0,
+            stranger
+        );
+        // No header behind a proxy: the proxy.
+        assert_eq!(ClientAddr::resolve(peer, None, &trusted).0, peer);
     }
 }

@@ -27,6 +27,8 @@ pub mod presence;
 pub mod refusal;
 mod server;
 pub mod state;
+pub mod throttle;
+pub mod tls;
 pub mod uploads;
 
 pub use config::Config;

@@ -19,6 +19,7 @@ use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::HttpConfig;
@@ -29,23 +30,25 @@ pub async fn serve(
     listener: TcpListener,
     app: Router,
     http: &HttpConfig,
+    tls: Option<TlsAcceptor>,
     shutdown: CancellationToken,
     grace: Duration,
 ) -> io::Result<()> {
+    let header_timeout = Duration::from_secs(http.header_timeout_s.max(1));
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(Duration::from_secs(http.header_timeout_s.max(1)));
+        .header_read_timeout(header_timeout);
     builder.http2().timer(TokioTimer::new());
     let builder = Arc::new(builder);
     let idle = Duration::from_secs(http.idle_timeout_s.max(1));
     let graceful = GracefulShutdown::new();
     loop {
-        let tcp = tokio::select! {
+        let (tcp, remote) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((tcp, _)) => tcp,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     // Out of file descriptors or a connection reset before
                     // we took it: wait a little instead of spinning.
@@ -60,29 +63,37 @@ pub async fn serve(
             tracing::debug!(error = %e, "could not set TCP_NODELAY");
         }
         let activity = Arc::new(Activity::new());
-        let io = TokioIo::new(Watched {
+        let io = Watched {
             inner: tcp,
             activity: activity.clone(),
-        });
-        let service = TowerToHyperService::new(app.clone());
-        let builder = builder.clone();
-        let watcher = graceful.watcher();
+        };
+        // Each request learns its connection's peer (see `extract::ClientAddr`).
+        let app = app.clone();
+        let service = TowerToHyperService::new(tower::ServiceExt::map_request(
+            app,
+            move |mut req: hyper::Request<hyper::body::Incoming>| {
+                req.extensions_mut()
+                    .insert(crate::extract::PeerAddr(remote));
+                req
+            },
+        ));
+        let conn = Conn {
+            builder: builder.clone(),
+            watcher: graceful.watcher(),
+            activity,
+            idle,
+        };
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let conn = builder.serve_connection_with_upgrades(io, service);
-            let conn = watcher.watch(conn.into_owned());
-            tokio::select! {
-                result = conn => {
-                    if let Err(e) = result {
-                        if is_timeout(&*e) {
-                            crate::metrics::http_timeout("header");
-                        }
-                        tracing::debug!(error = %e, "http connection ended");
-                    }
-                }
-                _ = activity.silent_for(idle) => {
-                    crate::metrics::http_timeout("idle");
-                    tracing::debug!("http connection closed: idle");
-                }
+            let Some(acceptor) = tls else {
+                return conn.serve(TokioIo::new(io), service).await;
+            };
+            // The handshake counts as the first request's header.
+            match tokio::time::timeout(header_timeout, acceptor.accept(io)).await {
+                Ok(Ok(stream)) => conn.serve(TokioIo::new(stream), service).await,
+                // Plain HTTP to the TLS port, or a client that gave up.
+                Ok(Err(e)) => tracing::debug!(error = %e, "tls handshake failed"),
+                Err(_) => crate::metrics::http_timeout("tls_handshake"),
             }
         });
     }
@@ -94,6 +105,48 @@ pub async fn serve(
         tracing::warn!("http requests did not finish within the grace period");
     }
     Ok(())
+}
+
+/// What serving one connection needs.
+struct Conn {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: hyper_util::server::graceful::Watcher,
+    activity: Arc<Activity>,
+    idle: Duration,
+}
+
+impl Conn {
+    /// Serves HTTP/1.1 or HTTP/2 (with upgrades) on `io` until it ends, the
+    /// server shuts down, or it stays silent for the idle timeout.
+    async fn serve<I, S>(self, io: TokioIo<I>, service: S)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        S: hyper::service::Service<
+                hyper::Request<hyper::body::Incoming>,
+                Response = hyper::Response<axum::body::Body>,
+            > + Clone
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let conn = self.builder.serve_connection_with_upgrades(io, service);
+        let conn = self.watcher.watch(conn.into_owned());
+        tokio::select! {
+            result = conn => {
+                if let Err(e) = result {
+                    if is_timeout(&*e) {
+                        crate::metrics::http_timeout("header");
+                    }
+                    tracing::debug!(error = %e, "http connection ended");
+                }
+            }
+            _ = self.activity.silent_for(self.idle) => {
+                crate::metrics::http_timeout("idle");
+                tracing::debug!("http connection closed: idle");
+            }
+        }
+    }
 }
 
 /// Whether hyper ended a connection for its header-read timeout.

@@ -112,3 +112,14 @@ pub fn http_timeout(kind: &'static str) {
 pub fn uploads_expired(n: u64) {
     counter!("confab_uploads_expired_total").increment(n);
 }
+
+/// A login or registration refused by a limit (`account`, `address`,
+/// `registration`).
+pub fn throttled(scope: &'static str) {
+    counter!("confab_auth_throttled_total", "scope" => scope).increment(1);
+}
+
+/// A failed login (wrong password or unknown user: counted alike).
+pub fn login_failed() {
+    counter!("confab_login_failures_total").increment(1);
+}

@@ -87,6 +87,19 @@ impl PresenceService {
         }
     }
 
+    /// The node that held the user's connections died, and this node
+    /// found it (the presence backend reports each such user once,
+    /// cluster-wide): friends see the user go offline.
+    pub async fn orphaned(&self, user: UserId) {
+        let _guard = self.lock(user).lock().await;
+        let now = now_millis();
+        if let Err(e) = self.store.set_last_seen(user, now).await {
+            tracing::warn!(error = %e, user, "could not record last_seen");
+        }
+        self.announce(user, PresenceStatus::Offline, Some(now))
+            .await;
+    }
+
     /// The user hid or showed their presence: friends see them go offline
     /// (no `last_seen`) or come back online.
     pub async fn visibility_changed(&self, user: UserId, hidden: bool) {

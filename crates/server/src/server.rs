@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use confab_bus::{
     Bus, LocalBus, LocalPresence, NatsBus, NatsPresence, NatsPresenceOptions, Presence,
-    DEFAULT_PRESENCE_TTL,
 };
 use confab_store::{CommitRules, DirectMessagePolicy, PostgresStore, SqliteStore, Store};
 use tokio::net::TcpListener;
@@ -89,16 +88,27 @@ pub async fn run(
         config.limits.max_signal_bytes,
     );
     hub.watch_calls(calls.clone());
+    let presence_backend_orphans = presence_backend.take_orphans();
     let presence = Arc::new(PresenceService::new(
         store.clone(),
         bus.clone(),
         presence_backend,
     ));
+    if let Some(mut orphans) = presence_backend_orphans {
+        // Users of a node that died, found by this node: tell their friends.
+        let presence = presence.clone();
+        tokio::spawn(async move {
+            while let Some(user) = orphans.recv().await {
+                presence.orphaned(user).await;
+            }
+        });
+    }
     let grace = Duration::from_secs(config.shutdown_grace_s);
     let blobs = confab_blobs::open(&config.blobs_location())
         .await
         .map_err(|e| ServerError::Storage(format!("blobs: {e}")))?;
     let config_dir = config.data_dir.clone();
+    let throttle = crate::throttle::Throttle::new(config.auth.clone());
     let media_decodes = config.media.max_concurrent_decodes;
     let state = AppState(Arc::new(Inner {
         config,
@@ -109,6 +119,7 @@ pub async fn run(
         calls,
         presence,
         auth,
+        throttle,
         shutdown: shutdown.clone(),
         connections: TaskTracker::new(),
         open_connections: AtomicUsize::new(0),
@@ -128,13 +139,37 @@ pub async fn run(
         let (http, token) = (state.config.http.clone(), shutdown.clone());
         tokio::spawn(async move {
             if let Err(e) =
-                crate::listener::serve(metrics_listener, metrics_app, &http, token, grace).await
+                crate::listener::serve(metrics_listener, metrics_app, &http, None, token, grace)
+                    .await
             {
                 tracing::error!(error = %e, "metrics listener failed");
             }
         });
     }
-    crate::listener::serve(listener, app, &state.config.http, shutdown.clone(), grace).await?;
+    let tls = match (&state.config.tls_cert, &state.config.tls_key) {
+        (Some(cert), Some(key)) => {
+            let tls = Arc::new(
+                crate::tls::Tls::load(cert, key).map_err(|e| ServerError::Config(e.to_string()))?,
+            );
+            tokio::spawn(tls.clone().watch(shutdown.clone()));
+            Some(tls.acceptor())
+        }
+        (None, None) => None,
+        _ => {
+            return Err(ServerError::Config(
+                "tls_cert and tls_key go together: give both or neither".into(),
+            ))
+        }
+    };
+    crate::listener::serve(
+        listener,
+        app,
+        &state.config.http,
+        tls,
+        shutdown.clone(),
+        grace,
+    )
+    .await?;
 
     // Connection tasks saw the same token and are closing their sockets.
     state.connections.close();
@@ -247,12 +282,13 @@ async fn open_bus(config: &Config, node_id: &str) -> Result<BusParts, ServerErro
     if !url.starts_with("nats://") && !url.starts_with("tls://") {
         return Err(ServerError::Config("bus must be a nats:// URL".into()));
     }
+    let ttl = Duration::from_secs(config.presence_ttl_s.max(1));
     let nats = NatsBus::connect(url, node_id)
         .await
         .map_err(|e| ServerError::Bus(e.to_string()))?;
     let deadline = tokio::time::Instant::now() + STARTUP_PATIENCE;
     let presence = loop {
-        let options = NatsPresenceOptions::with_ttl(DEFAULT_PRESENCE_TTL);
+        let options = NatsPresenceOptions::with_ttl(ttl);
         match NatsPresence::new(nats.client(), node_id, options).await {
             Ok(p) => break p,
             Err(e) if tokio::time::Instant::now() < deadline => {

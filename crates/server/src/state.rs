@@ -37,6 +37,8 @@ pub struct Inner {
     pub presence: Arc<PresenceService>,
     /// Passwords and tokens.
     pub auth: Arc<Auth>,
+    /// Failed-login and registration limits.
+    pub throttle: crate::throttle::Throttle,
     /// Cancelled when the server shuts down.
     pub shutdown: CancellationToken,
     /// Tracks connection tasks so shutdown can wait for them.

@@ -72,6 +72,8 @@ pub struct Postgres {
     run_as: Option<&'static str>,
     /// The running server (`postgres`, or `runuser` in front of it).
     child: Option<Child>,
+    /// With TLS: the server's certificate and key files (in `dir`).
+    tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Postgres {
@@ -110,6 +112,16 @@ impl Postgres {
     /// [`TestkitError::Failed`] (with the end of the server log) when the
     /// server does not come up within 30 s.
     pub async fn start() -> Result<Postgres, TestkitError> {
+        Postgres::start_inner(None).await
+    }
+
+    /// Like [`Postgres::start`], with TLS on (`ssl = on`) using this PEM
+    /// certificate and key; plain connections are still accepted.
+    pub async fn start_with_tls(cert_pem: &str, key_pem: &str) -> Result<Postgres, TestkitError> {
+        Postgres::start_inner(Some((cert_pem, key_pem))).await
+    }
+
+    async fn start_inner(tls: Option<(&str, &str)>) -> Result<Postgres, TestkitError> {
         let bindir = find_bindir()?;
         let run_as = is_root().then_some(SERVER_USER);
         let dir = temp_dir(run_as.is_some())?;
@@ -119,12 +131,29 @@ impl Postgres {
             port: 0,
             run_as,
             child: None,
+            tls: None,
         };
         std::fs::create_dir(pg.sock_dir())?;
+        if let Some((cert, key)) = tls {
+            use std::os::unix::fs::PermissionsExt as _;
+            let (cert_path, key_path) = (
+                pg.dir.path().join("server.crt"),
+                pg.dir.path().join("server.key"),
+            );
+            std::fs::write(&cert_path, cert)?;
+            std::fs::write(&key_path, key)?;
+            // PostgreSQL refuses a key others can read.
+            std::fs::set_permissions(&key_path, std::fs::Permissions::from_mode(0o600))?;
+            pg.tls = Some((cert_path, key_path));
+        }
         if let Some(user) = run_as {
             let (uid, gid) = user_ids(user).await?;
             std::os::unix::fs::chown(pg.dir.path(), Some(uid), Some(gid))?;
             std::os::unix::fs::chown(pg.sock_dir(), Some(uid), Some(gid))?;
+            if let Some((cert, key)) = &pg.tls {
+                std::os::unix::fs::chown(cert, Some(uid), Some(gid))?;
+                std::os::unix::fs::chown(key, Some(uid), Some(gid))?;
+            }
         }
         pg.initdb().await?;
         let mut last = None;
@@ -290,10 +319,15 @@ impl Postgres {
             .arg(self.port.to_string())
             .arg("-k")
             .arg(self.sock_dir())
-            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=on"])
-            .stdout(log.try_clone()?)
-            .stderr(log)
-            .kill_on_drop(true);
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=on"]);
+        if let Some((cert, key)) = &self.tls {
+            cmd.args(["-c", "ssl=on"])
+                .arg("-c")
+                .arg(format!("ssl_cert_file={}", cert.display()))
+                .arg("-c")
+                .arg(format!("ssl_key_file={}", key.display()));
+        }
+        cmd.stdout(log.try_clone()?).stderr(log).kill_on_drop(true);
         self.child = Some(cmd.spawn()?);
         self.wait_ready().await
     }

@@ -167,6 +167,14 @@ async fn spawn_node(
             "1000000",
             "--max-connections",
             "19900",
+            // Load, not abuse: thousands of users from one address, many
+            // connections each.
+            "--registrations-per-hour",
+            "100000000",
+            "--max-connections-per-user",
+            "100000",
+            "--max-connections-per-device",
+            "100000",
         ])
         .args(extra)
         .env("CONFAB_LOG", "warn")

@@ -85,6 +85,9 @@ pub struct ServeArgs {
     /// Server ping interval in seconds [default: 20].
     #[arg(long, env = "CONFAB_HEARTBEAT_S")]
     heartbeat_s: Option<u64>,
+    /// Cluster: seconds a dead node's users stay online [default: 15].
+    #[arg(long, env = "CONFAB_PRESENCE_TTL_S")]
+    presence_ttl_s: Option<u64>,
     /// Most writes per group commit [default: 512].
     #[arg(long, env = "CONFAB_MAX_COMMIT_BATCH")]
     max_commit_batch: Option<usize>,
@@ -94,6 +97,13 @@ pub struct ServeArgs {
     /// argon2id memory cost in KiB [default: 19456].
     #[arg(long, env = "CONFAB_ARGON2_MEMORY_KIB")]
     argon2_memory_kib: Option<u32>,
+    /// New accounts one client address may register per hour [default: 20].
+    #[arg(long, env = "CONFAB_REGISTRATIONS_PER_HOUR")]
+    registrations_per_hour: Option<u32>,
+    /// Proxies whose X-Forwarded-For is believed, comma-separated
+    /// addresses or CIDR ranges (e.g. 10.0.0.0/8) [default: none].
+    #[arg(long, env = "CONFAB_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Vec<ipnet::IpNet>,
     /// argon2id passes [default: 2].
     #[arg(long, env = "CONFAB_ARGON2_ITERATIONS")]
     argon2_iterations: Option<u32>,
@@ -131,6 +141,13 @@ pub struct ServeArgs {
     /// Seconds the TURN credentials handed out last [default: 86400].
     #[arg(long, env = "CONFAB_TURN_TTL_S")]
     turn_ttl_s: Option<u64>,
+    /// PEM certificate (chain allowed) to serve HTTPS and WSS; with
+    /// --tls-key. Reloaded when the file changes or on SIGHUP.
+    #[arg(long, env = "CONFAB_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, env = "CONFAB_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
     /// Serve the browser app from this folder instead of the built-in copy
     /// (while working on it: edits show on reload).
     #[arg(long, env = "CONFAB_WEB_DIR")]
@@ -179,10 +196,12 @@ impl ServeArgs {
             body_timeout_s => http.body_timeout_s,
             sync_batch => limits.sync_batch,
             heartbeat_s => heartbeat_s,
+            presence_ttl_s => presence_ttl_s,
             max_commit_batch => max_commit_batch,
             access_ttl_s => auth.access_ttl_s,
             argon2_memory_kib => auth.argon2_memory_kib,
             argon2_iterations => auth.argon2_iterations,
+            registrations_per_hour => auth.registrations_per_hour,
             direct_messages => chat.direct_messages,
             max_group_members => chat.max_group_members,
             typing_timeout_ms => chat.typing_timeout_ms,
@@ -201,8 +220,17 @@ impl ServeArgs {
         if let Some(v) = &self.node_id {
             c.node_id = Some(v.clone());
         }
+        if let Some(v) = &self.tls_cert {
+            c.tls_cert = Some(v.clone());
+        }
+        if let Some(v) = &self.tls_key {
+            c.tls_key = Some(v.clone());
+        }
         if let Some(v) = &self.web_dir {
             c.web_dir = Some(v.clone());
+        }
+        if !self.trusted_proxies.is_empty() {
+            c.http.trusted_proxies = self.trusted_proxies.clone();
         }
         if let Some(v) = self.metrics_listen {
             c.http.metrics_listen = Some(v);
@@ -234,7 +262,12 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     // One line on stdout that scripts (and `confab bench`) can wait for.
-    println!("confab listening on http://{}", listener.local_addr()?);
+    let scheme = if config.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    println!("confab listening on {scheme}://{}", listener.local_addr()?);
     let shutdown = CancellationToken::new();
     tokio::spawn(cancel_on_signal(shutdown.clone()));
     confab_server::run(listener, config, shutdown).await?;

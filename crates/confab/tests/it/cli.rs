@@ -12,12 +12,9 @@ async fn register_login_send_history_listen() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (ann_s, bob_s) = (tmp.path().join("ann.json"), tmp.path().join("bob.json"));
     for (name, session) in [("ann", &ann_s), ("bob", &bob_s)] {
-        let mut reg = cli(&app.base_url, session);
-        reg.args(["register", name, "--password", PASSWORD]);
-        assert!(cli_ok(reg).await.contains("registered"));
-        let mut login = cli(&app.base_url, session);
-        login.args(["login", name, "--password", PASSWORD]);
-        assert!(cli_ok(login).await.contains("logged in"));
+        let (registered, logged_in) = cli_register_and_login(&app.base_url, session, name).await;
+        assert!(registered.contains("registered"));
+        assert!(logged_in.contains("logged in"));
     }
     #[cfg(unix)]
     {

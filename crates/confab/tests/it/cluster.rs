@@ -28,6 +28,11 @@ struct Cluster {
 
 impl Cluster {
     async fn start(n: usize) -> Cluster {
+        Cluster::start_with(n, &[]).await
+    }
+
+    /// `n` nodes with `extra` flags each.
+    async fn start_with(n: usize, extra: &[&str]) -> Cluster {
         let pg = Postgres::start().await.expect("private postgres");
         let nats = Nats::start().await.expect("private nats-server");
         let mut nodes = Vec::new();
@@ -35,20 +40,20 @@ impl Cluster {
         let mut dirs = Vec::new();
         for i in 0..n {
             let dir = tempfile::tempdir().expect("tempdir");
-            let node = spawn_binary_with(
-                dir.path(),
-                &[
-                    "--database",
-                    &pg.url(),
-                    "--bus",
-                    &nats.url(),
-                    "--node-id",
-                    &format!("node-{i}"),
-                    "--heartbeat-s",
-                    "2",
-                ],
-            )
-            .await;
+            let node_id = format!("node-{i}");
+            let (pg_url, nats_url) = (pg.url(), nats.url());
+            let mut flags = vec![
+                "--database",
+                &pg_url,
+                "--bus",
+                &nats_url,
+                "--node-id",
+                &node_id,
+                "--heartbeat-s",
+                "2",
+            ];
+            flags.extend_from_slice(extra);
+            let node = spawn_binary_with(dir.path(), &flags).await;
             urls.push(node.base_url.clone());
             nodes.push(Some(node));
             dirs.push(dir);
@@ -192,6 +197,59 @@ async fn users_on_different_nodes_chat_and_see_presence_and_typing() {
     })
     .await
     .expect("ann sees bob offline");
+}
+
+fn offline(e: &Event, user: i64) -> bool {
+    matches!(e, Event::Presence { user_id, status, .. }
+        if *user_id == user && *status == confab_sdk::PresenceStatus::Offline)
+}
+
+#[tokio::test]
+async fn a_dead_nodes_users_go_offline_for_their_friends_exactly_once() {
+    const TTL_S: u64 = 3;
+    let mut cluster = Cluster::start_with(3, &["--presence-ttl-s", "3"]).await;
+    let (ann, _) = cluster.user("ann", 0).await;
+    let (cat, _) = cluster.user("cat", 2).await;
+    // Bob knows only node 1: when it dies, he does not come back elsewhere.
+    Client::new(&cluster.urls[0])
+        .register("bob", PASSWORD, None)
+        .await
+        .expect("register");
+    let bob = Client::new(&cluster.urls[1]);
+    let bob_user = bob
+        .login("bob", PASSWORD, Some("one node"))
+        .await
+        .expect("login")
+        .user;
+    befriend(&ann, &bob).await;
+    befriend(&cat, &bob).await;
+    let mut a = synced(cluster.connect(&ann)).await;
+    let mut c = synced(cluster.connect(&cat)).await;
+    let _b = synced(bob.connect(ConnectOptions::default()).expect("connect")).await;
+    for (who, conn) in [("ann", &mut a), ("cat", &mut c)] {
+        conn.wait_for(WAIT, |e| {
+            matches!(e, Event::Presence { user_id, status, .. }
+                if *user_id == bob_user.id && *status == confab_sdk::PresenceStatus::Online)
+        })
+        .await
+        .unwrap_or_else(|e| panic!("{who} sees bob online: {e}"));
+    }
+
+    cluster.kill(1).await;
+    // Within the TTL plus 5 s, from one of the two surviving nodes...
+    let within = Duration::from_secs(TTL_S + 5);
+    for (who, conn) in [("ann", &mut a), ("cat", &mut c)] {
+        conn.wait_for(within, |e| offline(e, bob_user.id))
+            .await
+            .unwrap_or_else(|e| panic!("{who} sees bob go offline after node 1 died: {e}"));
+    }
+    // ...and only once: nothing more about bob over two more TTLs.
+    for (who, conn) in [("ann", &mut a), ("cat", &mut c)] {
+        let again = conn
+            .wait_for(Duration::from_secs(2 * TTL_S), |e| offline(e, bob_user.id))
+            .await;
+        assert!(again.is_err(), "{who} was told twice that bob went offline");
+    }
 }
 
 /// What one device received: per conversation, (seq, client_msg_id) in

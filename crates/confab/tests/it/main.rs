@@ -5,6 +5,7 @@
 
 mod support;
 
+mod abuse;
 mod accounts;
 mod bad_input;
 mod browser;
@@ -22,4 +23,5 @@ mod names;
 mod operations;
 mod presence;
 mod security;
+mod tls;
 mod tui;

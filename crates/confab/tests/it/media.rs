@@ -559,12 +559,7 @@ async fn cli_sends_images_and_files_and_downloads_them() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let (ann_s, bob_s) = (tmp.path().join("ann.json"), tmp.path().join("bob.json"));
     for (name, session) in [("ann", &ann_s), ("bob", &bob_s)] {
-        let mut reg = cli(&app.base_url, session);
-        reg.args(["register", name, "--password", PASSWORD]);
-        cli_ok(reg).await;
-        let mut login = cli(&app.base_url, session);
-        login.args(["login", name, "--password", PASSWORD]);
-        cli_ok(login).await;
+        cli_register_and_login(&app.base_url, session, name).await;
     }
     let pic = tmp.path().join("pic.png");
     std::fs::write(&pic, png(50, 40)).expect("write");

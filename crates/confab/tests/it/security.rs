@@ -504,7 +504,10 @@ async fn control_characters_in_search_are_a_bad_request() {
 }
 
 #[tokio::test]
-async fn access_tokens_are_refused_in_urls_except_the_websocket_upgrade() {
+async fn access_tokens_are_refused_in_every_url() {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::HeaderValue;
+
     let app = spawn_app().await;
     let token = login_token(&app.base_url, "ann").await;
     let me = reqwest::Client::new()
@@ -520,11 +523,36 @@ async fn access_tokens_are_refused_in_urls_except_the_websocket_upgrade() {
         .await
         .expect("me");
     assert_eq!(header.status(), 200);
-    let ws_url = format!("ws://{}/v1/ws?token={token}", app.addr);
-    let mut conn = confab_sdk::raw::connect(&ws_url, None)
+    // Not on the WebSocket either (issue 15): browsers offer the token as
+    // a subprotocol instead, and the server answers with confab.v1.
+    let err = confab_sdk::raw::connect(&format!("ws://{}/v1/ws?token={token}", app.addr), None)
         .await
-        .expect("upgrade with ?token=");
-    hello(&mut conn).await;
+        .expect_err("?token= on the upgrade");
+    assert_eq!(err.status(), Some(401));
+    let mut request = format!("ws://{}/v1/ws", app.addr)
+        .into_client_request()
+        .expect("request");
+    let offered = format!("confab.v1, bearer.{token}");
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        HeaderValue::from_str(&offered).expect("header"),
+    );
+    let (mut ws, response) = tokio_tungstenite::connect_async(request)
+        .await
+        .expect("upgrade with the subprotocol token");
+    assert_eq!(
+        response
+            .headers()
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok()),
+        Some("confab.v1")
+    );
+    use futures_util::StreamExt;
+    let first = ws.next().await.expect("a frame").expect("ok");
+    assert!(first
+        .to_text()
+        .expect("text")
+        .contains("\"type\":\"hello\""));
 }
 
 #[tokio::test]

@@ -78,6 +78,9 @@ pub async fn upgrade(
     let cap = state.config.limits.hard_frame_cap();
     let tracker = state.connections.clone();
     Ok(ws
+        // Browsers offer `confab.v1` beside their `bearer.<token>`; the
+        // answer must name one they offered.
+        .protocols([crate::extract::WS_PROTOCOL])
         .read_buffer_size(READ_BUFFER_BYTES)
         .write_buffer_size(WRITE_BUFFER_BYTES)
         .max_write_buffer_size(cap * 2)

@@ -1,7 +1,10 @@
 //! Register, login, refresh, logout, password change.
 
+use std::time::Instant;
+
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
 use confab_proto::api::{
     ChangePasswordRequest, LoginRequest, RefreshRequest, RegisterRequest, RegisterResponse,
@@ -15,14 +18,51 @@ use super::ApiJson;
 use crate::auth::{token_hash, AuthUser};
 use crate::clock::now_millis;
 use crate::error::{AppError, AppResult};
+use crate::extract::ClientAddr;
 use crate::state::AppState;
+use crate::throttle::{Refused, Scope};
 
-/// `POST /v1/auth/register`.
+/// A 429 `rate_limited` with `Retry-After`.
+fn throttled(refused: Refused) -> Response {
+    crate::metrics::throttled(refused.scope.as_str());
+    let secs = refused.retry_after.as_secs_f64().ceil().max(1.0) as u64;
+    let what = match refused.scope {
+        Scope::Registration => "too many new accounts from your address",
+        _ => "too many failed logins",
+    };
+    let mut r = AppError::new(
+        ErrorCode::RateLimited,
+        format!("{what}: try again in {secs} s"),
+    )
+    .into_response();
+    if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
+}
+
+/// `POST /v1/auth/register`: at most `auth.registrations_per_hour` per
+/// client address.
 pub async fn register(
     State(state): State<AppState>,
+    client: ClientAddr,
     ApiJson(req): ApiJson<RegisterRequest>,
+) -> Result<(StatusCode, Json<RegisterResponse>), Response> {
+    let username = Username::parse(&req.username).map_err(|e| AppError::from(e).into_response())?;
+    state
+        .throttle
+        .register(client.0, Instant::now())
+        .map_err(throttled)?;
+    register_checked(&state, username, req)
+        .await
+        .map_err(IntoResponse::into_response)
+}
+
+async fn register_checked(
+    state: &AppState,
+    username: Username,
+    req: RegisterRequest,
 ) -> AppResult<(StatusCode, Json<RegisterResponse>)> {
-    let username = Username::parse(&req.username)?;
     check_password(&req.password)?;
     let display_name = match req.display_name {
         Some(d) => {
@@ -53,10 +93,41 @@ pub async fn register(
 }
 
 /// `POST /v1/auth/login`: checks the password and makes a new device.
+/// Failed logins slow down further tries for the account and for the
+/// client's address (429 with `Retry-After`); an unknown user and a wrong
+/// password answer alike, after the same work.
 pub async fn login(
     State(state): State<AppState>,
+    client: ClientAddr,
     ApiJson(req): ApiJson<LoginRequest>,
-) -> AppResult<Json<TokenResponse>> {
+) -> Result<Json<TokenResponse>, Response> {
+    // Counted by canonical username, known or not; all malformed names
+    // share one key (they can never log in, and must not grow the table).
+    let account = Username::parse(&req.username)
+        .map(|u| u.canonical())
+        .unwrap_or_else(|_| "(malformed)".to_owned());
+    state
+        .throttle
+        .check_login(&account, client.0, Instant::now())
+        .map_err(throttled)?;
+    match login_checked(&state, req).await {
+        Ok(tokens) => {
+            state.throttle.login_succeeded(&account);
+            Ok(tokens)
+        }
+        Err(e) => {
+            if e.0.code == ErrorCode::InvalidCredentials {
+                crate::metrics::login_failed();
+                state
+                    .throttle
+                    .login_failed(&account, client.0, Instant::now());
+            }
+            Err(e.into_response())
+        }
+    }
+}
+
+async fn login_checked(state: &AppState, req: LoginRequest) -> AppResult<Json<TokenResponse>> {
     let invalid = || AppError::new(ErrorCode::InvalidCredentials, "wrong username or password");
     let creds = match Username::parse(&req.username) {
         Ok(name) => {

@@ -59,7 +59,9 @@ export class Connection {
     if (!session) return;
     this.setState(this.attempt === 0 ? 'connecting' : 'reconnecting', { connecting: true });
     const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
-    const ws = new WebSocket(`${proto}//${location.host}/v1/ws?token=${encodeURIComponent(session.access_token)}`);
+    // The token goes as a subprotocol, not in the URL (URLs land in logs);
+    // the server answers with confab.v1.
+    const ws = new WebSocket(`${proto}//${location.host}/v1/ws`, ['confab.v1', `bearer.${session.access_token}`]);
     this.ws = ws;
     this.hello = false;
     this.syncsOutstanding = 0;

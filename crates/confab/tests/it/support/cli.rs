@@ -2,6 +2,8 @@
 
 use std::path::Path;
 
+use super::PASSWORD;
+
 /// `confab` aimed at `server`, keeping its session in the file `session`.
 pub fn cli(server: &str, session: &Path) -> tokio::process::Command {
     let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_confab"));
@@ -22,4 +24,15 @@ pub async fn cli_ok(mut cmd: tokio::process::Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `confab register NAME` then `confab login NAME` with the test password;
+/// what each printed.
+pub async fn cli_register_and_login(server: &str, session: &Path, name: &str) -> (String, String) {
+    let mut register = cli(server, session);
+    register.args(["register", name, "--password", PASSWORD]);
+    let registered = cli_ok(register).await;
+    let mut login = cli(server, session);
+    login.args(["login", name, "--password", PASSWORD]);
+    (registered, cli_ok(login).await)
 }

@@ -6,7 +6,7 @@
 mod cli;
 mod frames;
 
-pub use cli::{cli, cli_ok};
+pub use cli::{cli, cli_ok, cli_register_and_login};
 pub use frames::{expect_error, hello, raw_connect};
 
 use std::net::SocketAddr;
@@ -46,6 +46,8 @@ pub fn test_config() -> Config {
     };
     c.auth.argon2_memory_kib = 64;
     c.auth.argon2_iterations = 1;
+    // Every test user registers from 127.0.0.1.
+    c.auth.registrations_per_hour = 1_000_000;
     c.limits.send_rate_per_s = 100_000.0;
     c.limits.send_burst = 100_000.0;
     c.shutdown_grace_s = 5;
@@ -220,6 +222,8 @@ pub async fn spawn_binary_with(data_dir: &Path, extra: &[&str]) -> ServerProcess
             "64",
             "--argon2-iterations",
             "1",
+            "--registrations-per-hour",
+            "1000000",
             "--send-rate",
             "100000",
             "--send-burst",
