@@ -21,3 +21,12 @@ test('system notices read as sentences', () => {
   assert.equal(systemText(m({ event: 'member_joined', by_user_id: 1, user_ids: [2, 3] }), name), '王小明 added you, Bob');
   assert.equal(systemText(m({ event: 'member_left', by_user_id: 3, user_id: 3, reason: 'left' }), name), 'Bob left');
 });
+
+test('call history lines say how the call ended', () => {
+  const name = (id) => ({ 1: '王小明', 2: 'You' })[id];
+  const call = (body) => ({ kind: 'system', sender_id: 1, body: { event: 'call_ended', call_id: 'c', ...body } });
+  assert.equal(systemText(call({ outcome: 'answered', media: 'video', duration_ms: 65_000 }), name), 'Video call ended · 1:05');
+  assert.equal(systemText(call({ outcome: 'missed', media: 'audio', duration_ms: 0 }), name), 'Missed call from 王小明');
+  assert.equal(systemText(call({ outcome: 'declined', media: 'video', duration_ms: 0 }), name), 'You declined a video call from 王小明');
+  assert.equal(systemText({ ...call({ outcome: 'missed', media: 'audio' }), sender_id: 2 }, name), 'Call not answered');
+});

@@ -514,3 +514,26 @@ mod tests {
         assert_eq!(p.display_name, None);
     }
 }
+
+/// `GET /v1/calls/ice-servers`: what a calling client passes to
+/// `RTCPeerConnection` as `iceServers`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IceServers {
+    /// STUN and TURN servers.
+    pub ice_servers: Vec<IceServer>,
+    /// Seconds the TURN credentials last; fetch new ones before then.
+    pub ttl_s: u64,
+}
+
+/// One entry of [`IceServers`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IceServer {
+    /// `stun:`/`turn:`/`turns:` URLs.
+    pub urls: Vec<String>,
+    /// TURN user name: `<expiry unix time>:<user_id>` (none for STUN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+    /// TURN password: base64(HMAC-SHA1(secret, username)) (none for STUN).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential: Option<String>,
+}

@@ -84,6 +84,20 @@ pub enum SystemNotice {
         /// Whose reaction.
         user_id: UserId,
     },
+    /// A call in the conversation is over (one per call; its sender is the
+    /// caller).
+    CallEnded {
+        /// The call's id.
+        call_id: String,
+        /// How long it was connected, from `accept` to `hangup` (0 when it
+        /// never was).
+        duration_ms: u64,
+        /// `audio` or `video`, as invited.
+        media: String,
+        /// `answered`, `missed` (nobody took it in time, or the caller
+        /// cancelled first), `declined` or `busy`.
+        outcome: String,
+    },
 }
 
 /// An `event` frame: something a device should know at once. Events that
@@ -224,6 +238,21 @@ pub enum Event {
         /// Whose reaction.
         user_id: UserId,
     },
+    /// See [`SystemNotice::CallEnded`].
+    CallEnded {
+        /// The call's id.
+        call_id: String,
+        /// The conversation.
+        conversation_id: ConversationId,
+        /// How long it was connected (0 when it never was).
+        duration_ms: u64,
+        /// `audio` or `video`.
+        media: String,
+        /// `answered`, `missed`, `declined` or `busy`.
+        outcome: String,
+        /// The notice's seq.
+        seq: Seq,
+    },
     /// An event this version does not know (from a newer server): ignore it.
     #[serde(other)]
     Unknown,
@@ -321,6 +350,19 @@ impl SystemNotice {
                 target_seq,
                 user_id,
             },
+            SystemNotice::CallEnded {
+                call_id,
+                duration_ms,
+                media,
+                outcome,
+            } => Event::CallEnded {
+                call_id,
+                conversation_id,
+                duration_ms,
+                media,
+                outcome,
+                seq,
+            },
         }
     }
 
@@ -346,6 +388,7 @@ impl Event {
             Event::MessageEdited { .. } => "message_edited",
             Event::MessageDeleted { .. } => "message_deleted",
             Event::ReactionChanged { .. } => "reaction_changed",
+            Event::CallEnded { .. } => "call_ended",
             Event::Unknown => "unknown",
         }
     }
@@ -391,6 +434,9 @@ impl Event {
             }
             | Event::ReactionChanged {
                 conversation_id, ..
+            }
+            | Event::CallEnded {
+                conversation_id, ..
             } => Some(*conversation_id),
             _ => None,
         }
@@ -415,6 +461,7 @@ mod tests {
             json!({"event": "message_edited", "target_seq": 4, "edited_at": 99}),
             json!({"event": "message_deleted", "target_seq": 4}),
             json!({"event": "reaction_changed", "target_seq": 4, "user_id": 2, "emoji": "👍", "previous": null}),
+            json!({"event": "call_ended", "call_id": "c1", "duration_ms": 1200, "media": "video", "outcome": "answered"}),
         ];
         for untyped in cases {
             let typed: SystemNotice = serde_json::from_value(untyped.clone()).expect("typed");

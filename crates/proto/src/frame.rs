@@ -60,11 +60,16 @@ pub enum ClientFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         nonce: Option<Value>,
     },
-    /// Call signalling relayed to the callee's devices (ephemeral).
+    /// Call signalling relayed to the other party's devices (ephemeral).
     Call {
-        /// Caller-chosen call id.
+        /// Caller-chosen call id (an `invite`'s must be 1-48 characters of
+        /// A-Z, a-z, 0-9, '-', '_').
         call_id: String,
-        /// Callee.
+        /// The conversation the call belongs to (both must be members);
+        /// required on `invite`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        conversation_id: Option<ConversationId>,
+        /// The other party.
         to_user_id: UserId,
         /// What this signal is.
         signal: CallSignal,
@@ -84,10 +89,25 @@ fn default_typing_timeout_ms() -> u64 {
     6000
 }
 
-/// What a `call` signal is.
+/// What a `call` signal is. The server reads `invite`, `accept`,
+/// `decline`, `busy`, `cancel` and `hangup` to keep the call's state and
+/// history; the rest it only relays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CallSignal {
+    /// The caller rings the callee; payload `{media: "audio"|"video"}`.
+    Invite,
+    /// A callee device is ringing.
+    Ringing,
+    /// A callee device takes the call.
+    Accept,
+    /// The callee refuses the call.
+    Decline,
+    /// The callee is in another call (sent by the server).
+    Busy,
+    /// The call stops ringing: payload `{reason}` (`cancelled` by the
+    /// caller, `answered_elsewhere`, `declined`, `timeout`, `busy`).
+    Cancel,
     /// The caller's SDP offer.
     Offer,
     /// The callee's SDP answer.
@@ -211,11 +231,16 @@ pub enum ServerFrame {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         nonce: Option<Value>,
     },
-    /// Call signalling from another user.
+    /// Call signalling from another user (or the server, for `busy` and
+    /// `cancel`).
     Call {
         /// Call id.
         call_id: String,
-        /// Caller.
+        /// The conversation the call belongs to.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        conversation_id: Option<ConversationId>,
+        /// Who sent the signal (for server-made ones: the user it speaks
+        /// for).
         from_user_id: UserId,
         /// What this signal is.
         signal: CallSignal,
@@ -461,11 +486,22 @@ mod tests {
             (
                 ServerFrame::Call {
                     call_id: "c".into(),
+                    conversation_id: None,
                     from_user_id: 3,
                     signal: CallSignal::Ice,
                     payload: json!({"candidate": "x"}),
                 },
                 r#"{"type":"call","call_id":"c","from_user_id":3,"signal":"ice","payload":{"candidate":"x"}}"#,
+            ),
+            (
+                ServerFrame::Call {
+                    call_id: "c".into(),
+                    conversation_id: Some(7),
+                    from_user_id: 3,
+                    signal: CallSignal::Invite,
+                    payload: json!({"media": "video"}),
+                },
+                r#"{"type":"call","call_id":"c","conversation_id":7,"from_user_id":3,"signal":"invite","payload":{"media":"video"}}"#,
             ),
         ];
         for (frame, want) in cases {

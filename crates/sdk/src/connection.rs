@@ -270,16 +270,19 @@ impl ConnectionHandle {
         self.command(Command::Ephemeral(frame)).await
     }
 
-    /// Sends a call signal to `to_user_id`'s devices (dropped if offline).
+    /// Sends a call signal about a call in `conversation_id` (required for
+    /// `invite`) to `to_user_id`'s devices (dropped if offline).
     pub async fn call(
         &self,
         call_id: &str,
+        conversation_id: Option<ConversationId>,
         to_user_id: UserId,
         signal: CallSignal,
         payload: Value,
     ) -> Result<()> {
         let frame = ClientFrame::Call {
             call_id: call_id.to_owned(),
+            conversation_id,
             to_user_id,
             signal,
             payload,

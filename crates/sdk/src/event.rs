@@ -82,10 +82,12 @@ pub enum Event {
         /// Last time seen online, milliseconds since the Unix epoch.
         last_seen: Option<Millis>,
     },
-    /// Call signalling from another user.
+    /// Call signalling from another user (or the server: `busy`, `cancel`).
     Call {
         /// Call id.
         call_id: String,
+        /// The conversation the call belongs to.
+        conversation_id: Option<ConversationId>,
         /// Caller.
         from_user_id: UserId,
         /// What the signal is.
@@ -152,11 +154,13 @@ impl Event {
             },
             ServerFrame::Call {
                 call_id,
+                conversation_id,
                 from_user_id,
                 signal,
                 payload,
             } => Event::Call {
                 call_id,
+                conversation_id,
                 from_user_id,
                 signal,
                 payload,

@@ -70,6 +70,7 @@ pub use trust::CA_CERT_ENV;
 pub use confab_proto as proto;
 pub use confab_proto::api::PresenceStatus;
 pub use confab_proto::api::{Conversation, MessagePage, UpdateProfileRequest, User};
+pub use confab_proto::api::{IceServer, IceServers};
 pub use confab_proto::frame::{CallSignal, ReceiptKind, TypingState};
 pub use confab_proto::{
     ApiError, ConversationId, ErrorCode, MessageKind, MessageRecord, Seq, UserId,

@@ -84,6 +84,12 @@ impl Client {
         .await
     }
 
+    /// STUN/TURN servers for a call, with fresh TURN credentials.
+    pub async fn ice_servers(&self) -> Result<confab_proto::api::IceServers> {
+        self.call(Method::GET, "/v1/calls/ice-servers", &[], None::<&()>)
+            .await
+    }
+
     /// My friends with their presence.
     pub async fn friends(&self) -> Result<Vec<Friend>> {
         let list: FriendList = self

@@ -13,7 +13,9 @@ use bytes::Bytes;
 use confab_bus::{Bus, ConnectionId, Delivery, Priority};
 use confab_proto::api::ConversationKind;
 use confab_proto::frame::{encode_message_frame, ReceiptKind};
-use confab_proto::{ApiError, ErrorCode, Event, MessageRecord, ServerFrame, SystemNotice, UserId};
+use confab_proto::{
+    ApiError, ErrorCode, Event, MessageKind, MessageRecord, ServerFrame, SystemNotice, UserId,
+};
 use confab_store::{
     CommitRules, GroupChangeOutcome, MessageChangeOutcome, Store, WriteOp, WriteOutcome,
 };
@@ -304,7 +306,17 @@ async fn dispatch(
                     &m.body,
                     ts,
                 );
-                publish(bus, members, meta.origin, Priority::Message, frame).await;
+                if m.kind == MessageKind::System {
+                    // A notice written as a plain append (a call's history
+                    // line) is announced like the others.
+                    publish(bus, members.clone(), meta.origin, Priority::Message, frame).await;
+                    if let Ok(said) = serde_json::from_str::<SystemNotice>(&m.body) {
+                        let event = said.into_event(m.conversation_id, seq, None);
+                        crate::events::publish(bus, members, event).await;
+                    }
+                } else {
+                    publish(bus, members, meta.origin, Priority::Message, frame).await;
+                }
                 metrics::send_to_delivery(meta.received.elapsed());
             }
             let ack = ServerFrame::Ack {

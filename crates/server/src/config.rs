@@ -36,6 +36,8 @@ pub struct Config {
     pub http: HttpConfig,
     /// Peer-to-peer relay, rendezvous and mailbox (off unless `listen` is set).
     pub p2p: P2pConfig,
+    /// STUN/TURN servers handed to calling clients.
+    pub calls: CallsConfig,
     /// Server ping interval in seconds; a connection silent for three
     /// intervals is closed.
     pub heartbeat_s: u64,
@@ -134,6 +136,7 @@ impl Default for Config {
             media: MediaConfig::default(),
             http: HttpConfig::default(),
             p2p: P2pConfig::default(),
+            calls: CallsConfig::default(),
             heartbeat_s: 20,
             max_commit_batch: 512,
             shutdown_grace_s: 10,
@@ -213,6 +216,9 @@ pub struct ChatConfig {
     /// (the counts are in history pages). Delivered receipts go only to
     /// direct conversations.
     pub receipts_max_group: usize,
+    /// An unanswered call stops ringing after this many seconds and is
+    /// recorded as missed.
+    pub call_ring_timeout_s: u64,
 }
 
 impl Default for ChatConfig {
@@ -223,6 +229,7 @@ impl Default for ChatConfig {
             max_pending_friend_requests: 100,
             typing_timeout_ms: 6_000,
             receipts_max_group: 100,
+            call_ring_timeout_s: 45,
         }
     }
 }
@@ -353,6 +360,30 @@ impl Default for HttpConfig {
             metrics_listen: None,
             metrics_token: None,
             trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+/// The ICE servers of `GET /v1/calls/ice-servers`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CallsConfig {
+    /// `turn:`, `turns:` and `stun:` URLs (`turn:host:3478?transport=udp`).
+    pub turn_urls: Vec<String>,
+    /// coturn's `static-auth-secret` (`use-auth-secret`): TURN URLs get
+    /// short-lived credentials made with it. Without it they are not
+    /// handed out (STUN ones still are).
+    pub turn_secret: Option<Secret>,
+    /// How long those credentials last, in seconds.
+    pub turn_ttl_s: u64,
+}
+
+impl Default for CallsConfig {
+    fn default() -> Self {
+        CallsConfig {
+            turn_urls: Vec::new(),
+            turn_secret: None,
+            turn_ttl_s: 86_400,
         }
     }
 }

@@ -3,12 +3,16 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use confab_bus::{ConnectionId, Control, Delivery, DeliverySink};
 use confab_proto::{DeviceId, UserId};
 
+use crate::chat::calls::Calls;
 use crate::outbound::{Closed, Outbound};
+
+/// How every `call` frame starts on the wire (serde writes the tag first).
+const CALL_FRAME_PREFIX: &[u8] = br#"{"type":"call","#;
 
 const SHARDS: usize = 32;
 
@@ -31,6 +35,8 @@ pub struct Hub {
     shards: Vec<Shard>,
     next_id: AtomicU64,
     node_prefix: u64,
+    /// Sees the call frames delivered here (busy, accept, hangup, …).
+    calls: OnceLock<Arc<Calls>>,
 }
 
 impl Hub {
@@ -40,6 +46,28 @@ impl Hub {
             shards: (0..SHARDS).map(|_| RwLock::new(HashMap::new())).collect(),
             next_id: AtomicU64::new(1),
             node_prefix: u64::from(node_prefix) << 48,
+            calls: OnceLock::new(),
+        }
+    }
+
+    /// Lets the call registry see the call frames delivered to users on
+    /// this node (set once, at startup).
+    pub fn watch_calls(&self, calls: Arc<Calls>) {
+        let _ = self.calls.set(calls);
+    }
+
+    /// Whether a call frame for `user` may be handed to their connections
+    /// (the call registry learns from it on the way).
+    fn call_frame_passes(&self, user: UserId, frame: &[u8]) -> bool {
+        let Some(calls) = self.calls.get() else {
+            return true;
+        };
+        if !frame.starts_with(CALL_FRAME_PREFIX) {
+            return true;
+        }
+        match serde_json::from_slice::<confab_proto::ServerFrame>(frame) {
+            Ok(f) => calls.delivered(user, &f),
+            Err(_) => true,
         }
     }
 
@@ -134,6 +162,9 @@ impl DeliverySink for Hub {
         }
         for &user in d.users.iter() {
             if d.skip_user == Some(user) {
+                continue;
+            }
+            if !self.call_frame_passes(user, &d.frame) {
                 continue;
             }
             let map = self.shard(user).read().unwrap_or_else(|p| p.into_inner());

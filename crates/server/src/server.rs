@@ -80,6 +80,14 @@ pub async fn run(
     };
     let (committer, commit_task) =
         Committer::spawn(store.clone(), bus.clone(), config.max_commit_batch, policy);
+    let calls = crate::chat::calls::Calls::new(
+        store.clone(),
+        bus.clone(),
+        committer.clone(),
+        Duration::from_secs(config.chat.call_ring_timeout_s.max(1)),
+        config.limits.max_signal_bytes,
+    );
+    hub.watch_calls(calls.clone());
     let presence_backend_orphans = presence_backend.take_orphans();
     let presence = Arc::new(PresenceService::new(
         store.clone(),
@@ -108,6 +116,7 @@ pub async fn run(
         bus,
         hub,
         committer,
+        calls,
         presence,
         auth,
         throttle,

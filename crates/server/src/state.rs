@@ -31,6 +31,8 @@ pub struct Inner {
     pub hub: Arc<Hub>,
     /// Group committer.
     pub committer: Committer,
+    /// The calls this node knows about (ephemeral).
+    pub calls: Arc<crate::chat::calls::Calls>,
     /// Presence tracking and announcements.
     pub presence: Arc<PresenceService>,
     /// Passwords and tokens.

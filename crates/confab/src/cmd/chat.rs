@@ -250,11 +250,12 @@ fn event_json(e: &Event) -> serde_json::Value {
         }
         Event::Call {
             call_id,
+            conversation_id,
             from_user_id,
             signal,
             payload,
         } => {
-            json!({"type": "call", "call_id": call_id, "from_user_id": from_user_id, "signal": signal, "payload": payload})
+            json!({"type": "call", "call_id": call_id, "conversation_id": conversation_id, "from_user_id": from_user_id, "signal": signal, "payload": payload})
         }
         Event::ServerEvent(event) => {
             let mut v = serde_json::to_value(event).unwrap_or_default();

@@ -127,6 +127,20 @@ pub struct ServeArgs {
     /// [default: 50000000].
     #[arg(long, env = "CONFAB_MAX_IMAGE_PIXELS")]
     max_image_pixels: Option<u64>,
+    /// Seconds an unanswered call rings before it ends as missed [default: 45].
+    #[arg(long, env = "CONFAB_CALL_RING_TIMEOUT_S")]
+    call_ring_timeout_s: Option<u64>,
+    /// A STUN or TURN server for calls (`stun:host:3478`,
+    /// `turn:host:3478?transport=udp`); repeat for more [default: none].
+    #[arg(long = "turn-url", env = "CONFAB_TURN_URLS", value_delimiter = ',')]
+    turn_urls: Vec<String>,
+    /// coturn's `static-auth-secret`: TURN credentials are made with it
+    /// [default: none].
+    #[arg(long, env = "CONFAB_TURN_SECRET", hide_env_values = true)]
+    turn_secret: Option<String>,
+    /// Seconds the TURN credentials handed out last [default: 86400].
+    #[arg(long, env = "CONFAB_TURN_TTL_S")]
+    turn_ttl_s: Option<u64>,
     /// PEM certificate (chain allowed) to serve HTTPS and WSS; with
     /// --tls-key. Reloaded when the file changes or on SIGHUP.
     #[arg(long, env = "CONFAB_TLS_CERT", requires = "tls_key")]
@@ -195,6 +209,8 @@ impl ServeArgs {
             direct_messages => chat.direct_messages,
             max_group_members => chat.max_group_members,
             typing_timeout_ms => chat.typing_timeout_ms,
+            call_ring_timeout_s => chat.call_ring_timeout_s,
+            turn_ttl_s => calls.turn_ttl_s,
             max_upload_bytes => media.max_upload_bytes,
             max_image_pixels => media.max_image_pixels,
         }
@@ -225,6 +241,12 @@ impl ServeArgs {
         }
         if let Some(v) = &self.metrics_token {
             c.http.metrics_token = Some(confab_server::config::Secret::new(v.clone()));
+        }
+        if !self.turn_urls.is_empty() {
+            c.calls.turn_urls = self.turn_urls.clone();
+        }
+        if let Some(v) = &self.turn_secret {
+            c.calls.turn_secret = Some(confab_server::config::Secret::new(v.clone()));
         }
         if let Some(v) = &self.blobs {
             c.media.blobs = Some(v.clone());

@@ -266,7 +266,13 @@ impl App {
             }
             Event::ServerEvent(event) => self.on_server_event(event, out),
             Event::Error(e) => self.notice = Some(format!("server: {}", e.message)),
-            Event::Call { .. } | Event::Pong { .. } => {}
+            Event::Call {
+                from_user_id,
+                signal,
+                payload,
+                ..
+            } => self.on_call(from_user_id, signal, &payload, out),
+            Event::Pong { .. } => {}
         }
     }
 
@@ -335,7 +341,43 @@ impl App {
                     });
                 }
             }
-            ServerEvent::Unknown => {}
+            // The history line arrives as a message of its own.
+            ServerEvent::CallEnded { .. } | ServerEvent::Unknown => {}
+        }
+    }
+
+    /// Calls ring here too, but this app carries no media: it says who is
+    /// calling and where to answer.
+    fn on_call(
+        &mut self,
+        from: UserId,
+        signal: confab_sdk::CallSignal,
+        payload: &Value,
+        out: &mut Vec<Command>,
+    ) {
+        use confab_sdk::CallSignal;
+        match signal {
+            CallSignal::Invite => {
+                self.want_user(from, out);
+                let kind = if payload["media"] == "video" {
+                    "video call"
+                } else {
+                    "call"
+                };
+                self.notice = Some(format!(
+                    "{} is calling you ({kind}): answer in the browser app",
+                    self.name(from)
+                ));
+            }
+            CallSignal::Cancel | CallSignal::Hangup
+                if self
+                    .notice
+                    .as_deref()
+                    .is_some_and(|n| n.contains("is calling you")) =>
+            {
+                self.notice = None;
+            }
+            _ => {}
         }
     }
 

@@ -114,6 +114,38 @@ pub fn system_text(body: &Value, sender: UserId, name: &dyn Fn(UserId) -> String
             Some(e) => format!("{} reacted {e}", name(user_id)),
             None => format!("{} removed a reaction", name(user_id)),
         },
+        SystemNotice::CallEnded {
+            duration_ms,
+            media,
+            outcome,
+            ..
+        } => {
+            let kind = if media == "video" {
+                "video call"
+            } else {
+                "call"
+            };
+            match outcome.as_str() {
+                "answered" => format!(
+                    "{kind} with {} ended, {}",
+                    name(sender),
+                    call_length(duration_ms)
+                ),
+                "declined" => format!("{kind} from {} declined", name(sender)),
+                "busy" => format!("{kind} from {}: busy", name(sender)),
+                _ => format!("missed {kind} from {}", name(sender)),
+            }
+        }
+    }
+}
+
+/// A call's length as `m:ss` (or `h:mm:ss`).
+fn call_length(ms: u64) -> String {
+    let s = ms / 1000;
+    if s >= 3600 {
+        format!("{}:{:02}:{:02}", s / 3600, s / 60 % 60, s % 60)
+    } else {
+        format!("{}:{:02}", s / 60, s % 60)
     }
 }
 
@@ -128,5 +160,22 @@ mod tests {
         assert_eq!(size(3_400_000), "3.4 MB");
         assert_eq!(clock(0), "00:00");
         assert_eq!(clock((13 * 60 + 7) * 60_000), "13:07");
+        assert_eq!(call_length(65_400), "1:05");
+        assert_eq!(call_length(3_725_000), "1:02:05");
+    }
+
+    #[test]
+    fn call_history_lines() {
+        let name = |u: UserId| format!("user{u}");
+        let line = |outcome: &str, ms: u64| {
+            let body = serde_json::json!({"event": "call_ended", "call_id": "c", "duration_ms": ms, "media": "video", "outcome": outcome});
+            system_text(&body, 2, &name)
+        };
+        assert_eq!(
+            line("answered", 61_000),
+            "video call with user2 ended, 1:01"
+        );
+        assert_eq!(line("missed", 0), "missed video call from user2");
+        assert_eq!(line("declined", 0), "video call from user2 declined");
     }
 }

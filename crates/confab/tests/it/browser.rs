@@ -193,9 +193,109 @@ async fn tabs_share_one_session_through_token_refreshes() {
     app.stop().await;
 }
 
+/// A private coturn on loopback (shared-secret auth), stopped on drop.
+struct Coturn {
+    _child: tokio::process::Child,
+    _dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Coturn {
+    async fn start(secret: &str) -> Coturn {
+        use tokio::io::AsyncBufReadExt as _;
+        let dir = tempfile::tempdir().expect("tempdir");
+        // A free port: taken from the kernel, released for coturn.
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .and_then(|s| s.local_addr())
+            .expect("free udp port")
+            .port();
+        let mut child = tokio::process::Command::new("turnserver")
+            .args([
+                "-n",
+                "--listening-ip=127.0.0.1",
+                "--relay-ip=127.0.0.1",
+                &format!("--listening-port={port}"),
+                "--use-auth-secret",
+                &format!("--static-auth-secret={secret}"),
+                "--realm=confab.test",
+                "--no-cli",
+                "--no-tls",
+                "--no-dtls",
+                // Both browsers and the relay are on loopback here.
+                "--allow-loopback-peers",
+                "--log-file=stdout",
+                "--simple-log",
+            ])
+            .arg(format!("--pidfile={}", dir.path().join("pid").display()))
+            .arg(format!("--db={}", dir.path().join("turndb").display()))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect(
+                "turnserver (Debian package coturn) on PATH: run scripts/test, which installs it",
+            );
+        let mut lines = tokio::io::BufReader::new(child.stdout.take().expect("stdout")).lines();
+        let ready = tokio::time::timeout(Duration::from_secs(10), async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if line.contains("Total General servers") {
+                    return true;
+                }
+            }
+            false
+        })
+        .await;
+        assert!(matches!(ready, Ok(true)), "coturn did not start");
+        // Keep reading its log so it never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        Coturn {
+            _child: child,
+            _dir: dir,
+            port,
+        }
+    }
+}
+
+/// e2e/calls.test.mjs: video calls between real browsers with fake camera
+/// and microphone (media measured with getStats), hang-up, decline, missed,
+/// busy, two tabs of the callee, media relayed through a real coturn, and
+/// a server with the wrong TURN secret. Screenshots land in
+/// `target/tmp/e2e-calls/`.
+#[tokio::test]
+async fn people_call_in_real_browsers() {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-calls");
+    let _ = std::fs::remove_dir_all(&out);
+    let turn = Coturn::start("e2e-turn-secret").await;
+    let turn_url = format!("turn:127.0.0.1:{}?transport=udp", turn.port);
+    let with_turn = |secret: &'static str, url: String| {
+        move |c: &mut confab_server::Config| {
+            c.calls.turn_urls = vec![url];
+            c.calls.turn_secret = Some(confab_server::config::Secret::new(secret));
+            c.calls.turn_ttl_s = 600;
+            c.chat.call_ring_timeout_s = 3;
+        }
+    };
+    let app = spawn_app_with(with_turn("e2e-turn-secret", turn_url.clone())).await;
+    let bad = spawn_app_with(with_turn("not-the-secret", turn_url)).await;
+    run_e2e_with(
+        &app.base_url,
+        &out,
+        &["e2e/calls.test.mjs"],
+        &[("CONFAB_URL_BAD", bad.base_url.as_str())],
+    )
+    .await;
+    app.stop().await;
+    bad.stop().await;
+}
+
 /// Runs e2e test files with Node's test runner against `base_url`, saving
 /// screenshots in `out`; fails with their output when they fail.
 async fn run_e2e(base_url: &str, out: &Path, files: &[&str]) {
+    run_e2e_with(base_url, out, files, &[]).await;
+}
+
+/// [`run_e2e`] with more environment variables for the test files.
+async fn run_e2e_with(base_url: &str, out: &Path, files: &[&str], env: &[(&str, &str)]) {
     let root = repo_root();
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(
@@ -215,6 +315,7 @@ async fn run_e2e(base_url: &str, out: &Path, files: &[&str]) {
         .env("CONFAB_URL", base_url)
         .env("E2E_OUT", out)
         .env("CHROMIUM", &chromium)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)

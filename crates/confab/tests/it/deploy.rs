@@ -2400,3 +2400,120 @@ fn the_checks_catch_mistakes() {
         assert!(help().flags.contains(flag), "{flag}: {:?}", help().flags);
     }
 }
+
+/// The value of `--name=value` among coturn's arguments.
+fn coturn_opt<'a>(args: &'a [String], name: &str) -> Option<&'a str> {
+    args.iter()
+        .find_map(|a| a.strip_prefix(name)?.strip_prefix('='))
+}
+
+/// Checks coturn's arguments: shared-secret auth, and the port every TURN
+/// URL the nodes hand out names.
+fn check_coturn(p: &mut Problems, what: &str, args: &[String], turn_urls: &[String]) {
+    p.check(args.iter().any(|a| a == "--use-auth-secret"), || {
+        format!("{what}: coturn does not run with --use-auth-secret (Confab's credentials need it)")
+    });
+    let port = coturn_opt(args, "--listening-port").unwrap_or("3478");
+    p.check(!turn_urls.is_empty(), || {
+        format!("{what}: the nodes hand out no TURN URL")
+    });
+    for url in turn_urls {
+        let host_port = url.split('?').next().unwrap_or(url);
+        p.check(host_port.rsplit(':').next() == Some(port), || {
+            format!("{what}: TURN URL {url} is not coturn's port {port}")
+        });
+    }
+}
+
+#[test]
+fn coturn_shares_the_secret_and_port_with_the_nodes() {
+    let mut p = Problems::default();
+    // Compose: coturn's static-auth-secret is the nodes' CONFAB_TURN_SECRET.
+    let c = compose();
+    match service_with_image(&c, "coturn/coturn") {
+        None => p.push("compose: no coturn/coturn service".into()),
+        Some((name, s)) => {
+            let what = format!("compose service {name}");
+            let args = s.command.as_ref().map(Words::words).unwrap_or_default();
+            let secret = coturn_opt(&args, "--static-auth-secret").map(str::to_string);
+            for (node, ns) in confab_services(&c) {
+                let env = ns.env();
+                p.check(env.get("CONFAB_TURN_SECRET") == secret.as_ref(), || {
+                    format!("compose service {node}: CONFAB_TURN_SECRET is not {what}'s static-auth-secret")
+                });
+                let args = ns.command.as_ref().map_or_else(docker_cmd, Words::words);
+                match effective_config(&args, &env) {
+                    Ok(cfg) => check_coturn(&mut p, &what, &args_of(s), &cfg.calls.turn_urls),
+                    Err(e) => p.push(format!("compose service {node}: {e}")),
+                }
+            }
+            let (lo, hi) = (
+                coturn_opt(&args, "--min-port").unwrap_or("49152"),
+                coturn_opt(&args, "--max-port").unwrap_or("65535"),
+            );
+            let published: Vec<String> = s
+                .ports
+                .iter()
+                .filter_map(|port| match port {
+                    Port::Short(v) => scalar(v),
+                    Port::Long { target } => scalar(target),
+                })
+                .collect();
+            p.check(
+                published.iter().any(|x| x.contains(&format!("{lo}-{hi}"))),
+                || format!("{what}: the relay range {lo}-{hi} is not published ({published:?})"),
+            );
+        }
+    }
+    // Kubernetes: the DaemonSet reads the same Secret key as the pods.
+    let objs = k8s_objects();
+    let daemons = k8s_by_kind(&objs, "DaemonSet");
+    let coturn = daemons.iter().find(|d| k8s_name(d) == "coturn");
+    let secret_ref = |container: &Value, var: &str| -> Option<(String, String)> {
+        items(container, "/env")
+            .find(|e| str_at(e, "/name") == Some(var))
+            .and_then(|e| e.pointer("/valueFrom/secretKeyRef"))
+            .map(|r| {
+                (
+                    str_at(r, "/name").unwrap_or_default().to_string(),
+                    str_at(r, "/key").unwrap_or_default().to_string(),
+                )
+            })
+    };
+    let confab_ct = k8s_by_kind(&objs, "Deployment").first().and_then(|d| {
+        items(d, "/spec/template/spec/containers")
+            .find(|c| str_at(c, "/name") == Some("confab"))
+            .cloned()
+    });
+    match (coturn, confab_ct) {
+        (Some(d), Some(confab)) => {
+            let what = "k8s DaemonSet coturn";
+            let ct = items(d, "/spec/template/spec/containers")
+                .next()
+                .cloned()
+                .unwrap_or_default();
+            let args = strings(ct.get("args"));
+            let var = coturn_opt(&args, "--static-auth-secret")
+                .and_then(|v| v.strip_prefix("$(")?.strip_suffix(')'))
+                .unwrap_or_default()
+                .to_string();
+            let theirs = secret_ref(&ct, &var);
+            p.check(
+                theirs.is_some() && theirs == secret_ref(&confab, "CONFAB_TURN_SECRET"),
+                || format!("{what}: its static-auth-secret is not the Secret key the confab pods read as CONFAB_TURN_SECRET"),
+            );
+            let urls: Vec<String> = k8s_by_kind(&objs, "ConfigMap")
+                .iter()
+                .filter_map(|cm| str_at(cm, "/data/CONFAB_TURN_URLS"))
+                .flat_map(|v| v.split(',').map(str::to_string).collect::<Vec<_>>())
+                .collect();
+            check_coturn(&mut p, what, &args, &urls);
+        }
+        _ => p.push("k8s: no coturn DaemonSet next to the confab Deployment".into()),
+    }
+    p.finish("coturn");
+}
+
+fn args_of(s: &Service) -> Vec<String> {
+    s.command.as_ref().map(Words::words).unwrap_or_default()
+}

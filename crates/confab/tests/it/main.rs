@@ -9,6 +9,7 @@ mod abuse;
 mod accounts;
 mod bad_input;
 mod browser;
+mod calls;
 mod cli;
 mod cluster;
 mod crash;

@@ -257,6 +257,7 @@ async fn tus_uploads_in_progress_count_against_the_quota_and_expire() {
 fn call(to: i64, payload: serde_json::Value) -> ClientFrame {
     ClientFrame::Call {
         call_id: "c1".into(),
+        conversation_id: None,
         to_user_id: to,
         signal: confab_sdk::CallSignal::Offer,
         payload,

@@ -18,6 +18,7 @@ use super::rate::TokenBucket;
 use super::sync::answer_sync;
 use super::typing::Typing;
 use crate::auth::AuthUser;
+use crate::chat::calls::Signal;
 use crate::chat::send::{queue_send, SendRequest};
 use crate::clock::now_millis;
 use crate::committer::ReplyTo;
@@ -105,6 +106,7 @@ pub async fn serve(state: AppState, socket: WebSocket, who: AuthUser) {
         task.abort();
     }
     out.close();
+    state.calls.connection_closed(who.user_id, id).await;
     for (conversation_id, audience) in conn.typing.drain() {
         conn.publish_typing(conversation_id, audience, TypingState::Stop)
             .await;
@@ -426,6 +428,7 @@ impl Connection {
             }
             ClientFrame::Call {
                 call_id,
+                conversation_id,
                 to_user_id,
                 signal,
                 payload,
@@ -435,25 +438,18 @@ impl Connection {
                     let err = ApiError::new(ErrorCode::RateLimited, "signalling too fast");
                     return self.reply_error(None, err);
                 }
-                let payload_bytes = serde_json::to_string(&payload).map_or(usize::MAX, |p| p.len());
-                if let Err(e) = crate::chat::blocks::check_call(
-                    self.state.store.as_ref(),
-                    self.who.user_id,
-                    to_user_id,
-                    payload_bytes,
-                    self.state.config.limits.max_signal_bytes,
-                )
-                .await
-                {
-                    return self.reply_error(None, e);
-                }
-                let frame = ServerFrame::Call {
+                let signal = Signal {
+                    from: self.who.user_id,
+                    connection: self.id,
                     call_id,
-                    from_user_id: self.who.user_id,
+                    conversation_id,
+                    to: to_user_id,
                     signal,
                     payload,
                 };
-                self.publish(Arc::from(vec![to_user_id]), None, frame).await;
+                if let Err(e) = self.state.calls.signal(signal).await {
+                    self.reply_error(None, e);
+                }
             }
         }
     }

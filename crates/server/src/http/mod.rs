@@ -4,6 +4,7 @@
 //! upgrade (`server.rs`).
 
 mod accounts;
+mod calls;
 mod conversations;
 mod friends;
 mod groups;
@@ -78,6 +79,7 @@ pub fn api_routes() -> Router<AppState> {
             put(messages::react_on).delete(messages::react_off),
         )
         .route("/search/messages", get(search::messages))
+        .route("/calls/ice-servers", get(calls::ice_servers))
 }
 
 /// Health, readiness and (with a token) metrics, at the root.

@@ -7,6 +7,7 @@ import * as store from './store.js';
 import { authView } from './ui/auth.js';
 import { createSidebar } from './ui/sidebar.js';
 import { createChat } from './ui/chat.js';
+import { createCalls } from './ui/call.js';
 import { closeTopDialog } from './ui/dialogs.js';
 
 const root = document.getElementById('app');
@@ -60,12 +61,13 @@ async function showApp(me) {
       showAuth();
     },
   });
-  const chat = createChat();
+  const calls = createCalls();
+  const chat = createChat({ onCall: (conv, media) => calls.start(conv, media) });
   const status = banner();
   // The page's h1 (in a banner landmark, as all content sits in landmarks),
   // for screen-reader heading navigation; the panes have h2s. Not shown.
   const heading = h('header.sr-only', {}, h('h1', { text: 'Confab' }));
-  const shell = h('div.shell', { dataset: { view: 'list' } }, heading, status.el, h('div.panes', {}, sidebar.el, chat.el));
+  const shell = h('div.shell', { dataset: { view: 'list' } }, heading, status.el, h('div.panes', {}, sidebar.el, chat.el), calls.el);
   root.replaceChildren(shell);
 
   let scheduled = new Set();

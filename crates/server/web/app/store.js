@@ -334,6 +334,7 @@ function onFrame(f) {
       emit('thread', null);
       return;
     case 'event': return onEvent(f);
+    case 'call': if (callListener) callListener(f); return;
     case 'settings':
       state.settings = { receiptsMaxGroup: f.receiptsMaxGroup, typingTimeoutMs: f.typingTimeoutMs };
       return;
@@ -701,6 +702,20 @@ export function mentionsIn(convId, text) {
 
 export function pendingFor(convId) {
   return [...state.pending.values()].filter((p) => p.entry.conversation_id === convId);
+}
+
+// ---- calls (ui/call.js keeps the call state; this only carries frames) ----
+
+let callListener = null;
+
+/** Hands every `call` frame to `fn`. */
+export function onCall(fn) {
+  callListener = fn;
+}
+
+/** Sends a `call` frame (dropped while offline: signalling is ephemeral). */
+export function sendCall(frame) {
+  if (conn) conn.ephemeral(frame);
 }
 
 export function sendTyping(convId, typingState) {

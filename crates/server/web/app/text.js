@@ -22,6 +22,24 @@ export function messagePreview(m) {
   }
 }
 
+/** A call's length as m:ss. */
+export function callLength(ms) {
+  const s = Math.floor((ms || 0) / 1000);
+  return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, '0')}`;
+}
+
+/** A `call_ended` notice in words; `caller` is the caller's name ("You" for me). */
+function callText(b, caller) {
+  const kind = b.media === 'video' ? 'Video call' : 'Call';
+  const mine = caller === 'You';
+  switch (b.outcome) {
+    case 'answered': return `${kind} ended · ${callLength(b.duration_ms)}`;
+    case 'declined': return mine ? `${kind} declined` : `You declined a ${kind.toLowerCase()} from ${caller}`;
+    case 'busy': return mine ? `${kind} not answered: busy` : `Missed ${kind.toLowerCase()} from ${caller} (busy)`;
+    default: return mine ? `${kind} not answered` : `Missed ${kind.toLowerCase()} from ${caller}`;
+  }
+}
+
 /** A system notice in words; `name(id)` gives display names. */
 export function systemText(m, name) {
   const b = m.body || {};
@@ -36,6 +54,7 @@ export function systemText(m, name) {
     case 'message_edited': return `${by} edited a message`;
     case 'message_deleted': return `${by} deleted a message`;
     case 'reaction_changed': return b.emoji ? `${by} reacted ${b.emoji}` : `${by} removed a reaction`;
+    case 'call_ended': return callText(b, name(m.sender_id));
     default: return b.event || 'Update';
   }
 }

@@ -9,7 +9,9 @@
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 
-use super::support::{can_build_namespaces, cli, history_ids, peer_id, run, Namespaces, Peer, WAIT};
+use super::support::{
+    can_build_namespaces, cli, history_ids, peer_id, run, Namespaces, Peer, WAIT,
+};
 
 struct World {
     ns: Namespaces,

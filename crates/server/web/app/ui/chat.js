@@ -8,11 +8,12 @@ import * as store from '../store.js';
 import { renderMessage, renderNotice } from './message.js';
 import { createComposer } from './composer.js';
 import { membersDialog } from './dialogs.js';
+import { MAX_CALL_MEMBERS } from './call.js';
 
 const HIDDEN_EVENTS = new Set(['message_edited', 'message_deleted', 'reaction_changed']);
 const RUN_GAP = 5 * 60 * 1000;
 
-export function createChat() {
+export function createChat({ onCall = () => {} } = {}) {
   const composer = createComposer();
   const title = h('h2.chat-title', { testid: 'conversation-title' });
   const subtitle = h('p.chat-subtitle.muted');
@@ -21,13 +22,19 @@ export function createChat() {
     if (conv) store.setMuted(conv.id, !conv.muted);
   }, { testid: 'mute-toggle', 'aria-pressed': 'false' });
   const membersBtn = iconButton('Members', 'users', () => membersDialog(store.state.activeId), { testid: 'members' });
+  const callStart = (media) => () => {
+    const conv = store.state.conversations.get(store.state.activeId);
+    if (conv) onCall(conv, media);
+  };
+  const voiceBtn = iconButton('Voice call', 'phone', callStart('audio'), { testid: 'call-voice' });
+  const videoBtn = iconButton('Video call', 'video', callStart('video'), { testid: 'call-video' });
   const headAvatar = h('span.head-avatar');
   const header = h('header.chat-head', {},
     iconButton('Back to conversations', 'back', () => {
       if (history.state && history.state.chat != null) history.back();
       else store.setActive(null);
     }, { testid: 'back', class: 'back' }),
-    headAvatar, h('div.chat-heading', {}, title, subtitle), muteBtn, membersBtn);
+    headAvatar, h('div.chat-heading', {}, title, subtitle), voiceBtn, videoBtn, muteBtn, membersBtn);
   const list = h('div.message-list', { testid: 'message-list', role: 'log', 'aria-label': 'Messages', 'aria-live': 'polite', tabindex: '0' });
   const status = h('div.list-status.muted');
   const typing = h('div.typing', { testid: 'typing-indicator', 'aria-live': 'polite', hidden: true });
@@ -79,6 +86,9 @@ export function createChat() {
       subtitle.textContent = conv.removed ? 'You are no longer a member' : `${conv.member_count} members`;
     }
     membersBtn.hidden = conv.kind !== 'group' || !!conv.removed;
+    const callable = !conv.removed && (conv.kind === 'direct' ? store.otherMember(conv) != null : (conv.member_count || 0) <= MAX_CALL_MEMBERS);
+    voiceBtn.hidden = !callable;
+    videoBtn.hidden = !callable;
     muteBtn.hidden = !!conv.removed;
     muteBtn.setAttribute('aria-pressed', String(!!conv.muted));
     setLabel(muteBtn, conv.muted ? 'Unmute notifications' : 'Mute notifications');
