@@ -36,7 +36,10 @@ pub struct Hub {
     next_id: AtomicU64,
     node_prefix: u64,
     /// Sees the call frames delivered here (busy, accept, hangup, …).
-    calls: OnceLock<Arc<Calls>>,
+    /// Weak: the registry holds the committer, and the bus (which holds
+    /// this hub) is held by the commit task; a strong link would keep the
+    /// commit queue open after shutdown.
+    calls: OnceLock<std::sync::Weak<Calls>>,
 }
 
 impl Hub {
@@ -52,14 +55,14 @@ impl Hub {
 
     /// Lets the call registry see the call frames delivered to users on
     /// this node (set once, at startup).
-    pub fn watch_calls(&self, calls: Arc<Calls>) {
-        let _ = self.calls.set(calls);
+    pub fn watch_calls(&self, calls: &Arc<Calls>) {
+        let _ = self.calls.set(Arc::downgrade(calls));
     }
 
     /// Whether a call frame for `user` may be handed to their connections
     /// (the call registry learns from it on the way).
     fn call_frame_passes(&self, user: UserId, frame: &[u8]) -> bool {
-        let Some(calls) = self.calls.get() else {
+        let Some(calls) = self.calls.get().and_then(std::sync::Weak::upgrade) else {
             return true;
         };
         if !frame.starts_with(CALL_FRAME_PREFIX) {

@@ -87,7 +87,7 @@ pub async fn run(
         Duration::from_secs(config.chat.call_ring_timeout_s.max(1)),
         config.limits.max_signal_bytes,
     );
-    hub.watch_calls(calls.clone());
+    hub.watch_calls(&calls);
     let presence_backend_orphans = presence_backend.take_orphans();
     let presence = Arc::new(PresenceService::new(
         store.clone(),

@@ -271,13 +271,17 @@ impl Calls {
             self.finish(&s.call_id, call, Outcome::Busy);
             return Ok(());
         }
-        let me = Arc::clone(self);
+        // Weak: a ringing call must not keep the registry (and with it the
+        // commit queue) alive through a shutdown.
+        let me = Arc::downgrade(self);
         let id = s.call_id.clone();
         let timeout = self.ring_timeout;
         call.timer = Some(
             tokio::spawn(async move {
                 tokio::time::sleep(timeout).await;
-                me.ring_timed_out(&id).await;
+                if let Some(me) = me.upgrade() {
+                    me.ring_timed_out(&id).await;
+                }
             })
             .abort_handle(),
         );
