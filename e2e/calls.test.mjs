@@ -123,6 +123,27 @@ test('calls in the browser', { timeout: 150_000 }, async (t) => {
     await shot(a, 'call-02-in-call');
   });
 
+  await step('ann switches microphone and camera mid-call; bob still gets both', async () => {
+    await a.locator(tid('call-devices')).click();
+    await a.locator(tid('call-devices-panel')).waitFor({ timeout: TIMEOUT });
+    for (const kind of ['audioinput', 'videoinput']) {
+      const select = a.locator(tid(`call-device-${kind}`));
+      await select.waitFor({ timeout: TIMEOUT });
+      const values = await select.locator('option').evaluateAll((os) => os.map((o) => o.value));
+      assert.ok(values.length >= 1, `${kind}: devices listed`);
+      // The last one listed: another device where the browser has several.
+      await select.selectOption(values[values.length - 1]);
+    }
+    await waitFor('the new tracks are live', () => a.evaluate(() => {
+      const v = document.querySelector('[data-testid="local-video"]');
+      const tracks = v && v.srcObject ? v.srcObject.getTracks() : [];
+      return tracks.length === 2 && tracks.every((t) => t.readyState === 'live');
+    }));
+    await mediaFlows(b1, 'bob after the switch');
+    await shot(a, 'call-02b-devices');
+    await a.locator(tid('call-devices')).click();
+  });
+
   await step('hang-up ends it on both sides and leaves one line with the duration', async () => {
     await a.locator(tid('call-hangup')).click();
     await waitState(a, 'ended', 'ann');

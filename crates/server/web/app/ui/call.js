@@ -351,6 +351,79 @@ export function createCalls() {
     render();
   }
 
+  /**
+   * Devices: the microphone, camera and (where the browser can route
+   * audio, setSinkId) speaker in use. A new microphone or camera replaces
+   * the track on every peer connection without renegotiating.
+   */
+  async function listDevices() {
+    try {
+      return await navigator.mediaDevices.enumerateDevices();
+    } catch {
+      return [];
+    }
+  }
+
+  async function useDevice(kind, deviceId) {
+    if (!call || !call.local) return;
+    if (kind === 'audiooutput') {
+      call.speaker = deviceId;
+      for (const v of document.querySelectorAll('.call-tile video')) {
+        if (typeof v.setSinkId === 'function') v.setSinkId(deviceId).catch(() => {});
+      }
+      return;
+    }
+    const audio = kind === 'audioinput';
+    let stream;
+    try {
+      stream = await navigator.mediaDevices.getUserMedia(audio
+        ? { audio: { deviceId: { exact: deviceId } } }
+        : { video: { deviceId: { exact: deviceId }, width: 640, height: 360 } });
+    } catch (e) {
+      toast(mediaError(e, !audio));
+      return;
+    }
+    const track = audio ? stream.getAudioTracks()[0] : stream.getVideoTracks()[0];
+    if (!track || !call) return;
+    const old = audio ? call.local.getAudioTracks()[0] : call.local.getVideoTracks()[0];
+    track.enabled = audio ? !call.muted : !call.cameraOff;
+    for (const p of peers()) {
+      const sender = p.pc && p.pc.getSenders().find((x) => x.track && x.track.kind === track.kind);
+      if (sender) await sender.replaceTrack(track).catch(() => {});
+    }
+    if (old) { call.local.removeTrack(old); old.stop(); }
+    call.local.addTrack(track);
+    render();
+  }
+
+  async function toggleDevices() {
+    if (!call) return;
+    call.showDevices = !call.showDevices;
+    if (call.showDevices) call.devices = await listDevices();
+    render();
+  }
+
+  function devicePanel() {
+    if (!call.showDevices || !call.local) return null;
+    const current = {
+      audioinput: call.local.getAudioTracks()[0]?.getSettings().deviceId,
+      videoinput: call.local.getVideoTracks()[0]?.getSettings().deviceId,
+      audiooutput: call.speaker || 'default',
+    };
+    const canRoute = typeof HTMLMediaElement !== 'undefined' && 'setSinkId' in HTMLMediaElement.prototype;
+    const pick = (kind, label) => {
+      const list = (call.devices || []).filter((d) => d.kind === kind);
+      if (!list.length || (kind === 'videoinput' && !call.local.getVideoTracks().length)) return null;
+      if (kind === 'audiooutput' && !canRoute) return null;
+      const id = `call-${kind}`;
+      const select = h('select', { id, testid: `call-device-${kind}`, on: { change: (e) => useDevice(kind, e.target.value) } },
+        ...list.map((d, i) => h('option', { value: d.deviceId, text: d.label || `${label} ${i + 1}`, selected: d.deviceId === current[kind] })));
+      return h('p.call-device', {}, h('label', { for: id, text: label }), select);
+    };
+    return h('div.call-devices', { testid: 'call-devices-panel' },
+      pick('audioinput', 'Microphone'), pick('videoinput', 'Camera'), pick('audiooutput', 'Speaker'));
+  }
+
   // One element per stream, kept across renders (a new one would restart
   // playback on every button press).
   const videos = new WeakMap();
@@ -359,6 +432,7 @@ export function createCalls() {
     if (!v) {
       v = h('video', { autoplay: true, playsInline: true, ...props });
       v.srcObject = stream;
+      if (call && call.speaker && typeof v.setSinkId === 'function') v.setSinkId(call.speaker).catch(() => {});
       videos.set(stream, v);
     }
     v.play().catch(() => {});
@@ -398,10 +472,11 @@ export function createCalls() {
       call.local && call.local.getVideoTracks().length ? tile(call.local, 'You', { muted: true, testid: 'local-video' }, true) : null);
     const live = call.state !== 'ended';
     el.replaceChildren(h('div.call-card', { testid: 'call-view', role: 'dialog', 'aria-label': `Call with ${call.title}` },
-      h('h2', { text: call.title }), status, tiles,
+      h('h2', { text: call.title }), status, tiles, devicePanel(),
       h('div.call-actions', {},
         h('button', { type: 'button', testid: 'call-mute', 'aria-pressed': String(call.muted), disabled: !live || !call.local, text: call.muted ? 'Unmute' : 'Mute', on: { click: toggleMute } }),
         h('button', { type: 'button', testid: 'call-camera', 'aria-pressed': String(call.cameraOff), disabled: !live || !call.local || !call.local.getVideoTracks().length, text: call.cameraOff ? 'Camera on' : 'Camera off', on: { click: toggleCamera } }),
+        h('button', { type: 'button', testid: 'call-devices', 'aria-expanded': String(!!call.showDevices), disabled: !live || !call.local, text: 'Devices', on: { click: toggleDevices } }),
         live
           ? h('button.danger', { type: 'button', testid: 'call-hangup', text: 'Hang up', on: { click: () => hangUp() } })
           : h('button', { type: 'button', testid: 'call-close', text: 'Close', on: { click: () => { call = null; render(); } } }))));
