@@ -19,6 +19,7 @@ use confab_proto::{
 use confab_store::{
     CommitRules, GroupChangeOutcome, MessageChangeOutcome, Store, WriteOp, WriteOutcome,
 };
+use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
@@ -184,7 +185,8 @@ async fn publish_notice(
         notice.ts,
     );
     publish(bus, users, None, Priority::Message, frame).await;
-    match serde_json::from_value(notice.body.clone()) {
+    // Read from the body in place: `&Value` is a deserializer.
+    match SystemNotice::deserialize(&notice.body) {
         Ok(said) => Some(said),
         Err(e) => {
             tracing::warn!(error = %e, seq = notice.seq, "a system notice the server cannot read");

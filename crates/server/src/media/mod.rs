@@ -252,10 +252,10 @@ async fn store_upload(
             width = Some(cleaned.width);
             height = Some(cleaned.height);
             if let Some(new_path) = cleaned.replaced {
-                let (size, sha256) = hash_file(new_path.to_path_buf()).await?;
+                let hashed = hash_file(new_path.to_path_buf()).await?;
                 spooled.path = new_path;
-                spooled.size = size;
-                spooled.sha256 = sha256;
+                spooled.size = hashed.size;
+                spooled.sha256 = hashed.sha256;
             }
             is_image = true;
         }
@@ -419,12 +419,21 @@ fn image_error(e: images::ImageError) -> AppError {
     }
 }
 
-/// Size and SHA-256 of a file, read in pieces off the async workers.
-async fn hash_file(path: PathBuf) -> AppResult<(u64, String)> {
-    tokio::task::spawn_blocking(move || -> std::io::Result<(u64, String)> {
+/// A file hashed: its size, SHA-256 (hex) and first bytes (for sniffing).
+struct Hashed {
+    size: u64,
+    sha256: String,
+    head: Vec<u8>,
+}
+
+/// Hashes a file in pieces off the async workers (the resumable upload's
+/// finished file, an image rewritten without its metadata).
+async fn hash_file(path: PathBuf) -> AppResult<Hashed> {
+    tokio::task::spawn_blocking(move || -> std::io::Result<Hashed> {
         use std::io::Read;
         let mut f = std::fs::File::open(&path)?;
         let mut hasher = Sha256::new();
+        let mut head = Vec::new();
         let mut buf = vec![0u8; 256 * 1024];
         let mut size = 0u64;
         loop {
@@ -432,10 +441,18 @@ async fn hash_file(path: PathBuf) -> AppResult<(u64, String)> {
             if n == 0 {
                 break;
             }
+            if head.len() < sniff::SNIFF_BYTES {
+                let take = (sniff::SNIFF_BYTES - head.len()).min(n);
+                head.extend_from_slice(&buf[..take]);
+            }
             size += n as u64;
             hasher.update(&buf[..n]);
         }
-        Ok((size, hex(&hasher.finalize())))
+        Ok(Hashed {
+            size,
+            sha256: hex(&hasher.finalize()),
+            head,
+        })
     })
     .await
     .map_err(internal)?

@@ -30,10 +30,9 @@ use confab_proto::ErrorCode;
 use confab_proto::UserId;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
 
-use super::{hex, internal, new_media_id, over_quota, store_upload, too_large, Spooled};
+use super::{internal, new_media_id, over_quota, store_upload, too_large, Spooled};
 use crate::auth::AuthUser;
 use crate::error::{AppError, AppResult};
 use crate::extract::ApiPath;
@@ -446,35 +445,14 @@ async fn append_inner(
 async fn finish(state: &AppState, id: &str, meta: &Meta) -> AppResult<String> {
     let (meta_path, bin_path) = paths(state, id)?;
     let hash_path = bin_path.clone();
-    let (sha256, head) = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
-        use std::io::Read;
-        let mut f = std::fs::File::open(&hash_path)?;
-        let mut hasher = Sha256::new();
-        let mut head = Vec::new();
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = f.read(&mut buf)?;
-            if n == 0 {
-                break;
-            }
-            if head.len() < super::sniff::SNIFF_BYTES {
-                let take = (super::sniff::SNIFF_BYTES - head.len()).min(n);
-                head.extend_from_slice(&buf[..take]);
-            }
-            hasher.update(&buf[..n]);
-        }
-        Ok((hex(&hasher.finalize()), head))
-    })
-    .await
-    .map_err(internal)?
-    .map_err(internal)?;
+    let hashed = super::hash_file(hash_path).await?;
     // From here the bytes are the media pipeline's: the temporary path
     // removes them when done, whatever the outcome.
     let spooled = Spooled {
         path: tempfile::TempPath::try_from_path(bin_path).map_err(internal)?,
         size: meta.length,
-        sha256,
-        head,
+        sha256: hashed.sha256,
+        head: hashed.head,
     };
     let _ = tokio::fs::remove_file(&meta_path).await;
     // Its bytes now count as media (or are gone if refused).
