@@ -228,7 +228,7 @@ fn an_added_member_makes_the_group_from_the_change_and_catches_up_from_another_m
     let mut a = Peer::new("a");
     let mut b = Peer::new("b");
     let mut c = Peer::new("c");
-    let mut d = Peer::new("d");
+    let d = Peer::new("d");
     a.knows(&b, "b");
     a.knows(&c, "c");
     a.knows(&d, "d");
