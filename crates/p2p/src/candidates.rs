@@ -1,7 +1,14 @@
-//! A tiny behaviour that hands the swarm external address candidates: the
-//! address the relay observed us at. DCUtR takes its hole-punch addresses
-//! only from candidates, and libp2p-identify offers none for some
-//! connections (QUIC), so the node reports the relay's observation itself.
+//! A tiny behaviour that hands the swarm the address the relay observed us
+//! at: first as an external address *candidate*, then as confirmed.
+//!
+//! DCUtR takes its hole-punch addresses only from candidates
+//! (`FromSwarm::NewExternalAddrCandidate`), and the swarm drops a candidate
+//! that is already a confirmed external address. Confirming the observed
+//! address straight from the identify event (as the node once did) beat
+//! identify's own candidate event, which comes after it: DCUtR never heard
+//! of any address and every hole punch ended in "Protocol error" (a
+//! CONNECT with no addresses). Emitting both from here, in this order,
+//! gives DCUtR the candidate and `status` the external address.
 
 use std::collections::VecDeque;
 use std::task::{Context, Poll};
@@ -14,20 +21,22 @@ use libp2p::swarm::{
 };
 use libp2p::{Multiaddr, PeerId};
 
-/// Queues addresses and emits them as `NewExternalAddrCandidate`.
+/// Queues addresses and emits each as `NewExternalAddrCandidate`, then
+/// `ExternalAddrConfirmed`.
 #[derive(Default)]
 pub struct Candidates {
-    queue: VecDeque<Multiaddr>,
+    queue: VecDeque<(Multiaddr, bool)>,
 }
 
 impl Candidates {
-    /// Offers an address as an external address candidate.
+    /// Offers an address as an external address candidate (then confirms it).
     pub fn offer(&mut self, addr: Multiaddr) {
         // Bounded: only the latest few observations matter.
-        if self.queue.len() >= 16 {
+        while self.queue.len() >= 16 {
             self.queue.pop_front();
         }
-        self.queue.push_back(addr);
+        self.queue.push_back((addr.clone(), false));
+        self.queue.push_back((addr, true));
     }
 }
 
@@ -69,7 +78,8 @@ impl NetworkBehaviour for Candidates {
 
     fn poll(&mut self, _: &mut Context<'_>) -> Poll<ToSwarm<Self::ToSwarm, THandlerInEvent<Self>>> {
         match self.queue.pop_front() {
-            Some(addr) => Poll::Ready(ToSwarm::NewExternalAddrCandidate(addr)),
+            Some((addr, false)) => Poll::Ready(ToSwarm::NewExternalAddrCandidate(addr)),
+            Some((addr, true)) => Poll::Ready(ToSwarm::ExternalAddrConfirmed(addr)),
             None => Poll::Pending,
         }
     }

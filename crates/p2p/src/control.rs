@@ -54,12 +54,33 @@ pub enum Request {
         /// Contacts (names or PeerIds).
         members: Vec<String>,
     },
+    /// Add and remove group members (admin only).
+    GroupChange {
+        /// Group id.
+        group: String,
+        /// Contacts to add (names or PeerIds).
+        #[serde(default)]
+        add: Vec<String>,
+        /// Members to remove (names or PeerIds).
+        #[serde(default)]
+        remove: Vec<String>,
+    },
     /// Send a text to a group.
     GroupSend {
         /// Group id.
         group: String,
         /// Text.
         text: String,
+    },
+    /// Mark what others sent in a conversation (a contact or a group) as read.
+    Read {
+        /// Contact name or PeerId, or group id or title.
+        target: String,
+    },
+    /// Tell a conversation's connected members that this device is typing.
+    Typing {
+        /// Contact name or PeerId, or group id or title.
+        target: String,
     },
     /// Status and counters.
     Status,
@@ -173,12 +194,26 @@ async fn run(node: &Node, req: Request) -> Result<serde_json::Value, NodeError> 
             let id = node.create_group(&title, members).await?;
             Ok(serde_json::json!({ "group": id }))
         }
+        Request::GroupChange { group, add, remove } => {
+            let env = node.change_group(&group, add, remove).await?;
+            Ok(serde_json::json!({ "client_msg_id": env.client_msg_id }))
+        }
         Request::GroupSend { group, text } => {
             let body = serde_json::json!({ "text": text }).to_string();
             let env = node
                 .send_to_conversation(&group, crate::envelope::kind::TEXT, body)
                 .await?;
             Ok(serde_json::json!({ "client_msg_id": env.client_msg_id }))
+        }
+        Request::Read { target } => {
+            let conv = resolve(node, target).await?;
+            let env = node.mark_read(&conv).await?;
+            Ok(read_result(env.as_ref()))
+        }
+        Request::Typing { target } => {
+            let conv = resolve(node, target).await?;
+            let sent = node.typing(&conv).await?;
+            Ok(serde_json::json!({ "conversation_id": conv, "sent": sent }))
         }
         Request::Status => Ok(serde_json::to_value(node.status().await?).unwrap_or_default()),
         Request::Nearby => Ok(serde_json::to_value(node.nearby().await?).unwrap_or_default()),
@@ -190,6 +225,29 @@ async fn run(node: &Node, req: Request) -> Result<serde_json::Value, NodeError> 
                 .map(|a| a.to_string())
                 .collect();
             Ok(serde_json::json!(addrs))
+        }
+    }
+}
+
+async fn resolve(node: &Node, target: String) -> Result<String, NodeError> {
+    Ok(node
+        .store()
+        .call(move |s| s.resolve_conversation(&target))
+        .await?)
+}
+
+/// What `read` answers: the receipt's id and the messages it names
+/// (`of` is empty when nothing was unread).
+pub fn read_result(receipt: Option<&crate::envelope::Envelope>) -> serde_json::Value {
+    match receipt {
+        None => serde_json::json!({ "of": [] }),
+        Some(env) => {
+            let body = env.body_json();
+            serde_json::json!({
+                "client_msg_id": env.client_msg_id,
+                "conversation_id": env.conversation_id,
+                "of": body.get("of").cloned().unwrap_or_default(),
+            })
         }
     }
 }

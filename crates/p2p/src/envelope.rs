@@ -40,6 +40,9 @@ pub mod kind {
     pub const GROUP_CREATE: &str = "group_create";
     /// `{"add": [PeerId], "remove": [PeerId]}`: from an admin only.
     pub const GROUP_CHANGE: &str = "group_change";
+    /// `{}`: the sender is typing now. Ephemeral: counter and lamport 0,
+    /// sent only to connected members, never stored, queued or caught up.
+    pub const TYPING: &str = "typing";
     /// Every kind a peer accepts.
     pub const ALL: &[&str] = &[
         TEXT,
@@ -50,6 +53,7 @@ pub mod kind {
         RECEIPT,
         GROUP_CREATE,
         GROUP_CHANGE,
+        TYPING,
     ];
 }
 
@@ -226,7 +230,14 @@ impl Envelope {
         if self.v != 1 {
             return Err(Refusal::Malformed(format!("unknown version {}", self.v)));
         }
-        if self.counter == 0 || self.lamport == 0 {
+        if self.kind == kind::TYPING {
+            // Ephemeral: it never takes a place in the sender's counters.
+            if self.counter != 0 || self.lamport != 0 {
+                return Err(Refusal::Malformed(
+                    "typing envelopes have counter and lamport 0".into(),
+                ));
+            }
+        } else if self.counter == 0 || self.lamport == 0 {
             return Err(Refusal::Malformed("counter and lamport start at 1".into()));
         }
         if self.conversation_id.is_empty() || self.conversation_id.len() > 128 {
@@ -390,5 +401,43 @@ mod tests {
             want.extend_from_slice(f.as_bytes());
         }
         assert_eq!(env.signed_bytes(), want);
+    }
+
+    #[test]
+    fn typing_envelopes_take_no_counter_and_others_must() {
+        let key = Keypair::generate_ed25519();
+        let typing = |counter, lamport| {
+            Envelope::sign(
+                Draft {
+                    counter,
+                    lamport,
+                    kind: kind::TYPING.into(),
+                    ..draft("{}")
+                },
+                &key,
+            )
+        };
+        typing(0, 0)
+            .verify(DEFAULT_MAX_ENVELOPE_BYTES)
+            .expect("ephemeral typing");
+        for (c, l) in [(1, 1), (0, 1), (1, 0)] {
+            let err = typing(c, l).verify(DEFAULT_MAX_ENVELOPE_BYTES);
+            assert!(
+                matches!(err, Err(Refusal::Malformed(_))),
+                "{c} {l}: {err:?}"
+            );
+        }
+        let text = Envelope::sign(
+            Draft {
+                counter: 0,
+                lamport: 0,
+                ..draft(r#"{"text":"hi"}"#)
+            },
+            &key,
+        );
+        assert!(matches!(
+            text.verify(DEFAULT_MAX_ENVELOPE_BYTES),
+            Err(Refusal::Malformed(_))
+        ));
     }
 }

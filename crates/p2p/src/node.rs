@@ -107,6 +107,10 @@ pub enum Event {
         peer: String,
         /// `direct` or `relayed`.
         path: String,
+        /// The remote address of this connection (a relayed one ends in
+        /// `/p2p-circuit/p2p/<peer>`).
+        #[serde(default)]
+        addr: String,
     },
     /// The last connection to a peer closed.
     Disconnected {
@@ -117,6 +121,13 @@ pub enum Event {
     Message {
         /// The message.
         message: StoredMessage,
+    },
+    /// A member is typing (an ephemeral `typing` envelope arrived).
+    Typing {
+        /// Who.
+        peer: String,
+        /// Where.
+        conversation_id: String,
     },
     /// A recipient acked one of our envelopes.
     Delivered {
@@ -213,6 +224,10 @@ pub struct ContactStatus {
     pub path: String,
     /// Envelopes waiting for its ack.
     pub pending: u64,
+    /// Remote addresses of the open connections to it (a relayed one
+    /// contains `/p2p-circuit`).
+    #[serde(default)]
+    pub connections: Vec<String>,
 }
 
 /// What `confab p2p status` shows.
@@ -253,11 +268,15 @@ struct Behaviour {
 
 enum Command {
     Flush,
+    /// An ephemeral envelope for whichever of these peers are connected;
+    /// replies how many it went to.
+    Ephemeral(Vec<PeerId>, Vec<u8>, oneshot::Sender<usize>),
     Dial(PeerId, Vec<Multiaddr>),
     Status(oneshot::Sender<Status>),
     Nearby(oneshot::Sender<Vec<NearbyPeer>>),
     Addrs(oneshot::Sender<Vec<Multiaddr>>),
-    Shutdown,
+    /// Close every connection, stop, then answer.
+    Shutdown(oneshot::Sender<()>),
 }
 
 enum Internal {
@@ -296,6 +315,8 @@ enum Pendingkey {
     MailboxAck,
     /// (recipient, client_msg_id) left in the mailbox
     MailboxPut(PeerId, String),
+    /// An ephemeral envelope: nothing waits for its ack.
+    Ephemeral,
 }
 
 /// The handle to a running peer.
@@ -401,6 +422,8 @@ impl Node {
             events,
             internal_tx,
             connections: HashMap::new(),
+            upgraded: HashMap::new(),
+            remote_addrs: HashMap::new(),
             inflight: HashMap::new(),
             inflight_keys: HashSet::new(),
             syncing: HashSet::new(),
@@ -547,6 +570,60 @@ impl Node {
         Ok(env.conversation_id)
     }
 
+    /// Adds and removes members of a group this device administers (names
+    /// or PeerIds of contacts) with a signed `group_change`, queued to
+    /// every member old and new.
+    pub async fn change_group(
+        &self,
+        conversation_id: &str,
+        add: Vec<String>,
+        remove: Vec<String>,
+    ) -> Result<Envelope, NodeError> {
+        let key = self.inner.key.clone();
+        let conv = conversation_id.to_owned();
+        let env = self
+            .inner
+            .store
+            .call(move |s| s.change_group(&key, &conv, &add, &remove))
+            .await?;
+        self.flush().await?;
+        Ok(env)
+    }
+
+    /// Tells the conversation's connected members that this device is
+    /// typing (a signed `typing` envelope, not stored or queued). Returns
+    /// how many members it went to.
+    pub async fn typing(&self, conversation_id: &str) -> Result<usize, NodeError> {
+        let key = self.inner.key.clone();
+        let conv = conversation_id.to_owned();
+        let (env, others) = self
+            .inner
+            .store
+            .call(move |s| s.compose_typing(&key, &conv))
+            .await?;
+        let peers = others.iter().filter_map(|p| p.parse().ok()).collect();
+        let (tx, rx) = oneshot::channel();
+        self.command(Command::Ephemeral(peers, env.encode(), tx))
+            .await?;
+        rx.await.map_err(|_| NodeError::Stopped)
+    }
+
+    /// Marks what others sent in a conversation as read with a `receipt`
+    /// envelope delivered to every member; `None` if nothing was unread.
+    pub async fn mark_read(&self, conversation_id: &str) -> Result<Option<Envelope>, NodeError> {
+        let key = self.inner.key.clone();
+        let conv = conversation_id.to_owned();
+        let env = self
+            .inner
+            .store
+            .call(move |s| s.mark_read(&key, &conv))
+            .await?;
+        if env.is_some() {
+            self.flush().await?;
+        }
+        Ok(env)
+    }
+
     /// Offers a file to a contact: hashes it, records it and sends a `file`
     /// envelope; the contact pulls the bytes over `/confab/file/1`.
     pub async fn send_file(&self, contact: &str, path: &Path) -> Result<Envelope, NodeError> {
@@ -654,7 +731,10 @@ impl Node {
 
     /// Stops the event loop (connections close).
     pub async fn shutdown(&self) {
-        let _ = self.command(Command::Shutdown).await;
+        let (tx, rx) = oneshot::channel();
+        if self.command(Command::Shutdown(tx)).await.is_ok() {
+            let _ = tokio::time::timeout(SHUTDOWN_GRACE * 2, rx).await;
+        }
     }
 }
 
@@ -769,6 +849,10 @@ struct Loop {
     internal_tx: mpsc::Sender<Internal>,
     /// Open connections per peer, and whether each is relayed.
     connections: HashMap<PeerId, HashMap<ConnectionId, bool>>,
+    /// Peers with both a direct and a relayed connection, since when.
+    upgraded: HashMap<PeerId, Instant>,
+    /// The remote address of each open connection.
+    remote_addrs: HashMap<ConnectionId, Multiaddr>,
     /// Keyed by protocol too: each request-response behaviour numbers its own requests.
     inflight: HashMap<(Proto, OutboundRequestId), (PeerId, Pendingkey, bool)>,
     inflight_keys: HashSet<(PeerId, String)>,
@@ -789,6 +873,13 @@ struct Loop {
 /// How long an envelope waits for its recipient before it is left in the
 /// relay's mailbox.
 const MAILBOX_AFTER: Duration = Duration::from_secs(3);
+
+/// How long a relayed connection stays open after a direct one to the same
+/// peer came up (in-flight requests finish; DCUtR's last messages pass).
+const RELAYED_GRACE: Duration = Duration::from_secs(2);
+
+/// How long a shutdown waits for connections to close.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 
 /// How long to wait before dialing an unreachable contact again.
 const REDIAL_AFTER: Duration = Duration::from_secs(3);
@@ -814,7 +905,12 @@ impl Loop {
             tokio::select! {
                 ev = self.swarm.select_next_some() => self.on_swarm(ev),
                 cmd = cmd_rx.recv() => match cmd {
-                    None | Some(Command::Shutdown) => break,
+                    None => break,
+                    Some(Command::Shutdown(done)) => {
+                        self.close_all().await;
+                        let _ = done.send(());
+                        break;
+                    }
                     Some(cmd) => self.on_command(cmd),
                 },
                 Some(msg) = internal_rx.recv() => self.on_internal(msg),
@@ -825,6 +921,28 @@ impl Loop {
 
     fn emit(&self, event: Event) {
         let _ = self.events.send(event);
+    }
+
+    /// Closes every connection and drives the swarm (up to
+    /// [`SHUTDOWN_GRACE`]) so the other ends hear of it: the relay then
+    /// drops this peer's reservation and circuits at once instead of
+    /// routing a contact's circuit into a dead connection until it times
+    /// out.
+    async fn close_all(&mut self) {
+        let ids: Vec<ConnectionId> = self
+            .connections
+            .values()
+            .flat_map(|c| c.keys().copied())
+            .collect();
+        for id in ids {
+            self.swarm.close_connection(id);
+        }
+        let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while self.swarm.connected_peers().next().is_some() {
+                let _ = self.swarm.select_next_some().await;
+            }
+        })
+        .await;
     }
 
     /// Runs store work off the loop; its result comes back as internal messages.
@@ -874,6 +992,23 @@ impl Loop {
     fn on_command(&mut self, cmd: Command) {
         match cmd {
             Command::Flush => self.on_tick(),
+            Command::Ephemeral(peers, bytes, reply) => {
+                let mut sent = 0;
+                for peer in peers {
+                    if !self.is_connected(&peer) {
+                        continue;
+                    }
+                    let id = self
+                        .swarm
+                        .behaviour_mut()
+                        .msg
+                        .send_request(&peer, bytes.clone());
+                    self.inflight
+                        .insert((Proto::Msg, id), (peer, Pendingkey::Ephemeral, false));
+                    sent += 1;
+                }
+                let _ = reply.send(sent);
+            }
             Command::Dial(peer, addrs) => self.dial(peer, addrs, true),
             Command::Status(reply) => {
                 let snapshot = self.status_base();
@@ -882,6 +1017,17 @@ impl Loop {
                     .keys()
                     .filter_map(|p| Some((p.to_base58(), path_name(self.path_of(p)?))))
                     .collect();
+                let mut remotes: HashMap<String, Vec<String>> = HashMap::new();
+                for (peer, conns) in &self.connections {
+                    for id in conns.keys() {
+                        if let Some(a) = self.remote_addrs.get(id) {
+                            remotes
+                                .entry(peer.to_base58())
+                                .or_default()
+                                .push(a.to_string());
+                        }
+                    }
+                }
                 self.spawn(move |store, _| async move {
                     let contacts = store
                         .call(move |s| {
@@ -893,6 +1039,7 @@ impl Loop {
                                         .get(&c.peer_id)
                                         .cloned()
                                         .unwrap_or_else(|| "offline".into()),
+                                    connections: remotes.remove(&c.peer_id).unwrap_or_default(),
                                     peer_id: c.peer_id,
                                     name: c.name,
                                     pending,
@@ -932,7 +1079,7 @@ impl Loop {
             Command::Addrs(reply) => {
                 let _ = reply.send(self.listen_addrs.clone());
             }
-            Command::Shutdown => {}
+            Command::Shutdown(_) => {}
         }
     }
 
@@ -993,6 +1140,7 @@ impl Loop {
     /// deliver to connected ones, fill gaps, resume downloads.
     fn on_tick(&mut self) {
         self.reserve();
+        self.close_upgraded_relays();
         self.spawn(|store, tx| async move {
             let due = store
                 .call(|s| {
@@ -1007,6 +1155,37 @@ impl Loop {
                 let _ = tx.send(Internal::DueRecipients(due)).await;
             }
         });
+    }
+
+    /// Closes the relayed connections of peers that have had a direct one
+    /// for [`RELAYED_GRACE`]: requests then go direct (request-response
+    /// spreads them over all connections), and the relay's circuit is
+    /// freed. Whatever was in flight on them is retried by the outbox.
+    fn close_upgraded_relays(&mut self) {
+        let due: Vec<PeerId> = self
+            .upgraded
+            .iter()
+            .filter(|(_, since)| since.elapsed() >= RELAYED_GRACE)
+            .map(|(p, _)| *p)
+            .collect();
+        for peer in due {
+            self.upgraded.remove(&peer);
+            let Some(conns) = self.connections.get(&peer) else {
+                continue;
+            };
+            if !conns.values().any(|relayed| !*relayed) {
+                continue;
+            }
+            let relayed: Vec<ConnectionId> = conns
+                .iter()
+                .filter(|(_, relayed)| **relayed)
+                .map(|(id, _)| *id)
+                .collect();
+            for id in relayed {
+                tracing::debug!(%peer, "closing the relayed connection: a direct one is up");
+                self.swarm.close_connection(id);
+            }
+        }
     }
 
     fn flush_to(&mut self, peer: PeerId, force: bool) {
@@ -1378,10 +1557,15 @@ impl Loop {
             } => {
                 let relayed = endpoint.is_relayed() || is_relayed(endpoint.get_remote_address());
                 let first = !self.is_connected(&peer_id);
-                self.connections
-                    .entry(peer_id)
-                    .or_default()
-                    .insert(connection_id, relayed);
+                self.remote_addrs
+                    .insert(connection_id, endpoint.get_remote_address().clone());
+                let conns = self.connections.entry(peer_id).or_default();
+                conns.insert(connection_id, relayed);
+                if conns.values().any(|r| *r) && conns.values().any(|r| !*r) {
+                    // Upgraded (hole punching, or a direct dial that got
+                    // through): the relayed connections close shortly.
+                    self.upgraded.entry(peer_id).or_insert_with(Instant::now);
+                }
                 if Some(peer_id) == self.relay_peer {
                     if first {
                         self.mailbox_challenge();
@@ -1392,6 +1576,7 @@ impl Loop {
                     self.emit(Event::Connected {
                         peer: peer_id.to_base58(),
                         path: path_name(relayed),
+                        addr: endpoint.get_remote_address().to_string(),
                     });
                 }
                 self.flush_to(peer_id, true);
@@ -1407,8 +1592,10 @@ impl Loop {
                 if let Some(c) = self.connections.get_mut(&peer_id) {
                     c.remove(&connection_id);
                 }
+                self.remote_addrs.remove(&connection_id);
                 if num_established == 0 {
                     self.connections.remove(&peer_id);
+                    self.upgraded.remove(&peer_id);
                     self.inflight_keys.retain(|(p, _)| *p != peer_id);
                     self.syncing.retain(|(p, _)| *p != peer_id);
                     if Some(peer_id) != self.relay_peer {
@@ -1465,12 +1652,12 @@ impl Loop {
                     self.names.insert(peer_id, name);
                 }
                 if Some(peer_id) == self.relay_peer {
-                    // The relay sees our public address: a hole-punch candidate.
+                    // The relay sees our public address: a hole-punch
+                    // candidate (see candidates.rs for why not confirmed here).
                     self.swarm
                         .behaviour_mut()
                         .candidates
-                        .offer(info.observed_addr.clone());
-                    self.swarm.add_external_address(info.observed_addr);
+                        .offer(info.observed_addr);
                 }
             }
             BehaviourEvent::RelayClient(relay::client::Event::ReservationReqAccepted {
@@ -1540,6 +1727,21 @@ impl Loop {
                         Ok(env) if env.sender != peer.to_base58() => {
                             Err(StoreError::Refused(Refusal::WrongOrigin(env.sender)))
                         }
+                        Ok(env) if env.kind == kind::TYPING => {
+                            let conv = env.conversation_id.clone();
+                            match store.call(move |s| s.check_ephemeral(&env)).await {
+                                Ok(()) => {
+                                    let _ = tx
+                                        .send(Internal::Event(Event::Typing {
+                                            peer: peer.to_base58(),
+                                            conversation_id: conv,
+                                        }))
+                                        .await;
+                                    Ok((false, None, None))
+                                }
+                                Err(e) => Err(e),
+                            }
+                        }
                         Ok(env) => accept(&store, env, &via).await,
                     };
                     let ack = match result {
@@ -1585,18 +1787,25 @@ impl Loop {
             }
             request_response::Event::Message {
                 peer,
+                connection_id,
                 message:
                     request_response::Message::Response {
                         request_id,
                         response,
                     },
-                ..
             } => {
                 let Some((_, Pendingkey::Msg(id), relayed)) =
                     self.inflight.remove(&(Proto::Msg, request_id))
                 else {
                     return;
                 };
+                // The path the ack came back on.
+                let relayed = self
+                    .connections
+                    .get(&peer)
+                    .and_then(|c| c.get(&connection_id))
+                    .copied()
+                    .unwrap_or(relayed);
                 self.inflight_keys.remove(&(peer, id.clone()));
                 let ack: Option<MsgAck> = serde_json::from_slice(&response).ok();
                 let ok = ack.as_ref().is_some_and(|a| a.ok);
@@ -1623,9 +1832,10 @@ impl Loop {
                 ..
             } => {
                 tracing::debug!(%peer, "delivery failed: {error}");
-                if let Some((_, Pendingkey::Msg(id), _)) =
-                    self.inflight.remove(&(Proto::Msg, request_id))
-                {
+                let Some((_, key, _)) = self.inflight.remove(&(Proto::Msg, request_id)) else {
+                    return;
+                };
+                if let Pendingkey::Msg(id) = key {
                     self.inflight_keys.remove(&(peer, id.clone()));
                     self.spawn(move |store, _| async move {
                         let to = peer.to_base58();

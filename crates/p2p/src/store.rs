@@ -490,6 +490,9 @@ impl Store {
     /// history). Repeats are recognised and stored once.
     pub fn accept(&mut self, env: &Envelope, via: &str) -> Result<Accepted, StoreError> {
         env.verify(self.max_envelope_bytes)?;
+        if env.kind == kind::TYPING {
+            return Err(Refusal::Malformed("typing envelopes are not stored".into()).into());
+        }
         let me = self.me.clone();
         let known_contact = |conn: &Connection, peer: &str| -> Result<bool, StoreError> {
             Ok(conn
@@ -524,6 +527,31 @@ impl Store {
                     members: group.members.into_iter().map(|m| m.peer).collect(),
                 }
             }
+            // Added to a group we have not seen: the admin's change carries
+            // the whole member list (its group_create and the rest of the
+            // history come by catch-up, from any member).
+            None if env.kind == kind::GROUP_CHANGE => {
+                if !known_contact(&self.conn, &env.sender)? {
+                    return Err(Refusal::UnknownSender(env.sender.clone()).into());
+                }
+                let change = GroupChange::parse(&env.body)?;
+                if !change.add.iter().any(|m| m.peer == me)
+                    || !change.members.iter().any(|m| m.peer == env.sender)
+                {
+                    return Err(Refusal::NotMember(
+                        env.sender.clone(),
+                        env.conversation_id.clone(),
+                    )
+                    .into());
+                }
+                Conversation {
+                    id: env.conversation_id.clone(),
+                    kind: "group".into(),
+                    title: change.title,
+                    admin: env.sender.clone(),
+                    members: change.members.into_iter().map(|m| m.peer).collect(),
+                }
+            }
             None => {
                 if !known_contact(&self.conn, &env.sender)? {
                     return Err(Refusal::UnknownSender(env.sender.clone()).into());
@@ -545,6 +573,20 @@ impl Store {
             ));
         }
         let tx = self.conn.transaction()?;
+        // Membership envelopes all come from the admin, so its counter
+        // orders them: one older than a change already applied (it came
+        // late, by catch-up) is stored but changes nothing.
+        let membership_newest = matches!(
+            env.kind.as_str(),
+            kind::GROUP_CREATE | kind::GROUP_CHANGE
+        ) && tx
+            .query_row(
+                "SELECT MAX(counter) FROM messages WHERE conversation_id = ?1 AND sender = ?2
+                     AND kind IN ('group_create', 'group_change')",
+                params![env.conversation_id, env.sender],
+                |r| r.get::<_, Option<i64>>(0),
+            )?
+            .is_none_or(|max| i64::try_from(env.counter).unwrap_or(i64::MAX) > max);
         let mut progress = Self::progress(&tx, &env.conversation_id, &env.sender)?;
         let new = Self::insert(&tx, env, via)?;
         if new {
@@ -557,7 +599,7 @@ impl Store {
             let mut clock = Self::lamport(&tx)?;
             clock.observe(env.lamport);
             Self::save_lamport(&tx, clock)?;
-            if env.kind == kind::GROUP_CREATE {
+            if env.kind == kind::GROUP_CREATE && membership_newest {
                 let group = GroupCreate::parse(&env.body)?;
                 tx.execute(
                     "INSERT OR IGNORE INTO conversations(id, kind, title, admin, created_at) VALUES (?1, 'group', ?2, ?3, ?4)",
@@ -577,10 +619,22 @@ impl Store {
                         )?;
                     }
                 }
-            } else if env.kind == kind::GROUP_CHANGE {
-                let change: GroupChange = serde_json::from_str(&env.body)
-                    .map_err(|e| Refusal::Malformed(format!("group_change body: {e}")))?;
-                for m in &change.add {
+            } else if env.kind == kind::GROUP_CHANGE && membership_newest {
+                let change = GroupChange::parse(&env.body)?;
+                // A member added to a group it had not seen makes it here.
+                tx.execute(
+                    "INSERT OR IGNORE INTO conversations(id, kind, title, admin, created_at) VALUES (?1, 'group', ?2, ?3, ?4)",
+                    params![env.conversation_id, change.title, env.sender, now_ms()],
+                )?;
+                // The full list, when the change carries it, is the truth;
+                // the add and remove lists otherwise.
+                if !change.members.is_empty() {
+                    tx.execute(
+                        "DELETE FROM members WHERE conversation_id = ?1",
+                        [&env.conversation_id],
+                    )?;
+                }
+                for m in change.members.iter().chain(&change.add) {
                     tx.execute(
                         "INSERT OR IGNORE INTO members(conversation_id, peer_id) VALUES (?1, ?2)",
                         params![env.conversation_id, m.peer],
@@ -655,8 +709,10 @@ impl Store {
     }
 
     /// Adds or removes group members (admin only) through a signed
-    /// `group_change`; new members also get the group's `group_create` and
-    /// history by catch-up.
+    /// `group_change` that also carries the title and the whole member list
+    /// after the change: a new member makes the group from it and gets the
+    /// history (the `group_create` included) by catch-up from any member.
+    /// A removed member gets the change too, then nothing more.
     pub fn change_group(
         &mut self,
         key: &Keypair,
@@ -667,26 +723,73 @@ impl Store {
         let conv = self
             .conversation(conversation_id)?
             .ok_or_else(|| StoreError::NotFound(format!("no conversation {conversation_id}")))?;
+        if conv.kind != "group" {
+            return Err(StoreError::Invalid(format!(
+                "{conversation_id} is not a group"
+            )));
+        }
         if conv.admin != self.me {
             return Err(StoreError::Invalid(
                 "only the group's admin changes its members".into(),
             ));
         }
-        let mut change = GroupChange::default();
+        let mut change = GroupChange {
+            title: conv.title.clone(),
+            ..GroupChange::default()
+        };
         for m in add {
             let c = self.find_contact(m)?;
-            change.add.push(GroupMember {
-                peer: c.peer_id,
-                name: c.name,
-                addrs: c.addrs,
-            });
+            if !conv.members.contains(&c.peer_id) && !change.add.iter().any(|x| x.peer == c.peer_id)
+            {
+                change.add.push(GroupMember {
+                    peer: c.peer_id,
+                    name: c.name,
+                    addrs: c.addrs,
+                });
+            }
         }
         for m in remove {
-            change.remove.push(self.find_contact(m)?.peer_id);
+            let peer = self.find_contact(m)?.peer_id;
+            if peer == self.me {
+                return Err(StoreError::Invalid("the admin cannot remove itself".into()));
+            }
+            if conv.members.contains(&peer) && !change.remove.contains(&peer) {
+                change.remove.push(peer);
+            }
         }
+        if change.add.is_empty() && change.remove.is_empty() {
+            return Err(StoreError::Invalid(
+                "nothing to change: already members / not members".into(),
+            ));
+        }
+        let contacts: BTreeMap<String, Contact> = self
+            .contacts()?
+            .into_iter()
+            .map(|c| (c.peer_id.clone(), c))
+            .collect();
+        let me_name = self.meta("name")?.unwrap_or_default();
+        for peer in conv.members.iter().filter(|p| !change.remove.contains(p)) {
+            change.members.push(match contacts.get(peer) {
+                Some(c) => GroupMember {
+                    peer: c.peer_id.clone(),
+                    name: c.name.clone(),
+                    addrs: c.addrs.clone(),
+                },
+                None => GroupMember {
+                    peer: peer.clone(),
+                    name: if *peer == self.me {
+                        me_name.clone()
+                    } else {
+                        String::new()
+                    },
+                    addrs: Vec::new(),
+                },
+            });
+        }
+        change.members.extend(change.add.iter().cloned());
         let body = serde_json::to_string(&change).unwrap_or_default();
-        // Members are changed before composing so the outbox reaches the new
-        // members (and the removed ones learn of their removal).
+        // Members are added before composing so the outbox reaches the new
+        // ones, and removed after, so the removed ones learn of it.
         let tx = self.conn.transaction()?;
         for m in &change.add {
             tx.execute(
@@ -702,29 +805,147 @@ impl Store {
                 params![conversation_id, p],
             )?;
         }
-        // A new member needs the group_create to accept anything else.
-        if !change.add.is_empty() {
-            let create: Option<String> = self
-                .conn
-                .query_row(
-                    "SELECT envelope FROM messages WHERE conversation_id = ?1 AND kind = 'group_create'",
-                    [conversation_id],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if let Some(text) = create {
-                let create_id: Envelope = serde_json::from_str(&text)
-                    .map_err(|e| StoreError::Invalid(format!("stored envelope: {e}")))?;
-                for m in &change.add {
-                    self.conn.execute(
-                        "INSERT OR IGNORE INTO outbox(recipient, client_msg_id, conversation_id, envelope, attempts, next_attempt_ms, created_ms)
-                         VALUES (?1, ?2, ?3, ?4, 0, 0, ?5)",
-                        params![m.peer, create_id.client_msg_id, conversation_id, text, now_ms()],
-                    )?;
-                }
+        Ok(env)
+    }
+
+    /// The conversation a user means: a contact (name or PeerId: the direct
+    /// conversation with it) or a group (id or title).
+    pub fn resolve_conversation(&self, target: &str) -> Result<String, StoreError> {
+        if let Ok(c) = self.find_contact(target) {
+            return Ok(crate::direct_conversation_id(&self.me, &c.peer_id));
+        }
+        let groups: Vec<Conversation> = self
+            .conversations()?
+            .into_iter()
+            .filter(|c| c.kind == "group" && (c.id == target || c.title == target))
+            .collect();
+        match groups.as_slice() {
+            [one] => Ok(one.id.clone()),
+            [] => Err(StoreError::NotFound(format!(
+                "no contact or group {target:?}"
+            ))),
+            _ => Err(StoreError::Invalid(format!(
+                "several groups are titled {target:?}; use the id"
+            ))),
+        }
+    }
+
+    /// A signed `typing` envelope for a conversation this device is in, and
+    /// the other members to hand it to. Nothing is stored or queued.
+    pub fn compose_typing(
+        &self,
+        key: &Keypair,
+        conversation_id: &str,
+    ) -> Result<(Envelope, Vec<String>), StoreError> {
+        let conv = self
+            .conversation(conversation_id)?
+            .ok_or_else(|| StoreError::NotFound(format!("no conversation {conversation_id}")))?;
+        if !conv.members.contains(&self.me) {
+            return Err(StoreError::Invalid(
+                "this device left that conversation".into(),
+            ));
+        }
+        let env = Envelope::sign(
+            Draft {
+                conversation_id: conversation_id.into(),
+                counter: 0,
+                client_msg_id: uuid::Uuid::new_v4().to_string(),
+                lamport: 0,
+                kind: kind::TYPING.into(),
+                body: "{}".into(),
+            },
+            key,
+        );
+        let others = conv.members.into_iter().filter(|m| *m != self.me).collect();
+        Ok((env, others))
+    }
+
+    /// Checks an ephemeral envelope (`typing`) like a stored one is
+    /// checked (signature, sender a member), without storing it.
+    pub fn check_ephemeral(&self, env: &Envelope) -> Result<(), StoreError> {
+        env.verify(self.max_envelope_bytes)?;
+        if env.kind != kind::TYPING {
+            return Err(Refusal::Malformed(format!("{} is not ephemeral", env.kind)).into());
+        }
+        let member = self
+            .conversation(&env.conversation_id)?
+            .is_some_and(|c| c.members.contains(&env.sender));
+        if member {
+            return Ok(());
+        }
+        let known = self.find_contact(&env.sender).is_ok();
+        Err(if known {
+            Refusal::NotMember(env.sender.clone(), env.conversation_id.clone())
+        } else {
+            Refusal::UnknownSender(env.sender.clone())
+        }
+        .into())
+    }
+
+    /// Who has read what: for each message, the members whose `receipt`
+    /// (state `read`) names it.
+    pub fn read_by(
+        &self,
+        conversation_id: &str,
+    ) -> Result<BTreeMap<String, BTreeSet<String>>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT sender, body FROM messages WHERE conversation_id = ?1 AND kind = 'receipt'",
+        )?;
+        let rows = stmt.query_map([conversation_id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+        for row in rows {
+            let (sender, body) = row?;
+            let Ok(receipt) = serde_json::from_str::<Receipt>(&body) else {
+                continue;
+            };
+            if receipt.state != "read" {
+                continue;
+            }
+            for id in receipt.of {
+                out.entry(id).or_default().insert(sender.clone());
             }
         }
-        Ok(env)
+        Ok(out)
+    }
+
+    /// Marks everything others sent in a conversation as read: a signed
+    /// `receipt` (state `read`) naming the messages not named by an
+    /// earlier one of this device, delivered like any message. `None` when
+    /// there is nothing new to mark.
+    pub fn mark_read(
+        &mut self,
+        key: &Keypair,
+        conversation_id: &str,
+    ) -> Result<Option<Envelope>, StoreError> {
+        let read = self.read_by(conversation_id)?;
+        let unread: Vec<String> = self
+            .history(conversation_id)?
+            .into_iter()
+            .filter(|m| {
+                m.sender != self.me
+                    && matches!(
+                        m.kind.as_str(),
+                        kind::TEXT | kind::IMAGE | kind::VOICE | kind::FILE | kind::ENCRYPTED
+                    )
+                    && !read
+                        .get(&m.client_msg_id)
+                        .is_some_and(|who| who.contains(&self.me))
+            })
+            .map(|m| m.client_msg_id)
+            .take(MAX_RECEIPT_IDS)
+            .collect();
+        if unread.is_empty() {
+            return Ok(None);
+        }
+        let body = serde_json::to_string(&Receipt {
+            of: unread,
+            state: "read".into(),
+        })
+        .unwrap_or_default();
+        self.compose(key, conversation_id, kind::RECEIPT, &body, None)
+            .map(Some)
     }
 
     /// The conversation's messages in the order every member shows.
@@ -1032,6 +1253,26 @@ impl GroupCreate {
     }
 }
 
+impl GroupChange {
+    fn parse(body: &str) -> Result<GroupChange, Refusal> {
+        serde_json::from_str(body)
+            .map_err(|e| Refusal::Malformed(format!("group_change body: {e}")))
+    }
+}
+
+/// Most message ids one receipt names (a UUID is 36 bytes: 512 of them
+/// stay well under the 64 KiB envelope limit); more need another receipt.
+pub const MAX_RECEIPT_IDS: usize = 512;
+
+/// Body of a `receipt` envelope.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Receipt {
+    /// The `client_msg_id`s it covers.
+    pub of: Vec<String>,
+    /// `read` (delivery needs no receipt: the ack says it).
+    pub state: String,
+}
+
 /// Body of a `group_change` envelope.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct GroupChange {
@@ -1041,6 +1282,14 @@ pub struct GroupChange {
     /// PeerIds removed.
     #[serde(default)]
     pub remove: Vec<String>,
+    /// The title, so an added member that has not seen the group yet can
+    /// make it from this envelope alone.
+    #[serde(default)]
+    pub title: String,
+    /// Every member after the change (the admin included), for the same
+    /// reason.
+    #[serde(default)]
+    pub members: Vec<GroupMember>,
 }
 
 const SCHEMA: &str = "

@@ -35,6 +35,10 @@ pub enum P2pCommand {
     Listen(ListenArgs),
     /// Addresses, NAT status, relay reservation, counters, per-contact path.
     Status(StatusArgs),
+    /// Mark what a contact (or a group) sent as read: a signed receipt to its members.
+    Read(TargetArgs),
+    /// Tell a contact (or a group's connected members) that you are typing.
+    Typing(TargetArgs),
     /// Serverless groups.
     #[command(subcommand)]
     Group(GroupCommand),
@@ -47,6 +51,10 @@ pub enum GroupCommand {
     Create(GroupCreateArgs),
     /// Send a text to a group.
     Send(GroupSendArgs),
+    /// Add contacts to a group this device administers.
+    Add(GroupMembersArgs),
+    /// Remove members from a group this device administers.
+    Remove(GroupMembersArgs),
     /// Print a group's messages.
     History(GroupHistoryArgs),
     /// List groups.
@@ -204,6 +212,15 @@ pub struct ListenArgs {
     name: Option<String>,
 }
 
+/// `confab p2p read|typing TARGET`.
+#[derive(Debug, Args)]
+pub struct TargetArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Contact name or PeerId, or group id or title.
+    target: String,
+}
+
 /// `confab p2p status`.
 #[derive(Debug, Args)]
 pub struct StatusArgs {
@@ -234,6 +251,18 @@ pub struct GroupSendArgs {
     text: String,
 }
 
+/// `confab p2p group add|remove GROUP MEMBER...`.
+#[derive(Debug, Args)]
+pub struct GroupMembersArgs {
+    #[command(flatten)]
+    common: CommonArgs,
+    /// Group id (or title).
+    group: String,
+    /// Contacts (names or PeerIds).
+    #[arg(required = true)]
+    members: Vec<String>,
+}
+
 /// `confab p2p group history GROUP`.
 #[derive(Debug, Args)]
 pub struct GroupHistoryArgs {
@@ -254,8 +283,12 @@ pub async fn run(cmd: P2pCommand) -> anyhow::Result<()> {
         P2pCommand::History(a) => history(a),
         P2pCommand::Listen(a) => listen(a).await,
         P2pCommand::Status(a) => status(a).await,
+        P2pCommand::Read(a) => read(a).await,
+        P2pCommand::Typing(a) => typing(a).await,
         P2pCommand::Group(GroupCommand::Create(a)) => group_create(a).await,
         P2pCommand::Group(GroupCommand::Send(a)) => group_send(a).await,
+        P2pCommand::Group(GroupCommand::Add(a)) => group_change(a, true).await,
+        P2pCommand::Group(GroupCommand::Remove(a)) => group_change(a, false).await,
         P2pCommand::Group(GroupCommand::History(a)) => group_history(a),
         P2pCommand::Group(GroupCommand::List(a)) => group_list(a),
     }
@@ -478,7 +511,42 @@ fn show(store: &Store, names: &HashMap<String, String>, m: &StoredMessage) -> St
             }
         }
         "group_create" => format!("[created group {}]", body["title"].as_str().unwrap_or("")),
-        "group_change" => "[changed the members]".to_owned(),
+        "receipt" => format!(
+            "[read {} message(s)]",
+            body["of"].as_array().map(Vec::len).unwrap_or(0)
+        ),
+        "group_change" => {
+            let name_of = |p: &str| names.get(p).cloned().unwrap_or_else(|| p.to_owned());
+            let list = |v: &serde_json::Value, key: Option<&str>| -> Vec<String> {
+                v.as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|x| match key {
+                        Some(k) => x[k].as_str().map(|p| {
+                            let n = x["name"].as_str().unwrap_or("");
+                            if n.is_empty() {
+                                name_of(p)
+                            } else {
+                                n.to_owned()
+                            }
+                        }),
+                        None => x.as_str().map(name_of),
+                    })
+                    .collect()
+            };
+            let (added, removed) = (
+                list(&body["add"], Some("peer")),
+                list(&body["remove"], None),
+            );
+            let mut parts = Vec::new();
+            if !added.is_empty() {
+                parts.push(format!("added {}", added.join(", ")));
+            }
+            if !removed.is_empty() {
+                parts.push(format!("removed {}", removed.join(", ")));
+            }
+            format!("[{}]", parts.join("; "))
+        }
         other => format!("[{other}]"),
     };
     format!("{who}: {text}")
@@ -496,12 +564,73 @@ fn names(store: &Store) -> anyhow::Result<HashMap<String, String>> {
 
 fn print_history(common: &CommonArgs, store: &Store, conversation_id: &str) -> anyhow::Result<()> {
     let names = names(store)?;
+    let read = store.read_by(conversation_id)?;
     for m in store.history(conversation_id)? {
+        let by: Vec<&String> = read
+            .get(&m.client_msg_id)
+            .map(|s| s.iter().collect())
+            .unwrap_or_default();
         if common.json {
-            println!("{}", serde_json::to_string(&m)?);
-        } else {
+            let mut v = serde_json::to_value(&m)?;
+            v["read_by"] = serde_json::json!(by);
+            println!("{v}");
+        } else if by.is_empty() {
             println!("{}", show(store, &names, &m));
+        } else {
+            let who: Vec<String> = by
+                .iter()
+                .map(|p| names.get(*p).cloned().unwrap_or_else(|| (*p).clone()))
+                .collect();
+            println!("{}  (read by {})", show(store, &names, &m), who.join(", "));
         }
+    }
+    Ok(())
+}
+
+/// `confab p2p read TARGET`.
+async fn read(args: TargetArgs) -> anyhow::Result<()> {
+    let req = Request::Read {
+        target: args.target.clone(),
+    };
+    let result = match args.common.to_listener(&req, Duration::ZERO).await? {
+        Some(v) => v,
+        None => {
+            let node = Node::start(args.common.node_config(None)?).await?;
+            let conv = args
+                .common
+                .open_store()?
+                .resolve_conversation(&args.target)?;
+            let env = node.mark_read(&conv).await;
+            node.shutdown().await;
+            control::read_result(env?.as_ref())
+        }
+    };
+    if args.common.json {
+        println!("{result}");
+    } else {
+        let n = result["of"].as_array().map(Vec::len).unwrap_or(0);
+        if n == 0 {
+            println!("nothing unread");
+        } else {
+            println!("marked {n} message(s) read (the receipt is queued for every member)");
+        }
+    }
+    Ok(())
+}
+
+/// `confab p2p typing TARGET` (through a running listener only: the
+/// signal is worth nothing without an open connection).
+async fn typing(args: TargetArgs) -> anyhow::Result<()> {
+    let req = Request::Typing {
+        target: args.target.clone(),
+    };
+    let Some(result) = args.common.to_listener(&req, Duration::ZERO).await? else {
+        bail!("typing needs a running `confab p2p listen` of this data dir");
+    };
+    if args.common.json {
+        println!("{result}");
+    } else {
+        println!("typing sent to {} member(s)", result["sent"]);
     }
     Ok(())
 }
@@ -594,6 +723,37 @@ async fn group_send(args: GroupSendArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `group add` (`adding`) or `group remove`: a signed `group_change`
+/// queued to every member, old and new.
+async fn group_change(args: GroupMembersArgs, adding: bool) -> anyhow::Result<()> {
+    let group = find_group(&args.common.open_store()?, &args.group)?;
+    let (add, remove) = if adding {
+        (args.members.clone(), Vec::new())
+    } else {
+        (Vec::new(), args.members.clone())
+    };
+    let req = Request::GroupChange {
+        group: group.clone(),
+        add: add.clone(),
+        remove: remove.clone(),
+    };
+    let result = match args.common.to_listener(&req, Duration::ZERO).await? {
+        Some(v) => v,
+        None => {
+            let node = Node::start(args.common.node_config(None)?).await?;
+            let env = node.change_group(&group, add, remove).await;
+            node.shutdown().await;
+            serde_json::json!({ "client_msg_id": env?.client_msg_id })
+        }
+    };
+    if args.common.json {
+        println!("{result}");
+    } else {
+        println!("member change queued for every member (delivered by the running listener)");
+    }
+    Ok(())
+}
+
 async fn status(args: StatusArgs) -> anyhow::Result<()> {
     let status: confab_p2p::node::Status = match args
         .common
@@ -611,6 +771,7 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
                     name: c.name,
                     path: "offline".into(),
                     pending,
+                    connections: Vec::new(),
                 });
             }
             confab_p2p::node::Status {
@@ -657,6 +818,9 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
             "contact   {}\t{}\t{}\t{} pending",
             c.name, c.peer_id, c.path, c.pending
         );
+        for a in &c.connections {
+            println!("  via     {a}");
+        }
     }
     Ok(())
 }
@@ -715,8 +879,14 @@ fn event_line(names: &HashMap<String, String>, ev: &Event) -> String {
     match ev {
         Event::Listening { addr } => format!("listening {addr}"),
         Event::Discovered { peer, addrs } => format!("nearby {} {}", name(peer), addrs.join(" ")),
-        Event::Connected { peer, path } => format!("connected {} {path}", name(peer)),
+        Event::Connected { peer, path, addr } => {
+            format!("connected {} {path} {addr}", name(peer))
+        }
         Event::Disconnected { peer } => format!("disconnected {}", name(peer)),
+        Event::Typing {
+            peer,
+            conversation_id,
+        } => format!("typing {conversation_id} {}", name(peer)),
         Event::Message { message } => {
             let body: serde_json::Value = serde_json::from_str(&message.body).unwrap_or_default();
             let text = body["text"]

@@ -224,6 +224,161 @@ fn only_the_admin_changes_members_and_a_removed_member_is_refused() {
 }
 
 #[test]
+fn an_added_member_makes_the_group_from_the_change_and_catches_up_from_another_member() {
+    let mut a = Peer::new("a");
+    let mut b = Peer::new("b");
+    let mut c = Peer::new("c");
+    let d = Peer::new("d");
+    a.knows(&b, "b");
+    a.knows(&c, "c");
+    a.knows(&d, "d");
+    b.knows(&a, "a");
+    c.knows(&a, "a");
+    let create = a
+        .store
+        .create_group(&a.key, "g", &["b".into(), "d".into()])
+        .expect("group");
+    let group = create.conversation_id.clone();
+    b.store.accept(&create, "direct").expect("b create");
+    let before = a.text(&group, "before c");
+    b.store.accept(&before, "direct").expect("b before");
+    // d is removed, then c added: a change c would undo if it were applied
+    // again after the later one.
+    let kick = a
+        .store
+        .change_group(&a.key, &group, &[], &["d".into()])
+        .expect("kick d");
+    b.store.accept(&kick, "direct").expect("b kick");
+    let add = a
+        .store
+        .change_group(&a.key, &group, &["c".into()], &[])
+        .expect("add c");
+    // Only new changes: adding a member twice is refused.
+    assert!(a
+        .store
+        .change_group(&a.key, &group, &["c".into()], &[])
+        .is_err());
+    // c never saw the group: the change alone makes it, with a gap.
+    let got = c.store.accept(&add, "direct").expect("c add");
+    assert!(got.new && !got.missing.is_empty(), "{:?}", got.missing);
+    let conv = c.store.conversation(&group).expect("read").expect("made");
+    assert_eq!(conv.title, "g");
+    assert_eq!(conv.admin, a.id());
+    let mut members = conv.members.clone();
+    members.sort();
+    let mut want = vec![a.id(), b.id(), c.id()];
+    want.sort();
+    assert_eq!(members, want);
+    // b learns of c, then fills c's gap (the create, the kick, the text).
+    b.store.accept(&add, "direct").expect("b add");
+    let (envs, more) = b
+        .store
+        .answer_sync(&c.id(), &group, &c.store.cursors(&group).expect("cursors"))
+        .expect("b answers a member");
+    assert!(!more);
+    for env in &envs {
+        c.store.accept(env, "sync").expect("catch-up");
+    }
+    assert_eq!(c.texts(&group).len(), 1, "the text from before c joined");
+    // The late create and kick changed nothing: still a, b and c.
+    let mut after = c
+        .store
+        .conversation(&group)
+        .expect("read")
+        .expect("there")
+        .members;
+    after.sort();
+    assert_eq!(after, want);
+    // c's own message reaches b, a member.
+    let hi = c.text(&group, "hi from c");
+    assert!(b.store.accept(&hi, "direct").expect("b accepts c").new);
+}
+
+#[test]
+fn a_change_that_does_not_add_the_receiver_makes_no_group() {
+    let mut a = Peer::new("a");
+    let b = Peer::new("b");
+    let mut c = Peer::new("c");
+    a.knows(&b, "b");
+    a.knows(&c, "c");
+    c.knows(&a, "a");
+    let create = a
+        .store
+        .create_group(&a.key, "g", &["c".into()])
+        .expect("group");
+    let group = create.conversation_id.clone();
+    let add_b = a
+        .store
+        .change_group(&a.key, &group, &["b".into()], &[])
+        .expect("add b");
+    // c was in the group from the start but missed the create: a change
+    // that adds someone else is not enough to make the group.
+    let err = c.store.accept(&add_b, "direct").expect_err("not for c");
+    assert!(
+        matches!(err, StoreError::Refused(Refusal::NotMember(..))),
+        "{err}"
+    );
+    assert!(c.store.conversation(&group).expect("read").is_none());
+}
+
+#[test]
+fn a_read_receipt_names_each_unread_message_once_and_typing_is_never_stored() {
+    let mut a = Peer::new("a");
+    let mut b = Peer::new("b");
+    a.knows(&b, "b");
+    b.knows(&a, "a");
+    let conv = direct_conversation_id(&a.id(), &b.id());
+    let one = a.text(&conv, "one");
+    b.store.accept(&one, "direct").expect("one");
+    let receipt = b
+        .store
+        .mark_read(&b.key, &conv)
+        .expect("read")
+        .expect("receipt");
+    assert!(b.store.mark_read(&b.key, &conv).expect("again").is_none());
+    a.store
+        .accept(&receipt, "direct")
+        .expect("a takes the receipt");
+    let read = a.store.read_by(&conv).expect("read_by");
+    assert_eq!(read.get(&one.client_msg_id).map(|s| s.len()), Some(1));
+    assert!(read[&one.client_msg_id].contains(&b.id()));
+    // Only what came after: the next receipt names the new message alone.
+    let two = a.text(&conv, "two");
+    b.store.accept(&two, "direct").expect("two");
+    let next = b
+        .store
+        .mark_read(&b.key, &conv)
+        .expect("read")
+        .expect("receipt");
+    let body: Receipt = serde_json::from_str(&next.body).expect("body");
+    assert_eq!(body.of, vec![two.client_msg_id.clone()]);
+
+    // typing: checked like a message, stored nowhere.
+    let (typing, to) = b.store.compose_typing(&b.key, &conv).expect("typing");
+    assert_eq!(to, vec![a.id()]);
+    a.store.check_ephemeral(&typing).expect("from a member");
+    assert!(matches!(
+        a.store.accept(&typing, "direct"),
+        Err(StoreError::Refused(Refusal::Malformed(_)))
+    ));
+    // From a stranger (in its own conversation with a): unknown sender.
+    let mut s = Peer::new("s");
+    s.knows(&a, "a");
+    let theirs = direct_conversation_id(&s.id(), &a.id());
+    let (foreign, _) = s.store.compose_typing(&s.key, &theirs).expect("own conv");
+    assert!(matches!(
+        a.store.check_ephemeral(&foreign),
+        Err(StoreError::Refused(Refusal::UnknownSender(_)))
+    ));
+    // A typing envelope never answers a catch-up either.
+    let (envs, _) = a
+        .store
+        .answer_sync(&b.id(), &conv, &BTreeMap::new())
+        .expect("sync");
+    assert!(envs.iter().all(|e| e.kind != kind::TYPING));
+}
+
+#[test]
 fn the_outbox_survives_a_restart_and_backs_off() {
     let dir = tempfile::tempdir().expect("tempdir");
     let key = Keypair::generate_ed25519();

@@ -89,3 +89,99 @@ fn a_member_offline_for_part_of_a_group_catches_up_from_another_member() {
     assert_eq!(at_c[2].1, "sync", "three came by catch-up");
     drop(b);
 }
+
+#[test]
+fn the_admin_adds_a_member_who_catches_up_and_removes_one_who_hears_no_more() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (da, db, dc) = (
+        tmp.path().join("a"),
+        tmp.path().join("b"),
+        tmp.path().join("c"),
+    );
+    let (ida, idb, idc) = (peer_id(&da), peer_id(&db), peer_id(&dc));
+    let a = start("ann", &da);
+    let mut b = start("bob", &db);
+    let mut c = start("cyd", &dc);
+    let (la, lb, lc) = (link(&da), link(&db), link(&dc));
+    cli(&["add", &lb], &da);
+    cli(&["add", &lc], &da);
+    cli(&["add", &la], &db);
+    cli(&["add", &la], &dc);
+
+    let group = cli(&["group", "create", "duo", &idb], &da)[0]["group"]
+        .as_str()
+        .expect("group id")
+        .to_owned();
+    cli(&["group", "send", &group, "before cyd 你好"], &da);
+    b.wait_for("the first text at bob", |v| has_text(v, "before cyd"));
+
+    // cyd joins: the change alone makes the group there; the rest comes by
+    // catch-up.
+    cli(&["group", "add", &group, "cyd"], &da);
+    c.wait_for("the first text at cyd", |v| has_text(v, "before cyd 你好"));
+    cli(&["group", "send", &group, "with cyd"], &da);
+    b.wait_for("with cyd at bob", |v| has_text(v, "with cyd"));
+    c.wait_for("with cyd at cyd", |v| has_text(v, "with cyd"));
+    // cyd writes to the group; bob (who learnt of cyd from the change) takes it.
+    cli(&["group", "send", &group, "cyd here"], &dc);
+    b.wait_for("cyd's text at bob", |v| {
+        has_text(v, "cyd here") && v["message"]["sender"] == idc.as_str()
+    });
+    let members = |dir: &Path| -> Vec<String> {
+        let list = cli(&["group", "list"], dir);
+        let g = list
+            .iter()
+            .find(|g| g["id"] == group.as_str())
+            .expect("group");
+        let mut m: Vec<String> = g["members"]
+            .as_array()
+            .expect("members")
+            .iter()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect();
+        m.sort();
+        m
+    };
+    let mut all = vec![ida.clone(), idb.clone(), idc.clone()];
+    all.sort();
+    assert_eq!(members(&dc), all, "cyd's view");
+    assert_eq!(members(&db), all, "bob's view");
+
+    // bob is removed: he learns it, and hears nothing after.
+    cli(&["group", "remove", &group, "bob"], &da);
+    b.wait_for("bob's removal", |v| {
+        v["event"] == "message"
+            && v["message"]["kind"] == "group_change"
+            && v["message"]["body"]
+                .as_str()
+                .is_some_and(|b| b.contains("\"remove\":[\""))
+    });
+    cli(&["group", "send", &group, "after bob"], &da);
+    c.wait_for("after bob at cyd", |v| has_text(v, "after bob"));
+    let mut two = vec![ida.clone(), idc.clone()];
+    two.sort();
+    assert_eq!(members(&db), two, "bob's view after");
+    // bob cannot write to it any more.
+    let out = std::process::Command::new(super::support::confab())
+        .args(["p2p", "group", "send", &group, "still here?", "--data-dir"])
+        .arg(&db)
+        .env("CONFAB_LOG", "warn")
+        .output()
+        .expect("run");
+    assert!(!out.status.success(), "a removed member's send is refused");
+    // Only ann's outbox could have reached him: nothing for bob is queued.
+    let status = cli(&["status"], &da).remove(0);
+    let pending_bob = status["contacts"]
+        .as_array()
+        .expect("contacts")
+        .iter()
+        .find(|c| c["peer_id"] == idb.as_str())
+        .map(|c| c["pending"].as_u64().unwrap_or(99));
+    assert_eq!(pending_bob, Some(0));
+    let at_b: Vec<String> = cli(&["group", "history", &group], &db)
+        .iter()
+        .filter_map(|m| m["body"].as_str().map(str::to_owned))
+        .collect();
+    assert!(!at_b.iter().any(|t| t.contains("after bob")), "{at_b:?}");
+    drop((a, c));
+}

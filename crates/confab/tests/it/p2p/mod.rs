@@ -9,3 +9,4 @@ mod interop;
 mod lan;
 mod mailbox;
 mod nat;
+mod receipts;

@@ -36,6 +36,7 @@ pub fn can_build_namespaces(test: &str) -> bool {
         println!("skipping {test}: the `ip` tool (iproute2) is missing");
         return false;
     }
+    sweep_stale_namespaces();
     true
 }
 
@@ -53,10 +54,40 @@ pub fn run(args: &[&str]) {
 
 static SERIAL: AtomicU32 = AtomicU32::new(0);
 
-/// A unique short tag for names (interfaces are limited to 15 bytes).
+/// A unique tag for namespace names: `-<pid in hex>-<serial>`, so a later
+/// run can tell namespaces left by a killed test process (see
+/// [`sweep_stale_namespaces`]).
 pub fn tag() -> String {
     let n = SERIAL.fetch_add(1, Ordering::SeqCst);
-    format!("{:x}{n}", std::process::id() % 0xfffff)
+    format!("-{:x}-{n}", std::process::id())
+}
+
+/// Deletes the `cf…-<pid>-<n>` namespaces (and with them their veths and
+/// their routers' iptables rules) whose test process is gone: a test run
+/// killed with SIGKILL cannot run its `Drop`s. Namespaces of running tests
+/// (other processes included) are left alone.
+pub fn sweep_stale_namespaces() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        if !name.starts_with("cf") {
+            continue;
+        }
+        let mut parts = name.rsplitn(3, '-');
+        let (Some(serial), Some(pid), Some(_)) = (parts.next(), parts.next(), parts.next()) else {
+            continue;
+        };
+        let (Ok(_), Ok(pid)) = (serial.parse::<u32>(), u32::from_str_radix(pid, 16)) else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = Command::new("ip").args(["netns", "del", name]).output();
+        }
+    }
 }
 
 /// A LAN: a bridge in its own namespace and one namespace per host.
@@ -88,7 +119,7 @@ impl Lan {
         ]);
         run(&["ip", "-n", &lan.switch, "link", "set", "br0", "up"]);
         for i in 0..hosts {
-            let ns = format!("cfh{t}x{i}");
+            let ns = format!("cfh{i}{t}");
             run(&["ip", "netns", "add", &ns]);
             lan.hosts.push(ns.clone());
             let port = format!("p{i}");
@@ -176,7 +207,11 @@ impl Peer {
         cmd.args(["p2p", "listen", "--json", "--name", name, "--data-dir"])
             .arg(data_dir)
             .args(extra)
-            .env("CONFAB_LOG", "warn")
+            // P2P_PEER_LOG=debug,libp2p_dcutr=debug to see a peer's swarm.
+            .env(
+                "CONFAB_LOG",
+                std::env::var("P2P_PEER_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -253,6 +288,21 @@ impl Peer {
                 return Some(v);
             }
         }
+    }
+
+    /// Stops it as a user does (SIGTERM: it closes its connections, so the
+    /// relay and its contacts hear of it), killing it after 10 s.
+    pub fn stop(&mut self) {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).output();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self.kill9();
     }
 
     /// kill -9.
