@@ -12,6 +12,10 @@
 // once it serves, and runs until killed or its stdin closes.
 
 import http from 'node:http';
+
+// Whoever reads our output may stop reading: never die of that.
+process.stdout.on('error', () => {});
+process.stderr.on('error', () => {});
 import Provider from 'oidc-provider';
 
 const clientId = process.env.OIDC_CLIENT_ID ?? 'confab';
@@ -59,6 +63,7 @@ const provider = new Provider(issuer, {
   },
 });
 
+provider.on('server_error', (_ctx, err) => console.error('server_error', err));
 server.on('request', provider.callback());
 console.log(`oidc-provider listening on ${issuer}`);
 

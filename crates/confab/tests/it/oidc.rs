@@ -58,6 +58,8 @@ async fn start_provider(redirect_uri: &str) -> Provider {
     })
     .await
     .expect("the provider starts within 30 s");
+    // Keep reading, so the provider's later notices never hit a closed pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     Provider {
         issuer,
         _child: child,
@@ -127,6 +129,15 @@ fn form_action(page: &str, base: &reqwest::Url) -> reqwest::Url {
     base.join(&action).expect("form action")
 }
 
+/// The hidden inputs of a page's form (e.g. the provider's `prompt`).
+fn hidden_fields(page: &str) -> Vec<(String, String)> {
+    let re =
+        regex::Regex::new(r#"<input type="hidden" name="([^"]+)" value="([^"]*)""#).expect("regex");
+    re.captures_iter(page)
+        .map(|c| (c[1].to_owned(), c[2].to_owned()))
+        .collect()
+}
+
 /// Signs in at the provider as `account` (its login form, then its
 /// consent form) and returns the redirect back to Confab's callback.
 async fn sign_in_at_provider(authorization_url: &str, account: &str) -> String {
@@ -135,9 +146,12 @@ async fn sign_in_at_provider(authorization_url: &str, account: &str) -> String {
     let base = login_page.url().clone();
     let page = login_page.text().await.expect("login page");
     assert!(page.contains("name=\"login\""), "not a login form: {page}");
+    let mut fields = hidden_fields(&page);
+    fields.push(("login".into(), account.into()));
+    fields.push(("password".into(), "anything".into()));
     let mut resp = http
         .post(form_action(&page, &base))
-        .form(&[("login", account), ("password", "anything")])
+        .form(&fields)
         .send()
         .await
         .expect("login");
@@ -160,6 +174,7 @@ async fn sign_in_at_provider(authorization_url: &str, account: &str) -> String {
         let page = resp.text().await.expect("page");
         resp = http
             .post(form_action(&page, &base))
+            .form(&hidden_fields(&page))
             .send()
             .await
             .expect("confirm");
@@ -511,16 +526,26 @@ async fn the_cli_logs_in_with_the_provider_by_a_pasted_code() {
             .await
             .expect("paste");
         drop(stdin);
+        let rest = tokio::time::timeout(Duration::from_secs(30), async {
+            let mut rest = String::new();
+            while let Ok(Some(line)) = stdout.next_line().await {
+                rest.push_str(&line);
+                rest.push('\n');
+            }
+            rest
+        })
+        .await
+        .expect("the CLI finishes");
         let out = tokio::time::timeout(Duration::from_secs(30), child.wait_with_output())
             .await
             .expect("the CLI finishes")
             .expect("output");
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        let text = format!("{rest}{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "round {round}: {:?} {text}",
+            out.status
         );
-        assert!(out.status.success(), "round {round}: {text}");
         assert!(
             text.contains("logged in as cli_user"),
             "round {round}: {text}"
