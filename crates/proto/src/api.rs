@@ -537,3 +537,137 @@ pub struct IceServer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub credential: Option<String>,
 }
+
+/// One OpenID Connect provider users may sign in with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OidcProvider {
+    /// The provider's id in URLs and requests (`oidc.providers[].id`).
+    pub id: String,
+    /// What the sign-in button says: "Sign in with {name}".
+    pub name: String,
+}
+
+/// `GET /v1/auth/oidc/providers`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OidcProviders {
+    /// The configured providers, in configuration order.
+    pub providers: Vec<OidcProvider>,
+}
+
+/// Where the sign-in ends: in the browser app (which gets the code in the
+/// URL fragment) or on a page that shows the code for pasting into the CLI.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OidcClient {
+    /// The browser app at the server's root.
+    #[default]
+    Web,
+    /// A page that shows the one-time code.
+    Cli,
+}
+
+/// `POST /v1/auth/oidc/{provider}/start` and `.../link`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct OidcStartRequest {
+    /// Where the code goes at the end.
+    #[serde(default)]
+    pub client: OidcClient,
+}
+
+/// Answer to `POST /v1/auth/oidc/{provider}/start`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OidcStartResponse {
+    /// Send the user's browser here.
+    pub authorization_url: String,
+    /// A secret that only this client knows: the exchange of the code needs
+    /// it, so a code is useless to anyone else.
+    pub flow: String,
+    /// Seconds the sign-in may take.
+    pub expires_in: u64,
+}
+
+/// `POST /v1/auth/oidc/exchange`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OidcExchangeRequest {
+    /// The one-time code the callback handed over.
+    pub code: String,
+    /// The `flow` secret of the start answer.
+    pub flow: String,
+    /// Name for the new device.
+    #[serde(default)]
+    pub device_name: Option<String>,
+    /// The device's public key.
+    #[serde(default)]
+    pub device_public_key: Option<String>,
+}
+
+/// What an exchanged code gives.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(tag = "status", rename_all = "snake_case")]
+pub enum OidcExchangeResponse {
+    /// A returning user: tokens for a new device.
+    SignedIn(TokenResponse),
+    /// A provider account seen for the first time: pick a username with
+    /// `POST /v1/auth/oidc/signup`.
+    SignupRequired(OidcSignupOffer),
+    /// The provider account is now linked to the caller's account.
+    Linked(OidcLinked),
+}
+
+/// The pending signup of a first sign-in.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OidcSignupOffer {
+    /// Single-use token for `POST /v1/auth/oidc/signup`.
+    pub signup_token: String,
+    /// A username made from the provider's claims, when one is valid and free.
+    pub suggested_username: Option<String>,
+    /// The provider's name for the person (may be CJK); the default display name.
+    pub display_name: String,
+    /// Seconds the signup token lives.
+    pub expires_in: u64,
+}
+
+/// A finished link.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OidcLinked {
+    /// The provider's id.
+    pub provider: String,
+    /// The account it was linked to.
+    pub user: User,
+}
+
+/// `POST /v1/auth/oidc/signup`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OidcSignupRequest {
+    /// The `signup_token` of the exchange.
+    pub signup_token: String,
+    /// The username to take.
+    pub username: String,
+    /// Display name; the provider's name when absent.
+    #[serde(default)]
+    pub display_name: Option<String>,
+    /// Name for the new device.
+    #[serde(default)]
+    pub device_name: Option<String>,
+    /// The device's public key.
+    #[serde(default)]
+    pub device_public_key: Option<String>,
+}
+
+/// One provider account linked to the caller's account.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OidcLinkedIdentity {
+    /// The configured provider with that issuer, if any is still configured.
+    pub provider: Option<String>,
+    /// The issuer URL.
+    pub issuer: String,
+    /// The provider's account id.
+    pub subject: String,
+}
+
+/// `GET /v1/auth/oidc/identities`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct OidcIdentities {
+    /// Linked provider accounts, oldest first.
+    pub identities: Vec<OidcLinkedIdentity>,
+}

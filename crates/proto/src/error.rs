@@ -43,6 +43,17 @@ pub enum ErrorCode {
     GroupFull,
     /// A bug or an unexpected failure on the server.
     Internal,
+    /// An OpenID Connect callback whose `state` is unknown, expired or
+    /// already used (a replayed or forged redirect).
+    OidcStateInvalid,
+    /// The provider refused the sign-in, or its answer failed a check
+    /// (token exchange, ID token signature, issuer, audience, expiry, nonce).
+    OidcFailed,
+    /// A sign-in code or signup token that is unknown, expired, already used
+    /// or from another client's sign-in.
+    OidcCodeInvalid,
+    /// The provider account is already linked to another user.
+    OidcIdentityTaken,
 }
 
 impl ErrorCode {
@@ -52,13 +63,16 @@ impl ErrorCode {
             ErrorCode::BadRequest
             | ErrorCode::BadFrame
             | ErrorCode::InvalidUsername
-            | ErrorCode::WeakPassword => 400,
+            | ErrorCode::WeakPassword
+            | ErrorCode::OidcStateInvalid => 400,
             ErrorCode::InvalidCredentials
             | ErrorCode::Unauthorized
-            | ErrorCode::InvalidRefreshToken => 401,
+            | ErrorCode::InvalidRefreshToken
+            | ErrorCode::OidcFailed
+            | ErrorCode::OidcCodeInvalid => 401,
             ErrorCode::Forbidden | ErrorCode::Blocked | ErrorCode::NotFriends => 403,
             ErrorCode::NotFound => 404,
-            ErrorCode::UsernameTaken | ErrorCode::GroupFull => 409,
+            ErrorCode::UsernameTaken | ErrorCode::GroupFull | ErrorCode::OidcIdentityTaken => 409,
             ErrorCode::MessageTooLarge | ErrorCode::MediaTooLarge => 413,
             ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,
@@ -92,6 +106,10 @@ impl ErrorCode {
             ErrorCode::MediaTooLarge => "media_too_large",
             ErrorCode::GroupFull => "group_full",
             ErrorCode::Internal => "internal",
+            ErrorCode::OidcStateInvalid => "oidc_state_invalid",
+            ErrorCode::OidcFailed => "oidc_failed",
+            ErrorCode::OidcCodeInvalid => "oidc_code_invalid",
+            ErrorCode::OidcIdentityTaken => "oidc_identity_taken",
         }
     }
 }
@@ -155,6 +173,10 @@ mod tests {
             ErrorCode::MediaTooLarge,
             ErrorCode::GroupFull,
             ErrorCode::Internal,
+            ErrorCode::OidcStateInvalid,
+            ErrorCode::OidcFailed,
+            ErrorCode::OidcCodeInvalid,
+            ErrorCode::OidcIdentityTaken,
         ];
         for code in all {
             let json = serde_json::to_string(&code).expect("serialize");

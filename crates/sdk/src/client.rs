@@ -213,6 +213,19 @@ impl Client {
         Ok(session)
     }
 
+    /// Keeps tokens the server issued (a sign-in other than by password).
+    pub(crate) fn adopt_tokens(&self, tokens: confab_proto::api::TokenResponse) -> Session {
+        let session = Session::from_tokens(tokens, self.base_url());
+        self.inner.session.send_replace(Some(session.clone()));
+        session
+    }
+
+    /// A GET without a token whose answer has a JSON body.
+    pub(crate) async fn get_anonymous<T: DeserializeOwned>(&self, path: &str) -> Result<T> {
+        let bytes = self.send_once(Method::GET, path, &[], None, None).await?;
+        decode(path, &bytes)
+    }
+
     /// Trades the refresh token for a new token pair now, and keeps it.
     pub async fn refresh(&self) -> Result<Session> {
         self.refresh_guarded(None).await
@@ -300,7 +313,7 @@ impl Client {
     }
 
     /// A JSON request without a token (register, login, refresh).
-    async fn request_anonymous<T: DeserializeOwned>(
+    pub(crate) async fn request_anonymous<T: DeserializeOwned>(
         &self,
         path: &str,
         body: &impl Serialize,

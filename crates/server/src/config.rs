@@ -57,6 +57,76 @@ pub struct Config {
     pub tls_cert: Option<PathBuf>,
     /// PEM private key of `tls_cert`.
     pub tls_key: Option<PathBuf>,
+    /// The URL users reach this server at (scheme, host, port, no path),
+    /// e.g. `https://chat.example.com`: OpenID Connect redirect URIs are
+    /// made from it. Default: `http(s)://` and the address the listener is
+    /// bound to.
+    pub public_url: Option<String>,
+    /// Sign-in with OpenID Connect providers.
+    pub oidc: OidcConfig,
+}
+
+/// OpenID Connect sign-in (see docs/operations.md for registering Confab
+/// at a provider).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The providers users may sign in with; none: OIDC is off.
+    pub providers: Vec<OidcProviderConfig>,
+    /// Seconds a sign-in may take at the provider (the `state`, PKCE
+    /// verifier and nonce are kept this long), and a first sign-in's
+    /// signup token lives.
+    pub flow_ttl_s: u64,
+    /// Seconds the one-time code handed to the client after the provider's
+    /// redirect lives.
+    pub code_ttl_s: u64,
+    /// Most sign-ins in progress (flows, codes and signups together, all
+    /// nodes); more: 503 `unavailable`.
+    pub max_pending: u64,
+    /// Seconds a provider's discovery document and keys are cached.
+    pub discovery_ttl_s: u64,
+    /// Seconds any one request to a provider may take.
+    pub provider_timeout_s: u64,
+}
+
+impl Default for OidcConfig {
+    fn default() -> Self {
+        OidcConfig {
+            providers: Vec::new(),
+            flow_ttl_s: 600,
+            code_ttl_s: 120,
+            max_pending: 10_000,
+            discovery_ttl_s: 300,
+            provider_timeout_s: 10,
+        }
+    }
+}
+
+/// One OpenID Connect provider.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcProviderConfig {
+    /// Short id in URLs (`a-z`, `0-9`, `-`, `_`); default: made from the
+    /// name, else `oidc`, `oidc2`, ...
+    #[serde(default)]
+    pub id: String,
+    /// What the button says: "Sign in with {name}"; default: the issuer's host.
+    #[serde(default)]
+    pub name: String,
+    /// The issuer URL; its `/.well-known/openid-configuration` is read.
+    pub issuer: String,
+    /// The client id Confab is registered under at the provider.
+    pub client_id: String,
+    /// The client secret; none for a public client (PKCE alone).
+    #[serde(default)]
+    pub client_secret: Option<Secret>,
+    /// Scopes asked for besides `openid`.
+    #[serde(default = "default_oidc_scopes")]
+    pub scopes: Vec<String>,
+}
+
+fn default_oidc_scopes() -> Vec<String> {
+    vec!["profile".to_owned(), "email".to_owned()]
 }
 
 /// Limits on what clients may send and how much the server buffers for them.
@@ -144,6 +214,8 @@ impl Default for Config {
             web_dir: None,
             tls_cert: None,
             tls_key: None,
+            public_url: None,
+            oidc: OidcConfig::default(),
         }
     }
 }

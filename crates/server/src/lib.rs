@@ -22,6 +22,7 @@ pub mod hub;
 mod listener;
 pub mod media;
 pub mod metrics;
+pub mod oidc;
 pub mod outbound;
 pub mod presence;
 pub mod refusal;

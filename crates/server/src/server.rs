@@ -109,8 +109,10 @@ pub async fn run(
         .map_err(|e| ServerError::Storage(format!("blobs: {e}")))?;
     let config_dir = config.data_dir.clone();
     let throttle = crate::throttle::Throttle::new(config.auth.clone());
+    let oidc = open_oidc(&config, &listener)?;
     let media_decodes = config.media.max_concurrent_decodes;
     let state = AppState(Arc::new(Inner {
+        oidc,
         config,
         store,
         bus,
@@ -300,4 +302,37 @@ async fn open_bus(config: &Config, node_id: &str) -> Result<BusParts, ServerErro
     };
     let reconnects = nats.reconnects();
     Ok((Arc::new(nats), Arc::new(presence), Some(reconnects)))
+}
+
+/// The OpenID Connect providers, with redirect URIs made from
+/// `public_url` (or, without it, from the address the listener is bound to).
+fn open_oidc(
+    config: &Config,
+    listener: &TcpListener,
+) -> Result<Option<Arc<crate::oidc::Oidc>>, ServerError> {
+    if config.oidc.providers.is_empty() {
+        return Ok(None);
+    }
+    let public_url = match &config.public_url {
+        Some(url) => url.clone(),
+        None => {
+            let scheme = if config.tls_cert.is_some() {
+                "https"
+            } else {
+                "http"
+            };
+            let addr = listener
+                .local_addr()
+                .map_err(|e| ServerError::Config(format!("listener address: {e}")))?;
+            format!("{scheme}://{addr}")
+        }
+    };
+    let oidc =
+        crate::oidc::Oidc::new(config.oidc.clone(), &public_url).map_err(ServerError::Config)?;
+    tracing::info!(
+        redirect_uri = oidc.redirect_uri(),
+        providers = config.oidc.providers.len(),
+        "oidc sign-in on"
+    );
+    Ok(Some(Arc::new(oidc)))
 }

@@ -37,6 +37,8 @@ pub struct Inner {
     pub presence: Arc<PresenceService>,
     /// Passwords and tokens.
     pub auth: Arc<Auth>,
+    /// OpenID Connect providers; none when no provider is configured.
+    pub oidc: Option<Arc<crate::oidc::Oidc>>,
     /// Failed-login and registration limits.
     pub throttle: crate::throttle::Throttle,
     /// Cancelled when the server shuts down.

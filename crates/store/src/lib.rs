@@ -79,6 +79,37 @@ pub trait Store: Send + Sync + 'static {
         now: Millis,
     ) -> Result<()>;
 
+    // --- OpenID Connect sign-in -----------------------------------------
+
+    /// The user a provider account signs in as, if it is linked.
+    async fn oidc_identity_user(&self, identity: &OidcIdentity) -> Result<Option<UserId>>;
+    /// The provider accounts linked to `user`, oldest first.
+    async fn oidc_identities_of(&self, user: UserId) -> Result<Vec<OidcIdentity>>;
+    /// Makes an account with no usable password and links `identity` to it,
+    /// in one transaction.
+    async fn create_oidc_user(&self, new: NewUser, identity: OidcIdentity) -> Result<OidcSignup>;
+    /// Links `identity` to an existing `user`.
+    async fn link_oidc_identity(
+        &self,
+        user: UserId,
+        identity: OidcIdentity,
+        now: Millis,
+    ) -> Result<OidcLink>;
+    /// Keeps a single-use secret's payload until `expires_at`, under the
+    /// secret's hash. Dead rows are purged first; `false` (nothing written)
+    /// when `max_rows` live rows are already held.
+    async fn put_oidc_pending(
+        &self,
+        key_hash: &[u8],
+        payload: &str,
+        expires_at: Millis,
+        now: Millis,
+        max_rows: u64,
+    ) -> Result<bool>;
+    /// Takes (deletes and returns) a live payload: a second take of the same
+    /// key, or a take after expiry, finds nothing.
+    async fn take_oidc_pending(&self, key_hash: &[u8], now: Millis) -> Result<Option<String>>;
+
     // --- conversations --------------------------------------------------
 
     /// The one direct conversation of `a` and `b`, made if missing. The bool

@@ -599,3 +599,34 @@ pub enum MediaInsert {
         used: i64,
     },
 }
+
+/// A provider account: who an OpenID Connect provider says signed in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OidcIdentity {
+    /// The provider's issuer URL (the ID token's `iss`).
+    pub issuer: String,
+    /// The provider's id for the account (the ID token's `sub`).
+    pub subject: String,
+}
+
+/// What [`crate::Store::create_oidc_user`] did.
+#[derive(Debug, Clone)]
+pub enum OidcSignup {
+    /// The account was made and the identity linked to it.
+    Created(User),
+    /// The username key is taken; nothing was written.
+    UsernameTaken,
+    /// The identity already belongs to a user; nothing was written.
+    IdentityTaken(UserId),
+}
+
+/// What [`crate::Store::link_oidc_identity`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OidcLink {
+    /// The identity is now linked to the user.
+    Linked,
+    /// It already was.
+    AlreadyLinked,
+    /// It belongs to another user; nothing was written.
+    TakenBy(UserId),
+}

@@ -112,6 +112,174 @@ async fn usernames_are_unique_without_regard_to_case() {
     }
 }
 
+fn identity(issuer: &str, subject: &str) -> OidcIdentity {
+    OidcIdentity {
+        issuer: issuer.into(),
+        subject: subject.into(),
+    }
+}
+
+fn oidc_new_user(name: &str, display: &str) -> NewUser {
+    NewUser {
+        username: name.into(),
+        username_key: name.to_lowercase(),
+        display_name: display.into(),
+        password_hash: "!oidc".into(),
+        now: 5,
+    }
+}
+
+#[tokio::test]
+async fn oidc_identities_link_one_provider_account_to_one_user() {
+    for b in backends().await {
+        let s = b.store.as_ref();
+        let n = b.name;
+        let google = identity("https://accounts.example", "sub-1");
+        assert_eq!(
+            s.oidc_identity_user(&google).await.expect("get"),
+            None,
+            "{n}"
+        );
+        let made = s
+            .create_oidc_user(oidc_new_user("wang", "王小明"), google.clone())
+            .await
+            .expect("create");
+        let OidcSignup::Created(wang) = made else {
+            panic!("{n}: expected created, got {made:?}")
+        };
+        assert_eq!(wang.display_name, "王小明", "{n}");
+        assert_eq!(
+            s.oidc_identity_user(&google).await.expect("get"),
+            Some(wang.id),
+            "{n}"
+        );
+        // Same identity again, under another name: refused, nothing written.
+        let again = s
+            .create_oidc_user(oidc_new_user("other", "x"), google.clone())
+            .await
+            .expect("create");
+        assert!(
+            matches!(again, OidcSignup::IdentityTaken(id) if id == wang.id),
+            "{n}: {again:?}"
+        );
+        assert!(
+            s.credentials_by_username("other")
+                .await
+                .expect("get")
+                .is_none(),
+            "{n}"
+        );
+        // A taken username: refused, the identity stays free.
+        let ann = user(s, "ann").await;
+        let other_sub = identity("https://accounts.example", "sub-2");
+        let taken = s
+            .create_oidc_user(oidc_new_user("ANN", "x"), other_sub.clone())
+            .await
+            .expect("create");
+        assert!(matches!(taken, OidcSignup::UsernameTaken), "{n}: {taken:?}");
+        assert_eq!(
+            s.oidc_identity_user(&other_sub).await.expect("get"),
+            None,
+            "{n}"
+        );
+        // Linking to an existing password account.
+        let linked = s
+            .link_oidc_identity(ann, other_sub.clone(), 6)
+            .await
+            .expect("link");
+        assert_eq!(linked, OidcLink::Linked, "{n}");
+        let again = s
+            .link_oidc_identity(ann, other_sub.clone(), 7)
+            .await
+            .expect("link");
+        assert_eq!(again, OidcLink::AlreadyLinked, "{n}");
+        let stolen = s
+            .link_oidc_identity(ann, google.clone(), 8)
+            .await
+            .expect("link");
+        assert_eq!(stolen, OidcLink::TakenBy(wang.id), "{n}");
+        // The same subject at another issuer is another account.
+        let elsewhere = identity("https://other.example", "sub-1");
+        let linked = s
+            .link_oidc_identity(ann, elsewhere.clone(), 9)
+            .await
+            .expect("link");
+        assert_eq!(linked, OidcLink::Linked, "{n}");
+        assert_eq!(
+            s.oidc_identities_of(ann).await.expect("list"),
+            vec![other_sub, elsewhere],
+            "{n}"
+        );
+        assert_eq!(
+            s.oidc_identities_of(wang.id).await.expect("list"),
+            vec![google],
+            "{n}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn oidc_pending_secrets_are_single_use_expire_and_are_bounded() {
+    for b in backends().await {
+        let s = b.store.as_ref();
+        let n = b.name;
+        assert!(
+            s.put_oidc_pending(b"k1", "one", 100, 10, 2)
+                .await
+                .expect("put"),
+            "{n}"
+        );
+        assert!(
+            s.put_oidc_pending(b"k2", "two", 50, 10, 2)
+                .await
+                .expect("put"),
+            "{n}"
+        );
+        // Full: two live rows.
+        assert!(
+            !s.put_oidc_pending(b"k3", "three", 100, 10, 2)
+                .await
+                .expect("put"),
+            "{n}"
+        );
+        // Once k2 has expired it is purged and makes room.
+        assert!(
+            s.put_oidc_pending(b"k3", "three", 100, 60, 2)
+                .await
+                .expect("put"),
+            "{n}"
+        );
+        assert_eq!(
+            s.take_oidc_pending(b"k1", 61)
+                .await
+                .expect("take")
+                .as_deref(),
+            Some("one"),
+            "{n}"
+        );
+        assert_eq!(
+            s.take_oidc_pending(b"k1", 61).await.expect("take"),
+            None,
+            "{n}: second take"
+        );
+        assert_eq!(
+            s.take_oidc_pending(b"k2", 61).await.expect("take"),
+            None,
+            "{n}: purged"
+        );
+        assert_eq!(
+            s.take_oidc_pending(b"k3", 100).await.expect("take"),
+            None,
+            "{n}: expired"
+        );
+        assert_eq!(
+            s.take_oidc_pending(b"nope", 1).await.expect("take"),
+            None,
+            "{n}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn users_are_looked_up_by_ids_at_once() {
     for b in backends().await {

@@ -26,8 +26,14 @@ pub struct RegisterArgs {
 pub struct LoginArgs {
     #[command(flatten)]
     client: ClientArgs,
-    /// Username.
-    username: String,
+    /// Username (with --oidc: the one to take on a first sign-in, else asked).
+    #[arg(required_unless_present = "oidc")]
+    username: Option<String>,
+    /// Sign in with this OpenID Connect provider (its id; `confab login
+    /// --oidc ?` lists them): open the printed URL, sign in there, and
+    /// paste the one-time code the last page shows.
+    #[arg(long, value_name = "PROVIDER")]
+    oidc: Option<String>,
     /// Password (else read from stdin).
     #[arg(long, env = "CONFAB_PASSWORD")]
     password: Option<String>,
@@ -55,11 +61,23 @@ pub async fn register(args: RegisterArgs) -> anyhow::Result<()> {
 
 /// Logs in and saves the session.
 pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
-    let pw = password(args.password)?;
     let client = Client::new(&args.client.server);
-    let session = client
-        .login(&args.username, &pw, Some(&args.device_name))
-        .await?;
+    let session = match (&args.oidc, &args.username) {
+        (Some(provider), _) => {
+            oidc_login(
+                &client,
+                provider,
+                args.username.as_deref(),
+                &args.device_name,
+            )
+            .await?
+        }
+        (None, Some(username)) => {
+            let pw = password(args.password)?;
+            client.login(username, &pw, Some(&args.device_name)).await?
+        }
+        (None, None) => anyhow::bail!("give a username, or --oidc PROVIDER"),
+    };
     let path = session_file::path(args.client.session.as_deref())?;
     session_file::save(&path, &session)?;
     println!(
@@ -79,4 +97,72 @@ pub async fn logout(args: LogoutArgs) -> anyhow::Result<()> {
     result?;
     println!("logged out");
     Ok(())
+}
+
+/// Reads one line of stdin after a prompt on stderr.
+fn ask(prompt: &str) -> anyhow::Result<String> {
+    eprint!("{prompt}");
+    let mut line = String::new();
+    if std::io::stdin().read_line(&mut line)? == 0 {
+        anyhow::bail!("no answer on stdin");
+    }
+    Ok(line.trim().to_owned())
+}
+
+/// `confab login --oidc PROVIDER`: the URL to open is printed on stdout;
+/// the code the server's page shows afterwards is read from stdin.
+async fn oidc_login(
+    client: &Client,
+    provider: &str,
+    username: Option<&str>,
+    device_name: &str,
+) -> anyhow::Result<confab_sdk::Session> {
+    use confab_sdk::proto::api::OidcClient;
+    use confab_sdk::OidcOutcome;
+
+    let providers = client.oidc_providers().await?;
+    if !providers.iter().any(|p| p.id == provider) {
+        let known: Vec<String> = providers
+            .iter()
+            .map(|p| format!("{} ({})", p.id, p.name))
+            .collect();
+        anyhow::bail!(
+            "the server has no sign-in provider {provider:?}; it has: {}",
+            if known.is_empty() {
+                "none".to_owned()
+            } else {
+                known.join(", ")
+            }
+        );
+    }
+    let start = client.oidc_start(provider, OidcClient::Cli).await?;
+    println!("open this URL in a browser and sign in:");
+    println!("{}", start.authorization_url);
+    let code = ask("then paste the one-time code shown: ")?;
+    match client
+        .oidc_exchange(&code, &start.flow, Some(device_name))
+        .await?
+    {
+        OidcOutcome::SignedIn(session) => Ok(session),
+        OidcOutcome::SignupRequired(offer) => {
+            eprintln!("first sign-in as {}: pick a username", offer.display_name);
+            let mut name = match username {
+                Some(u) => u.to_owned(),
+                None => ask(&format!(
+                    "username [{}]: ",
+                    offer.suggested_username.as_deref().unwrap_or("")
+                ))?,
+            };
+            if name.is_empty() {
+                name = offer.suggested_username.clone().unwrap_or_default();
+            }
+            let display = (!offer.display_name.is_empty()).then_some(offer.display_name.as_str());
+            Ok(client
+                .oidc_signup(&offer.signup_token, &name, display, Some(device_name))
+                .await?)
+        }
+        OidcOutcome::Linked(_) => {
+            anyhow::bail!("the server linked an account instead of signing in")
+        }
+    }
 }

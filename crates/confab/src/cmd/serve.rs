@@ -148,6 +148,43 @@ pub struct ServeArgs {
     /// PEM private key of --tls-cert.
     #[arg(long, env = "CONFAB_TLS_KEY", requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// The URL users reach this server at, e.g. https://chat.example.com
+    /// (OpenID Connect redirect URIs are made from it) [default: the
+    /// listen address].
+    #[arg(long, env = "CONFAB_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// An OpenID Connect provider's issuer URL to offer sign-in with;
+    /// repeat (or comma-separate) for several, each with its own
+    /// --oidc-client-id and, in the same order, --oidc-client-secret,
+    /// --oidc-name and --oidc-id [default: none].
+    #[arg(
+        long = "oidc-issuer",
+        env = "CONFAB_OIDC_ISSUER",
+        value_delimiter = ','
+    )]
+    oidc_issuers: Vec<String>,
+    /// Client id Confab is registered under at each --oidc-issuer.
+    #[arg(
+        long = "oidc-client-id",
+        env = "CONFAB_OIDC_CLIENT_ID",
+        value_delimiter = ','
+    )]
+    oidc_client_ids: Vec<String>,
+    /// Client secret for each --oidc-issuer (empty for a public client).
+    #[arg(
+        long = "oidc-client-secret",
+        env = "CONFAB_OIDC_CLIENT_SECRET",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    oidc_client_secrets: Vec<String>,
+    /// Button name of each --oidc-issuer ("Sign in with NAME") [default: its host].
+    #[arg(long = "oidc-name", env = "CONFAB_OIDC_NAME", value_delimiter = ',')]
+    oidc_names: Vec<String>,
+    /// Id of each --oidc-issuer in URLs and `confab login --oidc ID`
+    /// [default: made from the name].
+    #[arg(long = "oidc-id", env = "CONFAB_OIDC_ID", value_delimiter = ',')]
+    oidc_ids: Vec<String>,
     /// Serve the browser app from this folder instead of the built-in copy
     /// (while working on it: edits show on reload).
     #[arg(long, env = "CONFAB_WEB_DIR")]
@@ -254,7 +291,47 @@ impl ServeArgs {
         if !self.p2p_listen.is_empty() {
             c.p2p.listen = self.p2p_listen.clone();
         }
+        if let Some(v) = &self.public_url {
+            c.public_url = Some(v.clone());
+        }
+        self.overlay_oidc(&mut c)?;
         Ok(c)
+    }
+
+    /// Providers from flags are added after those of the TOML file.
+    fn overlay_oidc(&self, c: &mut Config) -> anyhow::Result<()> {
+        let n = self.oidc_issuers.len();
+        if self.oidc_client_ids.len() != n {
+            anyhow::bail!(
+                "give one --oidc-client-id per --oidc-issuer ({n} issuers, {} client ids)",
+                self.oidc_client_ids.len()
+            );
+        }
+        for (what, len) in [
+            ("--oidc-client-secret", self.oidc_client_secrets.len()),
+            ("--oidc-name", self.oidc_names.len()),
+            ("--oidc-id", self.oidc_ids.len()),
+        ] {
+            if len > n {
+                anyhow::bail!("more {what} than --oidc-issuer ({len} for {n})");
+            }
+        }
+        for (i, issuer) in self.oidc_issuers.iter().enumerate() {
+            let at = |v: &Vec<String>| v.get(i).cloned().unwrap_or_default();
+            let secret = at(&self.oidc_client_secrets);
+            c.oidc
+                .providers
+                .push(confab_server::config::OidcProviderConfig {
+                    id: at(&self.oidc_ids),
+                    name: at(&self.oidc_names),
+                    issuer: issuer.clone(),
+                    client_id: at(&self.oidc_client_ids),
+                    client_secret: (!secret.is_empty())
+                        .then(|| confab_server::config::Secret::new(secret)),
+                    scopes: vec!["profile".to_owned(), "email".to_owned()],
+                });
+        }
+        Ok(())
     }
 }
 

@@ -13,7 +13,7 @@ use std::time::Duration;
 use crate::support::{spawn_app, spawn_app_with};
 use reqwest::header;
 
-fn repo_root() -> PathBuf {
+pub(crate) fn repo_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../..")
         .canonicalize()
@@ -295,7 +295,7 @@ async fn run_e2e(base_url: &str, out: &Path, files: &[&str]) {
 }
 
 /// [`run_e2e`] with more environment variables for the test files.
-async fn run_e2e_with(base_url: &str, out: &Path, files: &[&str], env: &[(&str, &str)]) {
+pub(crate) async fn run_e2e_with(base_url: &str, out: &Path, files: &[&str], env: &[(&str, &str)]) {
     let root = repo_root();
     let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
     assert!(

@@ -20,6 +20,7 @@ mod groups;
 mod media;
 mod messages;
 mod names;
+mod oidc;
 mod operations;
 mod p2p;
 mod presence;

@@ -23,7 +23,7 @@ use crate::state::AppState;
 use crate::throttle::{Refused, Scope};
 
 /// A 429 `rate_limited` with `Retry-After`.
-fn throttled(refused: Refused) -> Response {
+pub(super) fn throttled(refused: Refused) -> Response {
     crate::metrics::throttled(refused.scope.as_str());
     let secs = refused.retry_after.as_secs_f64().ceil().max(1.0) as u64;
     let what = match refused.scope {

@@ -10,6 +10,7 @@ mod friends;
 mod groups;
 mod health;
 mod messages;
+mod oidc;
 mod search;
 mod users;
 mod web;
@@ -32,6 +33,13 @@ pub fn api_routes() -> Router<AppState> {
         .route("/auth/refresh", post(accounts::refresh))
         .route("/auth/logout", post(accounts::logout))
         .route("/auth/password", post(accounts::change_password))
+        .route("/auth/oidc/providers", get(oidc::providers))
+        .route("/auth/oidc/{provider}/start", post(oidc::start))
+        .route("/auth/oidc/{provider}/link", post(oidc::link))
+        .route("/auth/oidc/callback", get(oidc::callback))
+        .route("/auth/oidc/exchange", post(oidc::exchange))
+        .route("/auth/oidc/signup", post(oidc::signup))
+        .route("/auth/oidc/identities", get(oidc::identities))
         .route("/users/me", get(users::me).patch(users::update_me))
         .route("/users", get(users::search))
         .route("/users/{id}", get(users::by_id))

@@ -211,6 +211,64 @@ export async function signUp(username, password, displayName) {
   return signIn(username, password);
 }
 
+// --- Sign-in with an OpenID Connect provider -------------------------------
+// The start answer's `flow` secret stays in this tab (sessionStorage) while
+// the browser visits the provider; the server's callback brings the browser
+// back to `/#oidc_code=…`, and only this tab can exchange that code.
+
+const OIDC_FLOW_KEY = 'confab.oidc_flow';
+
+/** The providers the server offers ([] when none, or on error). */
+export async function oidcProviders() {
+  try {
+    const out = await api('GET', '/v1/auth/oidc/providers', undefined, { auth: false });
+    return out.providers || [];
+  } catch {
+    return [];
+  }
+}
+
+/** Sends the browser to the provider, to sign in or (`link`) to link it. */
+export async function oidcBegin(providerId, link = false) {
+  const path = `/v1/auth/oidc/${encodeURIComponent(providerId)}/${link ? 'link' : 'start'}`;
+  const out = await api('POST', path, { client: 'web' }, { auth: link });
+  sessionStorage.setItem(OIDC_FLOW_KEY, out.flow);
+  location.assign(out.authorization_url);
+}
+
+async function adoptTokens(out) {
+  await setSession({
+    access_token: out.access_token, refresh_token: out.refresh_token, expires_at: expiresAt(out),
+    user: out.user, device_id: out.device_id,
+  });
+  return out.user;
+}
+
+/**
+ * Exchanges the callback's one-time code: {status: 'signed_in', user},
+ * {status: 'signup_required', signup_token, suggested_username,
+ * display_name} or {status: 'linked', provider, user}.
+ */
+export async function oidcExchange(code) {
+  const flow = sessionStorage.getItem(OIDC_FLOW_KEY) || '';
+  sessionStorage.removeItem(OIDC_FLOW_KEY);
+  const out = await api('POST', '/v1/auth/oidc/exchange', { code, flow, device_name: deviceName() }, { auth: false });
+  if (out.status === 'signed_in') return { status: out.status, user: await adoptTokens(out) };
+  return out;
+}
+
+/** A first sign-in takes its username; signs in. */
+export async function oidcSignup(signupToken, username, displayName) {
+  const body = { signup_token: signupToken, username, device_name: deviceName() };
+  if (displayName) body.display_name = displayName;
+  return adoptTokens(await api('POST', '/v1/auth/oidc/signup', body, { auth: false }));
+}
+
+/** The provider accounts linked to mine. */
+export async function oidcIdentities() {
+  return (await api('GET', '/v1/auth/oidc/identities')).identities || [];
+}
+
 export async function signOut() {
   try {
     await api('POST', '/v1/auth/logout');

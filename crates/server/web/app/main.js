@@ -2,9 +2,9 @@
 // connection banner), routes store changes to the views, global keys.
 
 import { h, toast } from './ui/dom.js';
-import { getSession, onLoggedOut, signOut } from './api.js';
+import { getSession, oidcExchange, onLoggedOut, signOut } from './api.js';
 import * as store from './store.js';
-import { authView } from './ui/auth.js';
+import { authView, oidcSignupView } from './ui/auth.js';
 import { createSidebar } from './ui/sidebar.js';
 import { createChat } from './ui/chat.js';
 import { createCalls } from './ui/call.js';
@@ -124,7 +124,45 @@ window.addEventListener('popstate', (e) => {
   store.setActive(id != null && store.state.conversations.has(id) ? id : null);
 });
 
+const OIDC_ERRORS = {
+  oidc_failed: 'The sign-in provider did not confirm who you are. Please try again.',
+  oidc_state_invalid: 'That sign-in had expired. Please try again.',
+  unavailable: 'The sign-in provider cannot be reached right now. Please try again later.',
+};
+
+/**
+ * Back from a sign-in provider: the callback put a one-time code (or an
+ * error code) in the URL fragment. It is removed from the address bar and
+ * history at once, then exchanged.
+ */
+async function finishOidc(fragment) {
+  history.replaceState(history.state, '', location.pathname + location.search);
+  const session = getSession();
+  const signedIn = session && session.user;
+  if (fragment.has('oidc_error')) {
+    const why = OIDC_ERRORS[fragment.get('oidc_error')] || OIDC_ERRORS.oidc_failed;
+    if (signedIn) { showApp(session.user); toast(why, 'error'); } else showAuth(why);
+    return;
+  }
+  try {
+    const out = await oidcExchange(fragment.get('oidc_code') || '');
+    if (out.status === 'signed_in') showApp(out.user);
+    else if (out.status === 'linked') {
+      showApp(signedIn ? session.user : out.user);
+      toast(`You can now sign in with ${out.provider} too.`, 'info');
+    } else {
+      root.replaceChildren(oidcSignupView(out, showApp, () => showAuth()));
+      document.title = 'Confab — choose a username';
+    }
+  } catch (e) {
+    const why = e.code === 'oidc_code_invalid' ? 'That sign-in had expired. Please try again.' : e.message;
+    if (signedIn) { showApp(session.user); toast(why, 'error'); } else showAuth(why);
+  }
+}
+
 onLoggedOut((why) => showAuth(why));
+const fragment = new URLSearchParams(location.hash.slice(1));
 const session = getSession();
-if (session && session.user) showApp(session.user);
+if (fragment.has('oidc_code') || fragment.has('oidc_error')) finishOidc(fragment);
+else if (session && session.user) showApp(session.user);
 else showAuth();

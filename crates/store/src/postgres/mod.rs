@@ -25,6 +25,7 @@ mod commit;
 mod conversations;
 mod groups;
 mod media;
+mod oidc;
 mod rows;
 mod search;
 mod social;
@@ -119,6 +120,42 @@ impl Store for PostgresStore {
 
     async fn create_user(&self, new: NewUser) -> Result<User> {
         accounts::create_user(&self.pool, new).await
+    }
+
+    async fn oidc_identity_user(&self, identity: &OidcIdentity) -> Result<Option<UserId>> {
+        oidc::identity_user(&self.pool, identity).await
+    }
+
+    async fn oidc_identities_of(&self, user: UserId) -> Result<Vec<OidcIdentity>> {
+        oidc::identities_of(&self.pool, user).await
+    }
+
+    async fn create_oidc_user(&self, new: NewUser, identity: OidcIdentity) -> Result<OidcSignup> {
+        oidc::create_user(&self.pool, new, identity).await
+    }
+
+    async fn link_oidc_identity(
+        &self,
+        user: UserId,
+        identity: OidcIdentity,
+        now: Millis,
+    ) -> Result<OidcLink> {
+        oidc::link(&self.pool, user, identity, now).await
+    }
+
+    async fn put_oidc_pending(
+        &self,
+        key_hash: &[u8],
+        payload: &str,
+        expires_at: Millis,
+        now: Millis,
+        max_rows: u64,
+    ) -> Result<bool> {
+        oidc::put_pending(&self.pool, key_hash, payload, expires_at, now, max_rows).await
+    }
+
+    async fn take_oidc_pending(&self, key_hash: &[u8], now: Millis) -> Result<Option<String>> {
+        oidc::take_pending(&self.pool, key_hash, now).await
     }
 
     async fn credentials_by_username(&self, key: &str) -> Result<Option<UserCredentials>> {

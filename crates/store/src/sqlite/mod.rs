@@ -16,6 +16,7 @@ pub(crate) mod changes;
 mod conversations;
 mod groups;
 mod media;
+mod oidc;
 mod rows;
 pub(crate) mod search;
 mod social;
@@ -160,6 +161,42 @@ impl Store for SqliteStore {
 
     async fn create_user(&self, new: NewUser) -> Result<User> {
         accounts::create_user(&self.writer, new).await
+    }
+
+    async fn oidc_identity_user(&self, identity: &OidcIdentity) -> Result<Option<UserId>> {
+        oidc::identity_user(&self.reader, identity).await
+    }
+
+    async fn oidc_identities_of(&self, user: UserId) -> Result<Vec<OidcIdentity>> {
+        oidc::identities_of(&self.reader, user).await
+    }
+
+    async fn create_oidc_user(&self, new: NewUser, identity: OidcIdentity) -> Result<OidcSignup> {
+        oidc::create_user(&self.writer, new, identity).await
+    }
+
+    async fn link_oidc_identity(
+        &self,
+        user: UserId,
+        identity: OidcIdentity,
+        now: Millis,
+    ) -> Result<OidcLink> {
+        oidc::link(&self.writer, user, identity, now).await
+    }
+
+    async fn put_oidc_pending(
+        &self,
+        key_hash: &[u8],
+        payload: &str,
+        expires_at: Millis,
+        now: Millis,
+        max_rows: u64,
+    ) -> Result<bool> {
+        oidc::put_pending(&self.writer, key_hash, payload, expires_at, now, max_rows).await
+    }
+
+    async fn take_oidc_pending(&self, key_hash: &[u8], now: Millis) -> Result<Option<String>> {
+        oidc::take_pending(&self.writer, key_hash, now).await
     }
 
     async fn credentials_by_username(&self, key: &str) -> Result<Option<UserCredentials>> {

@@ -69,12 +69,22 @@ pub async fn spawn_app_with(adjust: impl FnOnce(&mut Config)) -> TestApp {
 
 /// Boots a server on an existing data directory (for restart tests).
 pub async fn spawn_app_in(dir: &Path, adjust: impl FnOnce(&mut Config)) -> TestApp {
-    let mut config = test_config();
-    config.data_dir = dir.to_path_buf();
-    adjust(&mut config);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
+    spawn_app_on(listener, dir, adjust).await
+}
+
+/// Boots a server on a listener the test bound (so it knows the address
+/// before the server starts, e.g. for a redirect URI registered elsewhere).
+pub async fn spawn_app_on(
+    listener: tokio::net::TcpListener,
+    dir: &Path,
+    adjust: impl FnOnce(&mut Config),
+) -> TestApp {
+    let mut config = test_config();
+    config.data_dir = dir.to_path_buf();
+    adjust(&mut config);
     let addr = listener.local_addr().expect("addr");
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();

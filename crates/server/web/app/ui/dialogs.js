@@ -3,7 +3,7 @@
 // confirmation dialogs built on it.
 
 import { h, iconButton, toast, avatar } from './dom.js';
-import { api, findUser, getSession, setSession } from '../api.js';
+import { api, findUser, getSession, oidcBegin, oidcIdentities, oidcProviders, setSession } from '../api.js';
 import * as store from '../store.js';
 
 let openDialogs = [];
@@ -340,5 +340,39 @@ export function profileDialog() {
     h('div.check', {}, hide, h('label', { for: hideId, text: 'Hide when I am online from friends' })),
     err, h('button.primary', { type: 'submit', testid: 'profile-save', text: 'Save' }));
     body.append(form);
+    linkedSignIns(body);
   }, { testid: 'profile-dialog' });
+}
+
+/** The profile's "Sign-in providers": linked ones, and buttons to link more. */
+async function linkedSignIns(body) {
+  const providers = await oidcProviders();
+  if (!providers.length) return;
+  let linked = [];
+  try {
+    linked = await oidcIdentities();
+  } catch { /* shown as none linked */ }
+  const err = inlineError();
+  const rows = providers.map((p) => {
+    const isLinked = linked.some((i) => i.provider === p.id);
+    return h('li', {}, h('span', { text: p.name }), ' ',
+      isLinked
+        ? h('span.muted', { testid: `oidc-linked-${p.id}`, text: '(linked)' })
+        : h('button.secondary', {
+          type: 'button', testid: `oidc-link-${p.id}`, text: `Link ${p.name}`,
+          on: {
+            click: async (e) => {
+              e.target.disabled = true;
+              try {
+                await oidcBegin(p.id, true);
+              } catch (x) {
+                showError(err, x);
+                e.target.disabled = false;
+              }
+            },
+          },
+        }));
+  });
+  body.append(h('section.stack', { 'aria-label': 'Sign-in providers' },
+    h('h3', { text: 'Sign in with' }), h('ul.plain', {}, ...rows), err));
 }

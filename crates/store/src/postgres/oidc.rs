@@ -1,0 +1,167 @@
+//! OpenID Connect sign-in: linked provider accounts and the single-use
+//! secrets of sign-ins in progress.
+
+use confab_proto::UserId;
+use sqlx::{PgPool, Row};
+
+use super::rows::{self, USER_COLUMNS};
+use crate::types::*;
+use crate::{Result, StoreError};
+
+pub(crate) async fn identity_user(db: &PgPool, id: &OidcIdentity) -> Result<Option<UserId>> {
+    Ok(
+        sqlx::query_scalar(
+            "SELECT user_id FROM oidc_identities WHERE issuer = $1 AND subject = $2",
+        )
+        .bind(&id.issuer)
+        .bind(&id.subject)
+        .fetch_optional(db)
+        .await?,
+    )
+}
+
+pub(crate) async fn identities_of(db: &PgPool, user: UserId) -> Result<Vec<OidcIdentity>> {
+    let rows = sqlx::query(
+        "SELECT issuer, subject FROM oidc_identities WHERE user_id = $1
+         ORDER BY created_at, issuer, subject",
+    )
+    .bind(user)
+    .fetch_all(db)
+    .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(OidcIdentity {
+                issuer: r.try_get("issuer")?,
+                subject: r.try_get("subject")?,
+            })
+        })
+        .collect()
+}
+
+pub(crate) async fn create_user(
+    db: &PgPool,
+    new: NewUser,
+    identity: OidcIdentity,
+) -> Result<OidcSignup> {
+    let mut tx = db.begin().await?;
+    let owner: Option<UserId> = sqlx::query_scalar(
+        "SELECT user_id FROM oidc_identities WHERE issuer = $1 AND subject = $2",
+    )
+    .bind(&identity.issuer)
+    .bind(&identity.subject)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(owner) = owner {
+        return Ok(OidcSignup::IdentityTaken(owner));
+    }
+    let inserted = sqlx::query(&format!(
+        "INSERT INTO users (username, username_key, display_name, password_hash, created_at)
+         VALUES ($1, $2, $3, $4, $5) RETURNING {USER_COLUMNS}"
+    ))
+    .bind(&new.username)
+    .bind(&new.username_key)
+    .bind(&new.display_name)
+    .bind(&new.password_hash)
+    .bind(new.now)
+    .fetch_one(&mut *tx)
+    .await;
+    let user = match inserted.map_err(StoreError::from) {
+        Ok(row) => rows::user(&row)?,
+        Err(StoreError::Conflict) => return Ok(OidcSignup::UsernameTaken),
+        Err(e) => return Err(e),
+    };
+    sqlx::query(
+        "INSERT INTO oidc_identities (issuer, subject, user_id, created_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(&identity.issuer)
+    .bind(&identity.subject)
+    .bind(user.id)
+    .bind(new.now)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(OidcSignup::Created(user))
+}
+
+pub(crate) async fn link(
+    db: &PgPool,
+    user: UserId,
+    identity: OidcIdentity,
+    now: Millis,
+) -> Result<OidcLink> {
+    let mut tx = db.begin().await?;
+    let owner: Option<UserId> = sqlx::query_scalar(
+        "SELECT user_id FROM oidc_identities WHERE issuer = $1 AND subject = $2",
+    )
+    .bind(&identity.issuer)
+    .bind(&identity.subject)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let outcome = match owner {
+        Some(owner) if owner == user => OidcLink::AlreadyLinked,
+        Some(owner) => OidcLink::TakenBy(owner),
+        None => {
+            sqlx::query(
+                "INSERT INTO oidc_identities (issuer, subject, user_id, created_at)
+                 VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&identity.issuer)
+            .bind(&identity.subject)
+            .bind(user)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+            OidcLink::Linked
+        }
+    };
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+pub(crate) async fn put_pending(
+    db: &PgPool,
+    key_hash: &[u8],
+    payload: &str,
+    expires_at: Millis,
+    now: Millis,
+    max_rows: u64,
+) -> Result<bool> {
+    let mut tx = db.begin().await?;
+    sqlx::query("DELETE FROM oidc_pending WHERE expires_at <= $1")
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+    let live: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM oidc_pending")
+        .fetch_one(&mut *tx)
+        .await?;
+    if u64::try_from(live).unwrap_or(u64::MAX) >= max_rows {
+        return Ok(false);
+    }
+    sqlx::query("INSERT INTO oidc_pending (key_hash, payload, expires_at) VALUES ($1, $2, $3)")
+        .bind(key_hash)
+        .bind(payload)
+        .bind(expires_at)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
+pub(crate) async fn take_pending(
+    db: &PgPool,
+    key_hash: &[u8],
+    now: Millis,
+) -> Result<Option<String>> {
+    // One statement: of two racing takes, only one gets the row.
+    let row =
+        sqlx::query("DELETE FROM oidc_pending WHERE key_hash = $1 RETURNING payload, expires_at")
+            .bind(key_hash)
+            .fetch_optional(db)
+            .await?;
+    let Some(row) = row else { return Ok(None) };
+    let expires_at: Millis = row.try_get("expires_at")?;
+    if expires_at <= now {
+        return Ok(None);
+    }
+    Ok(Some(row.try_get("payload")?))
+}
