@@ -505,14 +505,24 @@ impl Store {
         let conv = self.conversation(&env.conversation_id)?;
         let conv = match conv {
             Some(c) => c,
-            None if env.kind == kind::GROUP_CREATE => {
+            // A group we have not seen: its group_create lists the members,
+            // or the admin's change that adds us carries the whole member
+            // list (the group_create and the rest of the history come by
+            // catch-up, from any member).
+            None if env.kind == kind::GROUP_CREATE || env.kind == kind::GROUP_CHANGE => {
                 if !known_contact(&self.conn, &env.sender)? {
                     return Err(Refusal::UnknownSender(env.sender.clone()).into());
                 }
-                let group = GroupCreate::parse(&env.body)?;
-                if !group.members.iter().any(|m| m.peer == me)
-                    || !group.members.iter().any(|m| m.peer == env.sender)
-                {
+                let (title, members, includes_me) = if env.kind == kind::GROUP_CREATE {
+                    let group = GroupCreate::parse(&env.body)?;
+                    let includes_me = group.members.iter().any(|m| m.peer == me);
+                    (group.title, group.members, includes_me)
+                } else {
+                    let change = GroupChange::parse(&env.body)?;
+                    let includes_me = change.add.iter().any(|m| m.peer == me);
+                    (change.title, change.members, includes_me)
+                };
+                if !includes_me || !members.iter().any(|m| m.peer == env.sender) {
                     return Err(Refusal::NotMember(
                         env.sender.clone(),
                         env.conversation_id.clone(),
@@ -522,34 +532,9 @@ impl Store {
                 Conversation {
                     id: env.conversation_id.clone(),
                     kind: "group".into(),
-                    title: group.title,
+                    title,
                     admin: env.sender.clone(),
-                    members: group.members.into_iter().map(|m| m.peer).collect(),
-                }
-            }
-            // Added to a group we have not seen: the admin's change carries
-            // the whole member list (its group_create and the rest of the
-            // history come by catch-up, from any member).
-            None if env.kind == kind::GROUP_CHANGE => {
-                if !known_contact(&self.conn, &env.sender)? {
-                    return Err(Refusal::UnknownSender(env.sender.clone()).into());
-                }
-                let change = GroupChange::parse(&env.body)?;
-                if !change.add.iter().any(|m| m.peer == me)
-                    || !change.members.iter().any(|m| m.peer == env.sender)
-                {
-                    return Err(Refusal::NotMember(
-                        env.sender.clone(),
-                        env.conversation_id.clone(),
-                    )
-                    .into());
-                }
-                Conversation {
-                    id: env.conversation_id.clone(),
-                    kind: "group".into(),
-                    title: change.title,
-                    admin: env.sender.clone(),
-                    members: change.members.into_iter().map(|m| m.peer).collect(),
+                    members: members.into_iter().map(|m| m.peer).collect(),
                 }
             }
             None => {

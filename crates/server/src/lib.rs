@@ -17,6 +17,7 @@ pub mod error;
 pub mod events;
 pub mod extract;
 pub mod gateway;
+mod hex;
 pub mod http;
 pub mod hub;
 mod listener;

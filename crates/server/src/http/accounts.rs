@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use confab_proto::api::{
     ChangePasswordRequest, LoginRequest, RefreshRequest, RegisterRequest, RegisterResponse,
-    TokenResponse,
+    TokenResponse, User,
 };
 use confab_proto::validate::{check_display_name, check_password, Username};
 use confab_proto::{DeviceId, ErrorCode, UserId};
@@ -146,17 +146,27 @@ async fn login_checked(state: &AppState, req: LoginRequest) -> AppResult<Json<To
         return Err(invalid());
     }
     let user = user.ok_or_else(invalid)?;
-    let device_name = req
-        .device_name
-        .map(|n| n.chars().take(64).collect::<String>());
-    let public_key = req.device_public_key.filter(|k| k.len() <= 256);
+    Ok(Json(
+        open_device(state, user, req.device_name, req.device_public_key).await?,
+    ))
+}
+
+/// A new device for a signed-in user (name cut to 64 characters, a public
+/// key over 256 bytes dropped) and its first tokens: what every sign-in,
+/// by password or by a provider, ends with.
+pub(super) async fn open_device(
+    state: &AppState,
+    user: User,
+    device_name: Option<String>,
+    public_key: Option<String>,
+) -> AppResult<TokenResponse> {
+    let device_name = device_name.map(|n| n.chars().take(64).collect::<String>());
+    let public_key = public_key.filter(|k| k.len() <= 256);
     let device = state
         .store
         .create_device(user.id, device_name, public_key, now_millis())
         .await?;
-    Ok(Json(
-        state.auth.issue(state.store.as_ref(), user, device).await?,
-    ))
+    state.auth.issue(state.store.as_ref(), user, device).await
 }
 
 /// `POST /v1/auth/refresh`: spends the refresh token for a new pair. A token

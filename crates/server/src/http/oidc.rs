@@ -21,7 +21,7 @@ use axum::Json;
 use confab_proto::api::{
     OidcClient, OidcExchangeRequest, OidcExchangeResponse, OidcIdentities, OidcLinked,
     OidcLinkedIdentity, OidcProviders, OidcSignupOffer, OidcSignupRequest, OidcStartRequest,
-    OidcStartResponse, TokenResponse, User,
+    OidcStartResponse, TokenResponse,
 };
 use confab_proto::validate::{check_display_name, Username};
 use confab_proto::{ErrorCode, UserId};
@@ -67,10 +67,6 @@ enum Pending {
         display_name: String,
         expires_at: i64,
     },
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn code_invalid() -> AppError {
@@ -168,7 +164,7 @@ async fn begin(
             provider: p.id.clone(),
             pkce_verifier: auth.pkce_verifier,
             nonce: auth.nonce,
-            binding: hex(&flow_hash),
+            binding: crate::hex::encode(&flow_hash),
             client,
             link_user,
         },
@@ -353,7 +349,7 @@ pub async fn exchange(
     else {
         return Err(code_invalid());
     };
-    if hex(&token_hash(&req.flow)) != binding {
+    if crate::hex::encode(&token_hash(&req.flow)) != binding {
         return Err(code_invalid());
     }
     let identity = OidcIdentity { issuer, subject };
@@ -384,7 +380,9 @@ pub async fn exchange(
             .user(user_id)
             .await?
             .ok_or_else(|| AppError::not_found("user"))?;
-        let tokens = sign_in(&state, user, req.device_name, req.device_public_key).await?;
+        let tokens =
+            super::accounts::open_device(&state, user, req.device_name, req.device_public_key)
+                .await?;
         return Ok(Json(OidcExchangeResponse::SignedIn(tokens)));
     }
     let display_name = [name.as_deref(), preferred_username.as_deref()]
@@ -439,21 +437,6 @@ async fn suggest_username(state: &AppState, candidates: &[Option<String>]) -> Op
         }
     }
     None
-}
-
-async fn sign_in(
-    state: &AppState,
-    user: User,
-    device_name: Option<String>,
-    public_key: Option<String>,
-) -> AppResult<TokenResponse> {
-    let device_name = device_name.map(|n| n.chars().take(64).collect::<String>());
-    let public_key = public_key.filter(|k| k.len() <= 256);
-    let device = state
-        .store
-        .create_device(user.id, device_name, public_key, now_millis())
-        .await?;
-    state.auth.issue(state.store.as_ref(), user, device).await
 }
 
 /// `POST /v1/auth/oidc/signup`: a first sign-in picks its username.
@@ -525,7 +508,9 @@ async fn signup_checked(
         .await?;
     match made {
         OidcSignup::Created(user) => {
-            let tokens = sign_in(state, user, req.device_name, req.device_public_key).await?;
+            let tokens =
+                super::accounts::open_device(state, user, req.device_name, req.device_public_key)
+                    .await?;
             Ok((StatusCode::CREATED, Json(tokens)))
         }
         OidcSignup::UsernameTaken => {

@@ -56,7 +56,7 @@ pub async fn serve(
         return not_found();
     };
 
-    let etag = format!("\"{}\"", hex(&asset.sha256));
+    let etag = format!("\"{}\"", crate::hex::encode(&asset.sha256));
     let mut out = HeaderMap::new();
     out.insert(
         header::CONTENT_TYPE,
@@ -125,14 +125,6 @@ async fn read_dir_asset(dir: &std::path::Path, rel: &str) -> Option<Asset> {
     Some(Asset {
         bytes: bytes.into(),
         sha256,
-    })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write as _;
-    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
     })
 }
 

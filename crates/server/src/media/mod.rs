@@ -96,10 +96,6 @@ fn blob_error(e: confab_blobs::BlobError) -> AppError {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
 /// An upload on disk, hashed and counted.
 struct Spooled {
     path: tempfile::TempPath,
@@ -141,7 +137,7 @@ where
     Ok(Spooled {
         path,
         size,
-        sha256: hex(&hasher.finalize()),
+        sha256: crate::hex::encode(&hasher.finalize()),
         head,
     })
 }
@@ -450,7 +446,7 @@ async fn hash_file(path: PathBuf) -> AppResult<Hashed> {
         }
         Ok(Hashed {
             size,
-            sha256: hex(&hasher.finalize()),
+            sha256: crate::hex::encode(&hasher.finalize()),
             head,
         })
     })
