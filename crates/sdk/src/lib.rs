@@ -51,6 +51,7 @@ pub mod raw;
 mod receive;
 mod session;
 mod social;
+mod socket;
 mod trust;
 
 pub use api::{new_client_msg_id, HistoryQuery};
@@ -64,6 +65,7 @@ pub use messages::SearchOptions;
 pub use raw::RawConnection;
 pub use session::{ws_url, Session};
 pub use social::Direction;
+pub use socket::Compression;
 pub use trust::CA_CERT_ENV;
 
 /// The wire protocol crate, re-exported so callers need not depend on it.
