@@ -21,15 +21,17 @@ use crate::error::AppError;
 use crate::extract::WsAuthUser;
 use crate::state::AppState;
 
-/// tungstenite's read buffer per connection, allocated up front. Its default
-/// (128 KiB) would dominate an idle connection's memory. Typical frames
+/// The socket's read buffer per connection, allocated up front. A large
+/// one (yawc's default is 8 KiB, tungstenite's 128 KiB) would dominate an
+/// idle connection's memory. Typical frames
 /// (pings, acks, chat messages) fit; larger ones are read in several
 /// 512-byte steps, a cost paid only by the rare large frame. Measured with
 /// `confab bench idle`.
 const READ_BUFFER_BYTES: usize = 512;
-/// Bytes gathered before a write reaches the socket (we flush after each
-/// batch of queued frames anyway).
-const WRITE_BUFFER_BYTES: usize = 8 * 1024;
+/// The socket's write buffer per connection, allocated up front; it grows
+/// for a large batch and shrinks back once flushed (we flush after each
+/// batch of queued frames).
+const WRITE_BUFFER_BYTES: usize = 1024;
 /// Idle deflate and inflate states kept for reuse. Every connection runs
 /// without context takeover, so it holds one only while it compresses or
 /// inflates a message: this bounds the memory compression costs to about
