@@ -45,6 +45,7 @@ mod close {
     pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
     pub const POLICY: u16 = 1008;
+    pub const TOO_BIG: u16 = 1009;
     pub const TRY_AGAIN: u16 = 1013;
 }
 
@@ -171,10 +172,11 @@ impl Connection {
                         Ok(msg) => msg,
                         Err(WebSocketError::FrameTooLarge) => {
                             // Over the hard cap, on the wire or once
-                            // inflated: yawc has queued the close (1009) the
-                            // protocol promises; send it, then end.
+                            // inflated: send the close (1009) the protocol
+                            // promises (yawc only queues one for its read
+                            // path, which never runs again), then end.
                             metrics::frame_in("oversized");
-                            let _ = tokio::time::timeout(CLOSE_REPLY_TIMEOUT, self.socket.flush()).await;
+                            Box::pin(self.close(close::TOO_BIG, "frame too large")).await;
                             return "frame over the hard cap";
                         }
                         Err(_) => {
