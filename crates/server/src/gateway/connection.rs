@@ -45,7 +45,6 @@ mod close {
     pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
     pub const POLICY: u16 = 1008;
-    pub const TOO_BIG: u16 = 1009;
     pub const TRY_AGAIN: u16 = 1013;
 }
 
@@ -172,24 +171,23 @@ impl Connection {
                         Ok(msg) => msg,
                         Err(WebSocketError::FrameTooLarge) => {
                             // Over the hard cap, on the wire or once
-                            // inflated: send the close (1009) the protocol
-                            // promises (yawc only queues one for its read
-                            // path, which never runs again), then end.
+                            // inflated: yawc has queued the close (1009)
+                            // the protocol promises; send it, then end.
                             metrics::frame_in("oversized");
-                            Box::pin(self.close(close::TOO_BIG, "frame too large")).await;
+                            self.send_queued_close().await;
                             return "frame over the hard cap";
                         }
                         Err(_) => {
                             // A protocol error (bad UTF-8, bad deflate
                             // data, ...): yawc has queued its close frame.
-                            let _ = tokio::time::timeout(CLOSE_REPLY_TIMEOUT, self.socket.flush()).await;
+                            self.send_queued_close().await;
                             return "peer closed";
                         }
                     };
                     self.last_heard = Instant::now();
                     if !Box::pin(self.handle(msg)).await {
                         // yawc queued the answering close frame: send it.
-                        let _ = tokio::time::timeout(CLOSE_REPLY_TIMEOUT, self.socket.flush()).await;
+                        self.send_queued_close().await;
                         return "peer sent close";
                     }
                 }
@@ -269,6 +267,19 @@ impl Connection {
 
     async fn write_now(&mut self, text: String) -> Result<(), ()> {
         self.write_message(Frame::text(text)).await
+    }
+
+    /// Sends the close frame yawc queued when it refused a frame (its code
+    /// says why: 1009 too big, 1007 bad UTF-8, 1002 protocol). yawc sends
+    /// queued frames when the sink is next polled for readiness, which a
+    /// plain flush does not do; bounded by `CLOSE_REPLY_TIMEOUT`.
+    async fn send_queued_close(&mut self) {
+        let socket = &mut self.socket;
+        let _ = tokio::time::timeout(CLOSE_REPLY_TIMEOUT, async {
+            std::future::poll_fn(|cx| socket.poll_ready_unpin(cx)).await?;
+            socket.flush().await
+        })
+        .await;
     }
 
     async fn close(&mut self, code: u16, reason: &'static str) {
