@@ -236,7 +236,7 @@ mod tests {
         // RFC 6455 section 1.3.
         assert_eq!(
             accept_for("dGhlIHNhbXBsZSBub25jZQ=="),
-            "s3pPLMBiTxVzXxD0s4TRbjK1rbQ="
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
         );
     }
 }
