@@ -39,6 +39,17 @@ test('two users chat in the browser', { timeout: 90_000 }, async (t) => {
   const step = stepper(t);
   watch(a, 'A');
   watch(b, 'B');
+  // The Sec-WebSocket-Extensions the server answered each page's sockets
+  // with (issue 15: Chromium offers permessage-deflate, the server agrees).
+  const extensions = { A: [], B: [] };
+  for (const [page, name] of [[a, 'A'], [b, 'B']]) {
+    const cdp = await page.context().newCDPSession(page);
+    cdp.on('Network.webSocketHandshakeResponseReceived', (e) => {
+      const headers = Object.fromEntries(Object.entries(e.response.headers).map(([k, v]) => [k.toLowerCase(), v]));
+      extensions[name].push(headers['sec-websocket-extensions'] || '');
+    });
+    await cdp.send('Network.enable');
+  }
 
   await step('both sign up and are signed in', async () => {
     await a.goto(BASE);
@@ -98,6 +109,19 @@ test('two users chat in the browser', { timeout: 90_000 }, async (t) => {
     // Presence: each sees the other online.
     await a.locator(`${tid('presence-dot')}[data-status="online"]`).first().waitFor({ timeout: TIMEOUT });
     await shot(a, '02-desktop-list-and-chat');
+  });
+
+  await step('the sockets are compressed and a 10 KB text arrives intact', async () => {
+    assert.ok(extensions.A.length > 0 && extensions.B.length > 0, 'both pages opened a WebSocket');
+    for (const name of ['A', 'B']) {
+      for (const value of extensions[name]) assert.match(value, /^permessage-deflate/, `${name}'s socket: ${value}`);
+    }
+    // About 10 KB of UTF-8, mostly Chinese: compressed on the wire both ways.
+    let big = '';
+    for (let i = 0; Buffer.byteLength(big) < 10_000; i += 1) big += `第${i}段：压缩的消息应该完整到达。 `;
+    big = big.trim();
+    await send(a, big);
+    await waitFor('B to get the 10 KB text', async () => (await messages(b)).some((m) => !m.mine && m.text === big));
   });
 
   await step('A sends an image and a voice message, B sees both', async () => {

@@ -21,8 +21,8 @@ use crate::error::Error;
 use crate::event::Event;
 use crate::ordering::Ordering;
 use crate::outbox::Outbox;
-use crate::raw::{self, WsStream};
 use crate::session::ws_url;
+use crate::socket::{self, WsStream};
 
 /// Why a socket (or an attempt to open one) ended.
 #[derive(Debug)]
@@ -132,10 +132,10 @@ impl Actor {
         let trust = self.client.trust().cloned();
         let dial = tokio::time::timeout(
             self.options.connect_timeout,
-            raw::dial(url, Some(&token), trust.as_ref()),
+            socket::dial(url, Some(&token), trust.as_ref(), self.options.compression),
         );
         let err = match self.offline(dial).await? {
-            Ok(Ok(ws)) => return Ok(ws),
+            Ok(Ok(dialed)) => return Ok(dialed.ws),
             Ok(Err(e)) => e,
             Err(_) => return Err(Exit::Lost("connect timed out".into())),
         };

@@ -24,6 +24,7 @@ use crate::error::{Error, Result};
 use crate::event::{Ack, Event};
 use crate::ordering::DEFAULT_MAX_BUFFERED;
 use crate::outbox::OutgoingMessage;
+use crate::socket::Compression;
 
 /// How a [`Connection`] behaves. `ConnectOptions::default()` suits most uses.
 #[derive(Debug, Clone)]
@@ -59,6 +60,8 @@ pub struct ConnectOptions {
     /// At most this many out-of-order messages held per conversation while
     /// a gap is filled; past it they are dropped and refetched by sync.
     pub max_buffered: usize,
+    /// Offer permessage-deflate (RFC 7692); the server decides.
+    pub compression: Compression,
 }
 
 impl Default for ConnectOptions {
@@ -73,6 +76,7 @@ impl Default for ConnectOptions {
             event_buffer: 4096,
             max_outbox: 10_000,
             max_buffered: DEFAULT_MAX_BUFFERED,
+            compression: Compression::Offer,
         }
     }
 }

@@ -52,6 +52,7 @@ pub mod raw;
 mod receive;
 mod session;
 mod social;
+mod socket;
 mod trust;
 
 pub use api::{new_client_msg_id, HistoryQuery};
@@ -66,6 +67,7 @@ pub use oidc::OidcOutcome;
 pub use raw::RawConnection;
 pub use session::{ws_url, Session};
 pub use social::Direction;
+pub use socket::Compression;
 pub use trust::CA_CERT_ENV;
 
 /// The wire protocol crate, re-exported so callers need not depend on it.

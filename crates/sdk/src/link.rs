@@ -6,10 +6,10 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use confab_proto::{ApiError, ClientFrame, ConversationId, MessageRecord, Seq, ServerFrame};
-use futures_util::{FutureExt, SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt};
 use tokio::time::{sleep_until, timeout, Instant};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::warn;
+use yawc::{Frame, OpCode, WebSocketError};
 
 use crate::actor::{raise, Actor, Exit};
 use crate::backoff::Backoff;
@@ -17,7 +17,8 @@ use crate::connection::Command;
 use crate::error::Error;
 use crate::event::{Ack, Event};
 use crate::ordering::Push;
-use crate::raw::{decode_server_frame, WsStream};
+use crate::raw::decode_server_frame;
+use crate::socket::WsStream;
 
 /// Frames read in one go (without waiting) before acting on them as a batch.
 const MAX_BATCH: usize = 256;
@@ -76,7 +77,7 @@ impl Actor {
             };
             let step = tokio::select! {
                 _ = self.closing.changed() => Err(Exit::Closed),
-                first = ws.next() => self.on_socket(&mut ws, &mut link, backoff, first).await,
+                first = ws.next_frame() => self.on_socket(&mut ws, &mut link, backoff, first).await,
                 cmd = self.commands.recv() => self.on_commands(&mut ws, &link, cmd).await,
                 _ = sleep_until(link.deadline) => Err(Exit::Lost("nothing received from the server in time".into())),
                 _ = sleep_until(retry_at.unwrap_or(link.deadline)), if retry_at.is_some() => {
@@ -91,8 +92,10 @@ impl Actor {
         match &exit {
             Exit::Closed => {
                 let _ = timeout(CLOSE_WAIT, async {
-                    let _ = ws.close(None).await;
-                    while let Some(Ok(_)) = ws.next().await {}
+                    let _ = ws
+                        .send(Frame::close(yawc::close::CloseCode::Normal, b""))
+                        .await;
+                    while ws.next_frame().await.is_ok() {}
                 })
                 .await;
                 if link.hello {
@@ -123,28 +126,33 @@ impl Actor {
         ws: &mut WsStream,
         link: &mut Link,
         backoff: &mut Backoff,
-        first: Option<Result<Message, WsError>>,
+        first: Result<Frame, WebSocketError>,
     ) -> Result<(), Exit> {
         let mut batch = Batch::default();
         let mut next = first;
         for handled in 1..=MAX_BATCH {
             match next {
-                None => return Err(Exit::Lost("the server closed the connection".into())),
-                Some(Err(e)) => return Err(Exit::Lost(e.to_string())),
-                Some(Ok(msg)) => {
+                Err(WebSocketError::ConnectionClosed) => {
+                    return Err(Exit::Lost("the server closed the connection".into()))
+                }
+                Err(e) => return Err(Exit::Lost(e.to_string())),
+                Ok(msg) => {
                     link.deadline = Instant::now() + link.idle;
-                    match msg {
-                        Message::Text(text) => match decode_server_frame(text.as_str()) {
+                    match msg.opcode() {
+                        OpCode::Text => match std::str::from_utf8(msg.payload())
+                            .map_err(|e| Error::Decode(e.to_string()))
+                            .and_then(decode_server_frame)
+                        {
                             Ok(frame) => self.on_frame(link, backoff, &mut batch, frame).await?,
                             Err(e) => warn!(error = %e, "ignoring a frame the sdk cannot read"),
                         },
-                        Message::Close(reason) => {
-                            let reason = reason.map(|r| r.reason.to_string()).unwrap_or_default();
+                        OpCode::Close => {
+                            let reason = msg.close_reason().ok().flatten().unwrap_or_default();
                             return Err(Exit::Lost(format!(
                                 "the server closed the connection: {reason}"
                             )));
                         }
-                        // Pings are answered by tungstenite as we read; binary
+                        // Pings are answered by yawc as we read; binary
                         // frames are not part of the protocol.
                         _ => {}
                     }
@@ -155,7 +163,7 @@ impl Actor {
             if handled == MAX_BATCH {
                 break;
             }
-            match ws.next().now_or_never() {
+            match ws.next_frame().now_or_never() {
                 Some(more) => next = more,
                 None => break,
             }
@@ -420,7 +428,7 @@ impl Actor {
         }
         let all = async {
             for frame in frames {
-                ws.feed(Message::text(frame.encode())).await?;
+                ws.feed(Frame::text(frame.encode())).await?;
             }
             ws.flush().await
         };

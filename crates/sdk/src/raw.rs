@@ -4,95 +4,94 @@
 use std::time::Duration;
 
 use confab_proto::{ClientFrame, ServerFrame};
-use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::{header, HeaderValue};
-use tokio_tungstenite::tungstenite::{Error as WsError, Message};
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use futures_util::SinkExt;
+use yawc::{Frame, OpCode, WebSocketError};
 
 use crate::client::Client;
 use crate::error::{Error, Result};
+use crate::socket::{dial, Compression, WsStream};
 use crate::trust::Trust;
 
-/// The socket type both the raw and the reconnecting connection use.
-pub(crate) type WsStream = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// Opens a WebSocket to `url`, with `Authorization: Bearer <token>` when a
-/// token is given. A refused upgrade becomes [`Error::Http`] (401 for a bad
-/// token).
-pub(crate) async fn dial(
-    url: &str,
-    token: Option<&str>,
-    trust: Option<&Trust>,
-) -> Result<WsStream> {
-    let mut request = url
-        .into_client_request()
-        .map_err(|e| Error::InvalidInput(format!("websocket url {url:?}: {e}")))?;
-    if let Some(token) = token {
-        let value = HeaderValue::from_str(&format!("Bearer {token}"))
-            .map_err(|_| Error::InvalidInput("access token is not a valid header value".into()))?;
-        request.headers_mut().insert(header::AUTHORIZATION, value);
-    }
-    // TCP_NODELAY: frames are small and latency-bound; Nagle plus delayed
-    // acks would add 40 ms stalls to multi-segment frames.
-    let connector = trust.map(Trust::connector);
-    match tokio_tungstenite::connect_async_tls_with_config(request, None, true, connector).await {
-        Ok((ws, _response)) => Ok(ws),
-        Err(WsError::Http(resp)) => {
-            let body = resp.body().as_deref().unwrap_or_default();
-            Err(Error::from_http_body(resp.status().as_u16(), body))
-        }
-        Err(e) => Err(ws_error(e)),
-    }
-}
-
 /// Maps a WebSocket failure to the SDK's error.
-pub(crate) fn ws_error(e: WsError) -> Error {
+pub(crate) fn ws_error(e: WebSocketError) -> Error {
     match e {
-        WsError::ConnectionClosed | WsError::AlreadyClosed => Error::Closed,
+        WebSocketError::ConnectionClosed => Error::Closed,
         other => Error::Transport(other.to_string()),
     }
 }
 
 /// One WebSocket connection, used frame by frame. Nothing is done for you
 /// except answering the server's pings (which happens while you read).
-#[derive(Debug)]
 pub struct RawConnection {
     ws: WsStream,
+    compressed: bool,
+}
+
+impl std::fmt::Debug for RawConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawConnection")
+            .field("compressed", &self.compressed)
+            .finish()
+    }
 }
 
 /// Opens a raw connection to a WebSocket URL (`ws://host:port/v1/ws`). With
 /// `token`, it goes in the `Authorization` header; without, the URL may
 /// carry `?token=` (or the server refuses with 401).
+/// permessage-deflate is offered (see [`connect_with`]).
 pub async fn connect(url: &str, token: Option<&str>) -> Result<RawConnection> {
+    connect_with(url, token, Compression::Offer).await
+}
+
+/// [`connect`], choosing whether to offer permessage-deflate.
+pub async fn connect_with(
+    url: &str,
+    token: Option<&str>,
+    compression: Compression,
+) -> Result<RawConnection> {
+    let dialed = dial(url, token, Trust::from_env().as_ref(), compression).await?;
     Ok(RawConnection {
-        ws: dial(url, token, Trust::from_env().as_ref()).await?,
+        ws: dialed.ws,
+        compressed: dialed.compressed,
     })
 }
 
 impl Client {
     /// Opens a [`RawConnection`] to this client's server with its session.
+    /// permessage-deflate is offered.
     pub async fn connect_raw(&self) -> Result<RawConnection> {
+        self.connect_raw_with(Compression::Offer).await
+    }
+
+    /// [`Client::connect_raw`], choosing whether to offer permessage-deflate.
+    pub async fn connect_raw_with(&self, compression: Compression) -> Result<RawConnection> {
         let token = self.access_token().ok_or(Error::NoSession)?;
+        let dialed = dial(&self.ws_url(), Some(&token), self.trust(), compression).await?;
         Ok(RawConnection {
-            ws: dial(&self.ws_url(), Some(&token), self.trust()).await?,
+            ws: dialed.ws,
+            compressed: dialed.compressed,
         })
     }
 }
 
 impl RawConnection {
+    /// Whether the server agreed to permessage-deflate (RFC 7692) on this
+    /// connection.
+    pub fn is_compressed(&self) -> bool {
+        self.compressed
+    }
+
     /// Sends a text frame exactly as given (it need not be valid JSON).
     pub async fn send_text(&mut self, text: impl Into<String>) -> Result<()> {
         self.ws
-            .send(Message::text(text.into()))
+            .send(Frame::text(text.into()))
             .await
             .map_err(ws_error)
     }
 
     /// Sends a binary frame (which the protocol does not use).
     pub async fn send_binary(&mut self, bytes: Vec<u8>) -> Result<()> {
-        self.ws.send(Message::binary(bytes)).await.map_err(ws_error)
+        self.ws.send(Frame::binary(bytes)).await.map_err(ws_error)
     }
 
     /// Sends a client frame as JSON text.
@@ -104,9 +103,14 @@ impl RawConnection {
     /// skipped. `None` once the connection is closed.
     pub async fn next_text(&mut self) -> Option<Result<String>> {
         loop {
-            match self.ws.next().await? {
-                Ok(Message::Text(t)) => return Some(Ok(t.as_str().to_owned())),
-                Ok(Message::Close(_)) => return None,
+            match self.ws.next_frame().await {
+                Ok(f) if f.opcode() == OpCode::Text => {
+                    return Some(
+                        String::from_utf8(f.into_payload().to_vec())
+                            .map_err(|_| Error::Decode("text frame is not utf-8".into())),
+                    )
+                }
+                Ok(f) if f.opcode() == OpCode::Close => return None,
                 Ok(_) => continue,
                 Err(e) => {
                     return match ws_error(e) {
@@ -144,10 +148,10 @@ impl RawConnection {
     pub async fn close_code_within(&mut self, timeout: Duration) -> Result<Option<u16>> {
         let wait = async {
             loop {
-                match self.ws.next().await {
-                    Some(Ok(Message::Close(frame))) => return frame.map(|f| u16::from(f.code)),
-                    Some(Ok(_)) => continue,
-                    None | Some(Err(_)) => return None,
+                match self.ws.next_frame().await {
+                    Ok(f) if f.opcode() == OpCode::Close => return f.close_code().map(u16::from),
+                    Ok(_) => continue,
+                    Err(_) => return None,
                 }
             }
         };
@@ -159,14 +163,14 @@ impl RawConnection {
     /// Sends a close frame and waits (up to a second) for the server's.
     pub async fn close(mut self) -> Result<()> {
         self.ws
-            .close(None)
+            .send(Frame::close(yawc::close::CloseCode::Normal, b""))
             .await
             .map_err(ws_error)
             .or_else(|e| match e {
                 Error::Closed => Ok(()),
                 other => Err(other),
             })?;
-        let drain = async { while self.ws.next().await.is_some() {} };
+        let drain = async { while self.ws.next_frame().await.is_ok() {} };
         let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
         Ok(())
     }

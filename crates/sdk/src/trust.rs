@@ -84,8 +84,8 @@ impl Trust {
         builder
     }
 
-    /// The WebSocket connector with these roots.
-    pub(crate) fn connector(&self) -> tokio_tungstenite::Connector {
-        tokio_tungstenite::Connector::Rustls(self.rustls.clone())
+    /// The rustls configuration for WebSockets, with these roots.
+    pub(crate) fn rustls(&self) -> Arc<rustls::ClientConfig> {
+        self.rustls.clone()
     }
 }

@@ -38,6 +38,8 @@ pub struct Config {
     pub p2p: P2pConfig,
     /// STUN/TURN servers handed to calling clients.
     pub calls: CallsConfig,
+    /// WebSocket compression (permessage-deflate).
+    pub ws: WsConfig,
     /// Server ping interval in seconds; a connection silent for three
     /// intervals is closed.
     pub heartbeat_s: u64,
@@ -207,6 +209,7 @@ impl Default for Config {
             http: HttpConfig::default(),
             p2p: P2pConfig::default(),
             calls: CallsConfig::default(),
+            ws: WsConfig::default(),
             heartbeat_s: 20,
             max_commit_batch: 512,
             shutdown_grace_s: 10,
@@ -254,6 +257,37 @@ impl Default for P2pConfig {
             max_circuit_bytes: 64 * 1024 * 1024,
             mailbox_ttl_s: 14 * 24 * 3600,
             mailbox_quota: 10_000,
+        }
+    }
+}
+
+/// Whether the WebSocket gateway agrees to permessage-deflate.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum WsCompression {
+    /// Never: every frame goes as it is, whatever the client offers.
+    Off,
+    /// When the client offers it (browsers and the SDK do).
+    #[default]
+    On,
+}
+
+/// WebSocket compression (RFC 7692 permessage-deflate).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WsConfig {
+    /// Agree to permessage-deflate when a client offers it.
+    pub compression: WsCompression,
+    /// Frames the server sends that are shorter than this many bytes go
+    /// uncompressed (deflating them costs more CPU than it saves bytes).
+    pub compression_min_bytes: usize,
+}
+
+impl Default for WsConfig {
+    fn default() -> Self {
+        WsConfig {
+            compression: WsCompression::On,
+            compression_min_bytes: 256,
         }
     }
 }

@@ -55,6 +55,11 @@ pub fn frame_in(kind: &'static str) {
     counter!("confab_frames_in_total", "type" => kind).increment(1);
 }
 
+/// A WebSocket opened, with or without permessage-deflate.
+pub fn ws_opened(compression: &'static str) {
+    counter!("confab_ws_upgrades_total", "compression" => compression).increment(1);
+}
+
 /// Frames written to clients.
 pub fn frames_out(n: u64) {
     counter!("confab_frames_out_total").increment(n);

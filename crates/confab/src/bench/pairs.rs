@@ -61,7 +61,7 @@ struct ReceiverStats {
 }
 
 /// Sets up accounts in parallel: (sender token, receiver token, conversation).
-async fn setup(base: &str, pairs: usize) -> anyhow::Result<Vec<(String, String, i64)>> {
+pub(super) async fn setup(base: &str, pairs: usize) -> anyhow::Result<Vec<(String, String, i64)>> {
     let run = now_micros() % 1_000_000_000;
     let limit = Arc::new(Semaphore::new(16));
     let mut tasks = Vec::with_capacity(pairs);

@@ -82,6 +82,14 @@ pub struct ServeArgs {
     /// Messages per conversation in one sync answer [default: 200].
     #[arg(long, env = "CONFAB_SYNC_BATCH")]
     sync_batch: Option<u32>,
+    /// WebSocket permessage-deflate when the client offers it: on or off
+    /// [default: on].
+    #[arg(long, env = "CONFAB_WS_COMPRESSION", value_parser = parse_ws_compression)]
+    ws_compression: Option<confab_server::config::WsCompression>,
+    /// Outgoing WebSocket frames shorter than this go uncompressed
+    /// [default: 256].
+    #[arg(long, env = "CONFAB_WS_COMPRESSION_MIN_BYTES")]
+    ws_compression_min_bytes: Option<usize>,
     /// Server ping interval in seconds [default: 20].
     #[arg(long, env = "CONFAB_HEARTBEAT_S")]
     heartbeat_s: Option<u64>,
@@ -195,6 +203,15 @@ pub struct ServeArgs {
     p2p_listen: Vec<String>,
 }
 
+fn parse_ws_compression(s: &str) -> Result<confab_server::config::WsCompression, String> {
+    use confab_server::config::WsCompression;
+    match s {
+        "on" => Ok(WsCompression::On),
+        "off" => Ok(WsCompression::Off),
+        other => Err(format!("{other:?} is not on or off")),
+    }
+}
+
 fn parse_direct_messages(s: &str) -> Result<confab_server::config::DirectMessages, String> {
     use confab_server::config::DirectMessages;
     match s {
@@ -237,6 +254,8 @@ impl ServeArgs {
             body_timeout_s => http.body_timeout_s,
             sync_batch => limits.sync_batch,
             heartbeat_s => heartbeat_s,
+            ws_compression => ws.compression,
+            ws_compression_min_bytes => ws.compression_min_bytes,
             presence_ttl_s => presence_ttl_s,
             max_commit_batch => max_commit_batch,
             access_ttl_s => auth.access_ttl_s,

@@ -245,10 +245,24 @@ async fn a_reader_that_never_reads_is_dropped_not_buffered_forever() {
     let conv = direct(&ann, &bob_user).await;
     // Bob connects and then never reads his socket.
     let mut stuck = raw_connect(&bob).await;
-    // More than loopback's socket buffers can hide (they grow to a few MiB).
-    let big = "w".repeat(15 * 1024);
+    // More than loopback's socket buffers can hide (they grow to a few MiB),
+    // even compressed: letters from a xorshift generator, which deflate
+    // shrinks by only about a quarter (a repeated letter would shrink to
+    // nothing and the socket would never fill).
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut noise = |n: usize| -> String {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                char::from(b'a' + (x % 26) as u8)
+            })
+            .collect()
+    };
     let sender = connect(&ann).await;
     for i in 0..1200 {
+        let big = noise(15 * 1024);
         sender
             .send_text(conv.id, &format!("{i} {big}"))
             .await

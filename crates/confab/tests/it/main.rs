@@ -12,6 +12,7 @@ mod browser;
 mod calls;
 mod cli;
 mod cluster;
+mod compression;
 mod crash;
 mod delivery;
 mod deploy;

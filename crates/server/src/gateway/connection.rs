@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket};
 use bytes::Bytes;
 use confab_bus::{ConnectionId, Delivery, Priority};
 use confab_proto::frame::{FrameError, TypingState};
@@ -13,6 +12,8 @@ use confab_proto::{ApiError, ClientFrame, ConversationId, ErrorCode, ServerFrame
 use confab_store::WriteOp;
 use futures_util::SinkExt;
 use tokio::task::JoinHandle;
+use yawc::close::CloseCode;
+use yawc::{Frame, HttpStream, OpCode, WebSocketError};
 
 use super::rate::TokenBucket;
 use super::sync::answer_sync;
@@ -33,13 +34,17 @@ const FLUSH_BATCH: usize = 256;
 const MAX_SYNCS_IN_FLIGHT: usize = 4;
 /// A client that does not take our writes for this long is dropped.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the answer to a client's close frame may take to leave.
+const CLOSE_REPLY_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// The upgraded socket, with permessage-deflate when it was agreed.
+type WebSocket = yawc::WebSocket<HttpStream>;
 
 /// WebSocket close codes we use.
 mod close {
     pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
     pub const POLICY: u16 = 1008;
-    pub const TOO_BIG: u16 = 1009;
     pub const TRY_AGAIN: u16 = 1013;
 }
 
@@ -161,20 +166,28 @@ impl Connection {
                         return reason;
                     }
                 }
-                msg = self.socket.recv() => {
+                msg = self.socket.next_frame() => {
                     let msg = match msg {
-                        Some(Ok(msg)) => msg,
-                        Some(Err(e)) if is_over_capacity(&e) => {
-                            // Over the transport's hard cap: say so, as
-                            // the protocol promises, then end.
+                        Ok(msg) => msg,
+                        Err(WebSocketError::FrameTooLarge) => {
+                            // Over the hard cap, on the wire or once
+                            // inflated: yawc has queued the close (1009)
+                            // the protocol promises; send it, then end.
                             metrics::frame_in("oversized");
-                            Box::pin(self.close(close::TOO_BIG, "frame too large")).await;
+                            self.send_queued_close().await;
                             return "frame over the hard cap";
                         }
-                        _ => return "peer closed",
+                        Err(_) => {
+                            // A protocol error (bad UTF-8, bad deflate
+                            // data, ...): yawc has queued its close frame.
+                            self.send_queued_close().await;
+                            return "peer closed";
+                        }
                     };
                     self.last_heard = Instant::now();
                     if !Box::pin(self.handle(msg)).await {
+                        // yawc queued the answering close frame: send it.
+                        self.send_queued_close().await;
                         return "peer sent close";
                     }
                 }
@@ -188,7 +201,7 @@ impl Connection {
                         Box::pin(self.close(close::NORMAL, "idle timeout")).await;
                         return "idle timeout";
                     }
-                    if Box::pin(self.write_message(Message::Ping(Bytes::new()))).await.is_err() {
+                    if Box::pin(self.write_message(Frame::ping(Bytes::new()))).await.is_err() {
                         return "ping failed";
                     }
                 }
@@ -200,11 +213,8 @@ impl Connection {
     async fn flush(&mut self) -> Result<(), &'static str> {
         let mut written = 0u64;
         while let Some(frame) = self.out.pop() {
-            let Ok(text) = Utf8Bytes::try_from(frame) else {
-                continue;
-            };
             let fed =
-                tokio::time::timeout(WRITE_TIMEOUT, self.socket.feed(Message::Text(text))).await;
+                tokio::time::timeout(WRITE_TIMEOUT, self.socket.feed(Frame::text(frame))).await;
             if !matches!(fed, Ok(Ok(()))) {
                 return Err("write failed");
             }
@@ -248,7 +258,7 @@ impl Connection {
         Ok(())
     }
 
-    async fn write_message(&mut self, msg: Message) -> Result<(), ()> {
+    async fn write_message(&mut self, msg: Frame) -> Result<(), ()> {
         match tokio::time::timeout(WRITE_TIMEOUT, self.socket.send(msg)).await {
             Ok(Ok(())) => Ok(()),
             _ => Err(()),
@@ -256,15 +266,26 @@ impl Connection {
     }
 
     async fn write_now(&mut self, text: String) -> Result<(), ()> {
-        self.write_message(Message::Text(text.into())).await
+        self.write_message(Frame::text(text)).await
+    }
+
+    /// Sends the close frame yawc queued when it refused a frame (its code
+    /// says why: 1009 too big, 1007 bad UTF-8, 1002 protocol). yawc sends
+    /// queued frames when the sink is next polled for readiness, which a
+    /// plain flush does not do; bounded by `CLOSE_REPLY_TIMEOUT`.
+    async fn send_queued_close(&mut self) {
+        let socket = &mut self.socket;
+        let _ = tokio::time::timeout(CLOSE_REPLY_TIMEOUT, async {
+            std::future::poll_fn(|cx| socket.poll_ready_unpin(cx)).await?;
+            socket.flush().await
+        })
+        .await;
     }
 
     async fn close(&mut self, code: u16, reason: &'static str) {
-        let frame = CloseFrame {
-            code,
-            reason: Utf8Bytes::from_static(reason),
-        };
-        let _ = self.write_message(Message::Close(Some(frame))).await;
+        let _ = self
+            .write_message(Frame::close(CloseCode::from(code), reason))
+            .await;
     }
 
     fn reply(&self, frame: ServerFrame) {
@@ -279,9 +300,17 @@ impl Connection {
     }
 
     /// Handles one incoming WebSocket message; false ends the connection.
-    async fn handle(&mut self, msg: Message) -> bool {
-        match msg {
-            Message::Text(text) => {
+    async fn handle(&mut self, msg: Frame) -> bool {
+        match msg.opcode() {
+            OpCode::Text => {
+                // yawc checks the UTF-8 (`with_utf8`, closing with 1007);
+                // checked again here rather than trusted to never panic.
+                let Ok(text) = std::str::from_utf8(msg.payload()) else {
+                    metrics::frame_in("bad");
+                    let err = ApiError::new(ErrorCode::BadFrame, "text frame is not utf-8");
+                    self.reply_error(None, err);
+                    return true;
+                };
                 let max = self.state.config.limits.max_frame_bytes;
                 if text.len() > max {
                     metrics::frame_in("oversized");
@@ -294,7 +323,7 @@ impl Connection {
                     );
                     return true;
                 }
-                match ClientFrame::decode(text.as_str()) {
+                match ClientFrame::decode(text) {
                     // Boxed: the dispatch state machine is large and rarely
                     // live; inline it would sit in every idle connection.
                     Ok(frame) => Box::pin(self.dispatch(frame)).await,
@@ -308,7 +337,7 @@ impl Connection {
                 }
                 true
             }
-            Message::Binary(_) => {
+            OpCode::Binary => {
                 metrics::frame_in("binary");
                 self.reply_error(
                     None,
@@ -319,8 +348,9 @@ impl Connection {
                 );
                 true
             }
-            Message::Ping(_) | Message::Pong(_) => true,
-            Message::Close(_) => false,
+            OpCode::Close => false,
+            // Pings are answered by yawc; continuations come assembled.
+            _ => true,
         }
     }
 
@@ -535,19 +565,6 @@ impl Connection {
         };
         crate::events::send(self.state.bus.as_ref(), delivery).await;
     }
-}
-
-/// Whether a read failed because a frame or message was over the
-/// transport's size cap.
-fn is_over_capacity(e: &axum::Error) -> bool {
-    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = cur {
-        if let Some(t) = err.downcast_ref::<tokio_tungstenite::tungstenite::Error>() {
-            return matches!(t, tokio_tungstenite::tungstenite::Error::Capacity(_));
-        }
-        cur = err.source();
-    }
-    false
 }
 
 /// Sleeps until `deadline`, or forever when there is none.
