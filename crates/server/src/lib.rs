@@ -22,6 +22,7 @@ pub mod hub;
 mod listener;
 pub mod media;
 pub mod metrics;
+pub mod openapi;
 pub mod outbound;
 pub mod presence;
 pub mod refusal;
@@ -32,4 +33,4 @@ pub mod tls;
 pub mod uploads;
 
 pub use config::Config;
-pub use server::{app, run, ServerError};
+pub use server::{app, openapi, routes, run, ServerError};

@@ -20,6 +20,7 @@ mod groups;
 mod media;
 mod messages;
 mod names;
+mod openapi;
 mod operations;
 mod p2p;
 mod presence;

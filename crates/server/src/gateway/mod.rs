@@ -9,6 +9,7 @@ mod typing;
 
 use std::sync::atomic::Ordering;
 
+use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
@@ -16,6 +17,7 @@ use confab_proto::ErrorCode;
 
 use crate::error::AppError;
 use crate::extract::WsAuthUser;
+use crate::openapi::{code, Errors};
 use crate::state::AppState;
 
 /// tungstenite's read buffer per connection, allocated up front. Its default
@@ -29,11 +31,44 @@ const READ_BUFFER_BYTES: usize = 512;
 const WRITE_BUFFER_BYTES: usize = 8 * 1024;
 
 /// `GET /v1/ws`: authenticates, then upgrades.
+#[utoipa::path(
+    get,
+    path = "/ws",
+    tag = "gateway",
+    description = "Upgrades to a WebSocket (RFC 6455) that speaks Confab's JSON frames \
+        (docs/protocol.md): the server's `hello` first, then `send`, `sync`, `read`, \
+        `typing`, `call`, … and their answers. The access token comes in `Authorization` \
+        or, from browsers, as the subprotocol `bearer.<token>` offered beside `confab.v1` \
+        (`Sec-WebSocket-Protocol`); never in the URL.",
+    security(("bearer" = [])),
+    params(
+        ("Connection" = String, Header, description = "`Upgrade`"),
+        ("Upgrade" = String, Header, description = "`websocket`"),
+        ("Sec-WebSocket-Version" = String, Header, description = "`13`"),
+        ("Sec-WebSocket-Key" = String, Header, description = "RFC 6455 key"),
+        ("Sec-WebSocket-Protocol" = Option<String>, Header, description = "`confab.v1, bearer.<access token>` (browsers)"),
+    ),
+    responses(
+        (status = 101, description = "Switching protocols: the connection is now a WebSocket", headers(
+            ("Sec-WebSocket-Accept" = String),
+            ("Sec-WebSocket-Protocol" = String, description = "`confab.v1` when offered"),
+        )),
+        Errors<(code::BadRequest,)>,
+    ),
+)]
 pub async fn upgrade(
     State(state): State<AppState>,
     WsAuthUser(who): WsAuthUser,
-    ws: WebSocketUpgrade,
+    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, AppError> {
+    // Not an upgrade request (a plain GET, or a malformed handshake): the
+    // API's error shape rather than axum's plain text.
+    let ws = ws.map_err(|e| {
+        AppError::new(
+            ErrorCode::BadRequest,
+            format!("this endpoint takes a WebSocket upgrade: {}", e.body_text()),
+        )
+    })?;
     let max = state.config.limits.max_connections;
     if state.open_connections.load(Ordering::Relaxed) >= max {
         crate::metrics::connection_refused();
