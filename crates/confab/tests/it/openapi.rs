@@ -195,8 +195,9 @@ async fn schemathesis_finds_no_server_error_and_no_schema_mismatch() {
     let mut cmd = tokio::process::Command::new("python3");
     cmd.args(["-m", "schemathesis.cli", "run"])
         .arg(format!("{}/v1/openapi.json", app.base_url))
-        .args(["--url", &app.base_url])
-        .args(["-H", &format!("Authorization: Bearer {bearer}")])
+        .args(["--url", app.base_url.as_str()])
+        .arg("-H")
+        .arg(format!("Authorization: Bearer {bearer}"))
         .args([
             "--checks",
             "not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance",
