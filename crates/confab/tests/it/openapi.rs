@@ -31,6 +31,7 @@ fn concrete(path: &str) -> String {
         .replace("{id}", "1")
         .replace("{user_id}", "1")
         .replace("{seq}", "1")
+        .replace("{provider}", "x")
 }
 
 /// Registers and logs in `name` over plain HTTP; returns the access token.

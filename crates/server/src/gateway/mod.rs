@@ -98,11 +98,13 @@ fn offers_protocol(headers: &HeaderMap) -> bool {
         ("Sec-WebSocket-Version" = String, Header, description = "`13`"),
         ("Sec-WebSocket-Key" = String, Header, description = "RFC 6455 key"),
         ("Sec-WebSocket-Protocol" = Option<String>, Header, description = "`confab.v1, bearer.<access token>` (browsers)"),
+        ("Sec-WebSocket-Extensions" = Option<String>, Header, description = "`permessage-deflate` to offer compression (RFC 7692)"),
     ),
     responses(
         (status = 101, description = "Switching protocols: the connection is now a WebSocket", headers(
             ("Sec-WebSocket-Accept" = String),
             ("Sec-WebSocket-Protocol" = String, description = "`confab.v1` when offered"),
+            ("Sec-WebSocket-Extensions" = String, description = "`permessage-deflate` with no context takeover both ways, when offered and `ws.compression` is on"),
         )),
         Errors<(code::BadRequest,)>,
     ),
