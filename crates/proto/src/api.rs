@@ -7,6 +7,7 @@ use crate::message::{MessageKind, MessageRecord};
 
 /// A user's public profile.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct User {
     /// Id.
     pub id: UserId,
@@ -30,6 +31,7 @@ pub struct User {
 
 /// `POST /v1/auth/register`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterRequest {
     /// Wanted username.
     pub username: String,
@@ -42,6 +44,7 @@ pub struct RegisterRequest {
 
 /// Answer to `POST /v1/auth/register`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RegisterResponse {
     /// The new account.
     pub user: User,
@@ -49,6 +52,7 @@ pub struct RegisterResponse {
 
 /// `POST /v1/auth/login`: creates a device.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct LoginRequest {
     /// Username (any case).
     pub username: String,
@@ -64,6 +68,7 @@ pub struct LoginRequest {
 
 /// Answer to login and refresh.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TokenResponse {
     /// Bearer token for the API and the WebSocket.
     pub access_token: String,
@@ -79,6 +84,7 @@ pub struct TokenResponse {
 
 /// `POST /v1/auth/refresh`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RefreshRequest {
     /// The current refresh token.
     pub refresh_token: String,
@@ -86,6 +92,7 @@ pub struct RefreshRequest {
 
 /// `POST /v1/auth/password`: every other device of the user is logged out.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ChangePasswordRequest {
     /// The password now.
     pub current_password: String,
@@ -96,6 +103,7 @@ pub struct ChangePasswordRequest {
 /// `PATCH /v1/users/me`: fields left out stay as they are; `null` clears
 /// the optional ones.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UpdateProfileRequest {
     /// New display name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -121,6 +129,7 @@ pub struct UpdateProfileRequest {
 
 /// `GET /v1/users?q=`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserList {
     /// Matching users, by username.
     pub users: Vec<User>,
@@ -128,6 +137,7 @@ pub struct UserList {
 
 /// `POST /v1/conversations`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum CreateConversationRequest {
     /// Get or create the one direct conversation with `user_id`.
@@ -147,6 +157,7 @@ pub enum CreateConversationRequest {
 
 /// Direct or group.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ConversationKind {
     /// Two users, one conversation per pair.
@@ -157,6 +168,7 @@ pub enum ConversationKind {
 
 /// A member's role in a conversation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Role {
     /// Created the group (or was handed it).
@@ -169,6 +181,7 @@ pub enum Role {
 
 /// A member of a conversation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Member {
     /// The user.
     pub user_id: UserId,
@@ -183,6 +196,7 @@ pub struct Member {
 
 /// A conversation as listed for the caller.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Conversation {
     /// Id.
     pub id: ConversationId,
@@ -229,6 +243,7 @@ pub const MEMBERS_INLINE_MAX: usize = 256;
 /// caller's own setting; the others change the group for everyone (owner
 /// and admins only) and are announced as `conversation_updated`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UpdateConversationRequest {
     /// New group title.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -250,6 +265,7 @@ pub struct UpdateConversationRequest {
 
 /// `POST /v1/conversations/{id}/members`: `user_id` or `user_ids` (or both).
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AddMembersRequest {
     /// One user to add.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -261,6 +277,7 @@ pub struct AddMembersRequest {
 
 /// `PATCH /v1/conversations/{id}/members/{user_id}`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UpdateMemberRequest {
     /// New role; `owner` hands ownership over (the old owner becomes admin).
     pub role: Role,
@@ -268,6 +285,7 @@ pub struct UpdateMemberRequest {
 
 /// `GET /v1/conversations/{id}/members`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MemberList {
     /// Every member, by user id.
     pub members: Vec<Member>,
@@ -275,6 +293,7 @@ pub struct MemberList {
 
 /// Online or offline.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum PresenceStatus {
     /// At least one device is connected.
@@ -295,6 +314,7 @@ impl PresenceStatus {
 
 /// `POST /v1/friends/requests`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FriendRequestCreate {
     /// Whom to ask.
     pub user_id: UserId,
@@ -305,6 +325,7 @@ pub struct FriendRequestCreate {
 
 /// A pending friend request.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FriendRequest {
     /// Id (for accept and decline).
     pub id: i64,
@@ -321,6 +342,7 @@ pub struct FriendRequest {
 
 /// `GET /v1/friends/requests?direction=incoming|outgoing`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FriendRequestList {
     /// Oldest first.
     pub requests: Vec<FriendRequest>,
@@ -328,6 +350,7 @@ pub struct FriendRequestList {
 
 /// What became of `POST /v1/friends/requests`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum FriendRequestState {
     /// Waiting for the other user.
@@ -338,6 +361,7 @@ pub enum FriendRequestState {
 
 /// Answer to `POST /v1/friends/requests` (and to accept).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FriendRequestResult {
     /// Pending or accepted.
     pub status: FriendRequestState,
@@ -351,6 +375,7 @@ pub struct FriendRequestResult {
 
 /// A friend, with presence.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Friend {
     /// Profile.
     pub user: User,
@@ -365,6 +390,7 @@ pub struct Friend {
 
 /// `GET /v1/friends`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FriendList {
     /// By username.
     pub friends: Vec<Friend>,
@@ -372,6 +398,7 @@ pub struct FriendList {
 
 /// `GET /v1/blocks`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BlockList {
     /// Users I blocked, newest first.
     pub users: Vec<User>,
@@ -379,6 +406,7 @@ pub struct BlockList {
 
 /// `GET /v1/conversations`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConversationList {
     /// Newest activity first.
     pub conversations: Vec<Conversation>,
@@ -386,6 +414,7 @@ pub struct ConversationList {
 
 /// `GET /v1/conversations/{id}/messages`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MessagePage {
     /// Messages in ascending seq order.
     pub messages: Vec<MessageRecord>,
@@ -399,6 +428,7 @@ pub struct MessagePage {
 
 /// `POST /v1/conversations/{id}/messages`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SendMessageRequest {
     /// Idempotency key.
     pub client_msg_id: String,
@@ -410,6 +440,7 @@ pub struct SendMessageRequest {
 
 /// Answer to an HTTP send: the same fields as the WebSocket `ack`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SendMessageResponse {
     /// Idempotency key.
     pub client_msg_id: String,
@@ -423,6 +454,7 @@ pub struct SendMessageResponse {
 
 /// `POST /v1/conversations/{id}/read`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ReadRequest {
     /// Read up to here.
     pub seq: Seq,
@@ -430,6 +462,7 @@ pub struct ReadRequest {
 
 /// `GET /healthz` and `/readyz`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Health {
     /// `ok` or what is wrong.
     pub status: String,
@@ -462,6 +495,7 @@ mod double_option {
 /// for a text message (`mentions` may change, `reply_to` is kept), or
 /// `{"body": {"caption": …}}` for a media message (absent/null removes it).
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EditMessageRequest {
     /// The new body.
     pub body: serde_json::Value,
@@ -469,6 +503,7 @@ pub struct EditMessageRequest {
 
 /// One hit of `GET /v1/search/messages`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SearchHit {
     /// The message in its current state.
     pub message: MessageRecord,
@@ -479,6 +514,7 @@ pub struct SearchHit {
 
 /// `GET /v1/search/messages`: hits, best first.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SearchResults {
     /// This page of hits.
     pub hits: Vec<SearchHit>,
@@ -518,6 +554,7 @@ mod tests {
 /// `GET /v1/calls/ice-servers`: what a calling client passes to
 /// `RTCPeerConnection` as `iceServers`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IceServers {
     /// STUN and TURN servers.
     pub ice_servers: Vec<IceServer>,
@@ -527,6 +564,7 @@ pub struct IceServers {
 
 /// One entry of [`IceServers`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct IceServer {
     /// `stun:`/`turn:`/`turns:` URLs.
     pub urls: Vec<String>,
@@ -540,6 +578,7 @@ pub struct IceServer {
 
 /// One OpenID Connect provider users may sign in with.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OidcProvider {
     /// The provider's id in URLs and requests (`oidc.providers[].id`).
     pub id: String,
@@ -549,6 +588,7 @@ pub struct OidcProvider {
 
 /// `GET /v1/auth/oidc/providers`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OidcProviders {
     /// The configured providers, in configuration order.
     pub providers: Vec<OidcProvider>,
@@ -558,6 +598,7 @@ pub struct OidcProviders {
 /// URL fragment) or on a page that shows the code for pasting into the CLI.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum OidcClient {
     /// The browser app at the server's root.
     #[default]
@@ -568,6 +609,7 @@ pub enum OidcClient {
 
 /// `POST /v1/auth/oidc/{provider}/start` and `.../link`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OidcStartRequest {
     /// Where the code goes at the end.
     #[serde(default)]
@@ -576,6 +618,7 @@ pub struct OidcStartRequest {
 
 /// Answer to `POST /v1/auth/oidc/{provider}/start`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OidcStartResponse {
     /// Send the user's browser here.
     pub authorization_url: String,
@@ -588,6 +631,7 @@ pub struct OidcStartResponse {
 
 /// `POST /v1/auth/oidc/exchange`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OidcExchangeRequest {
     /// The one-time code the callback handed over.
     pub code: String,
@@ -604,6 +648,7 @@ pub struct OidcExchangeRequest {
 /// What an exchanged code gives.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(tag = "status", rename_all = "snake_case")]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum OidcExchangeResponse {
     /// A returning user: tokens for a new device.
     SignedIn(TokenResponse),
@@ -616,6 +661,7 @@ pub enum OidcExchangeResponse {
 
 /// The pending signup of a first sign-in.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OidcSignupOffer {
     /// Single-use token for `POST /v1/auth/oidc/signup`.
     pub signup_token: String,
@@ -629,6 +675,7 @@ pub struct OidcSignupOffer {
 
 /// A finished link.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OidcLinked {
     /// The provider's id.
     pub provider: String,
@@ -638,6 +685,7 @@ pub struct OidcLinked {
 
 /// `POST /v1/auth/oidc/signup`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OidcSignupRequest {
     /// The `signup_token` of the exchange.
     pub signup_token: String,
@@ -656,6 +704,7 @@ pub struct OidcSignupRequest {
 
 /// One provider account linked to the caller's account.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OidcLinkedIdentity {
     /// The configured provider with that issuer, if any is still configured.
     pub provider: Option<String>,
@@ -667,6 +716,7 @@ pub struct OidcLinkedIdentity {
 
 /// `GET /v1/auth/oidc/identities`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct OidcIdentities {
     /// Linked provider accounts, oldest first.
     pub identities: Vec<OidcLinkedIdentity>,

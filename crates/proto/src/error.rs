@@ -4,7 +4,8 @@ use serde::{Deserialize, Serialize};
 
 /// Every error code Confab answers with. The snake_case names are the wire
 /// contract (see docs/protocol.md); the HTTP status goes with the code.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
     /// The request is malformed or a field is out of range.
@@ -123,6 +124,7 @@ impl std::fmt::Display for ErrorCode {
 /// An error with a code and a human-readable message: what the HTTP error
 /// body and the WebSocket `error` frame carry.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[error("{code}: {message}")]
 pub struct ApiError {
     /// Machine-readable code.
@@ -143,6 +145,7 @@ impl ApiError {
 
 /// The JSON body of every HTTP error: `{"error": {"code", "message"}}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// The error.
     pub error: ApiError,

@@ -5,6 +5,7 @@ use serde::{Deserialize, Serialize};
 /// The answer to an upload: the id to put in an `image`, `voice` or `file`
 /// message body, and what the server made of the bytes.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UploadedMedia {
     /// Random, url-safe id (`GET /v1/media/{media_id}`).
     pub media_id: String,

@@ -10,6 +10,7 @@ use crate::ids::{ConversationId, Millis, Seq, UserId};
 
 /// What a message carries; decides the shape of `body` (DESIGN §3).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum MessageKind {
     /// `{ "text": str, "mentions"?: [user_id] }`
@@ -56,6 +57,7 @@ impl MessageKind {
 /// A committed message, as stored, paged in history and pushed in `message`
 /// frames.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct MessageRecord {
     /// The conversation it belongs to.
     pub conversation_id: ConversationId,

@@ -24,6 +24,7 @@ mod listener;
 pub mod media;
 pub mod metrics;
 pub mod oidc;
+pub mod openapi;
 pub mod outbound;
 pub mod presence;
 pub mod refusal;
@@ -34,4 +35,4 @@ pub mod tls;
 pub mod uploads;
 
 pub use config::Config;
-pub use server::{app, run, ServerError};
+pub use server::{app, openapi, routes, run, ServerError};

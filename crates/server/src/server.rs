@@ -11,6 +11,8 @@ use confab_store::{CommitRules, DirectMessagePolicy, PostgresStore, SqliteStore,
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::Auth;
 use crate::committer::{Committer, Policy};
@@ -192,16 +194,32 @@ pub async fn run(
     Ok(())
 }
 
-/// The whole HTTP surface of a node: the JSON API under `/v1` with media
-/// and the WebSocket upgrade, the operational endpoints, the browser app.
-/// Tests can call it with `oneshot`.
-pub fn app(state: AppState) -> axum::Router {
+/// Every route of a node with its OpenAPI description: the JSON API under
+/// `/v1` with media, the WebSocket upgrade and the document itself, and
+/// the operational endpoints. This is the one list the router is built
+/// from (the browser app is the router's fallback, not a route).
+pub fn routes() -> OpenApiRouter<AppState> {
     let v1 = crate::http::api_routes()
         .merge(crate::media::routes())
-        .route("/ws", axum::routing::get(crate::gateway::upgrade));
-    let routes = axum::Router::new()
+        .routes(routes!(crate::gateway::upgrade))
+        .routes(routes!(crate::openapi::document));
+    OpenApiRouter::new()
         .nest("/v1", v1)
-        .merge(crate::http::operational_routes());
+        .merge(crate::http::operational_routes())
+}
+
+/// The OpenAPI 3.1 document of the HTTP API, as served at
+/// `GET /v1/openapi.json`.
+pub fn openapi() -> serde_json::Value {
+    crate::openapi::finish(routes().into_openapi())
+}
+
+/// The whole HTTP surface of a node: [`routes`], the OpenAPI document
+/// they describe, and the browser app. Tests can call it with `oneshot`.
+pub fn app(state: AppState) -> axum::Router {
+    let (routes, api) = routes().split_for_parts();
+    let doc = serde_json::to_vec(&crate::openapi::finish(api)).unwrap_or_default();
+    let routes = routes.layer(axum::Extension(crate::openapi::Document(doc.into())));
     crate::http::finish(routes, state)
 }
 

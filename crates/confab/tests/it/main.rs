@@ -22,6 +22,7 @@ mod media;
 mod messages;
 mod names;
 mod oidc;
+mod openapi;
 mod operations;
 mod p2p;
 mod presence;

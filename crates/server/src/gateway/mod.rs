@@ -19,6 +19,7 @@ use yawc::{CompressionLevel, DeflatePool, IncomingUpgrade, Options};
 use crate::config::WsCompression;
 use crate::error::AppError;
 use crate::extract::WsAuthUser;
+use crate::openapi::{code, Errors};
 use crate::state::AppState;
 
 /// The socket's read buffer per connection, allocated up front. A large
@@ -81,6 +82,33 @@ fn offers_protocol(headers: &HeaderMap) -> bool {
 }
 
 /// `GET /v1/ws`: authenticates, then upgrades.
+#[utoipa::path(
+    get,
+    path = "/ws",
+    tag = "gateway",
+    description = "Upgrades to a WebSocket (RFC 6455) that speaks Confab's JSON frames \
+        (docs/protocol.md): the server's `hello` first, then `send`, `sync`, `read`, \
+        `typing`, `call`, … and their answers. The access token comes in `Authorization` \
+        or, from browsers, as the subprotocol `bearer.<token>` offered beside `confab.v1` \
+        (`Sec-WebSocket-Protocol`); never in the URL.",
+    security(("bearer" = [])),
+    params(
+        ("Connection" = String, Header, description = "`Upgrade`"),
+        ("Upgrade" = String, Header, description = "`websocket`"),
+        ("Sec-WebSocket-Version" = String, Header, description = "`13`"),
+        ("Sec-WebSocket-Key" = String, Header, description = "RFC 6455 key"),
+        ("Sec-WebSocket-Protocol" = Option<String>, Header, description = "`confab.v1, bearer.<access token>` (browsers)"),
+        ("Sec-WebSocket-Extensions" = Option<String>, Header, description = "`permessage-deflate` to offer compression (RFC 7692)"),
+    ),
+    responses(
+        (status = 101, description = "Switching protocols: the connection is now a WebSocket", headers(
+            ("Sec-WebSocket-Accept" = String),
+            ("Sec-WebSocket-Protocol" = String, description = "`confab.v1` when offered"),
+            ("Sec-WebSocket-Extensions" = String, description = "`permessage-deflate` with no context takeover both ways, when offered and `ws.compression` is on"),
+        )),
+        Errors<(code::BadRequest,)>,
+    ),
+)]
 pub async fn upgrade(
     State(state): State<AppState>,
     WsAuthUser(who): WsAuthUser,

@@ -1,5 +1,6 @@
 //! Register, login, refresh, logout, password change.
 
+use crate::openapi::{code, Errors};
 use std::time::Instant;
 
 use axum::extract::State;
@@ -43,6 +44,16 @@ pub(super) fn throttled(refused: Refused) -> Response {
 
 /// `POST /v1/auth/register`: at most `auth.registrations_per_hour` per
 /// client address.
+#[utoipa::path(
+    post,
+    path = "/auth/register",
+    tag = "accounts",
+    request_body = RegisterRequest,
+    responses(
+        (status = 201, description = "The new account", body = RegisterResponse),
+        Errors<(code::BadRequest, code::InvalidUsername, code::WeakPassword, code::UsernameTaken, code::RateLimited)>,
+    ),
+)]
 pub async fn register(
     State(state): State<AppState>,
     client: ClientAddr,
@@ -96,6 +107,16 @@ async fn register_checked(
 /// Failed logins slow down further tries for the account and for the
 /// client's address (429 with `Retry-After`); an unknown user and a wrong
 /// password answer alike, after the same work.
+#[utoipa::path(
+    post,
+    path = "/auth/login",
+    tag = "accounts",
+    request_body = LoginRequest,
+    responses(
+        (status = 200, description = "Tokens for a new device", body = TokenResponse),
+        Errors<(code::InvalidCredentials, code::RateLimited)>,
+    ),
+)]
 pub async fn login(
     State(state): State<AppState>,
     client: ClientAddr,
@@ -171,6 +192,16 @@ pub(super) async fn open_device(
 
 /// `POST /v1/auth/refresh`: spends the refresh token for a new pair. A token
 /// presented twice means it leaked: the device is logged out.
+#[utoipa::path(
+    post,
+    path = "/auth/refresh",
+    tag = "accounts",
+    request_body = RefreshRequest,
+    responses(
+        (status = 200, description = "A new token pair", body = TokenResponse),
+        Errors<(code::InvalidRefreshToken,)>,
+    ),
+)]
 pub async fn refresh(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<RefreshRequest>,
@@ -213,6 +244,17 @@ pub async fn refresh(
 
 /// `POST /v1/auth/password`: checks the current password, sets the new one
 /// and logs out every other device of the user.
+#[utoipa::path(
+    post,
+    path = "/auth/password",
+    tag = "accounts",
+    security(("bearer" = [])),
+    request_body = ChangePasswordRequest,
+    responses(
+        (status = 204, description = "Changed; every other device is logged out"),
+        Errors<(code::WeakPassword, code::InvalidCredentials, code::NotFound)>,
+    ),
+)]
 pub async fn change_password(
     State(state): State<AppState>,
     who: AuthUser,
@@ -246,6 +288,13 @@ pub async fn change_password(
 }
 
 /// `POST /v1/auth/logout`: revokes this device's tokens.
+#[utoipa::path(
+    post,
+    path = "/auth/logout",
+    tag = "accounts",
+    security(("bearer" = [])),
+    responses((status = 204, description = "This device's tokens are revoked")),
+)]
 pub async fn logout(State(state): State<AppState>, who: AuthUser) -> AppResult<StatusCode> {
     state
         .store

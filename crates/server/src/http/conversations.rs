@@ -1,5 +1,6 @@
 //! Conversations and their messages over HTTP.
 
+use crate::openapi::{code, Errors};
 use std::sync::Arc;
 
 use crate::events;
@@ -28,6 +29,18 @@ use crate::refusal::{refusal, WriteKind};
 use crate::state::AppState;
 
 /// `POST /v1/conversations`: get-or-create direct, or create a group.
+#[utoipa::path(
+    post,
+    path = "/conversations",
+    tag = "conversations",
+    security(("bearer" = [])),
+    request_body = CreateConversationRequest,
+    responses(
+        (status = 201, description = "A new group, or a new direct conversation", body = Conversation),
+        (status = 200, description = "The direct conversation with this user, which existed", body = Conversation),
+        Errors<(code::NotFound, code::Blocked, code::NotFriends, code::GroupFull)>,
+    ),
+)]
 pub async fn create(
     State(state): State<AppState>,
     who: AuthUser,
@@ -158,6 +171,13 @@ async fn announce_new_conversation(state: &AppState, view: &Conversation, creato
 }
 
 /// `GET /v1/conversations`.
+#[utoipa::path(
+    get,
+    path = "/conversations",
+    tag = "conversations",
+    security(("bearer" = [])),
+    responses((status = 200, description = "My conversations, newest activity first", body = ConversationList)),
+)]
 pub async fn list(
     State(state): State<AppState>,
     who: AuthUser,
@@ -167,6 +187,17 @@ pub async fn list(
 }
 
 /// `GET /v1/conversations/{id}`.
+#[utoipa::path(
+    get,
+    path = "/conversations/{id}",
+    tag = "conversations",
+    security(("bearer" = [])),
+    params(("id" = ConversationId, Path, description = "Conversation id")),
+    responses(
+        (status = 200, description = "The conversation as I see it", body = Conversation),
+        Errors<(code::Forbidden,)>,
+    ),
+)]
 pub async fn get_one(
     State(state): State<AppState>,
     who: AuthUser,
@@ -182,15 +213,31 @@ pub async fn get_one(
 }
 
 /// Query of the history endpoint.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct HistoryParams {
+    /// Messages before this seq (newest of them).
     before_seq: Option<Seq>,
+    /// Messages after this seq (oldest of them).
     after_seq: Option<Seq>,
+    /// A page centred on this seq (`has_more_before` says what lies before).
     around_seq: Option<Seq>,
+    /// Page size (default 50, at most `limits.history_page_max`).
     limit: Option<u32>,
 }
 
 /// `GET /v1/conversations/{id}/messages?before_seq=&after_seq=&around_seq=&limit=`.
+#[utoipa::path(
+    get,
+    path = "/conversations/{id}/messages",
+    tag = "messages",
+    security(("bearer" = [])),
+    params(("id" = ConversationId, Path, description = "Conversation id"), HistoryParams),
+    responses(
+        (status = 200, description = "A page of history, ascending seq", body = MessagePage),
+        Errors<(code::Forbidden,)>,
+    ),
+)]
 pub async fn history(
     State(state): State<AppState>,
     who: AuthUser,
@@ -218,6 +265,19 @@ pub async fn history(
 
 /// `POST /v1/conversations/{id}/messages`: same semantics as the WebSocket
 /// `send` (durable before the answer; resends return the original seq).
+#[utoipa::path(
+    post,
+    path = "/conversations/{id}/messages",
+    tag = "messages",
+    security(("bearer" = [])),
+    params(("id" = ConversationId, Path, description = "Conversation id")),
+    request_body = SendMessageRequest,
+    responses(
+        (status = 201, description = "Committed", body = SendMessageResponse),
+        (status = 200, description = "A resend of a committed message: its original seq", body = SendMessageResponse),
+        Errors<(code::Forbidden, code::Blocked, code::NotFriends, code::RateLimited)>,
+    ),
+)]
 pub async fn send(
     State(state): State<AppState>,
     who: AuthUser,
@@ -274,6 +334,18 @@ pub async fn send(
 }
 
 /// `POST /v1/conversations/{id}/read`: moves my read cursor.
+#[utoipa::path(
+    post,
+    path = "/conversations/{id}/read",
+    tag = "messages",
+    security(("bearer" = [])),
+    params(("id" = ConversationId, Path, description = "Conversation id")),
+    request_body = ReadRequest,
+    responses(
+        (status = 204, description = "My read cursor moved (it never moves back)"),
+        Errors<(code::Forbidden,)>,
+    ),
+)]
 pub async fn read(
     State(state): State<AppState>,
     who: AuthUser,

@@ -1,5 +1,6 @@
 //! Friends, friend requests and blocks.
 
+use crate::openapi::{code, Errors};
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -26,6 +27,18 @@ use crate::state::AppState;
 const REQUEST_MESSAGE_MAX_CHARS: usize = 500;
 
 /// `POST /v1/friends/requests`.
+#[utoipa::path(
+    post,
+    path = "/friends/requests",
+    tag = "friends",
+    security(("bearer" = [])),
+    request_body = FriendRequestCreate,
+    responses(
+        (status = 201, description = "Asked: the request is pending", body = FriendRequestResult),
+        (status = 200, description = "They had asked me already: now friends", body = FriendRequestResult),
+        Errors<(code::NotFound, code::Blocked, code::RateLimited)>,
+    ),
+)]
 pub async fn request(
     State(state): State<AppState>,
     who: AuthUser,
@@ -130,13 +143,24 @@ async fn became_friends(state: &AppState, request: &FriendRequest, since: Millis
 }
 
 /// Query of `GET /v1/friends/requests`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct ListParams {
+    /// `incoming` (default: requests to me) or `outgoing` (mine).
+    #[param(pattern = "^(incoming|outgoing)$")]
     #[serde(default)]
     direction: Option<String>,
 }
 
 /// `GET /v1/friends/requests?direction=incoming|outgoing` (default incoming).
+#[utoipa::path(
+    get,
+    path = "/friends/requests",
+    tag = "friends",
+    security(("bearer" = [])),
+    params(ListParams),
+    responses((status = 200, description = "Pending requests, oldest first", body = FriendRequestList)),
+)]
 pub async fn list_requests(
     State(state): State<AppState>,
     who: AuthUser,
@@ -156,6 +180,14 @@ pub async fn list_requests(
 }
 
 /// `POST /v1/friends/requests/{id}/accept`.
+#[utoipa::path(
+    post,
+    path = "/friends/requests/{id}/accept",
+    tag = "friends",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Friend request id")),
+    responses((status = 200, description = "Now friends", body = FriendRequestResult)),
+)]
 pub async fn accept(
     State(state): State<AppState>,
     who: AuthUser,
@@ -180,6 +212,14 @@ pub async fn accept(
 
 /// `POST /v1/friends/requests/{id}/decline`. The asker is not told; the
 /// request just leaves their outgoing list.
+#[utoipa::path(
+    post,
+    path = "/friends/requests/{id}/decline",
+    tag = "friends",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Friend request id")),
+    responses((status = 204, description = "Declined; the asker is not told")),
+)]
 pub async fn decline(
     State(state): State<AppState>,
     who: AuthUser,
@@ -196,6 +236,14 @@ pub async fn decline(
 }
 
 /// `DELETE /v1/friends/requests/{id}`: withdraw my own request.
+#[utoipa::path(
+    delete,
+    path = "/friends/requests/{id}",
+    tag = "friends",
+    security(("bearer" = [])),
+    params(("id" = i64, Path, description = "Friend request id")),
+    responses((status = 204, description = "My request is withdrawn")),
+)]
 pub async fn cancel(
     State(state): State<AppState>,
     who: AuthUser,
@@ -209,6 +257,13 @@ pub async fn cancel(
 }
 
 /// `GET /v1/friends`: friends with presence.
+#[utoipa::path(
+    get,
+    path = "/friends",
+    tag = "friends",
+    security(("bearer" = [])),
+    responses((status = 200, description = "My friends with presence", body = FriendList)),
+)]
 pub async fn list(State(state): State<AppState>, who: AuthUser) -> AppResult<Json<FriendList>> {
     let friends = state.store.friends(who.user_id).await?;
     let ids: Vec<UserId> = friends.iter().map(|(u, _)| u.id).collect();
@@ -229,6 +284,14 @@ pub async fn list(State(state): State<AppState>, who: AuthUser) -> AppResult<Jso
 }
 
 /// `DELETE /v1/friends/{user_id}`: unfriend. Both get `friend_removed`.
+#[utoipa::path(
+    delete,
+    path = "/friends/{user_id}",
+    tag = "friends",
+    security(("bearer" = [])),
+    params(("user_id" = UserId, Path, description = "The other user")),
+    responses((status = 204, description = "No longer friends; both get `friend_removed`")),
+)]
 pub async fn unfriend(
     State(state): State<AppState>,
     who: AuthUser,
@@ -248,6 +311,13 @@ async fn announce_unfriended(state: &AppState, a: UserId, b: UserId) {
 }
 
 /// `GET /v1/blocks`.
+#[utoipa::path(
+    get,
+    path = "/blocks",
+    tag = "blocks",
+    security(("bearer" = [])),
+    responses((status = 200, description = "Users I blocked, newest first", body = BlockList)),
+)]
 pub async fn blocks(State(state): State<AppState>, who: AuthUser) -> AppResult<Json<BlockList>> {
     let users = state.store.blocked_users(who.user_id).await?;
     Ok(Json(BlockList { users }))
@@ -255,6 +325,17 @@ pub async fn blocks(State(state): State<AppState>, who: AuthUser) -> AppResult<J
 
 /// `PUT /v1/blocks/{user_id}`: block; ends a friendship and pending
 /// requests. The blocked user is not told, except that the friendship ends.
+#[utoipa::path(
+    put,
+    path = "/blocks/{user_id}",
+    tag = "blocks",
+    security(("bearer" = [])),
+    params(("user_id" = UserId, Path, description = "The other user")),
+    responses(
+        (status = 204, description = "Blocked (also when already blocked)"),
+        Errors<(code::BadRequest,)>,
+    ),
+)]
 pub async fn block(
     State(state): State<AppState>,
     who: AuthUser,
@@ -275,6 +356,14 @@ pub async fn block(
 }
 
 /// `DELETE /v1/blocks/{user_id}`: unblock (restores nothing else).
+#[utoipa::path(
+    delete,
+    path = "/blocks/{user_id}",
+    tag = "blocks",
+    security(("bearer" = [])),
+    params(("user_id" = UserId, Path, description = "The other user")),
+    responses((status = 204, description = "Unblocked")),
+)]
 pub async fn unblock(
     State(state): State<AppState>,
     who: AuthUser,

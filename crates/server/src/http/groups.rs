@@ -2,6 +2,7 @@
 //! Every change to the group goes through the committer, so it takes its
 //! place in the conversation's seq order with a `system` message.
 
+use crate::openapi::{code, Errors};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -41,6 +42,17 @@ async fn change(state: &AppState, change: GroupChange) -> AppResult<()> {
 }
 
 /// `GET /v1/conversations/{id}/members`.
+#[utoipa::path(
+    get,
+    path = "/conversations/{id}/members",
+    tag = "members",
+    security(("bearer" = [])),
+    params(("id" = ConversationId, Path, description = "Conversation id")),
+    responses(
+        (status = 200, description = "Every member", body = MemberList),
+        Errors<(code::Forbidden,)>,
+    ),
+)]
 pub async fn list(
     State(state): State<AppState>,
     who: AuthUser,
@@ -52,6 +64,18 @@ pub async fn list(
 }
 
 /// `POST /v1/conversations/{id}/members` `{user_id}` or `{user_ids}`.
+#[utoipa::path(
+    post,
+    path = "/conversations/{id}/members",
+    tag = "members",
+    security(("bearer" = [])),
+    params(("id" = ConversationId, Path, description = "Conversation id")),
+    request_body = AddMembersRequest,
+    responses(
+        (status = 200, description = "Every member after the addition", body = MemberList),
+        Errors<(code::Forbidden, code::Blocked, code::GroupFull)>,
+    ),
+)]
 pub async fn add(
     State(state): State<AppState>,
     who: AuthUser,
@@ -80,6 +104,17 @@ pub async fn add(
 
 /// `DELETE /v1/conversations/{id}/members/{user_id}`: leave (my own id) or
 /// remove someone.
+#[utoipa::path(
+    delete,
+    path = "/conversations/{id}/members/{user_id}",
+    tag = "members",
+    security(("bearer" = [])),
+    params(("id" = ConversationId, Path, description = "Conversation id"), ("user_id" = UserId, Path, description = "The member (my own id: leave)")),
+    responses(
+        (status = 204, description = "Removed (or left)"),
+        Errors<(code::BadRequest, code::Forbidden)>,
+    ),
+)]
 pub async fn remove(
     State(state): State<AppState>,
     who: AuthUser,
@@ -95,6 +130,18 @@ pub async fn remove(
 }
 
 /// `PATCH /v1/conversations/{id}/members/{user_id}` `{role}`.
+#[utoipa::path(
+    patch,
+    path = "/conversations/{id}/members/{user_id}",
+    tag = "members",
+    security(("bearer" = [])),
+    params(("id" = ConversationId, Path, description = "Conversation id"), ("user_id" = UserId, Path, description = "The member")),
+    request_body = UpdateMemberRequest,
+    responses(
+        (status = 200, description = "Every member after the change", body = MemberList),
+        Errors<(code::Forbidden,)>,
+    ),
+)]
 pub async fn set_role(
     State(state): State<AppState>,
     who: AuthUser,
@@ -114,6 +161,18 @@ pub async fn set_role(
 
 /// `PATCH /v1/conversations/{id}`: group title, avatar and add rule
 /// (owner/admin), and my own `muted`.
+#[utoipa::path(
+    patch,
+    path = "/conversations/{id}",
+    tag = "conversations",
+    security(("bearer" = [])),
+    params(("id" = ConversationId, Path, description = "Conversation id")),
+    request_body = UpdateConversationRequest,
+    responses(
+        (status = 200, description = "The conversation after the change", body = Conversation),
+        Errors<(code::Forbidden,)>,
+    ),
+)]
 pub async fn update(
     State(state): State<AppState>,
     who: AuthUser,

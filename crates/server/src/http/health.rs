@@ -1,5 +1,6 @@
 //! Liveness, readiness and metrics.
 
+use crate::openapi::{code, Errors};
 use axum::extract::State;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -13,6 +14,12 @@ use confab_proto::api::Health;
 use crate::state::AppState;
 
 /// `GET /healthz`: the process is up.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    tag = "operations",
+    responses((status = 200, description = "The process is up", body = Health)),
+)]
 pub async fn healthz() -> Json<Health> {
     Json(Health {
         status: "ok".into(),
@@ -20,6 +27,15 @@ pub async fn healthz() -> Json<Health> {
 }
 
 /// `GET /readyz`: the store and the bus answer, and we are not shutting down.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    tag = "operations",
+    responses(
+        (status = 200, description = "Ready: storage and bus answer", body = Health),
+        (status = 503, description = "Not ready: `status` says why", body = Health),
+    ),
+)]
 pub async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
     let problem = if state.shutdown.is_cancelled() {
         Some("shutting down".to_string())
@@ -62,6 +78,16 @@ pub async fn metrics() -> impl IntoResponse {
 /// `GET /metrics` on the main address: only with `http.metrics_token` set
 /// and presented as `Authorization: Bearer …`; otherwise 404 (metrics then
 /// live on `http.metrics_listen`, or nowhere).
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    tag = "operations",
+    security(("metrics_token" = [])),
+    responses(
+        (status = 200, description = "Prometheus text exposition", content_type = "text/plain", body = String),
+        Errors<(code::Unauthorized, code::NotFound)>,
+    ),
+)]
 pub async fn metrics_with_token(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let Some(expected) = &state.config.http.metrics_token else {
         return AppError::not_found("metrics here (they are served on the metrics address)")

@@ -6,6 +6,7 @@
 //! (`message_edited`, `message_deleted`, `reaction_changed`); the committer
 //! delivers the notice and a matching `event` frame.
 
+use crate::openapi::{code, Errors};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
@@ -48,6 +49,18 @@ fn check_seq(seq: Seq) -> AppResult<()> {
 
 /// `PATCH /v1/conversations/{id}/messages/{seq}` `{body}`: the author edits
 /// the text (text messages) or the caption (media messages).
+#[utoipa::path(
+    patch,
+    path = "/conversations/{id}/messages/{seq}",
+    tag = "messages",
+    security(("bearer" = [])),
+    params(("id" = ConversationId, Path, description = "Conversation id"), ("seq" = Seq, Path, description = "The message's seq")),
+    request_body = EditMessageRequest,
+    responses(
+        (status = 200, description = "The message as edited", body = MessageRecord),
+        Errors<(code::Forbidden, code::Blocked)>,
+    ),
+)]
 pub async fn edit(
     State(state): State<AppState>,
     who: AuthUser,
@@ -97,6 +110,17 @@ pub async fn edit(
 
 /// `DELETE /v1/conversations/{id}/messages/{seq}`: deletion for everyone
 /// (the author, or a group owner/admin). 204, also when already deleted.
+#[utoipa::path(
+    delete,
+    path = "/conversations/{id}/messages/{seq}",
+    tag = "messages",
+    security(("bearer" = [])),
+    params(("id" = ConversationId, Path, description = "Conversation id"), ("seq" = Seq, Path, description = "The message's seq")),
+    responses(
+        (status = 204, description = "Deleted for everyone (also when it already was)"),
+        Errors<(code::BadRequest, code::Forbidden)>,
+    ),
+)]
 pub async fn delete(
     State(state): State<AppState>,
     who: AuthUser,
@@ -157,6 +181,17 @@ async fn react(
 
 /// `PUT /v1/conversations/{id}/messages/{seq}/reactions/{emoji}`: my
 /// reaction is now this one (replacing any other of mine).
+#[utoipa::path(
+    put,
+    path = "/conversations/{id}/messages/{seq}/reactions/{emoji}",
+    tag = "messages",
+    security(("bearer" = [])),
+    params(("id" = ConversationId, Path, description = "Conversation id"), ("seq" = Seq, Path, description = "The message's seq"), ("emoji" = String, Path, description = "The reaction: 1-16 bytes, no spaces or control characters")),
+    responses(
+        (status = 200, description = "The message with my reaction", body = MessageRecord),
+        Errors<(code::BadRequest, code::Forbidden, code::Blocked)>,
+    ),
+)]
 pub async fn react_on(
     State(state): State<AppState>,
     who: AuthUser,
@@ -167,6 +202,17 @@ pub async fn react_on(
 
 /// `DELETE /v1/conversations/{id}/messages/{seq}/reactions/{emoji}`: takes
 /// my reaction off if it is this one.
+#[utoipa::path(
+    delete,
+    path = "/conversations/{id}/messages/{seq}/reactions/{emoji}",
+    tag = "messages",
+    security(("bearer" = [])),
+    params(("id" = ConversationId, Path, description = "Conversation id"), ("seq" = Seq, Path, description = "The message's seq"), ("emoji" = String, Path, description = "The reaction to take off")),
+    responses(
+        (status = 200, description = "The message without my reaction", body = MessageRecord),
+        Errors<(code::BadRequest, code::Forbidden, code::Blocked)>,
+    ),
+)]
 pub async fn react_off(
     State(state): State<AppState>,
     who: AuthUser,

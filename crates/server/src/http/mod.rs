@@ -16,86 +16,63 @@ mod users;
 mod web;
 
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, patch, post, put};
+use axum::routing::get;
 use axum::Router;
 use tower_http::timeout::RequestBodyTimeoutLayer;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::state::AppState;
 
 pub use crate::extract::{ApiJson, ApiPath, ApiQuery};
 
 /// The JSON API's routes, to be nested under `/v1` (media and the
-/// WebSocket upgrade are added where the server is assembled).
-pub fn api_routes() -> Router<AppState> {
-    Router::new()
-        .route("/auth/register", post(accounts::register))
-        .route("/auth/login", post(accounts::login))
-        .route("/auth/refresh", post(accounts::refresh))
-        .route("/auth/logout", post(accounts::logout))
-        .route("/auth/password", post(accounts::change_password))
-        .route("/auth/oidc/providers", get(oidc::providers))
-        .route("/auth/oidc/{provider}/start", post(oidc::start))
-        .route("/auth/oidc/{provider}/link", post(oidc::link))
-        .route("/auth/oidc/callback", get(oidc::callback))
-        .route("/auth/oidc/exchange", post(oidc::exchange))
-        .route("/auth/oidc/signup", post(oidc::signup))
-        .route("/auth/oidc/identities", get(oidc::identities))
-        .route("/users/me", get(users::me).patch(users::update_me))
-        .route("/users", get(users::search))
-        .route("/users/{id}", get(users::by_id))
-        .route(
-            "/conversations",
-            get(conversations::list).post(conversations::create),
-        )
-        .route(
-            "/conversations/{id}",
-            get(conversations::get_one).patch(groups::update),
-        )
-        .route(
-            "/conversations/{id}/members",
-            get(groups::list).post(groups::add),
-        )
-        .route(
-            "/conversations/{id}/members/{user_id}",
-            delete(groups::remove).patch(groups::set_role),
-        )
-        .route(
-            "/friends/requests",
-            get(friends::list_requests).post(friends::request),
-        )
-        .route("/friends/requests/{id}", delete(friends::cancel))
-        .route("/friends/requests/{id}/accept", post(friends::accept))
-        .route("/friends/requests/{id}/decline", post(friends::decline))
-        .route("/friends", get(friends::list))
-        .route("/friends/{user_id}", delete(friends::unfriend))
-        .route("/blocks", get(friends::blocks))
-        .route(
-            "/blocks/{user_id}",
-            put(friends::block).delete(friends::unblock),
-        )
-        .route(
-            "/conversations/{id}/messages",
-            get(conversations::history).post(conversations::send),
-        )
-        .route("/conversations/{id}/read", post(conversations::read))
-        .route(
-            "/conversations/{id}/messages/{seq}",
-            patch(messages::edit).delete(messages::delete),
-        )
-        .route(
-            "/conversations/{id}/messages/{seq}/reactions/{emoji}",
-            put(messages::react_on).delete(messages::react_off),
-        )
-        .route("/search/messages", get(search::messages))
-        .route("/calls/ice-servers", get(calls::ice_servers))
+/// WebSocket upgrade are added where the server is assembled). Each
+/// `routes!` names the handlers of one path; their `#[utoipa::path]`
+/// annotations give the method, the path and the document's entry.
+pub fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(accounts::register))
+        .routes(routes!(accounts::login))
+        .routes(routes!(accounts::refresh))
+        .routes(routes!(accounts::logout))
+        .routes(routes!(accounts::change_password))
+        .routes(routes!(oidc::providers))
+        .routes(routes!(oidc::start))
+        .routes(routes!(oidc::link))
+        .routes(routes!(oidc::callback))
+        .routes(routes!(oidc::exchange))
+        .routes(routes!(oidc::signup))
+        .routes(routes!(oidc::identities))
+        .routes(routes!(users::me, users::update_me))
+        .routes(routes!(users::search))
+        .routes(routes!(users::by_id))
+        .routes(routes!(conversations::list, conversations::create))
+        .routes(routes!(conversations::get_one, groups::update))
+        .routes(routes!(groups::list, groups::add))
+        .routes(routes!(groups::remove, groups::set_role))
+        .routes(routes!(friends::list_requests, friends::request))
+        .routes(routes!(friends::cancel))
+        .routes(routes!(friends::accept))
+        .routes(routes!(friends::decline))
+        .routes(routes!(friends::list))
+        .routes(routes!(friends::unfriend))
+        .routes(routes!(friends::blocks))
+        .routes(routes!(friends::block, friends::unblock))
+        .routes(routes!(conversations::history, conversations::send))
+        .routes(routes!(conversations::read))
+        .routes(routes!(messages::edit, messages::delete))
+        .routes(routes!(messages::react_on, messages::react_off))
+        .routes(routes!(search::messages))
+        .routes(routes!(calls::ice_servers))
 }
 
 /// Health, readiness and (with a token) metrics, at the root.
-pub fn operational_routes() -> Router<AppState> {
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics_with_token))
+pub fn operational_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics_with_token))
 }
 
 /// Wraps the assembled routes: the browser app as the fallback, the body

@@ -33,6 +33,7 @@ use crate::auth::{new_token, token_hash, AuthUser};
 use crate::clock::now_millis;
 use crate::error::{AppError, AppResult};
 use crate::extract::ClientAddr;
+use crate::openapi::{code, Errors};
 use crate::state::AppState;
 
 /// What the store keeps under the hash of a single-use secret.
@@ -116,6 +117,12 @@ async fn take(state: &AppState, secret: &str) -> AppResult<Option<Pending>> {
 }
 
 /// `GET /v1/auth/oidc/providers`: the sign-in buttons (empty when OIDC is off).
+#[utoipa::path(
+    get,
+    path = "/auth/oidc/providers",
+    tag = "accounts",
+    responses((status = 200, description = "The providers to offer as sign-in buttons", body = OidcProviders)),
+)]
 pub async fn providers(State(state): State<AppState>) -> Json<OidcProviders> {
     Json(OidcProviders {
         providers: state
@@ -127,6 +134,17 @@ pub async fn providers(State(state): State<AppState>) -> Json<OidcProviders> {
 }
 
 /// `POST /v1/auth/oidc/{provider}/start`: begins a sign-in.
+#[utoipa::path(
+    post,
+    path = "/auth/oidc/{provider}/start",
+    tag = "accounts",
+    params(("provider" = String, Path, description = "A configured provider's id")),
+    request_body = OidcStartRequest,
+    responses(
+        (status = 200, description = "Where to send the browser, and the flow secret", body = OidcStartResponse),
+        Errors<(code::BadRequest, code::NotFound, code::Unavailable)>,
+    ),
+)]
 pub async fn start(
     State(state): State<AppState>,
     ApiPath(provider): ApiPath<String>,
@@ -137,6 +155,18 @@ pub async fn start(
 
 /// `POST /v1/auth/oidc/{provider}/link`: begins linking a provider account
 /// to the caller's account.
+#[utoipa::path(
+    post,
+    path = "/auth/oidc/{provider}/link",
+    tag = "accounts",
+    security(("bearer" = [])),
+    params(("provider" = String, Path, description = "A configured provider's id")),
+    request_body = OidcStartRequest,
+    responses(
+        (status = 200, description = "Where to send the browser, and the flow secret", body = OidcStartResponse),
+        Errors<(code::BadRequest, code::NotFound, code::Unavailable)>,
+    ),
+)]
 pub async fn link(
     State(state): State<AppState>,
     who: AuthUser,
@@ -179,11 +209,16 @@ async fn begin(
 }
 
 /// The provider's redirect.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct CallbackQuery {
+    /// The flow's `state`, as given to the provider.
     state: Option<String>,
+    /// The authorization code to redeem.
     code: Option<String>,
+    /// The provider's refusal (RFC 6749 §4.1.2.1).
     error: Option<String>,
+    /// The provider's words for the refusal.
     error_description: Option<String>,
     /// RFC 9207: the issuer that answers, against mix-up attacks.
     iss: Option<String>,
@@ -194,6 +229,17 @@ pub struct CallbackQuery {
 /// refusal or a failed check: the app's page with `#oidc_error=`, or
 /// 401 `oidc_failed` for the CLI. Success: the app's page with
 /// `#oidc_code=`, or a page that shows the code for the CLI.
+#[utoipa::path(
+    get,
+    path = "/auth/oidc/callback",
+    tag = "accounts",
+    params(CallbackQuery),
+    responses(
+        (status = 200, description = "A page showing the one-time code (CLI sign-ins)", content_type = "text/html"),
+        (status = 303, description = "Back to the app with `#oidc_code=` or `#oidc_error=` (browser sign-ins)"),
+        Errors<(code::OidcStateInvalid, code::OidcFailed, code::Unavailable)>,
+    ),
+)]
 pub async fn callback(State(state): State<AppState>, Query(q): Query<CallbackQuery>) -> Response {
     let flow = match take(&state, q.state.as_deref().unwrap_or("")).await {
         Ok(Some(Pending::Flow {
@@ -331,6 +377,16 @@ fn code_page(code: &str) -> Response {
 /// `POST /v1/auth/oidc/exchange`: the one-time code for tokens, a signup
 /// token or a finished link. Single use; it needs the `flow` secret of the
 /// client that started the sign-in.
+#[utoipa::path(
+    post,
+    path = "/auth/oidc/exchange",
+    tag = "accounts",
+    request_body = OidcExchangeRequest,
+    responses(
+        (status = 200, description = "Tokens, a signup offer, or a finished link", body = OidcExchangeResponse),
+        Errors<(code::BadRequest, code::NotFound, code::OidcCodeInvalid, code::OidcIdentityTaken)>,
+    ),
+)]
 pub async fn exchange(
     State(state): State<AppState>,
     ApiJson(req): ApiJson<OidcExchangeRequest>,
@@ -443,6 +499,16 @@ async fn suggest_username(state: &AppState, candidates: &[Option<String>]) -> Op
 /// Counted like a registration (`auth.registrations_per_hour`). A taken
 /// name (409 `username_taken`) or an invalid one leaves the signup token
 /// valid for another try.
+#[utoipa::path(
+    post,
+    path = "/auth/oidc/signup",
+    tag = "accounts",
+    request_body = OidcSignupRequest,
+    responses(
+        (status = 201, description = "The new account's tokens", body = TokenResponse),
+        Errors<(code::BadRequest, code::InvalidUsername, code::UsernameTaken, code::OidcCodeInvalid, code::OidcIdentityTaken, code::RateLimited)>,
+    ),
+)]
 pub async fn signup(
     State(state): State<AppState>,
     client: ClientAddr,
@@ -536,6 +602,13 @@ async fn signup_checked(
 }
 
 /// `GET /v1/auth/oidc/identities`: the provider accounts linked to mine.
+#[utoipa::path(
+    get,
+    path = "/auth/oidc/identities",
+    tag = "accounts",
+    security(("bearer" = [])),
+    responses((status = 200, description = "Provider accounts linked to mine", body = OidcIdentities)),
+)]
 pub async fn identities(
     State(state): State<AppState>,
     who: AuthUser,

@@ -26,14 +26,23 @@ const DEFAULT_LIMIT: u32 = 20;
 const MAX_OFFSET: u32 = 10_000;
 
 /// Query of the search endpoint.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SearchParams {
+    /// Words to find (1-200 characters, no control characters); `"…"` for
+    /// a phrase.
     q: String,
+    /// Only in this conversation.
     conversation_id: Option<ConversationId>,
+    /// Only from this sender.
     sender_id: Option<UserId>,
+    /// Only sent before this time (ms since the epoch).
     before: Option<Millis>,
+    /// Only sent after this time (ms since the epoch).
     after: Option<Millis>,
+    /// Page size (1-50, default 20).
     limit: Option<u32>,
+    /// `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
@@ -51,6 +60,14 @@ fn decode_cursor(cursor: &str) -> Option<u32> {
 }
 
 /// `GET /v1/search/messages?q=&conversation_id=&sender_id=&before=&after=&limit=&cursor=`.
+#[utoipa::path(
+    get,
+    path = "/search/messages",
+    tag = "search",
+    security(("bearer" = [])),
+    params(SearchParams),
+    responses((status = 200, description = "Hits, best first", body = SearchResults)),
+)]
 pub async fn messages(
     State(state): State<AppState>,
     who: AuthUser,

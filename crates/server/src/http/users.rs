@@ -12,9 +12,20 @@ use super::{ApiJson, ApiQuery};
 use crate::auth::AuthUser;
 use crate::error::{AppError, AppResult};
 use crate::extract::ApiPath;
+use crate::openapi::{code, Errors};
 use crate::state::AppState;
 
 /// `GET /v1/users/me`.
+#[utoipa::path(
+    get,
+    path = "/users/me",
+    tag = "users",
+    security(("bearer" = [])),
+    responses(
+        (status = 200, description = "My profile, with my own settings", body = User),
+        Errors<(code::NotFound,)>,
+    ),
+)]
 pub async fn me(State(state): State<AppState>, who: AuthUser) -> AppResult<Json<User>> {
     let user = state
         .store
@@ -32,6 +43,17 @@ async fn with_settings(state: &AppState, mut user: User) -> AppResult<User> {
 }
 
 /// `PATCH /v1/users/me`.
+#[utoipa::path(
+    patch,
+    path = "/users/me",
+    tag = "users",
+    security(("bearer" = [])),
+    request_body = UpdateProfileRequest,
+    responses(
+        (status = 200, description = "My profile after the change", body = User),
+        Errors<(code::NotFound,)>,
+    ),
+)]
 pub async fn update_me(
     State(state): State<AppState>,
     who: AuthUser,
@@ -72,13 +94,16 @@ pub async fn update_me(
 }
 
 /// Query of `GET /v1/users`: `q` (prefix search) or `ids` (lookup).
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct SearchParams {
+    /// A username prefix (1-32 characters); give this or `ids`.
     #[serde(default)]
     q: Option<String>,
-    /// Comma-separated user ids.
+    /// Comma-separated user ids (1-100); give this or `q`.
     #[serde(default)]
     ids: Option<String>,
+    /// Most users for `q` (1-50, default 20).
     #[serde(default)]
     limit: Option<u32>,
 }
@@ -88,6 +113,14 @@ pub const MAX_USER_IDS: usize = 100;
 
 /// `GET /v1/users?q=`: username prefix search; `GET /v1/users?ids=1,2`:
 /// profiles by id, in one round trip (member lists).
+#[utoipa::path(
+    get,
+    path = "/users",
+    tag = "users",
+    security(("bearer" = [])),
+    params(SearchParams),
+    responses((status = 200, description = "Matching users", body = UserList)),
+)]
 pub async fn search(
     State(state): State<AppState>,
     _who: AuthUser,
@@ -135,6 +168,14 @@ fn parse_ids(list: &str) -> Option<Vec<UserId>> {
 }
 
 /// `GET /v1/users/{id}`.
+#[utoipa::path(
+    get,
+    path = "/users/{id}",
+    tag = "users",
+    security(("bearer" = [])),
+    params(("id" = UserId, Path, description = "User id")),
+    responses((status = 200, description = "The user's profile", body = User)),
+)]
 pub async fn by_id(
     State(state): State<AppState>,
     _who: AuthUser,

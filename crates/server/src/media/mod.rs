@@ -14,6 +14,7 @@ mod sniff;
 mod tus;
 mod voice;
 
+use crate::openapi::{code, Binary, Errors, UploadForm};
 use std::fmt::Display;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
@@ -22,8 +23,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use base64::Engine as _;
 use confab_proto::media::UploadedMedia;
 use confab_proto::{ErrorCode, UserId};
@@ -31,6 +31,8 @@ use confab_store::{MediaInsert, MediaKind, MediaRecord};
 use futures_util::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::io::AsyncWriteExt;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::auth::AuthUser;
 use crate::error::{AppError, AppResult};
@@ -46,16 +48,16 @@ pub use voice::MAX_VOICE_MS;
 const CACHE_CONTROL: &str = "private, max-age=31536000, immutable";
 
 /// The media routes, to be nested under `/v1`.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route(
-            "/media",
-            // The upload counts its own bytes against `max_upload_bytes`.
-            post(upload).layer(DefaultBodyLimit::disable()),
-        )
-        .route("/media/{id}", get(download))
-        .route("/media/{id}/thumbnail", get(thumbnail))
-        .route("/media/{id}/info", get(info))
+pub fn routes() -> OpenApiRouter<AppState> {
+    // The upload counts its own bytes against `max_upload_bytes`.
+    let upload = OpenApiRouter::new()
+        .routes(routes!(upload))
+        .layer(DefaultBodyLimit::disable());
+    OpenApiRouter::new()
+        .merge(upload)
+        .routes(routes!(download))
+        .routes(routes!(thumbnail))
+        .routes(routes!(info))
         .merge(tus::routes())
 }
 
@@ -148,6 +150,25 @@ fn temp_dir(state: &AppState) -> PathBuf {
 
 /// `POST /v1/media`: a raw body with its `Content-Type`, or a
 /// `multipart/form-data` form whose first file part is the upload.
+#[utoipa::path(
+    post,
+    path = "/media",
+    tag = "media",
+    security(("bearer" = [])),
+    request_body(
+        description = "The file as the raw body with its own `Content-Type` (an image, voice or any file), or a `multipart/form-data` form whose first part with a file name is the upload",
+        content(
+            (Binary = "application/octet-stream"),
+            (Binary = "image/*"),
+            (Binary = "audio/*"),
+            (UploadForm = "multipart/form-data"),
+        ),
+    ),
+    responses(
+        (status = 201, description = "Stored: the id to put in an image, voice or file message", body = UploadedMedia),
+        Errors<(code::BadRequest, code::MediaTooLarge)>,
+    ),
+)]
 pub async fn upload(
     State(state): State<AppState>,
     who: AuthUser,
@@ -585,6 +606,20 @@ async fn serve_blob(
 
 /// `GET /v1/media/{id}`: the bytes, to the uploader and to members who can
 /// see a message referencing them; `Range`, `ETag`/`If-None-Match`.
+#[utoipa::path(
+    get,
+    path = "/media/{id}",
+    tag = "media",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Media id"), ("If-None-Match" = Option<String>, Header, description = "An ETag from before: 304 if it still matches"),
+        ("Range" = Option<String>, Header, description = "One `bytes=` range: 206 with that part")),
+    responses(
+        (status = 200, description = "The bytes, with the type sniffed at upload; `ETag`, `Cache-Control`", content_type = "*/*", body = Binary),
+        (status = 206, description = "The part asked for by `Range`", content_type = "*/*", body = Binary, headers(("Content-Range" = String))),
+        (status = 304, description = "Not modified (`If-None-Match` matched)"),
+        (status = 416, description = "The range lies outside the content", headers(("Content-Range" = String, description = "`bytes */<size>`"))),
+    ),
+)]
 pub async fn download(
     State(state): State<AppState>,
     who: AuthUser,
@@ -607,6 +642,14 @@ pub async fn download(
 
 /// `GET /v1/media/{id}/info`: the upload answer again (same access rule as
 /// the bytes), e.g. after a tus upload.
+#[utoipa::path(
+    get,
+    path = "/media/{id}/info",
+    tag = "media",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Media id")),
+    responses((status = 200, description = "What the upload answered", body = UploadedMedia)),
+)]
 pub async fn info(
     State(state): State<AppState>,
     who: AuthUser,
@@ -627,6 +670,20 @@ pub async fn info(
 
 /// `GET /v1/media/{id}/thumbnail`: a JPEG at most 320 px on its longest
 /// side; 404 until it is made (and for anything but images).
+#[utoipa::path(
+    get,
+    path = "/media/{id}/thumbnail",
+    tag = "media",
+    security(("bearer" = [])),
+    params(("id" = String, Path, description = "Media id"), ("If-None-Match" = Option<String>, Header, description = "An ETag from before: 304 if it still matches"),
+        ("Range" = Option<String>, Header, description = "One `bytes=` range: 206 with that part")),
+    responses(
+        (status = 200, description = "A JPEG at most 320 px on its longest side (images only, once made)", content_type = "image/jpeg", body = Binary),
+        (status = 206, description = "The part asked for by `Range`", content_type = "image/jpeg", body = Binary, headers(("Content-Range" = String))),
+        (status = 304, description = "Not modified (`If-None-Match` matched)"),
+        (status = 416, description = "The range lies outside the content", headers(("Content-Range" = String, description = "`bytes */<size>`"))),
+    ),
+)]
 pub async fn thumbnail(
     State(state): State<AppState>,
     who: AuthUser,

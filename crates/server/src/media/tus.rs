@@ -23,39 +23,108 @@ use std::time::Duration;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{head, options};
-use axum::Router;
 use base64::Engine as _;
 use confab_proto::ErrorCode;
 use confab_proto::UserId;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncWriteExt;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::{internal, new_media_id, over_quota, store_upload, too_large, Spooled};
 use crate::auth::AuthUser;
 use crate::error::{AppError, AppResult};
 use crate::extract::ApiPath;
+use crate::openapi::{code, Binary, Errors};
 use crate::state::AppState;
 use crate::uploads::{Busy, Refused};
+use confab_proto::ErrorBody;
 
 const TUS_VERSION: &str = "1.0.0";
 const OFFSET_CONTENT_TYPE: &str = "application/offset+octet-stream";
 
 /// The tus routes, nested under `/v1` with the other media routes.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/media/uploads", options(discover).post(create))
-        .route("/media/uploads/", options(discover).post(create))
-        .route(
-            "/media/uploads/{id}",
-            head(status)
-                .patch(append)
-                .delete(terminate)
-                .options(discover),
-        )
+/// (tus clients are given the creation URL with or without the slash.)
+pub fn routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(discover, create))
+        .routes(routes!(discover_slash, create_slash))
+        .routes(routes!(status, append, terminate, discover_upload))
         .layer(DefaultBodyLimit::disable())
 }
+
+/// The id in an upload's URL.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Path)]
+#[allow(dead_code)]
+struct UploadId {
+    /// Upload id: the last segment of the `Location` the creation gave.
+    id: String,
+}
+
+/// The version header of every tus request but `OPTIONS`.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+struct TusVersion {
+    /// The protocol version: `1.0.0` (any other is answered 412).
+    #[param(rename = "Tus-Resumable", pattern = "^1\\.0\\.0$", example = "1.0.0")]
+    tus_resumable: String,
+}
+
+/// The headers of a creation.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Header)]
+#[allow(dead_code)]
+struct CreateParams {
+    /// The protocol version: `1.0.0` (any other is answered 412).
+    #[param(rename = "Tus-Resumable", pattern = "^1\\.0\\.0$", example = "1.0.0")]
+    tus_resumable: String,
+    /// The upload's size in bytes (1 to `media.max_upload_bytes`; deferred
+    /// lengths are not supported).
+    #[param(rename = "Upload-Length", minimum = 1)]
+    upload_length: u64,
+    /// `key base64(value)` pairs, comma-separated; `filetype` (or
+    /// `content-type`, `mimetype`) declares the type.
+    #[param(rename = "Upload-Metadata")]
+    upload_metadata: Option<String>,
+}
+
+/// The answer to `OPTIONS`.
+#[derive(utoipa::IntoResponses)]
+#[response(
+    status = 204,
+    description = "What this server supports",
+    headers(
+        ("Tus-Resumable" = String),
+        ("Tus-Version" = String, description = "`1.0.0`"),
+        ("Tus-Extension" = String, description = "`creation,termination`"),
+        ("Tus-Max-Size" = u64, description = "`media.max_upload_bytes`"),
+    )
+)]
+struct Discovered;
+
+/// A request of another protocol version.
+#[derive(utoipa::IntoResponses)]
+#[response(
+    status = 412,
+    description = "`Tus-Resumable` is not `1.0.0`",
+    headers(("Tus-Resumable" = String), ("Tus-Version" = String, description = "`1.0.0`"))
+)]
+struct WrongVersion;
+
+/// A new upload.
+#[derive(utoipa::IntoResponses)]
+#[response(
+    status = 201,
+    description = "Created: `PATCH` its bytes to `Location`",
+    headers(
+        ("Tus-Resumable" = String),
+        ("Location" = String, description = "`/v1/media/uploads/<id>`; `<id>` becomes the media id"),
+    )
+)]
+struct Created;
 
 /// What is kept about an upload in progress (`<id>.json`).
 #[derive(Debug, Serialize, Deserialize)]
@@ -138,7 +207,36 @@ fn error_with_tus(e: AppError) -> Response {
     r
 }
 
+/// `OPTIONS /v1/media/uploads/`.
+#[utoipa::path(
+    options,
+    path = "/media/uploads/",
+    tag = "uploads",
+    responses(Discovered)
+)]
+async fn discover_slash(state: State<AppState>) -> Response {
+    discover(state).await
+}
+
+/// `OPTIONS /v1/media/uploads/{id}`.
+#[utoipa::path(
+    options,
+    path = "/media/uploads/{id}",
+    tag = "uploads",
+    params(UploadId),
+    responses(Discovered)
+)]
+async fn discover_upload(state: State<AppState>) -> Response {
+    discover(state).await
+}
+
 /// `OPTIONS`: what this server supports.
+#[utoipa::path(
+    options,
+    path = "/media/uploads",
+    tag = "uploads",
+    responses(Discovered)
+)]
 async fn discover(State(state): State<AppState>) -> Response {
     let mut out = HeaderMap::new();
     tus_headers(&mut out);
@@ -174,7 +272,28 @@ fn declared_type(headers: &HeaderMap) -> String {
     String::new()
 }
 
+/// `POST /v1/media/uploads/` (with the slash).
+#[utoipa::path(
+    post,
+    path = "/media/uploads/",
+    tag = "uploads",
+    security(("bearer" = [])),
+    params(CreateParams),
+    responses(Created, WrongVersion, Errors<(code::BadRequest, code::MediaTooLarge, code::RateLimited)>),
+)]
+async fn create_slash(state: State<AppState>, who: AuthUser, headers: HeaderMap) -> Response {
+    create(state, who, headers).await
+}
+
 /// `POST /v1/media/uploads/`: creates an upload of `Upload-Length` bytes.
+#[utoipa::path(
+    post,
+    path = "/media/uploads",
+    tag = "uploads",
+    security(("bearer" = [])),
+    params(CreateParams),
+    responses(Created, WrongVersion, Errors<(code::BadRequest, code::MediaTooLarge, code::RateLimited)>),
+)]
 async fn create(State(state): State<AppState>, who: AuthUser, headers: HeaderMap) -> Response {
     if let Some(r) = wrong_version(&headers) {
         return r;
@@ -289,6 +408,22 @@ async fn load(state: &AppState, id: &str, owner: UserId) -> AppResult<Option<(Me
 }
 
 /// `HEAD /v1/media/uploads/{id}`: how far the upload got.
+#[utoipa::path(
+    head,
+    path = "/media/uploads/{id}",
+    tag = "uploads",
+    security(("bearer" = [])),
+    params(UploadId, TusVersion),
+    responses(
+        (status = 200, description = "The upload's progress (`Cache-Control: no-store`)", headers(
+            ("Tus-Resumable" = String),
+            ("Upload-Offset" = u64, description = "Bytes received and committed"),
+            ("Upload-Length" = u64, description = "Bytes declared"),
+            ("Confab-Media-Id" = String, description = "Once complete: the media id"),
+        )),
+        WrongVersion,
+    ),
+)]
 async fn status(
     State(state): State<AppState>,
     who: AuthUser,
@@ -326,6 +461,28 @@ async fn status(
 }
 
 /// `PATCH /v1/media/uploads/{id}`: appends the body at `Upload-Offset`.
+#[utoipa::path(
+    patch,
+    path = "/media/uploads/{id}",
+    tag = "uploads",
+    security(("bearer" = [])),
+    params(UploadId, TusVersion,
+        ("Upload-Offset" = u64, Header, description = "Where this body starts: the upload's offset now"),
+    ),
+    request_body(content = Binary, content_type = "application/offset+octet-stream", description = "The next bytes"),
+    responses(
+        (status = 204, description = "Appended and committed; the last byte makes the media item", headers(
+            ("Tus-Resumable" = String),
+            ("Upload-Offset" = u64, description = "The new offset"),
+            ("Confab-Media-Id" = String, description = "When this was the last byte: the media id"),
+        )),
+        (status = 409, description = "`Upload-Offset` is not the upload's offset (`bad_request`)", body = ErrorBody),
+        (status = 415, description = "`Content-Type` is not `application/offset+octet-stream` (`bad_request`)", body = ErrorBody),
+        (status = 423, description = "Another `PATCH` of this upload is running (`bad_request`)", body = ErrorBody),
+        WrongVersion,
+        Errors<(code::BadRequest, code::MediaTooLarge)>,
+    ),
+)]
 async fn append(
     State(state): State<AppState>,
     who: AuthUser,
@@ -469,6 +626,17 @@ async fn finish(state: &AppState, id: &str, meta: &Meta) -> AppResult<String> {
 }
 
 /// `DELETE /v1/media/uploads/{id}`: abandons an upload.
+#[utoipa::path(
+    delete,
+    path = "/media/uploads/{id}",
+    tag = "uploads",
+    security(("bearer" = [])),
+    params(UploadId, TusVersion),
+    responses(
+        (status = 204, description = "Abandoned: its bytes are deleted", headers(("Tus-Resumable" = String))),
+        WrongVersion,
+    ),
+)]
 async fn terminate(
     State(state): State<AppState>,
     who: AuthUser,
