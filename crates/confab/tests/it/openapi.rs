@@ -208,13 +208,19 @@ async fn schemathesis_finds_no_server_error_and_no_schema_mismatch() {
         .args(["--exclude-path", "/v1/ws"])
         // Bounded and repeatable: a few cases per operation, one seed.
         .args(["--phases", "examples,coverage,fuzzing"])
-        .args(["--max-examples", "8"])
+        .args(["--max-examples", "30"])
         .args(["--seed", "20261204"])
         .args(["--workers", "2"])
         .args(["--request-timeout", "20"])
         .args(["--no-shrink"])
         .arg("--report-dir")
         .arg(report.path())
+        // tus' `application/offset+octet-stream` bodies (a hooks module).
+        .env("SCHEMATHESIS_HOOKS", "schemathesis_hooks")
+        .env(
+            "PYTHONPATH",
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/it"),
+        )
         .env("NO_COLOR", "1")
         .env("SCHEMATHESIS_TELEMETRY", "false")
         .kill_on_drop(true);
