@@ -226,9 +226,10 @@ async fn concurrent_commits_one_wins_the_other_retries() {
         .expect("in group");
 
     // Both commit at once from the same epoch: Ann adds Cat, Bob adds Dan.
+    let (cats, dans) = ([cat], [dan]);
     let (x, y) = tokio::join!(
-        a1.e2ee.add_members(conv.id, &[cat]),
-        b1.e2ee.add_members(conv.id, &[dan]),
+        a1.e2ee.add_members(conv.id, &cats),
+        b1.e2ee.add_members(conv.id, &dans),
     );
     x.expect("ann's commit");
     y.expect("bob's commit");
