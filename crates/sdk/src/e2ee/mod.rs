@@ -32,7 +32,7 @@ use confab_proto::e2ee::{
 };
 use confab_proto::{ConversationId, DeviceId, ErrorCode, MessageKind, MessageRecord, Seq, UserId};
 use openmls::prelude::{
-    BasicCredential, Ciphersuite, CredentialWithKey, GroupId, KeyPackage, KeyPackageIn, MlsGroup,
+    BasicCredential, Capabilities, Ciphersuite, CredentialWithKey, ExtensionType, GroupId, KeyPackage, KeyPackageIn, MlsGroup,
     MlsGroupCreateConfig, MlsGroupJoinConfig, MlsMessageBodyIn, MlsMessageIn, MlsMessageOut,
     ProcessedMessageContent, ProtocolMessage, ProtocolVersion, StagedWelcome,
 };
@@ -223,7 +223,11 @@ impl E2ee {
                 )))
             }
         }
-        E2ee::open(client, dir).await
+        let e2ee = E2ee::open(client, dir).await?;
+        // `open` tops KeyPackages up on a best-effort basis; a new device
+        // without any cannot be added anywhere, so here a failure is one.
+        e2ee.publish_key_packages().await?;
+        Ok(e2ee)
     }
 
     /// The HTTP client.
@@ -307,7 +311,13 @@ impl E2ee {
     }
 
     fn new_key_package(&self, inner: &Inner, last_resort: bool) -> Result<String> {
-        let mut builder = KeyPackage::builder();
+        // Every leaf says it understands the last-resort extension, which a
+        // last-resort KeyPackage carries (RFC 9420 requires the leaf's
+        // capabilities to list every extension of its KeyPackage).
+        let capabilities = Capabilities::builder()
+            .extensions(vec![ExtensionType::LastResort])
+            .build();
+        let mut builder = KeyPackage::builder().leaf_node_capabilities(capabilities);
         if last_resort {
             builder = builder.mark_as_last_resort();
         }
