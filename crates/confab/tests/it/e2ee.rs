@@ -368,6 +368,111 @@ async fn the_server_refuses_plain_messages_and_bad_key_packages() {
     drop(other);
 }
 
+#[tokio::test]
+async fn forged_replayed_and_misaddressed_mls_messages_are_refused() {
+    let app = spawn_app().await;
+    let url = app.base_url.clone();
+    let _ann = register(&url, "ann").await;
+    let bob = register(&url, "bob").await;
+    let cat = register(&url, "cat").await;
+    let a1 = new_device(&url, "ann").await;
+    let a2 = new_device(&url, "ann").await;
+    let b1 = new_device(&url, "bob").await;
+    let _c1 = new_device(&url, "cat").await;
+    let conv = a1
+        .e2ee
+        .create_group("bad input", &[bob])
+        .await
+        .expect("create");
+    let seq = a1
+        .e2ee
+        .send_text(conv.id, "the real one")
+        .await
+        .expect("send");
+    let original = a1
+        .e2ee
+        .client()
+        .history(conv.id, confab_sdk::HistoryQuery::default())
+        .await
+        .expect("history")
+        .messages
+        .into_iter()
+        .find(|m| m.seq == seq)
+        .expect("the sent message");
+    let epoch = original.body["epoch"].as_u64().expect("epoch");
+
+    // Bob's client sends, under his own name, what the server cannot tell
+    // from real messages: Ann's message again (a replay), Ann's message
+    // with one byte changed (a forgery), and bytes that are no MLS at all.
+    let bob_http = b1.e2ee.client();
+    let send = |id: &'static str, body: serde_json::Value| async move {
+        bob_http
+            .send_http(conv.id, id, MessageKind::Encrypted, body)
+            .await
+            .expect("opaque to the server")
+            .seq
+    };
+    let replay = send("replay-1", original.body.clone()).await;
+    let mut bytes = B64
+        .decode(original.body["ciphertext"].as_str().expect("ciphertext"))
+        .expect("base64");
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    let mut forged_body = original.body.clone();
+    forged_body["ciphertext"] = json!(B64.encode(&bytes));
+    let forged = send("forged-1", forged_body).await;
+    let garbage = send(
+        "garbage-1",
+        json!({"ciphertext": B64.encode(b"not mls at all"), "mls": "application", "epoch": epoch}),
+    )
+    .await;
+    a1.e2ee
+        .send_text(conv.id, "still fine")
+        .await
+        .expect("send");
+
+    // Every other device refuses all three with a reason and shows none of
+    // them as a message; the real ones around them read fine.
+    for (who, d) in [("a2", &a2), ("b1", &b1)] {
+        let h = d.e2ee.history(conv.id).await.expect("history");
+        for (what, s) in [("replay", replay), ("forgery", forged), ("garbage", garbage)] {
+            let m = h.iter().find(|m| m.seq == s).expect("processed");
+            match &m.content {
+                E2eeContent::Failed { reason } => assert!(!reason.is_empty()),
+                other => panic!("{who} shows the {what} as {other:?}"),
+            }
+        }
+        assert_eq!(texts(d, conv.id).await, ["the real one", "still fine"], "{who}");
+    }
+
+    // A Welcome addressed to a device of someone who is not a member is
+    // refused by the server, and the epoch does not move.
+    let before = a1
+        .e2ee
+        .client()
+        .conversation(conv.id)
+        .await
+        .expect("conv")
+        .mls_epoch
+        .expect("encrypted");
+    let cat_device = a1.e2ee.client().devices(cat).await.expect("devices")[0].device_id;
+    let misaddressed = a1
+        .e2ee
+        .client()
+        .send_http(
+            conv.id,
+            "welcome-1",
+            MessageKind::Encrypted,
+            json!({"ciphertext": "AAAA", "mls": "commit", "epoch": before,
+                   "welcome": "AAAA", "welcome_devices": [cat_device]}),
+        )
+        .await
+        .expect_err("not a member's device");
+    assert_eq!(misaddressed.code(), Some(ErrorCode::BadRequest));
+    let after = a1.e2ee.client().conversation(conv.id).await.expect("conv");
+    assert_eq!(after.mls_epoch, Some(before));
+}
+
 async fn reqwest_json<T: serde::de::DeserializeOwned>(
     app: &TestApp,
     client: &Client,

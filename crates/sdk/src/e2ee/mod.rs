@@ -1144,6 +1144,23 @@ impl E2ee {
                 }
             }
         };
+        // The MLS sender (signed) must be the user the server says sent it
+        // (authenticated by its token): one member cannot pass another's
+        // message off as their own, nor replay it under their name.
+        let signer = BasicCredential::try_from(processed.credential().clone())
+            .ok()
+            .and_then(|c| roster::parse_identity(c.identity()));
+        if signer.map(|(user, _)| user) != Some(m.sender_id) {
+            return E2eeContent::Failed {
+                reason: format!(
+                    "signed by {} but sent by user {}: refused",
+                    signer.map_or("an unknown member".to_owned(), |(u, d)| format!(
+                        "user {u} (device {d})"
+                    )),
+                    m.sender_id
+                ),
+            };
+        }
         match processed.into_content() {
             ProcessedMessageContent::ApplicationMessage(app) => {
                 match serde_json::from_slice::<Value>(&app.into_bytes()) {
@@ -1213,15 +1230,17 @@ impl E2ee {
         let MlsMessageBodyIn::Welcome(w) = msg.extract() else {
             return fail("the welcome is not an MLS Welcome".into());
         };
-        // A group this device was removed from makes way for the new one.
-        if let Ok(Some(mut old)) = MlsGroup::load(inner.provider.storage(), &group_id(id)) {
-            let _ = old.delete(inner.provider.storage());
-        }
+        // Staged first: a Welcome this device cannot open (forged, or made
+        // for another device's KeyPackage) leaves its group as it was.
         let staged = match StagedWelcome::new_from_welcome(&inner.provider, &join_config(), w, None)
         {
             Ok(s) => s,
             Err(e) => return fail(format!("cannot join from the welcome: {e}")),
         };
+        // A group this device was removed from makes way for the new one.
+        if let Ok(Some(mut old)) = MlsGroup::load(inner.provider.storage(), &group_id(id)) {
+            let _ = old.delete(inner.provider.storage());
+        }
         let group = match staged.into_group(&inner.provider) {
             Ok(g) => g,
             Err(e) => return fail(format!("cannot join from the welcome: {e}")),
