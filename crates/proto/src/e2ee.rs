@@ -78,7 +78,8 @@ pub fn encrypted_header(body: &Value) -> Result<Option<EncryptedHeader>, ApiErro
     if welcome.is_some_and(|w| !w.is_string()) {
         return Err(bad("\"welcome\" must be a base64 string"));
     }
-    if welcome.is_some() != !header.welcome_devices.is_empty() {
+    let has_recipients = !header.welcome_devices.is_empty();
+    if welcome.is_some() != has_recipients {
         return Err(bad("\"welcome\" and \"welcome_devices\" go together"));
     }
     if welcome.is_some() && header.mls != MlsKind::Commit {

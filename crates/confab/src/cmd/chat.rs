@@ -71,7 +71,7 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
     let client = args.client.logged_in()?;
     let to = user_id(&client, &args.user).await?;
     if args.encrypted {
-        let e2ee = args.client.e2ee().await?;
+        let e2ee = args.client.e2ee_over(&client).await?;
         let conv = e2ee.create_direct(to).await?;
         let seq = e2ee.send_text(conv.id, &args.text).await?;
         args.client.save_if_changed(e2ee.client())?;
@@ -124,7 +124,7 @@ pub async fn history(args: HistoryArgs) -> anyhow::Result<()> {
     let client = args.client.logged_in()?;
     let to = user_id(&client, &args.user).await?;
     if args.encrypted {
-        let e2ee = args.client.e2ee().await?;
+        let e2ee = args.client.e2ee_over(&client).await?;
         let conv = e2ee.create_direct(to).await?;
         for m in e2ee.history(conv.id).await? {
             if args.json {

@@ -175,7 +175,7 @@ pub async fn group(cmd: GroupCommand) -> anyhow::Result<()> {
     let client = args.client.logged_in()?;
     let members = user_ids(&client, &args.members).await?;
     let conv = if args.encrypted {
-        let e2ee = args.client.e2ee().await?;
+        let e2ee = args.client.e2ee_over(&client).await?;
         e2ee.create_group(&args.title, &members).await?
     } else {
         client.create_group(&args.title, &members).await?
@@ -334,6 +334,7 @@ pub async fn run(cmd: E2eeCommand) -> anyhow::Result<()> {
                     }
                 }
             }
+            a.client.save_if_changed(e2ee.client())?;
         }
         E2eeCommand::PublishKeys(a) => {
             let e2ee = a.client.e2ee().await?;

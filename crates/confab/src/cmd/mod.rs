@@ -53,8 +53,15 @@ impl ClientArgs {
 
     /// The device's end-to-end encryption, opened from its session dir.
     pub async fn e2ee(&self) -> anyhow::Result<confab_sdk::E2ee> {
-        let client = self.logged_in()?;
-        Ok(confab_sdk::E2ee::open(client, &self.e2ee_dir()?).await?)
+        self.e2ee_over(&self.logged_in()?).await
+    }
+
+    /// [`ClientArgs::e2ee`] over a client the command already made: one
+    /// session, so a token refresh by either is seen by both (two clients
+    /// refreshing the same token would spend it twice, which revokes the
+    /// device).
+    pub async fn e2ee_over(&self, client: &Client) -> anyhow::Result<confab_sdk::E2ee> {
+        Ok(confab_sdk::E2ee::open(client.clone(), &self.e2ee_dir()?).await?)
     }
 
     /// Saves the client's session again if it was refreshed meanwhile.

@@ -156,8 +156,8 @@ async fn three_users_two_devices_add_remove_new_and_revoked_device() {
     let after = page
         .messages
         .iter()
-        .filter(|m| m.kind == MessageKind::Encrypted)
-        .last()
+        .rev()
+        .find(|m| m.kind == MessageKind::Encrypted)
         .expect("the last message")
         .clone();
     for d in [&b1, &b2] {
@@ -435,14 +435,22 @@ async fn forged_replayed_and_misaddressed_mls_messages_are_refused() {
     // them as a message; the real ones around them read fine.
     for (who, d) in [("a2", &a2), ("b1", &b1)] {
         let h = d.e2ee.history(conv.id).await.expect("history");
-        for (what, s) in [("replay", replay), ("forgery", forged), ("garbage", garbage)] {
+        for (what, s) in [
+            ("replay", replay),
+            ("forgery", forged),
+            ("garbage", garbage),
+        ] {
             let m = h.iter().find(|m| m.seq == s).expect("processed");
             match &m.content {
                 E2eeContent::Failed { reason } => assert!(!reason.is_empty()),
                 other => panic!("{who} shows the {what} as {other:?}"),
             }
         }
-        assert_eq!(texts(d, conv.id).await, ["the real one", "still fine"], "{who}");
+        assert_eq!(
+            texts(d, conv.id).await,
+            ["the real one", "still fine"],
+            "{who}"
+        );
     }
 
     // A Welcome addressed to a device of someone who is not a member is

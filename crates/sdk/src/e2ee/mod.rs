@@ -32,9 +32,10 @@ use confab_proto::e2ee::{
 };
 use confab_proto::{ConversationId, DeviceId, ErrorCode, MessageKind, MessageRecord, Seq, UserId};
 use openmls::prelude::{
-    BasicCredential, Capabilities, Ciphersuite, CredentialWithKey, ExtensionType, GroupId, KeyPackage, KeyPackageIn, MlsGroup,
-    MlsGroupCreateConfig, MlsGroupJoinConfig, MlsMessageBodyIn, MlsMessageIn, MlsMessageOut,
-    ProcessedMessageContent, ProtocolMessage, ProtocolVersion, StagedWelcome,
+    BasicCredential, Capabilities, Ciphersuite, CredentialWithKey, ExtensionType, GroupId,
+    KeyPackage, KeyPackageIn, MlsGroup, MlsGroupCreateConfig, MlsGroupJoinConfig, MlsMessageBodyIn,
+    MlsMessageIn, MlsMessageOut, ProcessedMessageContent, ProtocolMessage, ProtocolVersion,
+    StagedWelcome,
 };
 use openmls_traits::OpenMlsProvider as _;
 use reqwest::Method;
