@@ -42,6 +42,16 @@ pub enum ErrorCode {
     MediaTooLarge,
     /// The group is at its member limit.
     GroupFull,
+    /// A plain message (or edit, reaction) in an end-to-end encrypted
+    /// conversation, which takes only `encrypted` messages.
+    EncryptionRequired,
+    /// An `encrypted` message names an MLS epoch that is not the
+    /// conversation's current one (a commit for it was already accepted).
+    EpochConflict,
+    /// An uploaded MLS KeyPackage fails a check.
+    InvalidKeyPackage,
+    /// A device's KeyPackage stock is full.
+    KeyPackageLimit,
     /// A bug or an unexpected failure on the server.
     Internal,
     /// An OpenID Connect callback whose `state` is unknown, expired or
@@ -65,7 +75,9 @@ impl ErrorCode {
             | ErrorCode::BadFrame
             | ErrorCode::InvalidUsername
             | ErrorCode::WeakPassword
-            | ErrorCode::OidcStateInvalid => 400,
+            | ErrorCode::OidcStateInvalid
+            | ErrorCode::EncryptionRequired
+            | ErrorCode::InvalidKeyPackage => 400,
             ErrorCode::InvalidCredentials
             | ErrorCode::Unauthorized
             | ErrorCode::InvalidRefreshToken
@@ -73,7 +85,11 @@ impl ErrorCode {
             | ErrorCode::OidcCodeInvalid => 401,
             ErrorCode::Forbidden | ErrorCode::Blocked | ErrorCode::NotFriends => 403,
             ErrorCode::NotFound => 404,
-            ErrorCode::UsernameTaken | ErrorCode::GroupFull | ErrorCode::OidcIdentityTaken => 409,
+            ErrorCode::UsernameTaken
+            | ErrorCode::GroupFull
+            | ErrorCode::OidcIdentityTaken
+            | ErrorCode::EpochConflict
+            | ErrorCode::KeyPackageLimit => 409,
             ErrorCode::MessageTooLarge | ErrorCode::MediaTooLarge => 413,
             ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,
@@ -106,6 +122,10 @@ impl ErrorCode {
             ErrorCode::NotFriends => "not_friends",
             ErrorCode::MediaTooLarge => "media_too_large",
             ErrorCode::GroupFull => "group_full",
+            ErrorCode::EncryptionRequired => "encryption_required",
+            ErrorCode::EpochConflict => "epoch_conflict",
+            ErrorCode::InvalidKeyPackage => "invalid_key_package",
+            ErrorCode::KeyPackageLimit => "key_package_limit",
             ErrorCode::Internal => "internal",
             ErrorCode::OidcStateInvalid => "oidc_state_invalid",
             ErrorCode::OidcFailed => "oidc_failed",
@@ -175,6 +195,10 @@ mod tests {
             ErrorCode::NotFriends,
             ErrorCode::MediaTooLarge,
             ErrorCode::GroupFull,
+            ErrorCode::EncryptionRequired,
+            ErrorCode::EpochConflict,
+            ErrorCode::InvalidKeyPackage,
+            ErrorCode::KeyPackageLimit,
             ErrorCode::Internal,
             ErrorCode::OidcStateInvalid,
             ErrorCode::OidcFailed,

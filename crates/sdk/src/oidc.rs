@@ -66,11 +66,24 @@ impl Client {
         flow: &str,
         device_name: Option<&str>,
     ) -> Result<OidcOutcome> {
+        self.oidc_exchange_with_key(code, flow, device_name, None)
+            .await
+    }
+
+    /// [`Client::oidc_exchange`] for a new device that registers
+    /// `device_public_key` (see [`Client::login_with_key`]).
+    pub async fn oidc_exchange_with_key(
+        &self,
+        code: &str,
+        flow: &str,
+        device_name: Option<&str>,
+        device_public_key: Option<&str>,
+    ) -> Result<OidcOutcome> {
         let req = OidcExchangeRequest {
             code: code.trim().to_owned(),
             flow: flow.to_owned(),
             device_name: device_name.map(str::to_owned),
-            device_public_key: None,
+            device_public_key: device_public_key.map(str::to_owned),
         };
         let answer: OidcExchangeResponse = self
             .request_anonymous("/v1/auth/oidc/exchange", &req)
@@ -92,12 +105,26 @@ impl Client {
         display_name: Option<&str>,
         device_name: Option<&str>,
     ) -> Result<Session> {
+        self.oidc_signup_with_key(signup_token, username, display_name, device_name, None)
+            .await
+    }
+
+    /// [`Client::oidc_signup`] for a new device that registers
+    /// `device_public_key` (see [`Client::login_with_key`]).
+    pub async fn oidc_signup_with_key(
+        &self,
+        signup_token: &str,
+        username: &str,
+        display_name: Option<&str>,
+        device_name: Option<&str>,
+        device_public_key: Option<&str>,
+    ) -> Result<Session> {
         let req = OidcSignupRequest {
             signup_token: signup_token.to_owned(),
             username: username.to_owned(),
             display_name: display_name.map(str::to_owned),
             device_name: device_name.map(str::to_owned),
-            device_public_key: None,
+            device_public_key: device_public_key.map(str::to_owned),
         };
         let tokens: TokenResponse = self.request_anonymous("/v1/auth/oidc/signup", &req).await?;
         Ok(self.adopt_tokens(tokens))

@@ -106,6 +106,10 @@ pub mod code {
         OidcFailed,
         OidcCodeInvalid,
         OidcIdentityTaken,
+        EncryptionRequired,
+        EpochConflict,
+        InvalidKeyPackage,
+        KeyPackageLimit,
     );
 }
 

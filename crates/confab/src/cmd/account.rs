@@ -1,7 +1,8 @@
 //! `confab register`, `login`, `logout`.
 
+use anyhow::Context as _;
 use clap::Args;
-use confab_sdk::Client;
+use confab_sdk::{Client, DeviceKey, E2ee};
 
 use super::{password, ClientArgs};
 use crate::session_file;
@@ -62,6 +63,11 @@ pub async fn register(args: RegisterArgs) -> anyhow::Result<()> {
 /// Logs in and saves the session.
 pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
     let client = Client::new(&args.client.server);
+    // Every login is a new device with a new key (its MLS signature key),
+    // kept beside the session; it publishes KeyPackages at once so it can
+    // be added to encrypted conversations.
+    let key = DeviceKey::generate()?;
+    let public_key = key.public_b64();
     let session = match (&args.oidc, &args.username) {
         (Some(provider), _) => {
             oidc_login(
@@ -69,17 +75,23 @@ pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
                 provider,
                 args.username.as_deref(),
                 &args.device_name,
+                &public_key,
             )
             .await?
         }
         (None, Some(username)) => {
             let pw = password(args.password)?;
-            client.login(username, &pw, Some(&args.device_name)).await?
+            client
+                .login_with_key(username, &pw, Some(&args.device_name), Some(&public_key))
+                .await?
         }
         (None, None) => anyhow::bail!("give a username, or --oidc PROVIDER"),
     };
     let path = session_file::path(args.client.session.as_deref())?;
     session_file::save(&path, &session)?;
+    E2ee::start_device(client, &args.client.e2ee_dir()?, key)
+        .await
+        .context("logged in, but could not set up end-to-end encryption")?;
     println!(
         "logged in as {} (device {}); session saved to {}",
         session.user.username,
@@ -116,6 +128,7 @@ async fn oidc_login(
     provider: &str,
     username: Option<&str>,
     device_name: &str,
+    device_public_key: &str,
 ) -> anyhow::Result<confab_sdk::Session> {
     use confab_sdk::proto::api::OidcClient;
     use confab_sdk::OidcOutcome;
@@ -140,7 +153,12 @@ async fn oidc_login(
     println!("{}", start.authorization_url);
     let code = ask("then paste the one-time code shown: ")?;
     match client
-        .oidc_exchange(&code, &start.flow, Some(device_name))
+        .oidc_exchange_with_key(
+            &code,
+            &start.flow,
+            Some(device_name),
+            Some(device_public_key),
+        )
         .await?
     {
         OidcOutcome::SignedIn(session) => Ok(session),
@@ -158,7 +176,13 @@ async fn oidc_login(
             }
             let display = (!offer.display_name.is_empty()).then_some(offer.display_name.as_str());
             Ok(client
-                .oidc_signup(&offer.signup_token, &name, display, Some(device_name))
+                .oidc_signup_with_key(
+                    &offer.signup_token,
+                    &name,
+                    display,
+                    Some(device_name),
+                    Some(device_public_key),
+                )
                 .await?)
         }
         OidcOutcome::Linked(_) => {

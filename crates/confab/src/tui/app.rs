@@ -229,8 +229,18 @@ impl App {
         }
     }
 
-    /// A conversation's title: the group title, or the other person's name.
+    /// A conversation's title: the group title, or the other person's name;
+    /// a lock in front of an end-to-end encrypted one.
     pub fn title(&self, chat: &Chat) -> String {
+        let plain = self.plain_title(chat);
+        if chat.conv.encrypted {
+            format!("🔒 {plain}")
+        } else {
+            plain
+        }
+    }
+
+    fn plain_title(&self, chat: &Chat) -> String {
         if let Some(t) = chat.conv.title.as_deref().filter(|t| !t.is_empty()) {
             return t.to_owned();
         }
@@ -337,6 +347,9 @@ impl App {
             self.notice = Some("no conversation open: /dm USER starts one".to_owned());
             return;
         };
+        if self.refuse_encrypted(id) {
+            return;
+        }
         self.stop_typing(out);
         let client_msg_id = confab_sdk::new_client_msg_id();
         if let Some(chat) = self.chat_mut(id) {
@@ -352,6 +365,19 @@ impl App {
             client_msg_id,
             text,
         });
+    }
+
+    /// The terminal app does not encrypt: in an end-to-end encrypted
+    /// conversation it says where to send from instead of sending plain
+    /// text the server would refuse (`encryption_required`).
+    fn refuse_encrypted(&mut self, id: ConversationId) -> bool {
+        if !self.chat(id).is_some_and(|c| c.conv.encrypted) {
+            return false;
+        }
+        self.notice = Some(format!(
+            "🔒 this conversation is end-to-end encrypted: send with `confab e2ee send {id} TEXT` (the terminal app does not encrypt yet)"
+        ));
+        true
     }
 
     /// Scrolls the open conversation up (`up`) or down by `n` messages,
@@ -385,6 +411,9 @@ impl App {
             self.notice = Some("no conversation open".to_owned());
             return;
         };
+        if self.refuse_encrypted(id) {
+            return;
+        }
         let upload_id = self.next_upload;
         self.next_upload += 1;
         let name = path

@@ -68,7 +68,17 @@ pub fn body_text(msg: &MessageRecord, name: &dyn Fn(UserId) -> String) -> String
             caption(body)
         ),
         MessageKind::System => system_text(body, msg.sender_id, name),
-        MessageKind::Encrypted => "[encrypted message]".to_owned(),
+        MessageKind::Encrypted => encrypted_text(body),
+    }
+}
+
+/// What the terminal app shows for an end-to-end encrypted message: it does
+/// not decrypt (`confab e2ee history` does), so it says so instead of
+/// showing nothing; a commit is a key change, not something someone said.
+pub fn encrypted_text(body: &Value) -> String {
+    match str_field(body, "mls") {
+        Some("commit") | Some("proposal") => "🔒 [encryption keys changed]".to_owned(),
+        _ => "🔒 [encrypted: read it with `confab e2ee history`]".to_owned(),
     }
 }
 
@@ -162,6 +172,18 @@ mod tests {
         assert_eq!(clock((13 * 60 + 7) * 60_000), "13:07");
         assert_eq!(call_length(65_400), "1:05");
         assert_eq!(call_length(3_725_000), "1:02:05");
+    }
+
+    #[test]
+    fn encrypted_messages_say_what_they_are() {
+        let commit = serde_json::json!({"ciphertext": "AA", "mls": "commit", "epoch": 1});
+        let said = serde_json::json!({"ciphertext": "AA", "mls": "application", "epoch": 1});
+        assert_eq!(encrypted_text(&commit), "🔒 [encryption keys changed]");
+        assert_eq!(
+            encrypted_text(&said),
+            "🔒 [encrypted: read it with `confab e2ee history`]"
+        );
+        assert!(!encrypted_text(&said).contains("AA"));
     }
 
     #[test]

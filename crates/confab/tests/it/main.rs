@@ -16,6 +16,7 @@ mod compression;
 mod crash;
 mod delivery;
 mod deploy;
+mod e2ee;
 mod friends;
 mod groups;
 mod media;

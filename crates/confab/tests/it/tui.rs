@@ -129,6 +129,8 @@ fn fake_direct(id: i64, me: i64, peer: i64, last_seq: i64, unread: i64, ts: i64)
         unread_mentions: 0,
         muted: false,
         created_at: ts,
+        encrypted: false,
+        mls_epoch: None,
     }
 }
 
@@ -282,6 +284,60 @@ fn media_system_edited_and_deleted_messages() {
             screen.join("\n")
         );
     }
+}
+
+#[test]
+fn encrypted_conversation_shows_a_lock_and_sends_nothing_plain() {
+    let mut app = App::new(user(1, "Ann"));
+    let _ = app.start();
+    let _ = app.on_event(AppEvent::User(user(2, "Bob")));
+    let mut conv = fake_direct(10, 1, 2, 2, 0, 2_000);
+    conv.encrypted = true;
+    conv.mls_epoch = Some(1);
+    let _ = app.on_event(AppEvent::Conversations(vec![conv]));
+    let _ = app.on_event(AppEvent::Sdk(Event::Connected {
+        user_id: 1,
+        device_id: 1,
+    }));
+    let _ = app.on_event(AppEvent::Sdk(Event::SyncComplete));
+    let mut commit = text(10, 1, 1, "");
+    commit.kind = MessageKind::Encrypted;
+    commit.body = json!({"ciphertext": "Y29tbWl0", "mls": "commit", "epoch": 0});
+    let mut said = text(10, 2, 2, "");
+    said.kind = MessageKind::Encrypted;
+    said.body = json!({"ciphertext": "c2VjcmV0IHdvcmRz", "mls": "application", "epoch": 1});
+    let _ = app.on_event(AppEvent::History {
+        conversation_id: 10,
+        page: MessagePage {
+            messages: vec![commit, said],
+            has_more: false,
+            has_more_before: None,
+        },
+    });
+    let screen = screen_of(&app, 100, 24);
+    assert!(
+        line_with(&left(&screen), "Bob").contains('🔒'),
+        "a lock in the list:\n{}",
+        screen.join("\n")
+    );
+    assert!(contains(&screen, "🔒 [encryption keys changed]"));
+    assert!(
+        contains(&screen, "Bob: 🔒 [encrypted: read it with"),
+        "{}",
+        screen.join("\n")
+    );
+    assert!(!contains(&screen, "c2VjcmV0"), "no ciphertext shown");
+
+    // Typing into it sends nothing the server would refuse, and says why.
+    let commands = type_into(&mut app, "plain words");
+    assert!(
+        !commands
+            .iter()
+            .any(|c| matches!(c, Command::SendText { .. })),
+        "{commands:?}"
+    );
+    let notice = app.notice().expect("a notice");
+    assert!(notice.contains("confab e2ee send 10"), "{notice}");
 }
 
 #[test]

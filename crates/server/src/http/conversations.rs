@@ -47,7 +47,7 @@ pub async fn create(
     ApiJson(req): ApiJson<CreateConversationRequest>,
 ) -> AppResult<(StatusCode, Json<Conversation>)> {
     let (id, created) = match req {
-        CreateConversationRequest::Direct { user_id } => {
+        CreateConversationRequest::Direct { user_id, encrypted } => {
             if user_id == who.user_id {
                 return Err(AppError::bad_request(
                     "a direct conversation needs another user",
@@ -76,12 +76,23 @@ pub async fn create(
                     crate::refusal::NOT_FRIENDS,
                 ));
             }
-            state
-                .store
-                .get_or_create_direct(who.user_id, user_id, now_millis())
-                .await?
+            if encrypted {
+                state
+                    .store
+                    .get_or_create_encrypted_direct(who.user_id, user_id, now_millis())
+                    .await?
+            } else {
+                state
+                    .store
+                    .get_or_create_direct(who.user_id, user_id, now_millis())
+                    .await?
+            }
         }
-        CreateConversationRequest::Group { title, member_ids } => {
+        CreateConversationRequest::Group {
+            title,
+            member_ids,
+            encrypted,
+        } => {
             let title = title.trim();
             confab_proto::validate::check_group_title(title)?;
             let mut distinct: Vec<UserId> = member_ids
@@ -108,10 +119,17 @@ pub async fn create(
                 &distinct,
             )
             .await?;
-            let id = state
-                .store
-                .create_group(who.user_id, title, &distinct, now_millis())
-                .await?;
+            let id = if encrypted {
+                state
+                    .store
+                    .create_encrypted_group(who.user_id, title, &distinct, now_millis())
+                    .await?
+            } else {
+                state
+                    .store
+                    .create_group(who.user_id, title, &distinct, now_millis())
+                    .await?
+            };
             (id, true)
         }
     };
@@ -275,7 +293,7 @@ pub async fn history(
     responses(
         (status = 201, description = "Committed", body = SendMessageResponse),
         (status = 200, description = "A resend of a committed message: its original seq", body = SendMessageResponse),
-        Errors<(code::Forbidden, code::Blocked, code::NotFriends, code::RateLimited)>,
+        Errors<(code::Forbidden, code::Blocked, code::NotFriends, code::RateLimited, code::EncryptionRequired, code::EpochConflict)>,
     ),
 )]
 pub async fn send(

@@ -58,7 +58,7 @@ fn check_seq(seq: Seq) -> AppResult<()> {
     request_body = EditMessageRequest,
     responses(
         (status = 200, description = "The message as edited", body = MessageRecord),
-        Errors<(code::Forbidden, code::Blocked)>,
+        Errors<(code::Forbidden, code::Blocked, code::EncryptionRequired)>,
     ),
 )]
 pub async fn edit(
@@ -94,6 +94,7 @@ pub async fn edit(
             Some(_) => return Err(AppError::bad_request("caption must be a string")),
         }
     }
+    crate::chat::e2ee::refuse_plain_change(state.store.as_ref(), id).await?;
     crate::chat::blocks::check_direct_change(state.store.as_ref(), id, who.user_id).await?;
     let done = apply(
         &state,
@@ -164,6 +165,7 @@ async fn react(
 ) -> AppResult<Json<MessageRecord>> {
     check_seq(seq)?;
     check_emoji(&emoji)?;
+    crate::chat::e2ee::refuse_plain_change(state.store.as_ref(), id).await?;
     crate::chat::blocks::check_direct_change(state.store.as_ref(), id, who.user_id).await?;
     let done = apply(
         state,
@@ -189,7 +191,7 @@ async fn react(
     params(("id" = ConversationId, Path, description = "Conversation id"), ("seq" = Seq, Path, description = "The message's seq"), ("emoji" = String, Path, description = "The reaction: 1-16 bytes, no spaces or control characters")),
     responses(
         (status = 200, description = "The message with my reaction", body = MessageRecord),
-        Errors<(code::BadRequest, code::Forbidden, code::Blocked)>,
+        Errors<(code::BadRequest, code::Forbidden, code::Blocked, code::EncryptionRequired)>,
     ),
 )]
 pub async fn react_on(
@@ -210,7 +212,7 @@ pub async fn react_on(
     params(("id" = ConversationId, Path, description = "Conversation id"), ("seq" = Seq, Path, description = "The message's seq"), ("emoji" = String, Path, description = "The reaction to take off")),
     responses(
         (status = 200, description = "The message without my reaction", body = MessageRecord),
-        Errors<(code::BadRequest, code::Forbidden, code::Blocked)>,
+        Errors<(code::BadRequest, code::Forbidden, code::Blocked, code::EncryptionRequired)>,
     ),
 )]
 pub async fn react_off(

@@ -9,6 +9,7 @@ mod conversations;
 mod friends;
 mod groups;
 mod health;
+mod keys;
 mod messages;
 mod oidc;
 mod search;
@@ -47,6 +48,9 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(users::me, users::update_me))
         .routes(routes!(users::search))
         .routes(routes!(users::by_id))
+        .routes(routes!(keys::devices))
+        .routes(routes!(keys::claim))
+        .routes(routes!(keys::stock, keys::upload))
         .routes(routes!(conversations::list, conversations::create))
         .routes(routes!(conversations::get_one, groups::update))
         .routes(routes!(groups::list, groups::add))
