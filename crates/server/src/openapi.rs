@@ -347,7 +347,9 @@ mod tests {
                         );
                     }
                 }
-                if path != "/healthz" && path != "/v1/openapi.json" {
+                // tus discovery (`OPTIONS`) answers from the configuration
+                // alone and cannot fail.
+                if path != "/healthz" && path != "/v1/openapi.json" && method != "options" {
                     assert!(
                         responses
                             .keys()
