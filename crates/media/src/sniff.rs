@@ -1,7 +1,7 @@
 //! Telling what uploaded bytes are from their first bytes (magic numbers),
 //! and whether that agrees with the declared `Content-Type`.
 
-use confab_store::MediaKind;
+use confab_proto::MediaKind;
 
 /// How many leading bytes the sniffer looks at.
 pub const SNIFF_BYTES: usize = 64 * 1024;

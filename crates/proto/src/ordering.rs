@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-use confab_proto::{ConversationId, MessageRecord, Seq};
+use crate::{ConversationId, MessageRecord, Seq};
 
 /// Default bound on out-of-order messages held per conversation.
 pub const DEFAULT_MAX_BUFFERED: usize = 10_000;
@@ -131,7 +131,7 @@ impl Ordering {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use confab_proto::MessageKind;
+    use crate::MessageKind;
     use serde_json::json;
 
     fn msg(conv: ConversationId, seq: Seq) -> MessageRecord {

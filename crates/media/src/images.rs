@@ -11,7 +11,7 @@
 //! - GIF carries no EXIF.
 
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::Path;
 
 use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, Limits};
@@ -74,26 +74,30 @@ fn decoder_limits(max_pixels: u64) -> Limits {
     limits
 }
 
-fn reader(
-    path: &Path,
+/// An image reader over `input` from its start, with the decoder limits
+/// for `max_pixels`.
+fn reader<R: BufRead + Seek>(
+    input: &mut R,
     format: ImageFormat,
     max_pixels: u64,
-) -> io::Result<ImageReader<BufReader<File>>> {
-    let mut r = ImageReader::with_format(BufReader::new(File::open(path)?), format);
+) -> io::Result<ImageReader<&mut R>> {
+    input.rewind()?;
+    let mut r = ImageReader::with_format(input, format);
     r.limits(decoder_limits(max_pixels));
     Ok(r)
 }
 
-/// Reads the dimensions from the header and refuses images over
-/// `max_pixels` before anything is decoded.
-fn checked_dimensions(
-    path: &Path,
+/// Reads the dimensions from the header of the image in `input` (of type
+/// `mime`) and refuses images over `max_pixels` before anything is
+/// decoded.
+pub fn checked_dimensions<R: BufRead + Seek>(
+    input: &mut R,
     mime: &str,
     max_pixels: u64,
 ) -> Result<(ImageFormat, u32, u32), ImageError> {
     let format = format_of(mime)
         .ok_or_else(|| ImageError::Unreadable(format!("{mime} is not an image type")))?;
-    let (width, height) = reader(path, format, u64::MAX)?
+    let (width, height) = reader(input, format, u64::MAX)?
         .into_dimensions()
         .map_err(|e| ImageError::Unreadable(format!("unreadable {mime}: {e}")))?;
     if u64::from(width) * u64::from(height) > max_pixels {
@@ -106,35 +110,34 @@ fn checked_dimensions(
     Ok((format, width, height))
 }
 
-/// Checks that the file at `path` is a readable image of type `mime`, at
-/// most `max_pixels` large, and cleans it into a new file in `tmp_dir`
-/// when anything must change. Streams: only a JPEG whose orientation must
-/// be applied is decoded whole.
-pub fn clean(
-    path: &Path,
+/// What [`clean_into`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rewrite {
+    /// Nothing: the image is kept as uploaded (GIF).
+    Untouched,
+    /// A copy without metadata (it may equal the input when there was none).
+    Stripped,
+    /// Decoded, turned upright and encoded again (a JPEG with an
+    /// orientation).
+    Reencoded,
+}
+
+/// Checks that `input` is a readable image of type `mime`, at most
+/// `max_pixels` large, and writes what should be stored instead to `out`
+/// (see [`Rewrite`]). Returns the width and height after orientation.
+/// Streams: only a JPEG whose orientation must be applied is decoded whole.
+pub fn clean_into<R: BufRead + Seek, W: Write + Seek>(
+    input: &mut R,
     mime: &str,
     max_pixels: u64,
-    tmp_dir: &Path,
-) -> Result<Cleaned, ImageError> {
-    let (format, width, height) = checked_dimensions(path, mime, max_pixels)?;
-    let size = std::fs::metadata(path)?.len();
-    let rewrite = |strip: fn(&mut BufReader<File>, &mut BufWriter<File>) -> io::Result<()>| -> Result<Option<tempfile::TempPath>, ImageError> {
-        let (out, out_path) = tempfile::Builder::new()
-            .prefix("clean-")
-            .tempfile_in(tmp_dir)?
-            .into_parts();
-        let mut input = BufReader::new(File::open(path)?);
-        let mut output = BufWriter::new(out);
-        strip(&mut input, &mut output)?;
-        let out = output.into_inner().map_err(|e| e.into_error())?;
-        let new_size = out.metadata()?.len();
-        Ok((new_size != size).then_some(out_path))
-    };
+    out: &mut W,
+) -> Result<(Rewrite, u32, u32), ImageError> {
+    let (format, width, height) = checked_dimensions(input, mime, max_pixels)?;
+    input.rewind()?;
     match format {
         ImageFormat::Jpeg => {
-            let mut decoder =
-                image::codecs::jpeg::JpegDecoder::new(BufReader::new(File::open(path)?))
-                    .map_err(|e| ImageError::Unreadable(format!("unreadable jpeg: {e}")))?;
+            let mut decoder = image::codecs::jpeg::JpegDecoder::new(&mut *input)
+                .map_err(|e| ImageError::Unreadable(format!("unreadable jpeg: {e}")))?;
             decoder
                 .set_limits(decoder_limits(max_pixels))
                 .map_err(|e| ImageError::Unreadable(format!("unreadable jpeg: {e}")))?;
@@ -142,44 +145,57 @@ pub fn clean(
                 .orientation()
                 .unwrap_or(image::metadata::Orientation::NoTransforms);
             if orientation == image::metadata::Orientation::NoTransforms {
-                return Ok(Cleaned {
-                    replaced: rewrite(strip_jpeg)?,
-                    width,
-                    height,
-                });
+                drop(decoder);
+                input.rewind()?;
+                strip_jpeg(input, out)?;
+                return Ok((Rewrite::Stripped, width, height));
             }
             let mut img = DynamicImage::from_decoder(decoder)
                 .map_err(|e| ImageError::Unreadable(format!("unreadable jpeg: {e}")))?;
             img.apply_orientation(orientation);
-            let (out, out_path) = tempfile::Builder::new()
-                .prefix("clean-")
-                .tempfile_in(tmp_dir)?
-                .into_parts();
-            let mut output = BufWriter::new(out);
-            encode_jpeg(&img, 90, &mut output)?;
-            output.flush()?;
-            Ok(Cleaned {
-                replaced: Some(out_path),
-                width: img.width(),
-                height: img.height(),
-            })
+            encode_jpeg(&img, 90, out)?;
+            Ok((Rewrite::Reencoded, img.width(), img.height()))
         }
-        ImageFormat::Png => Ok(Cleaned {
-            replaced: rewrite(strip_png)?,
-            width,
-            height,
-        }),
-        ImageFormat::WebP => Ok(Cleaned {
-            replaced: rewrite(strip_webp)?,
-            width,
-            height,
-        }),
-        _ => Ok(Cleaned {
-            replaced: None,
-            width,
-            height,
-        }),
+        ImageFormat::Png => {
+            strip_png(input, out)?;
+            Ok((Rewrite::Stripped, width, height))
+        }
+        ImageFormat::WebP => {
+            strip_webp(input, out)?;
+            Ok((Rewrite::Stripped, width, height))
+        }
+        _ => Ok((Rewrite::Untouched, width, height)),
     }
+}
+
+/// Checks that the file at `path` is a readable image of type `mime`, at
+/// most `max_pixels` large, and cleans it into a new file in `tmp_dir`
+/// when anything must change (see [`clean_into`]).
+pub fn clean(
+    path: &Path,
+    mime: &str,
+    max_pixels: u64,
+    tmp_dir: &Path,
+) -> Result<Cleaned, ImageError> {
+    let size = std::fs::metadata(path)?.len();
+    let mut input = BufReader::new(File::open(path)?);
+    let (out, out_path) = tempfile::Builder::new()
+        .prefix("clean-")
+        .tempfile_in(tmp_dir)?
+        .into_parts();
+    let mut output = BufWriter::new(out);
+    let (rewrite, width, height) = clean_into(&mut input, mime, max_pixels, &mut output)?;
+    let out = output.into_inner().map_err(|e| e.into_error())?;
+    let replaced = match rewrite {
+        Rewrite::Untouched => None,
+        Rewrite::Stripped => (out.metadata()?.len() != size).then_some(out_path),
+        Rewrite::Reencoded => Some(out_path),
+    };
+    Ok(Cleaned {
+        replaced,
+        width,
+        height,
+    })
 }
 
 fn encode_jpeg(img: &DynamicImage, quality: u8, out: &mut impl Write) -> Result<(), ImageError> {
@@ -190,10 +206,14 @@ fn encode_jpeg(img: &DynamicImage, quality: u8, out: &mut impl Write) -> Result<
 }
 
 /// A JPEG thumbnail at most [`THUMBNAIL_MAX`] px on its longest side, of
-/// the image file at `path` (at most `max_pixels` large).
-pub fn thumbnail(path: &Path, mime: &str, max_pixels: u64) -> Result<Vec<u8>, ImageError> {
-    let (format, _, _) = checked_dimensions(path, mime, max_pixels)?;
-    let img = reader(path, format, max_pixels)?
+/// the image in `input` (of type `mime`, at most `max_pixels` large).
+pub fn thumbnail_of<R: BufRead + Seek>(
+    input: &mut R,
+    mime: &str,
+    max_pixels: u64,
+) -> Result<Vec<u8>, ImageError> {
+    let (format, _, _) = checked_dimensions(input, mime, max_pixels)?;
+    let img = reader(input, format, max_pixels)?
         .decode()
         .map_err(|e| ImageError::Unreadable(format!("unreadable {mime}: {e}")))?;
     let img = if img.width() > THUMBNAIL_MAX || img.height() > THUMBNAIL_MAX {
@@ -204,6 +224,11 @@ pub fn thumbnail(path: &Path, mime: &str, max_pixels: u64) -> Result<Vec<u8>, Im
     let mut out = Vec::new();
     encode_jpeg(&img, 80, &mut out)?;
     Ok(out)
+}
+
+/// [`thumbnail_of`] the image file at `path`.
+pub fn thumbnail(path: &Path, mime: &str, max_pixels: u64) -> Result<Vec<u8>, ImageError> {
+    thumbnail_of(&mut BufReader::new(File::open(path)?), mime, max_pixels)
 }
 
 fn read_u8(r: &mut impl Read) -> io::Result<Option<u8>> {
