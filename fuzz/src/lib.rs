@@ -22,8 +22,11 @@ use confab_proto::{api, ClientFrame, MediaKind, MessageKind, MessageRecord, Seq}
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+/// A fuzz target's body: takes the fuzzer's bytes, panics on a finding.
+pub type Target = fn(&[u8]);
+
 /// The fuzz targets by name, for the corpus replay.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("ws_frame", ws_frame),
     ("http_json", http_json),
     ("media_upload", media_upload),
