@@ -608,4 +608,31 @@ mod tests {
         .expect_err("bad");
         assert_eq!(err.client_msg_id.as_deref(), Some("c9"));
     }
+
+    /// Fuzzing (`ws_frame`, issue 15): serde_json's default float parser
+    /// read `5E105` as 4.999999999999998e105, so the body stored and sent
+    /// on differed from the one sent, and changed again at every re-read.
+    /// The input is `fuzz/regressions/ws_frame/float-5e105-round-trip`.
+    #[test]
+    fn numbers_in_bodies_survive_decode_and_encode() {
+        let text = br#"{"type":"send","client_msg_id":"c1","conversation_id":7,"kind":"text","body":{"text":"x","n":5E105}}"#;
+        let text = std::str::from_utf8(text).expect("utf-8");
+        let frame = ClientFrame::decode(text).expect("decodes");
+        let ClientFrame::Send { body, .. } = &frame else {
+            panic!("not a send: {frame:?}");
+        };
+        assert_eq!(body["n"].as_f64(), Some(5e105));
+        let again = ClientFrame::decode(&frame.encode()).expect("re-decodes");
+        assert_eq!(again, frame);
+        for n in [
+            "0.1",
+            "1.7976931348623157e308",
+            "2.2250738585072014e-308",
+            "123456.789e-3",
+        ] {
+            let v: Value = serde_json::from_str(n).expect("number");
+            let back: Value = serde_json::from_str(&v.to_string()).expect("number");
+            assert_eq!(back, v, "{n}");
+        }
+    }
 }

@@ -14,10 +14,12 @@ pub mod frame;
 pub mod ids;
 pub mod media;
 pub mod message;
+pub mod ordering;
 pub mod validate;
 
 pub use error::{ApiError, ErrorBody, ErrorCode};
 pub use event::{Event, SystemNotice};
 pub use frame::{CallSignal, ClientFrame, ServerFrame};
 pub use ids::{ConversationId, DeviceId, Millis, Seq, UserId};
+pub use media::MediaKind;
 pub use message::{MessageKind, MessageRecord};

@@ -1,4 +1,4 @@
-//! Media uploads: what `POST /v1/media` answers.
+//! Media uploads: what `POST /v1/media` answers, and the kinds of media.
 
 use serde::{Deserialize, Serialize};
 
@@ -29,4 +29,36 @@ pub struct UploadedMedia {
     /// Length, for voice notes whose container tells it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub duration_ms: Option<u64>,
+}
+
+/// What an uploaded media item is used as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MediaKind {
+    /// JPEG, PNG, GIF or WebP.
+    Image,
+    /// Ogg/Opus, WebM/Opus, M4A/AAC.
+    Voice,
+    /// Anything else.
+    File,
+}
+
+impl MediaKind {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MediaKind::Image => "image",
+            MediaKind::Voice => "voice",
+            MediaKind::File => "file",
+        }
+    }
+
+    /// Parses a stored name.
+    pub fn parse(s: &str) -> Option<MediaKind> {
+        Some(match s {
+            "image" => MediaKind::Image,
+            "voice" => MediaKind::Voice,
+            "file" => MediaKind::File,
+            _ => return None,
+        })
+    }
 }

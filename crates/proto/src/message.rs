@@ -104,6 +104,19 @@ pub struct BodyLimits {
     pub max_body_bytes: usize,
 }
 
+/// Encodes a client-sent body as JSON and checks it with [`validate_body`]:
+/// the body text a send (WebSocket `send` frame or HTTP) stores.
+pub fn encode_checked_body(
+    kind: MessageKind,
+    body: &Value,
+    limits: &BodyLimits,
+) -> Result<String, ApiError> {
+    let body_json = serde_json::to_string(body)
+        .map_err(|e| ApiError::new(ErrorCode::BadRequest, format!("unreadable body: {e}")))?;
+    validate_body(kind, body, body_json.len(), limits)?;
+    Ok(body_json)
+}
+
 /// Checks that a client-sent body fits its kind and the limits.
 ///
 /// `encoded_len` is the length of the body as JSON, which the caller has

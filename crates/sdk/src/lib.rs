@@ -47,7 +47,9 @@ mod link;
 mod media;
 mod messages;
 mod oidc;
-pub mod ordering;
+/// The reorder/dedup buffer, sans-IO; it lives in `confab-proto` so the
+/// fuzz targets can reach it without the SDK's network stack.
+pub use confab_proto::ordering;
 mod outbox;
 pub mod raw;
 mod receive;

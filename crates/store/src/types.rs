@@ -528,37 +528,9 @@ pub(crate) fn render_snippet(raw: &str) -> String {
 
 // --- media ----------------------------------------------------------------
 
-/// What an uploaded media item is used as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum MediaKind {
-    /// JPEG, PNG, GIF or WebP.
-    Image,
-    /// Ogg/Opus, WebM/Opus, M4A/AAC.
-    Voice,
-    /// Anything else.
-    File,
-}
-
-impl MediaKind {
-    /// The stored name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MediaKind::Image => "image",
-            MediaKind::Voice => "voice",
-            MediaKind::File => "file",
-        }
-    }
-
-    /// Parses a stored name.
-    pub fn parse(s: &str) -> Option<MediaKind> {
-        Some(match s {
-            "image" => MediaKind::Image,
-            "voice" => MediaKind::Voice,
-            "file" => MediaKind::File,
-            _ => return None,
-        })
-    }
-}
+/// What an uploaded media item is used as (defined with the wire types, so
+/// the media parsers can name it without the store).
+pub use confab_proto::MediaKind;
 
 /// One uploaded media item's record (the bytes are in the blob store under
 /// `sha256`).

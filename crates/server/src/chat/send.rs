@@ -6,7 +6,7 @@
 //! transaction.
 
 use confab_bus::ConnectionId;
-use confab_proto::message::{validate_body, BodyLimits};
+use confab_proto::message::{encode_checked_body, BodyLimits};
 use confab_proto::validate::check_client_msg_id;
 use confab_proto::{ApiError, ConversationId, ErrorCode, MessageKind, UserId};
 use confab_store::{NewMessage, Store, WriteOp};
@@ -26,17 +26,11 @@ fn prepare_send(
     body: &Value,
 ) -> Result<NewMessage, ApiError> {
     check_client_msg_id(&client_msg_id)?;
-    let body_json = serde_json::to_string(body).map_err(|e| {
-        ApiError::new(
-            confab_proto::ErrorCode::BadRequest,
-            format!("unreadable body: {e}"),
-        )
-    })?;
     let body_limits = BodyLimits {
         max_text_bytes: limits.max_text_bytes,
         max_body_bytes: limits.max_frame_bytes,
     };
-    validate_body(kind, body, body_json.len(), &body_limits)?;
+    let body_json = encode_checked_body(kind, body, &body_limits)?;
     let mentions = match kind {
         MessageKind::Text => body
             .get("mentions")

@@ -9,8 +9,6 @@
 //! blob store under its SHA-256 and recorded in the store. Thumbnails are
 //! made in the background.
 
-mod images;
-mod sniff;
 mod tus;
 mod voice;
 
@@ -25,6 +23,7 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use base64::Engine as _;
+use confab_media::{images, sniff};
 use confab_proto::media::UploadedMedia;
 use confab_proto::{ErrorCode, UserId};
 use confab_store::{MediaInsert, MediaKind, MediaRecord};

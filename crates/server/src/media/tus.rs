@@ -23,7 +23,10 @@ use std::time::Duration;
 use axum::extract::{DefaultBodyLimit, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use base64::Engine as _;
+use confab_media::tus_headers::{
+    declared_type, is_offset_content_type, is_supported_version, is_upload_id, parse_byte_count,
+    OFFSET_CONTENT_TYPE, TUS_VERSION,
+};
 use confab_proto::ErrorCode;
 use confab_proto::UserId;
 use futures_util::StreamExt;
@@ -40,9 +43,6 @@ use crate::openapi::{code, Binary, Errors};
 use crate::state::AppState;
 use crate::uploads::{Busy, Refused};
 use confab_proto::ErrorBody;
-
-const TUS_VERSION: &str = "1.0.0";
-const OFFSET_CONTENT_TYPE: &str = "application/offset+octet-stream";
 
 /// The tus routes, nested under `/v1` with the other media routes.
 /// (tus clients are given the creation URL with or without the slash.)
@@ -160,13 +160,7 @@ fn dir(state: &AppState) -> PathBuf {
 }
 
 fn paths(state: &AppState, id: &str) -> AppResult<(PathBuf, PathBuf)> {
-    // Ids are ours (base64url); anything else names nothing.
-    if id.is_empty()
-        || id.len() > 64
-        || !id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-    {
+    if !is_upload_id(id) {
         return Err(AppError::not_found("upload"));
     }
     let d = dir(state);
@@ -192,7 +186,7 @@ fn wrong_version(headers: &HeaderMap) -> Option<Response> {
         .get("tus-resumable")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
-    if v == TUS_VERSION {
+    if is_supported_version(v) {
         return None;
     }
     let mut out = HeaderMap::new();
@@ -252,24 +246,12 @@ async fn discover(State(state): State<AppState>) -> Response {
 
 /// The declared type from `Upload-Metadata` (`filetype`, `content-type`
 /// or `mimetype`, base64 values as the protocol says).
-fn declared_type(headers: &HeaderMap) -> String {
-    let Some(meta) = headers.get("upload-metadata").and_then(|v| v.to_str().ok()) else {
-        return String::new();
-    };
-    for pair in meta.split(',') {
-        let mut it = pair.trim().splitn(2, ' ');
-        let key = it.next().unwrap_or("").to_ascii_lowercase();
-        if !matches!(key.as_str(), "filetype" | "content-type" | "mimetype") {
-            continue;
-        }
-        let value = it.next().unwrap_or("").trim();
-        if let Ok(bytes) = base64::engine::general_purpose::STANDARD.decode(value) {
-            if let Ok(s) = String::from_utf8(bytes) {
-                return super::sniff::essence(&s);
-            }
-        }
-    }
-    String::new()
+fn declared_in(headers: &HeaderMap) -> String {
+    headers
+        .get("upload-metadata")
+        .and_then(|v| v.to_str().ok())
+        .map(declared_type)
+        .unwrap_or_default()
 }
 
 /// `POST /v1/media/uploads/` (with the slash).
@@ -308,7 +290,7 @@ async fn create_inner(state: &AppState, owner: UserId, headers: &HeaderMap) -> A
     let length: u64 = headers
         .get("upload-length")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
+        .and_then(parse_byte_count)
         .ok_or_else(|| {
             AppError::bad_request("Upload-Length is required (deferred lengths are not supported)")
         })?;
@@ -363,7 +345,7 @@ async fn write_new(
     let meta = Meta {
         owner,
         length,
-        declared: declared_type(headers),
+        declared: declared_in(headers),
     };
     let json = serde_json::to_vec(&meta).map_err(internal)?;
     tokio::fs::File::create(&bin_path)
@@ -508,9 +490,8 @@ async fn append_inner(
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(super::sniff::essence)
         .unwrap_or_default();
-    if content_type != OFFSET_CONTENT_TYPE {
+    if !is_offset_content_type(content_type) {
         let mut r = AppError::bad_request(format!("Content-Type must be {OFFSET_CONTENT_TYPE}"))
             .into_response();
         *r.status_mut() = StatusCode::UNSUPPORTED_MEDIA_TYPE;
@@ -520,7 +501,7 @@ async fn append_inner(
         .headers()
         .get("upload-offset")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse().ok())
+        .and_then(parse_byte_count)
         .ok_or_else(|| AppError::bad_request("Upload-Offset is required"))?;
     // Loaded first: an upload that is not ours (or finished) says so.
     if load(state, id, owner).await?.is_none() {
