@@ -545,6 +545,7 @@ export function setActive(id) {
     const t = thread(id);
     if (!t.loaded) loadLatest(id);
     markRead(id);
+    if (conv && conv.encrypted) e2ee.opened(id);
   }
 }
 
@@ -720,7 +721,10 @@ export async function createConversation(body, encrypted) {
   if (conv.encrypted) {
     putConversation(conv);
     try {
-      await e2ee.createGroup(conv);
+      // A new one (epoch 0) gets its MLS group from me; an existing one
+      // (an encrypted direct chat started before) is joined by Welcome.
+      if (!conv.mls_epoch) await e2ee.createGroup(conv);
+      else e2ee.pump(conv.id);
     } catch (e) {
       toast(`The encrypted conversation was made, but adding its members failed: ${e.message}. Open it to try again.`);
     }
@@ -863,24 +867,11 @@ function imageSize(file) {
 
 /**
  * An attachment of an encrypted conversation: encrypted here (AES-256-GCM),
- * the ciphertext uploaded, the key inside the MLS message. Shown as pending
- * until stored.
+ * the ciphertext uploaded, the key inside the MLS message.
  */
 async function sendEncryptedFile(convId, file, { caption, durationMs, onProgress }) {
   const size = file.type.startsWith('image/') ? await imageSize(file) : null;
   const kind = size ? 'image' : durationMs != null ? 'voice' : 'file';
-  const entry = { client_msg_id: uuid(), conversation_id: convId, kind, body: { name: file.name || 'file', size: file.size, mime: file.type, caption }, created: Date.now() };
-  state.pending.set(entry.client_msg_id, { entry, status: 'sending' });
-  emit('thread', convId);
-  const p = state.pending.get(entry.client_msg_id);
-  try {
-    p.seq = await e2ee.sendFile(convId, file, { caption, durationMs, kind, onProgress, ...(size || {}) });
-    p.status = 'sent';
-    state.pending.delete(entry.client_msg_id);
-  } catch (e) {
-    p.status = 'failed';
-    p.error = e.message;
-    toast(`Not sent: ${e.message}`);
-  }
-  emit('thread', convId);
+  // The composer shows the upload's progress and, on failure, Retry.
+  await e2ee.sendFile(convId, file, { caption, durationMs, kind, onProgress, ...(size || {}) });
 }

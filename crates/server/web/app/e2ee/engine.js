@@ -223,6 +223,12 @@ function describeStatus(convId, g) {
 async function pumpLocked(convId) {
   const g = await loadGroup(convId);
   const c = threadCache(convId);
+  // Another tab of this device may have got further: take what it decrypted.
+  const known = c.size ? Math.max(...c.keys()) : 0;
+  if (g.cursor > known) {
+    for (const r of await db.byPrefix('plain', `${convId}:`)) if (!c.has(r.seq)) c.set(r.seq, r);
+    changed(convId);
+  }
   for (;;) {
     const page = await api('GET', `/v1/conversations/${convId}/messages?after_seq=${g.cursor}&limit=${PAGE}`);
     for (const m of page.messages) {
@@ -250,11 +256,21 @@ async function apply(convId, g, m, extra) {
   const b = m.body || {};
   const sent = m.client_msg_id ? await db.get('sent', m.client_msg_id) : null;
   if (sent && sent.conv === convId && m.sender_id === me.userId) {
-    // Mine: MLS cannot decrypt what this device sent; the commit was adopted when it was taken.
-    return sent.mls === 'commit' ? { hidden: true } : { kind: sent.kind, body: sent.body };
+    // Mine: MLS cannot decrypt what this device sent. My commit's resulting
+    // state was kept with it and is adopted here, in seq order.
+    if (sent.mls !== 'commit') return { kind: sent.kind, body: sent.body };
+    if (g.state && !g.removed && mls.epochOf(g.state) === sent.epoch) g.state = mls.loadState(sent.nextState);
+    return { hidden: true };
+  }
+  const mineWelcome = b.welcome && Array.isArray(b.welcome_devices) && b.welcome_devices.includes(me.deviceId);
+  if (mineWelcome && g.state && (g.removed || (g.creator && mls.epochOf(g.state) === 0))) {
+    // Added back after a removal, or two devices made the group at once and
+    // the other's first commit won: drop mine (it never had a member) and join theirs.
+    g.state = null;
+    g.creator = false;
+    g.removed = false;
   }
   if (!g.state) {
-    const mineWelcome = b.welcome && Array.isArray(b.welcome_devices) && b.welcome_devices.includes(me.deviceId);
     if (!mineWelcome) return b.mls === 'application' ? { before: true } : { hidden: true };
     try {
       const { welcome, refs } = mls.welcomeRefs(b.welcome);
@@ -315,11 +331,16 @@ async function post(convId, clientMsgId, build) {
       if (!g.state) throw new ApiError(409, 'waiting_for_keys', 'This device has no keys for this conversation yet (waiting for another member to add it).');
       const built = await build(g);
       if (!built) return { done: true, seq: null };
-      // Secrets used for this message are spent: keep the new state before it leaves.
-      if (built.keepBeforeSend) { g.state = built.state; await saveGroup(convId, g); }
+      if (built.body.mls === 'commit') {
+        // Adopted when the pump reaches it (in seq order), should the server take it.
+        await db.put('sent', clientMsgId, { conv: convId, mls: 'commit', epoch: built.body.epoch, nextState: mls.saveState(built.state) });
+      } else {
+        // Secrets used for this message are spent: keep the new state before it leaves.
+        g.state = built.state;
+        await saveGroup(convId, g);
+      }
       try {
         const ack = await api('POST', `/v1/conversations/${convId}/messages`, { client_msg_id: clientMsgId, kind: 'encrypted', body: built.body });
-        if (!built.keepBeforeSend) { g.state = built.state; await saveGroup(convId, g); }
         return { done: true, seq: ack.seq };
       } catch (e) {
         if (e.code === 'epoch_conflict') return { done: false };
@@ -359,7 +380,7 @@ export async function createGroup(conv) {
     if (existing && existing.state) return;
     const kp = await mls.newKeyPackage(me.userId, me.deviceId, me.key);
     const state = await mls.createGroup(mls.groupIdOf(conv.id), kp.stored);
-    await saveGroup(conv.id, { state, cursor: 0, joinedSeq: 0 });
+    await saveGroup(conv.id, { state, cursor: 0, joinedSeq: 0, creator: true });
   });
   await reconcile(conv.id);
 }
@@ -381,7 +402,6 @@ const sameBytes = (a, b) => a && b && a.length === b.length && a.every((x, i) =>
 export async function reconcile(convId, { alsoRemove = [] } = {}) {
   if (!me) return;
   const clientMsgId = uuid();
-  await db.put('sent', clientMsgId, { conv: convId, mls: 'commit' });
   let missing = [];
   await post(convId, clientMsgId, async (g) => {
     const { members } = await api('GET', `/v1/conversations/${convId}/members`);
@@ -415,13 +435,30 @@ export async function reconcile(convId, { alsoRemove = [] } = {}) {
       for (const d of want) if (!welcomeDevices.includes(d)) missing.push(`${userId}:${d}`);
     }
     g.missing = missing;
-    if (!add.length && !remove.length) { await saveGroup(convId, g); return null; }
+    await saveGroup(convId, g);
+    if (!add.length && !remove.length) return null;
     const out = await mls.commit(g.state, { add, remove: [...new Set(remove)] });
     const body = { ciphertext: out.commit, mls: 'commit', epoch: mls.epochOf(g.state) };
     if (out.welcome && welcomeDevices.length) { body.welcome = out.welcome; body.welcome_devices = welcomeDevices; }
     return { body, state: out.state };
   });
   pump(convId);
+}
+
+const lastReconcile = new Map();
+
+/**
+ * A conversation was opened: catch up, and when some members' devices are
+ * still waiting for keys, try adding them again (at most every 30 s).
+ */
+export async function opened(convId) {
+  if (!me) return;
+  await pump(convId);
+  const st = status.get(convId);
+  if (!st || st.state !== 'partial') return;
+  if (Date.now() - (lastReconcile.get(convId) || 0) < 30_000) return;
+  lastReconcile.set(convId, Date.now());
+  await reconcile(convId).catch((e) => console.warn('e2ee reconcile', e));
 }
 
 /** Removes a member: the commit that removes their devices first, then the conversation's member. */
