@@ -200,10 +200,7 @@ export async function start(me) {
     cursors[c.id] = c.last_seq || 0;
   }
   const session = getSession();
-  await e2ee.start(me.id, session && session.device_id, (id) => {
-    emit('thread', id);
-    emit('e2ee', id);
-  }, (text) => toast(text)).catch((e) => console.warn('E2EE unavailable', e));
+  await e2ee.start(me.id, session && session.device_id, (id) => { emit('thread', id); emit('conversations'); }, (text) => toast(text)).catch((e) => console.warn('E2EE unavailable', e));
   for (const c of conversations) if (c.encrypted) e2ee.pump(c.id);
   outbox = new Outbox(me.id);
   for (const e of outbox.entries) {
@@ -285,9 +282,11 @@ function onMessages(list) {
     if (m.kind === 'encrypted') e2ee.pump(m.conversation_id);
     if (!conv) continue;
     conv.last_seq = Math.max(conv.last_seq || 0, m.seq);
-    if (isShownSystem(m)) conv.last_message = m;
+    // MLS commits and proposals are not messages anyone reads.
+    const handshake = m.kind === 'encrypted' && m.body && m.body.mls !== 'application';
+    if (isShownSystem(m) && !handshake) conv.last_message = m;
     const fromOther = m.sender_id !== state.me.id;
-    if (fromOther && m.kind !== 'system') {
+    if (fromOther && m.kind !== 'system' && !handshake) {
       stopTyping(m.conversation_id, m.sender_id);
       if (m.seq > (conv.read_seq || 0)) {
         conv.unread_count = (conv.unread_count || 0) + 1;

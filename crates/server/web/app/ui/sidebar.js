@@ -84,7 +84,9 @@ export function createSidebar({ onSignOut }) {
     const name = store.conversationTitle(conv);
     const other = store.otherMember(conv);
     const presence = other != null ? store.state.presence.get(other) : null;
-    const last = conv.last_message;
+    // Encrypted conversations preview what this device decrypted.
+    const raw = conv.last_message;
+    const last = raw && conv.encrypted && raw.kind === 'encrypted' ? store.decrypted(conv.id, raw) || raw : raw;
     const mineLast = last && last.sender_id === store.state.me.id && last.kind !== 'system';
     const pic = h('span.avatar-wrap', {}, avatar(name, conv.id),
       conv.kind === 'direct' && presence ? h('span.dot', { testid: 'presence-dot', dataset: { status: presence }, role: 'img', 'aria-label': presence }) : null);
