@@ -67,13 +67,23 @@ export function parseIdentity(cred) {
 // ---- key packages ------------------------------------------------------------------
 
 /**
+ * A KeyPackage's validity: from an hour ago (clock skew) to 83 days on.
+ * openmls refuses leaf nodes whose lifetime spans more than about three
+ * months (ts-mls's default spans forever).
+ */
+function lifetime() {
+  const now = BigInt(Math.floor(Date.now() / 1000));
+  return { notBefore: now - 3600n, notAfter: now + 83n * 86400n };
+}
+
+/**
  * A KeyPackage of this device: {ref (hex), wire (base64 MLSMessage),
  * stored (what to keep to join with it later)}.
  */
 export async function newKeyPackage(userId, deviceId, deviceKey) {
   const cs = await impl();
   const { publicPackage, privatePackage } = await M.generateKeyPackageWithKey(
-    credential(userId, deviceId), M.defaultCapabilities(), M.defaultLifetime, [], deviceKey, cs);
+    credential(userId, deviceId), M.defaultCapabilities(), lifetime(), [], deviceKey, cs);
   const ref = hex(await M.makeKeyPackageRef(publicPackage, cs.hash));
   const wire = M.encodeMlsMessage({ keyPackage: publicPackage, wireformat: 'mls_key_package', version: 'mls10' });
   return { ref, wire: b64(wire), stored: { ref, publicPackage: M.encodeKeyPackage(publicPackage), privatePackage } };
