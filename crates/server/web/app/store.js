@@ -739,6 +739,11 @@ export const decrypted = (convId, m) => e2ee.view(convId, m);
 export const safetyNumbers = (convId) => e2ee.safetyNumbers(convId);
 export const e2eeMediaUrl = (body) => e2ee.mediaUrl(body);
 export const searchDecrypted = (q) => e2ee.search(q);
+/** Tries to decrypt a message that failed once more; tells the user when it still does not. */
+export async function retryDecrypt(convId, seq) {
+  const ok = await e2ee.retryDecrypt(convId, seq).catch(() => false);
+  if (!ok) toast('Still unreadable on this device. Ask the sender to send it again.', 'info');
+}
 
 /** Brings an encrypted group's MLS members in line with the conversation's (after adding someone). */
 export function reconcileEncrypted(convId) {

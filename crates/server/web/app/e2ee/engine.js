@@ -316,6 +316,32 @@ async function apply(convId, g, m, extra) {
   }
 }
 
+/**
+ * Tries a message that failed to decrypt once more with the current state
+ * (the failure may have been passing: a commit applied since, a
+ * connection lost mid-way). Resolves to whether it now reads.
+ */
+export async function retryDecrypt(convId, seq) {
+  if (!me) return false;
+  return lock(convId, async () => {
+    const g = await loadGroup(convId);
+    if (!g.state) return false;
+    const page = await api('GET', `/v1/conversations/${convId}/messages?after_seq=${seq - 1}&limit=1`);
+    const m = page.messages.find((x) => x.seq === seq);
+    if (!m || m.kind !== 'encrypted') return false;
+    const extra = [];
+    const saved = g.cursor;
+    const v = { conv: convId, seq, ...(await apply(convId, g, m, extra)) };
+    g.cursor = saved;
+    if (v.error) { changed(convId); return false; }
+    extra.push((s) => s.plain.put(v, `${convId}:${seq}`));
+    await saveGroup(convId, g, extra);
+    threadCache(convId).set(seq, v);
+    changed(convId);
+    return true;
+  });
+}
+
 // ---- sending ------------------------------------------------------------------------------------
 
 /**

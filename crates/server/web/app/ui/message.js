@@ -95,10 +95,13 @@ function content(m) {
     }
     case 'encrypted':
       // Not decrypted (yet): say why, never show nothing.
-      return h(`p.e2ee-undecrypted.${m.e2eeState || 'pending'}`, {
+      return [h(`p.e2ee-undecrypted.${m.e2eeState || 'pending'}`, {
         testid: 'message-undecrypted', dataset: { state: m.e2eeState || 'pending' },
         text: m.e2eeText || 'Decrypting…',
-      });
+      }), m.e2eeState === 'failed' && m.seq ? h('button.link', {
+        type: 'button', testid: 'message-retry-decrypt', text: 'Try again',
+        on: { click: () => store.retryDecrypt(m.conversation_id, m.seq) },
+      }) : null];
     default:
       return h('p.deleted', { text: `Unsupported message (${m.kind})` });
   }
@@ -171,13 +174,16 @@ function actionBar(m, conv, mine, actions) {
     })));
   picker.addEventListener('keydown', (e) => { if (e.key === 'Escape') { e.stopPropagation(); picker.hidden = true; } });
   const me = (conv.members || []).find((x) => x.user_id === store.state.me.id);
-  const canDelete = mine || (conv.kind === 'group' && me && me.role !== 'member');
+  // Encrypted conversations: the server refuses edits, deletions and
+  // reactions (it cannot read them); replies travel inside the ciphertext.
+  const plain = !conv.encrypted;
+  const canDelete = plain && (mine || (conv.kind === 'group' && me && me.role !== 'member'));
   // Action buttons join the Tab order only while their message has focus
   // (see the message list's keyboard handling in chat.js).
   const bar = h('div.actions', { role: 'toolbar', 'aria-label': 'Message actions' },
     iconButton('Reply', 'reply', () => actions.reply(m), { testid: 'message-reply' }),
-    iconButton('React', 'smile', () => { picker.hidden = !picker.hidden; if (!picker.hidden) picker.querySelector('button').focus(); }, { testid: 'message-react' }),
-    mine && m.kind === 'text' ? iconButton('Edit', 'edit', () => actions.edit(m), { testid: 'message-edit' }) : null,
+    plain ? iconButton('React', 'smile', () => { picker.hidden = !picker.hidden; if (!picker.hidden) picker.querySelector('button').focus(); }, { testid: 'message-react' }) : null,
+    plain && mine && m.kind === 'text' ? iconButton('Edit', 'edit', () => actions.edit(m), { testid: 'message-edit' }) : null,
     canDelete ? iconButton('Delete', 'trash', () => {
       confirmDialog('Delete message?', 'It will be deleted for everyone in this chat.', 'Delete')
         .then((ok) => { if (ok) store.deleteMessage(conv.id, m.seq); });
