@@ -139,6 +139,15 @@ function threadCache(convId) {
 export function view(convId, m) {
   if (m.kind !== 'encrypted') return m;
   const v = threadCache(convId).get(m.seq);
+  if (m.deleted) {
+    // Deleted for everyone: forget the decrypted copy too (search, reloads).
+    if (v && !v.deleted) {
+      const row = { conv: convId, seq: m.seq, deleted: true };
+      threadCache(convId).set(m.seq, row);
+      db.put('plain', `${convId}:${m.seq}`, row).catch(() => {});
+    }
+    return m;
+  }
   const key = `${convId}:${m.seq}`;
   const d = display.get(key);
   if (d && d.src === m && d.view === v) return d.out;
@@ -235,7 +244,9 @@ async function pumpLocked(convId) {
       if (m.seq <= g.cursor) continue;
       const extra = [];
       let v = null;
-      if (m.kind === 'encrypted') {
+      if (m.kind === 'encrypted' && m.deleted) {
+        v = { deleted: true };
+      } else if (m.kind === 'encrypted') {
         v = await apply(convId, g, m, extra);
         v = { conv: convId, seq: m.seq, ...v };
         const row = v;
@@ -560,7 +571,7 @@ export async function search(q, limit = 30) {
   const rows = await db.all('plain');
   const hits = [];
   for (const r of rows) {
-    if (!r.body || r.hidden || r.error) continue;
+    if (!r.body || r.hidden || r.error || r.deleted) continue;
     const text = r.kind === 'text' ? r.body.text : r.kind === 'image' ? r.body.caption : r.kind === 'file' ? r.body.name : null;
     if (typeof text === 'string' && text.toLocaleLowerCase().includes(needle)) hits.push({ conversation_id: r.conv, seq: r.seq, text });
   }

@@ -174,10 +174,10 @@ function actionBar(m, conv, mine, actions) {
     })));
   picker.addEventListener('keydown', (e) => { if (e.key === 'Escape') { e.stopPropagation(); picker.hidden = true; } });
   const me = (conv.members || []).find((x) => x.user_id === store.state.me.id);
-  // Encrypted conversations: the server refuses edits, deletions and
-  // reactions (it cannot read them); replies travel inside the ciphertext.
+  // Encrypted conversations: the server refuses edits and reactions (it
+  // cannot read them); deletion drops the ciphertext; replies travel inside it.
   const plain = !conv.encrypted;
-  const canDelete = plain && (mine || (conv.kind === 'group' && me && me.role !== 'member'));
+  const canDelete = mine || (conv.kind === 'group' && me && me.role !== 'member');
   // Action buttons join the Tab order only while their message has focus
   // (see the message list's keyboard handling in chat.js).
   const bar = h('div.actions', { role: 'toolbar', 'aria-label': 'Message actions' },
