@@ -31,22 +31,24 @@ export const cli = {
     const env = { CONFAB_SERVER: BASE, CONFAB_SESSION: path.join(dir, 'session.json'), CONFAB_PASSWORD: PASSWORD, CONFAB_LOG: 'warn' };
     await run(['register', username], env);
     await run(['login', username], env);
+    await run(['e2ee', 'publish-keys'], env);
     return {
       username,
       /** Creates an encrypted group with these usernames; resolves to its id. */
       async createEncryptedGroup(title, members) {
-        const out = await run(['group', 'create', '--encrypted', '--json', title, ...members], env);
+        const out = await run(['group', 'create', title, '--members', members.join(','), '--encrypted', '--json'], env);
         const [conv] = jsonLines(out);
         return conv.id;
       },
       /** Sends a text (encrypted when the conversation is). */
       send(convId, text) {
-        return run(['send', '--conversation', String(convId), text], env);
+        return run(['e2ee', 'send', String(convId), text], env);
       },
       /** The decrypted texts of a conversation, oldest first (joining by Welcome when one is there). */
       async history(convId) {
-        const out = await run(['history', '--conversation', String(convId), '--json', '--limit', '200'], env);
-        return jsonLines(out).filter((m) => m.kind === 'text').map((m) => m.body.text);
+        const out = await run(['e2ee', 'history', String(convId), '--json'], env);
+        return jsonLines(out).filter((m) => m.content && m.content.type === 'message' && m.content.kind === 'text')
+          .map((m) => m.content.body.text);
       },
     };
   },
