@@ -1,7 +1,7 @@
 // HTTP API client: the session (tokens in localStorage), JSON requests with
 // one refresh-and-retry on 401, uploads with progress, and media URLs.
 
-import { keyForLogin, bindDeviceKey } from './e2ee/engine.js';
+import { keyForLogin, bindDeviceKey, forget } from './e2ee/engine.js';
 
 const SESSION_KEY = 'confab.session';
 
@@ -220,10 +220,13 @@ export async function signUp(username, password, displayName) {
 }
 
 export async function signOut() {
+  const deviceId = session && session.device_id;
   try {
     await api('POST', '/v1/auth/logout');
   } finally {
     setSession(null);
+    // The device is revoked: its MLS keys and decrypted history go too.
+    if (deviceId != null) await forget(deviceId);
   }
 }
 

@@ -1,5 +1,5 @@
-// What an encrypting device keeps in IndexedDB (database `confab-e2ee`),
-// so it survives reloads and restarts:
+// What an encrypting device keeps in IndexedDB, so it survives reloads
+// and restarts:
 //   devices  device_id -> {signKey, publicKey}        the device key
 //   packages ref (hex) -> {ref, publicPackage, privatePackage, lastResort?}
 //   groups   conversation_id -> {state (bytes), cursor, joinedSeq, removed?}
@@ -7,28 +7,54 @@
 //   sent     client_msg_id -> {conv, kind, body}    what this device sent (MLS cannot decrypt its own)
 // MLS secrets are used once: what was decrypted is kept here, never decrypted again.
 
-const DB = 'confab-e2ee';
-const STORES = ['devices', 'packages', 'groups', 'plain', 'sent'];
-let dbp = null;
+// `devices` lives in the database `confab-e2ee` (a key is kept before its
+// session exists); everything else in one database per device,
+// `confab-e2ee-d<device_id>`, dropped when that device signs out.
+const MAIN = 'confab-e2ee';
+const PER_DEVICE = ['packages', 'groups', 'plain', 'sent'];
+const handles = new Map(); // name -> promise of IDBDatabase
+let deviceDb = null;
 
-function open() {
-  if (!dbp) {
-    dbp = new Promise((resolve, reject) => {
-      const req = indexedDB.open(DB, 1);
+function open(name, stores) {
+  let p = handles.get(name);
+  if (!p) {
+    p = new Promise((resolve, reject) => {
+      const req = indexedDB.open(name, 1);
       req.onupgradeneeded = () => {
-        for (const s of STORES) if (!req.result.objectStoreNames.contains(s)) req.result.createObjectStore(s);
+        for (const s of stores) if (!req.result.objectStoreNames.contains(s)) req.result.createObjectStore(s);
       };
       req.onsuccess = () => resolve(req.result);
       req.onerror = () => reject(req.error);
     });
-    dbp.catch(() => { dbp = null; });
+    p.catch(() => handles.delete(name));
+    handles.set(name, p);
   }
-  return dbp;
+  return p;
+}
+
+/** Selects the signed-in device's database. */
+export function useDevice(deviceId) {
+  deviceDb = `${MAIN}-d${deviceId}`;
+}
+
+/** Deletes a device's database and key (signing out: nothing decrypted stays behind). */
+export async function forgetDevice(deviceId) {
+  const name = `${MAIN}-d${deviceId}`;
+  const h = handles.get(name);
+  handles.delete(name);
+  if (h) (await h.catch(() => null))?.close();
+  await new Promise((resolve) => {
+    const req = indexedDB.deleteDatabase(name);
+    req.onsuccess = req.onerror = req.onblocked = () => resolve();
+  });
+  await del('devices', deviceId).catch(() => {});
 }
 
 /** Runs fn(stores) in one transaction over `names`; resolves with fn's result once committed. */
 export async function tx(names, mode, fn) {
-  const db = await open();
+  const main = names.includes('devices');
+  if (!main && !deviceDb) throw new Error('no device selected');
+  const db = await (main ? open(MAIN, ['devices']) : open(deviceDb, PER_DEVICE));
   return new Promise((resolve, reject) => {
     const t = db.transaction(names, mode);
     const stores = Object.fromEntries(names.map((n) => [n, t.objectStore(n)]));

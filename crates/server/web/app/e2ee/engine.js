@@ -64,6 +64,7 @@ export async function start(userId, deviceId, onChange, onNotice) {
   changed = onChange;
   notice = onNotice;
   if (!(await supported())) return false;
+  db.useDevice(deviceId);
   let key = await db.get('devices', deviceId);
   if (!key) {
     key = await mls.newDeviceKey();
@@ -72,6 +73,12 @@ export async function start(userId, deviceId, onChange, onNotice) {
   me = { userId, deviceId, key };
   refillKeyPackages().catch((e) => console.warn('KeyPackage refill failed', e));
   return true;
+}
+
+/** This device signs out: its keys, group states and decrypted history are deleted. */
+export async function forget(deviceId) {
+  stop();
+  await db.forgetDevice(deviceId).catch((e) => console.warn('could not delete the E2EE data', e));
 }
 
 export function stop() {
