@@ -326,9 +326,13 @@ async function apply(convId, g, m, extra) {
     }
     return { kind: payload.kind, body: payload.body || {} };
   } catch (e) {
+    if (b.mls === 'commit') {
+      // Refused (forged, or not for this group): the group stays as it was.
+      return { error: `A change to this conversation’s encryption keys was refused (${e.message || e}); later messages that depend on it cannot be read here.` };
+    }
     if (b.mls !== 'application') return { hidden: true, note: String(e.message || e) };
     if (m.sender_id === me.userId && !sent) {
-      return { error: 'Sent from this device before its local keys were cleared; it cannot be decrypted again.' };
+      return { error: 'Sent by you, from this device before its local data was cleared or from a device that was not in the group yet; it cannot be decrypted here.' };
     }
     return { error: `Could not decrypt (${e.message || e}). Ask the sender to send it again.` };
   }
