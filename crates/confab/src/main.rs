@@ -57,6 +57,12 @@ enum Command {
     SendFile(cmd::media::SendFileArgs),
     /// Download a media item (image, voice note, file).
     Download(cmd::media::DownloadArgs),
+    /// Groups: `group create TITLE --members a,b [--encrypted]`.
+    #[command(subcommand)]
+    Group(cmd::e2ee::GroupCommand),
+    /// End-to-end encrypted conversations: send, history, members, keys.
+    #[command(subcommand)]
+    E2ee(cmd::e2ee::E2eeCommand),
     /// Full-screen terminal chat app.
     Chat(ChatArgs),
     /// Peer-to-peer mode: chat with other devices directly, no server.
@@ -110,6 +116,8 @@ async fn run() -> std::process::ExitCode {
         Command::Logout(args) => cmd::account::logout(args).await,
         Command::Send(args) => cmd::chat::send(args).await,
         Command::History(args) => cmd::chat::history(args).await,
+        Command::Group(c) => cmd::e2ee::group(c).await,
+        Command::E2ee(c) => cmd::e2ee::run(c).await,
         Command::Listen(args) => cmd::chat::listen(args).await,
         Command::Search(args) => cmd::search::search(args).await,
         Command::SendImage(args) => cmd::media::send_image(args).await,

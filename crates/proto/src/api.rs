@@ -134,6 +134,10 @@ pub enum CreateConversationRequest {
     Direct {
         /// The other user.
         user_id: UserId,
+        /// End-to-end encrypted (MLS): a conversation of its own, apart
+        /// from the plain one with the same user.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        encrypted: bool,
     },
     /// Create a group; the caller becomes its owner.
     Group {
@@ -142,6 +146,9 @@ pub enum CreateConversationRequest {
         /// Initial members besides the caller.
         #[serde(default)]
         member_ids: Vec<UserId>,
+        /// End-to-end encrypted (MLS); it stays so.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        encrypted: bool,
     },
 }
 
@@ -220,6 +227,12 @@ pub struct Conversation {
     pub muted: bool,
     /// Creation time.
     pub created_at: Millis,
+    /// End-to-end encrypted (MLS): only `encrypted` messages are accepted.
+    #[serde(default)]
+    pub encrypted: bool,
+    /// Encrypted conversations: the MLS epoch the next commit must name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mls_epoch: Option<u64>,
 }
 
 /// A conversation view lists at most this many members inline.
@@ -497,7 +510,10 @@ mod tests {
             serde_json::from_str(r#"{"kind":"direct","user_id":4}"#).expect("direct");
         assert!(matches!(
             d,
-            CreateConversationRequest::Direct { user_id: 4 }
+            CreateConversationRequest::Direct {
+                user_id: 4,
+                encrypted: false
+            }
         ));
         let g: CreateConversationRequest =
             serde_json::from_str(r#"{"kind":"group","title":"t","member_ids":[2,3]}"#)

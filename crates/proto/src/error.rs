@@ -41,6 +41,16 @@ pub enum ErrorCode {
     MediaTooLarge,
     /// The group is at its member limit.
     GroupFull,
+    /// A plain message (or edit, reaction) in an end-to-end encrypted
+    /// conversation, which takes only `encrypted` messages.
+    EncryptionRequired,
+    /// An `encrypted` message names an MLS epoch that is not the
+    /// conversation's current one (a commit for it was already accepted).
+    EpochConflict,
+    /// An uploaded MLS KeyPackage fails a check.
+    InvalidKeyPackage,
+    /// A device's KeyPackage stock is full.
+    KeyPackageLimit,
     /// A bug or an unexpected failure on the server.
     Internal,
 }
@@ -52,13 +62,18 @@ impl ErrorCode {
             ErrorCode::BadRequest
             | ErrorCode::BadFrame
             | ErrorCode::InvalidUsername
-            | ErrorCode::WeakPassword => 400,
+            | ErrorCode::WeakPassword
+            | ErrorCode::EncryptionRequired
+            | ErrorCode::InvalidKeyPackage => 400,
             ErrorCode::InvalidCredentials
             | ErrorCode::Unauthorized
             | ErrorCode::InvalidRefreshToken => 401,
             ErrorCode::Forbidden | ErrorCode::Blocked | ErrorCode::NotFriends => 403,
             ErrorCode::NotFound => 404,
-            ErrorCode::UsernameTaken | ErrorCode::GroupFull => 409,
+            ErrorCode::UsernameTaken
+            | ErrorCode::GroupFull
+            | ErrorCode::EpochConflict
+            | ErrorCode::KeyPackageLimit => 409,
             ErrorCode::MessageTooLarge | ErrorCode::MediaTooLarge => 413,
             ErrorCode::RateLimited => 429,
             ErrorCode::Internal => 500,
@@ -91,6 +106,10 @@ impl ErrorCode {
             ErrorCode::NotFriends => "not_friends",
             ErrorCode::MediaTooLarge => "media_too_large",
             ErrorCode::GroupFull => "group_full",
+            ErrorCode::EncryptionRequired => "encryption_required",
+            ErrorCode::EpochConflict => "epoch_conflict",
+            ErrorCode::InvalidKeyPackage => "invalid_key_package",
+            ErrorCode::KeyPackageLimit => "key_package_limit",
             ErrorCode::Internal => "internal",
         }
     }
@@ -154,6 +173,10 @@ mod tests {
             ErrorCode::NotFriends,
             ErrorCode::MediaTooLarge,
             ErrorCode::GroupFull,
+            ErrorCode::EncryptionRequired,
+            ErrorCode::EpochConflict,
+            ErrorCode::InvalidKeyPackage,
+            ErrorCode::KeyPackageLimit,
             ErrorCode::Internal,
         ];
         for code in all {

@@ -7,6 +7,7 @@
 //! snapshot tests).
 
 pub mod api;
+pub mod e2ee;
 pub mod error;
 pub mod event;
 pub mod frame;

@@ -165,6 +165,7 @@ pub fn validate_body(
             if obj.get("ciphertext").and_then(Value::as_str).is_none() {
                 return Err(bad("encrypted messages need a string field \"ciphertext\""));
             }
+            crate::e2ee::encrypted_header(body)?;
         }
         MessageKind::System => {
             return Err(ApiError::new(

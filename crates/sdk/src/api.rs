@@ -110,7 +110,23 @@ impl Client {
 
     /// Gets (or creates) the direct conversation with `user_id`.
     pub async fn direct_conversation(&self, user_id: UserId) -> Result<Conversation> {
-        let req = CreateConversationRequest::Direct { user_id };
+        let req = CreateConversationRequest::Direct {
+            user_id,
+            encrypted: false,
+        };
+        self.call(Method::POST, "/v1/conversations", &[], Some(&req))
+            .await
+    }
+
+    /// Gets (or creates) the end-to-end encrypted direct conversation with
+    /// `user_id` (a conversation of its own, apart from the plain one).
+    /// Only the server side: [`crate::E2ee::create_direct`] also makes the
+    /// MLS group.
+    pub async fn encrypted_direct_conversation(&self, user_id: UserId) -> Result<Conversation> {
+        let req = CreateConversationRequest::Direct {
+            user_id,
+            encrypted: true,
+        };
         self.call(Method::POST, "/v1/conversations", &[], Some(&req))
             .await
     }
@@ -120,6 +136,23 @@ impl Client {
         let req = CreateConversationRequest::Group {
             title: title.to_owned(),
             member_ids: member_ids.to_vec(),
+            encrypted: false,
+        };
+        self.call(Method::POST, "/v1/conversations", &[], Some(&req))
+            .await
+    }
+
+    /// Creates an end-to-end encrypted group (server side only:
+    /// [`crate::E2ee::create_group`] also makes the MLS group).
+    pub async fn create_encrypted_group(
+        &self,
+        title: &str,
+        member_ids: &[UserId],
+    ) -> Result<Conversation> {
+        let req = CreateConversationRequest::Group {
+            title: title.to_owned(),
+            member_ids: member_ids.to_vec(),
+            encrypted: true,
         };
         self.call(Method::POST, "/v1/conversations", &[], Some(&req))
             .await

@@ -194,18 +194,34 @@ impl Client {
         Ok(resp.user)
     }
 
-    /// Logs in as a new device and keeps the session in this client.
+    /// Logs in as a new device and keeps the session in this client. The
+    /// device registers no key: see [`Client::login_with_key`] for one that
+    /// takes part in end-to-end encryption.
     pub async fn login(
         &self,
         username: &str,
         password: &str,
         device_name: Option<&str>,
     ) -> Result<Session> {
+        self.login_with_key(username, password, device_name, None)
+            .await
+    }
+
+    /// Logs in as a new device that registers `device_public_key` (its
+    /// Ed25519 public key, base64 of the 32 bytes: see
+    /// [`crate::DeviceKey`]), the key of its MLS leaves.
+    pub async fn login_with_key(
+        &self,
+        username: &str,
+        password: &str,
+        device_name: Option<&str>,
+        device_public_key: Option<&str>,
+    ) -> Result<Session> {
         let req = LoginRequest {
             username: username.to_owned(),
             password: password.to_owned(),
             device_name: device_name.map(str::to_owned),
-            device_public_key: None,
+            device_public_key: device_public_key.map(str::to_owned),
         };
         let tokens: TokenResponse = self.request_anonymous("/v1/auth/login", &req).await?;
         let session = Session::from_tokens(tokens, self.base_url());

@@ -96,6 +96,13 @@ pub struct Limits {
     /// Largest `payload` of a `call` signal, in bytes of its JSON;
     /// larger: `message_too_large`.
     pub max_signal_bytes: usize,
+    /// MLS KeyPackages one device may keep in stock on the server (the
+    /// last-resort one not counted); an upload past it: 409
+    /// `key_package_limit`.
+    pub max_key_packages_per_device: i64,
+    /// Largest MLS KeyPackage accepted, in bytes; larger: 400
+    /// `invalid_key_package`.
+    pub max_key_package_bytes: usize,
 }
 
 /// Authentication settings.
@@ -250,6 +257,8 @@ impl Default for Limits {
             max_connections_per_user: 64,
             max_connections_per_device: 16,
             max_signal_bytes: 16 * 1024,
+            max_key_packages_per_device: 100,
+            max_key_package_bytes: 8192,
         }
     }
 }

@@ -38,6 +38,11 @@ pub const BLOCKED: &str = "this user cannot be messaged: one of you blocked the 
 /// `chat.direct_messages = "friends"` and the two are not friends.
 pub const NOT_FRIENDS: &str = "this server allows direct messages only between friends";
 
+/// An `encrypted` message named an MLS epoch that is not the current one.
+pub const EPOCH_CONFLICT: &str = "another commit moved this conversation to a newer MLS epoch first: apply the messages after your last seq (the winning commit among them) and send again";
+/// A plain message (or one without `mls`/`epoch`) in an encrypted conversation.
+pub const ENCRYPTION_REQUIRED: &str = "this conversation is end-to-end encrypted: send `encrypted` messages with \"mls\" and \"epoch\"";
+
 /// The error for a write of `kind` that the store refused with `code`.
 pub fn refusal(kind: WriteKind, code: ErrorCode) -> ApiError {
     let text = match (kind, code) {
@@ -56,6 +61,8 @@ pub fn refusal(kind: WriteKind, code: ErrorCode) -> ApiError {
         (_, ErrorCode::Forbidden) => FORMER_MEMBER,
         (_, ErrorCode::Blocked) => BLOCKED,
         (_, ErrorCode::NotFriends) => NOT_FRIENDS,
+        (_, ErrorCode::EpochConflict) => EPOCH_CONFLICT,
+        (_, ErrorCode::EncryptionRequired) => ENCRYPTION_REQUIRED,
         _ => "refused",
     };
     ApiError::new(code, text)

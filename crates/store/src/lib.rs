@@ -23,6 +23,7 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use confab_proto::api::{Conversation, FriendRequest, Member, User};
+use confab_proto::e2ee::{DeviceInfo, KeyPackageStock};
 use confab_proto::{ConversationId, DeviceId, MessageRecord, Seq, UserId};
 
 pub use error::{Result, StoreError};
@@ -121,6 +122,59 @@ pub trait Store: Send + Sync + 'static {
     async fn audience(&self, id: ConversationId, user: UserId) -> Result<Option<Vec<UserId>>>;
     /// Mutes or unmutes a conversation for one member; false if not a member.
     async fn set_muted(&self, id: ConversationId, user: UserId, muted: bool) -> Result<bool>;
+
+    // --- end-to-end encryption (MLS delivery service) ---------------------
+
+    /// The one encrypted direct conversation of `a` and `b` (apart from
+    /// their plain one), made if missing; the bool says it was made now.
+    async fn get_or_create_encrypted_direct(
+        &self,
+        a: UserId,
+        b: UserId,
+        now: Millis,
+    ) -> Result<(ConversationId, bool)>;
+    /// Like [`Store::create_group`], encrypted (it stays so).
+    async fn create_encrypted_group(
+        &self,
+        owner: UserId,
+        title: &str,
+        members: &[UserId],
+        now: Millis,
+    ) -> Result<ConversationId>;
+    /// Whether conversation `id` is encrypted; `None` if there is none.
+    async fn conversation_encrypted(&self, id: ConversationId) -> Result<Option<bool>>;
+    /// The public key of live device `device`, registering `key` first when
+    /// it has none; `None` when the device is unknown or revoked.
+    async fn pin_device_key(&self, device: DeviceId, key: &str) -> Result<Option<String>>;
+    /// Which of `devices` are live devices of current members of `id`.
+    async fn member_devices(
+        &self,
+        id: ConversationId,
+        devices: &[DeviceId],
+    ) -> Result<Vec<DeviceId>>;
+    /// The user's devices that are not revoked, oldest first.
+    async fn live_devices(&self, user: UserId) -> Result<Vec<DeviceInfo>>;
+    /// Adds KeyPackages (TLS bytes) to `device`'s stock and, when given,
+    /// replaces its last-resort one, in one transaction. `None` (nothing
+    /// stored) when the stock would pass `max_stock`.
+    async fn add_key_packages(
+        &self,
+        device: DeviceId,
+        packages: Vec<Vec<u8>>,
+        last_resort: Option<Vec<u8>>,
+        max_stock: i64,
+        now: Millis,
+    ) -> Result<Option<KeyPackageStock>>;
+    /// `device`'s stock.
+    async fn key_package_stock(&self, device: DeviceId) -> Result<KeyPackageStock>;
+    /// One KeyPackage per live device of `user` (only `devices`, when
+    /// given) that has one: the oldest ordinary one, deleted, else the
+    /// last-resort one, kept. Two claims never get the same ordinary one.
+    async fn claim_key_packages(
+        &self,
+        user: UserId,
+        devices: Option<&[DeviceId]>,
+    ) -> Result<Vec<(DeviceId, Vec<u8>)>>;
 
     // --- friends, blocks, presence ---------------------------------------
 

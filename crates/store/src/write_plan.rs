@@ -242,6 +242,56 @@ pub(crate) fn refuse_direct(
     });
 }
 
+/// The encrypted conversations a segment touches, with their current MLS
+/// epoch (the epoch the next commit must name).
+pub(crate) type Epochs = HashMap<ConversationId, i64>;
+
+/// The rules of encrypted conversations, in batch order: only `encrypted`
+/// messages (and the server's `system` ones) are accepted; each must name
+/// the current epoch (`EpochConflict` otherwise); a commit that does moves
+/// the epoch on, so the first commit for an epoch wins. Returns the
+/// conversations whose epoch moved, with the new epoch.
+pub(crate) fn apply_epochs(
+    fresh: &mut Vec<(usize, &NewMessage)>,
+    epochs: &mut Epochs,
+    out: &mut Outcomes,
+) -> Vec<(ConversationId, i64)> {
+    use confab_proto::e2ee::{encrypted_header, MlsKind};
+    use confab_proto::MessageKind;
+    if epochs.is_empty() {
+        return Vec::new();
+    }
+    let mut moved: HashMap<ConversationId, i64> = HashMap::new();
+    fresh.retain(|&(i, m)| {
+        let Some(current) = epochs.get_mut(&m.conversation_id) else {
+            return true;
+        };
+        let code = match m.kind {
+            MessageKind::System => return true,
+            MessageKind::Encrypted => {
+                let header = serde_json::from_str(&m.body)
+                    .ok()
+                    .and_then(|body| encrypted_header(&body).ok().flatten());
+                match header {
+                    None => ErrorCode::EncryptionRequired,
+                    Some(h) if h.epoch as i64 != *current => ErrorCode::EpochConflict,
+                    Some(h) => {
+                        if h.mls == MlsKind::Commit {
+                            *current += 1;
+                            moved.insert(m.conversation_id, *current);
+                        }
+                        return true;
+                    }
+                }
+            }
+            _ => ErrorCode::EncryptionRequired,
+        };
+        out[i] = Some(WriteOutcome::Rejected(code));
+        false
+    });
+    moved.into_iter().collect()
+}
+
 /// How many seqs each conversation needs, as a list for the reservation.
 pub(crate) fn seq_counts(fresh: &[(usize, &NewMessage)]) -> Vec<(ConversationId, i64)> {
     let mut counts: HashMap<ConversationId, i64> = HashMap::new();

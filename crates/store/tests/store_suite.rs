@@ -2426,3 +2426,161 @@ async fn search_index_follows_commits_edits_deletions_and_rebuilds_alike() {
         assert_eq!(before[0].len(), 2, "{name}");
     }
 }
+
+// --- end-to-end encryption (MLS delivery service) ---------------------------
+
+fn mls(conv: i64, sender: i64, id: &str, kind: &str, epoch: u64) -> WriteOp {
+    WriteOp::Append(NewMessage {
+        conversation_id: conv,
+        sender_id: sender,
+        client_msg_id: id.into(),
+        kind: MessageKind::Encrypted,
+        body: format!(r#"{{"ciphertext":"AAAA","mls":"{kind}","epoch":{epoch}}}"#),
+        ts: 10,
+        mentions: Vec::new(),
+    })
+}
+
+#[tokio::test]
+async fn encrypted_conversations_order_commits_by_epoch() {
+    for b in backends().await {
+        let s = b.store.as_ref();
+        let (a, bb) = (user(s, "ann").await, user(s, "bob").await);
+        let conv = s
+            .create_encrypted_group(a, "e2ee", &[bb], 1)
+            .await
+            .expect("group");
+        let (direct, made) = s
+            .get_or_create_encrypted_direct(a, bb, 1)
+            .await
+            .expect("direct");
+        assert!(made);
+        let (plain, _) = s.get_or_create_direct(a, bb, 1).await.expect("plain");
+        assert_ne!(plain, direct, "{}: an encrypted direct is its own", b.name);
+        assert_eq!(
+            s.conversation_encrypted(direct).await.expect("enc"),
+            Some(true)
+        );
+        assert_eq!(
+            s.conversation_encrypted(plain).await.expect("enc"),
+            Some(false)
+        );
+        assert_eq!(view(s, conv, a).await.mls_epoch, Some(0));
+        assert!(view(s, conv, a).await.encrypted);
+        assert_eq!(view(s, plain, a).await.mls_epoch, None);
+
+        // In one batch: two commits for epoch 0 (the first wins), an
+        // application message at the new epoch, one at the old, a plain
+        // text, and a resend of the winner (its original seq).
+        let out = commit(
+            s,
+            &[
+                mls(conv, a, "c1", "commit", 0),
+                mls(conv, bb, "c2", "commit", 0),
+                mls(conv, bb, "m1", "application", 1),
+                mls(conv, a, "m0", "application", 0),
+                append(conv, a, "plain"),
+            ],
+        )
+        .await;
+        let first = seq_of(&out[0]);
+        assert_eq!(rejected(&out[1]), ErrorCode::EpochConflict, "{}", b.name);
+        assert_eq!(seq_of(&out[2]).0, first.0 + 1, "{}", b.name);
+        assert_eq!(rejected(&out[3]), ErrorCode::EpochConflict, "{}", b.name);
+        assert_eq!(
+            rejected(&out[4]),
+            ErrorCode::EncryptionRequired,
+            "{}",
+            b.name
+        );
+        assert_eq!(view(s, conv, a).await.mls_epoch, Some(1), "{}", b.name);
+        let again = commit(s, &[mls(conv, a, "c1", "commit", 0)]).await;
+        assert_eq!(seq_of(&again[0]), (first.0, true), "{}", b.name);
+        // The next batch sees the new epoch.
+        let next = commit(s, &[mls(conv, bb, "c3", "commit", 1)]).await;
+        assert!(!seq_of(&next[0]).1);
+        assert_eq!(view(s, conv, a).await.mls_epoch, Some(2), "{}", b.name);
+        // Plain conversations keep taking anything.
+        let out = commit(s, &[mls(plain, a, "x", "commit", 7), append(plain, a, "t")]).await;
+        assert!(matches!(out[0], WriteOutcome::Appended { .. }));
+        assert!(matches!(out[1], WriteOutcome::Appended { .. }));
+    }
+}
+
+#[tokio::test]
+async fn key_packages_are_claimed_once_and_the_last_resort_is_kept() {
+    for b in backends().await {
+        let s = b.store.as_ref();
+        let ann = user(s, "ann").await;
+        let d1 = s.create_device(ann, None, None, 1).await.expect("device");
+        let d2 = s
+            .create_device(ann, None, Some("key".into()), 1)
+            .await
+            .expect("device");
+        assert_eq!(
+            s.pin_device_key(d1, "k1").await.expect("pin").as_deref(),
+            Some("k1")
+        );
+        assert_eq!(
+            s.pin_device_key(d1, "k2").await.expect("pin").as_deref(),
+            Some("k1"),
+            "{}: the first key stays",
+            b.name
+        );
+        assert_eq!(
+            s.pin_device_key(d2, "k3").await.expect("pin").as_deref(),
+            Some("key")
+        );
+        let stock = s
+            .add_key_packages(
+                d1,
+                vec![b"p1".to_vec(), b"p2".to_vec()],
+                Some(b"lr".to_vec()),
+                3,
+                1,
+            )
+            .await
+            .expect("add")
+            .expect("room");
+        assert_eq!((stock.stock, stock.last_resort), (2, true));
+        assert!(
+            s.add_key_packages(d1, vec![b"p3".to_vec(), b"p4".to_vec()], None, 3, 1)
+                .await
+                .expect("add")
+                .is_none(),
+            "{}: over the limit",
+            b.name
+        );
+        let claim = |only: Option<Vec<i64>>| async move {
+            s.claim_key_packages(ann, only.as_deref())
+                .await
+                .expect("claim")
+        };
+        assert_eq!(claim(None).await, vec![(d1, b"p1".to_vec())], "{}", b.name);
+        assert_eq!(claim(Some(vec![d1])).await, vec![(d1, b"p2".to_vec())]);
+        assert_eq!(claim(None).await, vec![(d1, b"lr".to_vec())]);
+        assert_eq!(claim(None).await, vec![(d1, b"lr".to_vec())], "kept");
+        assert_eq!(claim(Some(vec![d2])).await, vec![]);
+        let stock = s.key_package_stock(d1).await.expect("stock");
+        assert_eq!((stock.stock, stock.last_resort), (0, true));
+        let devices = s.live_devices(ann).await.expect("devices");
+        assert_eq!(devices.len(), 2);
+        s.revoke_device(d1, 2).await.expect("revoke");
+        assert_eq!(
+            claim(None).await,
+            vec![],
+            "{}: revoked devices give none",
+            b.name
+        );
+        assert_eq!(s.live_devices(ann).await.expect("devices").len(), 1);
+        // Devices of members, for Welcome recipients.
+        let bob = user(s, "bob").await;
+        let db = s.create_device(bob, None, None, 1).await.expect("device");
+        let conv = s.create_encrypted_group(ann, "g", &[], 1).await.expect("g");
+        let found = s
+            .member_devices(conv, &[d1, d2, db])
+            .await
+            .expect("devices");
+        assert_eq!(found, vec![d2], "{}", b.name);
+    }
+}

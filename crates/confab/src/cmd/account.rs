@@ -1,5 +1,6 @@
 //! `confab register`, `login`, `logout`.
 
+use anyhow::Context as _;
 use clap::Args;
 use confab_sdk::Client;
 
@@ -57,9 +58,19 @@ pub async fn register(args: RegisterArgs) -> anyhow::Result<()> {
 pub async fn login(args: LoginArgs) -> anyhow::Result<()> {
     let pw = password(args.password)?;
     let client = Client::new(&args.client.server);
-    let session = client
-        .login(&args.username, &pw, Some(&args.device_name))
-        .await?;
+    // Every login is a new device with a new key (its MLS signature key),
+    // kept beside the session; it publishes KeyPackages at once so it can
+    // be added to encrypted conversations.
+    let dir = args.client.e2ee_dir()?;
+    let e2ee = confab_sdk::E2ee::login(
+        client.clone(),
+        &dir,
+        &args.username,
+        &pw,
+        Some(&args.device_name),
+    )
+    .await?;
+    let session = e2ee.client().session().context("no session after login")?;
     let path = session_file::path(args.client.session.as_deref())?;
     session_file::save(&path, &session)?;
     println!(

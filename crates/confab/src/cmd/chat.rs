@@ -18,6 +18,9 @@ pub struct SendArgs {
     user: String,
     /// Message text.
     text: String,
+    /// Use the end-to-end encrypted direct conversation (made if missing).
+    #[arg(long)]
+    encrypted: bool,
     /// Print the result as JSON.
     #[arg(long)]
     json: bool,
@@ -36,6 +39,9 @@ pub struct HistoryArgs {
     /// Only messages before this seq.
     #[arg(long)]
     before: Option<i64>,
+    /// The end-to-end encrypted direct conversation, decrypted.
+    #[arg(long)]
+    encrypted: bool,
     /// One JSON object per line.
     #[arg(long)]
     json: bool,
@@ -64,6 +70,21 @@ async fn user_id(client: &Client, username: &str) -> anyhow::Result<UserId> {
 pub async fn send(args: SendArgs) -> anyhow::Result<()> {
     let client = args.client.logged_in()?;
     let to = user_id(&client, &args.user).await?;
+    if args.encrypted {
+        let e2ee = args.client.e2ee().await?;
+        let conv = e2ee.create_direct(to).await?;
+        let seq = e2ee.send_text(conv.id, &args.text).await?;
+        args.client.save_if_changed(e2ee.client())?;
+        if args.json {
+            println!("{}", json!({"conversation_id": conv.id, "seq": seq}));
+        } else {
+            println!(
+                "sent to {} (encrypted conversation {}, seq {seq})",
+                args.user, conv.id
+            );
+        }
+        return Ok(());
+    }
     let conv = client.direct_conversation(to).await?;
     let id = confab_sdk::new_client_msg_id();
     let body = json!({ "text": args.text });
@@ -102,6 +123,19 @@ pub async fn send(args: SendArgs) -> anyhow::Result<()> {
 pub async fn history(args: HistoryArgs) -> anyhow::Result<()> {
     let client = args.client.logged_in()?;
     let to = user_id(&client, &args.user).await?;
+    if args.encrypted {
+        let e2ee = args.client.e2ee().await?;
+        let conv = e2ee.create_direct(to).await?;
+        for m in e2ee.history(conv.id).await? {
+            if args.json {
+                println!("{}", serde_json::to_string(&m)?);
+            } else {
+                println!("{}", super::e2ee::line(&m));
+            }
+        }
+        args.client.save_if_changed(e2ee.client())?;
+        return Ok(());
+    }
     let conv = client.direct_conversation(to).await?;
     let query = HistoryQuery {
         before_seq: args.before,

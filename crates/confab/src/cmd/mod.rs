@@ -2,6 +2,7 @@
 
 pub mod account;
 pub mod chat;
+pub mod e2ee;
 pub mod media;
 pub mod p2p;
 pub mod search;
@@ -31,6 +32,29 @@ impl ClientArgs {
         let path = session_file::path(self.session.as_deref())?;
         let session = session_file::load(&path)?;
         Ok(Client::with_session(&self.server, session))
+    }
+
+    /// The folder of this session's end-to-end encryption state (device
+    /// key, MLS groups, decrypted history): `<session file>.e2ee/`, mode
+    /// 0700.
+    pub fn e2ee_dir(&self) -> anyhow::Result<PathBuf> {
+        let path = session_file::path(self.session.as_deref())?;
+        let mut name = path.file_name().unwrap_or_default().to_os_string();
+        name.push(".e2ee");
+        let dir = path.with_file_name(name);
+        std::fs::create_dir_all(&dir)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+        }
+        Ok(dir)
+    }
+
+    /// The device's end-to-end encryption, opened from its session dir.
+    pub async fn e2ee(&self) -> anyhow::Result<confab_sdk::E2ee> {
+        let client = self.logged_in()?;
+        Ok(confab_sdk::E2ee::open(client, &self.e2ee_dir()?).await?)
     }
 
     /// Saves the client's session again if it was refreshed meanwhile.

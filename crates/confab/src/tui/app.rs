@@ -229,8 +229,18 @@ impl App {
         }
     }
 
-    /// A conversation's title: the group title, or the other person's name.
+    /// A conversation's title: the group title, or the other person's name;
+    /// a lock in front of an end-to-end encrypted one.
     pub fn title(&self, chat: &Chat) -> String {
+        let plain = self.plain_title(chat);
+        if chat.conv.encrypted {
+            format!("🔒 {plain}")
+        } else {
+            plain
+        }
+    }
+
+    fn plain_title(&self, chat: &Chat) -> String {
         if let Some(t) = chat.conv.title.as_deref().filter(|t| !t.is_empty()) {
             return t.to_owned();
         }

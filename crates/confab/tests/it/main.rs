@@ -15,6 +15,7 @@ mod cluster;
 mod crash;
 mod delivery;
 mod deploy;
+mod e2ee;
 mod friends;
 mod groups;
 mod media;

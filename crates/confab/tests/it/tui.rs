@@ -129,6 +129,8 @@ fn fake_direct(id: i64, me: i64, peer: i64, last_seq: i64, unread: i64, ts: i64)
         unread_mentions: 0,
         muted: false,
         created_at: ts,
+        encrypted: false,
+        mls_epoch: None,
     }
 }
 

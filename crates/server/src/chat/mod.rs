@@ -9,6 +9,7 @@
 
 pub mod blocks;
 pub mod calls;
+pub mod e2ee;
 pub mod ice;
 pub mod media;
 pub mod membership;

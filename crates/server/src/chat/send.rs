@@ -93,6 +93,7 @@ pub async fn queue_send(
     )?;
     check_reply(store, &msg).await?;
     super::media::check_message_media(store, &msg).await?;
+    super::e2ee::check_encrypted_message(store, &msg).await?;
     committer.submit(WriteOp::Append(msg), reply, origin).await
 }
 

@@ -34,7 +34,7 @@ pub async fn create(
     ApiJson(req): ApiJson<CreateConversationRequest>,
 ) -> AppResult<(StatusCode, Json<Conversation>)> {
     let (id, created) = match req {
-        CreateConversationRequest::Direct { user_id } => {
+        CreateConversationRequest::Direct { user_id, encrypted } => {
             if user_id == who.user_id {
                 return Err(AppError::bad_request(
                     "a direct conversation needs another user",
@@ -63,12 +63,23 @@ pub async fn create(
                     crate::refusal::NOT_FRIENDS,
                 ));
             }
-            state
-                .store
-                .get_or_create_direct(who.user_id, user_id, now_millis())
-                .await?
+            if encrypted {
+                state
+                    .store
+                    .get_or_create_encrypted_direct(who.user_id, user_id, now_millis())
+                    .await?
+            } else {
+                state
+                    .store
+                    .get_or_create_direct(who.user_id, user_id, now_millis())
+                    .await?
+            }
         }
-        CreateConversationRequest::Group { title, member_ids } => {
+        CreateConversationRequest::Group {
+            title,
+            member_ids,
+            encrypted,
+        } => {
             let title = title.trim();
             confab_proto::validate::check_group_title(title)?;
             let mut distinct: Vec<UserId> = member_ids
@@ -95,10 +106,17 @@ pub async fn create(
                 &distinct,
             )
             .await?;
-            let id = state
-                .store
-                .create_group(who.user_id, title, &distinct, now_millis())
-                .await?;
+            let id = if encrypted {
+                state
+                    .store
+                    .create_encrypted_group(who.user_id, title, &distinct, now_millis())
+                    .await?
+            } else {
+                state
+                    .store
+                    .create_group(who.user_id, title, &distinct, now_millis())
+                    .await?
+            };
             (id, true)
         }
     };

@@ -81,6 +81,7 @@ pub async fn edit(
             Some(_) => return Err(AppError::bad_request("caption must be a string")),
         }
     }
+    crate::chat::e2ee::refuse_plain_change(state.store.as_ref(), id).await?;
     crate::chat::blocks::check_direct_change(state.store.as_ref(), id, who.user_id).await?;
     let done = apply(
         &state,
@@ -140,6 +141,7 @@ async fn react(
 ) -> AppResult<Json<MessageRecord>> {
     check_seq(seq)?;
     check_emoji(&emoji)?;
+    crate::chat::e2ee::refuse_plain_change(state.store.as_ref(), id).await?;
     crate::chat::blocks::check_direct_change(state.store.as_ref(), id, who.user_id).await?;
     let done = apply(
         state,

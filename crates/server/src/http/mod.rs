@@ -9,6 +9,7 @@ mod conversations;
 mod friends;
 mod groups;
 mod health;
+mod keys;
 mod messages;
 mod search;
 mod users;
@@ -35,6 +36,9 @@ pub fn api_routes() -> Router<AppState> {
         .route("/users/me", get(users::me).patch(users::update_me))
         .route("/users", get(users::search))
         .route("/users/{id}", get(users::by_id))
+        .route("/users/{id}/devices", get(keys::devices))
+        .route("/users/{id}/key-packages", get(keys::claim))
+        .route("/keys/packages", get(keys::stock).post(keys::upload))
         .route(
             "/conversations",
             get(conversations::list).post(conversations::create),

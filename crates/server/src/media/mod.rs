@@ -225,7 +225,16 @@ async fn store_upload(
     declared: &str,
     id: Option<String>,
 ) -> AppResult<UploadedMedia> {
-    let sniffed = sniff::sniff(&spooled.head);
+    // An end-to-end encrypted attachment is opaque: never sniffed, decoded,
+    // thumbnailed or cleaned (its bytes are ciphertext anyway).
+    let sniffed = if declared == sniff::ENCRYPTED_MIME {
+        sniff::Sniffed {
+            mime: sniff::ENCRYPTED_MIME,
+            kind: MediaKind::File,
+        }
+    } else {
+        sniff::sniff(&spooled.head)
+    };
     if sniff::claims_media(declared) && !sniff::agrees(declared, &sniffed) {
         return Err(AppError::bad_request(format!(
             "declared type {declared} does not match the content ({})",

@@ -47,6 +47,10 @@ const SAFE_FILE_TYPES: &[&str] = &[
     "image/avif",
 ];
 
+/// The declared type of an end-to-end encrypted attachment (AES-256-GCM
+/// ciphertext): stored as an opaque file, never sniffed or processed.
+pub const ENCRYPTED_MIME: &str = "application/x-confab-encrypted";
+
 /// Sniffs `head` (the first up to [`SNIFF_BYTES`] of the upload).
 pub fn sniff(head: &[u8]) -> Sniffed {
     let image = |mime| Sniffed {

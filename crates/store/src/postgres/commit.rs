@@ -44,7 +44,7 @@ pub(crate) async fn commit_batch(
         return Ok(Vec::new());
     }
     let mut tx = db.begin().await?;
-    let kinds = lock_conversations(&mut tx, ops).await?;
+    let (kinds, mut epochs) = lock_conversations(&mut tx, ops).await?;
     // Group changes split the batch: the plain writes before one see the
     // membership before it, the ones after see it after.
     let mut start = 0;
@@ -55,7 +55,15 @@ pub(crate) async fn commit_batch(
             None => None,
         };
         if start < i {
-            plain_writes(&mut tx, &ops[start..i], &mut out[start..i], rules, &kinds).await?;
+            plain_writes(
+                &mut tx,
+                &ops[start..i],
+                &mut out[start..i],
+                rules,
+                &kinds,
+                &mut epochs,
+            )
+            .await?;
         }
         match split {
             Some(WriteOp::Group { change, ts }) => {
@@ -79,11 +87,15 @@ pub(crate) async fn commit_batch(
 }
 
 /// Locks every conversation the batch touches (group changes included), in
-/// id order, and returns their kinds.
-async fn lock_conversations(tx: &mut PgConnection, ops: &[WriteOp]) -> Result<Kinds> {
+/// id order, and returns their kinds and the MLS epochs of the encrypted
+/// ones (which only this transaction can move while it holds the locks).
+async fn lock_conversations(
+    tx: &mut PgConnection,
+    ops: &[WriteOp],
+) -> Result<(Kinds, plan::Epochs)> {
     let ids = plan::touched_conversations(ops);
     let rows = sqlx::query(
-        "SELECT id, kind, last_seq FROM conversations WHERE id = ANY($1) ORDER BY id
+        "SELECT id, kind, encrypted, mls_epoch FROM conversations WHERE id = ANY($1) ORDER BY id
          FOR NO KEY UPDATE",
     )
     .bind(&ids)
@@ -91,10 +103,15 @@ async fn lock_conversations(tx: &mut PgConnection, ops: &[WriteOp]) -> Result<Ki
     .fetch_all(&mut *tx)
     .await?;
     let mut kinds = Kinds::with_capacity(rows.len());
+    let mut epochs = plan::Epochs::new();
     for row in rows {
-        kinds.insert(row.try_get(0)?, plan::kind_of(row.try_get(1)?));
+        let id: ConversationId = row.try_get(0)?;
+        kinds.insert(id, plan::kind_of(row.try_get(1)?));
+        if row.try_get::<bool, _>(2)? {
+            epochs.insert(id, row.try_get(3)?);
+        }
     }
-    Ok(kinds)
+    Ok((kinds, epochs))
 }
 
 /// Sends and cursor moves: a fixed handful of statements however many.
@@ -104,9 +121,10 @@ async fn plain_writes(
     out: &mut [Option<WriteOutcome>],
     rules: CommitRules,
     kinds: &Kinds,
+    epochs: &mut plan::Epochs,
 ) -> Result<()> {
     let members = load_members(tx, ops, kinds).await?;
-    append_messages(tx, ops, &members, out, rules).await?;
+    append_messages(tx, ops, &members, epochs, out, rules).await?;
     move_cursors(tx, ops, &members, out).await?;
     refuse_outsiders(tx, ops, out).await
 }
@@ -240,6 +258,7 @@ async fn append_messages(
     tx: &mut PgConnection,
     ops: &[WriteOp],
     members: &Members,
+    epochs: &mut plan::Epochs,
     out: &mut [Option<WriteOutcome>],
     rules: CommitRules,
 ) -> Result<()> {
@@ -286,6 +305,19 @@ async fn append_messages(
 
     let (mut fresh, repeats) = plan::fresh_sends(&candidates, &committed, members, out);
     check_direct_rules(tx, &mut fresh, members, out, rules).await?;
+    let moved = plan::apply_epochs(&mut fresh, epochs, out);
+    if !moved.is_empty() {
+        let (ids, values): (Vec<ConversationId>, Vec<i64>) = moved.into_iter().unzip();
+        sqlx::query(
+            "UPDATE conversations c SET mls_epoch = v.epoch
+             FROM UNNEST($1::bigint[], $2::bigint[]) AS v(id, epoch) WHERE c.id = v.id",
+        )
+        .bind(&ids)
+        .bind(&values)
+        .persistent(true)
+        .execute(&mut *tx)
+        .await?;
+    }
     if fresh.is_empty() {
         plan::resolve_repeats(out, &repeats);
         return Ok(());

@@ -15,9 +15,12 @@ pub(crate) async fn get_or_create_direct(
     db: &PgPool,
     a: UserId,
     b: UserId,
+    encrypted: bool,
     now: Millis,
 ) -> Result<(ConversationId, bool)> {
-    let key = format!("{}:{}", a.min(b), a.max(b));
+    // An encrypted direct conversation is a conversation of its own.
+    let suffix = if encrypted { ":e" } else { "" };
+    let key = format!("{}:{}{suffix}", a.min(b), a.max(b));
     let existing: Option<i64> =
         sqlx::query_scalar("SELECT id FROM conversations WHERE direct_key = $1")
             .bind(&key)
@@ -34,14 +37,15 @@ pub(crate) async fn get_or_create_direct(
     // Another node may be making the same pair right now: ON CONFLICT waits
     // for its transaction and, if it committed, inserts nothing.
     let made: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO conversations (kind, direct_key, created_by, created_at, member_count)
-         VALUES ('direct', $1, $2, $3, $4)
+        "INSERT INTO conversations (kind, direct_key, created_by, created_at, member_count, encrypted)
+         VALUES ('direct', $1, $2, $3, $4, $5)
          ON CONFLICT (direct_key) DO NOTHING RETURNING id",
     )
     .bind(&key)
     .bind(a)
     .bind(now)
     .bind(users.len() as i64)
+    .bind(encrypted)
     .fetch_optional(&mut *tx)
     .await?;
     let Some(id) = made else {
@@ -70,6 +74,7 @@ pub(crate) async fn create_group(
     owner: UserId,
     title: &str,
     members: &[UserId],
+    encrypted: bool,
     now: Millis,
 ) -> Result<ConversationId> {
     let mut seen = HashSet::new();
@@ -81,13 +86,14 @@ pub(crate) async fn create_group(
     let roles: Vec<&str> = all.iter().map(|(_, r)| role_name(*r)).collect();
     let mut tx = db.begin().await?;
     let id: i64 = sqlx::query_scalar(
-        "INSERT INTO conversations (kind, title, created_by, created_at, member_count)
-         VALUES ('group', $1, $2, $3, $4) RETURNING id",
+        "INSERT INTO conversations (kind, title, created_by, created_at, member_count, encrypted)
+         VALUES ('group', $1, $2, $3, $4, $5) RETURNING id",
     )
     .bind(title)
     .bind(owner)
     .bind(now)
     .bind(all.len() as i64)
+    .bind(encrypted)
     .fetch_one(&mut *tx)
     .await?;
     sqlx::query(
@@ -151,11 +157,14 @@ struct Header {
     read_seq: Seq,
     joined_seq: Seq,
     muted: bool,
+    encrypted: bool,
+    mls_epoch: i64,
 }
 
 const HEADER_SQL: &str =
     "SELECT c.id, c.kind, c.title, c.avatar_media_id, c.members_can_add, c.member_count,
-            c.last_seq, c.created_at, m.read_seq, m.joined_seq, m.muted
+            c.last_seq, c.created_at, m.read_seq, m.joined_seq, m.muted,
+            c.encrypted, c.mls_epoch
      FROM members m JOIN conversations c ON c.id = m.conversation_id WHERE m.user_id = $1";
 
 fn header(row: &PgRow) -> Result<Header> {
@@ -180,6 +189,8 @@ fn header(row: &PgRow) -> Result<Header> {
         read_seq: row.try_get("read_seq")?,
         joined_seq: row.try_get("joined_seq")?,
         muted: row.try_get("muted")?,
+        encrypted: row.try_get("encrypted")?,
+        mls_epoch: row.try_get("mls_epoch")?,
     })
 }
 
@@ -243,6 +254,8 @@ async fn view(db: &PgPool, h: Header, user: UserId) -> Result<Conversation> {
         unread_mentions,
         muted: h.muted,
         created_at: h.created_at,
+        encrypted: h.encrypted,
+        mls_epoch: h.encrypted.then_some(h.mls_epoch.max(0) as u64),
     })
 }
 

@@ -116,7 +116,7 @@ pub(crate) async fn set_media_thumbnail(db: &PgPool, id: &str) -> Result<()> {
 pub(crate) fn media_id_of(m: &NewMessage) -> Option<String> {
     if !matches!(
         m.kind,
-        MessageKind::Image | MessageKind::Voice | MessageKind::File
+        MessageKind::Image | MessageKind::Voice | MessageKind::File | MessageKind::Encrypted
     ) {
         return None;
     }

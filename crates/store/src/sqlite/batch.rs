@@ -89,8 +89,8 @@ fn plain_writes(
     out: &mut [Option<WriteOutcome>],
     rules: CommitRules,
 ) -> Result<()> {
-    let members = load_members(tx, ops)?;
-    append_messages(tx, ops, &members, out, rules)?;
+    let (members, mut epochs) = load_members(tx, ops)?;
+    append_messages(tx, ops, &members, &mut epochs, out, rules)?;
     move_cursors(tx, ops, &members, out)?;
     for (i, conv, user) in plan::not_found_actors(ops, out) {
         let former: Option<i64> = tx
@@ -106,21 +106,23 @@ fn plain_writes(
     Ok(())
 }
 
-fn load_members(tx: &Transaction<'_>, ops: &[WriteOp]) -> Result<Members> {
+fn load_members(tx: &Transaction<'_>, ops: &[WriteOp]) -> Result<(Members, plan::Epochs)> {
     let ids = plan::touched_conversations(ops);
     let mut rows = Vec::new();
     let mut kinds = HashMap::new();
+    let mut epochs = plan::Epochs::new();
     for piece in pieces(&ids) {
         let mut st = tx.prepare_cached(&format!(
-            "SELECT id, kind FROM conversations WHERE id IN ({})",
+            "SELECT id, kind, encrypted, mls_epoch FROM conversations WHERE id IN ({})",
             marks(piece.len())
         ))?;
         let mut found = st.query(params_from_iter(piece.iter()))?;
         while let Some(row) = found.next()? {
-            kinds.insert(
-                row.get::<_, i64>(0)?,
-                plan::kind_of(&row.get::<_, String>(1)?),
-            );
+            let id = row.get::<_, i64>(0)?;
+            kinds.insert(id, plan::kind_of(&row.get::<_, String>(1)?));
+            if row.get::<_, bool>(2)? {
+                epochs.insert(id, row.get(3)?);
+            }
         }
         let mut st = tx.prepare_cached(&format!(
             "SELECT conversation_id, user_id FROM members WHERE conversation_id IN ({})",
@@ -131,7 +133,7 @@ fn load_members(tx: &Transaction<'_>, ops: &[WriteOp]) -> Result<Members> {
             rows.push((row.get(0)?, row.get(1)?));
         }
     }
-    Ok(plan::members_from(rows, &kinds))
+    Ok((plan::members_from(rows, &kinds), epochs))
 }
 
 /// Which of these pairs `tail` (SQL over `p(a, b)`) returns.
@@ -155,6 +157,7 @@ fn append_messages(
     tx: &Transaction<'_>,
     ops: &[WriteOp],
     members: &Members,
+    epochs: &mut plan::Epochs,
     out: &mut [Option<WriteOutcome>],
     rules: CommitRules,
 ) -> Result<()> {
@@ -197,6 +200,10 @@ fn append_messages(
             )?),
         };
         plan::refuse_direct(&mut fresh, members, &blocked, friends.as_ref(), out);
+    }
+    for (id, epoch) in plan::apply_epochs(&mut fresh, epochs, out) {
+        tx.prepare_cached("UPDATE conversations SET mls_epoch = ? WHERE id = ?")?
+            .execute((epoch, id))?;
     }
     if fresh.is_empty() {
         plan::resolve_repeats(out, &repeats);

@@ -14,9 +14,12 @@ pub(crate) async fn get_or_create_direct(
     db: &SqlitePool,
     a: UserId,
     b: UserId,
+    encrypted: bool,
     now: Millis,
 ) -> Result<(ConversationId, bool)> {
-    let key = format!("{}:{}", a.min(b), a.max(b));
+    // An encrypted direct conversation is a conversation of its own.
+    let suffix = if encrypted { ":e" } else { "" };
+    let key = format!("{}:{}{suffix}", a.min(b), a.max(b));
     let mut tx = db.begin_with("BEGIN IMMEDIATE").await?;
     let existing: Option<i64> =
         sqlx::query_scalar("SELECT id FROM conversations WHERE direct_key = ?")
@@ -31,13 +34,14 @@ pub(crate) async fn get_or_create_direct(
         users.push(b);
     }
     let id: i64 = sqlx::query_scalar(
-        "INSERT INTO conversations (kind, direct_key, created_by, created_at, member_count)
-         VALUES ('direct', ?, ?, ?, ?) RETURNING id",
+        "INSERT INTO conversations (kind, direct_key, created_by, created_at, member_count, encrypted)
+         VALUES ('direct', ?, ?, ?, ?, ?) RETURNING id",
     )
     .bind(&key)
     .bind(a)
     .bind(now)
     .bind(users.len() as i64)
+    .bind(encrypted)
     .fetch_one(&mut *tx)
     .await?;
     for user in users {
@@ -60,16 +64,18 @@ pub(crate) async fn create_group(
     owner: UserId,
     title: &str,
     members: &[UserId],
+    encrypted: bool,
     now: Millis,
 ) -> Result<ConversationId> {
     let mut tx = db.begin_with("BEGIN IMMEDIATE").await?;
     let id: i64 = sqlx::query_scalar(
-        "INSERT INTO conversations (kind, title, created_by, created_at)
-         VALUES ('group', ?, ?, ?) RETURNING id",
+        "INSERT INTO conversations (kind, title, created_by, created_at, encrypted)
+         VALUES ('group', ?, ?, ?, ?) RETURNING id",
     )
     .bind(title)
     .bind(owner)
     .bind(now)
+    .bind(encrypted)
     .fetch_one(&mut *tx)
     .await?;
     let mut seen = std::collections::HashSet::new();
@@ -147,11 +153,14 @@ struct Header {
     read_seq: Seq,
     joined_seq: Seq,
     muted: bool,
+    encrypted: bool,
+    mls_epoch: i64,
 }
 
 const HEADER_SQL: &str =
     "SELECT c.id, c.kind, c.title, c.avatar_media_id, c.members_can_add, c.member_count,
-            c.last_seq, c.created_at, m.read_seq, m.joined_seq, m.muted
+            c.last_seq, c.created_at, m.read_seq, m.joined_seq, m.muted,
+            c.encrypted, c.mls_epoch
      FROM members m JOIN conversations c ON c.id = m.conversation_id WHERE m.user_id = ?";
 
 fn header(row: &sqlx::sqlite::SqliteRow) -> Result<Header> {
@@ -176,6 +185,8 @@ fn header(row: &sqlx::sqlite::SqliteRow) -> Result<Header> {
         read_seq: row.try_get("read_seq")?,
         joined_seq: row.try_get("joined_seq")?,
         muted: row.try_get("muted")?,
+        encrypted: row.try_get("encrypted")?,
+        mls_epoch: row.try_get("mls_epoch")?,
     })
 }
 
@@ -238,6 +249,8 @@ async fn view(db: &SqlitePool, h: Header, user: UserId) -> Result<Conversation> 
         unread_mentions,
         muted: h.muted,
         created_at: h.created_at,
+        encrypted: h.encrypted,
+        mls_epoch: h.encrypted.then_some(h.mls_epoch.max(0) as u64),
     })
 }
 

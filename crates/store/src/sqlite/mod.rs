@@ -14,6 +14,7 @@ mod batch;
 mod batch_changes;
 pub(crate) mod changes;
 mod conversations;
+mod e2ee;
 mod groups;
 mod media;
 mod rows;
@@ -28,6 +29,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use confab_proto::api::{Conversation, FriendRequest, Member, User};
+use confab_proto::e2ee::{DeviceInfo, KeyPackageStock};
 use confab_proto::{ConversationId, DeviceId, MessageRecord, Seq, UserId};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -224,7 +226,7 @@ impl Store for SqliteStore {
         b: UserId,
         now: Millis,
     ) -> Result<(ConversationId, bool)> {
-        conversations::get_or_create_direct(&self.writer, a, b, now).await
+        conversations::get_or_create_direct(&self.writer, a, b, false, now).await
     }
 
     async fn create_group(
@@ -234,7 +236,7 @@ impl Store for SqliteStore {
         members: &[UserId],
         now: Millis,
     ) -> Result<ConversationId> {
-        conversations::create_group(&self.writer, owner, title, members, now).await
+        conversations::create_group(&self.writer, owner, title, members, false, now).await
     }
 
     async fn conversation_for(
@@ -271,6 +273,68 @@ impl Store for SqliteStore {
 
     async fn set_muted(&self, id: ConversationId, user: UserId, muted: bool) -> Result<bool> {
         conversations::set_muted(&self.writer, id, user, muted).await
+    }
+
+    async fn get_or_create_encrypted_direct(
+        &self,
+        a: UserId,
+        b: UserId,
+        now: Millis,
+    ) -> Result<(ConversationId, bool)> {
+        conversations::get_or_create_direct(&self.writer, a, b, true, now).await
+    }
+
+    async fn create_encrypted_group(
+        &self,
+        owner: UserId,
+        title: &str,
+        members: &[UserId],
+        now: Millis,
+    ) -> Result<ConversationId> {
+        conversations::create_group(&self.writer, owner, title, members, true, now).await
+    }
+
+    async fn conversation_encrypted(&self, id: ConversationId) -> Result<Option<bool>> {
+        e2ee::conversation_encrypted(&self.reader, id).await
+    }
+
+    async fn pin_device_key(&self, device: DeviceId, key: &str) -> Result<Option<String>> {
+        e2ee::pin_device_key(&self.writer, device, key).await
+    }
+
+    async fn member_devices(
+        &self,
+        id: ConversationId,
+        devices: &[DeviceId],
+    ) -> Result<Vec<DeviceId>> {
+        e2ee::member_devices(&self.reader, id, devices).await
+    }
+
+    async fn live_devices(&self, user: UserId) -> Result<Vec<DeviceInfo>> {
+        e2ee::live_devices(&self.reader, user).await
+    }
+
+    async fn add_key_packages(
+        &self,
+        device: DeviceId,
+        packages: Vec<Vec<u8>>,
+        last_resort: Option<Vec<u8>>,
+        max_stock: i64,
+        now: Millis,
+    ) -> Result<Option<KeyPackageStock>> {
+        e2ee::add_key_packages(&self.writer, device, packages, last_resort, max_stock, now).await
+    }
+
+    async fn key_package_stock(&self, device: DeviceId) -> Result<KeyPackageStock> {
+        e2ee::key_package_stock(&self.reader, device).await
+    }
+
+    async fn claim_key_packages(
+        &self,
+        user: UserId,
+        devices: Option<&[DeviceId]>,
+    ) -> Result<Vec<(DeviceId, Vec<u8>)>> {
+        e2ee::claim_key_packages(&self.writer, user, devices).await
     }
 
     async fn send_friend_request(
