@@ -193,6 +193,28 @@ async fn tabs_share_one_session_through_token_refreshes() {
     app.stop().await;
 }
 
+/// e2e/e2ee.test.mjs: end-to-end encrypted conversations (MLS, ts-mls in
+/// Chromium). Two users chat in an encrypted direct chat (Chinese text, an
+/// image uploaded as AES-GCM ciphertext), the server's history holds only
+/// ciphertext, safety numbers agree, a reload keeps history and keys
+/// (IndexedDB), search finds decrypted text, an encrypted group of three,
+/// a removal; then interop with the `confab` CLI (openmls): a group made
+/// by the CLI that the browser joins, and one made in the browser that the
+/// CLI joins, messages both ways in each.
+#[tokio::test]
+async fn people_chat_end_to_end_encrypted_in_real_browsers() {
+    let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-e2ee");
+    let app = spawn_app().await;
+    run_e2e_with(
+        &app.base_url,
+        &out,
+        &["e2e/e2ee.test.mjs"],
+        &[("CONFAB_CLI", env!("CARGO_BIN_EXE_confab"))],
+    )
+    .await;
+    app.stop().await;
+}
+
 /// A private coturn on loopback (shared-secret auth), stopped on drop.
 struct Coturn {
     _child: tokio::process::Child,

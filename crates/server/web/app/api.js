@@ -1,6 +1,8 @@
 // HTTP API client: the session (tokens in localStorage), JSON requests with
 // one refresh-and-retry on 401, uploads with progress, and media URLs.
 
+import { keyForLogin, bindDeviceKey, forget } from './e2ee/engine.js';
+
 const SESSION_KEY = 'confab.session';
 
 export class ApiError extends Error {
@@ -195,7 +197,13 @@ export async function api(method, path, body, { auth = true, retried = false } =
 }
 
 export async function signIn(username, password) {
-  const out = await api('POST', '/v1/auth/login', { username, password, device_name: deviceName() }, { auth: false });
+  // Each login is a new device with a new Ed25519 key (its E2EE identity,
+  // kept in IndexedDB); browsers without WebCrypto Ed25519 log in without one.
+  const deviceKey = await keyForLogin().catch(() => null);
+  const body = { username, password, device_name: deviceName() };
+  if (deviceKey) body.device_public_key = deviceKey.publicKey;
+  const out = await api('POST', '/v1/auth/login', body, { auth: false });
+  if (deviceKey) await bindDeviceKey(out.device_id, deviceKey.key);
   await setSession({
     access_token: out.access_token, refresh_token: out.refresh_token, expires_at: expiresAt(out),
     user: out.user, device_id: out.device_id,
@@ -270,10 +278,13 @@ export async function oidcIdentities() {
 }
 
 export async function signOut() {
+  const deviceId = session && session.device_id;
   try {
     await api('POST', '/v1/auth/logout');
   } finally {
     setSession(null);
+    // The device is revoked: its MLS keys and decrypted history go too.
+    if (deviceId != null) await forget(deviceId);
   }
 }
 
@@ -318,6 +329,10 @@ export function rawRequest(method, url, headers = {}, body = undefined, onSent =
 }
 
 /** Media bytes, fetched with the session's token in the Authorization header (never in a URL). */
+export function mediaBlob(id) {
+  return fetchMedia(`/v1/media/${encodeURIComponent(id)}`);
+}
+
 async function fetchMedia(path, retried = false) {
   const token = session && session.access_token;
   let res;

@@ -3,7 +3,8 @@
 // presence, friends, typing, receipts. UI modules read `state` and
 // subscribe to change topics; every server interaction lives here.
 
-import { api, upload as uploadWhole } from './api.js';
+import { api, getSession, upload as uploadWhole } from './api.js';
+import * as e2ee from './e2ee/engine.js';
 import { uploadResumable } from './tus.js';
 import { Connection } from './connection.js';
 import { Outbox } from './outbox.js';
@@ -198,6 +199,9 @@ export async function start(me) {
     putConversation(c);
     cursors[c.id] = c.last_seq || 0;
   }
+  const session = getSession();
+  await e2ee.start(me.id, session && session.device_id, (id) => { emit('thread', id); emit('conversations'); }, (text) => toast(text)).catch((e) => console.warn('E2EE unavailable', e));
+  for (const c of conversations) if (c.encrypted) e2ee.pump(c.id);
   outbox = new Outbox(me.id);
   for (const e of outbox.entries) {
     state.pending.set(e.client_msg_id, { entry: e, status: e.failed ? 'failed' : 'sending', error: e.failed });
@@ -243,6 +247,7 @@ export function stop() {
   sessionStorage.removeItem('confab.active');
   if (conn) conn.close();
   conn = null;
+  e2ee.stop();
   userFetches.clear();
   userQueue.clear();
   clearTimeout(userFlush);
@@ -274,11 +279,14 @@ function onMessages(list) {
     const t = thread(m.conversation_id);
     t.bySeq.set(m.seq, m);
     touched.add(m.conversation_id);
+    if (m.kind === 'encrypted') e2ee.pump(m.conversation_id);
     if (!conv) continue;
     conv.last_seq = Math.max(conv.last_seq || 0, m.seq);
-    if (isShownSystem(m)) conv.last_message = m;
+    // MLS commits and proposals are not messages anyone reads.
+    const handshake = m.kind === 'encrypted' && m.body && m.body.mls !== 'application';
+    if (isShownSystem(m) && !handshake) conv.last_message = m;
     const fromOther = m.sender_id !== state.me.id;
-    if (fromOther && m.kind !== 'system') {
+    if (fromOther && m.kind !== 'system' && !handshake) {
       stopTyping(m.conversation_id, m.sender_id);
       if (m.seq > (conv.read_seq || 0)) {
         conv.unread_count = (conv.unread_count || 0) + 1;
@@ -536,6 +544,7 @@ export function setActive(id) {
     const t = thread(id);
     if (!t.loaded) loadLatest(id);
     markRead(id);
+    if (conv && conv.encrypted) e2ee.opened(id);
   }
 }
 
@@ -665,8 +674,31 @@ function uuid() {
 export function send(convId, kind, body) {
   const entry = { client_msg_id: uuid(), conversation_id: convId, kind, body, created: Date.now() };
   state.pending.set(entry.client_msg_id, { entry, status: 'sending' });
-  conn.send(entry);
+  if (isEncrypted(convId)) sendEncrypted(entry);
+  else conn.send(entry);
   emit('thread', convId);
+}
+
+export function isEncrypted(convId) {
+  const conv = state.conversations.get(convId);
+  return !!(conv && conv.encrypted);
+}
+
+/**
+ * An encrypted conversation's message goes out over HTTP (not the
+ * outbox): it is encrypted for the group's current epoch, and built again
+ * after catching up when the server answers `epoch_conflict`.
+ */
+function sendEncrypted(entry, send = () => e2ee.sendPayload(entry.conversation_id, entry.kind, entry.body, entry.client_msg_id)) {
+  const p = state.pending.get(entry.client_msg_id);
+  send().then((seq) => {
+    if (p) { p.status = 'sent'; p.seq = seq; }
+    emit('thread', entry.conversation_id);
+  }, (err) => {
+    if (p) { p.status = 'failed'; p.error = err.message; p.encrypted = true; }
+    toast(`Message not sent: ${err.message}`);
+    emit('thread', entry.conversation_id);
+  });
 }
 
 export function retryPending(id) {
@@ -674,8 +706,56 @@ export function retryPending(id) {
   if (!p) return;
   p.status = 'sending';
   delete p.error;
-  conn.retry(id);
+  if (p.encrypted) sendEncrypted(p.entry);
+  else conn.retry(id);
   emit('thread', p.entry.conversation_id);
+}
+
+/** Creates a conversation (`body` as POST /v1/conversations), encrypted when asked: its MLS group too. */
+export async function createConversation(body, encrypted) {
+  if (encrypted && !e2ee.ready()) {
+    throw new Error('This browser cannot use end-to-end encryption (it lacks WebCrypto Ed25519/X25519).');
+  }
+  const conv = await api('POST', '/v1/conversations', encrypted ? { ...body, encrypted: true } : body);
+  if (conv.encrypted) {
+    putConversation(conv);
+    try {
+      // A new one (epoch 0) gets its MLS group from me; an existing one
+      // (an encrypted direct chat started before) is joined by Welcome.
+      if (!conv.mls_epoch) await e2ee.createGroup(conv);
+      else e2ee.pump(conv.id);
+    } catch (e) {
+      toast(`The encrypted conversation was made, but adding its members failed: ${e.message}. Open it to try again.`);
+    }
+  }
+  await refreshConversation(conv.id);
+  return conv;
+}
+
+/** The encryption state of a conversation (for the chat's banner). */
+export const encryptionStatus = (convId) => e2ee.conversationStatus(convId);
+/** What to show for a message of an encrypted conversation (see e2ee/engine.js `view`). */
+export const decrypted = (convId, m) => e2ee.view(convId, m);
+export const safetyNumbers = (convId) => e2ee.safetyNumbers(convId);
+export const e2eeMediaUrl = (body) => e2ee.mediaUrl(body);
+export const searchDecrypted = (q) => e2ee.search(q);
+/** Tries to decrypt a message that failed once more; tells the user when it still does not. */
+export async function retryDecrypt(convId, seq) {
+  const ok = await e2ee.retryDecrypt(convId, seq).catch(() => false);
+  if (!ok) toast('Still unreadable on this device. Ask the sender to send it again.', 'info');
+}
+
+/** Brings an encrypted group's MLS members in line with the conversation's (after adding someone). */
+export function reconcileEncrypted(convId) {
+  if (!isEncrypted(convId)) return Promise.resolve();
+  return e2ee.reconcile(convId).catch((e) => toast(`Could not update the encryption keys: ${e.message}`));
+}
+
+/** Removes a member; in an encrypted group the commit removing their devices goes first. */
+export function removeMember(convId, userId) {
+  // Leaving: the others' devices commit my devices' removal (MLS lets no one remove itself).
+  if (isEncrypted(convId) && userId !== state.me.id) return e2ee.removeMember(convId, userId);
+  return api('DELETE', `/v1/conversations/${convId}/members/${userId}`);
 }
 
 export function discardPending(id) {
@@ -727,6 +807,7 @@ const RESUMABLE_ABOVE = 4 * 1024 * 1024;
 
 /** Uploads a file (progress 0..1 to onProgress) and sends it as image/voice/file. */
 export async function sendFile(convId, file, { caption, durationMs, onProgress }) {
+  if (isEncrypted(convId)) return sendEncryptedFile(convId, file, { caption, durationMs, onProgress });
   const media = file.size > RESUMABLE_ABOVE
     ? await uploadResumable(file, onProgress)
     : await uploadWhole(file, onProgress);
@@ -777,3 +858,24 @@ export async function setMuted(convId, muted) {
   }
 }
 
+
+function imageSize(file) {
+  return new Promise((resolve) => {
+    const url = URL.createObjectURL(file);
+    const img = new Image();
+    img.onload = () => { resolve({ width: img.naturalWidth, height: img.naturalHeight }); URL.revokeObjectURL(url); };
+    img.onerror = () => { resolve(null); URL.revokeObjectURL(url); };
+    img.src = url;
+  });
+}
+
+/**
+ * An attachment of an encrypted conversation: encrypted here (AES-256-GCM),
+ * the ciphertext uploaded, the key inside the MLS message.
+ */
+async function sendEncryptedFile(convId, file, { caption, durationMs, onProgress }) {
+  const size = file.type.startsWith('image/') ? await imageSize(file) : null;
+  const kind = size ? 'image' : durationMs != null ? 'voice' : 'file';
+  // The composer shows the upload's progress and, on failure, Retry.
+  await e2ee.sendFile(convId, file, { caption, durationMs, kind, onProgress, ...(size || {}) });
+}

@@ -7,7 +7,8 @@ import { h, iconButton, setIcon, setLabel, avatar, formatDay, formatTime, system
 import * as store from '../store.js';
 import { renderMessage, renderNotice } from './message.js';
 import { createComposer } from './composer.js';
-import { membersDialog } from './dialogs.js';
+import { membersDialog, safetyNumbersDialog } from './dialogs.js';
+import { icon } from './icons.js';
 import { MAX_CALL_MEMBERS } from './call.js';
 
 const HIDDEN_EVENTS = new Set(['message_edited', 'message_deleted', 'reaction_changed']);
@@ -29,12 +30,15 @@ export function createChat({ onCall = () => {} } = {}) {
   const voiceBtn = iconButton('Voice call', 'phone', callStart('audio'), { testid: 'call-voice' });
   const videoBtn = iconButton('Video call', 'video', callStart('video'), { testid: 'call-video' });
   const headAvatar = h('span.head-avatar');
+  const lock = h('span.e2ee-badge', { testid: 'encrypted-badge', role: 'img', 'aria-label': 'End-to-end encrypted', title: 'End-to-end encrypted', hidden: true }, icon('lock'));
+  const safetyBtn = iconButton('Safety numbers', 'shield', () => safetyNumbersDialog(store.state.activeId), { testid: 'safety-numbers' });
+  const e2eeBanner = h('div.e2ee-status', { testid: 'e2ee-status', role: 'status', hidden: true });
   const header = h('header.chat-head', {},
     iconButton('Back to conversations', 'back', () => {
       if (history.state && history.state.chat != null) history.back();
       else store.setActive(null);
     }, { testid: 'back', class: 'back' }),
-    headAvatar, h('div.chat-heading', {}, title, subtitle), voiceBtn, videoBtn, muteBtn, membersBtn);
+    headAvatar, h('div.chat-heading', {}, h('div.title-row', {}, title, lock), subtitle), safetyBtn, voiceBtn, videoBtn, muteBtn, membersBtn);
   const list = h('div.message-list', { testid: 'message-list', role: 'log', 'aria-label': 'Messages', 'aria-live': 'polite', tabindex: '0' });
   const status = h('div.list-status.muted');
   const typing = h('div.typing', { testid: 'typing-indicator', 'aria-live': 'polite', hidden: true });
@@ -46,7 +50,7 @@ export function createChat({ onCall = () => {} } = {}) {
     type: 'button', hidden: true, text: 'New messages ↓',
     on: { click: () => { list.scrollTop = list.scrollHeight; newBelow.hidden = true; } },
   });
-  const active = h('div.chat-active', {}, header, status, list, jumpLatest, newBelow, typing, composer.el);
+  const active = h('div.chat-active', {}, header, e2eeBanner, status, list, jumpLatest, newBelow, typing, composer.el);
 
   const cache = new Map(); // key -> {sig, el}
   const ids = new WeakMap();
@@ -86,6 +90,16 @@ export function createChat({ onCall = () => {} } = {}) {
       subtitle.textContent = conv.removed ? 'You are no longer a member' : `${conv.member_count} members`;
     }
     membersBtn.hidden = conv.kind !== 'group' || !!conv.removed;
+    lock.hidden = !conv.encrypted;
+    safetyBtn.hidden = !conv.encrypted;
+    if (conv.encrypted) {
+      const st = store.encryptionStatus(conv.id);
+      e2eeBanner.hidden = st.state === 'ready';
+      e2eeBanner.dataset.state = st.state;
+      e2eeBanner.textContent = st.text;
+    } else {
+      e2eeBanner.hidden = true;
+    }
     const callable = !conv.removed && (conv.kind === 'direct' ? store.otherMember(conv) != null : (conv.member_count || 0) <= MAX_CALL_MEMBERS);
     voiceBtn.hidden = !callable;
     videoBtn.hidden = !callable;
@@ -117,7 +131,9 @@ export function createChat({ onCall = () => {} } = {}) {
       return seq > from && m.kind !== 'system' && m.sender_id !== store.state.me.id;
     });
     for (const seq of seqs) {
-      const m = t.bySeq.get(seq);
+      // Encrypted conversations: what this device decrypted (or why not); MLS handshakes are not shown.
+      const m = conv.encrypted ? store.decrypted(conv.id, t.bySeq.get(seq)) : t.bySeq.get(seq);
+      if (!m) continue;
       if (seq === firstUnread) {
         addDay(m.ts);
         prev = null;

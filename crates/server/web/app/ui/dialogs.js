@@ -93,18 +93,46 @@ function actionForm(selector, err, action, ...children) {
   return form;
 }
 
+/** The "end-to-end encrypted" checkbox of the new chat and new group dialogs. */
+function encryptedToggle(testid) {
+  const id = `${testid}-input`;
+  const input = h('input', { id, type: 'checkbox', testid });
+  const row = h('div.check-row', {}, input, h('label', { for: id },
+    h('span', { text: 'End-to-end encrypted' }),
+    h('span.muted.small', { text: ' · only the members’ devices can read it; it stays encrypted' })));
+  return { input, row };
+}
+
+/**
+ * Every device of an encrypted conversation with its safety number: the
+ * same digits on both phones (or on a phone and a terminal) mean nobody
+ * sits in between.
+ */
+export function safetyNumbersDialog(convId) {
+  modal('Safety numbers', (body) => {
+    const list = h('ul.plain.safety-list');
+    body.append(h('p.muted', { text: 'Compare these numbers in person with each member: if they match on both devices, your messages reach those devices and nobody else.' }), list);
+    store.safetyNumbers(convId).then((devices) => {
+      list.replaceChildren(...devices.map((d) => h('li.row', { testid: 'safety-device', dataset: { userId: String(d.userId), deviceId: String(d.deviceId) } },
+        h('span.grow', {}, h('span.name', { text: d.me ? 'This device' : store.displayName(d.userId) }), h('span.muted', { text: ` · device ${d.deviceId}` })),
+        h('code.safety-number', { testid: 'safety-number', text: d.number }))));
+      if (!devices.length) list.append(h('li.muted', { text: 'No devices yet: waiting for keys.' }));
+    }, (e) => list.replaceChildren(h('li.inline-error', { role: 'alert', text: e.message })));
+  }, { testid: 'safety-numbers-dialog' });
+}
+
 export function newChatDialog() {
   modal('New chat', (body, dlg) => {
     const { input, row } = field('Username', { testid: 'new-chat-username', required: true, placeholder: 'e.g. ann' });
+    const enc = encryptedToggle('new-chat-encrypted');
     const err = inlineError();
     const form = actionForm('form.stack', err, async () => {
       const u = await findUser(input.value);
-      const conv = await api('POST', '/v1/conversations', { kind: 'direct', user_id: u.id });
       store.rememberUser(u);
-      await store.refreshConversation(conv.id);
+      const conv = await store.createConversation({ kind: 'direct', user_id: u.id }, enc.input.checked);
       dlg.close();
       store.setActive(conv.id);
-    }, row, err, h('button.primary', { type: 'submit', testid: 'new-chat-start', text: 'Start chat' }));
+    }, row, enc.row, err, h('button.primary', { type: 'submit', testid: 'new-chat-start', text: 'Start chat' }));
     body.append(form);
   }, { testid: 'new-chat-dialog' });
 }
@@ -113,18 +141,18 @@ export function newGroupDialog() {
   modal('New group', (body, dlg) => {
     const title = field('Group name', { testid: 'group-title', required: true, maxlength: '200' });
     const members = field('Members (usernames, separated by commas or spaces)', { testid: 'group-members', placeholder: 'ann, bob' });
+    const enc = encryptedToggle('new-group-encrypted');
     const err = inlineError();
     const form = actionForm('form.stack', err, async () => {
       const names = members.input.value.split(/[\s,]+/).filter(Boolean);
       const users = await Promise.all(names.map(findUser));
-      const conv = await api('POST', '/v1/conversations', {
-        kind: 'group', title: title.input.value.trim(), member_ids: users.map((u) => u.id),
-      });
       users.forEach(store.rememberUser);
-      await store.refreshConversation(conv.id);
+      const conv = await store.createConversation({
+        kind: 'group', title: title.input.value.trim(), member_ids: users.map((u) => u.id),
+      }, enc.input.checked);
       dlg.close();
       store.setActive(conv.id);
-    }, title.row, members.row, err, h('button.primary', { type: 'submit', testid: 'group-create', text: 'Create group' }));
+    }, title.row, members.row, enc.row, err, h('button.primary', { type: 'submit', testid: 'group-create', text: 'Create group' }));
     body.append(form);
   }, { testid: 'new-group-dialog' });
 }
@@ -241,7 +269,7 @@ export function membersDialog(convId) {
                   if (isMe && !(await confirmDialog('Leave the group?', 'You will stop getting its messages, and you cannot see them again unless someone adds you back.', 'Leave'))) return;
                   e.target.disabled = true;
                   try {
-                    await api('DELETE', `/v1/conversations/${convId}/members/${m.user_id}`);
+                    await store.removeMember(convId, m.user_id);
                     if (isMe) { closeTopDialog(); store.setActive(null); await store.refreshConversation(convId); } else load();
                   } catch (ex) {
                     toast(ex.message);
@@ -261,6 +289,8 @@ export function membersDialog(convId) {
       store.rememberUser(u);
       input.value = '';
       await load();
+      // Encrypted groups: the commit adding their devices (with a Welcome).
+      await store.reconcileEncrypted(convId);
     }, row, h('button.primary', { type: 'submit', testid: 'member-add', text: 'Add' }), err);
     const conv = store.state.conversations.get(convId);
     const rename = field('Group name', { testid: 'group-rename', required: true, maxlength: '200', value: conv ? conv.title || '' : '' });

@@ -40,6 +40,11 @@ function richText(text, m) {
   });
 }
 
+/** A blob: URL of a message's media: decrypted here for end-to-end encrypted ones. */
+function mediaUrl(m, thumbnail = false) {
+  return m.e2ee ? store.e2eeMediaUrl(m.body || {}) : mediaObjectUrl((m.body || {}).media_id, thumbnail);
+}
+
 function content(m) {
   const b = m.body || {};
   if (m.deleted) return h('p.deleted', { testid: 'message-text', text: 'This message was deleted' });
@@ -59,23 +64,22 @@ function content(m) {
       // The thumbnail is made in the background: brand-new images load in
       // full, and so does one whose thumbnail is not there (yet).
       const thumb = Boolean(m.seq && Date.now() - (m.ts || 0) > 15000);
-      mediaObjectUrl(b.media_id, thumb)
-        .catch(() => mediaObjectUrl(b.media_id))
-        .then((url) => { img.src = url; }, () => { img.alt = 'Photo (could not be loaded)'; });
-      const open = () => mediaObjectUrl(b.media_id).then((url) => imageViewer(url, b.caption), () => {});
+      (m.e2ee ? mediaUrl(m) : mediaObjectUrl(b.media_id, thumb).catch(() => mediaObjectUrl(b.media_id)))
+        .then((url) => { img.src = url; }, (e) => { img.alt = `Photo (could not be loaded${m.e2ee ? `: ${e.message}` : ''})`; });
+      const open = () => mediaUrl(m).then((url) => imageViewer(url, b.caption), () => {});
       return [h('button.image-btn', { type: 'button', 'aria-label': 'Open photo full size', on: { click: open } }, img),
         b.caption ? h('p.text', { testid: 'message-text' }, linkify(b.caption)) : null];
     }
     case 'voice': {
       const audio = h('audio', { testid: 'message-voice', controls: true, preload: 'metadata', 'aria-label': 'Voice message' });
-      mediaObjectUrl(b.media_id).then((url) => { audio.src = url; }, () => {});
+      mediaUrl(m).then((url) => { audio.src = url; }, () => {});
       return h('div.voice', {}, audio, h('span.muted', { text: formatDuration(b.duration_ms) }));
     }
     case 'file': {
       // Fetched with the token in a header, then saved from a blob: URL.
       const save = (e) => {
         e.preventDefault();
-        mediaObjectUrl(b.media_id).then((url) => {
+        mediaUrl(m).then((url) => {
           const a = h('a', { href: url, download: b.name || 'file', rel: 'noopener' });
           document.body.append(a);
           a.click();
@@ -90,7 +94,14 @@ function content(m) {
         h('span.file-name', { text: b.name || 'File' }), h('span.muted', { text: ` ${formatSize(b.size || 0)}` }));
     }
     case 'encrypted':
-      return h('p.deleted', { text: 'Encrypted message (not readable in the browser)' });
+      // Not decrypted (yet): say why, never show nothing.
+      return [h(`p.e2ee-undecrypted.${m.e2eeState || 'pending'}`, {
+        testid: 'message-undecrypted', dataset: { state: m.e2eeState || 'pending' },
+        text: m.e2eeText || 'Decrypting…',
+      }), m.e2eeState === 'failed' && m.seq ? h('button.link', {
+        type: 'button', testid: 'message-retry-decrypt', text: 'Try again',
+        on: { click: () => store.retryDecrypt(m.conversation_id, m.seq) },
+      }) : null];
     default:
       return h('p.deleted', { text: `Unsupported message (${m.kind})` });
   }
@@ -163,13 +174,16 @@ function actionBar(m, conv, mine, actions) {
     })));
   picker.addEventListener('keydown', (e) => { if (e.key === 'Escape') { e.stopPropagation(); picker.hidden = true; } });
   const me = (conv.members || []).find((x) => x.user_id === store.state.me.id);
+  // Encrypted conversations: the server refuses edits and reactions (it
+  // cannot read them); deletion drops the ciphertext; replies travel inside it.
+  const plain = !conv.encrypted;
   const canDelete = mine || (conv.kind === 'group' && me && me.role !== 'member');
   // Action buttons join the Tab order only while their message has focus
   // (see the message list's keyboard handling in chat.js).
   const bar = h('div.actions', { role: 'toolbar', 'aria-label': 'Message actions' },
     iconButton('Reply', 'reply', () => actions.reply(m), { testid: 'message-reply' }),
-    iconButton('React', 'smile', () => { picker.hidden = !picker.hidden; if (!picker.hidden) picker.querySelector('button').focus(); }, { testid: 'message-react' }),
-    mine && m.kind === 'text' ? iconButton('Edit', 'edit', () => actions.edit(m), { testid: 'message-edit' }) : null,
+    plain ? iconButton('React', 'smile', () => { picker.hidden = !picker.hidden; if (!picker.hidden) picker.querySelector('button').focus(); }, { testid: 'message-react' }) : null,
+    plain && mine && m.kind === 'text' ? iconButton('Edit', 'edit', () => actions.edit(m), { testid: 'message-edit' }) : null,
     canDelete ? iconButton('Delete', 'trash', () => {
       confirmDialog('Delete message?', 'It will be deleted for everyone in this chat.', 'Delete')
         .then((ok) => { if (ok) store.deleteMessage(conv.id, m.seq); });

@@ -51,8 +51,17 @@ export function createSidebar({ onSignOut }) {
       return;
     }
     try {
-      const { hits } = await api('GET', `/v1/search/messages?q=${encodeURIComponent(q)}&limit=30`);
+      // The server searches plain conversations; this device searches what it decrypted.
+      const [server, local] = await Promise.all([
+        api('GET', `/v1/search/messages?q=${encodeURIComponent(q)}&limit=30`),
+        store.searchDecrypted(q).catch(() => []),
+      ]);
       if (mine !== searchSeq) return;
+      const localHits = local.map((x) => {
+        const m = store.threadOf(x.conversation_id).bySeq.get(x.seq);
+        return { message: { conversation_id: x.conversation_id, seq: x.seq, ts: m ? m.ts : 0, sender_id: m ? m.sender_id : null }, text: x.text };
+      });
+      const hits = [...localHits, ...server.hits];
       results.replaceChildren(...(hits.length ? hits.map((hit) => {
         const m = hit.message;
         const conv = store.state.conversations.get(m.conversation_id);
@@ -61,7 +70,8 @@ export function createSidebar({ onSignOut }) {
           on: { click: () => store.openAround(m.conversation_id, m.seq) },
         },
         h('span.row-top', {}, h('span.title', { text: conv ? store.conversationTitle(conv) : 'Conversation' }), h('time', { text: formatTime(m.ts) })),
-        h('span.preview', {}, h('span.muted', { text: `${store.displayName(m.sender_id)}: ` }), snippetNodes(hit.snippet || ''))));
+        h('span.preview', {}, h('span.muted', { text: m.sender_id == null ? '' : `${store.displayName(m.sender_id)}: ` }),
+          hit.text != null ? document.createTextNode(hit.text) : snippetNodes(hit.snippet || ''))));
       }) : [h('li.muted.pad', { text: 'No messages found.' })]));
     } catch (e) {
       results.replaceChildren(h('li.inline-error.pad', { role: 'alert', text: e.message }));
@@ -74,7 +84,9 @@ export function createSidebar({ onSignOut }) {
     const name = store.conversationTitle(conv);
     const other = store.otherMember(conv);
     const presence = other != null ? store.state.presence.get(other) : null;
-    const last = conv.last_message;
+    // Encrypted conversations preview what this device decrypted.
+    const raw = conv.last_message;
+    const last = raw && conv.encrypted && raw.kind === 'encrypted' ? store.decrypted(conv.id, raw) || raw : raw;
     const mineLast = last && last.sender_id === store.state.me.id && last.kind !== 'system';
     const pic = h('span.avatar-wrap', {}, avatar(name, conv.id),
       conv.kind === 'direct' && presence ? h('span.dot', { testid: 'presence-dot', dataset: { status: presence }, role: 'img', 'aria-label': presence }) : null);
@@ -88,13 +100,15 @@ export function createSidebar({ onSignOut }) {
       on: { click: () => store.setActive(conv.id) },
     }, pic,
     h('span.item-main', {},
-      h('span.row-top', {}, h('span.title', { text: name }), conv.muted ? h('span.muted.muted-icon', {}, icon('bellOff', 14)) : null,
+      h('span.row-top', {}, h('span.title', { text: name }),
+        conv.encrypted ? h('span.e2ee-badge', { testid: 'encrypted-badge', title: 'End-to-end encrypted', 'aria-hidden': 'true' }, icon('lock', 14)) : null,
+        conv.muted ? h('span.muted.muted-icon', {}, icon('bellOff', 14)) : null,
         h('time', { text: last ? formatTime(last.ts) : '' })),
       h('span.row-bottom', {},
         h('span.preview', { testid: 'last-message', text: last ? `${mineLast ? 'You: ' : conv.kind === 'group' && last.kind !== 'system' ? `${store.displayName(last.sender_id)}: ` : ''}${last.kind === 'system' ? systemText(last, store.displayName) : messagePreview(last)}` : 'No messages yet' }),
         conv.unread_mentions ? h('span.mention', { testid: 'mention-marker', title: 'You were mentioned', 'aria-hidden': 'true', text: '@' }) : null,
         unread ? h('span.badge', { testid: 'unread-badge', 'aria-hidden': 'true', text: unread > 99 ? '99+' : String(unread) }) : null)),
-    h('span.sr-only', { text: `${unread ? `, ${unread} unread` : ''}${conv.unread_mentions ? ', you were mentioned' : ''}${conv.muted ? ', muted' : ''}${conv.removed ? ', you are no longer a member' : ''}` })));
+    h('span.sr-only', { text: `${conv.encrypted ? ', end-to-end encrypted' : ''}${unread ? `, ${unread} unread` : ''}${conv.unread_mentions ? ', you were mentioned' : ''}${conv.muted ? ', muted' : ''}${conv.removed ? ', you are no longer a member' : ''}` })));
   }
 
   function render() {

@@ -1,0 +1,236 @@
+// The MLS primitives of the browser app (issue 14), over the vendored
+// ts-mls: ciphersuite 0x0001 (MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519),
+// BasicCredential "<user_id>:<device_id>" signed with the device's Ed25519
+// key, base64 wire forms, group state (de)serialisation, safety numbers.
+// No server calls and no storage here (see engine.js and db.js).
+
+import * as M from '../../vendor/ts-mls.js';
+
+export const SUITE = 'MLS_128_DHKEMX25519_AES128GCM_SHA256_Ed25519';
+const enc = new TextEncoder();
+const dec = new TextDecoder();
+
+let implP = null;
+/** The ciphersuite implementation (WebCrypto + @hpke/core), made once. */
+export function impl() {
+  if (!implP) implP = M.getCiphersuiteImpl(M.getCiphersuiteFromName(SUITE));
+  return implP;
+}
+
+// ---- bytes -----------------------------------------------------------------
+
+/** Standard, padded base64 of bytes. */
+export function b64(bytes) {
+  let s = '';
+  for (let i = 0; i < bytes.length; i += 0x8000) s += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(s);
+}
+
+/** Bytes of standard base64 (throws on anything else). */
+export function unb64(text) {
+  const s = atob(text);
+  const out = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
+  return out;
+}
+
+export const hex = (bytes) => [...bytes].map((b) => b.toString(16).padStart(2, '0')).join('');
+export const utf8 = (text) => enc.encode(text);
+export const fromUtf8 = (bytes) => dec.decode(bytes);
+
+// ---- the device key ------------------------------------------------------------
+
+/**
+ * A new Ed25519 key pair: {signKey (PKCS#8, what ts-mls signs with),
+ * publicKey (32 raw bytes, sent as `device_public_key`)}.
+ */
+export async function newDeviceKey() {
+  const pair = await crypto.subtle.generateKey('Ed25519', true, ['sign', 'verify']);
+  return {
+    signKey: new Uint8Array(await crypto.subtle.exportKey('pkcs8', pair.privateKey)),
+    publicKey: new Uint8Array(await crypto.subtle.exportKey('raw', pair.publicKey)),
+  };
+}
+
+/** The BasicCredential of a device. */
+export function credential(userId, deviceId) {
+  return { credentialType: 'basic', identity: utf8(`${userId}:${deviceId}`) };
+}
+
+/** `{userId, deviceId}` of a credential's identity, or null if it is not one of ours. */
+export function parseIdentity(cred) {
+  if (!cred || cred.credentialType !== 'basic') return null;
+  const m = /^(\d+):(\d+)$/.exec(fromUtf8(cred.identity));
+  return m ? { userId: Number(m[1]), deviceId: Number(m[2]) } : null;
+}
+
+// ---- key packages ------------------------------------------------------------------
+
+/**
+ * A KeyPackage's validity: from an hour ago (clock skew) to 83 days on.
+ * openmls refuses leaf nodes whose lifetime spans more than about three
+ * months (ts-mls's default spans forever).
+ */
+function lifetime() {
+  const now = BigInt(Math.floor(Date.now() / 1000));
+  return { notBefore: now - 3600n, notAfter: now + 83n * 86400n };
+}
+
+/**
+ * A KeyPackage of this device: {ref (hex), wire (base64 MLSMessage),
+ * stored (what to keep to join with it later)}.
+ */
+export async function newKeyPackage(userId, deviceId, deviceKey) {
+  const cs = await impl();
+  const { publicPackage, privatePackage } = await M.generateKeyPackageWithKey(
+    credential(userId, deviceId), M.defaultCapabilities(), lifetime(), [], deviceKey, cs);
+  const ref = hex(await M.makeKeyPackageRef(publicPackage, cs.hash));
+  const wire = M.encodeMlsMessage({ keyPackage: publicPackage, wireformat: 'mls_key_package', version: 'mls10' });
+  return { ref, wire: b64(wire), stored: { ref, publicPackage: M.encodeKeyPackage(publicPackage), privatePackage } };
+}
+
+/** A KeyPackage from the wire (base64 MLSMessage); throws if it is not one. */
+export function decodeKeyPackage(wire) {
+  const msg = decodeMessage(wire);
+  if (msg.wireformat !== 'mls_key_package') throw new Error('not a KeyPackage');
+  return msg.keyPackage;
+}
+
+// ---- messages -------------------------------------------------------------------
+
+/** Decodes a base64 MLSMessage; throws a readable error. */
+export function decodeMessage(wire) {
+  let out;
+  try {
+    out = M.decodeMlsMessage(unb64(wire), 0);
+  } catch {
+    out = undefined;
+  }
+  if (!out) throw new Error('not an MLS message');
+  return out[0];
+}
+
+export function encodeWelcome(welcome) {
+  return b64(M.encodeMlsMessage({ welcome, wireformat: 'mls_welcome', version: 'mls10' }));
+}
+
+export function encodeMessage(msg) {
+  return b64(M.encodeMlsMessage(msg));
+}
+
+// ---- groups --------------------------------------------------------------------------
+
+/** The group state as bytes (to keep in IndexedDB), and back. */
+export function saveState(state) {
+  return M.encodeGroupState(state);
+}
+
+export function loadState(bytes) {
+  const out = M.decodeGroupState(bytes, 0);
+  if (!out) throw new Error('stored group state is unreadable');
+  return { ...out[0], clientConfig: M.defaultClientConfig };
+}
+
+export function epochOf(state) {
+  return Number(state.groupContext.epoch);
+}
+
+/** The group's members: [{leafIndex, userId, deviceId, publicKey}]. */
+export function members(state) {
+  const out = [];
+  state.ratchetTree.forEach((node, i) => {
+    if (i % 2 !== 0 || !node || node.nodeType !== 'leaf') return;
+    const id = parseIdentity(node.leaf.credential);
+    out.push({ leafIndex: i / 2, userId: id ? id.userId : null, deviceId: id ? id.deviceId : null, publicKey: node.leaf.signaturePublicKey });
+  });
+  return out;
+}
+
+/** The MLS group id of a conversation. */
+export const groupIdOf = (convId) => `confab:${convId}`;
+
+export async function createGroup(groupId, stored) {
+  const cs = await impl();
+  const kp = M.decodeKeyPackage(stored.publicPackage, 0)[0];
+  return M.createGroup(utf8(groupId), kp, stored.privatePackage, [], cs);
+}
+
+/**
+ * A commit adding key packages and removing leaves:
+ * {state (to adopt once the server took it), commit (base64), welcome (base64 or null)}.
+ */
+export async function commit(state, { add = [], remove = [] } = {}) {
+  const cs = await impl();
+  const proposals = [
+    ...remove.map((removed) => ({ proposalType: 'remove', remove: { removed } })),
+    ...add.map((keyPackage) => ({ proposalType: 'add', add: { keyPackage } })),
+  ];
+  const out = await M.createCommit({ state, cipherSuite: cs }, { extraProposals: proposals, ratchetTreeExtension: true });
+  return { state: out.newState, commit: encodeMessage(out.commit), welcome: out.welcome ? encodeWelcome(out.welcome) : null };
+}
+
+/** The KeyPackage refs (hex) a Welcome has secrets for. */
+export function welcomeRefs(wire) {
+  const msg = decodeMessage(wire);
+  if (msg.wireformat !== 'mls_welcome') throw new Error('not a Welcome');
+  return { welcome: msg.welcome, refs: msg.welcome.secrets.map((s) => hex(s.newMember)) };
+}
+
+export async function join(welcome, stored) {
+  const cs = await impl();
+  const kp = M.decodeKeyPackage(stored.publicPackage, 0)[0];
+  return M.joinGroup(welcome, kp, stored.privatePackage, M.emptyPskIndex, cs);
+}
+
+/** Encrypts application bytes: {state, ciphertext (base64)}. */
+export async function encrypt(state, bytes) {
+  const cs = await impl();
+  const out = await M.createApplicationMessage(state, bytes, cs);
+  return {
+    state: out.newState,
+    ciphertext: encodeMessage({ privateMessage: out.privateMessage, wireformat: 'mls_private_message', version: 'mls10' }),
+  };
+}
+
+/**
+ * Processes one message of the group: {state, kind: 'application', bytes}
+ * or {state, kind: 'handshake'}. Throws when it cannot be processed.
+ */
+export async function process(state, wire) {
+  const cs = await impl();
+  const msg = decodeMessage(wire);
+  if (msg.wireformat !== 'mls_private_message' && msg.wireformat !== 'mls_public_message') {
+    throw new Error(`unexpected ${msg.wireformat}`);
+  }
+  const out = await M.processMessage(msg, state, M.emptyPskIndex, M.acceptAll, cs);
+  if (out.kind === 'applicationMessage') return { state: out.newState, kind: 'application', bytes: out.message };
+  return { state: out.newState, kind: 'handshake' };
+}
+
+/** Whether this state was removed from its group by a commit it processed. */
+export function isRemoved(state) {
+  return !!state.groupActiveState && state.groupActiveState.kind === 'removedFromGroup';
+}
+
+// ---- safety numbers --------------------------------------------------------------------
+
+/**
+ * The safety number of a device's Ed25519 public key (docs/protocol.md,
+ * "Identity and credentials"): SHA-512 of "confab-safety-number-v1:" and
+ * the 32 key bytes; the digest's first 30 bytes as six 5-byte big-endian
+ * integers, each mod 100000 as five digits, joined by spaces.
+ */
+export async function safetyNumber(publicKey) {
+  const prefix = utf8('confab-safety-number-v1:');
+  const input = new Uint8Array(prefix.length + publicKey.length);
+  input.set(prefix);
+  input.set(publicKey, prefix.length);
+  const d = new Uint8Array(await crypto.subtle.digest('SHA-512', input));
+  const groups = [];
+  for (let i = 0; i < 30; i += 5) {
+    let n = 0n;
+    for (let j = 0; j < 5; j++) n = (n << 8n) | BigInt(d[i + j]);
+    groups.push(String(n % 100000n).padStart(5, '0'));
+  }
+  return groups.join(' ');
+}
