@@ -49,10 +49,13 @@ async function open(page, title) {
 
 /** Waits until the open encrypted chat has its keys (no status banner). */
 async function keysReady(page, timeout = 20_000) {
-  await waitFor('the encrypted chat to have its keys', async () => {
-    const banner = page.locator(tid('e2ee-status'));
-    return !(await banner.isVisible());
-  }, timeout);
+  const banner = page.locator(tid('e2ee-status'));
+  try {
+    await waitFor('the encrypted chat to have its keys', async () => !(await banner.isVisible()), timeout);
+  } catch (e) {
+    const text = await banner.textContent().catch(() => null);
+    throw new Error(`${e.message} (the banner says: ${JSON.stringify(text)})`);
+  }
 }
 
 /** GET on the API with the page's session, from inside the page. */
@@ -70,9 +73,14 @@ test('encrypted conversations in the browser', { timeout: 180_000 }, async (t) =
   const a = await ctxA.newPage();
   const b = await ctxB.newPage();
   const c = await ctxC.newPage();
-  watch(a, 'ann');
-  watch(b, 'bob');
-  watch(c, 'cat');
+  for (const [page, name] of [[a, 'ann'], [b, 'bob'], [c, 'cat']]) {
+    watch(page, name);
+    // The E2EE layer reports refused KeyPackages, failed pumps and commits as warnings.
+    page.on('console', (m) => { if (m.type() === 'warning') console.error(`[${name}] console warning:`, m.text()); });
+    page.on('response', (r) => {
+      if (r.status() >= 400 && new URL(r.url()).pathname.startsWith('/v1/')) console.error(`[${name}] ${r.request().method()} ${new URL(r.url()).pathname} -> ${r.status()}`);
+    });
+  }
   const step = stepper(t);
 
   await step('three users sign up; ann and bob become friends', async () => {
@@ -255,9 +263,9 @@ test('encrypted conversations in the browser', { timeout: 180_000 }, async (t) =
     assert.ok(!(await texts(c)).includes('猫走了以后'), 'the removed member does not read later messages');
   });
 
-  await step('the Rust client (openmls) and the browser (ts-mls) share encrypted groups', { skip: !process.env.CONFAB_CLI && 'CONFAB_CLI not set' }, async () => {
-    await interop(a, b);
-  });
+  const interopStep = 'the Rust client (openmls) and the browser (ts-mls) share encrypted groups';
+  if (process.env.CONFAB_CLI) await step(interopStep, () => interop(a));
+  else await t.test(interopStep, { skip: 'CONFAB_CLI not set' }, () => {});
 });
 
 /**

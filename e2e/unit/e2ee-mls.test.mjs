@@ -45,6 +45,11 @@ test('a KeyPackage names the device and carries its key; a group of three; remov
   assert.deepEqual(mls.parseIdentity(decoded.leafNode.credential), { userId: 2, deviceId: 20 });
   assert.deepEqual([...decoded.leafNode.signaturePublicKey], [...keys[1].publicKey]);
   assert.equal(decoded.cipherSuite, mls.SUITE);
+  // The server hands packages out bare (the TLS KeyPackage, no MLSMessage around it).
+  const bare = mls.unb64(kps[1].wire).subarray(4);
+  assert.deepEqual(mls.decodeKeyPackage(mls.b64(bare)), decoded);
+  assert.throws(() => mls.decodeKeyPackage(mls.b64(Uint8Array.from([...bare, 0]))), /not a KeyPackage/);
+  assert.throws(() => mls.decodeKeyPackage(mls.b64(bare.subarray(0, 40))), /not a KeyPackage/);
 
   let a = await mls.createGroup(mls.groupIdOf(7), kps[0].stored);
   assert.equal(mls.fromUtf8(a.groupContext.groupId), 'confab:7');

@@ -89,11 +89,36 @@ export async function newKeyPackage(userId, deviceId, deviceKey) {
   return { ref, wire: b64(wire), stored: { ref, publicPackage: M.encodeKeyPackage(publicPackage), privatePackage } };
 }
 
-/** A KeyPackage from the wire (base64 MLSMessage); throws if it is not one. */
+/**
+ * A KeyPackage from the wire: base64 of a bare TLS KeyPackage (what the
+ * server hands out) or of an MLSMessage wrapping one; throws if it is
+ * neither, or has bytes left over.
+ */
 export function decodeKeyPackage(wire) {
-  const msg = decodeMessage(wire);
-  if (msg.wireformat !== 'mls_key_package') throw new Error('not a KeyPackage');
-  return msg.keyPackage;
+  let bytes;
+  try {
+    bytes = unb64(wire);
+  } catch {
+    throw new Error('a KeyPackage must be base64');
+  }
+  const whole = (out) => out && out[1] === bytes.length;
+  let out;
+  try {
+    out = M.decodeMlsMessage(bytes, 0);
+  } catch {
+    out = undefined;
+  }
+  if (whole(out)) {
+    if (out[0].wireformat !== 'mls_key_package') throw new Error('not a KeyPackage');
+    return out[0].keyPackage;
+  }
+  try {
+    out = M.decodeKeyPackage(bytes, 0);
+  } catch {
+    out = undefined;
+  }
+  if (!whole(out)) throw new Error('not a KeyPackage');
+  return out[0];
 }
 
 // ---- messages -------------------------------------------------------------------
