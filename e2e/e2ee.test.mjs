@@ -13,8 +13,10 @@
 
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { writeFileSync } from 'node:fs';
+import path from 'node:path';
 import {
-  BASE, TIMEOUT, launch, messages, newContext, runSuffix, send, shot, signUp, stepper, tid, waitFor, watch,
+  BASE, OUT, TIMEOUT, launch, messages, newContext, runSuffix, send, shot, signUp, stepper, tid, waitFor, watch,
 } from './helpers.mjs';
 import { cli } from './cli.mjs';
 
@@ -28,6 +30,19 @@ const suffix = runSuffix();
 const ANN = `ann_${suffix}`;
 const BOB = `bob_${suffix}`;
 const CAT = `cat_${suffix}`;
+
+// What only the members may read (sent in encrypted conversations), and
+// what the server is meant to see (the groups' titles). The Rust launcher
+// (crates/confab/tests/it/browser.rs) scans the server's database, files
+// and debug log for both after this test: none of the first, all of the second.
+const b64 = (text) => Buffer.from(text).toString('base64');
+writeFileSync(path.join(OUT, 'e2ee-plaintexts.json'), JSON.stringify({
+  secret: [
+    '你好，鲍勃！这是加密的。', '收到了 ✓', '刷新之后还能读吗？', '大家好', '我是猫', '猫走了以后', '像素.png',
+    'hello from openmls 你好', 'hello from ts-mls 浏览器', 'made in the browser 你好', 'openmls joined 加入了',
+  ].map(b64).concat([PNG.toString('base64')]),
+  visible: ['密友', '铁锈群', '浏览器群'].map(b64),
+}));
 
 let browser;
 after(async () => {

@@ -201,18 +201,62 @@ async fn tabs_share_one_session_through_token_refreshes() {
 /// a removal; then interop with the `confab` CLI (openmls): a group made
 /// by the CLI that the browser joins, and one made in the browser that the
 /// CLI joins, messages both ways in each.
+///
+/// The server runs as its own process with debug logging; afterwards its
+/// data directory (database, WAL, uploads) and log hold none of the
+/// plaintexts the test sent encrypted, and do hold the groups' titles
+/// (which the server is meant to see: the scan would find text).
 #[tokio::test]
 async fn people_chat_end_to_end_encrypted_in_real_browsers() {
+    use base64::Engine as _;
     let out = Path::new(env!("CARGO_TARGET_TMPDIR")).join("e2e-e2ee");
-    let app = spawn_app().await;
+    let data = tempfile::tempdir().expect("tempdir");
+    let log = tempfile::NamedTempFile::new().expect("log");
+    let mut server = crate::e2ee::spawn_logging_binary(data.path(), log.path()).await;
+    let plaintexts = out.join("e2ee-plaintexts.json");
+    let _ = std::fs::remove_file(&plaintexts);
     run_e2e_with(
-        &app.base_url,
+        &server.base_url,
         &out,
         &["e2e/e2ee.test.mjs"],
         &[("CONFAB_CLI", env!("CARGO_BIN_EXE_confab"))],
     )
     .await;
-    app.stop().await;
+    let _ = server.child.kill().await;
+
+    let list: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&plaintexts).expect("e2ee-plaintexts.json"))
+            .expect("json");
+    let needles = |key: &str| -> Vec<Vec<u8>> {
+        list[key]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|v| {
+                base64::engine::general_purpose::STANDARD
+                    .decode(v.as_str().expect("base64 text"))
+                    .expect("base64")
+            })
+            .collect()
+    };
+    let mut everything = crate::e2ee::all_bytes(data.path());
+    everything.extend(std::fs::read(log.path()).expect("log"));
+    let secret = needles("secret");
+    assert!(secret.len() >= 10, "{list}");
+    for needle in &secret {
+        assert!(
+            !crate::e2ee::contains(&everything, needle),
+            "found {:?} in the server's files or log",
+            String::from_utf8_lossy(needle)
+        );
+    }
+    for needle in needles("visible") {
+        assert!(
+            crate::e2ee::contains(&everything, &needle),
+            "the scan did not find {:?}",
+            String::from_utf8_lossy(&needle)
+        );
+    }
 }
 
 /// A private coturn on loopback (shared-secret auth), stopped on drop.

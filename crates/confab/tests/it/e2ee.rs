@@ -522,7 +522,7 @@ async fn raw_status(
 }
 
 /// Every file under `dir`, as bytes.
-fn all_bytes(dir: &Path) -> Vec<u8> {
+pub(crate) fn all_bytes(dir: &Path) -> Vec<u8> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -541,7 +541,8 @@ fn all_bytes(dir: &Path) -> Vec<u8> {
     out
 }
 
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
+/// Whether `needle` occurs in `hay`.
+pub(crate) fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
@@ -724,7 +725,7 @@ async fn the_server_keeps_no_plaintext_and_survives_kill_9() {
 }
 
 /// The server binary with debug logging into `log`.
-async fn spawn_logging_binary(data_dir: &Path, log: &Path) -> ServerProcess {
+pub(crate) async fn spawn_logging_binary(data_dir: &Path, log: &Path) -> ServerProcess {
     use tokio::io::AsyncBufReadExt;
     let file = std::fs::OpenOptions::new()
         .append(true)
