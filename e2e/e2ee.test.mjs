@@ -16,7 +16,7 @@ import assert from 'node:assert/strict';
 import { writeFileSync } from 'node:fs';
 import path from 'node:path';
 import {
-  BASE, OUT, TIMEOUT, launch, messages, newContext, runSuffix, send, shot, signUp, stepper, tid, waitFor, watch,
+  BASE, OUT, PASSWORD, TIMEOUT, launch, messages, newContext, runSuffix, send, shot, signUp, stepper, tid, waitFor, watch,
 } from './helpers.mjs';
 import { cli } from './cli.mjs';
 
@@ -38,7 +38,7 @@ const CAT = `cat_${suffix}`;
 const b64 = (text) => Buffer.from(text).toString('base64');
 writeFileSync(path.join(OUT, 'e2ee-plaintexts.json'), JSON.stringify({
   secret: [
-    '你好，鲍勃！这是加密的。', '收到了 ✓', '刷新之后还能读吗？', '大家好', '我是猫', '猫走了以后', '像素.png',
+    '你好，鲍勃！这是加密的。', '收到了 ✓', '刷新之后还能读吗？', '新设备也能读', '新设备回复', '大家好', '我是猫', '猫走了以后', '像素.png',
     'hello from openmls 你好', 'hello from ts-mls 浏览器', 'made in the browser 你好', 'openmls joined 加入了',
   ].map(b64).concat([PNG.toString('base64')]),
   visible: ['密友', '铁锈群', '浏览器群'].map(b64),
@@ -237,6 +237,36 @@ test('encrypted conversations in the browser', { timeout: 180_000 }, async (t) =
     await b.locator(tid('search-input')).fill('');
   });
 
+  await step('bob signs in again (a new device): the chat waits for keys until ann’s device adds it', async () => {
+    await b.locator(tid('sign-out')).click();
+    await b.locator(tid('sign-in')).waitFor({ timeout: TIMEOUT });
+    await b.locator(tid('username')).fill(BOB);
+    await b.locator(tid('password')).fill(PASSWORD);
+    await b.locator(tid('sign-in')).click();
+    await b.locator(`${tid('connection-status')}[data-state="online"]`).waitFor({ state: 'attached', timeout: TIMEOUT });
+    await open(b, ANN);
+    const banner = b.locator(tid('e2ee-status'));
+    await waitFor('the “waiting for keys” banner', async () => (await banner.getAttribute('data-state')) === 'waiting');
+    assert.match(await banner.textContent(), /^Waiting for keys/);
+    // What was sent before this device existed says so (and is not an error).
+    await waitFor('the earlier messages marked as sent before this device joined', async () => {
+      const states = await b.$$eval(tid('message-undecrypted'), (els) => els.map((el) => el.dataset.state));
+      return states.length >= 4 && states.every((st) => st === 'before');
+    });
+    await shot(b, 'e2ee-03-waiting-for-keys');
+    // Ann's device adds it the next time it compares the group with the
+    // members: when a page opens the chat for the first time (here after a
+    // reload), or every 5 minutes before sending.
+    await a.reload();
+    await a.locator(`${tid('connection-status')}[data-state="online"]`).waitFor({ state: 'attached', timeout: TIMEOUT });
+    await open(a, BOB);
+    await keysReady(b, 30_000);
+    await send(a, '新设备也能读');
+    await waitFor('bob\'s new device decrypts', async () => (await texts(b)).includes('新设备也能读'), 20_000);
+    await send(b, '新设备回复');
+    await waitFor('ann reads the new device', async () => (await texts(a)).includes('新设备回复'), 20_000);
+  });
+
   await step('an encrypted group of three: everyone reads everyone', async () => {
     await a.locator(tid('new-group')).click();
     await a.locator(tid('group-title')).fill('密友');
@@ -261,7 +291,7 @@ test('encrypted conversations in the browser', { timeout: 180_000 }, async (t) =
       await img.waitFor({ timeout: 20_000 });
       await waitFor('the group image', () => img.evaluate((el) => el.complete && el.naturalWidth === 24), 20_000);
     }
-    await shot(a, 'e2ee-03-group');
+    await shot(a, 'e2ee-04-group');
   });
 
   await step('removing a member: the commit goes first, later messages are not theirs to read', async () => {
@@ -312,5 +342,5 @@ async function interop(a) {
   await waitFor('the Rust client joins and decrypts', async () => (await rust.history(convId)).includes('made in the browser 你好'), 30_000);
   await rust.send(convId, 'openmls joined 加入了');
   await waitFor('ann decrypts the Rust client in her group', async () => (await texts(a)).includes('openmls joined 加入了'), 30_000);
-  await shot(a, 'e2ee-04-interop');
+  await shot(a, 'e2ee-05-interop');
 }

@@ -227,7 +227,7 @@ function describeStatus(convId, g) {
   if (!g.state) {
     return {
       state: 'waiting',
-      text: 'Waiting for keys: another member’s device has to add this device to the encrypted conversation. That happens as soon as one of them is online.',
+      text: 'Waiting for keys: another member’s device has to add this device to the encrypted conversation. That happens when one of them next opens this conversation or sends in it.',
     };
   }
   const missing = g.missing && g.missing.length ? g.missing : null;
@@ -410,6 +410,8 @@ function uuid() {
  */
 export async function sendPayload(convId, kind, body, clientMsgId = uuid(), media = null) {
   await db.put('sent', clientMsgId, { conv: convId, kind, body });
+  // A member's new device should read this too.
+  await reconcileIfDue(convId);
   const bytes = mls.utf8(JSON.stringify({ kind, body }));
   return post(convId, clientMsgId, async (g) => {
     const out = await mls.encrypt(g.state, bytes);
@@ -449,6 +451,7 @@ const sameBytes = (a, b) => a && b && a.length === b.length && a.every((x, i) =>
  */
 export async function reconcile(convId, { alsoRemove = [] } = {}) {
   if (!me) return;
+  lastReconcile.set(convId, Date.now());
   const clientMsgId = uuid();
   let missing = [];
   await post(convId, clientMsgId, async (g) => {
@@ -493,20 +496,30 @@ export async function reconcile(convId, { alsoRemove = [] } = {}) {
   pump(convId);
 }
 
+/** convId -> when this page last compared the group with the members (ms). */
 const lastReconcile = new Map();
+const RECONCILE_EVERY = 5 * 60_000;
+const RECONCILE_PARTIAL_EVERY = 30_000;
 
 /**
- * A conversation was opened: catch up, and when some members' devices are
- * still waiting for keys, try adding them again (at most every 30 s).
+ * Compares the group with the conversation's members and devices when this
+ * page has not for 5 minutes (30 s while some devices wait for keys): a
+ * member's new device (every browser login is one) is added, a revoked
+ * one removed. Nothing is sent when nothing changed.
  */
+async function reconcileIfDue(convId) {
+  const st = status.get(convId);
+  if (!st || (st.state !== 'ready' && st.state !== 'partial')) return;
+  const every = st.state === 'partial' ? RECONCILE_PARTIAL_EVERY : RECONCILE_EVERY;
+  if (Date.now() - (lastReconcile.get(convId) || 0) < every) return;
+  await reconcile(convId).catch((e) => console.warn('e2ee reconcile', e));
+}
+
+/** A conversation was opened: catch up, then bring the members' devices in line if due. */
 export async function opened(convId) {
   if (!me) return;
   await pump(convId);
-  const st = status.get(convId);
-  if (!st || st.state !== 'partial') return;
-  if (Date.now() - (lastReconcile.get(convId) || 0) < 30_000) return;
-  lastReconcile.set(convId, Date.now());
-  await reconcile(convId).catch((e) => console.warn('e2ee reconcile', e));
+  await reconcileIfDue(convId);
 }
 
 /** Removes a member: the commit that removes their devices first, then the conversation's member. */
