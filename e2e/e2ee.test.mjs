@@ -38,7 +38,9 @@ const CAT = `cat_${suffix}`;
 const b64 = (text) => Buffer.from(text).toString('base64');
 writeFileSync(path.join(OUT, 'e2ee-plaintexts.json'), JSON.stringify({
   secret: [
-    '你好，鲍勃！这是加密的。', '收到了 ✓', '刷新之后还能读吗？', '新设备也能读', '新设备回复', '大家好', '我是猫', '猫走了以后', '像素.png',
+    '你好，鲍勃！这是加密的。', '收到了 ✓', '刷新之后还能读吗？', '新设备也能读', '新设备回复',
+    // What bob searches for (his browser also asks the server, which searches plain conversations only).
+    '刷新', '大家好', '我是猫', '猫走了以后', '像素.png',
     'hello from openmls 你好', 'hello from ts-mls 浏览器', 'made in the browser 你好', 'openmls joined 加入了',
   ].map(b64).concat([PNG.toString('base64')]),
   visible: ['密友', '铁锈群', '浏览器群'].map(b64),
