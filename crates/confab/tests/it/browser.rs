@@ -131,7 +131,7 @@ async fn the_app_is_served_from_the_binary_under_a_strict_policy() {
     app.stop().await;
 }
 
-/// The app's pure delivery modules (reorder/dedup buffer, outbox) under
+/// The app's pure modules (reorder/dedup buffer, outbox, the MLS layer) under
 /// Node's test runner: e2e/unit/*.test.mjs.
 #[tokio::test]
 async fn the_apps_delivery_logic_passes_its_unit_tests() {
