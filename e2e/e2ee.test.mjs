@@ -286,6 +286,29 @@ test('encrypted conversations in the browser', { timeout: 180_000 }, async (t) =
     await send(c, '我是猫');
     await waitFor('ann reads cat', async () => (await texts(a)).includes('我是猫'), 20_000);
     await waitFor('bob reads cat', async () => (await texts(b)).includes('我是猫'), 20_000);
+    // Bob posts cat's ciphertext again as his own: the MLS signer (cat's
+    // leaf) is not the sender the server names (bob), so it is refused and
+    // says why, instead of reading as bob saying “我是猫”.
+    const replayed = await b.evaluate(async (title) => {
+      const s = JSON.parse(localStorage.getItem('confab.session'));
+      const headers = { Authorization: `Bearer ${s.access_token}`, 'Content-Type': 'application/json' };
+      const { conversations } = await (await fetch('/v1/conversations', { headers })).json();
+      const conv = conversations.find((x) => x.title === title);
+      const { messages: list } = await (await fetch(`/v1/conversations/${conv.id}/messages?limit=100`, { headers })).json();
+      const original = list.filter((m) => m.kind === 'encrypted' && m.body.mls === 'application' && m.sender_id !== s.user.id).pop();
+      const res = await fetch(`/v1/conversations/${conv.id}/messages`, {
+        method: 'POST', headers,
+        body: JSON.stringify({ client_msg_id: crypto.randomUUID(), kind: 'encrypted', body: { ciphertext: original.body.ciphertext, mls: 'application', epoch: original.body.epoch } }),
+      });
+      return { status: res.status, seq: (await res.json()).seq };
+    }, '密友');
+    assert.equal(replayed.status, 201, 'the server cannot tell (it stores it)');
+    await waitFor('ann refuses the replayed message', async () => {
+      const el = a.locator(`${tid('message')}[data-seq="${replayed.seq}"] ${tid('message-undecrypted')}`);
+      return (await el.count()) === 1 && (await el.getAttribute('data-state')) === 'failed'
+        && /the server says user/.test(await el.textContent());
+    }, 20_000);
+    assert.equal((await texts(a)).filter((x) => x === '我是猫').length, 1, 'cat’s message reads once, from cat');
     await c.locator(tid('attach-input')).setInputFiles({ name: 'cat.png', mimeType: 'image/png', buffer: PNG });
     await c.locator(tid('image-send')).click();
     for (const page of [a, b]) {

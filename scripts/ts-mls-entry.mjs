@@ -12,6 +12,7 @@ export { createCommit } from 'ts-mls/createCommit.js';
 export { createApplicationMessage } from 'ts-mls/createMessage.js';
 export { processMessage } from 'ts-mls/processMessages.js';
 export { encodeMlsMessage, decodeMlsMessage } from 'ts-mls/message.js';
+export { decryptSenderData } from 'ts-mls/privateMessage.js';
 export { getCiphersuiteImpl } from 'ts-mls/crypto/getCiphersuiteImpl.js';
 export { getCiphersuiteFromName, ciphersuites } from 'ts-mls/crypto/ciphersuite.js';
 export { defaultCapabilities } from 'ts-mls/defaultCapabilities.js';

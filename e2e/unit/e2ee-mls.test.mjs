@@ -64,14 +64,19 @@ test('a KeyPackage names the device and carries its key; a group of three; remov
 
   const hello = await mls.encrypt(a, mls.utf8('你好'));
   a = hello.state;
-  const got = await mls.process(b, hello.ciphertext);
+  // Another user's message passed off as one's own is refused before it is processed.
+  await assert.rejects(mls.process(b, hello.ciphertext, 3), /signed by user 1, but the server says user 3/);
+  const got = await mls.process(b, hello.ciphertext, 1);
   b = got.state;
   assert.equal(got.kind, 'application');
   assert.equal(mls.fromUtf8(got.bytes), '你好');
+  assert.deepEqual(got.sender, { leafIndex: 0, userId: 1, deviceId: 10 });
 
   const rm = await mls.commit(b, { remove: [2] });
   b = rm.state;
-  a = (await mls.process(a, rm.commit)).state;
+  const seen = await mls.process(a, rm.commit, 2);
+  assert.deepEqual([seen.kind, seen.sender.userId, seen.sender.deviceId], ['handshake', 2, 20]);
+  a = seen.state;
   cat = (await mls.process(cat, rm.commit)).state;
   assert.ok(mls.isRemoved(cat));
   const after = await mls.encrypt(a, mls.utf8('猫看不到'));

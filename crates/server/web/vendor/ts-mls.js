@@ -5839,6 +5839,7 @@ export {
   decodeGroupState,
   decodeKeyPackage,
   decodeMlsMessage,
+  decryptSenderData,
   defaultCapabilities,
   defaultClientConfig,
   defaultLifetime,

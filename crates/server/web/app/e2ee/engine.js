@@ -311,7 +311,9 @@ async function apply(convId, g, m, extra) {
   const epoch = mls.epochOf(g.state);
   if (b.mls === 'commit' && Number(b.epoch) !== epoch) return { hidden: true }; // not for this epoch (e.g. the one that added me)
   try {
-    const out = await mls.process(g.state, b.ciphertext);
+    // The signer must be who the server says sent it: a member cannot
+    // replay or pass off another member's message (docs/protocol.md).
+    const out = await mls.process(g.state, b.ciphertext, m.sender_id);
     g.state = out.state;
     if (mls.isRemoved(g.state)) g.removed = true;
     if (out.kind !== 'application') return { hidden: true };

@@ -218,18 +218,61 @@ export async function encrypt(state, bytes) {
 }
 
 /**
- * Processes one message of the group: {state, kind: 'application', bytes}
- * or {state, kind: 'handshake'}. Throws when it cannot be processed.
+ * The leaf that sent a group message, as the message itself says (the
+ * sender data of a PrivateMessage, decrypted with the epoch's secret; the
+ * sender of a PublicMessage), and that leaf's identity in the tree of that
+ * epoch: {leafIndex, userId, deviceId} (ids null for a foreign
+ * credential). ts-mls verifies the signature against this same leaf when
+ * it processes the message, so once that succeeds this is who signed it.
  */
-export async function process(state, wire) {
+async function senderOf(state, msg, cs) {
+  let leafIndex;
+  let tree = state.ratchetTree;
+  if (msg.wireformat === 'mls_public_message') {
+    const sender = msg.publicMessage.content.sender;
+    if (sender.senderType !== 'member') throw new Error(`a ${sender.senderType} sender is not accepted`);
+    leafIndex = sender.leafIndex;
+  } else {
+    const pm = msg.privateMessage;
+    let secret = state.keySchedule.senderDataSecret;
+    if (pm.epoch < state.groupContext.epoch) {
+      const old = state.historicalReceiverData.get(pm.epoch);
+      if (!old) throw new Error('the message is from an epoch this device no longer has keys for');
+      secret = old.senderDataSecret;
+      tree = old.ratchetTree;
+    }
+    const data = await M.decryptSenderData(pm, secret, cs);
+    if (!data) throw new Error('the sender data cannot be read');
+    leafIndex = data.leafIndex;
+  }
+  const node = tree[leafIndex * 2];
+  if (!node || node.nodeType !== 'leaf') throw new Error('the sender is not a member of the group');
+  const id = parseIdentity(node.leaf.credential);
+  return { leafIndex, userId: id ? id.userId : null, deviceId: id ? id.deviceId : null };
+}
+
+/**
+ * Processes one message of the group: {state, kind: 'application', bytes,
+ * sender} or {state, kind: 'handshake', sender}, where `sender` is
+ * {leafIndex, userId, deviceId} of the signer. With `senderId` (the user
+ * the server says sent it), a message from another user's leaf is refused
+ * before anything else (a replayed or passed-off message). Throws when it
+ * cannot be processed.
+ */
+export async function process(state, wire, senderId = null) {
   const cs = await impl();
   const msg = decodeMessage(wire);
   if (msg.wireformat !== 'mls_private_message' && msg.wireformat !== 'mls_public_message') {
     throw new Error(`unexpected ${msg.wireformat}`);
   }
+  const sender = await senderOf(state, msg, cs);
+  if (senderId != null && sender.userId !== senderId) {
+    const who = sender.userId == null ? 'a device with a foreign identity' : `user ${sender.userId}`;
+    throw new Error(`signed by ${who}, but the server says user ${senderId} sent it`);
+  }
   const out = await M.processMessage(msg, state, M.emptyPskIndex, M.acceptAll, cs);
-  if (out.kind === 'applicationMessage') return { state: out.newState, kind: 'application', bytes: out.message };
-  return { state: out.newState, kind: 'handshake' };
+  if (out.kind === 'applicationMessage') return { state: out.newState, kind: 'application', bytes: out.message, sender };
+  return { state: out.newState, kind: 'handshake', sender };
 }
 
 /** Whether this state was removed from its group by a commit it processed. */
