@@ -281,15 +281,12 @@ async function apply(convId, g, m, extra) {
     return { hidden: true };
   }
   const mineWelcome = b.welcome && Array.isArray(b.welcome_devices) && b.welcome_devices.includes(me.deviceId);
-  if (mineWelcome && g.state && (g.removed || (g.creator && mls.epochOf(g.state) === 0))) {
-    // Added back after a removal, or two devices made the group at once and
-    // the other's first commit won: drop mine (it never had a member) and join theirs.
-    g.state = null;
-    g.creator = false;
-    g.removed = false;
-  }
-  if (!g.state) {
-    if (!mineWelcome) return b.mls === 'application' ? { before: true } : { hidden: true };
+  // A Welcome replaces a state only when there is none, or when this device
+  // was removed (added back), or made the group at the same time as
+  // another device whose first commit won (mine never had a member). It is
+  // opened first: one this device cannot open leaves the group as it was.
+  const replaceable = !g.state || g.removed || (g.creator && mls.epochOf(g.state) === 0);
+  if (mineWelcome && replaceable) {
     try {
       const { welcome, refs } = mls.welcomeRefs(b.welcome);
       let stored = null;
@@ -297,16 +294,24 @@ async function apply(convId, g, m, extra) {
         stored = await db.get('packages', ref);
         if (stored) break;
       }
-      if (!stored) return { hidden: true, note: 'a Welcome for none of this device’s KeyPackages' };
-      g.state = await mls.join(welcome, stored);
+      if (!stored) {
+        if (g.state) return { hidden: true, note: 'a Welcome for none of this device’s KeyPackages' };
+        return { error: 'An invitation to this encrypted conversation was for none of this device’s keys, so it cannot be opened here.' };
+      }
+      const joined = await mls.join(welcome, stored);
+      if (mls.fromUtf8(joined.groupContext.groupId) !== mls.groupIdOf(convId)) throw new Error('it is for another conversation');
+      g.state = joined;
+      g.creator = false;
+      g.removed = false;
       g.joinedSeq = m.seq;
       if (!stored.lastResort) extra.push((s) => s.packages.delete(stored.ref));
       refillKeyPackages().catch(() => {});
       return { hidden: true };
     } catch (e) {
-      return { error: `The invitation to this encrypted conversation could not be opened (${e.message}).` };
+      return { error: `An invitation to this encrypted conversation could not be opened (${e.message || e}); ${g.state ? 'the keys this device had are kept' : 'this device still waits for one'}.` };
     }
   }
+  if (!g.state) return b.mls === 'application' ? { before: true } : { hidden: true };
   if (g.removed) return { error: 'This device had been removed from the encrypted conversation when this was sent.' };
   const epoch = mls.epochOf(g.state);
   if (b.mls === 'commit' && Number(b.epoch) !== epoch) return { hidden: true }; // not for this epoch (e.g. the one that added me)
