@@ -4,7 +4,7 @@
 // CONFAB_CLI names the binary (the Rust test passes its own build).
 
 import { execFile } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import { tmpdir } from 'node:os';
 import { BASE, PASSWORD } from './helpers.mjs';
@@ -46,9 +46,26 @@ export const cli = {
       },
       /** The decrypted texts of a conversation, oldest first (joining by Welcome when one is there). */
       async history(convId) {
+        return (await this.messages(convId)).filter((m) => m.content.kind === 'text').map((m) => m.content.body.text);
+      },
+      /** The decrypted messages of a conversation: [{seq, sender_id, ts, content: {type: 'message', kind, body}}]. */
+      async messages(convId) {
         const out = await run(['e2ee', 'history', String(convId), '--json'], env);
-        return jsonLines(out).filter((m) => m.content && m.content.type === 'message' && m.content.kind === 'text')
-          .map((m) => m.content.body.text);
+        return jsonLines(out).filter((m) => m.content && m.content.type === 'message');
+      },
+      /** Encrypts and sends a file as an image. */
+      sendImage(convId, file) {
+        return run(['e2ee', 'send-file', String(convId), file, '--image'], env);
+      },
+      /** The decrypted bytes of message `seq`'s attachment. */
+      async download(convId, seq) {
+        const out = path.join(dir, `download-${seq}`);
+        await run(['e2ee', 'download', String(convId), String(seq), out], env);
+        return readFileSync(out);
+      },
+      /** This device's safety number. */
+      async safetyNumber() {
+        return (await run(['e2ee', 'safety-number'], env)).trim();
       },
     };
   },

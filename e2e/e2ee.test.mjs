@@ -42,8 +42,10 @@ writeFileSync(path.join(OUT, 'e2ee-plaintexts.json'), JSON.stringify({
     // What bob searches for (his browser also asks the server, which searches plain conversations only).
     '刷新', '大家好', '我是猫', '猫走了以后', '像素.png',
     'hello from openmls 你好', 'hello from ts-mls 浏览器', 'made in the browser 你好', 'openmls joined 加入了',
+    'from-browser.png', 'from-rust.png',
   ].map(b64).concat([PNG.toString('base64')]),
   visible: ['密友', '铁锈群', '浏览器群'].map(b64),
+  // (the PNG above is also sent by the CLI as from-rust.png, a name the server does not see either)
 }));
 
 let browser;
@@ -367,5 +369,34 @@ async function interop(a) {
   await waitFor('the Rust client joins and decrypts', async () => (await rust.history(convId)).includes('made in the browser 你好'), 30_000);
   await rust.send(convId, 'openmls joined 加入了');
   await waitFor('ann decrypts the Rust client in her group', async () => (await texts(a)).includes('openmls joined 加入了'), 30_000);
+
+  // Encrypted attachments both ways (AES-256-GCM, the key inside MLS).
+  await a.locator(tid('attach-input')).setInputFiles({ name: 'from-browser.png', mimeType: 'image/png', buffer: PNG });
+  await a.locator(tid('image-send')).click();
+  const image = await waitFor('the Rust client sees the browser\'s image', async () => (await rust.messages(convId))
+    .find((m) => m.content.kind === 'image' && m.content.body.name === 'from-browser.png'), 30_000);
+  assert.deepEqual(await rust.download(convId, image.seq), PNG, 'the Rust client decrypts the browser\'s attachment byte for byte');
+  const file = path.join(OUT, 'from-rust.png');
+  writeFileSync(file, PNG);
+  await rust.sendImage(convId, file);
+  await waitFor('ann decrypts the Rust client\'s image', async () => {
+    const imgs = a.locator(tid('message-image'));
+    const n = await imgs.count();
+    for (let i = 0; i < n; i++) {
+      const ok = await imgs.nth(i).evaluate((el) => el.complete && el.naturalWidth === 24 && el.src.startsWith('blob:'));
+      if (!ok) return false;
+    }
+    return n === 2;
+  }, 30_000);
+
+  // The same safety number for the Rust device in the browser and in the CLI.
+  const rustNumber = await rust.safetyNumber();
+  assert.match(rustNumber, /^\d{5}( \d{5}){5}$/);
+  await a.locator(tid('safety-numbers')).click();
+  await waitFor('the Rust device in ann\'s safety numbers', async () => {
+    const numbers = await a.$$eval(tid('safety-number'), (els) => els.map((el) => el.textContent));
+    return numbers.length === 2 && numbers.includes(rustNumber);
+  });
+  await a.keyboard.press('Escape');
   await shot(a, 'e2ee-05-interop');
 }

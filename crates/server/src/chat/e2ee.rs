@@ -78,21 +78,36 @@ pub fn check_key_package(
 }
 
 /// A KeyPackage, bare or in an `MLSMessage`, with nothing left over.
+///
+/// The header says which to try first: an `MLSMessage` holding a
+/// KeyPackage starts with version `00 01` and wire format `00 05`
+/// (`mls_key_package`), a bare one with version `00 01` and its
+/// ciphersuite (`00 01` for any we accept). Trying the bare form first is
+/// not enough: now and then (about one package in a thousand) the bytes
+/// of a wrapped package also read as a whole, nonsensical bare one, which
+/// then fails its signature check.
 fn parse(bytes: &[u8]) -> Option<KeyPackageIn> {
-    let mut rest = bytes;
-    if let Ok(kp) = KeyPackageIn::tls_deserialize(&mut rest) {
-        if rest.is_empty() {
-            return Some(kp);
+    let bare = || {
+        let mut rest = bytes;
+        KeyPackageIn::tls_deserialize(&mut rest)
+            .ok()
+            .filter(|_| rest.is_empty())
+    };
+    let wrapped = || {
+        let mut rest = bytes;
+        let msg = MlsMessageIn::tls_deserialize(&mut rest).ok()?;
+        if !rest.is_empty() {
+            return None;
         }
-    }
-    let mut rest = bytes;
-    let msg = MlsMessageIn::tls_deserialize(&mut rest).ok()?;
-    if !rest.is_empty() {
-        return None;
-    }
-    match msg.extract() {
-        MlsMessageBodyIn::KeyPackage(kp) => Some(kp),
-        _ => None,
+        match msg.extract() {
+            MlsMessageBodyIn::KeyPackage(kp) => Some(kp),
+            _ => None,
+        }
+    };
+    if bytes.get(2..4) == Some(&[0, 5]) {
+        wrapped().or_else(bare)
+    } else {
+        bare().or_else(wrapped)
     }
 }
 
@@ -145,4 +160,39 @@ pub async fn refuse_plain_change(
         ));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A KeyPackage made by the browser app (ts-mls) and sent in an
+    /// `MLSMessage`, whose bytes also read as one whole (nonsensical) bare
+    /// KeyPackage: one of 900 uploaded from Chromium, refused with "the leaf
+    /// node signature is not valid" while `parse` tried the bare form first.
+    const AMBIGUOUS: &str = concat!(
+        "AAEABQABAAEgqYMxkKEPmt2wKGLX6/oAHc4kaB+QO3YzHUWnqB89hQkg0qYoD4y+dAypbiK1ksns",
+        "v0XiGDA8ivGWrxF9G+saQhoggQh88IH5XueWvXBxQa86MiOF1pCLgdVJkJU6BXNbm5MAAQUyMDo0",
+        "NAIAASgAAQACAAMABAAFAAYABwBNAE4ATwBQAFEAUgBTAFQAVQBWAFcAWHp6BAoKGhoECgqqqgYA",
+        "AQACGhoBAAAAAGsSwk8AAAAAa4A83wBAQKRV3he/Ce5sm/xYSKD1clArjQrFj+2C+UrJewloo0Yt",
+        "/S4kRuCk3U9K/wUAzfw676tY2itUQwJ7Z/15yoh9nQMAQEBSobvdPgKGtWV2Rd8c9mJjj4Rc1zRd",
+        "jeUBsuJkT4wS2zsPgxeyLPHKlC+1A4YAebAUQltjdcIAYYBzEzlhPFsF",
+    );
+
+    #[test]
+    fn a_wrapped_key_package_that_also_reads_as_a_bare_one_is_read_as_wrapped() {
+        let bytes = B64.decode(AMBIGUOUS).expect("base64");
+        // The trap: read bare, every byte is used up.
+        let mut rest = &bytes[..];
+        assert!(KeyPackageIn::tls_deserialize(&mut rest).is_ok() && rest.is_empty());
+        let kp = parse(&bytes).expect("a key package");
+        let again = tls_codec::Serialize::tls_serialize_detached(&kp).expect("encode");
+        assert_eq!(again, bytes[4..], "the package inside the MLSMessage");
+        // A bare package still reads as itself.
+        let bare = parse(&bytes[4..]).expect("bare");
+        assert_eq!(
+            tls_codec::Serialize::tls_serialize_detached(&bare).expect("encode"),
+            bytes[4..]
+        );
+    }
 }

@@ -71,8 +71,17 @@ export async function start(userId, deviceId, onChange, onNotice) {
     await db.put('devices', deviceId, key);
   }
   me = { userId, deviceId, key };
-  refillKeyPackages().catch((e) => console.warn('KeyPackage refill failed', e));
+  refillSoon();
   return true;
+}
+
+/** Refills now, and again a little later should it fail (a device without KeyPackages cannot be added). */
+function refillSoon(attempt = 0) {
+  const who = me;
+  refillKeyPackages().catch((e) => {
+    console.warn('KeyPackage refill failed', e);
+    if (attempt < 5) setTimeout(() => { if (me === who) refillSoon(attempt + 1); }, 5000 * 2 ** attempt);
+  });
 }
 
 /** This device signs out: its keys, group states and decrypted history are deleted. */
@@ -305,7 +314,7 @@ async function apply(convId, g, m, extra) {
       g.removed = false;
       g.joinedSeq = m.seq;
       if (!stored.lastResort) extra.push((s) => s.packages.delete(stored.ref));
-      refillKeyPackages().catch(() => {});
+      refillSoon();
       return { hidden: true };
     } catch (e) {
       return { error: `An invitation to this encrypted conversation could not be opened (${e.message || e}); ${g.state ? 'the keys this device had are kept' : 'this device still waits for one'}.` };
