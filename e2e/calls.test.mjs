@@ -7,8 +7,9 @@
 // and a server with the wrong TURN secret shows a clear message.
 //
 // Run by crates/confab/tests/it/browser.rs, which starts coturn and two
-// servers: CONFAB_URL (right secret, 3 s ring timeout) and CONFAB_URL_BAD
-// (wrong secret).
+// servers: CONFAB_URL (right secret; an 8 s ring timeout, long enough for a
+// loaded CI machine to click accept, short enough for the missed-call step)
+// and CONFAB_URL_BAD (wrong secret).
 
 import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -195,6 +196,10 @@ test('calls in the browser', { timeout: 150_000 }, async (t) => {
     await a.locator(tid('group-members')).fill(`${BOB} ${CARL}`);
     await a.locator(tid('group-create')).click();
     await waitFor('the group opens', async () => (await a.locator(tid('conversation-title')).textContent()) === GROUP);
+    // Ring only once both members have the group in their lists.
+    for (const p of [b1, c]) {
+      await p.locator(tid('conversation-item')).filter({ hasText: GROUP }).waitFor({ timeout: TIMEOUT });
+    }
     await a.locator(tid('call-video')).click();
     await b1.locator(tid('call-incoming')).waitFor({ timeout: TIMEOUT });
     await b1.locator(tid('call-accept')).click();
@@ -222,6 +227,8 @@ test('calls in the browser', { timeout: 150_000 }, async (t) => {
       await closeCall(p);
       await p.evaluate(() => localStorage.setItem('confab.iceTransportPolicy', 'relay'));
     }
+    // A call with bob alone (the group from the step before is still open).
+    await openChat(a, BOB);
     await a.locator(tid('call-video')).click();
     await b1.locator(tid('call-incoming')).waitFor({ timeout: TIMEOUT });
     await b1.locator(tid('call-accept')).click();

@@ -10,7 +10,9 @@ import { chromium } from 'playwright-core';
 
 export const BASE = (process.env.CONFAB_URL || 'http://127.0.0.1:18080').replace(/\/$/, '');
 export const OUT = process.env.E2E_OUT || path.join(tmpdir(), 'confab-e2e');
-export const TIMEOUT = 10_000;
+// Generous: a CI machine with two cores runs these beside the rest of the
+// suite (clusters, a 2,000-member fan-out); a wait only ends early on success.
+export const TIMEOUT = 20_000;
 export const PASSWORD = 'correct horse battery';
 
 mkdirSync(OUT, { recursive: true });

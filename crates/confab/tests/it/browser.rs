@@ -338,7 +338,7 @@ async fn people_call_in_real_browsers() {
             c.calls.turn_urls = vec![url];
             c.calls.turn_secret = Some(confab_server::config::Secret::new(secret));
             c.calls.turn_ttl_s = 600;
-            c.chat.call_ring_timeout_s = 3;
+            c.chat.call_ring_timeout_s = 8;
         }
     };
     let app = spawn_app_with(with_turn("e2e-turn-secret", turn_url.clone())).await;

@@ -320,7 +320,9 @@ export function createCalls() {
   }
 
   function end(message) {
-    if (!call) return;
+    // Once ended, the reason shown stays: a late hang-up from the other
+    // side (which may have ended for the same reason) does not replace it.
+    if (!call || call.state === 'ended') return;
     if (call.stopRing) call.stopRing();
     for (const p of peers()) if (p.pc) p.pc.close();
     if (call.local) for (const t of call.local.getTracks()) t.stop();
