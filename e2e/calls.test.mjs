@@ -233,9 +233,15 @@ test('calls in the browser', { timeout: 150_000 }, async (t) => {
     await b1.locator(tid('call-incoming')).waitFor({ timeout: TIMEOUT });
     await b1.locator(tid('call-accept')).click();
     await waitState(a, 'connected', 'ann', 20_000);
-    const sa = await mediaFlows(a, 'ann (relay)');
-    const sb = await mediaFlows(b1, 'bob (relay)');
-    assert.ok(sa.relay && sb.relay, `both use a relay candidate: ${JSON.stringify([sa, sb])}`);
+    await mediaFlows(a, 'ann (relay)');
+    await mediaFlows(b1, 'bob (relay)');
+    // The answering side may report its pair as nominated a moment after
+    // media flows: wait for both sides' succeeded, nominated pair.
+    let last;
+    await waitFor('both sides on a relay candidate', async () => {
+      last = [await stats(a), await stats(b1)];
+      return last.every((s) => s.relay);
+    }).catch((e) => { throw new Error(`${e.message}: ${JSON.stringify(last)}`); });
     await a.locator(tid('call-hangup')).click();
     await waitState(b1, 'ended', 'bob');
   });
