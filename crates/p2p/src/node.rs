@@ -1193,8 +1193,15 @@ impl Loop {
                     .with(Protocol::P2p(peer)),
             );
         }
+        // A dial of rendezvous-found addresses may hang on a stale one:
+        // dial beside it rather than wait.
+        let condition = if self.rdv.found_dial_pending(&peer) {
+            PeerCondition::Disconnected
+        } else {
+            PeerCondition::DisconnectedAndNotDialing
+        };
         let opts = DialOpts::peer_id(peer)
-            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .condition(condition)
             .addresses(addrs)
             .extend_addresses_through_behaviour()
             .build();
@@ -1628,8 +1635,19 @@ impl Loop {
             } => {
                 let relayed = endpoint.is_relayed() || is_relayed(endpoint.get_remote_address());
                 let first = !self.is_connected(&peer_id);
-                self.remote_addrs
-                    .insert(connection_id, endpoint.get_remote_address().clone());
+                let remote = match &endpoint {
+                    // An inbound circuit's remote address is a bare
+                    // `/p2p/<peer>`: name the path it came by (our
+                    // `…/p2p/<relay>/p2p-circuit` listen address), so a
+                    // relayed connection always shows `/p2p-circuit`.
+                    libp2p::core::ConnectedPoint::Listener { local_addr, .. }
+                        if relayed && !is_relayed(endpoint.get_remote_address()) =>
+                    {
+                        local_addr.clone().with(Protocol::P2p(peer_id))
+                    }
+                    _ => endpoint.get_remote_address().clone(),
+                };
+                self.remote_addrs.insert(connection_id, remote.clone());
                 let conns = self.connections.entry(peer_id).or_default();
                 conns.insert(connection_id, relayed);
                 if conns.values().any(|r| *r) && conns.values().any(|r| !*r) {
@@ -1654,7 +1672,7 @@ impl Loop {
                     self.emit(Event::Connected {
                         peer: peer_id.to_base58(),
                         path: path_name(relayed),
-                        addr: endpoint.get_remote_address().to_string(),
+                        addr: remote.to_string(),
                     });
                 }
                 self.flush_to(peer_id, true);

@@ -47,6 +47,10 @@ const RETRY_AFTER: Duration = Duration::from_secs(10);
 /// How often one contact is looked up at most.
 const LOOKUP_EVERY: Duration = Duration::from_secs(10);
 
+/// How long a dial of found addresses may hold up the regular redials
+/// (see [`State::found_dial_pending`]).
+const FOUND_DIAL_HOLD: Duration = Duration::from_secs(30);
+
 /// Most addresses taken from one registration.
 const MAX_FOUND_ADDRS: usize = 16;
 
@@ -153,6 +157,8 @@ pub(super) struct State {
     last_lookup: HashMap<PeerId, Instant>,
     /// Addresses found per contact (until the registration's TTL ends).
     found: HashMap<PeerId, (Vec<Multiaddr>, Instant)>,
+    /// When found addresses were last dialled, per contact.
+    found_dials: HashMap<PeerId, Instant>,
 }
 
 impl State {
@@ -173,6 +179,7 @@ impl State {
             wanted: HashMap::new(),
             last_lookup: HashMap::new(),
             found: HashMap::new(),
+            found_dials: HashMap::new(),
         }
     }
 
@@ -195,6 +202,17 @@ impl State {
             .filter(|(_, until)| Instant::now() < *until)
             .map(|(a, _)| a.clone())
             .unwrap_or_default()
+    }
+
+    /// Whether a dial of found addresses may still be pending. A found
+    /// address can be stale too (the contact restarted on another port and
+    /// has not registered again yet), and a dial to it can hang until the
+    /// transport gives up (a firewall drops the packets): the regular
+    /// redials (the circuit through our relay) must not wait for it.
+    pub(super) fn found_dial_pending(&self, contact: &PeerId) -> bool {
+        self.found_dials
+            .get(contact)
+            .is_some_and(|t| t.elapsed() < FOUND_DIAL_HOLD)
     }
 
     /// Contacts with addresses found.
@@ -405,6 +423,11 @@ impl Loop {
                     }
                     // A dial to stale addresses may still be hanging
                     // (a dropped SYN): dial these beside it.
+                    let now = Instant::now();
+                    self.rdv
+                        .found_dials
+                        .retain(|_, t| now.duration_since(*t) < FOUND_DIAL_HOLD);
+                    self.rdv.found_dials.insert(contact, now);
                     let opts = DialOpts::peer_id(contact)
                         .condition(PeerCondition::Disconnected)
                         .addresses(addrs)
