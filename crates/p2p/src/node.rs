@@ -29,6 +29,10 @@ use crate::mailbox::{challenge_bytes, MailboxRequest, MailboxResponse, MAILBOX_P
 use crate::store::{
     direct_conversation_id, Contact, FileRecord, SharedStore, Store, StoreError, StoredMessage,
 };
+mod rendezvous;
+
+pub use rendezvous::{RendezvousStatus, NAMESPACE_PREFIX as RENDEZVOUS_NAMESPACE_PREFIX};
+
 use crate::wire::{
     BytesCodec, FileChunk, FileRequest, MsgAck, SyncRequest, SyncResponse, WireError, FILE_CHUNK,
     FILE_PROTOCOL, MSG_PROTOCOL, SYNC_PROTOCOL,
@@ -49,6 +53,9 @@ pub struct NodeConfig {
     pub name: Option<String>,
     /// Largest envelope accepted.
     pub max_envelope_bytes: usize,
+    /// TTL asked for when registering at the relay's rendezvous point
+    /// (renewed after two thirds of it).
+    pub rendezvous_ttl: Duration,
 }
 
 impl NodeConfig {
@@ -61,6 +68,7 @@ impl NodeConfig {
             mdns: true,
             name: None,
             max_envelope_bytes: DEFAULT_MAX_ENVELOPE_BYTES,
+            rendezvous_ttl: rendezvous::DEFAULT_TTL,
         }
     }
 }
@@ -179,6 +187,27 @@ pub enum Event {
         /// Relay PeerId.
         relay: String,
     },
+    /// The relay's rendezvous point accepted our registration (first or
+    /// renewed).
+    RendezvousRegistered {
+        /// The rendezvous point's PeerId.
+        rendezvous: String,
+        /// `confab/<own PeerId>`.
+        namespace: String,
+        /// Granted TTL, seconds.
+        ttl_s: u64,
+        /// The addresses registered.
+        addrs: Vec<String>,
+    },
+    /// A contact was found at a rendezvous point (then it is dialled there).
+    RendezvousDiscovered {
+        /// The contact's PeerId.
+        peer: String,
+        /// The rendezvous point's PeerId.
+        rendezvous: String,
+        /// The addresses it registered.
+        addrs: Vec<String>,
+    },
 }
 
 /// A LAN peer found by mDNS.
@@ -228,6 +257,10 @@ pub struct ContactStatus {
     /// contains `/p2p-circuit`).
     #[serde(default)]
     pub connections: Vec<String>,
+    /// Addresses it registered at a rendezvous point, as last found
+    /// (until that registration's TTL ends).
+    #[serde(default)]
+    pub discovered: Vec<String>,
 }
 
 /// What `confab p2p status` shows.
@@ -245,6 +278,9 @@ pub struct Status {
     pub nat: String,
     /// Relay with an accepted reservation.
     pub reservation: Option<String>,
+    /// Registration at the relay's rendezvous point (none without `--relay`).
+    #[serde(default)]
+    pub rendezvous: Option<RendezvousStatus>,
     /// Counters.
     pub counters: Counters,
     /// Contacts.
@@ -263,6 +299,7 @@ struct Behaviour {
     sync: request_response::Behaviour<BytesCodec>,
     file: request_response::Behaviour<BytesCodec>,
     mailbox: request_response::Behaviour<BytesCodec>,
+    rendezvous: libp2p::rendezvous::client::Behaviour,
     candidates: crate::candidates::Candidates,
 }
 
@@ -271,7 +308,8 @@ enum Command {
     /// An ephemeral envelope for whichever of these peers are connected;
     /// replies how many it went to.
     Ephemeral(Vec<PeerId>, Vec<u8>, oneshot::Sender<usize>),
-    Dial(PeerId, Vec<Multiaddr>),
+    /// Dial a peer at these addresses (and the relay its link names).
+    Dial(PeerId, Vec<Multiaddr>, Option<Multiaddr>),
     Status(oneshot::Sender<Status>),
     Nearby(oneshot::Sender<Vec<NearbyPeer>>),
     Addrs(oneshot::Sender<Vec<Multiaddr>>),
@@ -438,6 +476,7 @@ impl Node {
             relay_peer,
             listen_addrs: Vec::new(),
             addrs_tx,
+            rdv: rendezvous::State::new(relay_peer, config.rendezvous_ttl),
         };
         tokio::spawn(state.run(cmd_rx, internal_rx));
         Ok(node)
@@ -493,14 +532,15 @@ impl Node {
                 .iter()
                 .filter_map(|a| a.parse().ok())
                 .collect();
-            self.command(Command::Dial(peer, addrs)).await?;
+            let relay = contact.relay.as_deref().and_then(|r| r.parse().ok());
+            self.command(Command::Dial(peer, addrs, relay)).await?;
         }
         Ok(())
     }
 
     /// Dials a peer at the given addresses.
     pub async fn dial(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<(), NodeError> {
-        self.command(Command::Dial(peer, addrs)).await
+        self.command(Command::Dial(peer, addrs, None)).await
     }
 
     /// Stores a text for a contact (name or PeerId), queues it and starts
@@ -824,6 +864,7 @@ fn build_swarm(key: &Keypair, name: &str, mdns_on: bool) -> Result<Swarm<Behavio
                     [(MAILBOX_PROTOCOL, ProtocolSupport::Outbound)],
                     rr_config,
                 ),
+                rendezvous: libp2p::rendezvous::client::Behaviour::new(key.clone()),
                 candidates: Default::default(),
             })
         })
@@ -868,6 +909,8 @@ struct Loop {
     relay_peer: Option<PeerId>,
     listen_addrs: Vec<Multiaddr>,
     addrs_tx: tokio::sync::watch::Sender<Vec<Multiaddr>>,
+    /// Registration at our relay's rendezvous point, lookups of contacts.
+    rdv: rendezvous::State,
 }
 
 /// How long an envelope waits for its recipient before it is left in the
@@ -1009,7 +1052,12 @@ impl Loop {
                 }
                 let _ = reply.send(sent);
             }
-            Command::Dial(peer, addrs) => self.dial(peer, addrs, true),
+            Command::Dial(peer, addrs, relay) => {
+                if let Some(relay) = relay {
+                    self.rdv.contact_relay(peer, relay);
+                }
+                self.dial(peer, addrs, true)
+            }
             Command::Status(reply) => {
                 let snapshot = self.status_base();
                 let paths: HashMap<String, String> = self
@@ -1017,6 +1065,17 @@ impl Loop {
                     .keys()
                     .filter_map(|p| Some((p.to_base58(), path_name(self.path_of(p)?))))
                     .collect();
+                let mut found: HashMap<String, Vec<String>> = HashMap::new();
+                for peer in self.rdv.found_peers() {
+                    found.insert(
+                        peer.to_base58(),
+                        self.rdv
+                            .found(&peer)
+                            .iter()
+                            .map(|a| a.to_string())
+                            .collect(),
+                    );
+                }
                 let mut remotes: HashMap<String, Vec<String>> = HashMap::new();
                 for (peer, conns) in &self.connections {
                     for id in conns.keys() {
@@ -1040,6 +1099,7 @@ impl Loop {
                                         .cloned()
                                         .unwrap_or_else(|| "offline".into()),
                                     connections: remotes.remove(&c.peer_id).unwrap_or_default(),
+                                    discovered: found.remove(&c.peer_id).unwrap_or_default(),
                                     peer_id: c.peer_id,
                                     name: c.name,
                                     pending,
@@ -1095,6 +1155,7 @@ impl Loop {
                 .collect(),
             nat: self.nat.clone(),
             reservation: self.reservation.clone(),
+            rendezvous: self.rdv.status(&self.me),
             counters: self.counters.clone(),
             contacts: Vec::new(),
         }
@@ -1104,6 +1165,7 @@ impl Loop {
         if peer == self.me || self.is_connected(&peer) {
             return;
         }
+        let redial = self.last_dial.contains_key(&peer);
         if !now
             && self
                 .last_dial
@@ -1116,6 +1178,11 @@ impl Loop {
         if let Some(found) = self.nearby.get(&peer) {
             addrs.extend(found.iter().cloned());
         }
+        // Not reachable at its known addresses (none, or tried before):
+        // ask the rendezvous points where it registered.
+        if addrs.is_empty() || redial {
+            self.lookup(peer);
+        }
         // Circuit dials only once our own reservation stands: dialing through
         // the relay earlier kept the reservation from being made.
         if let (Some(relay), Some(_)) = (&self.relay, &self.reservation) {
@@ -1126,8 +1193,15 @@ impl Loop {
                     .with(Protocol::P2p(peer)),
             );
         }
+        // A dial of rendezvous-found addresses may hang on a stale one:
+        // dial beside it rather than wait.
+        let condition = if self.rdv.found_dial_pending(&peer) {
+            PeerCondition::Disconnected
+        } else {
+            PeerCondition::DisconnectedAndNotDialing
+        };
         let opts = DialOpts::peer_id(peer)
-            .condition(PeerCondition::DisconnectedAndNotDialing)
+            .condition(condition)
             .addresses(addrs)
             .extend_addresses_through_behaviour()
             .build();
@@ -1140,6 +1214,7 @@ impl Loop {
     /// deliver to connected ones, fill gaps, resume downloads.
     fn on_tick(&mut self) {
         self.reserve();
+        self.rendezvous_tick();
         self.close_upgraded_relays();
         self.spawn(|store, tx| async move {
             let due = store
@@ -1284,6 +1359,9 @@ impl Loop {
                     let Ok(peer) = c.peer_id.parse::<PeerId>() else {
                         continue;
                     };
+                    if let Some(relay) = c.relay.as_deref().and_then(|r| r.parse().ok()) {
+                        self.rdv.contact_relay(peer, relay);
+                    }
                     if self.is_connected(&peer) {
                         self.flush_to(peer, false);
                     } else {
@@ -1557,8 +1635,19 @@ impl Loop {
             } => {
                 let relayed = endpoint.is_relayed() || is_relayed(endpoint.get_remote_address());
                 let first = !self.is_connected(&peer_id);
-                self.remote_addrs
-                    .insert(connection_id, endpoint.get_remote_address().clone());
+                let remote = match &endpoint {
+                    // An inbound circuit's remote address is a bare
+                    // `/p2p/<peer>`: name the path it came by (our
+                    // `…/p2p/<relay>/p2p-circuit` listen address), so a
+                    // relayed connection always shows `/p2p-circuit`.
+                    libp2p::core::ConnectedPoint::Listener { local_addr, .. }
+                        if relayed && !is_relayed(endpoint.get_remote_address()) =>
+                    {
+                        local_addr.clone().with(Protocol::P2p(peer_id))
+                    }
+                    _ => endpoint.get_remote_address().clone(),
+                };
+                self.remote_addrs.insert(connection_id, remote.clone());
                 let conns = self.connections.entry(peer_id).or_default();
                 conns.insert(connection_id, relayed);
                 if conns.values().any(|r| *r) && conns.values().any(|r| !*r) {
@@ -1569,14 +1658,21 @@ impl Loop {
                 if Some(peer_id) == self.relay_peer {
                     if first {
                         self.mailbox_challenge();
+                        self.rendezvous_connected(peer_id);
+                        self.rendezvous_tick();
                     }
+                    return;
+                }
+                if self.rdv.is_point(&peer_id) {
+                    // Another relay, dialled to look a contact up there.
+                    self.rendezvous_connected(peer_id);
                     return;
                 }
                 if first || !relayed {
                     self.emit(Event::Connected {
                         peer: peer_id.to_base58(),
                         path: path_name(relayed),
-                        addr: endpoint.get_remote_address().to_string(),
+                        addr: remote.to_string(),
                     });
                 }
                 self.flush_to(peer_id, true);
@@ -1598,12 +1694,22 @@ impl Loop {
                     self.upgraded.remove(&peer_id);
                     self.inflight_keys.retain(|(p, _)| *p != peer_id);
                     self.syncing.retain(|(p, _)| *p != peer_id);
-                    if Some(peer_id) != self.relay_peer {
+                    if Some(peer_id) == self.relay_peer {
+                        self.rendezvous_relay_lost();
+                    } else if !self.rdv.is_point(&peer_id) {
                         self.emit(Event::Disconnected {
                             peer: peer_id.to_base58(),
                         });
                     }
                 }
+            }
+            SwarmEvent::ExternalAddrConfirmed { .. } => self.rendezvous_tick(),
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer),
+                ..
+            } if Some(peer) != self.relay_peer && !self.rdv.is_point(&peer) => {
+                // Its known addresses failed: look it up.
+                self.lookup(peer);
             }
             SwarmEvent::Behaviour(ev) => self.on_behaviour(ev),
             _ => {}
@@ -1699,6 +1805,7 @@ impl Loop {
             BehaviourEvent::Sync(ev) => self.on_sync(ev),
             BehaviourEvent::File(ev) => self.on_file(ev),
             BehaviourEvent::Mailbox(ev) => self.on_mailbox(ev),
+            BehaviourEvent::Rendezvous(ev) => self.on_rendezvous(ev),
             _ => {}
         }
     }

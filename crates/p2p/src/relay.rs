@@ -47,6 +47,12 @@ pub struct RelayConfig {
     pub mailbox_ttl: Duration,
     /// Most envelopes held per recipient.
     pub mailbox_quota: u64,
+    /// Shortest registration TTL the rendezvous point grants (peers ask
+    /// for 2 h; shorter ones are refused with `InvalidTtl`).
+    pub rendezvous_min_ttl: Duration,
+    /// Most registrations one peer holds (a Confab peer needs one:
+    /// `confab/<its PeerId>`).
+    pub rendezvous_max_per_peer: usize,
 }
 
 impl RelayConfig {
@@ -62,6 +68,8 @@ impl RelayConfig {
             max_circuit_bytes: 64 * 1024 * 1024,
             mailbox_ttl: Duration::from_secs(14 * 24 * 3600),
             mailbox_quota: 10_000,
+            rendezvous_min_ttl: Duration::from_secs(rendezvous::MIN_TTL),
+            rendezvous_max_per_peer: 4,
         }
     }
 }
@@ -103,6 +111,8 @@ pub async fn start(
         ..Default::default()
     };
     let err = |e: &dyn std::fmt::Display| NodeError::Transport(e.to_string());
+    let rendezvous_min_ttl = config.rendezvous_min_ttl.as_secs();
+    let rendezvous_max_per_peer = config.rendezvous_max_per_peer;
     let mut swarm = libp2p::SwarmBuilder::with_existing_identity(key.clone())
         .with_tokio()
         .with_tcp(
@@ -126,7 +136,14 @@ pub async fn start(
                     ..Default::default()
                 },
             ),
-            rendezvous: rendezvous::server::Behaviour::new(rendezvous::server::Config::default()),
+            rendezvous: rendezvous::server::Behaviour::new(
+                rendezvous::server::Config::default()
+                    .with_min_ttl(rendezvous_min_ttl)
+                    .with_max_registration_per_peer(rendezvous_max_per_peer)
+                    // Registrations cost memory only; bound them with the
+                    // reservations they come with.
+                    .with_max_registration_total(4 * config.max_reservations.max(256)),
+            ),
             mailbox: request_response::Behaviour::with_codec(
                 BytesCodec {
                     max_request: 4 * DEFAULT_MAX_ENVELOPE_BYTES as u64,

@@ -204,3 +204,169 @@ async fn a_group_member_catches_up_from_another_member_not_the_sender() {
     b.shutdown().await;
     c.shutdown().await;
 }
+
+/// Waits for the first event `pick` accepts.
+async fn next_event<T>(
+    rx: &mut broadcast::Receiver<Event>,
+    what: &str,
+    pick: impl Fn(&Event) -> Option<T>,
+) -> T {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match rx.recv().await {
+                Ok(ev) => {
+                    if let Some(t) = pick(&ev) {
+                        return t;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => panic!("{what}: the node stopped"),
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("{what} did not happen"))
+}
+
+/// Bob moved: the address in ann's copy of his link is dead, and ann runs
+/// without a relay of her own. Bob registered at his relay's rendezvous
+/// point (renewing before his short TTL ends), and the link names that
+/// relay, so ann looks him up there and reaches him at what he registered.
+/// Without the lookup nothing reaches bob: ann has no relay, no mailbox,
+/// and the only address she has is dead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_contact_whose_address_is_stale_is_found_at_its_relays_rendezvous_point() {
+    use confab_p2p::relay::{self, RelayConfig};
+    let (dr, da, db) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let mut rc = RelayConfig::new(
+        dr.path().to_path_buf(),
+        vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")],
+    );
+    rc.rendezvous_min_ttl = Duration::from_secs(1);
+    let (stop_relay, stopped) = tokio::sync::oneshot::channel::<()>();
+    let relay = relay::start(rc, async move {
+        let _ = stopped.await;
+    })
+    .await
+    .expect("relay");
+    let relay_addr = relay.addrs[0].clone();
+
+    // Bob: a reservation on the relay, registered with a 3 s TTL.
+    let mut config = NodeConfig::new(db.path());
+    config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")];
+    config.mdns = false;
+    config.name = Some("bob".into());
+    config.relay = Some(relay_addr.clone());
+    config.rendezvous_ttl = Duration::from_secs(3);
+    let b = Node::start(config).await.expect("bob");
+    let mut b_events = b.events_from_start();
+    b.listening(WAIT).await.expect("listening");
+    let first = next_event(&mut b_events, "bob's registration", |ev| match ev {
+        Event::RendezvousRegistered {
+            addrs,
+            ttl_s,
+            namespace,
+            ..
+        } => Some((addrs.clone(), *ttl_s, namespace.clone())),
+        _ => None,
+    })
+    .await;
+    let registered_at = std::time::Instant::now();
+    assert_eq!(first.1, 3, "the TTL asked for");
+    assert_eq!(first.2, format!("confab/{}", b.peer_id()));
+    assert!(
+        first.0.iter().any(|a| a.contains("/p2p-circuit")),
+        "the relayed address is registered: {:?}",
+        first.0
+    );
+    let status = b.status().await.expect("status");
+    let rdv = status.rendezvous.expect("bob's rendezvous status");
+    assert_eq!(rdv.state, "registered", "{rdv:?}");
+    assert_eq!(rdv.point, relay.peer_id.to_base58());
+
+    // Past the first registration's TTL: only a renewal keeps bob findable.
+    next_event(&mut b_events, "bob's renewal", |ev| {
+        matches!(ev, Event::RendezvousRegistered { .. }).then_some(())
+    })
+    .await;
+    tokio::time::sleep(
+        Duration::from_secs(3).saturating_sub(registered_at.elapsed()) + Duration::from_millis(500),
+    )
+    .await;
+    assert!(
+        b.status()
+            .await
+            .expect("status")
+            .rendezvous
+            .expect("rdv")
+            .registrations
+            >= 2
+    );
+
+    // Ann: no relay; her copy of bob's link has a dead address and bob's relay.
+    let stale = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead = format!(
+        "/ip4/127.0.0.1/tcp/{}",
+        stale.local_addr().expect("addr").port()
+    );
+    drop(stale);
+    let a = start(da.path(), "ann").await;
+    let mut a_events = a.subscribe();
+    let mut b_msgs = b.subscribe();
+
+    a.add_contact(Contact {
+        peer_id: b.peer_id().to_base58(),
+        name: "bob".into(),
+        addrs: vec![dead],
+        relay: Some(relay_addr.to_string()),
+    })
+    .await
+    .expect("ann adds bob");
+    // Bob knows ann (envelopes come from contacts only), at no address.
+    b.add_contact(Contact {
+        peer_id: a.peer_id().to_base58(),
+        name: "ann".into(),
+        addrs: Vec::new(),
+        relay: None,
+    })
+    .await
+    .expect("bob adds ann");
+    let env = a.send_text("bob", "found you").await.expect("send");
+    let found = next_event(&mut a_events, "ann finding bob", |ev| match ev {
+        Event::RendezvousDiscovered { peer, addrs, .. } if *peer == b.peer_id().to_base58() => {
+            Some(addrs.clone())
+        }
+        _ => None,
+    })
+    .await;
+    let relayed = format!("/p2p/{}/p2p-circuit", relay.peer_id);
+    assert!(
+        found.iter().any(|f| f.contains(&relayed)),
+        "found {found:?}: bob's address through the relay"
+    );
+    next_message(&mut b_msgs, "found you").await;
+    assert!(a
+        .wait_delivered(
+            a.subscribe(),
+            &b.peer_id().to_base58(),
+            &env.client_msg_id,
+            WAIT
+        )
+        .await
+        .expect("wait"));
+    let status = a.status().await.expect("status");
+    assert!(status.rendezvous.is_none(), "ann registers nowhere");
+    let bob = status
+        .contacts
+        .iter()
+        .find(|c| c.name == "bob")
+        .expect("bob in ann's status");
+    assert_eq!(bob.discovered, found);
+    a.shutdown().await;
+    b.shutdown().await;
+    let _ = stop_relay.send(());
+}

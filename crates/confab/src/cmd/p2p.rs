@@ -772,6 +772,7 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
                     path: "offline".into(),
                     pending,
                     connections: Vec::new(),
+                    discovered: Vec::new(),
                 });
             }
             confab_p2p::node::Status {
@@ -781,6 +782,7 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
                 external_addrs: Vec::new(),
                 nat: "not running".into(),
                 reservation: None,
+                rendezvous: None,
                 counters: Default::default(),
                 contacts,
             }
@@ -802,6 +804,25 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
         "relay     {}",
         status.reservation.as_deref().unwrap_or("no reservation")
     );
+    match &status.rendezvous {
+        None => println!("rendezvous none (no relay)"),
+        Some(r) => {
+            let mut line = format!("rendezvous {} at {} as {}", r.state, r.point, r.namespace);
+            if let (Some(exp), Some(renew)) = (r.expires_in_s, r.renews_in_s) {
+                line.push_str(&format!(
+                    ", ttl {} s, expires in {exp} s, renews in {renew} s",
+                    r.ttl_s
+                ));
+            }
+            if let Some(e) = &r.error {
+                line.push_str(&format!(", last error {e}"));
+            }
+            println!("{line}");
+            for a in &r.addrs {
+                println!("  registered {a}");
+            }
+        }
+    }
     let c = &status.counters;
     println!(
         "delivered direct {} relayed {} mailbox {}; received {}; refused {}; hole punches {}/{}",
@@ -820,6 +841,9 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
         );
         for a in &c.connections {
             println!("  via     {a}");
+        }
+        for a in &c.discovered {
+            println!("  found   {a}");
         }
     }
     Ok(())
@@ -918,5 +942,17 @@ fn event_line(names: &HashMap<String, String>, ev: &Event) -> String {
         Event::Nat { status } => format!("nat {status}"),
         Event::Reservation { relay } => format!("reservation {relay}"),
         Event::MailboxFetched { count } => format!("mailbox {count} envelope(s)"),
+        Event::RendezvousRegistered {
+            rendezvous,
+            ttl_s,
+            addrs,
+            ..
+        } => format!(
+            "registered at {rendezvous} for {ttl_s} s: {}",
+            addrs.join(" ")
+        ),
+        Event::RendezvousDiscovered { peer, addrs, .. } => {
+            format!("found {} at {}", name(peer), addrs.join(" "))
+        }
     }
 }

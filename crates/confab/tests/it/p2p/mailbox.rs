@@ -2,6 +2,8 @@
 //! processes on 127.0.0.1): a peer whose contact is offline leaves the
 //! signed envelopes there; the server restarts (the mailbox survives);
 //! the contact comes back, proves its PeerId, and gets each message once.
+//! The peer with `--relay` also registers at the server's rendezvous point
+//! (`status --json` shows it).
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -120,6 +122,22 @@ fn an_offline_peer_gets_its_messages_from_the_mailbox_exactly_once() {
             "{metrics}"
         );
     }
+    // And ann registered at its rendezvous point, relayed address included.
+    let reg = a.wait_for("the rendezvous registration", |v| {
+        v["event"] == "rendezvous_registered"
+    });
+    assert_eq!(reg["namespace"], format!("confab/{ida}"));
+    let live = cli(&["status"], &da).remove(0);
+    let rdv = &live["rendezvous"];
+    assert_eq!(rdv["state"], "registered", "{live}");
+    assert_eq!(rdv["point"], a2["relay"], "{live}");
+    assert!(rdv["registrations"].as_u64() >= Some(1), "{live}");
+    assert!(
+        rdv["addrs"].as_array().is_some_and(|a| a
+            .iter()
+            .any(|x| x.as_str().is_some_and(|x| x.contains("/p2p-circuit")))),
+        "{live}"
+    );
     a.kill9();
     let status = cli(&["status"], &da).remove(0);
     assert_eq!(
