@@ -84,6 +84,9 @@ pub struct App {
     pub(crate) quit: bool,
     /// Whether the conversation list arrived at least once.
     pub(crate) list_loaded: bool,
+    /// The ticket of the latest `/dm` or `/group`: only its answer selects
+    /// the conversation (an earlier one answered late must not take over).
+    pub(crate) open_ticket: u64,
     /// Whether the connection finished a sync at least once.
     pub(crate) synced_once: bool,
     /// Where the last frame put things the mouse can click.
@@ -129,6 +132,7 @@ impl App {
             bells: 0,
             quit: false,
             list_loaded: false,
+            open_ticket: 0,
             synced_once: false,
             clickable: RefCell::new(Clickable::default()),
         }

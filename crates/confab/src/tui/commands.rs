@@ -66,6 +66,8 @@ pub enum Command {
     OpenDirect {
         /// Username.
         username: String,
+        /// Echoed in [`AppEvent::Opened`].
+        ticket: u64,
     },
     /// Create a group with these members ([`AppEvent::Opened`]).
     CreateGroup {
@@ -73,6 +75,8 @@ pub enum Command {
         title: String,
         /// Members' usernames.
         usernames: Vec<String>,
+        /// Echoed in [`AppEvent::Opened`].
+        ticket: u64,
     },
     /// Add a user to a group ([`AppEvent::Notice`]).
     AddMember {
@@ -145,8 +149,9 @@ pub enum AppEvent {
     Friends(Vec<Friend>),
     /// Incoming friend requests.
     FriendRequests(Vec<FriendRequest>),
-    /// A conversation to show and select (after `/dm` or `/group`).
-    Opened(Conversation),
+    /// A conversation to show, and to select if its ticket is the latest
+    /// `/dm` or `/group` (after `/dm` or `/group`).
+    Opened(Conversation, u64),
     /// A conversation changed (e.g. muted).
     ConversationChanged(Conversation),
     /// I left a conversation.

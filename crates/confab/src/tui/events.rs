@@ -60,12 +60,16 @@ impl App {
                 }
                 self.friend_requests = list;
             }
-            AppEvent::Opened(conv) => {
+            AppEvent::Opened(conv, ticket) => {
                 let id = conv.id;
                 self.upsert(conv, &mut out);
                 self.sort_chats();
-                self.select(id, &mut out);
-                self.focus = Focus::Input;
+                // `/dm a` then `/dm b`: b's answer may come first; a's,
+                // arriving later, adds a to the list but leaves b open.
+                if ticket == self.open_ticket {
+                    self.select(id, &mut out);
+                    self.focus = Focus::Input;
+                }
             }
             AppEvent::ConversationChanged(conv) => {
                 self.upsert(conv, &mut out);

@@ -206,15 +206,23 @@ impl App {
             .filter(|_| self.selected().is_some_and(|c| !c.is_direct()));
         let usage = |u: &str| Some(format!("usage: {u}"));
         match (name, args.as_slice()) {
-            ("dm" | "msg", [user]) => out.push(Command::OpenDirect {
-                username: user.clone(),
-            }),
+            ("dm" | "msg", [user]) => {
+                self.open_ticket += 1;
+                out.push(Command::OpenDirect {
+                    username: user.clone(),
+                    ticket: self.open_ticket,
+                });
+            }
             ("dm" | "msg", _) => self.notice = usage("/dm USER"),
             ("group", _) => match split_title(rest) {
-                Some((title, users)) if !users.is_empty() => out.push(Command::CreateGroup {
-                    title,
-                    usernames: users,
-                }),
+                Some((title, users)) if !users.is_empty() => {
+                    self.open_ticket += 1;
+                    out.push(Command::CreateGroup {
+                        title,
+                        usernames: users,
+                        ticket: self.open_ticket,
+                    });
+                }
                 _ => self.notice = usage("/group TITLE USER..."),
             },
             ("add" | "kick", users) if !users.is_empty() => match group {

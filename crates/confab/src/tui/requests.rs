@@ -95,18 +95,23 @@ async fn http_command_inner(client: &Client, cmd: Command) -> Result<Vec<AppEven
                 .await
                 .map_err(err)?,
         )],
-        Command::OpenDirect { username } => {
+        Command::OpenDirect { username, ticket } => {
             let user = find_user(client, &username).await?;
             let conv = client.direct_conversation(user.id).await.map_err(err)?;
-            vec![AppEvent::User(user), AppEvent::Opened(conv)]
+            vec![AppEvent::User(user), AppEvent::Opened(conv, ticket)]
         }
-        Command::CreateGroup { title, usernames } => {
+        Command::CreateGroup {
+            title,
+            usernames,
+            ticket,
+        } => {
             let mut ids = Vec::new();
             for name in &usernames {
                 ids.push(find_user(client, name).await?.id);
             }
             vec![AppEvent::Opened(
                 client.create_group(&title, &ids).await.map_err(err)?,
+                ticket,
             )]
         }
         Command::AddMember {

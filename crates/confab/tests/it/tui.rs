@@ -525,8 +525,31 @@ fn slash_command_mistakes_say_what_to_do() {
         cmds,
         vec![Command::CreateGroup {
             title: "Team chat".into(),
-            usernames: vec!["bob".into(), "cid".into()]
+            usernames: vec!["bob".into(), "cid".into()],
+            ticket: 1,
         }]
+    );
+}
+
+#[test]
+fn a_late_answer_to_an_earlier_dm_does_not_take_over() {
+    // Bob's chat (10) is open; `/dm cid` then `/dm bob`, answered out of
+    // order: bob's first, cid's late.
+    let mut app = sample_app();
+    let ticket = |cmds: &[Command]| match cmds {
+        [Command::OpenDirect { ticket, .. }] => *ticket,
+        other => panic!("expected one OpenDirect, got {other:?}"),
+    };
+    let to_cid = ticket(&type_into(&mut app, "/dm cid"));
+    let to_bob = ticket(&type_into(&mut app, "/dm bob"));
+    assert!(to_bob > to_cid);
+    let _ = app.on_event(AppEvent::Opened(fake_direct(10, 1, 2, 4, 0, 2_000), to_bob));
+    assert_eq!(app.selected().map(|c| c.id()), Some(10));
+    let _ = app.on_event(AppEvent::Opened(fake_direct(11, 1, 3, 2, 2, 1_000), to_cid));
+    assert_eq!(
+        app.selected().map(|c| c.id()),
+        Some(10),
+        "the late answer to /dm cid must not replace bob's chat"
     );
 }
 
