@@ -35,7 +35,7 @@ fn commit(c: &mut Criterion) {
         let mut convs = Vec::new();
         for pair in users.chunks(2) {
             let (id, _) = store
-                .get_or_create_direct(pair[0], pair[1], 0)
+                .get_or_create_direct(pair[0], pair[1], false, 0)
                 .await
                 .expect("conv");
             convs.push((id, pair[0]));

@@ -113,20 +113,24 @@ pub trait Store: Send + Sync + 'static {
 
     // --- conversations --------------------------------------------------
 
-    /// The one direct conversation of `a` and `b`, made if missing. The bool
-    /// says whether it was made now.
+    /// The one direct conversation of `a` and `b`, made if missing; the
+    /// returned bool says whether it was made now. An `encrypted` one (MLS)
+    /// is apart from their plain one: each pair has at most one of each.
     async fn get_or_create_direct(
         &self,
         a: UserId,
         b: UserId,
+        encrypted: bool,
         now: Millis,
     ) -> Result<(ConversationId, bool)>;
-    /// Makes a group with `owner` as owner and `members` as members.
+    /// Makes a group with `owner` as owner and `members` as members,
+    /// `encrypted` (MLS) or not; it stays so.
     async fn create_group(
         &self,
         owner: UserId,
         title: &str,
         members: &[UserId],
+        encrypted: bool,
         now: Millis,
     ) -> Result<ConversationId>;
     /// A member's view of one conversation; `None` if missing or not a member.
@@ -156,22 +160,6 @@ pub trait Store: Send + Sync + 'static {
 
     // --- end-to-end encryption (MLS delivery service) ---------------------
 
-    /// The one encrypted direct conversation of `a` and `b` (apart from
-    /// their plain one), made if missing; the bool says it was made now.
-    async fn get_or_create_encrypted_direct(
-        &self,
-        a: UserId,
-        b: UserId,
-        now: Millis,
-    ) -> Result<(ConversationId, bool)>;
-    /// Like [`Store::create_group`], encrypted (it stays so).
-    async fn create_encrypted_group(
-        &self,
-        owner: UserId,
-        title: &str,
-        members: &[UserId],
-        now: Millis,
-    ) -> Result<ConversationId>;
     /// Whether conversation `id` is encrypted; `None` if there is none.
     async fn conversation_encrypted(&self, id: ConversationId) -> Result<Option<bool>>;
     /// The public key of live device `device`, registering `key` first when

@@ -297,10 +297,15 @@ async fn seqs_are_gapless_and_idempotent() {
     for b in backends().await {
         let s = b.store.as_ref();
         let (a, bb) = (user(s, "ann").await, user(s, "bob").await);
-        let (conv, made) = s.get_or_create_direct(a, bb, 1).await.expect("direct");
+        let (conv, made) = s
+            .get_or_create_direct(a, bb, false, 1)
+            .await
+            .expect("direct");
         assert!(made);
         assert_eq!(
-            s.get_or_create_direct(bb, a, 1).await.expect("direct"),
+            s.get_or_create_direct(bb, a, false, 1)
+                .await
+                .expect("direct"),
             (conv, false)
         );
 
@@ -365,11 +370,11 @@ async fn large_mixed_batches_commit_correctly() {
             user(s, "cat").await,
         ];
         let (ab, _) = s
-            .get_or_create_direct(users[0], users[1], 1)
+            .get_or_create_direct(users[0], users[1], false, 1)
             .await
             .expect("direct");
         let (bc, _) = s
-            .get_or_create_direct(users[1], users[2], 1)
+            .get_or_create_direct(users[1], users[2], false, 1)
             .await
             .expect("direct");
         s.commit_batch(&[append(ab, users[0], "x5")], CommitRules::default())
@@ -441,7 +446,10 @@ async fn outsiders_are_rejected_and_nothing_is_stored() {
             user(s, "bob").await,
             user(s, "cat").await,
         );
-        let (conv, _) = s.get_or_create_direct(a, bb, 1).await.expect("direct");
+        let (conv, _) = s
+            .get_or_create_direct(a, bb, false, 1)
+            .await
+            .expect("direct");
         let out = s
             .commit_batch(
                 &[
@@ -472,7 +480,10 @@ async fn history_pages_both_ways() {
     for b in backends().await {
         let s = b.store.as_ref();
         let (a, bb) = (user(s, "ann").await, user(s, "bob").await);
-        let (conv, _) = s.get_or_create_direct(a, bb, 1).await.expect("direct");
+        let (conv, _) = s
+            .get_or_create_direct(a, bb, false, 1)
+            .await
+            .expect("direct");
         let ops: Vec<_> = (0..25).map(|i| append(conv, a, &format!("m{i}"))).collect();
         s.commit_batch(&ops, CommitRules::default())
             .await
@@ -513,8 +524,14 @@ async fn sync_caps_per_conversation() {
             user(s, "bob").await,
             user(s, "cat").await,
         );
-        let (ab, _) = s.get_or_create_direct(a, bb, 1).await.expect("direct");
-        let (ac, _) = s.get_or_create_direct(a, c, 1).await.expect("direct");
+        let (ab, _) = s
+            .get_or_create_direct(a, bb, false, 1)
+            .await
+            .expect("direct");
+        let (ac, _) = s
+            .get_or_create_direct(a, c, false, 1)
+            .await
+            .expect("direct");
         let mut ops: Vec<_> = (0..5).map(|i| append(ab, bb, &format!("b{i}"))).collect();
         ops.push(append(ac, c, "c0"));
         s.commit_batch(&ops, CommitRules::default())
@@ -576,7 +593,10 @@ async fn cursors_move_forward_only_and_count_unread() {
     for b in backends().await {
         let s = b.store.as_ref();
         let (a, bb) = (user(s, "ann").await, user(s, "bob").await);
-        let (conv, _) = s.get_or_create_direct(a, bb, 1).await.expect("direct");
+        let (conv, _) = s
+            .get_or_create_direct(a, bb, false, 1)
+            .await
+            .expect("direct");
         let ops: Vec<_> = (0..4).map(|i| append(conv, a, &format!("m{i}"))).collect();
         s.commit_batch(&ops, CommitRules::default())
             .await
@@ -852,7 +872,7 @@ async fn group_changes_take_their_place_in_seq_order() {
             user(s, "dan").await,
         );
         let g = s
-            .create_group(a, "team", &[bb, bb], 5)
+            .create_group(a, "team", &[bb, bb], false, 5)
             .await
             .expect("group");
         let v = view(s, g, a).await;
@@ -979,7 +999,10 @@ async fn group_changes_take_their_place_in_seq_order() {
 
         // Refusals write nothing.
         let e = user(s, "eve").await;
-        let (dm, _) = s.get_or_create_direct(a, bb, 1).await.expect("direct");
+        let (dm, _) = s
+            .get_or_create_direct(a, bb, false, 1)
+            .await
+            .expect("direct");
         let out = commit(
             s,
             &[
@@ -1076,7 +1099,10 @@ async fn a_bad_group_update_fails_only_itself() {
     for b in backends().await {
         let s = b.store.as_ref();
         let (a, bb) = (user(s, "ann").await, user(s, "bob").await);
-        let g = s.create_group(a, "t", &[bb], 1).await.expect("group");
+        let g = s
+            .create_group(a, "t", &[bb], false, 1)
+            .await
+            .expect("group");
         let out = commit(
             s,
             &[
@@ -1280,8 +1306,14 @@ async fn blocks_and_the_friends_only_rule_stop_direct_messages() {
             user(s, "bob").await,
             user(s, "cat").await,
         );
-        let (ab, _) = s.get_or_create_direct(a, bb, 1).await.expect("direct");
-        let g = s.create_group(a, "g", &[bb], 2).await.expect("group");
+        let (ab, _) = s
+            .get_or_create_direct(a, bb, false, 1)
+            .await
+            .expect("direct");
+        let g = s
+            .create_group(a, "g", &[bb], false, 2)
+            .await
+            .expect("group");
         assert_eq!(
             seq_of(&commit(s, &[append(ab, a, "m1")]).await[0]),
             (1, false)
@@ -1374,7 +1406,10 @@ async fn mentions_count_until_read() {
             user(s, "cat").await,
             user(s, "dan").await,
         );
-        let g = s.create_group(a, "m", &[bb, c], 1).await.expect("group");
+        let g = s
+            .create_group(a, "m", &[bb, c], false, 1)
+            .await
+            .expect("group");
         let out = commit(
             s,
             &[
@@ -1408,7 +1443,10 @@ async fn mentions_count_until_read() {
         assert_eq!(counts(view(s, g, d).await), (0, 0));
         assert_eq!(counts(view(s, g, bb).await), (0, 0));
 
-        let (ab, _) = s.get_or_create_direct(a, bb, 1).await.expect("direct");
+        let (ab, _) = s
+            .get_or_create_direct(a, bb, false, 1)
+            .await
+            .expect("direct");
         commit(s, &[mentioning(ab, a, "dm", &[bb])]).await;
         assert_eq!(counts(view(s, ab, bb).await), (1, 1));
         let v = view(s, ab, bb).await;
@@ -1428,7 +1466,10 @@ async fn sync_tells_new_members_where_their_history_starts() {
             user(s, "bob").await,
             user(s, "cat").await,
         );
-        let g = s.create_group(a, "s", &[bb], 1).await.expect("group");
+        let g = s
+            .create_group(a, "s", &[bb], false, 1)
+            .await
+            .expect("group");
         let ops: Vec<_> = (0..3).map(|i| append(g, a, &format!("m{i}"))).collect();
         commit(s, &ops).await;
         commit(s, &[add(g, a, &[c], 10), append(g, bb, "after")]).await;
@@ -1488,7 +1529,10 @@ async fn group_history_counts_readers_of_own_messages() {
             user(s, "bob").await,
             user(s, "cat").await,
         );
-        let g = s.create_group(a, "r", &[bb, c], 1).await.expect("group");
+        let g = s
+            .create_group(a, "r", &[bb, c], false, 1)
+            .await
+            .expect("group");
         commit(
             s,
             &[
@@ -1533,7 +1577,10 @@ async fn group_history_counts_readers_of_own_messages() {
             "{}: a late joiner is not a reader",
             b.name
         );
-        let (ab, _) = s.get_or_create_direct(a, bb, 1).await.expect("direct");
+        let (ab, _) = s
+            .get_or_create_direct(a, bb, false, 1)
+            .await
+            .expect("direct");
         commit(s, &[append(ab, a, "d1")]).await;
         commit(s, &[read(ab, bb, 1)]).await;
         assert_eq!(
@@ -1709,8 +1756,14 @@ async fn two_nodes_committing_at_once_keep_seqs_gapless_and_sends_unique() {
         user(s, "cat").await,
         user(s, "dan").await,
     );
-    let (ab, _) = s.get_or_create_direct(a, bb, 1).await.expect("direct");
-    let g = s.create_group(a, "g", &[bb, c], 1).await.expect("group");
+    let (ab, _) = s
+        .get_or_create_direct(a, bb, false, 1)
+        .await
+        .expect("direct");
+    let g = s
+        .create_group(a, "g", &[bb, c], false, 1)
+        .await
+        .expect("group");
     let dev = s.create_device(bb, None, None, 1).await.expect("device");
     const ROUNDS: usize = 40;
     const PER: usize = 6;
@@ -1818,8 +1871,8 @@ async fn two_nodes_racing_on_pairs_and_tokens_agree() {
         let v = user(s, &format!("v{i}")).await;
         // The same direct conversation made through both nodes at once.
         let (x, y) = tokio::join!(
-            one.get_or_create_direct(u, v, 1),
-            two.get_or_create_direct(v, u, 1)
+            one.get_or_create_direct(u, v, false, 1),
+            two.get_or_create_direct(v, u, false, 1)
         );
         let (x, y) = (x.expect("direct"), y.expect("direct"));
         assert_eq!(x.0, y.0, "one conversation");
@@ -1880,7 +1933,10 @@ async fn an_outage_is_unavailable_and_committed_data_survives_it() {
         .expect("open");
     let s: Arc<dyn Store> = Arc::new(store);
     let (a, bb) = (user(s.as_ref(), "ann").await, user(s.as_ref(), "bob").await);
-    let (ab, _) = s.get_or_create_direct(a, bb, 1).await.expect("direct");
+    let (ab, _) = s
+        .get_or_create_direct(a, bb, false, 1)
+        .await
+        .expect("direct");
     commit(s.as_ref(), &[append(ab, a, "before")]).await;
     pg.stop().await;
     assert!(
@@ -1965,7 +2021,10 @@ async fn media_records_quotas_and_access() {
         assert!(s.media("m1").await.expect("media").expect("m1").thumbnail);
 
         // Only the uploader until a message references it.
-        let g = s.create_group(a, "g", &[bb, c], 1).await.expect("group");
+        let g = s
+            .create_group(a, "g", &[bb, c], false, 1)
+            .await
+            .expect("group");
         for (who, can) in [(a, true), (bb, false), (c, false), (d, false)] {
             assert_eq!(s.can_read_media("m1", who).await.expect("can"), can);
         }
@@ -2087,7 +2146,10 @@ async fn message_changes_take_their_place_and_show_current_state() {
             user(s, "bob").await,
             user(s, "cat").await,
         );
-        let g = s.create_group(a, "g", &[bb, c], 1).await.expect("group");
+        let g = s
+            .create_group(a, "g", &[bb, c], false, 1)
+            .await
+            .expect("group");
         let base = view(s, g, a).await.last_seq;
         let out = commit(
             s,
@@ -2213,7 +2275,10 @@ async fn message_changes_take_their_place_and_show_current_state() {
         );
 
         // Direct chats: no admins; a former member is refused.
-        let (d, _) = s.get_or_create_direct(a, bb, 1).await.expect("direct");
+        let (d, _) = s
+            .get_or_create_direct(a, bb, false, 1)
+            .await
+            .expect("direct");
         let out = commit(s, &[text(d, a, "d1", json!({"text": "x"}))]).await;
         let (d1, _) = seq_of(&out[0]);
         let out = commit(
@@ -2243,8 +2308,14 @@ async fn search_ranks_marks_and_keeps_to_what_the_caller_can_read() {
             user(s, "cat").await,
             user(s, "dan").await,
         );
-        let g = s.create_group(a, "g", &[bb, c], 1).await.expect("group");
-        let (ad, _) = s.get_or_create_direct(a, d, 1).await.expect("direct");
+        let g = s
+            .create_group(a, "g", &[bb, c], false, 1)
+            .await
+            .expect("group");
+        let (ad, _) = s
+            .get_or_create_direct(a, d, false, 1)
+            .await
+            .expect("direct");
         let out = commit(
             s,
             &[
@@ -2376,7 +2447,10 @@ async fn captions_are_edited_searched_and_deleted_media_is_unreachable() {
         let s = b.store.as_ref();
         let name = b.name;
         let (a, bb) = (user(s, "ann").await, user(s, "bob").await);
-        let (d, _) = s.get_or_create_direct(a, bb, 1).await.expect("direct");
+        let (d, _) = s
+            .get_or_create_direct(a, bb, false, 1)
+            .await
+            .expect("direct");
         let image = WriteOp::Append(NewMessage {
             conversation_id: d,
             sender_id: a,
@@ -2428,7 +2502,10 @@ async fn search_finds_words_inside_chinese_japanese_korean_and_mixed_text() {
         let s = b.store.as_ref();
         let name = b.name;
         let (a, bb) = (user(s, "ann").await, user(s, "bob").await);
-        let (d, _) = s.get_or_create_direct(a, bb, 1).await.expect("direct");
+        let (d, _) = s
+            .get_or_create_direct(a, bb, false, 1)
+            .await
+            .expect("direct");
         let texts = [
             "我们明天下午开会讨论分布式系统",
             "今天开会，明天开会，后天还开会",
@@ -2527,7 +2604,10 @@ async fn search_index_follows_commits_edits_deletions_and_rebuilds_alike() {
             user(s, "cat").await,
             user(s, "olga").await,
         );
-        let g = s.create_group(a, "g", &[bb, c], 1).await.expect("group");
+        let g = s
+            .create_group(a, "g", &[bb, c], false, 1)
+            .await
+            .expect("group");
         // Searchable within a second of the ack.
         let sent = commit(
             s,
@@ -2615,15 +2695,18 @@ async fn encrypted_conversations_order_commits_by_epoch() {
         let s = b.store.as_ref();
         let (a, bb) = (user(s, "ann").await, user(s, "bob").await);
         let conv = s
-            .create_encrypted_group(a, "e2ee", &[bb], 1)
+            .create_group(a, "e2ee", &[bb], true, 1)
             .await
             .expect("group");
         let (direct, made) = s
-            .get_or_create_encrypted_direct(a, bb, 1)
+            .get_or_create_direct(a, bb, true, 1)
             .await
             .expect("direct");
         assert!(made);
-        let (plain, _) = s.get_or_create_direct(a, bb, 1).await.expect("plain");
+        let (plain, _) = s
+            .get_or_create_direct(a, bb, false, 1)
+            .await
+            .expect("plain");
         assert_ne!(plain, direct, "{}: an encrypted direct is its own", b.name);
         assert_eq!(
             s.conversation_encrypted(direct).await.expect("enc"),
@@ -2744,7 +2827,7 @@ async fn key_packages_are_claimed_once_and_the_last_resort_is_kept() {
         // Devices of members, for Welcome recipients.
         let bob = user(s, "bob").await;
         let db = s.create_device(bob, None, None, 1).await.expect("device");
-        let conv = s.create_encrypted_group(ann, "g", &[], 1).await.expect("g");
+        let conv = s.create_group(ann, "g", &[], true, 1).await.expect("g");
         let found = s
             .member_devices(conv, &[d1, d2, db])
             .await

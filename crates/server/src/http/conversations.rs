@@ -76,17 +76,10 @@ pub async fn create(
                     crate::refusal::NOT_FRIENDS,
                 ));
             }
-            if encrypted {
-                state
-                    .store
-                    .get_or_create_encrypted_direct(who.user_id, user_id, now_millis())
-                    .await?
-            } else {
-                state
-                    .store
-                    .get_or_create_direct(who.user_id, user_id, now_millis())
-                    .await?
-            }
+            state
+                .store
+                .get_or_create_direct(who.user_id, user_id, encrypted, now_millis())
+                .await?
         }
         CreateConversationRequest::Group {
             title,
@@ -119,17 +112,10 @@ pub async fn create(
                 &distinct,
             )
             .await?;
-            let id = if encrypted {
-                state
-                    .store
-                    .create_encrypted_group(who.user_id, title, &distinct, now_millis())
-                    .await?
-            } else {
-                state
-                    .store
-                    .create_group(who.user_id, title, &distinct, now_millis())
-                    .await?
-            };
+            let id = state
+                .store
+                .create_group(who.user_id, title, &distinct, encrypted, now_millis())
+                .await?;
             (id, true)
         }
     };

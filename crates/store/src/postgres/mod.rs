@@ -220,9 +220,10 @@ impl Store for PostgresStore {
         &self,
         a: UserId,
         b: UserId,
+        encrypted: bool,
         now: Millis,
     ) -> Result<(ConversationId, bool)> {
-        conversations::get_or_create_direct(&self.pool, a, b, false, now).await
+        conversations::get_or_create_direct(&self.pool, a, b, encrypted, now).await
     }
 
     async fn create_group(
@@ -230,9 +231,10 @@ impl Store for PostgresStore {
         owner: UserId,
         title: &str,
         members: &[UserId],
+        encrypted: bool,
         now: Millis,
     ) -> Result<ConversationId> {
-        conversations::create_group(&self.pool, owner, title, members, false, now).await
+        conversations::create_group(&self.pool, owner, title, members, encrypted, now).await
     }
 
     async fn conversation_for(
@@ -269,25 +271,6 @@ impl Store for PostgresStore {
 
     async fn set_muted(&self, id: ConversationId, user: UserId, muted: bool) -> Result<bool> {
         conversations::set_muted(&self.pool, id, user, muted).await
-    }
-
-    async fn get_or_create_encrypted_direct(
-        &self,
-        a: UserId,
-        b: UserId,
-        now: Millis,
-    ) -> Result<(ConversationId, bool)> {
-        conversations::get_or_create_direct(&self.pool, a, b, true, now).await
-    }
-
-    async fn create_encrypted_group(
-        &self,
-        owner: UserId,
-        title: &str,
-        members: &[UserId],
-        now: Millis,
-    ) -> Result<ConversationId> {
-        conversations::create_group(&self.pool, owner, title, members, true, now).await
     }
 
     async fn conversation_encrypted(&self, id: ConversationId) -> Result<Option<bool>> {

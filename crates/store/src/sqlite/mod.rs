@@ -261,9 +261,10 @@ impl Store for SqliteStore {
         &self,
         a: UserId,
         b: UserId,
+        encrypted: bool,
         now: Millis,
     ) -> Result<(ConversationId, bool)> {
-        conversations::get_or_create_direct(&self.writer, a, b, false, now).await
+        conversations::get_or_create_direct(&self.writer, a, b, encrypted, now).await
     }
 
     async fn create_group(
@@ -271,9 +272,10 @@ impl Store for SqliteStore {
         owner: UserId,
         title: &str,
         members: &[UserId],
+        encrypted: bool,
         now: Millis,
     ) -> Result<ConversationId> {
-        conversations::create_group(&self.writer, owner, title, members, false, now).await
+        conversations::create_group(&self.writer, owner, title, members, encrypted, now).await
     }
 
     async fn conversation_for(
@@ -310,25 +312,6 @@ impl Store for SqliteStore {
 
     async fn set_muted(&self, id: ConversationId, user: UserId, muted: bool) -> Result<bool> {
         conversations::set_muted(&self.writer, id, user, muted).await
-    }
-
-    async fn get_or_create_encrypted_direct(
-        &self,
-        a: UserId,
-        b: UserId,
-        now: Millis,
-    ) -> Result<(ConversationId, bool)> {
-        conversations::get_or_create_direct(&self.writer, a, b, true, now).await
-    }
-
-    async fn create_encrypted_group(
-        &self,
-        owner: UserId,
-        title: &str,
-        members: &[UserId],
-        now: Millis,
-    ) -> Result<ConversationId> {
-        conversations::create_group(&self.writer, owner, title, members, true, now).await
     }
 
     async fn conversation_encrypted(&self, id: ConversationId) -> Result<Option<bool>> {
