@@ -3,7 +3,8 @@
 // 1. axe-core on the main screens (sign-in; conversation list with an open
 //    chat; friends panel; new-chat and new-group dialogs; members panel;
 //    @mention suggestions; the chat and friends panel in the dark theme; the
-//    list and the chat at 360x740). Violations of impact "serious" or
+//    list and the chat at 360x740; an encrypted chat: the toggle, the lock,
+//    the key status banner and the safety numbers, light and dark). Violations of impact "serious" or
 //    "critical" fail; no rule is disabled.
 // 2. Keyboard only: sign in, start a chat from the new-chat dialog, Shift+Enter
 //    for a new line, Enter to send, Esc to close a panel with focus going back
@@ -180,6 +181,28 @@ test('axe: no serious or critical violations on the main screens', async (t) => 
       await axeCheck(phone, 'chat (360 px)');
       assert.ok(await phone.evaluate(() => document.documentElement.scrollWidth <= innerWidth), 'no sideways scrolling at 360 px');
       await shot(phone, 'a11y-chat-phone');
+      await phone.close();
+    });
+    await step('an encrypted chat: the toggle, the lock, the key status banner, safety numbers (light and dark)', async () => {
+      await page.locator(tid('new-chat')).click();
+      await page.locator(tid('new-chat-username')).fill(B.username);
+      await page.locator(tid('new-chat-encrypted')).check();
+      await axeCheck(page, 'new-chat dialog (encrypted)');
+      await page.locator(tid('new-chat-start')).click();
+      await page.locator(`.chat-head ${tid('encrypted-badge')}`).waitFor({ state: 'visible', timeout: TIMEOUT });
+      // Bert signed in through the API only: his device has no keys, so the banner says whom it waits for.
+      await page.locator(tid('e2ee-status')).waitFor({ state: 'visible', timeout: TIMEOUT });
+      await axeCheck(page, 'encrypted chat waiting for keys');
+      await shot(page, 'a11y-encrypted-chat');
+      await page.locator(tid('safety-numbers')).click();
+      await page.locator(tid('safety-number')).first().waitFor({ timeout: TIMEOUT });
+      await axeCheck(page, 'safety numbers');
+      await page.emulateMedia({ colorScheme: 'dark' });
+      await axeCheck(page, 'safety numbers (dark)');
+      await page.keyboard.press('Escape');
+      await page.locator(tid('safety-number')).first().waitFor({ state: 'detached', timeout: TIMEOUT });
+      await axeCheck(page, 'encrypted chat (dark)');
+      await page.emulateMedia({ colorScheme: 'light' });
     });
   } finally {
     await ctx.close();

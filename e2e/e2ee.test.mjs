@@ -38,7 +38,7 @@ const CAT = `cat_${suffix}`;
 const b64 = (text) => Buffer.from(text).toString('base64');
 writeFileSync(path.join(OUT, 'e2ee-plaintexts.json'), JSON.stringify({
   secret: [
-    '你好，鲍勃！这是加密的。', '收到了 ✓', '刷新之后还能读吗？', '新设备也能读', '新设备回复',
+    '你好，鲍勃！这是加密的。', '收到了 ✓', '换了新钥匙', '刷新之后还能读吗？', '新设备也能读', '新设备回复',
     // What bob searches for (his browser also asks the server, which searches plain conversations only).
     '刷新', '大家好', '我是猫', '猫走了以后', '像素.png',
     'hello from openmls 你好', 'hello from ts-mls 浏览器', 'made in the browser 你好', 'openmls joined 加入了',
@@ -198,6 +198,19 @@ test('encrypted conversations in the browser', { timeout: 180_000 }, async (t) =
     assert.notDeepEqual(stored.head, [...PNG.subarray(0, 8)], 'the upload is not the plain PNG');
     assert.equal(stored.len, PNG.length + 16, 'AES-GCM ciphertext: the PNG plus a 16-byte tag');
     await shot(b, 'e2ee-02-image');
+  });
+
+  await step('keys are updated on a schedule: a self-update commit goes before the next send', async () => {
+    const commits = async () => (await apiGet(a, `/v1/conversations/${convId}/messages?limit=100`)).body.messages
+      .filter((m) => m.kind === 'encrypted' && m.body.mls === 'commit').length;
+    const before = await commits();
+    // Due at once (the schedule is a week).
+    await a.evaluate(() => localStorage.setItem('confab.keyUpdateEveryMs', '0'));
+    await send(a, '换了新钥匙');
+    await waitFor('bob to decrypt what ann sent with her new keys', async () => (await texts(b)).includes('换了新钥匙'), 20_000);
+    await a.evaluate(() => localStorage.removeItem('confab.keyUpdateEveryMs'));
+    assert.equal(await commits(), before + 1, 'one self-update commit');
+    await waitFor('ann to show her own message', async () => (await texts(a)).includes('换了新钥匙'), 20_000);
   });
 
   await step('safety numbers agree on both sides', async () => {

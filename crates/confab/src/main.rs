@@ -156,6 +156,7 @@ struct ChatArgs {
 /// whenever the SDK refreshes its tokens.
 async fn chat(args: ChatArgs) -> anyhow::Result<()> {
     let path = session_file::path(args.session.as_deref())?;
+    let e2ee_dir = session_file::e2ee_dir(&path)?;
     // Without a saved session the app starts with its login form; the
     // session it makes is saved below like a refreshed one.
     let client = if path.exists() {
@@ -176,7 +177,7 @@ async fn chat(args: ChatArgs) -> anyhow::Result<()> {
             }
         }
     });
-    let result = confab::tui::terminal::run(client).await;
+    let result = confab::tui::terminal::run(client, Some(e2ee_dir)).await;
     saver.abort();
     Ok(result?)
 }

@@ -16,6 +16,22 @@ pub fn path(explicit: Option<&Path>) -> anyhow::Result<PathBuf> {
     Ok(base.join("confab").join("session.json"))
 }
 
+/// The folder beside the session file that holds the device key and MLS
+/// state of its device (`<session file>.e2ee/`, mode 0700), created if
+/// missing.
+pub fn e2ee_dir(session: &Path) -> anyhow::Result<PathBuf> {
+    let mut name = session.file_name().unwrap_or_default().to_os_string();
+    name.push(".e2ee");
+    let dir = session.with_file_name(name);
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    Ok(dir)
+}
+
 /// Saves the session, creating the folder, with mode 0600.
 pub fn save(path: &Path, session: &Session) -> anyhow::Result<()> {
     if let Some(dir) = path.parent() {

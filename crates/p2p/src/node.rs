@@ -208,6 +208,15 @@ pub enum Event {
         /// The addresses it registered.
         addrs: Vec<String>,
     },
+    /// A lookup found no registration of a contact at a rendezvous point
+    /// (it never registered there, its registration expired, or it
+    /// withdrew it when it stopped).
+    RendezvousNotFound {
+        /// The contact's PeerId.
+        peer: String,
+        /// The rendezvous point's PeerId.
+        rendezvous: String,
+    },
 }
 
 /// A LAN peer found by mDNS.
@@ -924,6 +933,10 @@ const RELAYED_GRACE: Duration = Duration::from_secs(2);
 /// How long a shutdown waits for connections to close.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 
+/// How long a shutdown runs the swarm for its rendezvous unregistration to
+/// be written (no answer comes to one).
+const UNREGISTER_GRACE: Duration = Duration::from_millis(250);
+
 /// How long to wait before dialing an unreachable contact again.
 const REDIAL_AFTER: Duration = Duration::from_secs(3);
 
@@ -972,6 +985,16 @@ impl Loop {
     /// routing a contact's circuit into a dead connection until it times
     /// out.
     async fn close_all(&mut self) {
+        if self.rendezvous_unregister() {
+            // No answer comes to an unregistration: give it a moment to
+            // be written before the connection closes.
+            let _ = tokio::time::timeout(UNREGISTER_GRACE, async {
+                loop {
+                    let _ = self.swarm.select_next_some().await;
+                }
+            })
+            .await;
+        }
         let ids: Vec<ConnectionId> = self
             .connections
             .values()

@@ -370,3 +370,70 @@ async fn a_contact_whose_address_is_stale_is_found_at_its_relays_rendezvous_poin
     b.shutdown().await;
     let _ = stop_relay.send(());
 }
+
+#[tokio::test]
+async fn a_stopping_peer_withdraws_its_rendezvous_registration() {
+    use confab_p2p::relay::{self, RelayConfig};
+    let (dr, db, dc) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let rc = RelayConfig::new(
+        dr.path().to_path_buf(),
+        vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")],
+    );
+    let (stop_relay, stopped) = tokio::sync::oneshot::channel::<()>();
+    let relay = relay::start(rc, async move {
+        let _ = stopped.await;
+    })
+    .await
+    .expect("relay");
+    let relay_addr = relay.addrs[0].clone();
+
+    // Bob registers for the default 2 h, then stops.
+    let mut config = NodeConfig::new(db.path());
+    config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")];
+    config.mdns = false;
+    config.name = Some("bob".into());
+    config.relay = Some(relay_addr.clone());
+    let b = Node::start(config).await.expect("bob");
+    let mut b_events = b.events_from_start();
+    next_event(&mut b_events, "bob's registration", |ev| {
+        matches!(ev, Event::RendezvousRegistered { .. }).then_some(())
+    })
+    .await;
+    let bob = b.peer_id().to_base58();
+    b.shutdown().await;
+
+    // Carl has bob's link (a dead address and the relay): his lookup at
+    // the relay finds no registration of bob's, not the stale 2 h one.
+    let stale = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead = format!(
+        "/ip4/127.0.0.1/tcp/{}",
+        stale.local_addr().expect("addr").port()
+    );
+    drop(stale);
+    let c = start(dc.path(), "carl").await;
+    let mut c_events = c.subscribe();
+    c.add_contact(Contact {
+        peer_id: bob.clone(),
+        name: "bob".into(),
+        addrs: vec![dead],
+        relay: Some(relay_addr.to_string()),
+    })
+    .await
+    .expect("carl adds bob");
+    c.send_text("bob", "are you there?").await.expect("send");
+    let found = next_event(&mut c_events, "carl's lookup of bob", |ev| match ev {
+        Event::RendezvousNotFound { peer, .. } if *peer == bob => Some(None),
+        Event::RendezvousDiscovered { peer, addrs, .. } if *peer == bob => {
+            Some(Some(addrs.clone()))
+        }
+        _ => None,
+    })
+    .await;
+    assert_eq!(found, None, "bob's registration outlived him");
+    c.shutdown().await;
+    let _ = stop_relay.send(());
+}

@@ -251,6 +251,9 @@ pub struct P2pConfig {
     pub mailbox_ttl_s: u64,
     /// Most envelopes the mailbox holds per recipient.
     pub mailbox_quota: u64,
+    /// Shortest rendezvous registration the point grants, in seconds (a
+    /// peer asking for less is refused; libp2p's minimum is 7200).
+    pub rendezvous_min_ttl_s: u64,
 }
 
 impl Default for P2pConfig {
@@ -264,6 +267,7 @@ impl Default for P2pConfig {
             max_circuit_bytes: 64 * 1024 * 1024,
             mailbox_ttl_s: 14 * 24 * 3600,
             mailbox_quota: 10_000,
+            rendezvous_min_ttl_s: 7200,
         }
     }
 }

@@ -231,33 +231,13 @@ pub async fn run(cmd: E2eeCommand) -> anyhow::Result<()> {
         }
         E2eeCommand::SendFile(a) => {
             let e2ee = a.client.e2ee().await?;
-            let data =
-                std::fs::read(&a.path).with_context(|| format!("reading {}", a.path.display()))?;
-            let name = a
-                .path
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "file".into());
-            let mime = confab_sdk::guess_content_type(&a.path).to_owned();
             let kind = if a.image {
                 MessageKind::Image
             } else {
                 MessageKind::File
             };
-            let seq = e2ee
-                .send_attachment(
-                    a.conversation,
-                    Attachment {
-                        kind,
-                        name,
-                        mime,
-                        data,
-                        width: None,
-                        height: None,
-                        duration_ms: None,
-                    },
-                )
-                .await?;
+            let attachment = Attachment::from_file(&a.path, kind)?;
+            let seq = e2ee.send_attachment(a.conversation, attachment).await?;
             a.client.save_if_changed(e2ee.client())?;
             if a.json {
                 println!("{}", json!({"conversation_id": a.conversation, "seq": seq}));

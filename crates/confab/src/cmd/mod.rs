@@ -38,17 +38,7 @@ impl ClientArgs {
     /// key, MLS groups, decrypted history): `<session file>.e2ee/`, mode
     /// 0700.
     pub fn e2ee_dir(&self) -> anyhow::Result<PathBuf> {
-        let path = session_file::path(self.session.as_deref())?;
-        let mut name = path.file_name().unwrap_or_default().to_os_string();
-        name.push(".e2ee");
-        let dir = path.with_file_name(name);
-        std::fs::create_dir_all(&dir)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))?;
-        }
-        Ok(dir)
+        session_file::e2ee_dir(&session_file::path(self.session.as_deref())?)
     }
 
     /// The device's end-to-end encryption, opened from its session dir.

@@ -954,5 +954,8 @@ fn event_line(names: &HashMap<String, String>, ev: &Event) -> String {
         Event::RendezvousDiscovered { peer, addrs, .. } => {
             format!("found {} at {}", name(peer), addrs.join(" "))
         }
+        Event::RendezvousNotFound { peer, rendezvous } => {
+            format!("{} is not registered at {rendezvous}", name(peer))
+        }
     }
 }

@@ -400,6 +400,7 @@ async fn start_p2p_relay(config: &Config, shutdown: CancellationToken) -> anyhow
     relay.max_circuit_bytes = p.max_circuit_bytes;
     relay.mailbox_ttl = std::time::Duration::from_secs(p.mailbox_ttl_s);
     relay.mailbox_quota = p.mailbox_quota;
+    relay.rendezvous_min_ttl = std::time::Duration::from_secs(p.rendezvous_min_ttl_s);
     let info = confab_p2p::relay::start(relay, shutdown.cancelled_owned()).await?;
     for addr in info.addrs {
         println!("confab p2p relay listening on {addr}");

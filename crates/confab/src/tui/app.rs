@@ -89,6 +89,9 @@ pub struct App {
     pub(crate) open_ticket: u64,
     /// Whether the connection finished a sync at least once.
     pub(crate) synced_once: bool,
+    /// Whether this device can encrypt and decrypt (it has a device key
+    /// and its MLS state is open): see [`App::with_e2ee`].
+    pub(crate) e2ee: bool,
     /// Where the last frame put things the mouse can click.
     pub(crate) clickable: RefCell<Clickable>,
 }
@@ -134,8 +137,18 @@ impl App {
             list_loaded: false,
             open_ticket: 0,
             synced_once: false,
+            e2ee: false,
             clickable: RefCell::new(Clickable::default()),
         }
+    }
+
+    /// Whether this device takes part in end-to-end encrypted
+    /// conversations (it sends [`Command::SendEncrypted`] and
+    /// [`Command::Decrypt`] there); without it those conversations show
+    /// placeholders and refuse sends with an explanation.
+    pub fn with_e2ee(mut self, on: bool) -> App {
+        self.e2ee = on;
+        self
     }
 
     /// What to fetch first.
@@ -356,6 +369,7 @@ impl App {
         }
         self.stop_typing(out);
         let client_msg_id = confab_sdk::new_client_msg_id();
+        let encrypted = self.is_encrypted(id);
         if let Some(chat) = self.chat_mut(id) {
             chat.scroll = 0;
             chat.pending.push(Pending {
@@ -364,23 +378,36 @@ impl App {
                 error: None,
             });
         }
-        out.push(Command::SendText {
-            conversation_id: id,
-            client_msg_id,
-            text,
+        out.push(if encrypted {
+            Command::SendEncrypted {
+                conversation_id: id,
+                client_msg_id,
+                text,
+            }
+        } else {
+            Command::SendText {
+                conversation_id: id,
+                client_msg_id,
+                text,
+            }
         });
     }
 
-    /// The terminal app does not encrypt: in an end-to-end encrypted
-    /// conversation it says where to send from instead of sending plain
-    /// text the server would refuse (`encryption_required`).
+    /// Whether `id` is end-to-end encrypted.
+    pub(crate) fn is_encrypted(&self, id: ConversationId) -> bool {
+        self.chat(id).is_some_and(|c| c.conv.encrypted)
+    }
+
+    /// A device without a device key cannot encrypt: in an end-to-end
+    /// encrypted conversation it says how to get one instead of sending
+    /// plain text the server would refuse (`encryption_required`).
     fn refuse_encrypted(&mut self, id: ConversationId) -> bool {
-        if !self.chat(id).is_some_and(|c| c.conv.encrypted) {
+        if self.e2ee || !self.is_encrypted(id) {
             return false;
         }
-        self.notice = Some(format!(
-            "🔒 this conversation is end-to-end encrypted: send with `confab e2ee send {id} TEXT` (the terminal app does not encrypt yet)"
-        ));
+        self.notice = Some(
+            "🔒 this conversation is end-to-end encrypted and this device has no encryption key: log in again with `confab login` to make one".to_owned(),
+        );
         true
     }
 
@@ -430,10 +457,18 @@ impl App {
             sent: 0,
             total: 0,
         });
-        out.push(Command::SendFile {
-            upload_id,
-            conversation_id: id,
-            path,
+        out.push(if self.is_encrypted(id) {
+            Command::SendEncryptedFile {
+                upload_id,
+                conversation_id: id,
+                path,
+            }
+        } else {
+            Command::SendFile {
+                upload_id,
+                conversation_id: id,
+                path,
+            }
         });
     }
 }

@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Instant;
 
 use confab_sdk::proto::api::ConversationKind;
-use confab_sdk::{Conversation, ConversationId, MessageRecord, Seq, UserId};
+use confab_sdk::{Conversation, ConversationId, E2eeContent, MessageRecord, Seq, UserId};
 
 /// How far one of my messages got.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -72,6 +72,10 @@ pub struct Chat {
     pub typing: HashMap<UserId, Instant>,
     /// How many messages the view is scrolled up from the newest.
     pub scroll: usize,
+    /// In an end-to-end encrypted conversation: what this device made of
+    /// each `encrypted` message, by seq (the server's copies stay in
+    /// `messages`, for seqs, receipts and order).
+    pub decrypted: HashMap<Seq, E2eeContent>,
 }
 
 impl Chat {
@@ -95,6 +99,7 @@ impl Chat {
             more_before: true,
             typing: HashMap::new(),
             scroll: 0,
+            decrypted: HashMap::new(),
         }
     }
 

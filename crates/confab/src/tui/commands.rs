@@ -7,8 +7,8 @@ use std::time::Instant;
 
 use confab_sdk::proto::api::{Friend, FriendRequest};
 use confab_sdk::{
-    Ack, Conversation, ConversationId, Event, MessagePage, MessageRecord, Seq, TypingState, User,
-    UserId,
+    Ack, Conversation, ConversationId, E2eeMessage, Event, MessagePage, MessageRecord, Seq,
+    TypingState, User, UserId,
 };
 
 /// Work for the runner: network calls, the bell, quitting.
@@ -120,6 +120,35 @@ pub enum Command {
         /// The file.
         path: PathBuf,
     },
+    /// Encrypt a text message for an end-to-end encrypted conversation and
+    /// send it ([`AppEvent::Acked`], then [`AppEvent::Decrypted`]).
+    SendEncrypted {
+        /// Conversation.
+        conversation_id: ConversationId,
+        /// Idempotency key, also how the app finds its pending line.
+        client_msg_id: String,
+        /// The text.
+        text: String,
+    },
+    /// Encrypt a file with a fresh key, upload the ciphertext and send the
+    /// key inside an MLS message ([`AppEvent::UploadDone`]).
+    SendEncryptedFile {
+        /// Which upload (the app's own counter).
+        upload_id: u64,
+        /// Conversation.
+        conversation_id: ConversationId,
+        /// The file.
+        path: PathBuf,
+    },
+    /// Read an encrypted conversation's new messages in seq order (applying
+    /// commits, decrypting the rest) and answer what this device made of
+    /// every message from `from` on ([`AppEvent::Decrypted`]).
+    Decrypt {
+        /// Conversation.
+        conversation_id: ConversationId,
+        /// The first seq the app wants to know about.
+        from: Seq,
+    },
     /// Ring the terminal bell.
     Bell,
     /// Leave the app.
@@ -181,6 +210,13 @@ pub enum AppEvent {
     },
     /// Messages as they are now (replacing the loaded copies).
     Messages(Vec<MessageRecord>),
+    /// What this device made of an encrypted conversation's messages.
+    Decrypted {
+        /// Conversation.
+        conversation_id: ConversationId,
+        /// By seq: plaintexts, key changes, or why one cannot be read.
+        messages: Vec<E2eeMessage>,
+    },
     /// A line for the status bar (results of actions, errors).
     Notice(String),
 }

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Instant;
 
 use confab_sdk::{
-    Conversation, ConversationId, Event, MessageKind, MessageRecord, ReceiptKind, ServerEvent,
+    Conversation, ConversationId, Event, MessageKind, MessageRecord, ReceiptKind, Seq, ServerEvent,
     TypingState, UserId,
 };
 use serde_json::Value;
@@ -34,6 +34,12 @@ impl App {
                         chat.messages.insert(m.seq, m);
                     }
                     chat.more_before = page.has_more;
+                }
+                if let Some(from) = self.to_decrypt(conversation_id) {
+                    out.push(Command::Decrypt {
+                        conversation_id,
+                        from,
+                    });
                 }
                 let senders: Vec<UserId> = self
                     .chat(conversation_id)
@@ -127,9 +133,33 @@ impl App {
                     }
                 }
             }
+            AppEvent::Decrypted {
+                conversation_id,
+                messages,
+            } => {
+                if let Some(chat) = self.chat_mut(conversation_id) {
+                    for m in messages {
+                        chat.decrypted.insert(m.seq, m.content);
+                    }
+                }
+            }
             AppEvent::Notice(text) => self.notice = Some(text),
         }
         out
+    }
+
+    /// Where decrypting should start in an encrypted conversation this
+    /// device can read: its oldest loaded `encrypted` message not yet
+    /// decrypted (`None`: nothing to do).
+    fn to_decrypt(&self, id: ConversationId) -> Option<Seq> {
+        if !self.e2ee {
+            return None;
+        }
+        let chat = self.chat(id).filter(|c| c.conv.encrypted)?;
+        chat.messages
+            .values()
+            .find(|m| m.kind == MessageKind::Encrypted && !chat.decrypted.contains_key(&m.seq))
+            .map(|m| m.seq)
     }
 
     fn on_acked(&mut self, client_msg_id: &str, result: Result<confab_sdk::Ack, String>) {
@@ -399,6 +429,7 @@ impl App {
             self.want_user(user, out);
         }
         let open = self.selected == Some(id);
+        let self_e2ee = self.e2ee;
         let Some(chat) = self.chat_mut(id) else {
             // A conversation I have not seen yet: fetch the list, ring
             // (unless the list itself has not come yet: this may be old).
@@ -410,6 +441,8 @@ impl App {
             return;
         };
         let muted = chat.conv.muted;
+        let decrypt =
+            (self_e2ee && chat.conv.encrypted && m.kind == MessageKind::Encrypted).then_some(m.seq);
         let fresh = !chat.messages.contains_key(&m.seq) && m.seq > chat.conv.last_seq;
         chat.typing.remove(&m.sender_id);
         chat.pending.retain(|p| p.client_msg_id != m.client_msg_id);
@@ -428,6 +461,15 @@ impl App {
                 }
             }
             self.mark_read_if_open(id, out);
+        }
+        if let Some(from) = decrypt {
+            // Every encrypted message goes through this device's MLS state
+            // in seq order, shown or not: commits must be applied as they
+            // come.
+            out.push(Command::Decrypt {
+                conversation_id: id,
+                from,
+            });
         }
         self.sort_chats();
     }

@@ -2,7 +2,7 @@
 //! styling), shared by the view and the tests.
 
 use confab_sdk::proto::ids::Millis;
-use confab_sdk::{MessageKind, MessageRecord, SystemNotice, UserId};
+use confab_sdk::{E2eeContent, MessageKind, MessageRecord, SystemNotice, UserId};
 use serde_json::Value;
 
 /// `HH:MM` (UTC) of a timestamp in milliseconds since the Unix epoch.
@@ -72,13 +72,57 @@ pub fn body_text(msg: &MessageRecord, name: &dyn Fn(UserId) -> String) -> String
     }
 }
 
-/// What the terminal app shows for an end-to-end encrypted message: it does
-/// not decrypt (`confab e2ee history` does), so it says so instead of
-/// showing nothing; a commit is a key change, not something someone said.
+/// What an end-to-end encrypted message shows before (or without) this
+/// device's reading of it: never nothing; a commit is a key change, not
+/// something someone said.
 pub fn encrypted_text(body: &Value) -> String {
     match str_field(body, "mls") {
         Some("commit") | Some("proposal") => "🔒 [encryption keys changed]".to_owned(),
-        _ => "🔒 [encrypted: read it with `confab e2ee history`]".to_owned(),
+        _ => "🔒 [encrypted: this device has no encryption key]".to_owned(),
+    }
+}
+
+/// What an `encrypted` message shows given what this device made of it
+/// (`seen`, from its MLS state): the plaintext rendered like a plain
+/// message of its kind, a key change, or why it cannot be read. `None`
+/// while it is being decrypted (or, without a device key, the
+/// placeholder of [`encrypted_text`]).
+pub fn encrypted_shown(
+    msg: &MessageRecord,
+    seen: Option<&E2eeContent>,
+    can_decrypt: bool,
+    name: &dyn Fn(UserId) -> String,
+) -> String {
+    if msg.deleted {
+        return "[deleted]".to_owned();
+    }
+    match seen {
+        Some(E2eeContent::Message { kind, body }) => match MessageKind::parse(kind) {
+            Some(k) if k != MessageKind::Encrypted && k != MessageKind::System => {
+                let plain = MessageRecord {
+                    kind: k,
+                    body: body.clone(),
+                    ..msg.clone()
+                };
+                body_text(&plain, name)
+            }
+            _ => format!("🔒 [an encrypted message of unknown kind {kind:?}]"),
+        },
+        Some(E2eeContent::Notice { body }) => system_text(body, msg.sender_id, name),
+        Some(E2eeContent::Commit { .. }) | Some(E2eeContent::Proposal) => {
+            "🔒 [encryption keys changed]".to_owned()
+        }
+        Some(E2eeContent::Joined { .. }) => "🔒 [this device joined the encryption]".to_owned(),
+        Some(E2eeContent::Removed) => {
+            "🔒 [this device was removed: what follows cannot be read]".to_owned()
+        }
+        Some(E2eeContent::BeforeJoin) => "🔒 [sent before this device joined]".to_owned(),
+        Some(E2eeContent::Failed { reason }) => format!("🔒 [cannot decrypt: {reason}]"),
+        None if can_decrypt => match str_field(&msg.body, "mls") {
+            Some("commit") | Some("proposal") => "🔒 [encryption keys changed]".to_owned(),
+            _ => "🔒 decrypting…".to_owned(),
+        },
+        None => encrypted_text(&msg.body),
     }
 }
 
@@ -181,7 +225,7 @@ mod tests {
         assert_eq!(encrypted_text(&commit), "🔒 [encryption keys changed]");
         assert_eq!(
             encrypted_text(&said),
-            "🔒 [encrypted: read it with `confab e2ee history`]"
+            "🔒 [encrypted: this device has no encryption key]"
         );
         assert!(!encrypted_text(&said).contains("AA"));
     }

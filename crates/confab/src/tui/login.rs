@@ -2,7 +2,9 @@
 //! username and password, log in or register. The form's state is sans-IO
 //! ([`LoginForm`]); [`run_form`] drives it with the SDK.
 
-use confab_sdk::Client;
+use std::path::Path;
+
+use confab_sdk::{Client, DeviceKey, E2ee};
 use ratatui::backend::Backend;
 use ratatui::crossterm::event::{Event as TermEvent, KeyCode, KeyEventKind, KeyModifiers};
 use ratatui::layout::Rect;
@@ -195,6 +197,7 @@ pub async fn run_form<B: Backend>(
     terminal: &mut Terminal<B>,
     input: &mut mpsc::Receiver<TermEvent>,
     client: &Client,
+    e2ee_dir: Option<&Path>,
 ) -> Result<bool, RunError> {
     let mut form = LoginForm::new(client.base_url());
     loop {
@@ -216,7 +219,22 @@ pub async fn run_form<B: Backend>(
                     if form.register {
                         client.register(&user, &password, None).await?;
                     }
-                    client.login(&user, &password, Some("confab chat")).await
+                    let Some(dir) = e2ee_dir else {
+                        return client.login(&user, &password, Some("confab chat")).await;
+                    };
+                    // A device key too, so this device can take part in
+                    // end-to-end encrypted conversations.
+                    let key = DeviceKey::generate()?;
+                    let session = client
+                        .login_with_key(
+                            &user,
+                            &password,
+                            Some("confab chat"),
+                            Some(&key.public_b64()),
+                        )
+                        .await?;
+                    E2ee::start_device(client.clone(), dir, key).await?;
+                    Ok(session)
                 }
                 .await;
                 form.busy = false;

@@ -204,6 +204,9 @@ async fn http_command_inner(client: &Client, cmd: Command) -> Result<Vec<AppEven
         | Command::Typing { .. }
         | Command::MarkRead { .. }
         | Command::SendFile { .. }
+        | Command::SendEncrypted { .. }
+        | Command::SendEncryptedFile { .. }
+        | Command::Decrypt { .. }
         | Command::Bell
         | Command::Quit => Vec::new(),
     })

@@ -4,11 +4,13 @@
 //! the ratatui backend and fed terminal events through a channel, so tests
 //! drive the real thing with a `TestBackend` and scripted keys.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use confab_sdk::{
-    Client, ConnectOptions, Connection, ConnectionHandle, ConversationId, MessageKind, Seq,
-    TypingState, User,
+    Attachment, Client, ConnectOptions, Connection, ConnectionHandle, ConversationId, E2ee,
+    MessageKind, MessageRecord, Seq, TypingState, User,
 };
 use ratatui::backend::Backend;
 use ratatui::crossterm::event::Event as TermEvent;
@@ -42,6 +44,10 @@ pub struct RunnerOptions {
     pub bell: Box<dyn FnMut() + Send>,
     /// Connection options (tests shorten the backoff).
     pub connect: ConnectOptions,
+    /// This device's end-to-end encryption, when it has a device key:
+    /// encrypted conversations are then decrypted and written to; without
+    /// it they show placeholders.
+    pub e2ee: Option<Arc<E2ee>>,
 }
 
 impl Default for RunnerOptions {
@@ -50,6 +56,7 @@ impl Default for RunnerOptions {
             tick: Duration::from_millis(250),
             bell: Box::new(|| {}),
             connect: ConnectOptions::default(),
+            e2ee: None,
         }
     }
 }
@@ -65,6 +72,17 @@ enum ConnOp {
     Read(ConversationId, Seq),
 }
 
+/// Work for the device's MLS state, in order: its sends must keep the
+/// order they were typed in, and every read goes through it in seq order.
+enum E2eeOp {
+    Send {
+        conversation_id: ConversationId,
+        client_msg_id: String,
+        text: String,
+    },
+    Decrypt(ConversationId, Seq),
+}
+
 /// The app, its connection and its screen.
 pub struct Runner<B: Backend> {
     terminal: Terminal<B>,
@@ -73,6 +91,7 @@ pub struct Runner<B: Backend> {
     conn: Connection,
     conn_open: bool,
     ordered: mpsc::Sender<ConnOp>,
+    e2ee: Option<(Arc<E2ee>, mpsc::UnboundedSender<E2eeOp>)>,
     results_tx: mpsc::Sender<AppEvent>,
     results: mpsc::Receiver<AppEvent>,
     input: mpsc::Receiver<TermEvent>,
@@ -105,15 +124,21 @@ impl<B: Backend> Runner<B> {
         let (results_tx, results) = mpsc::channel(1024);
         let (ordered, ordered_rx) = mpsc::channel(1024);
         tokio::spawn(run_ordered(conn.handle(), ordered_rx, results_tx.clone()));
+        let e2ee = options.e2ee.map(|e2ee| {
+            let (tx, rx) = mpsc::unbounded_channel();
+            tokio::spawn(run_e2ee(e2ee.clone(), rx, results_tx.clone()));
+            (e2ee, tx)
+        });
         let mut tick = tokio::time::interval(options.tick);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut runner = Runner {
             terminal,
-            app: App::new(me),
+            app: App::new(me).with_e2ee(e2ee.is_some()),
             client,
             conn,
             conn_open: true,
             ordered,
+            e2ee,
             results_tx,
             results,
             input,
@@ -244,6 +269,51 @@ impl<B: Backend> Runner<B> {
                     let _ = tx.send(AppEvent::UploadDone { upload_id, result }).await;
                 });
             }
+            Command::SendEncrypted {
+                conversation_id,
+                client_msg_id,
+                text,
+            } => self.e2ee_op(
+                E2eeOp::Send {
+                    conversation_id,
+                    client_msg_id,
+                    text,
+                },
+                "cannot send: this device has no encryption key",
+            ),
+            Command::Decrypt {
+                conversation_id,
+                from,
+            } => self.e2ee_op(
+                E2eeOp::Decrypt(conversation_id, from),
+                "cannot decrypt: this device has no encryption key",
+            ),
+            Command::SendEncryptedFile {
+                upload_id,
+                conversation_id,
+                path,
+            } => {
+                let Some((e2ee, _)) = &self.e2ee else {
+                    let _ = tx.try_send(AppEvent::UploadDone {
+                        upload_id,
+                        result: Err("this device has no encryption key".into()),
+                    });
+                    return;
+                };
+                let e2ee = e2ee.clone();
+                tokio::spawn(async move {
+                    let result =
+                        send_encrypted_file(&e2ee, conversation_id, path, |sent, total| {
+                            let _ = tx.try_send(AppEvent::UploadProgress {
+                                upload_id,
+                                sent,
+                                total,
+                            });
+                        })
+                        .await;
+                    let _ = tx.send(AppEvent::UploadDone { upload_id, result }).await;
+                });
+            }
             other => {
                 tokio::spawn(async move {
                     for event in http_command(&client, other).await {
@@ -253,6 +323,18 @@ impl<B: Backend> Runner<B> {
                     }
                 });
             }
+        }
+    }
+
+    fn e2ee_op(&self, op: E2eeOp, without: &str) {
+        let sent = match &self.e2ee {
+            Some((_, ops)) => ops.send(op).is_ok(),
+            None => false,
+        };
+        if !sent {
+            let _ = self
+                .results_tx
+                .try_send(AppEvent::Notice(without.to_owned()));
         }
     }
 
@@ -309,4 +391,103 @@ async fn run_ordered(
             }
         }
     }
+}
+
+/// Runs the device's MLS work one operation at a time: sends in the order
+/// typed (each answered with [`AppEvent::Acked`]), and reads, which catch
+/// the conversation up in seq order and answer what this device made of
+/// every message from the first seq asked for ([`AppEvent::Decrypted`]).
+/// Reads queued meanwhile are merged: one catch-up per conversation.
+async fn run_e2ee(
+    e2ee: Arc<E2ee>,
+    mut ops: mpsc::UnboundedReceiver<E2eeOp>,
+    tx: mpsc::Sender<AppEvent>,
+) {
+    while let Some(op) = ops.recv().await {
+        let mut reads: BTreeMap<ConversationId, Seq> = BTreeMap::new();
+        let mut next = Some(op);
+        while let Some(op) = next.take() {
+            match op {
+                E2eeOp::Decrypt(id, from) => {
+                    let f = reads.entry(id).or_insert(from);
+                    *f = (*f).min(from);
+                }
+                E2eeOp::Send {
+                    conversation_id,
+                    client_msg_id,
+                    text,
+                } => {
+                    let result = e2ee
+                        .send_text_with_id(conversation_id, &client_msg_id, &text)
+                        .await
+                        .map_err(|e| e.to_string());
+                    if tx
+                        .send(AppEvent::Acked {
+                            client_msg_id,
+                            result,
+                        })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+            next = ops.try_recv().ok();
+        }
+        for (id, from) in reads {
+            let event = match e2ee.history(id).await {
+                Ok(all) => AppEvent::Decrypted {
+                    conversation_id: id,
+                    messages: all.into_iter().filter(|m| m.seq >= from).collect(),
+                },
+                Err(e) => {
+                    AppEvent::Notice(format!("🔒 cannot read the encrypted conversation: {e}"))
+                }
+            };
+            if tx.send(event).await.is_err() {
+                return;
+            }
+        }
+    }
+}
+
+/// Encrypts a file with a fresh key, uploads the ciphertext and sends the
+/// key in an MLS message; answers the stored (encrypted) message.
+async fn send_encrypted_file(
+    e2ee: &E2ee,
+    conversation_id: ConversationId,
+    path: std::path::PathBuf,
+    progress: impl Fn(u64, u64),
+) -> Result<MessageRecord, String> {
+    let mime = confab_sdk::guess_content_type(&path);
+    let kind = if mime.starts_with("image/") {
+        MessageKind::Image
+    } else if mime.starts_with("audio/") {
+        MessageKind::Voice
+    } else {
+        MessageKind::File
+    };
+    let attachment = {
+        let path = path.clone();
+        tokio::task::spawn_blocking(move || Attachment::from_file(&path, kind))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?
+    };
+    let total = attachment.data.len() as u64;
+    progress(0, total);
+    let seq = e2ee
+        .send_attachment(conversation_id, attachment)
+        .await
+        .map_err(|e| e.to_string())?;
+    progress(total, total);
+    e2ee.client()
+        .history_around(conversation_id, seq, 1)
+        .await
+        .map_err(|e| e.to_string())?
+        .messages
+        .into_iter()
+        .find(|m| m.seq == seq)
+        .ok_or_else(|| format!("{}: sent, but not found in the history", path.display()))
 }

@@ -3,8 +3,10 @@
 //! restoring the terminal on the way out, also after a panic.
 
 use std::io::Write as _;
+use std::path::PathBuf;
+use std::sync::Arc;
 
-use confab_sdk::Client;
+use confab_sdk::{Client, E2ee};
 use futures_util::StreamExt as _;
 use ratatui::backend::CrosstermBackend;
 use ratatui::crossterm::event::{
@@ -22,16 +24,18 @@ use super::login;
 use super::runner::{RunError, Runner, RunnerOptions};
 
 /// Runs `confab chat` in this process's terminal until the user quits.
-/// Without a session it first shows the login form.
-pub async fn run(client: Client) -> Result<(), RunError> {
+/// Without a session it first shows the login form. `e2ee_dir` holds the
+/// device key and MLS state of the session's device: with a key there,
+/// encrypted conversations are read and written.
+pub async fn run(client: Client, e2ee_dir: Option<PathBuf>) -> Result<(), RunError> {
     install_panic_hook();
     enter().map_err(|e| RunError::Draw(e.to_string()))?;
-    let result = run_entered(client).await;
+    let result = run_entered(client, e2ee_dir).await;
     restore();
     result
 }
 
-async fn run_entered(client: Client) -> Result<(), RunError> {
+async fn run_entered(client: Client, e2ee_dir: Option<PathBuf>) -> Result<(), RunError> {
     let (tx, rx) = mpsc::channel(256);
     let reader = tokio::spawn(async move {
         let mut events = EventStream::new();
@@ -41,20 +45,31 @@ async fn run_entered(client: Client) -> Result<(), RunError> {
             }
         }
     });
-    let result = chat(client, rx).await;
+    let result = chat(client, rx, e2ee_dir).await;
     reader.abort();
     result
 }
 
-async fn chat(client: Client, mut input: mpsc::Receiver<TermEvent>) -> Result<(), RunError> {
+async fn chat(
+    client: Client,
+    mut input: mpsc::Receiver<TermEvent>,
+    e2ee_dir: Option<PathBuf>,
+) -> Result<(), RunError> {
     if client.session().is_none() {
         let mut terminal = Terminal::new(CrosstermBackend::new(std::io::stdout()))
             .map_err(|e| RunError::Draw(e.to_string()))?;
-        if !login::run_form(&mut terminal, &mut input, &client).await? {
+        if !login::run_form(&mut terminal, &mut input, &client, e2ee_dir.as_deref()).await? {
             return Ok(());
         }
     }
+    let e2ee = match e2ee_dir {
+        Some(dir) if dir.join(confab_sdk::e2ee::KEY_FILE).exists() => {
+            Some(Arc::new(E2ee::open(client.clone(), &dir).await?))
+        }
+        _ => None,
+    };
     let options = RunnerOptions {
+        e2ee,
         bell: Box::new(|| {
             let mut out = std::io::stdout();
             let _ = out.write_all(b"\x07");

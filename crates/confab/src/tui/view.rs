@@ -259,7 +259,11 @@ impl App {
             format!("{} ", format::clock(m.ts)),
             Style::new().fg(Color::DarkGray),
         );
-        let text = format::body_text(m, &name);
+        let text = if m.kind == MessageKind::Encrypted {
+            format::encrypted_shown(m, chat.decrypted.get(&m.seq), self.e2ee, &name)
+        } else {
+            format::body_text(m, &name)
+        };
         if m.kind == MessageKind::System {
             return vec![
                 time,

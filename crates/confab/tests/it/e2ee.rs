@@ -205,6 +205,55 @@ async fn three_users_two_devices_add_remove_new_and_revoked_device() {
 }
 
 #[tokio::test]
+async fn keys_are_updated_on_schedule_before_a_send() {
+    let app = spawn_app().await;
+    let url = app.base_url.clone();
+    register(&url, "ann").await;
+    let bob_id = register(&url, "bob").await;
+    let ann = new_device(&url, "ann").await;
+    let bob = new_device(&url, "bob").await;
+    let conv = ann.e2ee.create_direct(bob_id).await.expect("direct");
+    ann.e2ee.send_text(conv.id, "one").await.expect("send");
+    let start = ann
+        .e2ee
+        .epoch(conv.id)
+        .await
+        .expect("epoch")
+        .expect("in group");
+    // Fresh keys from creating and joining: not due yet.
+    ann.e2ee.send_text(conv.id, "two").await.expect("send");
+    bob.e2ee.send_text(conv.id, "二").await.expect("send");
+    assert_eq!(ann.e2ee.epoch(conv.id).await.expect("epoch"), Some(start));
+
+    // Due: a self-update commit goes first, then the message.
+    ann.e2ee.set_key_update_interval(std::time::Duration::ZERO);
+    ann.e2ee.send_text(conv.id, "three").await.expect("send");
+    assert_eq!(
+        ann.e2ee.epoch(conv.id).await.expect("epoch"),
+        Some(start + 1)
+    );
+    bob.e2ee.set_key_update_interval(std::time::Duration::ZERO);
+    bob.e2ee.send_text(conv.id, "四").await.expect("send");
+    assert_eq!(
+        bob.e2ee.epoch(conv.id).await.expect("epoch"),
+        Some(start + 2)
+    );
+    for d in [&ann, &bob] {
+        assert_eq!(texts(d, conv.id).await, ["one", "two", "二", "three", "四"]);
+        no_failures(d, conv.id).await;
+    }
+    let commits = bob
+        .e2ee
+        .history(conv.id)
+        .await
+        .expect("history")
+        .into_iter()
+        .filter(|m| matches!(m.content, E2eeContent::Commit { .. }))
+        .count();
+    assert_eq!(commits, 2, "one self-update from each side");
+}
+
+#[tokio::test]
 async fn concurrent_commits_one_wins_the_other_retries() {
     let app = spawn_app().await;
     let url = app.base_url.clone();

@@ -1,6 +1,7 @@
 //! `confab chat`: the app's screens drawn on ratatui's `TestBackend`, and
 //! the real runner driven by scripted keys against a real server.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::support::*;
@@ -9,8 +10,8 @@ use confab_sdk::proto::api::{
     ConversationKind, Friend, FriendRequest, Member, PresenceStatus, Role,
 };
 use confab_sdk::{
-    Client, Conversation, Event, MessageKind, MessagePage, MessageRecord, ReceiptKind, TypingState,
-    User,
+    Client, Conversation, E2ee, Event, MessageKind, MessagePage, MessageRecord, ReceiptKind,
+    TypingState, User,
 };
 use ratatui::backend::TestBackend;
 use ratatui::buffer::Buffer;
@@ -322,7 +323,10 @@ fn encrypted_conversation_shows_a_lock_and_sends_nothing_plain() {
     );
     assert!(contains(&screen, "🔒 [encryption keys changed]"));
     assert!(
-        contains(&screen, "Bob: 🔒 [encrypted: read it with"),
+        contains(
+            &screen,
+            "Bob: 🔒 [encrypted: this device has no encryption key]"
+        ),
         "{}",
         screen.join("\n")
     );
@@ -333,11 +337,106 @@ fn encrypted_conversation_shows_a_lock_and_sends_nothing_plain() {
     assert!(
         !commands
             .iter()
-            .any(|c| matches!(c, Command::SendText { .. })),
+            .any(|c| matches!(c, Command::SendText { .. } | Command::SendEncrypted { .. })),
         "{commands:?}"
     );
     let notice = app.notice().expect("a notice");
-    assert!(notice.contains("confab e2ee send 10"), "{notice}");
+    assert!(notice.contains("confab login"), "{notice}");
+}
+
+#[test]
+fn with_a_device_key_encrypted_messages_are_decrypted_and_sends_encrypted() {
+    let mut app = App::new(user(1, "Ann")).with_e2ee(true);
+    let _ = app.start();
+    let _ = app.on_event(AppEvent::User(user(2, "Bob")));
+    let mut conv = fake_direct(10, 1, 2, 3, 0, 2_000);
+    conv.encrypted = true;
+    let _ = app.on_event(AppEvent::Conversations(vec![conv]));
+    let encrypted = |seq, from, mls: &str| {
+        let mut m = text(10, seq, from, "");
+        m.kind = MessageKind::Encrypted;
+        m.body = json!({"ciphertext": "c2VjcmV0", "mls": mls, "epoch": 1});
+        m
+    };
+    let out = app.on_event(AppEvent::History {
+        conversation_id: 10,
+        page: MessagePage {
+            messages: vec![
+                encrypted(1, 1, "commit"),
+                encrypted(2, 2, "application"),
+                encrypted(3, 2, "application"),
+            ],
+            has_more: false,
+            has_more_before: None,
+        },
+    });
+    assert!(
+        out.contains(&Command::Decrypt {
+            conversation_id: 10,
+            from: 1
+        }),
+        "the page is handed to the MLS state: {out:?}"
+    );
+    assert!(contains(&screen_of(&app, 100, 24), "Bob: 🔒 decrypting…"));
+
+    let seen = |seq, content| confab_sdk::E2eeMessage {
+        seq,
+        sender_id: 2,
+        ts: 2_000,
+        content,
+    };
+    let _ = app.on_event(AppEvent::Decrypted {
+        conversation_id: 10,
+        messages: vec![
+            seen(1, confab_sdk::E2eeContent::Commit { epoch: 1 }),
+            seen(
+                2,
+                confab_sdk::E2eeContent::Message {
+                    kind: "text".into(),
+                    body: json!({"text": "我们明天下午开会"}),
+                },
+            ),
+            seen(
+                3,
+                confab_sdk::E2eeContent::Failed {
+                    reason: "a wrong epoch".into(),
+                },
+            ),
+        ],
+    });
+    let screen = screen_of(&app, 100, 24);
+    assert!(contains(&screen, "🔒 [encryption keys changed]"));
+    assert!(
+        contains(&screen, "Bob: 我们明天下午开会"),
+        "{}",
+        screen.join("\n")
+    );
+    assert!(contains(&screen, "Bob: 🔒 [cannot decrypt: a wrong epoch]"));
+    assert!(!contains(&screen, "decrypting"));
+
+    // A new message goes through the MLS state too.
+    let out = app.on_event(AppEvent::Sdk(Event::Message(encrypted(
+        4,
+        2,
+        "application",
+    ))));
+    assert!(out.contains(&Command::Decrypt {
+        conversation_id: 10,
+        from: 4
+    }));
+
+    // Typing sends an encrypted message, shown pending until its ack.
+    let commands = type_into(&mut app, "好的");
+    let sent = commands
+        .iter()
+        .find(|c| matches!(c, Command::SendEncrypted { .. }))
+        .unwrap_or_else(|| panic!("an encrypted send: {commands:?}"));
+    assert!(
+        matches!(sent, Command::SendEncrypted { conversation_id: 10, text, .. } if text == "好的")
+    );
+    assert!(!commands
+        .iter()
+        .any(|c| matches!(c, Command::SendText { .. })));
 }
 
 #[test]
@@ -563,9 +662,14 @@ struct Ui {
 
 impl Ui {
     async fn new(client: Client) -> Ui {
+        Ui::with_e2ee(client, None).await
+    }
+
+    async fn with_e2ee(client: Client, e2ee: Option<Arc<E2ee>>) -> Ui {
         let (keys, rx) = mpsc::channel(1024);
         let options = RunnerOptions {
             tick: Duration::from_millis(50),
+            e2ee,
             ..RunnerOptions::default()
         };
         let runner = Runner::new(client, TestBackend::new(80, 24), rx, options)
@@ -704,6 +808,98 @@ async fn direct_chat_typing_replies_and_read_ticks() {
     .await;
     assert_eq!(ui.app().bells(), 0, "no bell for the open conversation");
     let _ = bob_user;
+}
+
+/// A device that logs in with a device key (as `confab login` does) in
+/// its own session dir.
+async fn e2ee_device(base_url: &str, name: &str) -> (Arc<E2ee>, tempfile::TempDir) {
+    Client::new(base_url)
+        .register(name, PASSWORD, None)
+        .await
+        .expect("register");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let e2ee = E2ee::login(
+        Client::new(base_url),
+        dir.path(),
+        name,
+        PASSWORD,
+        Some("tui"),
+    )
+    .await
+    .expect("e2ee login");
+    (Arc::new(e2ee), dir)
+}
+
+#[tokio::test]
+async fn an_encrypted_chat_is_read_and_written_in_the_terminal_app() {
+    let app = spawn_app().await;
+    let (ann, _ann_dir) = e2ee_device(&app.base_url, "ann").await;
+    let (bob, _bob_dir) = e2ee_device(&app.base_url, "bob").await;
+    let bob_id = bob.client().session().expect("session").user.id;
+    let conv = ann.create_direct(bob_id).await.expect("encrypted direct");
+    assert!(conv.encrypted);
+    ann.send_text(conv.id, "我们明天下午开会讨论分布式系统")
+        .await
+        .expect("send");
+
+    // Bob's terminal app reads what was said before it started…
+    let mut ui = Ui::with_e2ee(bob.client().clone(), Some(bob.clone())).await;
+    ui.wait("online", |app, _| app.link() == &Link::Online)
+        .await;
+    ui.wait_text("ann: 我们明天下午开会讨论分布式系统").await;
+    // …and what comes live, after a key change it must apply first.
+    ann.update_keys(conv.id).await.expect("update keys");
+    ann.send_text(conv.id, "第三条 after new keys")
+        .await
+        .expect("send");
+    ui.wait_text("ann: 第三条 after new keys").await;
+    ui.wait_text("🔒 [encryption keys").await;
+
+    // Bob answers from the app: encrypted, acked, and ann reads it.
+    ui.type_line("好的，明天见").await;
+    ui.wait("the ack", |_, s| {
+        contains(s, "You: 好的，明天见") && !contains(s, "sending…")
+    })
+    .await;
+    let said: Vec<String> = ann
+        .history(conv.id)
+        .await
+        .expect("history")
+        .into_iter()
+        .filter_map(|m| match m.content {
+            confab_sdk::E2eeContent::Message { body, .. } => {
+                body.get("text").and_then(|t| t.as_str()).map(str::to_owned)
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        said,
+        [
+            "我们明天下午开会讨论分布式系统",
+            "第三条 after new keys",
+            "好的，明天见"
+        ]
+    );
+    // The server got ciphertext only.
+    let stored = ann
+        .client()
+        .history(conv.id, confab_sdk::HistoryQuery::after(0, 100))
+        .await
+        .expect("server history");
+    assert!(stored
+        .messages
+        .iter()
+        .all(|m| m.kind == MessageKind::Encrypted || m.kind == MessageKind::System));
+    assert!(!serde_json::to_string(&stored.messages)
+        .expect("json")
+        .contains("明天见"));
+    let screen = ui.screen();
+    assert!(
+        !contains(&screen, "decrypting") && !contains(&screen, "cannot decrypt"),
+        "{}",
+        screen.join("\n")
+    );
 }
 
 #[tokio::test]
@@ -1059,7 +1255,7 @@ async fn login_form_logs_in_registers_and_shows_errors() {
     tx.send(TermEvent::Key(key(KeyCode::Esc)))
         .await
         .expect("key");
-    let logged_in = run_form(&mut terminal, &mut rx, &client)
+    let logged_in = run_form(&mut terminal, &mut rx, &client, None)
         .await
         .expect("form");
     assert!(!logged_in && client.session().is_none());
@@ -1080,7 +1276,7 @@ async fn login_form_logs_in_registers_and_shows_errors() {
     for k in form_keys(&format!("ann\t{PASSWORD}\n")) {
         tx.send(k).await.expect("key");
     }
-    assert!(run_form(&mut terminal, &mut rx, &client)
+    assert!(run_form(&mut terminal, &mut rx, &client, None)
         .await
         .expect("form"));
     assert_eq!(client.session().expect("session").user.username, "ann");
@@ -1093,10 +1289,25 @@ async fn login_form_logs_in_registers_and_shows_errors() {
     for k in form_keys(&format!("zed\t{PASSWORD}\n")) {
         tx.send(k).await.expect("key");
     }
-    assert!(run_form(&mut terminal, &mut rx, &client)
+    // With a folder for the device's keys (as `confab chat` passes), the
+    // login makes a device key, so encrypted conversations work here.
+    let keys = tempfile::tempdir().expect("tempdir");
+    assert!(run_form(&mut terminal, &mut rx, &client, Some(keys.path()))
         .await
         .expect("form"));
     assert_eq!(client.session().expect("session").user.username, "zed");
+    assert!(keys.path().join(confab_sdk::e2ee::KEY_FILE).exists());
+    let e2ee = E2ee::open(client.clone(), keys.path())
+        .await
+        .expect("the device's MLS state opens");
+    let me = client.session().expect("session");
+    let devices = e2ee.client().devices(me.user.id).await.expect("devices");
+    assert!(
+        devices
+            .iter()
+            .any(|d| d.device_id == me.device_id && d.public_key.is_some()),
+        "the device registered its key: {devices:?}"
+    );
 }
 
 #[test]

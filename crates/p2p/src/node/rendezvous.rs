@@ -268,6 +268,27 @@ impl Loop {
         }
     }
 
+    /// We are stopping: withdraws our registration at the point, so
+    /// lookups stop handing out a relayed address that is about to die.
+    /// True when an unregistration was sent (the swarm must run a moment
+    /// for it to leave).
+    pub(super) fn rendezvous_unregister(&mut self) -> bool {
+        let connected = self.relay_peer.is_some_and(|p| self.is_connected(&p));
+        let Some(reg) = self.rdv.registrar.as_mut() else {
+            return false;
+        };
+        let was = reg.registered.take().is_some() || std::mem::take(&mut reg.pending);
+        if !was || !connected {
+            return false;
+        }
+        let point = reg.point;
+        self.swarm
+            .behaviour_mut()
+            .rendezvous
+            .unregister(namespace_of(&self.me), point);
+        true
+    }
+
     /// Our relay connection is gone: the registered relayed address is
     /// dead, so register again once the reservation is back.
     pub(super) fn rendezvous_relay_lost(&mut self) {
@@ -391,8 +412,17 @@ impl Loop {
             E::Discovered {
                 rendezvous_node,
                 registrations,
-                ..
+                cookie,
             } => {
+                let asked = cookie.namespace().and_then(peer_of_namespace);
+                if let Some(contact) = asked {
+                    if !registrations.iter().any(|r| r.record.peer_id() == contact) {
+                        self.emit(Event::RendezvousNotFound {
+                            peer: contact.to_base58(),
+                            rendezvous: rendezvous_node.to_base58(),
+                        });
+                    }
+                }
                 for r in registrations {
                     let Some(contact) = peer_of_namespace(&r.namespace) else {
                         continue;

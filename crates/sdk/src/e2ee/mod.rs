@@ -48,7 +48,7 @@ pub use state::{E2eeContent, E2eeMessage};
 
 use crate::api::{new_client_msg_id, HistoryQuery};
 use crate::error::{Error, Result};
-use crate::Client;
+use crate::{Ack, Client};
 use provider::Provider;
 use state::{Outgoing, PendingCommit, State};
 
@@ -58,6 +58,11 @@ pub const CIPHERSUITE: Ciphersuite = Ciphersuite::MLS_128_DHKEMX25519_AES128GCM_
 pub const KEY_PACKAGE_TARGET: i64 = 20;
 /// Below this many the device uploads more.
 pub const KEY_PACKAGE_LOW: i64 = 10;
+/// How often a device gives its leaf in each encrypted conversation fresh
+/// keys (a self-update commit before its next send), so a key stolen from
+/// it stops opening new messages: once a week by default
+/// ([`E2ee::set_key_update_interval`]).
+pub const KEY_UPDATE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 /// How many times a send or commit is made again after `epoch_conflict`.
 const MAX_ATTEMPTS: usize = 16;
 /// The file of a device's MLS state in its session dir.
@@ -84,6 +89,28 @@ pub struct Attachment {
     pub duration_ms: Option<u64>,
 }
 
+impl Attachment {
+    /// Reads a file to send as `kind` (`image`, `voice` or `file`), its
+    /// type guessed from the name.
+    pub fn from_file(path: &Path, kind: MessageKind) -> Result<Attachment> {
+        let data = std::fs::read(path)
+            .map_err(|e| Error::InvalidInput(format!("reading {}: {e}", path.display())))?;
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "file".into());
+        Ok(Attachment {
+            kind,
+            name,
+            mime: crate::guess_content_type(path).to_owned(),
+            data,
+            width: None,
+            height: None,
+            duration_ms: None,
+        })
+    }
+}
+
 /// One device's end-to-end encryption: see the module docs.
 pub struct E2ee {
     client: Client,
@@ -94,6 +121,8 @@ pub struct E2ee {
     inner: Mutex<Inner>,
     /// Sends and commits refused with `epoch_conflict` and made again.
     conflicts: std::sync::atomic::AtomicU64,
+    /// See [`KEY_UPDATE_INTERVAL`].
+    key_update_interval: std::sync::Mutex<std::time::Duration>,
 }
 
 struct Inner {
@@ -180,6 +209,7 @@ impl E2ee {
                 reconciled: HashMap::new(),
             }),
             conflicts: std::sync::atomic::AtomicU64::new(0),
+            key_update_interval: std::sync::Mutex::new(KEY_UPDATE_INTERVAL),
         };
         e2ee.resume().await?;
         // Welcomes used some KeyPackages up: top the stock up (best effort:
@@ -245,6 +275,34 @@ impl E2ee {
     /// (`epoch_conflict`) and were made again since it was opened.
     pub fn epoch_conflicts(&self) -> u64 {
         self.conflicts.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How often this device's leaf gets fresh keys in each conversation
+    /// it sends to (see [`KEY_UPDATE_INTERVAL`]; zero: before every send).
+    pub fn set_key_update_interval(&self, every: std::time::Duration) {
+        if let Ok(mut i) = self.key_update_interval.lock() {
+            *i = every;
+        }
+    }
+
+    /// Whether this device's leaf in `id` is due for fresh keys.
+    fn keys_due(&self, inner: &Inner, id: ConversationId) -> bool {
+        let every = self
+            .key_update_interval
+            .lock()
+            .map(|i| *i)
+            .unwrap_or(KEY_UPDATE_INTERVAL);
+        let every_ms = i64::try_from(every.as_millis()).unwrap_or(i64::MAX);
+        match inner
+            .state
+            .conversations
+            .get(&id)
+            .and_then(|c| c.keys_fresh_at)
+        {
+            Some(at) => now_ms().saturating_sub(at) >= every_ms,
+            // A state from before the schedule: due once.
+            None => true,
+        }
     }
 
     fn count_conflict(&self) {
@@ -384,6 +442,7 @@ impl E2ee {
         .map_err(|e| mls_err("cannot create the MLS group", e))?;
         let cs = inner.state.conversations.entry(id).or_default();
         cs.joined_epoch = Some(0);
+        cs.keys_fresh_at = Some(now_ms());
         self.save(&mut inner)
     }
 
@@ -573,7 +632,13 @@ impl E2ee {
                 })
                 .await?;
             if done {
-                return Ok(());
+                inner
+                    .state
+                    .conversations
+                    .entry(id)
+                    .or_default()
+                    .keys_fresh_at = Some(now_ms());
+                return self.save(&mut inner);
             }
         }
         Err(Error::Api(confab_proto::ApiError::new(
@@ -714,8 +779,28 @@ impl E2ee {
 
     /// Sends a text message; answers its seq.
     pub async fn send_text(&self, id: ConversationId, text: &str) -> Result<Seq> {
-        self.send_plain(id, json!({"kind": "text", "body": {"text": text}}), None)
-            .await
+        let ack = self
+            .send_text_with_id(id, &new_client_msg_id(), text)
+            .await?;
+        Ok(ack.seq)
+    }
+
+    /// Sends a text message under the caller's idempotency key (a client
+    /// that shows the line before its ack finds it again by this key);
+    /// answers the ack.
+    pub async fn send_text_with_id(
+        &self,
+        id: ConversationId,
+        client_msg_id: &str,
+        text: &str,
+    ) -> Result<Ack> {
+        self.send_plain(
+            id,
+            client_msg_id.to_owned(),
+            json!({"kind": "text", "body": {"text": text}}),
+            None,
+        )
+        .await
     }
 
     /// Encrypts an attachment with a fresh key, uploads the ciphertext and
@@ -747,7 +832,10 @@ impl E2ee {
             }
         }
         let plain = json!({"kind": a.kind.as_str(), "body": body});
-        self.send_plain(id, plain, Some(uploaded.media_id)).await
+        let ack = self
+            .send_plain(id, new_client_msg_id(), plain, Some(uploaded.media_id))
+            .await?;
+        Ok(ack.seq)
     }
 
     /// Fetches and decrypts the attachment of a decrypted media message.
@@ -764,9 +852,10 @@ impl E2ee {
     async fn send_plain(
         &self,
         id: ConversationId,
+        client_msg_id: String,
         plaintext: Value,
         media_id: Option<String>,
-    ) -> Result<Seq> {
+    ) -> Result<Ack> {
         let stale = {
             let inner = self.inner.lock().await;
             let due = inner
@@ -785,8 +874,19 @@ impl E2ee {
                 tracing::debug!(conversation = id, "reconcile before send failed: {e}");
             }
         }
+        let due = {
+            let inner = self.inner.lock().await;
+            self.load_group(&inner, id)?.is_some() && self.keys_due(&inner, id)
+        };
+        if due {
+            // Fresh keys on the schedule, before anything more is said
+            // (best effort: the message goes anyway, the next send tries
+            // again).
+            if let Err(e) = self.update_keys(id).await {
+                tracing::debug!(conversation = id, "scheduled key update failed: {e}");
+            }
+        }
         let mut inner = self.inner.lock().await;
-        let client_msg_id = new_client_msg_id();
         self.send_locked(&mut inner, id, client_msg_id, plaintext, media_id)
             .await
     }
@@ -798,7 +898,7 @@ impl E2ee {
         client_msg_id: String,
         plaintext: Value,
         media_id: Option<String>,
-    ) -> Result<Seq> {
+    ) -> Result<Ack> {
         for _ in 0..MAX_ATTEMPTS {
             self.catch_up_locked(inner, id).await?;
             let mut group = self.load_group(inner, id)?.ok_or_else(|| {
@@ -837,7 +937,7 @@ impl E2ee {
             {
                 Ok(ack) => {
                     self.record_own(inner, id, &client_msg_id, ack.seq, ack.ts)?;
-                    return Ok(ack.seq);
+                    return Ok(Ack::from(ack));
                 }
                 Err(e) if e.code() == Some(ErrorCode::EpochConflict) => {
                     self.count_conflict();
@@ -1252,12 +1352,9 @@ impl E2ee {
             return fail("the welcome is for another conversation's group".into());
         }
         let epoch = group.epoch().as_u64();
-        inner
-            .state
-            .conversations
-            .entry(id)
-            .or_default()
-            .joined_epoch = Some(epoch);
+        let cs = inner.state.conversations.entry(id).or_default();
+        cs.joined_epoch = Some(epoch);
+        cs.keys_fresh_at = Some(now_ms());
         E2eeContent::Joined { epoch }
     }
 }
@@ -1288,4 +1385,11 @@ fn plain_content(v: &Value) -> E2eeContent {
             reason: "the decrypted message has no kind and body".into(),
         },
     }
+}
+
+/// Now, in ms since the Unix epoch.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }

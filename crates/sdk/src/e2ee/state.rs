@@ -99,6 +99,11 @@ pub(crate) struct ConversationState {
     pub pending_commit: Option<PendingCommit>,
     /// A member left or was removed on the server: their leaves should go.
     pub needs_reconcile: bool,
+    /// When this device's leaf last got fresh keys (it created or joined
+    /// the group, or committed a self-update), in ms since the Unix epoch:
+    /// the key-update schedule counts from here.
+    #[serde(default)]
+    pub keys_fresh_at: Option<Millis>,
 }
 
 /// The whole file.

@@ -286,7 +286,10 @@ async function apply(convId, g, m, extra) {
     // Mine: MLS cannot decrypt what this device sent. My commit's resulting
     // state was kept with it and is adopted here, in seq order.
     if (sent.mls !== 'commit') return { kind: sent.kind, body: sent.body };
-    if (g.state && !g.removed && mls.epochOf(g.state) === sent.epoch) g.state = mls.loadState(sent.nextState);
+    if (g.state && !g.removed && mls.epochOf(g.state) === sent.epoch) {
+      g.state = mls.loadState(sent.nextState);
+      if (sent.selfUpdate) g.keysAt = Date.now();
+    }
     return { hidden: true };
   }
   const mineWelcome = b.welcome && Array.isArray(b.welcome_devices) && b.welcome_devices.includes(me.deviceId);
@@ -313,6 +316,7 @@ async function apply(convId, g, m, extra) {
       g.creator = false;
       g.removed = false;
       g.joinedSeq = m.seq;
+      g.keysAt = Date.now();
       if (!stored.lastResort) extra.push((s) => s.packages.delete(stored.ref));
       refillSoon();
       return { hidden: true };
@@ -397,7 +401,9 @@ async function post(convId, clientMsgId, build) {
       if (!built) return { done: true, seq: null };
       if (built.body.mls === 'commit') {
         // Adopted when the pump reaches it (in seq order), should the server take it.
-        await db.put('sent', clientMsgId, { conv: convId, mls: 'commit', epoch: built.body.epoch, nextState: mls.saveState(built.state) });
+        await db.put('sent', clientMsgId, {
+          conv: convId, mls: 'commit', epoch: built.body.epoch, nextState: mls.saveState(built.state), selfUpdate: !!built.selfUpdate,
+        });
       } else {
         // Secrets used for this message are spent: keep the new state before it leaves.
         g.state = built.state;
@@ -428,6 +434,7 @@ export async function sendPayload(convId, kind, body, clientMsgId = uuid(), medi
   await db.put('sent', clientMsgId, { conv: convId, kind, body });
   // A member's new device should read this too.
   await reconcileIfDue(convId);
+  await updateKeysIfDue(convId);
   const bytes = mls.utf8(JSON.stringify({ kind, body }));
   return post(convId, clientMsgId, async (g) => {
     const out = await mls.encrypt(g.state, bytes);
@@ -446,7 +453,7 @@ export async function createGroup(conv) {
     if (existing && existing.state) return;
     const kp = await mls.newKeyPackage(me.userId, me.deviceId, me.key);
     const state = await mls.createGroup(mls.groupIdOf(conv.id), kp.stored);
-    await saveGroup(conv.id, { state, cursor: 0, joinedSeq: 0, creator: true });
+    await saveGroup(conv.id, { state, cursor: 0, joinedSeq: 0, creator: true, keysAt: Date.now() });
   });
   await reconcile(conv.id);
 }
@@ -510,6 +517,35 @@ export async function reconcile(convId, { alsoRemove = [] } = {}) {
     return { body, state: out.state };
   });
   pump(convId);
+}
+
+/**
+ * How often this device gives its leaf in each encrypted conversation fresh
+ * keys (a self-update commit before its next send), so a key stolen from it
+ * stops opening new messages: a week, as the Rust clients do.
+ * `localStorage['confab.keyUpdateEveryMs']` overrides it (tests).
+ */
+const KEY_UPDATE_EVERY = 7 * 24 * 3600_000;
+
+function keyUpdateEvery() {
+  const set = localStorage.getItem('confab.keyUpdateEveryMs');
+  const ms = set === null ? NaN : Number(set);
+  return Number.isFinite(ms) && ms >= 0 ? ms : KEY_UPDATE_EVERY;
+}
+
+/** A self-update commit when this device's keys in `convId` are due (best effort). */
+async function updateKeysIfDue(convId) {
+  const due = (g) => g && g.state && !g.removed && Date.now() - (g.keysAt || 0) >= keyUpdateEvery();
+  if (!due(await db.get('groups', convId))) return;
+  try {
+    await post(convId, uuid(), async (g) => {
+      if (!due(g)) return null; // another tab of this device did it meanwhile
+      const out = await mls.commit(g.state, {});
+      return { body: { ciphertext: out.commit, mls: 'commit', epoch: mls.epochOf(g.state) }, state: out.state, selfUpdate: true };
+    });
+  } catch (e) {
+    console.warn('e2ee key update', e);
+  }
 }
 
 /** convId -> when this page last compared the group with the members (ms). */
