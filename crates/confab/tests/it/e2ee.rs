@@ -343,15 +343,26 @@ async fn concurrent_commits_one_wins_the_other_retries() {
         );
         no_failures(d, conv.id).await;
     }
+    // A real commit of an old epoch, sent again as new: epoch_conflict.
+    let old_commit = a1
+        .e2ee
+        .client()
+        .history(conv.id, confab_sdk::HistoryQuery::after(0, 200))
+        .await
+        .expect("history")
+        .messages
+        .into_iter()
+        .find(|m| m.body["mls"] == "commit" && m.body["epoch"] == epoch)
+        .expect("the commit of that epoch");
+    let mut body = old_commit.body.clone();
+    if let Some(o) = body.as_object_mut() {
+        o.remove("welcome");
+        o.remove("welcome_devices");
+    }
     let stale = a1
         .e2ee
         .client()
-        .send_http(
-            conv.id,
-            "stale-commit",
-            MessageKind::Encrypted,
-            json!({"ciphertext": "AAAA", "mls": "commit", "epoch": epoch}),
-        )
+        .send_http(conv.id, "stale-commit", MessageKind::Encrypted, body)
         .await
         .expect_err("stale");
     assert_eq!(stale.code(), Some(ErrorCode::EpochConflict));
@@ -451,8 +462,8 @@ async fn forged_replayed_and_misaddressed_mls_messages_are_refused() {
     let epoch = original.body["epoch"].as_u64().expect("epoch");
 
     // Bob's client sends, under his own name, what the server cannot tell
-    // from real messages: Ann's message again (a replay), Ann's message
-    // with one byte changed (a forgery), and bytes that are no MLS at all.
+    // from real messages: Ann's message again (a replay) and Ann's message
+    // with one byte changed (a forgery).
     let bob_http = b1.e2ee.client();
     let send = |id: &'static str, body: serde_json::Value| async move {
         bob_http
@@ -470,25 +481,16 @@ async fn forged_replayed_and_misaddressed_mls_messages_are_refused() {
     let mut forged_body = original.body.clone();
     forged_body["ciphertext"] = json!(B64.encode(&bytes));
     let forged = send("forged-1", forged_body).await;
-    let garbage = send(
-        "garbage-1",
-        json!({"ciphertext": B64.encode(b"not mls at all"), "mls": "application", "epoch": epoch}),
-    )
-    .await;
     a1.e2ee
         .send_text(conv.id, "still fine")
         .await
         .expect("send");
 
-    // Every other device refuses all three with a reason and shows none of
+    // Every other device refuses both with a reason and shows none of
     // them as a message; the real ones around them read fine.
     for (who, d) in [("a2", &a2), ("b1", &b1)] {
         let h = d.e2ee.history(conv.id).await.expect("history");
-        for (what, s) in [
-            ("replay", replay),
-            ("forgery", forged),
-            ("garbage", garbage),
-        ] {
+        for (what, s) in [("replay", replay), ("forgery", forged)] {
             let m = h.iter().find(|m| m.seq == s).expect("processed");
             match &m.content {
                 E2eeContent::Failed { reason } => assert!(!reason.is_empty()),
@@ -501,6 +503,99 @@ async fn forged_replayed_and_misaddressed_mls_messages_are_refused() {
             "{who}"
         );
     }
+
+    // What the server can tell from the MLS framing is refused there, and
+    // the epoch does not move: bytes that are no MLS at all, an
+    // application message labelled a commit (it would move the epoch and
+    // leave every member behind), a message of another epoch than its
+    // label, one for another conversation's group.
+    let epoch_now = a1
+        .e2ee
+        .client()
+        .conversation(conv.id)
+        .await
+        .expect("conv")
+        .mls_epoch
+        .expect("encrypted");
+    let still = a1
+        .e2ee
+        .client()
+        .history(conv.id, confab_sdk::HistoryQuery::after(0, 200))
+        .await
+        .expect("history")
+        .messages
+        .into_iter()
+        .rev()
+        .find(|m| m.body["mls"] == "application")
+        .expect("an application message");
+    let real = still.body["ciphertext"].clone();
+    let other = a1.e2ee.create_group("other", &[bob]).await.expect("other");
+    let other_seq = a1
+        .e2ee
+        .send_text(other.id, "elsewhere")
+        .await
+        .expect("send");
+    let elsewhere = a1
+        .e2ee
+        .client()
+        .history(other.id, confab_sdk::HistoryQuery::after(0, 200))
+        .await
+        .expect("history")
+        .messages
+        .into_iter()
+        .find(|m| m.seq == other_seq)
+        .expect("sent");
+    for (what, body, says) in [
+        (
+            "garbage",
+            json!({"ciphertext": B64.encode(b"not mls at all"), "mls": "commit", "epoch": epoch_now}),
+            "not an MLS message",
+        ),
+        (
+            "mislabelled",
+            json!({"ciphertext": real, "mls": "commit", "epoch": epoch_now}),
+            "the body says Commit",
+        ),
+        (
+            "wrong epoch",
+            json!({"ciphertext": real, "mls": "application", "epoch": epoch_now + 1}),
+            "the body says",
+        ),
+        (
+            "another group",
+            json!({"ciphertext": elsewhere.body["ciphertext"], "mls": "application",
+                   "epoch": elsewhere.body["epoch"]}),
+            "not for this conversation's group",
+        ),
+    ] {
+        let refused = b1
+            .e2ee
+            .client()
+            .send_http(
+                conv.id,
+                &format!("bad-{}", what.replace(' ', "-")),
+                MessageKind::Encrypted,
+                body,
+            )
+            .await
+            .expect_err(what);
+        assert_eq!(refused.code(), Some(ErrorCode::BadRequest), "{what}");
+        assert!(refused.to_string().contains(says), "{what}: {refused}");
+    }
+    let after_bad = a1.e2ee.client().conversation(conv.id).await.expect("conv");
+    assert_eq!(
+        after_bad.mls_epoch,
+        Some(epoch_now),
+        "the epoch did not move"
+    );
+    a1.e2ee
+        .send_text(conv.id, "and on")
+        .await
+        .expect("the group goes on");
+    assert_eq!(
+        texts(&b1, conv.id).await,
+        ["the real one", "still fine", "and on"]
+    );
 
     // A Welcome addressed to a device of someone who is not a member is
     // refused by the server, and the epoch does not move.

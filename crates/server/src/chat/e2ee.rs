@@ -6,11 +6,12 @@
 
 use base64::engine::general_purpose::STANDARD as B64;
 use base64::Engine as _;
-use confab_proto::e2ee::encrypted_header;
+use confab_proto::e2ee::{encrypted_header, MlsKind};
 use confab_proto::{ApiError, DeviceId, ErrorCode, MessageKind, UserId};
 use confab_store::{NewMessage, Store};
 use openmls::prelude::{
-    BasicCredential, Ciphersuite, KeyPackageIn, MlsMessageBodyIn, MlsMessageIn, ProtocolVersion,
+    BasicCredential, Ciphersuite, ContentType, KeyPackageIn, MlsMessageBodyIn, MlsMessageIn,
+    ProtocolVersion,
 };
 use tls_codec::Deserialize as _;
 
@@ -114,7 +115,8 @@ fn parse(bytes: &[u8]) -> Option<KeyPackageIn> {
 /// Checks what an `encrypted` message's clear header claims that the
 /// commit cannot: each device its Welcome is for is a live device of a
 /// current member (one store read; the commit refuses non-members and
-/// applies the epoch rule).
+/// applies the epoch rule), and the MLS framing matches the header
+/// ([`check_framing`]).
 pub async fn check_encrypted_message(store: &dyn Store, msg: &NewMessage) -> Result<(), ApiError> {
     if msg.kind != MessageKind::Encrypted {
         return Ok(());
@@ -125,14 +127,82 @@ pub async fn check_encrypted_message(store: &dyn Store, msg: &NewMessage) -> Res
     let Some(header) = encrypted_header(&body)? else {
         return Ok(());
     };
-    if header.welcome_devices.is_empty() {
-        return Ok(());
+    if !header.welcome_devices.is_empty() {
+        check_welcome_devices(store, msg, &header.welcome_devices).await?;
     }
+    check_framing(msg.conversation_id, &header, &body)
+}
+
+/// What the server can check of an MLS message without reading it: the
+/// ciphertext is an `MLSMessage` carrying a PrivateMessage or
+/// PublicMessage of this conversation's group (`confab:<id>`), at the
+/// epoch the header names, of the content type the header names (a commit
+/// is a commit: a mislabelled or undecodable "commit" would otherwise move
+/// the epoch and leave every member behind), and a Welcome decodes as one.
+fn check_framing(
+    conversation_id: confab_proto::ConversationId,
+    header: &confab_proto::e2ee::EncryptedHeader,
+    body: &serde_json::Value,
+) -> Result<(), ApiError> {
+    let bad = |m: String| ApiError::new(ErrorCode::BadRequest, m);
+    let decode = |field: &str| -> Result<MlsMessageIn, ApiError> {
+        let text = body
+            .get(field)
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| bad(format!("\"{field}\" must be a base64 string")))?;
+        let bytes = B64
+            .decode(text)
+            .map_err(|_| bad(format!("\"{field}\" is not base64 (standard, padded)")))?;
+        MlsMessageIn::tls_deserialize_exact(bytes.as_slice())
+            .map_err(|_| bad(format!("\"{field}\" is not an MLS message")))
+    };
+    let message = decode("ciphertext")?
+        .try_into_protocol_message()
+        .map_err(|_| bad("\"ciphertext\" is not an MLS group message".into()))?;
+    let group = format!("confab:{conversation_id}");
+    if message.group_id().as_slice() != group.as_bytes() {
+        return Err(bad(format!(
+            "the MLS message is not for this conversation's group ({group})"
+        )));
+    }
+    if message.epoch().as_u64() != header.epoch {
+        return Err(bad(format!(
+            "the MLS message is of epoch {}, the body says {}",
+            message.epoch().as_u64(),
+            header.epoch
+        )));
+    }
+    let expected = match header.mls {
+        MlsKind::Application => ContentType::Application,
+        MlsKind::Commit => ContentType::Commit,
+        MlsKind::Proposal => ContentType::Proposal,
+    };
+    if message.content_type() != expected {
+        return Err(bad(format!(
+            "the MLS message is a {:?}, the body says {:?}",
+            message.content_type(),
+            header.mls
+        )));
+    }
+    if body.get("welcome").is_some()
+        && !matches!(decode("welcome")?.extract(), MlsMessageBodyIn::Welcome(_))
+    {
+        return Err(bad("\"welcome\" is not an MLS Welcome".into()));
+    }
+    Ok(())
+}
+
+/// Each device a Welcome is for is a live device of a current member.
+async fn check_welcome_devices(
+    store: &dyn Store,
+    msg: &NewMessage,
+    welcome_devices: &[DeviceId],
+) -> Result<(), ApiError> {
     let known = store
-        .member_devices(msg.conversation_id, &header.welcome_devices)
+        .member_devices(msg.conversation_id, welcome_devices)
         .await
         .map_err(crate::error::store_error)?;
-    if let Some(stranger) = header.welcome_devices.iter().find(|d| !known.contains(d)) {
+    if let Some(stranger) = welcome_devices.iter().find(|d| !known.contains(d)) {
         return Err(ApiError::new(
             ErrorCode::BadRequest,
             format!(
