@@ -66,6 +66,9 @@ pub enum Command {
     OpenDirect {
         /// Username.
         username: String,
+        /// The end-to-end encrypted direct chat (made with its MLS group
+        /// if new), not the plain one.
+        encrypted: bool,
         /// Echoed in [`AppEvent::Opened`].
         ticket: u64,
     },
@@ -75,6 +78,9 @@ pub enum Command {
         title: String,
         /// Members' usernames.
         usernames: Vec<String>,
+        /// End-to-end encrypted: every member device is added to its MLS
+        /// group at once.
+        encrypted: bool,
         /// Echoed in [`AppEvent::Opened`].
         ticket: u64,
     },
@@ -84,6 +90,9 @@ pub enum Command {
         conversation_id: ConversationId,
         /// Username.
         username: String,
+        /// The group is end-to-end encrypted: all the user's devices join
+        /// its MLS group in one commit.
+        encrypted: bool,
     },
     /// Remove a user from a group ([`AppEvent::Notice`]).
     RemoveMember {
@@ -91,6 +100,9 @@ pub enum Command {
         conversation_id: ConversationId,
         /// Username.
         username: String,
+        /// The group is end-to-end encrypted: the user's devices leave its
+        /// MLS group (one commit) before the membership goes.
+        encrypted: bool,
     },
     /// Leave a group ([`AppEvent::Left`]).
     Leave(ConversationId),

@@ -24,6 +24,10 @@ pub const HELP: &[(&str, &str)] = &[
         "/group TITLE USER..",
         "new group (quote a TITLE with spaces)",
     ),
+    (
+        "/dm or /group .. -e",
+        "the same, end-to-end encrypted (--encrypted)",
+    ),
     ("/add USER  /kick USER", "add to / remove from this group"),
     ("/leave", "leave this group"),
     ("/friend USER", "send a friend request"),
@@ -199,7 +203,8 @@ impl App {
 
     fn run_slash(&mut self, line: &str, out: &mut Vec<Command>) {
         let (name, rest) = line.split_once(char::is_whitespace).unwrap_or((line, ""));
-        let rest = rest.trim();
+        let (rest, encrypted) = encrypted_flag(rest.trim());
+        let rest = rest.as_str();
         let args: Vec<String> = rest.split_whitespace().map(str::to_owned).collect();
         let group = self
             .selected
@@ -210,6 +215,7 @@ impl App {
                 self.open_ticket += 1;
                 out.push(Command::OpenDirect {
                     username: user.clone(),
+                    encrypted,
                     ticket: self.open_ticket,
                 });
             }
@@ -220,6 +226,7 @@ impl App {
                     out.push(Command::CreateGroup {
                         title,
                         usernames: users,
+                        encrypted,
                         ticket: self.open_ticket,
                     });
                 }
@@ -227,16 +234,19 @@ impl App {
             },
             ("add" | "kick", users) if !users.is_empty() => match group {
                 Some(id) => {
+                    let encrypted = self.is_encrypted(id);
                     for u in users {
                         out.push(if name == "add" {
                             Command::AddMember {
                                 conversation_id: id,
                                 username: u.clone(),
+                                encrypted,
                             }
                         } else {
                             Command::RemoveMember {
                                 conversation_id: id,
                                 username: u.clone(),
+                                encrypted,
                             }
                         });
                     }
@@ -285,6 +295,17 @@ impl App {
             _ => self.notice = Some(format!("unknown command /{name}: press ? for help")),
         }
     }
+}
+
+/// The arguments without `-e` / `--encrypted` (a word of its own,
+/// anywhere), and whether it was there.
+fn encrypted_flag(rest: &str) -> (String, bool) {
+    let is_flag = |w: &str| w == "-e" || w == "--encrypted";
+    if !rest.split_whitespace().any(is_flag) {
+        return (rest.to_owned(), false);
+    }
+    let kept: Vec<&str> = rest.split(' ').filter(|w| !is_flag(w)).collect();
+    (kept.join(" ").trim().to_owned(), true)
 }
 
 /// `"Title with spaces" ann bob` or `Title ann bob` into the title and the

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use confab_sdk::{
-    Ack, Client, ConnectionHandle, ConversationId, HistoryQuery, MessageKind, MessagePage,
+    Ack, Client, ConnectionHandle, ConversationId, E2ee, HistoryQuery, MessageKind, MessagePage,
     MessageRecord, User,
 };
 use serde_json::{json, Value};
@@ -28,16 +28,31 @@ async fn find_user(client: &Client, username: &str) -> Result<User, String> {
         .ok_or_else(|| format!("no user named {username}"))
 }
 
-/// Runs one HTTP command; returns what to tell the app.
-pub(crate) async fn http_command(client: &Client, cmd: Command) -> Vec<AppEvent> {
-    match http_command_inner(client, cmd).await {
+/// Runs one HTTP command (through the device's MLS client `e2ee` where
+/// the conversation is end-to-end encrypted); returns what to tell the app.
+pub(crate) async fn http_command(
+    client: &Client,
+    e2ee: Option<&E2ee>,
+    cmd: Command,
+) -> Vec<AppEvent> {
+    match http_command_inner(client, e2ee, cmd).await {
         Ok(events) => events,
         Err(e) => vec![AppEvent::Notice(e)],
     }
 }
 
-async fn http_command_inner(client: &Client, cmd: Command) -> Result<Vec<AppEvent>, String> {
+async fn http_command_inner(
+    client: &Client,
+    e2ee: Option<&E2ee>,
+    cmd: Command,
+) -> Result<Vec<AppEvent>, String> {
     let err = |e: confab_sdk::Error| e.to_string();
+    let mls = || {
+        e2ee.ok_or_else(|| {
+            "🔒 this device has no encryption key: log in again with `confab login` to make one"
+                .to_owned()
+        })
+    };
     Ok(match cmd {
         Command::LoadConversations => {
             vec![AppEvent::Conversations(
@@ -95,34 +110,53 @@ async fn http_command_inner(client: &Client, cmd: Command) -> Result<Vec<AppEven
                 .await
                 .map_err(err)?,
         )],
-        Command::OpenDirect { username, ticket } => {
+        Command::OpenDirect {
+            username,
+            encrypted,
+            ticket,
+        } => {
             let user = find_user(client, &username).await?;
-            let conv = client.direct_conversation(user.id).await.map_err(err)?;
+            let conv = if encrypted {
+                mls()?.create_direct(user.id).await.map_err(err)?
+            } else {
+                client.direct_conversation(user.id).await.map_err(err)?
+            };
             vec![AppEvent::User(user), AppEvent::Opened(conv, ticket)]
         }
         Command::CreateGroup {
             title,
             usernames,
+            encrypted,
             ticket,
         } => {
             let mut ids = Vec::new();
             for name in &usernames {
                 ids.push(find_user(client, name).await?.id);
             }
-            vec![AppEvent::Opened(
-                client.create_group(&title, &ids).await.map_err(err)?,
-                ticket,
-            )]
+            let conv = if encrypted {
+                mls()?.create_group(&title, &ids).await.map_err(err)?
+            } else {
+                client.create_group(&title, &ids).await.map_err(err)?
+            };
+            vec![AppEvent::Opened(conv, ticket)]
         }
         Command::AddMember {
             conversation_id,
             username,
+            encrypted,
         } => {
             let user = find_user(client, &username).await?;
-            client
-                .add_members(conversation_id, &[user.id])
-                .await
-                .map_err(err)?;
+            if encrypted {
+                mls()?
+                    .add_members(conversation_id, &[user.id])
+                    .await
+                    .map_err(err)?;
+            } else {
+                client
+                    .add_members(conversation_id, &[user.id])
+                    .await
+                    .map_err(err)?;
+            }
             vec![
                 AppEvent::Notice(format!("added {username}")),
                 AppEvent::Conversations(client.conversations().await.map_err(err)?),
@@ -131,12 +165,20 @@ async fn http_command_inner(client: &Client, cmd: Command) -> Result<Vec<AppEven
         Command::RemoveMember {
             conversation_id,
             username,
+            encrypted,
         } => {
             let user = find_user(client, &username).await?;
-            client
-                .remove_member(conversation_id, user.id)
-                .await
-                .map_err(err)?;
+            if encrypted {
+                mls()?
+                    .remove_member(conversation_id, user.id)
+                    .await
+                    .map_err(err)?;
+            } else {
+                client
+                    .remove_member(conversation_id, user.id)
+                    .await
+                    .map_err(err)?;
+            }
             vec![
                 AppEvent::Notice(format!("removed {username}")),
                 AppEvent::Conversations(client.conversations().await.map_err(err)?),

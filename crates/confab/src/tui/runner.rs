@@ -315,8 +315,9 @@ impl<B: Backend> Runner<B> {
                 });
             }
             other => {
+                let e2ee = self.e2ee.as_ref().map(|(e, _)| e.clone());
                 tokio::spawn(async move {
-                    for event in http_command(&client, other).await {
+                    for event in http_command(&client, e2ee.as_deref(), other).await {
                         if tx.send(event).await.is_err() {
                             break;
                         }

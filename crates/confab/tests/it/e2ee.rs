@@ -459,7 +459,6 @@ async fn forged_replayed_and_misaddressed_mls_messages_are_refused() {
         .into_iter()
         .find(|m| m.seq == seq)
         .expect("the sent message");
-    let epoch = original.body["epoch"].as_u64().expect("epoch");
 
     // Bob's client sends, under his own name, what the server cannot tell
     // from real messages: Ann's message again (a replay) and Ann's message

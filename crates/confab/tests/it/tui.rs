@@ -625,8 +625,25 @@ fn slash_command_mistakes_say_what_to_do() {
         vec![Command::CreateGroup {
             title: "Team chat".into(),
             usernames: vec!["bob".into(), "cid".into()],
+            encrypted: false,
             ticket: 1,
         }]
+    );
+    // -e / --encrypted anywhere: the end-to-end encrypted kind.
+    let cmds = type_into(&mut app, "/group \"密友 chat\" bob -e cid");
+    assert_eq!(
+        cmds,
+        vec![Command::CreateGroup {
+            title: "密友 chat".into(),
+            usernames: vec!["bob".into(), "cid".into()],
+            encrypted: true,
+            ticket: 2,
+        }]
+    );
+    let cmds = type_into(&mut app, "/dm --encrypted bob");
+    assert!(
+        matches!(cmds.as_slice(), [Command::OpenDirect { username, encrypted: true, .. }] if username == "bob"),
+        "{cmds:?}"
     );
 }
 
@@ -900,6 +917,47 @@ async fn an_encrypted_chat_is_read_and_written_in_the_terminal_app() {
         "{}",
         screen.join("\n")
     );
+
+    // Bob makes an encrypted group from the app, then adds cat: each
+    // joins the MLS group (a Welcome for their device) and reads him.
+    let (cat, _cat_dir) = e2ee_device(&app.base_url, "cat").await;
+    ui.type_line("/group 密友 ann -e").await;
+    ui.wait("the new group open", |app, _| {
+        app.selected()
+            .is_some_and(|c| app.title(c) == "🔒 密友" && c.conv.encrypted)
+    })
+    .await;
+    let group = ui.app().selected().expect("open").conv.id;
+    ui.type_line("/add cat").await;
+    // The app's notice, once cat's device is in the MLS group (the
+    // server's "bob added cat" line comes before that).
+    ui.wait("cat added", |app, _| app.notice() == Some("added cat"))
+        .await;
+    ui.type_line("欢迎 cat").await;
+    ui.wait("the ack", |_, s| {
+        contains(s, "You: 欢迎 cat") && !contains(s, "sending…")
+    })
+    .await;
+    for (who, d) in [("ann", &ann), ("cat", &cat)] {
+        let said: Vec<String> = d
+            .history(group)
+            .await
+            .expect("history")
+            .into_iter()
+            .filter_map(|m| match m.content {
+                confab_sdk::E2eeContent::Message { body, .. } => {
+                    body.get("text").and_then(|t| t.as_str()).map(str::to_owned)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            said,
+            ["欢迎 cat"],
+            "{who}: {:?}",
+            d.history(group).await.expect("history")
+        );
+    }
 }
 
 #[tokio::test]
