@@ -114,7 +114,7 @@ impl IndexBackend for SqliteIndex {
         // sqlx's worker and channel (this read is as large as the round).
         let rows: Vec<QueueRow> = self
             .writer
-            .transaction(|t| {
+            .background_transaction(|t| {
                 let mut st = t.prepare_cached(
                     "SELECT q.id, q.conversation_id, q.seq, m.kind, m.body, m.deleted_at
                      FROM search_queue q
@@ -145,7 +145,7 @@ impl IndexBackend for SqliteIndex {
             .await
             .map_err(|e| crate::StoreError::Unavailable(format!("indexing task failed: {e}")))?;
         self.writer
-            .transaction(move |t| {
+            .background_transaction(move |t| {
                 for ((c, s), tokens) in &plan.entries {
                     t.prepare_cached("DELETE FROM message_index WHERE rowid = ?")?
                         .execute([key(*c, *s)])?;

@@ -5,12 +5,17 @@
 //! one round trip to sqlx's worker thread per statement.
 //!
 //! Jobs arrive on a bounded queue ([`QUEUE`]); a sender waits when it is
-//! full. The thread ends when the last [`Writer`] handle is dropped.
+//! full. Commits that clients wait for go before background work
+//! (indexing rounds) queued beside them, and background transactions do
+//! not fsync ([`Writer::background_transaction`]). The thread ends when
+//! the last [`Writer`] handle is dropped.
 
+use std::collections::VecDeque;
 use std::path::Path;
 use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
+use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::{Result, StoreError};
@@ -23,6 +28,12 @@ const QUEUE: usize = 64;
 const STATEMENT_CACHE: usize = 128;
 
 type Job = Box<dyn FnOnce(&mut Connection) + Send>;
+
+/// A job and whether a client waits for it.
+struct Queued {
+    background: bool,
+    job: Job,
+}
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
@@ -46,7 +57,7 @@ impl From<rusqlite::Error> for StoreError {
 /// A cheap handle to the writer thread.
 #[derive(Debug, Clone)]
 pub(crate) struct Writer {
-    jobs: mpsc::Sender<Job>,
+    jobs: mpsc::Sender<Queued>,
 }
 
 impl Writer {
@@ -67,12 +78,13 @@ impl Writer {
              PRAGMA wal_autocheckpoint = 0;",
         )?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
-        let (jobs, mut rx) = mpsc::channel::<Job>(QUEUE);
+        let (jobs, mut rx) = mpsc::channel::<Queued>(QUEUE);
         std::thread::Builder::new()
             .name("confab-sqlite-writer".into())
             .spawn(move || {
                 let mut conn = conn;
-                while let Some(job) = rx.blocking_recv() {
+                let mut later: VecDeque<Job> = VecDeque::new();
+                while let Some(job) = next_job(&mut rx, &mut later) {
                     job(&mut conn);
                 }
             })
@@ -81,8 +93,31 @@ impl Writer {
     }
 
     /// Runs `f` on the writer thread inside one `BEGIN IMMEDIATE` …
-    /// `COMMIT` (rolled back when `f` fails) and returns its result.
+    /// `COMMIT` (rolled back when `f` fails, fsynced when it commits) and
+    /// returns its result.
     pub(crate) async fn transaction<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T> + Send + 'static,
+    {
+        self.run(false, f).await
+    }
+
+    /// Like [`Writer::transaction`], for work no client waits for (an
+    /// indexing round): it runs after the commits queued with it, and it
+    /// does not fsync (`synchronous = NORMAL` for its commit). It stays
+    /// atomic; the next fsynced commit makes it durable (the WAL is
+    /// written in order), and a crash before that loses it whole, which
+    /// for the search index only means its queue rows are indexed again.
+    pub(crate) async fn background_transaction<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T> + Send + 'static,
+    {
+        self.run(true, f).await
+    }
+
+    async fn run<T, F>(&self, background: bool, f: F) -> Result<T>
     where
         T: Send + 'static,
         F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T> + Send + 'static,
@@ -90,18 +125,93 @@ impl Writer {
         let (tx, rx) = oneshot::channel();
         let job: Job = Box::new(move |conn: &mut Connection| {
             let run = || -> Result<T> {
-                let t = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                let out = f(&t)?;
-                t.commit()?;
-                Ok(out)
+                if background {
+                    conn.pragma_update(None, "synchronous", "NORMAL")?;
+                }
+                let done = (|| {
+                    let t =
+                        conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                    let out = f(&t)?;
+                    t.commit()?;
+                    Ok(out)
+                })();
+                if background {
+                    conn.pragma_update(None, "synchronous", "FULL")?;
+                }
+                done
             };
             let _ = tx.send(run());
         });
         self.jobs
-            .send(job)
+            .send(Queued { background, job })
             .await
             .map_err(|_| StoreError::Unavailable("the writer thread has stopped".into()))?;
         rx.await
             .map_err(|_| StoreError::Unavailable("the writer thread has stopped".into()))?
+    }
+}
+
+/// The next job to run: a commit that is waiting goes before background
+/// work queued earlier; background jobs run in their order when no commit
+/// waits. `None` once every handle is gone and nothing is left.
+fn next_job(rx: &mut mpsc::Receiver<Queued>, later: &mut VecDeque<Job>) -> Option<Job> {
+    loop {
+        match rx.try_recv() {
+            Ok(Queued {
+                background: false,
+                job,
+            }) => return Some(job),
+            Ok(Queued { job, .. }) => later.push_back(job),
+            Err(TryRecvError::Empty) => {
+                if let Some(job) = later.pop_front() {
+                    return Some(job);
+                }
+                match rx.blocking_recv()? {
+                    Queued {
+                        background: false,
+                        job,
+                    } => return Some(job),
+                    Queued { job, .. } => later.push_back(job),
+                }
+            }
+            Err(TryRecvError::Disconnected) => return later.pop_front(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[test]
+    fn a_waiting_commit_goes_before_queued_background_work() {
+        let (tx, mut rx) = mpsc::channel::<Queued>(8);
+        let ran = Arc::new(Mutex::new(Vec::new()));
+        let job = |name: &'static str| -> Job {
+            let ran = ran.clone();
+            Box::new(move |_: &mut Connection| {
+                if let Ok(mut r) = ran.lock() {
+                    r.push(name);
+                }
+            })
+        };
+        for (background, name) in [(true, "index 1"), (true, "index 2"), (false, "commit")] {
+            assert!(tx
+                .try_send(Queued {
+                    background,
+                    job: job(name)
+                })
+                .is_ok());
+        }
+        drop(tx);
+        let mut conn = Connection::open_in_memory().expect("sqlite");
+        let mut later = VecDeque::new();
+        while let Some(job) = next_job(&mut rx, &mut later) {
+            job(&mut conn);
+        }
+        let ran = ran.lock().expect("lock").clone();
+        assert_eq!(ran, ["commit", "index 1", "index 2"]);
     }
 }
