@@ -437,10 +437,10 @@ async fn run_e2ee(
             next = ops.try_recv().ok();
         }
         for (id, from) in reads {
-            let event = match e2ee.history(id).await {
-                Ok(all) => AppEvent::Decrypted {
+            let event = match e2ee.history_from(id, from).await {
+                Ok(messages) => AppEvent::Decrypted {
                     conversation_id: id,
-                    messages: all.into_iter().filter(|m| m.seq >= from).collect(),
+                    messages,
                 },
                 Err(e) => {
                     AppEvent::Notice(format!("🔒 cannot read the encrypted conversation: {e}"))

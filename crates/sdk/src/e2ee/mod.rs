@@ -1063,13 +1063,19 @@ impl E2ee {
 
     /// Everything this device has seen of `id`, by seq (after catching up).
     pub async fn history(&self, id: ConversationId) -> Result<Vec<E2eeMessage>> {
+        self.history_from(id, 0).await
+    }
+
+    /// What this device has seen of `id` from seq `from` on, by seq (after
+    /// catching up).
+    pub async fn history_from(&self, id: ConversationId, from: Seq) -> Result<Vec<E2eeMessage>> {
         self.catch_up(id).await?;
         let inner = self.inner.lock().await;
         Ok(inner
             .state
             .conversations
             .get(&id)
-            .map(|c| c.messages.values().cloned().collect())
+            .map(|c| c.messages.range(from..).map(|(_, m)| m.clone()).collect())
             .unwrap_or_default())
     }
 
