@@ -581,13 +581,27 @@ impl Node {
         kind: &str,
         body: String,
     ) -> Result<Envelope, NodeError> {
+        self.send_to_conversation_with_id(conversation_id, kind, body, None)
+            .await
+    }
+
+    /// [`Node::send_to_conversation`] with the caller's idempotency key (a
+    /// UUID; a new one when `None`): a second send with the same key
+    /// returns the stored envelope and stores nothing.
+    pub async fn send_to_conversation_with_id(
+        &self,
+        conversation_id: &str,
+        kind: &str,
+        body: String,
+        client_msg_id: Option<String>,
+    ) -> Result<Envelope, NodeError> {
         let key = self.inner.key.clone();
         let conv = conversation_id.to_owned();
         let kind = kind.to_owned();
         let env = self
             .inner
             .store
-            .call(move |s| s.compose(&key, &conv, &kind, &body, None))
+            .call(move |s| s.compose(&key, &conv, &kind, &body, client_msg_id.as_deref()))
             .await?;
         self.flush().await?;
         Ok(env)
@@ -2214,6 +2228,7 @@ async fn accept(
                 kind: env.kind.clone(),
                 body: env.body.clone(),
                 via: via.clone(),
+                received_ms: crate::store::now_ms(),
             };
             let gaps = (!acc.missing.is_empty()).then(|| env.conversation_id.clone());
             Ok((acc.new, Some(message), gaps))
