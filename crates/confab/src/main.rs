@@ -154,7 +154,7 @@ struct ChatArgs {
     #[arg(long, conflicts_with = "server")]
     p2p: bool,
     #[command(flatten)]
-    peer: cmd::p2p::ChatArgs,
+    peer: cmd::p2p::P2pChatArgs,
 }
 
 /// `confab chat`: the saved session, the TUI, and the session saved again
@@ -199,5 +199,18 @@ fn init_tracing(filter: &str, json: bool) {
         builder.json().init();
     } else {
         builder.init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// Clap's own checks of the definition (unique names and groups,
+    /// `requires` naming real arguments), which otherwise run only when
+    /// a command is parsed.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
     }
 }

@@ -100,7 +100,7 @@ fn default_listen() -> anyhow::Result<Vec<Multiaddr>> {
 
 /// The peer options of `confab chat --p2p`.
 #[derive(Debug, Clone, Args)]
-pub struct ChatArgs {
+pub struct P2pChatArgs {
     /// With --p2p: the peer's data dir [default: <data dir>/confab/p2p].
     #[arg(long, env = "CONFAB_P2P_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -119,7 +119,7 @@ pub struct ChatArgs {
 /// to start while a `confab p2p listen` runs on the same data dir (one
 /// peer per data dir); while it runs, the other `confab p2p` commands hand
 /// their work to it like to a listener.
-pub async fn chat(args: ChatArgs) -> anyhow::Result<()> {
+pub async fn chat(args: P2pChatArgs) -> anyhow::Result<()> {
     let mut config = NodeConfig::new(data_dir_or_default(args.data_dir.as_ref())?);
     config.listen = if args.listen.is_empty() {
         default_listen()?

@@ -16,7 +16,7 @@
 //! `TestBackend` and scripted keys.
 
 use std::collections::VecDeque;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use confab_p2p::control;
@@ -55,6 +55,16 @@ pub enum P2pRunError {
     /// Drawing failed (the terminal went away).
     #[error("drawing: {0}")]
     Draw(String),
+}
+
+/// Fails with [`P2pRunError::AlreadyRunning`] when a peer answers on the
+/// data dir's control socket (checked again, race-free, when the runner
+/// claims it; this is for saying so before the terminal is taken over).
+pub async fn check_free(data_dir: &Path) -> Result<(), P2pRunError> {
+    match tokio::net::UnixStream::connect(control::socket_path(data_dir)).await {
+        Ok(_) => Err(P2pRunError::AlreadyRunning(data_dir.to_owned())),
+        Err(_) => Ok(()),
+    }
 }
 
 /// Results of the runner's tasks, in the store's vocabulary: the runner
@@ -135,16 +145,22 @@ impl<B: Backend> P2pRunner<B> {
         input: mpsc::Receiver<TermEvent>,
         options: RunnerOptions,
     ) -> Result<P2pRunner<B>, P2pRunError> {
-        let socket = control::socket_path(&config.data_dir);
-        if tokio::net::UnixStream::connect(&socket).await.is_ok() {
-            return Err(P2pRunError::AlreadyRunning(config.data_dir.clone()));
-        }
+        // Claimed before the node starts: never two swarms with one key.
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|e| NodeError::File(config.data_dir.display().to_string(), e))?;
+        let socket = match control::claim(&config.data_dir).await {
+            Ok(socket) => socket,
+            Err(NodeError::Transport(_)) => {
+                return Err(P2pRunError::AlreadyRunning(config.data_dir.clone()))
+            }
+            Err(e) => return Err(e.into()),
+        };
         let terminal = Terminal::new(backend).map_err(|e| P2pRunError::Draw(e.to_string()))?;
         let node = Node::start(config).await?;
         let events = node.subscribe();
         let served = node.clone();
         let control = tokio::spawn(async move {
-            if let Err(e) = control::serve(served).await {
+            if let Err(e) = control::serve_on(socket, served).await {
                 tracing::warn!("p2p control socket: {e}");
             }
         });

@@ -20,7 +20,7 @@ use ratatui::Terminal;
 use tokio::sync::mpsc;
 
 use super::login;
-use super::p2p_runner::{P2pRunError, P2pRunner};
+use super::p2p_runner::{check_free, P2pRunError, P2pRunner};
 use super::runner::{RunError, Runner, RunnerOptions};
 
 /// Runs `confab chat` in this process's terminal until the user quits.
@@ -43,6 +43,7 @@ async fn run_entered(client: Client) -> Result<(), RunError> {
 /// Runs `confab chat --p2p` in this process's terminal until the user
 /// quits: the app on the peer of `config.data_dir`.
 pub async fn run_p2p(config: NodeConfig) -> Result<(), P2pRunError> {
+    check_free(&config.data_dir).await?;
     install_panic_hook();
     enter().map_err(|e| P2pRunError::Draw(e.to_string()))?;
     let (input, reader) = read_terminal();
