@@ -277,3 +277,107 @@ async fn p2p_chat_sends_receives_typing_and_ticks() {
     assert_eq!(ui.app().bells(), 0, "no bell for the open conversation");
     bob.shutdown().await;
 }
+
+/// ann's app and bob's node, contacts of each other (straight from their
+/// addresses; the first test makes them from links).
+async fn linked(da: &Path, db: &Path) -> (Ui, Node) {
+    let bob = Node::start(config(db, "bob")).await.expect("bob");
+    let ui = Ui::start(config(da, "ann")).await.expect("ann's app");
+    for (from, to, name) in [
+        (ui.runner.node(), &bob, "bob"),
+        (&bob, ui.runner.node(), "ann"),
+    ] {
+        let addrs = to.listening(WAIT).await.expect("listening");
+        from.add_contact(Contact {
+            peer_id: to.peer_id().to_base58(),
+            name: name.into(),
+            addrs: addrs.iter().map(|a| a.to_string()).collect(),
+            relay: None,
+        })
+        .await
+        .expect("add contact");
+    }
+    (ui, bob)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2p_chat_offers_files_and_runs_groups() {
+    let (da, db) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let (mut ui, bob) = linked(da.path(), db.path()).await;
+    let mut bob_events = bob.subscribe();
+
+    // A file in the direct chat: offered, shown, pulled by bob intact.
+    let bytes: Vec<u8> = (0..150_000u32).map(|i| (i % 251) as u8).collect();
+    let file = da.path().join("report.bin");
+    std::fs::write(&file, &bytes).expect("write file");
+    ui.type_line("/dm bob").await;
+    ui.wait("the chat with bob", |app, _| {
+        app.selected().is_some_and(|c| app.title(c) == "bob")
+    })
+    .await;
+    ui.type_line(&format!("/file {}", file.display())).await;
+    ui.wait("the file line", |app, s| {
+        app.uploads().is_empty() && contains(s, "You: [file report.bin 150.0 KB]")
+    })
+    .await;
+    let got = next(&mut bob_events, "the file", |e| match e {
+        Event::FileReceived { path, .. } => Some(path.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(std::fs::read(got).expect("bob's copy"), bytes);
+
+    // A group made from the input line; messages both ways.
+    ui.type_line("/group 周会 bob").await;
+    ui.wait("the new group", |app, s| {
+        app.selected().is_some_and(|c| app.title(c) == "周会")
+            && contains(s, "ann created the group 周会")
+    })
+    .await;
+    let group = next(&mut bob_events, "the group", |e| match e {
+        Event::Message { message } if message.kind == "group_create" => {
+            Some(message.conversation_id.clone())
+        }
+        _ => None,
+    })
+    .await;
+    ui.type_line("各位好").await;
+    next(&mut bob_events, "ann's group message", |e| match e {
+        Event::Message { message }
+            if message.conversation_id == group && message.body.contains("各位好") =>
+        {
+            Some(())
+        }
+        _ => None,
+    })
+    .await;
+    bob.send_to_conversation(&group, "text", r#"{"text":"收到"}"#.into())
+        .await
+        .expect("bob writes in the group");
+    ui.wait_text("bob: 收到").await;
+
+    // What P2P groups cannot do is said, not tried.
+    ui.type_line(&format!("/file {}", file.display())).await;
+    ui.wait_text("P2P files go to one contact").await;
+    ui.type_line("/leave").await;
+    ui.wait_text("P2P groups have no leaving").await;
+    ui.type_line("/friend carl").await;
+    ui.wait_text("no friend requests in P2P mode").await;
+
+    // The admin removes bob: the notice line, and bob hears of it.
+    ui.type_line("/kick bob").await;
+    ui.wait_text("ann removed bob").await;
+    next(&mut bob_events, "the removal", |e| match e {
+        Event::Message { message }
+            if message.conversation_id == group && message.kind == "group_change" =>
+        {
+            Some(())
+        }
+        _ => None,
+    })
+    .await;
+    bob.shutdown().await;
+}
