@@ -164,13 +164,20 @@ impl<B: Backend> P2pRunner<B> {
                 tracing::warn!("p2p control socket: {e}");
             }
         });
-        let my_name = node
+        let read = node
             .store()
-            .call(|s| Ok(s.meta("name")?.unwrap_or_default()))
-            .await?;
+            .call(|s| Ok((s.meta("name")?.unwrap_or_default(), all_states(s)?)))
+            .await;
+        let (my_name, initial) = match read {
+            Ok(read) => read,
+            Err(e) => {
+                control.abort();
+                node.shutdown().await;
+                return Err(e.into());
+            }
+        };
         let mut map = IdMap::new(&node.peer_id().to_base58());
         let me = p2p_map::user(&mut map, &node.peer_id().to_base58(), None, &my_name);
-        let initial = node.store().call(all_states).await?;
         let (results_tx, results) = mpsc::channel(1024);
         let (ordered, ordered_rx) = mpsc::channel(1024);
         tokio::spawn(run_ordered(node.clone(), ordered_rx, results_tx.clone()));
@@ -255,9 +262,15 @@ impl<B: Backend> P2pRunner<B> {
             ev = self.events.recv(), if self.events_open => match ev {
                 Ok(ev) => self.on_node_event(ev),
                 Err(broadcast::error::RecvError::Lagged(_)) => {
-                    // Missed events: read the list again (it carries the
-                    // ticks and unread counts).
+                    // Missed events: read the list (ticks, unread counts)
+                    // and the open chat's newest page again.
                     self.execute(Command::LoadConversations);
+                    if let Some(id) = self.app.selected().map(|c| c.id()) {
+                        self.execute(Command::LoadHistory {
+                            conversation_id: id,
+                            before: None,
+                        });
+                    }
                     Vec::new()
                 }
                 Err(broadcast::error::RecvError::Closed) => {

@@ -279,12 +279,13 @@ async fn p2p_chat_sends_receives_typing_and_ticks() {
 }
 
 /// ann's app and bob's node, contacts of each other (straight from their
-/// addresses; the first test makes them from links).
-async fn linked(da: &Path, db: &Path) -> (Ui, Node) {
+/// addresses; the first test makes them from links); ann calls bob
+/// `bob_name`.
+async fn linked(da: &Path, db: &Path, bob_name: &str) -> (Ui, Node) {
     let bob = Node::start(config(db, "bob")).await.expect("bob");
     let ui = Ui::start(config(da, "ann")).await.expect("ann's app");
     for (from, to, name) in [
-        (ui.runner.node(), &bob, "bob"),
+        (ui.runner.node(), &bob, bob_name),
         (&bob, ui.runner.node(), "ann"),
     ] {
         let addrs = to.listening(WAIT).await.expect("listening");
@@ -306,16 +307,17 @@ async fn p2p_chat_offers_files_and_runs_groups() {
         tempfile::tempdir().expect("dir"),
         tempfile::tempdir().expect("dir"),
     );
-    let (mut ui, bob) = linked(da.path(), db.path()).await;
+    // ann calls bob 小明: names in Chinese work like any other.
+    let (mut ui, bob) = linked(da.path(), db.path(), "小明").await;
     let mut bob_events = bob.subscribe();
 
     // A file in the direct chat: offered, shown, pulled by bob intact.
     let bytes: Vec<u8> = (0..150_000u32).map(|i| (i % 251) as u8).collect();
     let file = da.path().join("report.bin");
     std::fs::write(&file, &bytes).expect("write file");
-    ui.type_line("/dm bob").await;
+    ui.type_line("/dm 小明").await;
     ui.wait("the chat with bob", |app, _| {
-        app.selected().is_some_and(|c| app.title(c) == "bob")
+        app.selected().is_some_and(|c| app.title(c) == "小明")
     })
     .await;
     ui.type_line(&format!("/file {}", file.display())).await;
@@ -331,7 +333,7 @@ async fn p2p_chat_offers_files_and_runs_groups() {
     assert_eq!(std::fs::read(got).expect("bob's copy"), bytes);
 
     // A group made from the input line; messages both ways.
-    ui.type_line("/group 周会 bob").await;
+    ui.type_line("/group 周会 小明").await;
     ui.wait("the new group", |app, s| {
         app.selected().is_some_and(|c| app.title(c) == "周会")
             && contains(s, "ann created the group 周会")
@@ -357,7 +359,7 @@ async fn p2p_chat_offers_files_and_runs_groups() {
     bob.send_to_conversation(&group, "text", r#"{"text":"收到"}"#.into())
         .await
         .expect("bob writes in the group");
-    ui.wait_text("bob: 收到").await;
+    ui.wait_text("小明: 收到").await;
 
     // What P2P groups cannot do is said, not tried.
     ui.type_line(&format!("/file {}", file.display())).await;
@@ -368,8 +370,8 @@ async fn p2p_chat_offers_files_and_runs_groups() {
     ui.wait_text("no friend requests in P2P mode").await;
 
     // The admin removes bob: the notice line, and bob hears of it.
-    ui.type_line("/kick bob").await;
-    ui.wait_text("ann removed bob").await;
+    ui.type_line("/kick 小明").await;
+    ui.wait_text("ann removed 小明").await;
     next(&mut bob_events, "the removal", |e| match e {
         Event::Message { message }
             if message.conversation_id == group && message.kind == "group_change" =>
