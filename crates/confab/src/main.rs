@@ -63,7 +63,7 @@ enum Command {
     /// End-to-end encrypted conversations: send, history, members, keys.
     #[command(subcommand)]
     E2ee(cmd::e2ee::E2eeCommand),
-    /// Full-screen terminal chat app.
+    /// Full-screen terminal chat app (`--p2p`: on the peer-to-peer backend).
     Chat(ChatArgs),
     /// Peer-to-peer mode: chat with other devices directly, no server.
     #[command(subcommand)]
@@ -150,11 +150,19 @@ struct ChatArgs {
     /// Session file [default: <config dir>/confab/session.json].
     #[arg(long, env = "CONFAB_SESSION")]
     session: Option<std::path::PathBuf>,
+    /// Chat peer to peer with your contacts (`confab p2p add`), no server.
+    #[arg(long, conflicts_with = "server")]
+    p2p: bool,
+    #[command(flatten)]
+    peer: cmd::p2p::P2pChatArgs,
 }
 
 /// `confab chat`: the saved session, the TUI, and the session saved again
 /// whenever the SDK refreshes its tokens.
 async fn chat(args: ChatArgs) -> anyhow::Result<()> {
+    if args.p2p {
+        return cmd::p2p::chat(args.peer).await;
+    }
     let path = session_file::path(args.session.as_deref())?;
     let e2ee_dir = session_file::e2ee_dir(&path)?;
     // Without a saved session the app starts with its login form; the
@@ -192,5 +200,18 @@ fn init_tracing(filter: &str, json: bool) {
         builder.json().init();
     } else {
         builder.init();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    /// Clap's own checks of the definition (unique names and groups,
+    /// `requires` naming real arguments), which otherwise run only when
+    /// a command is parsed.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        super::Cli::command().debug_assert();
     }
 }

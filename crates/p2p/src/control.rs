@@ -111,7 +111,16 @@ pub fn socket_path(data_dir: &Path) -> PathBuf {
 /// Serves the control socket until the node stops. A stale socket file
 /// (left by a killed listener) is replaced.
 pub async fn serve(node: Node) -> Result<(), NodeError> {
-    let path = socket_path(node.data_dir());
+    let listener = claim(node.data_dir()).await?;
+    serve_on(listener, node).await
+}
+
+/// Binds the data dir's control socket (mode 0600), replacing a stale
+/// file; fails when a running peer answers there. Claiming before
+/// starting a [`Node`] keeps a second swarm with the same key from ever
+/// starting.
+pub async fn claim(data_dir: &Path) -> Result<UnixListener, NodeError> {
+    let path = socket_path(data_dir);
     if UnixStream::connect(&path).await.is_ok() {
         return Err(NodeError::Transport(format!(
             "another `confab p2p listen` is running on this data dir ({})",
@@ -123,6 +132,12 @@ pub async fn serve(node: Node) -> Result<(), NodeError> {
         UnixListener::bind(&path).map_err(|e| NodeError::File(path.display().to_string(), e))?;
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
         .map_err(|e| NodeError::File(path.display().to_string(), e))?;
+    Ok(listener)
+}
+
+/// Serves requests on a claimed socket until the node stops.
+pub async fn serve_on(listener: UnixListener, node: Node) -> Result<(), NodeError> {
+    let path = socket_path(node.data_dir());
     loop {
         let (stream, _) = listener
             .accept()

@@ -590,13 +590,27 @@ impl Node {
         kind: &str,
         body: String,
     ) -> Result<Envelope, NodeError> {
+        self.send_to_conversation_with_id(conversation_id, kind, body, None)
+            .await
+    }
+
+    /// [`Node::send_to_conversation`] with the caller's idempotency key (a
+    /// UUID; a new one when `None`): a second send with the same key
+    /// returns the stored envelope and stores nothing.
+    pub async fn send_to_conversation_with_id(
+        &self,
+        conversation_id: &str,
+        kind: &str,
+        body: String,
+        client_msg_id: Option<String>,
+    ) -> Result<Envelope, NodeError> {
         let key = self.inner.key.clone();
         let conv = conversation_id.to_owned();
         let kind = kind.to_owned();
         let env = self
             .inner
             .store
-            .call(move |s| s.compose(&key, &conv, &kind, &body, None))
+            .call(move |s| s.compose(&key, &conv, &kind, &body, client_msg_id.as_deref()))
             .await?;
         self.flush().await?;
         Ok(env)
@@ -929,6 +943,10 @@ const MAILBOX_AFTER: Duration = Duration::from_secs(3);
 /// How long a relayed connection stays open after a direct one to the same
 /// peer came up (in-flight requests finish; DCUtR's last messages pass).
 const RELAYED_GRACE: Duration = Duration::from_secs(2);
+
+/// How long after a failed file chunk request it is asked again (while
+/// the peer is connected).
+const DOWNLOAD_RETRY: Duration = Duration::from_secs(1);
 
 /// How long a shutdown waits for connections to close.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
@@ -2049,6 +2067,13 @@ impl Loop {
                         match accept(&store, env, "sync").await {
                             Ok((true, Some(m), _)) => {
                                 progressed = true;
+                                // A file first heard of here (not in its
+                                // direct delivery) is fetched from its
+                                // sender, whoever answered the sync.
+                                let owner = m.sender.parse::<PeerId>().ok();
+                                if let (Some(sha), Some(owner)) = (media_id(&m), owner) {
+                                    let _ = tx.send(Internal::Download(owner, sha)).await;
+                                }
                                 let _ = tx
                                     .send(Internal::Event(Event::Message { message: m }))
                                     .await;
@@ -2148,12 +2173,25 @@ impl Loop {
                     }
                 });
             }
-            request_response::Event::OutboundFailure { request_id, .. } => {
+            request_response::Event::OutboundFailure {
+                peer,
+                request_id,
+                error,
+                ..
+            } => {
                 if let Some((_, Pendingkey::File(sha), _)) =
                     self.inflight.remove(&(Proto::File, request_id))
                 {
-                    // Resumed from the part file's length on the next connection.
+                    tracing::debug!(%peer, %sha, %error, "file chunk request failed");
+                    // Resumed from the part file's length: soon while the
+                    // peer stays connected (the request may have gone down
+                    // with one of two connections to it), else on the
+                    // next connection.
                     self.downloading.remove(&sha);
+                    self.spawn(move |_, tx| async move {
+                        tokio::time::sleep(DOWNLOAD_RETRY).await;
+                        let _ = tx.send(Internal::Download(peer, sha)).await;
+                    });
                 }
             }
             _ => {}
@@ -2237,6 +2275,7 @@ async fn accept(
                 kind: env.kind.clone(),
                 body: env.body.clone(),
                 via: via.clone(),
+                received_ms: crate::store::now_ms(),
             };
             let gaps = (!acc.missing.is_empty()).then(|| env.conversation_id.clone());
             Ok((acc.new, Some(message), gaps))

@@ -93,6 +93,10 @@ pub struct StoredMessage {
     pub body: String,
     /// How it arrived: `local`, `direct`, `relayed`, `sync`, `mailbox`.
     pub via: String,
+    /// When this device stored it (ms since the epoch; envelopes carry no
+    /// time, so each device shows its own).
+    #[serde(default)]
+    pub received_ms: i64,
 }
 
 /// An outbox entry due for delivery.
@@ -145,7 +149,8 @@ pub fn direct_conversation_id(a: &str, b: &str) -> String {
     format!("dm-{hex}")
 }
 
-fn now_ms() -> i64 {
+/// Milliseconds since the Unix epoch, as the store records times.
+pub(crate) fn now_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -936,7 +941,7 @@ impl Store {
     /// The conversation's messages in the order every member shows.
     pub fn history(&self, conversation_id: &str) -> Result<Vec<StoredMessage>, StoreError> {
         let mut stmt = self.conn.prepare(
-            "SELECT conversation_id, sender, counter, client_msg_id, lamport, kind, body, via
+            "SELECT conversation_id, sender, counter, client_msg_id, lamport, kind, body, via, received_ms
              FROM messages WHERE conversation_id = ?1 ORDER BY lamport, sender, counter",
         )?;
         let rows = stmt.query_map([conversation_id], |r| {
@@ -949,6 +954,7 @@ impl Store {
                 kind: r.get(5)?,
                 body: r.get(6)?,
                 via: r.get(7)?,
+                received_ms: r.get(8)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

@@ -81,13 +81,59 @@ pub struct CommonArgs {
     pub json: bool,
 }
 
+/// The data dir asked for, else the user's default one.
+fn data_dir_or_default(asked: Option<&PathBuf>) -> anyhow::Result<PathBuf> {
+    if let Some(d) = asked {
+        return Ok(d.clone());
+    }
+    let base = dirs::data_dir().context("no user data dir; pass --data-dir")?;
+    Ok(base.join("confab").join("p2p"))
+}
+
+/// Where a peer listens when no `--listen` is given: any port, TCP and QUIC.
+fn default_listen() -> anyhow::Result<Vec<Multiaddr>> {
+    Ok(vec![
+        "/ip4/0.0.0.0/tcp/0".parse()?,
+        "/ip4/0.0.0.0/udp/0/quic-v1".parse()?,
+    ])
+}
+
+/// The peer options of `confab chat --p2p`.
+#[derive(Debug, Clone, Args)]
+pub struct P2pChatArgs {
+    /// With --p2p: the peer's data dir [default: <data dir>/confab/p2p].
+    #[arg(long, env = "CONFAB_P2P_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// With --p2p: address to listen on (repeatable) [default: any port, TCP and QUIC].
+    #[arg(long = "listen", requires = "p2p")]
+    pub listen: Vec<Multiaddr>,
+    /// With --p2p: a relay to keep a reservation on (…/p2p/<relay PeerId>).
+    #[arg(long, requires = "p2p")]
+    pub relay: Option<Multiaddr>,
+    /// With --p2p: do not use mDNS.
+    #[arg(long, requires = "p2p")]
+    pub no_mdns: bool,
+}
+
+/// `confab chat --p2p`: the terminal app on this device's peer. Refuses
+/// to start while a `confab p2p listen` runs on the same data dir (one
+/// peer per data dir); while it runs, the other `confab p2p` commands hand
+/// their work to it like to a listener.
+pub async fn chat(args: P2pChatArgs) -> anyhow::Result<()> {
+    let mut config = NodeConfig::new(data_dir_or_default(args.data_dir.as_ref())?);
+    config.listen = if args.listen.is_empty() {
+        default_listen()?
+    } else {
+        args.listen
+    };
+    config.relay = args.relay;
+    config.mdns = !args.no_mdns;
+    Ok(confab::tui::terminal::run_p2p(config).await?)
+}
+
 impl CommonArgs {
     fn data_dir(&self) -> anyhow::Result<PathBuf> {
-        if let Some(d) = &self.data_dir {
-            return Ok(d.clone());
-        }
-        let base = dirs::data_dir().context("no user data dir; pass --data-dir")?;
-        Ok(base.join("confab").join("p2p"))
+        data_dir_or_default(self.data_dir.as_ref())
     }
 
     fn node_config(&self, name: Option<String>) -> anyhow::Result<NodeConfig> {
@@ -852,10 +898,7 @@ async fn status(args: StatusArgs) -> anyhow::Result<()> {
 async fn listen(args: ListenArgs) -> anyhow::Result<()> {
     let mut common = args.common.clone();
     if common.listen.is_empty() {
-        common.listen = vec![
-            "/ip4/0.0.0.0/tcp/0".parse()?,
-            "/ip4/0.0.0.0/udp/0/quic-v1".parse()?,
-        ];
+        common.listen = default_listen()?;
     }
     let node = Node::start(common.node_config(args.name.clone())?).await?;
     let mut events = node.events_from_start();

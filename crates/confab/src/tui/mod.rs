@@ -3,8 +3,9 @@
 //! Sans-IO core: [`App`] holds the state, turns keys ([`App::on_key`]) and
 //! outside events ([`App::on_event`]) into [`Command`]s, and draws itself
 //! ([`App::render`]). The [`Runner`] executes the commands with the SDK and
-//! feeds results back as [`AppEvent`]s; [`terminal`] wires it to a real
-//! terminal.
+//! feeds results back as [`AppEvent`]s; [`P2pRunner`] does the same on the
+//! peer-to-peer backend (`confab chat --p2p`); [`terminal`] wires either to
+//! a real terminal.
 
 pub mod app;
 pub mod chat;
@@ -13,6 +14,8 @@ pub mod events;
 pub mod format;
 pub mod input;
 pub mod login;
+pub mod p2p_map;
+pub mod p2p_runner;
 pub mod requests;
 pub mod runner;
 pub mod terminal;
@@ -21,4 +24,5 @@ pub mod view;
 pub use app::{App, Focus, Link, Overlay};
 pub use chat::{Chat, Tick, Upload};
 pub use commands::{AppEvent, Command};
+pub use p2p_runner::{P2pRunError, P2pRunner};
 pub use runner::{Runner, RunnerOptions};

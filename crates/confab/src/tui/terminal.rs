@@ -1,11 +1,12 @@
 //! The real terminal: raw mode, alternate screen, mouse and paste on;
-//! crossterm's async event stream feeding the runner; the bell; and
+//! crossterm's async event stream feeding the runner (server or P2P); the bell; and
 //! restoring the terminal on the way out, also after a panic.
 
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use confab_p2p::node::NodeConfig;
 use confab_sdk::{Client, E2ee};
 use futures_util::StreamExt as _;
 use ratatui::backend::CrosstermBackend;
@@ -21,6 +22,7 @@ use ratatui::Terminal;
 use tokio::sync::mpsc;
 
 use super::login;
+use super::p2p_runner::{check_free, P2pRunError, P2pRunner};
 use super::runner::{RunError, Runner, RunnerOptions};
 
 /// Runs `confab chat` in this process's terminal until the user quits.
@@ -36,6 +38,31 @@ pub async fn run(client: Client, e2ee_dir: Option<PathBuf>) -> Result<(), RunErr
 }
 
 async fn run_entered(client: Client, e2ee_dir: Option<PathBuf>) -> Result<(), RunError> {
+    let (rx, reader) = read_terminal();
+    let result = chat(client, rx, e2ee_dir).await;
+    reader.abort();
+    result
+}
+
+/// Runs `confab chat --p2p` in this process's terminal until the user
+/// quits: the app on the peer of `config.data_dir`.
+pub async fn run_p2p(config: NodeConfig) -> Result<(), P2pRunError> {
+    check_free(&config.data_dir).await?;
+    install_panic_hook();
+    enter().map_err(|e| P2pRunError::Draw(e.to_string()))?;
+    let (input, reader) = read_terminal();
+    let backend = CrosstermBackend::new(std::io::stdout());
+    let result = match P2pRunner::new(config, backend, input, options()).await {
+        Ok(runner) => runner.run().await,
+        Err(e) => Err(e),
+    };
+    reader.abort();
+    restore();
+    result
+}
+
+/// The terminal's events on a channel, read by a task (abort it when done).
+fn read_terminal() -> (mpsc::Receiver<TermEvent>, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(256);
     let reader = tokio::spawn(async move {
         let mut events = EventStream::new();
@@ -45,9 +72,19 @@ async fn run_entered(client: Client, e2ee_dir: Option<PathBuf>) -> Result<(), Ru
             }
         }
     });
-    let result = chat(client, rx, e2ee_dir).await;
-    reader.abort();
-    result
+    (rx, reader)
+}
+
+/// Runner options for a real terminal: the bell is `\x07`.
+fn options() -> RunnerOptions {
+    RunnerOptions {
+        bell: Box::new(|| {
+            let mut out = std::io::stdout();
+            let _ = out.write_all(b"\x07");
+            let _ = out.flush();
+        }),
+        ..RunnerOptions::default()
+    }
 }
 
 async fn chat(
@@ -68,15 +105,7 @@ async fn chat(
         }
         _ => None,
     };
-    let options = RunnerOptions {
-        e2ee,
-        bell: Box::new(|| {
-            let mut out = std::io::stdout();
-            let _ = out.write_all(b"\x07");
-            let _ = out.flush();
-        }),
-        ..RunnerOptions::default()
-    };
+    let options = RunnerOptions { e2ee, ..options() };
     let backend = CrosstermBackend::new(std::io::stdout());
     Runner::new(client, backend, input, options)
         .await?

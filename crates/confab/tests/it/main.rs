@@ -30,3 +30,4 @@ mod presence;
 mod security;
 mod tls;
 mod tui;
+mod tui_p2p;

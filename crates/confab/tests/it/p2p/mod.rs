@@ -2,7 +2,7 @@
 //! namespaces, across NATs through a `confab serve --p2p-listen` relay and
 //! mailbox, in groups, and against a js-libp2p node.
 
-mod support;
+pub(crate) mod support;
 
 mod group;
 mod interop;
