@@ -29,6 +29,19 @@ pub enum IdentityError {
     TooOpen(String, u32),
 }
 
+/// The raw 32 bytes of a device key's Ed25519 public half: what a server
+/// account stores as the device's `device_public_key` (base64).
+pub fn ed25519_public(key: &Keypair) -> Option<[u8; 32]> {
+    Some(key.public().try_into_ed25519().ok()?.to_bytes())
+}
+
+/// The PeerId of a raw 32-byte Ed25519 public key (a device key as a
+/// server hands it out); `None` when the bytes are not one.
+pub fn peer_of_ed25519(raw: &[u8]) -> Option<libp2p::PeerId> {
+    let public = libp2p::identity::ed25519::PublicKey::try_from_bytes(raw).ok()?;
+    Some(libp2p::identity::PublicKey::from(public).to_peer_id())
+}
+
 /// Loads the device key from `data_dir/device.key`, making a new one (and
 /// the data dir) the first time. The file is created with mode 0600 before
 /// any key byte is written into it.

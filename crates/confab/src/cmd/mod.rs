@@ -5,6 +5,7 @@ pub mod chat;
 pub mod e2ee;
 pub mod media;
 pub mod p2p;
+pub mod p2p_account;
 pub mod search;
 pub mod serve;
 

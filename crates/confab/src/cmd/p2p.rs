@@ -42,6 +42,12 @@ pub enum P2pCommand {
     /// Serverless groups.
     #[command(subcommand)]
     Group(GroupCommand),
+    /// Register this peer's key as a device of a server account, so people
+    /// who trust that server can find it by username.
+    Register(super::p2p_account::RegisterArgs),
+    /// Look a username up on the server this peer registered with: its
+    /// devices' PeerIds (`--add`: as contacts).
+    Find(super::p2p_account::FindArgs),
 }
 
 /// `confab p2p group …`.
@@ -132,7 +138,7 @@ pub async fn chat(args: P2pChatArgs) -> anyhow::Result<()> {
 }
 
 impl CommonArgs {
-    fn data_dir(&self) -> anyhow::Result<PathBuf> {
+    pub(super) fn data_dir(&self) -> anyhow::Result<PathBuf> {
         data_dir_or_default(self.data_dir.as_ref())
     }
 
@@ -326,6 +332,8 @@ pub async fn run(cmd: P2pCommand) -> anyhow::Result<()> {
         P2pCommand::Nearby(a) => nearby(a).await,
         P2pCommand::Send(a) => send(a).await,
         P2pCommand::SendFile(a) => send_file(a).await,
+        P2pCommand::Register(a) => super::p2p_account::register(a).await,
+        P2pCommand::Find(a) => super::p2p_account::find(a).await,
         P2pCommand::History(a) => history(a),
         P2pCommand::Listen(a) => listen(a).await,
         P2pCommand::Status(a) => status(a).await,
@@ -394,7 +402,9 @@ async fn add(args: AddArgs) -> anyhow::Result<()> {
     add_contact(&args.common, contact).await
 }
 
-async fn add_contact(common: &CommonArgs, contact: Contact) -> anyhow::Result<()> {
+/// Adds a contact through the running listener, or straight into the
+/// store when none runs.
+pub(super) async fn add_contact(common: &CommonArgs, contact: Contact) -> anyhow::Result<()> {
     let req = Request::Add {
         contact: contact.clone(),
     };

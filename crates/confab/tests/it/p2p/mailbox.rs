@@ -171,3 +171,117 @@ fn an_offline_peer_gets_its_messages_from_the_mailbox_exactly_once() {
         "two from the mailbox, once each, and bob's ping"
     );
 }
+
+/// Runs `confab p2p ARGS` with the password in the environment; answers
+/// its JSON lines.
+fn cli_with_password(args: &[&str], data_dir: &Path) -> Vec<serde_json::Value> {
+    let out = Command::new(confab())
+        .arg("p2p")
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .arg("--json")
+        .env("CONFAB_LOG", "warn")
+        .env("CONFAB_PASSWORD", crate::support::PASSWORD)
+        .output()
+        .expect("run confab");
+    assert!(
+        out.status.success(),
+        "confab p2p {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect()
+}
+
+#[test]
+fn a_peer_registered_with_a_server_account_is_found_by_username() {
+    let tmp = tempfile::tempdir().expect("tempdir");
+    let (ds, da, db) = (
+        tmp.path().join("server"),
+        tmp.path().join("ann"),
+        tmp.path().join("bob"),
+    );
+    let server = Server::start(&ds);
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    for (name, shown) in [("ann", "Ann"), ("bob", "鲍勃")] {
+        rt.block_on(confab_sdk::Client::new(&server.http).register(
+            name,
+            crate::support::PASSWORD,
+            Some(shown),
+        ))
+        .expect("register the account");
+    }
+    let (ida, idb) = (peer_id(&da), peer_id(&db));
+
+    // Each peer registers its key as a device of its account.
+    let reg = cli_with_password(&["register", "bob", "--server", &server.http], &db).remove(0);
+    assert_eq!(reg["peer_id"], idb.as_str());
+    let reg = cli_with_password(&["register", "ann", "--server", &server.http], &da).remove(0);
+    assert_eq!(reg["peer_id"], ida.as_str());
+    // The key is the device's on the server (what E2EE uses too).
+    let devices = rt
+        .block_on(async {
+            let c = confab_sdk::Client::new(&server.http);
+            c.login("ann", crate::support::PASSWORD, None).await?;
+            let bob = c
+                .search_users("bob")
+                .await?
+                .into_iter()
+                .find(|u| u.username == "bob")
+                .map(|u| u.id)
+                .unwrap_or_default();
+            c.devices(bob).await
+        })
+        .expect("bob's devices");
+    assert!(
+        devices.iter().any(|d| d.public_key.is_some()),
+        "{devices:?}"
+    );
+
+    // ann finds bob by username: his PeerId.
+    let found = cli(&["find", "bob"], &da);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!(found[0]["peer_id"], idb.as_str());
+    assert!(cli(&["status"], &da)[0]["contacts"]
+        .as_array()
+        .is_some_and(|c| c.is_empty()));
+
+    // Bob runs with the server as relay (so he registers at its rendezvous
+    // point); ann adds him from the server, with no address, and reaches
+    // him there.
+    let args = |relay: &str| {
+        vec![
+            "--no-mdns".to_owned(),
+            "--listen".to_owned(),
+            "/ip4/127.0.0.1/tcp/0".to_owned(),
+            "--relay".to_owned(),
+            relay.to_owned(),
+        ]
+    };
+    let mut b = Peer::start(None, "鲍勃", &db, &args(&server.relay));
+    b.wait_for("bob's rendezvous registration", |v| {
+        v["event"] == "rendezvous_registered"
+    });
+    let added = cli(&["find", "bob", "--add", "--relay", &server.relay], &da);
+    assert_eq!(added[0]["peer_id"], idb.as_str());
+    assert_eq!(added[0]["name"], "鲍勃");
+    assert!(added[0]["addrs"].as_array().is_some_and(|a| a.is_empty()));
+    // Bob accepts envelopes from contacts: he adds ann the same way.
+    cli(&["find", "ann", "--add"], &db);
+    let mut a = Peer::start(None, "ann", &da, &args(&server.relay));
+    a.wait_listening();
+    let sent = cli(&["send", "鲍勃", "通过服务器找到你了", "--wait", "0"], &da).remove(0);
+    let id = sent["client_msg_id"].as_str().expect("id").to_owned();
+    let id2 = id.clone();
+    b.wait_for("ann's message", move |v| {
+        v["event"] == "message" && v["message"]["client_msg_id"] == id2.as_str()
+    });
+    assert_eq!(history_ids(&ida, &db), [id]);
+    a.stop();
+    b.stop();
+}
