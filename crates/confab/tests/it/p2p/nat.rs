@@ -18,7 +18,7 @@
 //!
 //! Each attempt restarts both peers on fresh ports, so every attempt meets
 //! fresh NAT mappings (an old direct connection's mapping cannot help).
-//! `P2P_NAT_ATTEMPTS` (default 6) sets the count, `P2P_NAT_RELAY=tcp` makes
+//! `P2P_NAT_ATTEMPTS` (default 20, as the issue asks) sets the count, `P2P_NAT_RELAY=tcp` makes
 //! the peers reach the relay (and so punch) over TCP instead of QUIC.
 //! How often it upgraded is printed; a clear majority is asserted, and every
 //! upgrade is checked to be a direct connection that carries a message.
@@ -257,7 +257,7 @@ fn peers_behind_nats_meet_through_the_relay_punch_holes_and_use_the_mailbox() {
     let attempts: u16 = std::env::var("P2P_NAT_ATTEMPTS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(6)
+        .unwrap_or(20)
         .clamp(1, 200);
     let mut upgraded = 0;
     let mut sent = 0;
