@@ -155,6 +155,20 @@ pub enum Event {
         /// Why.
         message: String,
     },
+    /// A file is on its way: bytes of it fetched by this device
+    /// (`direction` `in`) or served to `peer` (`out`) so far, of `size`.
+    FileProgress {
+        /// SHA-256.
+        sha256: String,
+        /// The other peer.
+        peer: String,
+        /// `in` (this device fetches) or `out` (the peer fetches from it).
+        direction: String,
+        /// Bytes so far.
+        bytes: u64,
+        /// The file's size.
+        size: u64,
+    },
     /// A file arrived whole and matched its SHA-256.
     FileReceived {
         /// SHA-256.
@@ -2124,15 +2138,27 @@ impl Loop {
                 ..
             } => {
                 self.spawn(move |store, tx| async move {
-                    let answer = serve_chunk(&store, peer, &request)
-                        .await
-                        .unwrap_or_else(|e| FileChunk {
+                    let answer = match serve_chunk(&store, peer, &request).await {
+                        Ok((chunk, sha256, through)) => {
+                            let _ = tx
+                                .send(Internal::Event(Event::FileProgress {
+                                    sha256,
+                                    peer: peer.to_base58(),
+                                    direction: "out".into(),
+                                    bytes: through,
+                                    size: chunk.size,
+                                }))
+                                .await;
+                            chunk
+                        }
+                        Err(e) => FileChunk {
                             error: Some(WireError {
                                 code: "not_found".into(),
                                 message: e,
                             }),
                             ..Default::default()
-                        });
+                        },
+                    };
                     let bytes = serde_json::to_vec(&answer).unwrap_or_default();
                     let _ = tx
                         .send(Internal::Respond(Proto::File, channel, bytes))
@@ -2156,13 +2182,22 @@ impl Loop {
                 let data_dir = self.data_dir.clone();
                 self.spawn(move |store, tx| async move {
                     match write_chunk(&store, &data_dir, &sha, &response).await {
-                        Ok(Some(path)) => {
+                        Ok(Written::Done(path)) => {
                             let _ = tx.send(Internal::DownloadStopped(sha.clone())).await;
                             let _ = tx
                                 .send(Internal::Event(Event::FileReceived { sha256: sha, path }))
                                 .await;
                         }
-                        Ok(None) => {
+                        Ok(Written::Partial { have, size }) => {
+                            let _ = tx
+                                .send(Internal::Event(Event::FileProgress {
+                                    sha256: sha.clone(),
+                                    peer: peer.to_base58(),
+                                    direction: "in".into(),
+                                    bytes: have,
+                                    size,
+                                }))
+                                .await;
                             let _ = tx.send(Internal::DownloadStopped(sha.clone())).await;
                             let _ = tx.send(Internal::Download(peer, sha)).await;
                         }
@@ -2297,9 +2332,10 @@ async fn serve_chunk(
     store: &SharedStore,
     peer: PeerId,
     request: &[u8],
-) -> Result<FileChunk, String> {
+) -> Result<(FileChunk, String, u64), String> {
     let req: FileRequest = serde_json::from_slice(request).map_err(|e| e.to_string())?;
     let sha = req.sha256.clone();
+    let answered = req.sha256.clone();
     let asker = peer.to_base58();
     let file = store
         .call(move |s| {
@@ -2320,25 +2356,42 @@ async fn serve_chunk(
         f.take(FILE_CHUNK)
             .read_to_end(&mut buf)
             .map_err(|e| e.to_string())?;
-        Ok(FileChunk {
-            size: file.size,
-            data: base64::engine::general_purpose::STANDARD.encode(&buf),
-            error: None,
-        })
+        let through = offset + buf.len() as u64;
+        Ok((
+            FileChunk {
+                size: file.size,
+                data: base64::engine::general_purpose::STANDARD.encode(&buf),
+                error: None,
+            },
+            answered,
+            through,
+        ))
     })
     .await
     .map_err(|e| e.to_string())?
 }
 
+/// What a chunk did to a download.
+enum Written {
+    /// More to fetch: bytes so far, of the file's size.
+    Partial {
+        /// Bytes so far.
+        have: u64,
+        /// The file's size.
+        size: u64,
+    },
+    /// Whole and checked: where it is.
+    Done(String),
+}
+
 /// Appends a chunk to the part file (fsynced) and, once the file is whole,
 /// checks its SHA-256 before it is moved into place and marked complete.
-/// Returns the final path when done.
 async fn write_chunk(
     store: &SharedStore,
     data_dir: &Path,
     sha: &str,
     response: &[u8],
-) -> Result<Option<String>, String> {
+) -> Result<Written, String> {
     let chunk: FileChunk = serde_json::from_slice(response).map_err(|e| e.to_string())?;
     if let Some(e) = chunk.error {
         return Err(e.message);
@@ -2349,7 +2402,8 @@ async fn write_chunk(
     let part = part_path(data_dir, sha);
     let done_path = file_path(data_dir, sha);
     let sha2 = sha.to_owned();
-    let done = tokio::task::spawn_blocking(move || -> Result<bool, String> {
+    let size = chunk.size;
+    let done = tokio::task::spawn_blocking(move || -> Result<Option<u64>, String> {
         use std::io::Write;
         if let Some(dir) = part.parent() {
             std::fs::create_dir_all(dir).map_err(|e| e.to_string())?;
@@ -2370,7 +2424,7 @@ async fn write_chunk(
             if data.is_empty() {
                 return Err("peer sent an empty chunk".into());
             }
-            return Ok(false);
+            return Ok(Some(have + data.len() as u64));
         }
         let (got, _) = hash_file(&part).map_err(|e| e.to_string())?;
         if got != sha2 {
@@ -2378,12 +2432,12 @@ async fn write_chunk(
             return Err(format!("file hashes to {got}, not {sha2}: discarded"));
         }
         std::fs::rename(&part, &done_path).map_err(|e| e.to_string())?;
-        Ok(true)
+        Ok(None)
     })
     .await
     .map_err(|e| e.to_string())??;
-    if !done {
-        return Ok(None);
+    if let Some(have) = done {
+        return Ok(Written::Partial { have, size });
     }
     let path = file_path(data_dir, sha).display().to_string();
     let (sha, p) = (sha.to_owned(), path.clone());
@@ -2398,5 +2452,5 @@ async fn write_chunk(
         })
         .await
         .map_err(|e| e.to_string())?;
-    Ok(Some(path))
+    Ok(Written::Done(path))
 }

@@ -987,6 +987,17 @@ fn event_line(names: &HashMap<String, String>, ev: &Event) -> String {
             message,
         } => format!("refused from {}: {code}: {message}", name(from)),
         Event::FileReceived { sha256, path } => format!("file {sha256} {path}"),
+        Event::FileProgress {
+            sha256,
+            peer,
+            direction,
+            bytes,
+            size,
+        } => format!(
+            "file {sha256} {} {}: {bytes} of {size} bytes",
+            if direction == "in" { "from" } else { "to" },
+            name(peer)
+        ),
         Event::HolePunch { peer, ok, .. } => format!(
             "hole-punch {} {}",
             name(peer),

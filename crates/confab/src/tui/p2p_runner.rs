@@ -338,6 +338,23 @@ impl<B: Backend> P2pRunner<B> {
             NodeEvent::FileReceived { path, .. } => {
                 vec![AppEvent::Notice(format!("file received: {path}"))]
             }
+            NodeEvent::FileProgress {
+                peer,
+                direction,
+                bytes,
+                size,
+                ..
+            } => {
+                let user = self.map.user(&peer);
+                let who = self.app.name(user);
+                let percent = bytes.saturating_mul(100).checked_div(size).unwrap_or(100);
+                let (b, t) = (super::format::size(bytes), super::format::size(size));
+                vec![AppEvent::Notice(if direction == "in" {
+                    format!("receiving a file from {who}: {percent}% ({b} of {t})")
+                } else {
+                    format!("{who} is fetching your file: {percent}% ({b} of {t})")
+                })]
+            }
             _ => Vec::new(),
         }
     }

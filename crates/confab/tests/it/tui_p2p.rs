@@ -312,7 +312,8 @@ async fn p2p_chat_offers_files_and_runs_groups() {
     let mut bob_events = bob.subscribe();
 
     // A file in the direct chat: offered, shown, pulled by bob intact.
-    let bytes: Vec<u8> = (0..150_000u32).map(|i| (i % 251) as u8).collect();
+    // 600 KB: three chunks, so both sides see the progress.
+    let bytes: Vec<u8> = (0..600_000u32).map(|i| (i % 251) as u8).collect();
     let file = da.path().join("report.bin");
     std::fs::write(&file, &bytes).expect("write file");
     ui.type_line("/dm 小明").await;
@@ -322,15 +323,26 @@ async fn p2p_chat_offers_files_and_runs_groups() {
     .await;
     ui.type_line(&format!("/file {}", file.display())).await;
     ui.wait("the file line", |app, s| {
-        app.uploads().is_empty() && contains(s, "You: [file report.bin 150.0 KB]")
+        app.uploads().is_empty() && contains(s, "You: [file report.bin 600.0 KB]")
     })
     .await;
+    let part = next(&mut bob_events, "bob's download progress", |e| match e {
+        Event::FileProgress {
+            direction, bytes, ..
+        } if direction == "in" => Some(*bytes),
+        _ => None,
+    })
+    .await;
+    assert!(part > 0 && part < 600_000, "{part}");
     let got = next(&mut bob_events, "the file", |e| match e {
         Event::FileReceived { path, .. } => Some(path.clone()),
         _ => None,
     })
     .await;
     assert_eq!(std::fs::read(got).expect("bob's copy"), bytes);
+    // ann's app followed bob fetching it.
+    ui.wait_text("小明 is fetching your file: 100% (600.0 KB of 600.0 KB)")
+        .await;
 
     // A group made from the input line; messages both ways.
     ui.type_line("/group 周会 小明").await;
