@@ -704,6 +704,25 @@ impl Node {
     /// Offers a file to a contact: hashes it, records it and sends a `file`
     /// envelope; the contact pulls the bytes over `/confab/file/1`.
     pub async fn send_file(&self, contact: &str, path: &Path) -> Result<Envelope, NodeError> {
+        let body = self.offer_file(path).await?;
+        self.send_to_contact(contact, kind::FILE, body).await
+    }
+
+    /// Offers a file in a conversation (direct or group): every member
+    /// pulls it from this device (or from any member that has it whole).
+    pub async fn send_file_to_conversation(
+        &self,
+        conversation_id: &str,
+        path: &Path,
+    ) -> Result<Envelope, NodeError> {
+        let body = self.offer_file(path).await?;
+        self.send_to_conversation(conversation_id, kind::FILE, body)
+            .await
+    }
+
+    /// Hashes a file and records it as served from here; answers the body
+    /// of its `file` envelope.
+    async fn offer_file(&self, path: &Path) -> Result<String, NodeError> {
         let path = std::fs::canonicalize(path)
             .map_err(|e| NodeError::File(path.display().to_string(), e))?;
         let shown = path.display().to_string();
@@ -726,11 +745,10 @@ impl Node {
             source: String::new(),
         };
         self.inner.store.call(move |s| s.put_file(&record)).await?;
-        let body = serde_json::json!({
+        Ok(serde_json::json!({
             "media_id": sha256, "name": name, "size": size, "mime": "application/octet-stream"
         })
-        .to_string();
-        self.send_to_contact(contact, kind::FILE, body).await
+        .to_string())
     }
 
     /// Waits until `to` acks `client_msg_id` or the time is up.
@@ -2340,7 +2358,8 @@ async fn serve_chunk(
     let file = store
         .call(move |s| {
             let f = s.file(&sha)?;
-            // Only contacts get bytes, and only of complete files.
+            // Only contacts get bytes (fellow group members are contacts
+            // from the group's creation on), and only of complete files.
             let known = s.find_contact(&asker).is_ok();
             Ok(f.filter(|f| f.complete && known))
         })

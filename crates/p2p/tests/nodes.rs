@@ -437,3 +437,57 @@ async fn a_stopping_peer_withdraws_its_rendezvous_registration() {
     c.shutdown().await;
     let _ = stop_relay.send(());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_a_member_sends_in_a_group_reaches_the_other_members() {
+    let dirs: Vec<_> = (0..3).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let a = start(dirs[0].path(), "ann").await;
+    let b = start(dirs[1].path(), "bob").await;
+    let c = start(dirs[2].path(), "cyd").await;
+    let (ca, cb, cc) = (
+        contact_of(&a, "ann").await,
+        contact_of(&b, "bob").await,
+        contact_of(&c, "cyd").await,
+    );
+    // ann knows both; bob and cyd know only ann (and each other as fellow
+    // members once the group exists).
+    a.add_contact(cb.clone()).await.expect("a+b");
+    a.add_contact(cc.clone()).await.expect("a+c");
+    b.add_contact(ca.clone()).await.expect("b+a");
+    c.add_contact(ca.clone()).await.expect("c+a");
+    let mut b_events = b.subscribe();
+    let mut c_events = c.subscribe();
+    let group = a
+        .create_group("trio", vec!["bob".into(), "cyd".into()])
+        .await
+        .expect("group");
+    a.send_to_conversation(&group, "text", r#"{"text":"hi"}"#.into())
+        .await
+        .expect("hi");
+    next_message(&mut b_events, "hi").await;
+    next_message(&mut c_events, "hi").await;
+
+    // bob offers a file in the group; cyd reaches bob and pulls it whole.
+    let bytes: Vec<u8> = (0..400_000u32).map(|i| (i % 241) as u8).collect();
+    let path = dirs[1].path().join("plan.bin");
+    std::fs::write(&path, &bytes).expect("write");
+    c.dial(
+        cb.peer_id.parse().expect("peer"),
+        cb.addrs.iter().map(|a| a.parse().expect("addr")).collect(),
+    )
+    .await
+    .expect("dial");
+    b.send_file_to_conversation(&group, &path)
+        .await
+        .expect("offer");
+    let got = next_event(&mut c_events, "cyd's copy", |e| match e {
+        Event::FileReceived { path, .. } => Some(path.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(std::fs::read(got).expect("read"), bytes);
+
+    a.shutdown().await;
+    b.shutdown().await;
+    c.shutdown().await;
+}

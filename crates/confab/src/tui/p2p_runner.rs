@@ -750,9 +750,9 @@ impl<B: Backend> P2pRunner<B> {
         });
     }
 
-    /// Offers a file in a direct conversation: hashed and announced with a
-    /// `file` envelope; the contact pulls the bytes (so "progress" here is
-    /// the offer, not the transfer).
+    /// Offers a file in a conversation (direct or group): hashed and
+    /// announced with a `file` envelope; the members pull the bytes (the
+    /// bar here is the offer; the pulls show as `file_progress` notices).
     fn send_file(&self, upload_id: u64, conversation_id: ConversationId, path: PathBuf) {
         let Some(conv) = self.p2p_id(conversation_id) else {
             return;
@@ -761,25 +761,6 @@ impl<B: Backend> P2pRunner<B> {
         let tx = self.results_tx.clone();
         tokio::spawn(async move {
             let result = async {
-                let peer = node
-                    .store()
-                    .call(move |s| {
-                        let c = s.conversation(&conv)?.ok_or_else(|| {
-                            StoreError::NotFound(format!("no conversation {conv}"))
-                        })?;
-                        if c.kind != "direct" {
-                            return Err(StoreError::Invalid(
-                                "P2P files go to one contact: send it in the direct chat".into(),
-                            ));
-                        }
-                        let me = s.me().to_owned();
-                        c.members
-                            .into_iter()
-                            .find(|m| *m != me)
-                            .ok_or_else(|| StoreError::NotFound("no contact here".into()))
-                    })
-                    .await
-                    .map_err(|e| e.to_string())?;
                 let total = tokio::fs::metadata(&path)
                     .await
                     .map_err(|e| format!("{}: {e}", path.display()))?
@@ -793,7 +774,7 @@ impl<B: Backend> P2pRunner<B> {
                 };
                 let _ = tx.send(progress(0)).await;
                 let env = node
-                    .send_file(&peer, &path)
+                    .send_file_to_conversation(&conv, &path)
                     .await
                     .map_err(|e| e.to_string())?;
                 let _ = tx.send(progress(total)).await;

@@ -373,9 +373,25 @@ async fn p2p_chat_offers_files_and_runs_groups() {
         .expect("bob writes in the group");
     ui.wait_text("小明: 收到").await;
 
+    // A file in the group: bob pulls it like the direct one.
+    let notes = da.path().join("纪要.txt");
+    std::fs::write(&notes, "会议纪要：分布式系统".repeat(100)).expect("write notes");
+    ui.type_line(&format!("/file {}", notes.display())).await;
+    ui.wait("the group file line", |app, s| {
+        app.uploads().is_empty() && contains(s, "You: [file 纪要.txt")
+    })
+    .await;
+    let got = next(&mut bob_events, "the group file", |e| match e {
+        Event::FileReceived { path, .. } => Some(path.clone()),
+        _ => None,
+    })
+    .await;
+    assert_eq!(
+        std::fs::read(got).expect("bob's copy"),
+        std::fs::read(&notes).expect("notes")
+    );
+
     // What P2P groups cannot do is said, not tried.
-    ui.type_line(&format!("/file {}", file.display())).await;
-    ui.wait_text("P2P files go to one contact").await;
     ui.type_line("/leave").await;
     ui.wait_text("P2P groups have no leaving").await;
     ui.type_line("/friend carl").await;
