@@ -190,6 +190,7 @@ async fn run(node: &Node, req: Request) -> Result<serde_json::Value, NodeError> 
         } => {
             let events = node.subscribe();
             let env = node.send_text(&contact, &text).await?;
+            node.announce_sent(&env);
             deliver_result(node, events, &contact, &env, wait_ms).await
         }
         Request::SendFile {
@@ -199,6 +200,7 @@ async fn run(node: &Node, req: Request) -> Result<serde_json::Value, NodeError> 
         } => {
             let events = node.subscribe();
             let env = node.send_file(&contact, &path).await?;
+            node.announce_sent(&env);
             deliver_result(node, events, &contact, &env, wait_ms).await
         }
         Request::Add { contact } => {
@@ -211,6 +213,7 @@ async fn run(node: &Node, req: Request) -> Result<serde_json::Value, NodeError> 
         }
         Request::GroupChange { group, add, remove } => {
             let env = node.change_group(&group, add, remove).await?;
+            node.announce_sent(&env);
             Ok(serde_json::json!({ "client_msg_id": env.client_msg_id }))
         }
         Request::GroupSend { group, text } => {
@@ -218,6 +221,7 @@ async fn run(node: &Node, req: Request) -> Result<serde_json::Value, NodeError> 
             let env = node
                 .send_to_conversation(&group, crate::envelope::kind::TEXT, body)
                 .await?;
+            node.announce_sent(&env);
             Ok(serde_json::json!({ "client_msg_id": env.client_msg_id }))
         }
         Request::Read { target } => {

@@ -155,6 +155,14 @@ pub enum Event {
         /// Why.
         message: String,
     },
+    /// This peer sent a message on behalf of another program (through the
+    /// data dir's control socket: `confab p2p send` beside a running
+    /// `listen` or terminal app), so that whoever shows this peer's
+    /// conversations shows it too.
+    Sent {
+        /// The envelope as stored and queued.
+        envelope: Envelope,
+    },
     /// A file is on its way: bytes of it fetched by this device
     /// (`direction` `in`) or served to `peer` (`out`) so far, of `size`.
     FileProgress {
@@ -822,6 +830,14 @@ impl Node {
     /// The data dir.
     pub fn data_dir(&self) -> &Path {
         &self.inner.data_dir
+    }
+
+    /// Tells this node's subscribers that it sent `envelope` for another
+    /// program ([`Event::Sent`]).
+    pub fn announce_sent(&self, envelope: &Envelope) {
+        let _ = self.inner.events.send(Event::Sent {
+            envelope: envelope.clone(),
+        });
     }
 
     /// Stops the event loop (connections close).

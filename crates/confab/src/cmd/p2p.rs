@@ -987,6 +987,10 @@ fn event_line(names: &HashMap<String, String>, ev: &Event) -> String {
             message,
         } => format!("refused from {}: {code}: {message}", name(from)),
         Event::FileReceived { sha256, path } => format!("file {sha256} {path}"),
+        Event::Sent { envelope } => format!(
+            "sent {} {} in {}",
+            envelope.kind, envelope.client_msg_id, envelope.conversation_id
+        ),
         Event::FileProgress {
             sha256,
             peer,

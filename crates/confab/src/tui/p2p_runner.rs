@@ -338,6 +338,12 @@ impl<B: Backend> P2pRunner<B> {
             NodeEvent::FileReceived { path, .. } => {
                 vec![AppEvent::Notice(format!("file received: {path}"))]
             }
+            // Sent by another program through this app's control socket:
+            // shown as if typed here.
+            NodeEvent::Sent { envelope } => {
+                let message = p2p_map::own_message(&envelope, now_ms());
+                self.on_node_event(NodeEvent::Message { message })
+            }
             NodeEvent::FileProgress {
                 peer,
                 direction,

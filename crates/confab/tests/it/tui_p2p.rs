@@ -275,6 +275,30 @@ async fn p2p_chat_sends_receives_typing_and_ticks() {
     })
     .await;
     assert_eq!(ui.app().bells(), 0, "no bell for the open conversation");
+
+    // Another program sends through the app's control socket: the app
+    // shows it at once, as if typed there.
+    let dir = da.path().to_owned();
+    tokio::task::spawn_blocking(move || {
+        cli(&["send", "bob", "from the CLI 命令行", "--wait", "0"], &dir)
+    })
+    .await
+    .expect("confab p2p send");
+    // (Checked in the app's state: the test backend's screen can keep
+    // stale halves of wide characters from earlier frames in a row.)
+    ui.wait("the CLI's text in the open chat", |app, _| {
+        app.selected().is_some_and(|c| {
+            c.messages
+                .values()
+                .any(|m| m.sender_id == app.me().id && m.body["text"] == "from the CLI 命令行")
+        })
+    })
+    .await;
+    next(&mut bob_events, "the CLI's text", |e| match e {
+        Event::Message { message } if message.body.contains("from the CLI") => Some(()),
+        _ => None,
+    })
+    .await;
     bob.shutdown().await;
 }
 
