@@ -179,6 +179,7 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(encrypted::SCHEMA)?;
         Ok(Store {
             conn,
             me: me.to_base58(),
@@ -502,6 +503,7 @@ impl Store {
                 .optional()?
                 .is_some())
         };
+        self.prepare_encrypted_direct(env)?;
         let conv = self.conversation(&env.conversation_id)?;
         let conv = match conv {
             Some(c) => c,
@@ -1340,6 +1342,9 @@ impl SharedStore {
         .map_err(|e| StoreError::Task(e.to_string()))?
     }
 }
+
+mod encrypted;
+pub use encrypted::{encrypted_direct_conversation_id, Plain, Shown};
 
 #[cfg(test)]
 mod tests;
