@@ -163,6 +163,8 @@ pub struct Store {
     conn: Connection,
     me: String,
     max_envelope_bytes: usize,
+    /// This device's MLS client, once [`Store::enable_mls`] ran.
+    mls: Option<crate::mls::Mls>,
 }
 
 impl Store {
@@ -184,6 +186,7 @@ impl Store {
             conn,
             me: me.to_base58(),
             max_envelope_bytes,
+            mls: None,
         })
     }
 

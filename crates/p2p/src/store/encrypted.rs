@@ -351,5 +351,92 @@ impl Store {
     }
 }
 
+/// The device's own MLS client kept in the store (what the node uses).
+impl Store {
+    /// Loads this device's MLS client (its saved state) into the store.
+    pub fn enable_mls(&mut self, key: &libp2p::identity::Keypair) -> Result<(), StoreError> {
+        self.mls = Some(self.mls(key)?);
+        Ok(())
+    }
+
+    fn with_mls<T>(
+        &mut self,
+        f: impl FnOnce(&mut Store, &mut Mls) -> Result<T, StoreError>,
+    ) -> Result<T, StoreError> {
+        let mut mls = self
+            .mls
+            .take()
+            .ok_or_else(|| StoreError::Invalid("MLS is not enabled on this store".into()))?;
+        let out = f(self, &mut mls);
+        self.mls = Some(mls);
+        out
+    }
+
+    /// The answer to a `/confab/kp/1` request: a fresh KeyPackage, its
+    /// private part saved before it leaves.
+    pub fn answer_key_package(&mut self) -> Result<String, StoreError> {
+        self.with_mls(|s, mls| {
+            let kp = mls
+                .key_package()
+                .map_err(|e| StoreError::Invalid(e.to_string()))?;
+            s.save_mls(mls)?;
+            Ok(kp)
+        })
+    }
+
+    /// Whether this device is in the MLS group of the conversation.
+    pub fn has_mls_group(&self, conversation_id: &str) -> bool {
+        self.mls
+            .as_ref()
+            .is_some_and(|m| m.epoch(conversation_id).is_some())
+    }
+
+    /// Creates the MLS group of an encrypted conversation this device
+    /// administers with the members' KeyPackages `(PeerId, base64)` and
+    /// composes the Welcome envelope (queued to every member).
+    pub fn start_encrypted(
+        &mut self,
+        key: &libp2p::identity::Keypair,
+        conversation_id: &str,
+        key_packages: &[(String, String)],
+    ) -> Result<Option<Envelope>, StoreError> {
+        self.mark_encrypted(conversation_id)?;
+        self.with_mls(|s, mls| {
+            let welcome = mls
+                .create_group(conversation_id, key_packages)
+                .map_err(|e| StoreError::Invalid(e.to_string()))?;
+            match welcome {
+                Some(w) => s
+                    .compose_control(key, mls, conversation_id, &w, "", None)
+                    .map(Some),
+                None => {
+                    s.save_mls(mls)?;
+                    Ok(None)
+                }
+            }
+        })
+    }
+
+    /// Encrypts and composes a message with the store's MLS client.
+    pub fn send_encrypted(
+        &mut self,
+        key: &libp2p::identity::Keypair,
+        conversation_id: &str,
+        plain_kind: &str,
+        body: &str,
+    ) -> Result<Envelope, StoreError> {
+        self.with_mls(|s, mls| {
+            s.compose_encrypted(key, mls, conversation_id, plain_kind, body, None)
+        })
+    }
+
+    /// Opens what can be opened in the conversation with the store's MLS
+    /// client (after accepting an `encrypted` envelope).
+    pub fn open_pending(&mut self, conversation_id: &str) -> Result<Vec<Shown>, StoreError> {
+        self.mark_encrypted(conversation_id)?;
+        self.with_mls(|s, mls| s.open_encrypted(mls, conversation_id))
+    }
+}
+
 #[cfg(test)]
 mod tests;
