@@ -740,10 +740,40 @@ impl Node {
     ) -> Result<Envelope, NodeError> {
         let key = self.inner.key.clone();
         let conv = conversation_id.to_owned();
+        // Encrypted: the added members' KeyPackages first (they must be
+        // connected), then the change and its MLS commit.
+        let (names, id) = (add.clone(), conv.clone());
+        let (encrypted, added) = self
+            .inner
+            .store
+            .call(move |s| {
+                let added = names
+                    .iter()
+                    .map(|m| s.find_contact(m).map(|c| c.peer_id))
+                    .collect::<Result<Vec<_>, _>>();
+                Ok((s.is_encrypted(&id)?, added))
+            })
+            .await?;
+        let mut kps = Vec::new();
+        if encrypted {
+            for p in &added? {
+                kps.push(self.key_package_of(p).await?);
+            }
+        }
         let env = self
             .inner
             .store
-            .call(move |s| s.change_group(&key, &conv, &add, &remove))
+            .call(move |s| {
+                let removed = remove
+                    .iter()
+                    .map(|m| s.find_contact(m).map(|c| c.peer_id))
+                    .collect::<Result<Vec<_>, _>>();
+                let env = s.change_group(&key, &conv, &add, &remove)?;
+                if encrypted {
+                    s.commit_change(&key, &conv, &kps, &removed?)?;
+                }
+                Ok(env)
+            })
             .await?;
         self.flush().await?;
         Ok(env)

@@ -417,6 +417,25 @@ impl Store {
         })
     }
 
+    /// The admin's membership change of an encrypted group: one MLS
+    /// commit adding the peers whose KeyPackages are given and removing
+    /// `remove` (PeerIds), with the Welcome for the added ones, composed
+    /// right after the `group_change` (the admin's counter orders them).
+    pub fn commit_change(
+        &mut self,
+        key: &libp2p::identity::Keypair,
+        conversation_id: &str,
+        add: &[(String, String)],
+        remove: &[String],
+    ) -> Result<Envelope, StoreError> {
+        self.with_mls(|s, mls| {
+            let commit = mls
+                .change(conversation_id, add, remove)
+                .map_err(|e| StoreError::Invalid(e.to_string()))?;
+            s.compose_control(key, mls, conversation_id, &commit, "", None)
+        })
+    }
+
     /// Encrypts and composes a message with the store's MLS client.
     pub fn send_encrypted(
         &mut self,
