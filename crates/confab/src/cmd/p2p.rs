@@ -200,6 +200,9 @@ pub struct HistoryArgs {
     common: CommonArgs,
     /// Contact name or PeerId.
     contact: String,
+    /// The encrypted (MLS) conversation with the contact, not the plain one.
+    #[arg(long)]
+    encrypted: bool,
 }
 
 /// `confab p2p listen`.
@@ -565,23 +568,32 @@ fn names(store: &Store) -> anyhow::Result<HashMap<String, String>> {
 fn print_history(common: &CommonArgs, store: &Store, conversation_id: &str) -> anyhow::Result<()> {
     let names = names(store)?;
     let read = store.read_by(conversation_id)?;
-    for m in store.history(conversation_id)? {
+    for shown in store.shown_history(conversation_id)? {
+        let m = &shown.message;
         let by: Vec<&String> = read
             .get(&m.client_msg_id)
             .map(|s| s.iter().collect())
             .unwrap_or_default();
+        // Encrypted messages show decrypted, marked; those not opened say
+        // why instead of their ciphertext.
+        let line = match (&shown.waiting, &shown.unreadable) {
+            (Some(why), _) => format!("[encrypted message, waiting: {why}]"),
+            (_, Some(why)) => format!("[encrypted message, unreadable: {why}]"),
+            _ if shown.encrypted => format!("{} [encrypted]", show(store, &names, m)),
+            _ => show(store, &names, m),
+        };
         if common.json {
-            let mut v = serde_json::to_value(&m)?;
+            let mut v = serde_json::to_value(&shown)?;
             v["read_by"] = serde_json::json!(by);
             println!("{v}");
         } else if by.is_empty() {
-            println!("{}", show(store, &names, &m));
+            println!("{line}");
         } else {
             let who: Vec<String> = by
                 .iter()
                 .map(|p| names.get(*p).cloned().unwrap_or_else(|| (*p).clone()))
                 .collect();
-            println!("{}  (read by {})", show(store, &names, &m), who.join(", "));
+            println!("{line}  (read by {})", who.join(", "));
         }
     }
     Ok(())
@@ -638,7 +650,11 @@ async fn typing(args: TargetArgs) -> anyhow::Result<()> {
 fn history(args: HistoryArgs) -> anyhow::Result<()> {
     let store = args.common.open_store()?;
     let contact = store.find_contact(&args.contact)?;
-    let conv = direct_conversation_id(store.me(), &contact.peer_id);
+    let conv = if args.encrypted {
+        confab_p2p::store::encrypted_direct_conversation_id(store.me(), &contact.peer_id)
+    } else {
+        direct_conversation_id(store.me(), &contact.peer_id)
+    };
     print_history(&args.common, &store, &conv)
 }
 
