@@ -176,6 +176,10 @@ pub struct SendArgs {
     /// Seconds to try to deliver before leaving it in the outbox.
     #[arg(long, default_value_t = 10)]
     wait: u64,
+    /// Send in the encrypted (MLS) conversation with the contact, made on
+    /// first use (the contact must be online then: its keys come from it).
+    #[arg(long)]
+    encrypted: bool,
 }
 
 /// `confab p2p send-file CONTACT PATH`.
@@ -431,6 +435,9 @@ fn print_send_result(json: bool, contact: &str, result: &serde_json::Value) {
 
 async fn send(args: SendArgs) -> anyhow::Result<()> {
     let wait = Duration::from_secs(args.wait);
+    if args.encrypted {
+        return send_encrypted(args, wait).await;
+    }
     let req = Request::Send {
         contact: args.contact.clone(),
         text: args.text.clone(),
@@ -450,6 +457,50 @@ async fn send(args: SendArgs) -> anyhow::Result<()> {
     node.shutdown().await;
     let result = serde_json::json!({
         "client_msg_id": env.client_msg_id, "conversation_id": env.conversation_id, "delivered": delivered
+    });
+    print_send_result(args.common.json, &args.contact, &result);
+    Ok(())
+}
+
+/// `confab p2p send --encrypted` (without a running listener: the MLS
+/// state lives in the node that owns the data dir).
+async fn send_encrypted(args: SendArgs, wait: Duration) -> anyhow::Result<()> {
+    if control::request(
+        &args.common.data_dir()?,
+        &Request::Status,
+        Duration::from_secs(5),
+    )
+    .await
+    .is_some()
+    {
+        bail!("--encrypted does not go through a running `confab p2p listen` yet: stop it first");
+    }
+    let node = Node::start(args.common.node_config(None)?).await?;
+    let events = node.subscribe();
+    let started = std::time::Instant::now();
+    // The contact's KeyPackage comes from it: retry while it connects.
+    let conv = loop {
+        match node.encrypted_conversation(&args.contact).await {
+            Ok(conv) => break conv,
+            Err(e) if started.elapsed() < wait && e.to_string().contains("waiting for keys") => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => {
+                node.shutdown().await;
+                bail!("{e}");
+            }
+        }
+    };
+    let body = serde_json::json!({ "text": args.text }).to_string();
+    let env = node.send_encrypted(&conv, "text", body).await?;
+    let peer = contact_peer(&node, &args.contact).await?;
+    let delivered = node
+        .wait_delivered(events, &peer, &env.client_msg_id, wait)
+        .await?;
+    node.shutdown().await;
+    let result = serde_json::json!({
+        "client_msg_id": env.client_msg_id, "conversation_id": env.conversation_id,
+        "delivered": delivered, "encrypted": true
     });
     print_send_result(args.common.json, &args.contact, &result);
     Ok(())
