@@ -4,6 +4,7 @@
 
 mod support;
 
+mod encrypted;
 mod group;
 mod interop;
 mod lan;
