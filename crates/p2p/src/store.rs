@@ -385,6 +385,14 @@ impl Store {
                 "this device left that conversation".into(),
             ));
         }
+        // Never a plaintext message in an encrypted conversation.
+        if [kind::TEXT, kind::IMAGE, kind::VOICE, kind::FILE].contains(&kind)
+            && self.is_encrypted(conversation_id)?
+        {
+            return Err(StoreError::Invalid(format!(
+                "{conversation_id} is encrypted: send with --encrypted (Node::send_encrypted)"
+            )));
+        }
         let me = self.me.clone();
         let client_msg_id = client_msg_id
             .map(str::to_owned)

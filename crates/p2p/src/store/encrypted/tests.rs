@@ -168,6 +168,12 @@ fn an_encrypted_direct_conversation_both_ways_survives_a_restart() {
         let wire = serde_json::to_vec(env).expect("json");
         assert!(!contains(&wire, cn.as_bytes()) && !contains(&wire, "好的".as_bytes()));
     }
+    // No plaintext message goes into an encrypted conversation.
+    let plain = serde_json::json!({ "text": "oops" }).to_string();
+    assert!(a
+        .store
+        .compose(&a.key, &conv, kind::TEXT, &plain, None)
+        .is_err());
     // Restart: nothing opened twice, later messages open.
     b.restart();
     assert!(b
