@@ -12,6 +12,7 @@ pub mod envelope;
 pub mod identity;
 pub mod link;
 pub mod mailbox;
+pub mod mls;
 pub mod ordering;
 pub mod relay;
 pub mod store;

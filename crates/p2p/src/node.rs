@@ -330,6 +330,8 @@ struct Behaviour {
     sync: request_response::Behaviour<BytesCodec>,
     file: request_response::Behaviour<BytesCodec>,
     mailbox: request_response::Behaviour<BytesCodec>,
+    /// `/confab/kp/1`: MLS KeyPackages asked of a contact.
+    kp: request_response::Behaviour<BytesCodec>,
     rendezvous: libp2p::rendezvous::client::Behaviour,
     candidates: crate::candidates::Candidates,
 }
@@ -344,6 +346,8 @@ enum Command {
     Status(oneshot::Sender<Status>),
     Nearby(oneshot::Sender<Vec<NearbyPeer>>),
     Addrs(oneshot::Sender<Vec<Multiaddr>>),
+    /// Ask a connected peer for a fresh MLS KeyPackage (`/confab/kp/1`).
+    KeyPackage(PeerId, oneshot::Sender<Result<String, String>>),
     /// Close every connection, stop, then answer.
     Shutdown(oneshot::Sender<()>),
 }
@@ -368,6 +372,7 @@ enum Proto {
     Sync,
     File,
     Mailbox,
+    Kp,
 }
 
 /// What an outbound request was for.
@@ -437,6 +442,8 @@ impl Node {
             store.set_meta("name", name)?;
         }
         let name = store.meta("name")?.unwrap_or_default();
+        let mut store = store;
+        store.enable_mls(&key)?;
         let store = SharedStore::new(store);
         let mut swarm = build_swarm(&key, &name, config.mdns)?;
         for addr in &config.listen {
@@ -494,6 +501,7 @@ impl Node {
             upgraded: HashMap::new(),
             remote_addrs: HashMap::new(),
             inflight: HashMap::new(),
+            kp_waiting: HashMap::new(),
             inflight_keys: HashSet::new(),
             syncing: HashSet::new(),
             downloading: HashSet::new(),
@@ -638,6 +646,108 @@ impl Node {
         Ok(env)
     }
 
+    /// Asks a connected contact for a fresh MLS KeyPackage over
+    /// `/confab/kp/1`.
+    async fn key_package_of(&self, peer: &str) -> Result<(String, String), NodeError> {
+        let id: PeerId = peer
+            .parse()
+            .map_err(|_| NodeError::Store(StoreError::Invalid(format!("bad PeerId {peer}"))))?;
+        let (tx, rx) = oneshot::channel();
+        self.command(Command::KeyPackage(id, tx)).await?;
+        let kp = rx.await.map_err(|_| NodeError::Stopped)?.map_err(|e| {
+            NodeError::Store(StoreError::Invalid(format!(
+                "waiting for keys: cannot get {peer}'s key package ({e}); try again when it is online"
+            )))
+        })?;
+        Ok((peer.to_owned(), kp))
+    }
+
+    /// The encrypted direct conversation with a contact (name or PeerId):
+    /// made, with its MLS group, on first use; the contact must be
+    /// connected then (its KeyPackage comes from it). Returns its id.
+    pub async fn encrypted_conversation(&self, contact: &str) -> Result<String, NodeError> {
+        let who = contact.to_owned();
+        let (conv, peer, ready) = self
+            .inner
+            .store
+            .call(move |s| {
+                let peer = s.find_contact(&who)?.peer_id;
+                let conv = s.encrypted_direct(&peer)?;
+                let ready = s.has_mls_group(&conv);
+                Ok((conv, peer, ready))
+            })
+            .await?;
+        if ready {
+            return Ok(conv);
+        }
+        let kp = self.key_package_of(&peer).await?;
+        let key = self.inner.key.clone();
+        let id = conv.clone();
+        self.inner
+            .store
+            .call(move |s| s.start_encrypted(&key, &id, &[kp]))
+            .await?;
+        self.flush().await?;
+        Ok(conv)
+    }
+
+    /// Creates an encrypted group with contacts (names or PeerIds), each
+    /// of them connected (their KeyPackages come from them); returns its id.
+    pub async fn create_encrypted_group(
+        &self,
+        title: &str,
+        members: Vec<String>,
+    ) -> Result<String, NodeError> {
+        let names = members.clone();
+        let peers = self
+            .inner
+            .store
+            .call(move |s| {
+                names
+                    .iter()
+                    .map(|m| s.find_contact(m).map(|c| c.peer_id))
+                    .collect::<Result<Vec<_>, _>>()
+            })
+            .await?;
+        let mut kps = Vec::new();
+        for p in &peers {
+            kps.push(self.key_package_of(p).await?);
+        }
+        let key = self.inner.key.clone();
+        let title = title.to_owned();
+        let id = self
+            .inner
+            .store
+            .call(move |s| {
+                let env = s.create_group(&key, &title, &members)?;
+                s.start_encrypted(&key, &env.conversation_id, &kps)?;
+                Ok(env.conversation_id)
+            })
+            .await?;
+        self.flush().await?;
+        Ok(id)
+    }
+
+    /// Sends a message (`kind`, `body` as JSON text) in an encrypted
+    /// conversation: encrypted with its MLS group, queued to every member.
+    pub async fn send_encrypted(
+        &self,
+        conversation_id: &str,
+        kind: &str,
+        body: String,
+    ) -> Result<Envelope, NodeError> {
+        let key = self.inner.key.clone();
+        let conv = conversation_id.to_owned();
+        let kind = kind.to_owned();
+        let env = self
+            .inner
+            .store
+            .call(move |s| s.send_encrypted(&key, &conv, &kind, &body))
+            .await?;
+        self.flush().await?;
+        Ok(env)
+    }
+
     /// Creates a group with contacts (names or PeerIds); returns its id.
     pub async fn create_group(
         &self,
@@ -666,10 +776,40 @@ impl Node {
     ) -> Result<Envelope, NodeError> {
         let key = self.inner.key.clone();
         let conv = conversation_id.to_owned();
+        // Encrypted: the added members' KeyPackages first (they must be
+        // connected), then the change and its MLS commit.
+        let (names, id) = (add.clone(), conv.clone());
+        let (encrypted, added) = self
+            .inner
+            .store
+            .call(move |s| {
+                let added = names
+                    .iter()
+                    .map(|m| s.find_contact(m).map(|c| c.peer_id))
+                    .collect::<Result<Vec<_>, _>>();
+                Ok((s.is_encrypted(&id)?, added))
+            })
+            .await?;
+        let mut kps = Vec::new();
+        if encrypted {
+            for p in &added? {
+                kps.push(self.key_package_of(p).await?);
+            }
+        }
         let env = self
             .inner
             .store
-            .call(move |s| s.change_group(&key, &conv, &add, &remove))
+            .call(move |s| {
+                let removed = remove
+                    .iter()
+                    .map(|m| s.find_contact(m).map(|c| c.peer_id))
+                    .collect::<Result<Vec<_>, _>>();
+                let env = s.change_group(&key, &conv, &add, &remove)?;
+                if encrypted {
+                    s.commit_change(&key, &conv, &kps, &removed?)?;
+                }
+                Ok(env)
+            })
             .await?;
         self.flush().await?;
         Ok(env)
@@ -933,6 +1073,11 @@ fn build_swarm(key: &Keypair, name: &str, mdns_on: bool) -> Result<Swarm<Behavio
                 mailbox: request_response::Behaviour::with_codec(
                     codec(0, 32 * 1024 * 1024),
                     [(MAILBOX_PROTOCOL, ProtocolSupport::Outbound)],
+                    rr_config.clone(),
+                ),
+                kp: request_response::Behaviour::with_codec(
+                    codec(1024, 64 * 1024),
+                    proto(crate::wire::KP_PROTOCOL),
                     rr_config,
                 ),
                 rendezvous: libp2p::rendezvous::client::Behaviour::new(key.clone()),
@@ -968,6 +1113,8 @@ struct Loop {
     /// Keyed by protocol too: each request-response behaviour numbers its own requests.
     inflight: HashMap<(Proto, OutboundRequestId), (PeerId, Pendingkey, bool)>,
     inflight_keys: HashSet<(PeerId, String)>,
+    /// `/confab/kp/1` requests and who waits for their answer.
+    kp_waiting: HashMap<OutboundRequestId, oneshot::Sender<Result<String, String>>>,
     syncing: HashSet<(PeerId, String)>,
     downloading: HashSet<String>,
     last_dial: HashMap<PeerId, Instant>,
@@ -1228,6 +1375,18 @@ impl Loop {
             Command::Addrs(reply) => {
                 let _ = reply.send(self.listen_addrs.clone());
             }
+            Command::KeyPackage(peer, reply) => {
+                if !self.is_connected(&peer) {
+                    let _ = reply.send(Err(format!("{peer} is not connected")));
+                    return;
+                }
+                let id = self
+                    .swarm
+                    .behaviour_mut()
+                    .kp
+                    .send_request(&peer, b"{}".to_vec());
+                self.kp_waiting.insert(id, reply);
+            }
             Command::Shutdown(_) => {}
         }
     }
@@ -1414,6 +1573,7 @@ impl Loop {
                     Proto::Msg => &mut b.msg,
                     Proto::Sync => &mut b.sync,
                     Proto::File => &mut b.file,
+                    Proto::Kp => &mut b.kp,
                     Proto::Mailbox => return,
                 };
                 let _ = rr.send_response(channel, bytes);
@@ -1439,6 +1599,7 @@ impl Loop {
                     Proto::Sync => b.sync.send_request(&peer, bytes),
                     Proto::File => b.file.send_request(&peer, bytes),
                     Proto::Mailbox => b.mailbox.send_request(&peer, bytes),
+                    Proto::Kp => return,
                 };
                 self.inflight
                     .insert((proto, request_id), (peer, key, relayed));
@@ -1648,9 +1809,9 @@ impl Loop {
                     let mut stored = Vec::new();
                     for held in answer.envelopes {
                         match accept(&store, held.envelope, "mailbox").await {
-                            Ok((new, message, _)) => {
+                            Ok((new, messages, _)) => {
                                 stored.push(held.id);
-                                if let (true, Some(m)) = (new, message) {
+                                for m in messages.into_iter().filter(|_| new) {
                                     let _ = tx
                                         .send(Internal::Event(Event::Message { message: m }))
                                         .await;
@@ -1894,6 +2055,7 @@ impl Loop {
             BehaviourEvent::Sync(ev) => self.on_sync(ev),
             BehaviourEvent::File(ev) => self.on_file(ev),
             BehaviourEvent::Mailbox(ev) => self.on_mailbox(ev),
+            BehaviourEvent::Kp(ev) => self.on_kp(ev),
             BehaviourEvent::Rendezvous(ev) => self.on_rendezvous(ev),
             _ => {}
         }
@@ -1933,7 +2095,7 @@ impl Loop {
                                             conversation_id: conv,
                                         }))
                                         .await;
-                                    Ok((false, None, None))
+                                    Ok((false, Vec::new(), None))
                                 }
                                 Err(e) => Err(e),
                             }
@@ -1941,9 +2103,9 @@ impl Loop {
                         Ok(env) => accept(&store, env, &via).await,
                     };
                     let ack = match result {
-                        Ok((new, message, missing)) => {
+                        Ok((new, messages, missing)) => {
                             if new {
-                                if let Some(m) = message {
+                                for m in messages {
                                     if let Some(sha) = media_id(&m) {
                                         let _ = tx.send(Internal::Download(peer, sha)).await;
                                     }
@@ -2113,18 +2275,20 @@ impl Loop {
                             continue;
                         }
                         match accept(&store, env, "sync").await {
-                            Ok((true, Some(m), _)) => {
+                            Ok((true, messages, _)) => {
                                 progressed = true;
-                                // A file first heard of here (not in its
-                                // direct delivery) is fetched from its
-                                // sender, whoever answered the sync.
-                                let owner = m.sender.parse::<PeerId>().ok();
-                                if let (Some(sha), Some(owner)) = (media_id(&m), owner) {
-                                    let _ = tx.send(Internal::Download(owner, sha)).await;
+                                for m in messages {
+                                    // A file first heard of here (not in
+                                    // its direct delivery) is fetched from
+                                    // its sender, whoever answered the sync.
+                                    let owner = m.sender.parse::<PeerId>().ok();
+                                    if let (Some(sha), Some(owner)) = (media_id(&m), owner) {
+                                        let _ = tx.send(Internal::Download(owner, sha)).await;
+                                    }
+                                    let _ = tx
+                                        .send(Internal::Event(Event::Message { message: m }))
+                                        .await;
                                 }
-                                let _ = tx
-                                    .send(Internal::Event(Event::Message { message: m }))
-                                    .await;
                             }
                             Ok(_) => {}
                             Err(e) => {
@@ -2155,6 +2319,46 @@ impl Loop {
                     self.inflight.remove(&(Proto::Sync, request_id))
                 {
                     self.syncing.remove(&(peer, conv));
+                }
+            }
+            _ => {}
+        }
+    }
+
+    fn on_kp(&mut self, ev: request_response::Event<Vec<u8>, Vec<u8>>) {
+        match ev {
+            request_response::Event::Message {
+                message: request_response::Message::Request { channel, .. },
+                ..
+            } => self.spawn(move |store, tx| async move {
+                let answer = match store.call(|s| s.answer_key_package()).await {
+                    Ok(kp) => serde_json::json!({ "key_package": kp }),
+                    Err(e) => serde_json::json!({ "error": e.to_string() }),
+                };
+                let bytes = answer.to_string().into_bytes();
+                let _ = tx.send(Internal::Respond(Proto::Kp, channel, bytes)).await;
+            }),
+            request_response::Event::Message {
+                message:
+                    request_response::Message::Response {
+                        request_id,
+                        response,
+                    },
+                ..
+            } => {
+                if let Some(reply) = self.kp_waiting.remove(&request_id) {
+                    let answer = serde_json::from_slice::<serde_json::Value>(&response)
+                        .ok()
+                        .and_then(|v| v["key_package"].as_str().map(str::to_owned))
+                        .ok_or_else(|| "the peer answered no key package".to_owned());
+                    let _ = reply.send(answer);
+                }
+            }
+            request_response::Event::OutboundFailure {
+                request_id, error, ..
+            } => {
+                if let Some(reply) = self.kp_waiting.remove(&request_id) {
+                    let _ = reply.send(Err(error.to_string()));
                 }
             }
             _ => {}
@@ -2300,16 +2504,22 @@ fn wire_error(e: &StoreError) -> WireError {
 }
 
 /// Stores a verified envelope; for new `file` envelopes, records the
-/// download. Returns (new, the stored message, a conversation with gaps).
+/// download; opens new `encrypted` ones. Returns (new, the messages to
+/// show, a conversation with gaps).
 async fn accept(
     store: &SharedStore,
     env: Envelope,
     via: &str,
-) -> Result<(bool, Option<StoredMessage>, Option<String>), StoreError> {
+) -> Result<(bool, Vec<StoredMessage>, Option<String>), StoreError> {
     let via = via.to_owned();
     store
         .call(move |s| {
             let acc = s.accept(&env, &via)?;
+            let opened = if acc.new && env.kind == kind::ENCRYPTED {
+                s.open_pending(&env.conversation_id)?
+            } else {
+                Vec::new()
+            };
             if acc.new && matches!(env.kind.as_str(), kind::FILE | kind::IMAGE | kind::VOICE) {
                 let body = env.body_json();
                 if let Some(sha) = body.get("media_id").and_then(|v| v.as_str()) {
@@ -2346,8 +2556,15 @@ async fn accept(
                 via: via.clone(),
                 received_ms: crate::store::now_ms(),
             };
+            // Encrypted: the messages it let open (itself, and any waiting
+            // for the Welcome or commit it was), decrypted.
+            let messages = if env.kind == kind::ENCRYPTED {
+                opened.into_iter().map(|o| o.message).collect()
+            } else {
+                vec![message]
+            };
             let gaps = (!acc.missing.is_empty()).then(|| env.conversation_id.clone());
-            Ok((acc.new, Some(message), gaps))
+            Ok((acc.new, messages, gaps))
         })
         .await
 }

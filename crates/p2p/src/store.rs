@@ -168,6 +168,8 @@ pub struct Store {
     conn: Connection,
     me: String,
     max_envelope_bytes: usize,
+    /// This device's MLS client, once [`Store::enable_mls`] ran.
+    mls: Option<crate::mls::Mls>,
 }
 
 impl Store {
@@ -184,10 +186,12 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.execute_batch(SCHEMA)?;
+        conn.execute_batch(encrypted::SCHEMA)?;
         Ok(Store {
             conn,
             me: me.to_base58(),
             max_envelope_bytes,
+            mls: None,
         })
     }
 
@@ -386,6 +390,14 @@ impl Store {
                 "this device left that conversation".into(),
             ));
         }
+        // Never a plaintext message in an encrypted conversation.
+        if [kind::TEXT, kind::IMAGE, kind::VOICE, kind::FILE].contains(&kind)
+            && self.is_encrypted(conversation_id)?
+        {
+            return Err(StoreError::Invalid(format!(
+                "{conversation_id} is encrypted: send with --encrypted (Node::send_encrypted)"
+            )));
+        }
         let me = self.me.clone();
         let client_msg_id = client_msg_id
             .map(str::to_owned)
@@ -507,6 +519,7 @@ impl Store {
                 .optional()?
                 .is_some())
         };
+        self.prepare_encrypted_direct(env)?;
         let conv = self.conversation(&env.conversation_id)?;
         let conv = match conv {
             Some(c) => c,
@@ -1346,6 +1359,9 @@ impl SharedStore {
         .map_err(|e| StoreError::Task(e.to_string()))?
     }
 }
+
+mod encrypted;
+pub use encrypted::{encrypted_direct_conversation_id, Plain, Shown};
 
 #[cfg(test)]
 mod tests;

@@ -17,6 +17,9 @@ use crate::envelope::Envelope;
 
 /// Envelope delivery.
 pub const MSG_PROTOCOL: StreamProtocol = StreamProtocol::new("/confab/msg/1");
+/// MLS KeyPackages: request `{}`, answer `{"key_package": base64}` made
+/// fresh by the answering peer.
+pub const KP_PROTOCOL: StreamProtocol = StreamProtocol::new("/confab/kp/1");
 /// Catch-up.
 pub const SYNC_PROTOCOL: StreamProtocol = StreamProtocol::new("/confab/sync/1");
 /// File chunks.

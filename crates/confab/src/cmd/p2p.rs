@@ -228,6 +228,10 @@ pub struct SendArgs {
     /// Seconds to try to deliver before leaving it in the outbox.
     #[arg(long, default_value_t = 10)]
     wait: u64,
+    /// Send in the encrypted (MLS) conversation with the contact, made on
+    /// first use (the contact must be online then: its keys come from it).
+    #[arg(long)]
+    encrypted: bool,
 }
 
 /// `confab p2p send-file CONTACT PATH`.
@@ -252,6 +256,9 @@ pub struct HistoryArgs {
     common: CommonArgs,
     /// Contact name or PeerId.
     contact: String,
+    /// The encrypted (MLS) conversation with the contact, not the plain one.
+    #[arg(long)]
+    encrypted: bool,
 }
 
 /// `confab p2p listen`.
@@ -290,6 +297,10 @@ pub struct GroupCreateArgs {
     /// Contacts (names or PeerIds).
     #[arg(required = true)]
     members: Vec<String>,
+    /// An encrypted (MLS) group: every member must be online now (its keys
+    /// come from it); its messages are sent encrypted by `group send`.
+    #[arg(long)]
+    encrypted: bool,
 }
 
 /// `confab p2p group send GROUP TEXT`.
@@ -484,6 +495,9 @@ fn print_send_result(json: bool, contact: &str, result: &serde_json::Value) {
 
 async fn send(args: SendArgs) -> anyhow::Result<()> {
     let wait = Duration::from_secs(args.wait);
+    if args.encrypted {
+        return send_encrypted(args, wait).await;
+    }
     let req = Request::Send {
         contact: args.contact.clone(),
         text: args.text.clone(),
@@ -503,6 +517,50 @@ async fn send(args: SendArgs) -> anyhow::Result<()> {
     node.shutdown().await;
     let result = serde_json::json!({
         "client_msg_id": env.client_msg_id, "conversation_id": env.conversation_id, "delivered": delivered
+    });
+    print_send_result(args.common.json, &args.contact, &result);
+    Ok(())
+}
+
+/// `confab p2p send --encrypted` (without a running listener: the MLS
+/// state lives in the node that owns the data dir).
+async fn send_encrypted(args: SendArgs, wait: Duration) -> anyhow::Result<()> {
+    if control::request(
+        &args.common.data_dir()?,
+        &Request::Status,
+        Duration::from_secs(5),
+    )
+    .await
+    .is_some()
+    {
+        bail!("--encrypted does not go through a running `confab p2p listen` yet: stop it first");
+    }
+    let node = Node::start(args.common.node_config(None)?).await?;
+    let events = node.subscribe();
+    let started = std::time::Instant::now();
+    // The contact's KeyPackage comes from it: retry while it connects.
+    let conv = loop {
+        match node.encrypted_conversation(&args.contact).await {
+            Ok(conv) => break conv,
+            Err(e) if started.elapsed() < wait && e.to_string().contains("waiting for keys") => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(e) => {
+                node.shutdown().await;
+                bail!("{e}");
+            }
+        }
+    };
+    let body = serde_json::json!({ "text": args.text }).to_string();
+    let env = node.send_encrypted(&conv, "text", body).await?;
+    let peer = contact_peer(&node, &args.contact).await?;
+    let delivered = node
+        .wait_delivered(events, &peer, &env.client_msg_id, wait)
+        .await?;
+    node.shutdown().await;
+    let result = serde_json::json!({
+        "client_msg_id": env.client_msg_id, "conversation_id": env.conversation_id,
+        "delivered": delivered, "encrypted": true
     });
     print_send_result(args.common.json, &args.contact, &result);
     Ok(())
@@ -621,23 +679,32 @@ fn names(store: &Store) -> anyhow::Result<HashMap<String, String>> {
 fn print_history(common: &CommonArgs, store: &Store, conversation_id: &str) -> anyhow::Result<()> {
     let names = names(store)?;
     let read = store.read_by(conversation_id)?;
-    for m in store.history(conversation_id)? {
+    for shown in store.shown_history(conversation_id)? {
+        let m = &shown.message;
         let by: Vec<&String> = read
             .get(&m.client_msg_id)
             .map(|s| s.iter().collect())
             .unwrap_or_default();
+        // Encrypted messages show decrypted, marked; those not opened say
+        // why instead of their ciphertext.
+        let line = match (&shown.waiting, &shown.unreadable) {
+            (Some(why), _) => format!("[encrypted message, waiting: {why}]"),
+            (_, Some(why)) => format!("[encrypted message, unreadable: {why}]"),
+            _ if shown.encrypted => format!("{} [encrypted]", show(store, &names, m)),
+            _ => show(store, &names, m),
+        };
         if common.json {
-            let mut v = serde_json::to_value(&m)?;
+            let mut v = serde_json::to_value(&shown)?;
             v["read_by"] = serde_json::json!(by);
             println!("{v}");
         } else if by.is_empty() {
-            println!("{}", show(store, &names, &m));
+            println!("{line}");
         } else {
             let who: Vec<String> = by
                 .iter()
                 .map(|p| names.get(*p).cloned().unwrap_or_else(|| (*p).clone()))
                 .collect();
-            println!("{}  (read by {})", show(store, &names, &m), who.join(", "));
+            println!("{line}  (read by {})", who.join(", "));
         }
     }
     Ok(())
@@ -694,7 +761,11 @@ async fn typing(args: TargetArgs) -> anyhow::Result<()> {
 fn history(args: HistoryArgs) -> anyhow::Result<()> {
     let store = args.common.open_store()?;
     let contact = store.find_contact(&args.contact)?;
-    let conv = direct_conversation_id(store.me(), &contact.peer_id);
+    let conv = if args.encrypted {
+        confab_p2p::store::encrypted_direct_conversation_id(store.me(), &contact.peer_id)
+    } else {
+        direct_conversation_id(store.me(), &contact.peer_id)
+    };
     print_history(&args.common, &store, &conv)
 }
 
@@ -734,6 +805,48 @@ fn group_list(args: CommonArgs) -> anyhow::Result<()> {
 }
 
 async fn group_create(args: GroupCreateArgs) -> anyhow::Result<()> {
+    if args.encrypted {
+        if control::request(
+            &args.common.data_dir()?,
+            &Request::Status,
+            Duration::from_secs(5),
+        )
+        .await
+        .is_some()
+        {
+            bail!(
+                "--encrypted does not go through a running `confab p2p listen` yet: stop it first"
+            );
+        }
+        let node = Node::start(args.common.node_config(None)?).await?;
+        let started = std::time::Instant::now();
+        // The members' KeyPackages come from them: retry while they connect.
+        let id = loop {
+            match node
+                .create_encrypted_group(&args.title, args.members.clone())
+                .await
+            {
+                Ok(id) => break id,
+                Err(e)
+                    if started.elapsed() < Duration::from_secs(20)
+                        && e.to_string().contains("waiting for keys") =>
+                {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                Err(e) => {
+                    node.shutdown().await;
+                    bail!("{e}");
+                }
+            }
+        };
+        node.shutdown().await;
+        if args.common.json {
+            println!("{}", serde_json::json!({ "group": id, "encrypted": true }));
+        } else {
+            println!("{id}");
+        }
+        return Ok(());
+    }
     let req = Request::GroupCreate {
         title: args.title.clone(),
         members: args.members.clone(),
@@ -766,8 +879,15 @@ async fn group_send(args: GroupSendArgs) -> anyhow::Result<()> {
         None => {
             let node = Node::start(args.common.node_config(None)?).await?;
             let body = serde_json::json!({ "text": args.text }).to_string();
-            let env = node.send_to_conversation(&group, "text", body).await?;
+            let id = group.clone();
+            let encrypted = node.store().call(move |s| s.is_encrypted(&id)).await?;
+            let env = if encrypted {
+                node.send_encrypted(&group, "text", body).await
+            } else {
+                node.send_to_conversation(&group, "text", body).await
+            };
             node.shutdown().await;
+            let env = env?;
             serde_json::json!({ "client_msg_id": env.client_msg_id })
         }
     };

@@ -4,6 +4,7 @@
 
 pub(crate) mod support;
 
+mod encrypted;
 mod group;
 mod interop;
 mod lan;

@@ -1,0 +1,345 @@
+//! Encrypted P2P conversations between real nodes on 127.0.0.1: the
+//! KeyPackage asked over `/confab/kp/1`, the Welcome and messages as
+//! `encrypted` envelopes, decrypted history on both sides, no plaintext in
+//! any stored envelope, and a restart that keeps the MLS state.
+
+use std::path::Path;
+use std::time::Duration;
+
+use confab_p2p::node::{Event, Node, NodeConfig};
+use confab_p2p::store::Contact;
+use tokio::sync::broadcast;
+
+const WAIT: Duration = Duration::from_secs(20);
+
+async fn start(dir: &Path, name: &str) -> Node {
+    let mut config = NodeConfig::new(dir);
+    config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")];
+    config.mdns = false;
+    config.name = Some(name.into());
+    Node::start(config).await.expect("start")
+}
+
+async fn contact_of(node: &Node, name: &str) -> Contact {
+    let addrs = node.listening(WAIT).await.expect("listening");
+    Contact {
+        peer_id: node.peer_id().to_base58(),
+        name: name.into(),
+        addrs: addrs.iter().map(|a| a.to_string()).collect(),
+        relay: None,
+    }
+}
+
+async fn next_message(rx: &mut broadcast::Receiver<Event>, text: &str) {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(Event::Message { message }) = rx.recv().await {
+                if message.kind == "text" && message.body.contains(text) {
+                    return;
+                }
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("message {text:?} did not arrive decrypted"));
+}
+
+/// The encrypted conversation, once the contact is connected (its
+/// KeyPackage comes from it).
+async fn encrypted_with(node: &Node, contact: &str) -> String {
+    tokio::time::timeout(WAIT, async {
+        loop {
+            match node.encrypted_conversation(contact).await {
+                Ok(id) => return id,
+                Err(e) => {
+                    assert!(e.to_string().contains("waiting for keys"), "{e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    })
+    .await
+    .expect("the contact's key package")
+}
+
+/// Texts of the decrypted history (encrypted ones only).
+async fn texts(node: &Node, conv: &str) -> Vec<String> {
+    let conv = conv.to_owned();
+    node.store()
+        .call(move |s| s.shown_history(&conv))
+        .await
+        .expect("history")
+        .into_iter()
+        .filter(|s| s.encrypted && s.message.kind == "text")
+        .filter_map(|s| {
+            serde_json::from_str::<serde_json::Value>(&s.message.body)
+                .ok()
+                .and_then(|v| v["text"].as_str().map(str::to_owned))
+        })
+        .collect()
+}
+
+/// Every stored envelope (and its body) of a data dir, read from the
+/// SQLite file by another connection.
+fn raw_envelopes(dir: &Path) -> Vec<u8> {
+    let conn = rusqlite::Connection::open(dir.join(confab_p2p::store::STORE_FILE)).expect("db");
+    let mut stmt = conn
+        .prepare("SELECT body || envelope FROM messages")
+        .expect("sql");
+    let rows = stmt
+        .query_map([], |r| r.get::<_, String>(0))
+        .expect("query");
+    rows.flat_map(|r| r.expect("row").into_bytes()).collect()
+}
+
+fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_direct_conversation_between_two_nodes_survives_a_restart() {
+    let (da, db) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let a = start(da.path(), "ann").await;
+    let mut b = start(db.path(), "bob").await;
+    a.add_contact(contact_of(&b, "bob").await)
+        .await
+        .expect("a adds b");
+    b.add_contact(contact_of(&a, "ann").await)
+        .await
+        .expect("b adds a");
+    let mut b_events = b.subscribe();
+    let mut a_events = a.subscribe();
+
+    let conv = encrypted_with(&a, "bob").await;
+    let plain =
+        confab_p2p::direct_conversation_id(&a.peer_id().to_base58(), &b.peer_id().to_base58());
+    assert_ne!(conv, plain);
+    let cn = "我们明天下午开会";
+    let body = serde_json::json!({ "text": cn }).to_string();
+    let env = a.send_encrypted(&conv, "text", body).await.expect("send");
+    assert_eq!(env.kind, "encrypted");
+    assert!(!env.body.contains(cn));
+    next_message(&mut b_events, cn).await;
+    // b answers in the same conversation (it has the group now).
+    assert_eq!(encrypted_with(&b, "ann").await, conv);
+    let reply = serde_json::json!({ "text": "好的，下午见" }).to_string();
+    b.send_encrypted(&conv, "text", reply).await.expect("reply");
+    next_message(&mut a_events, "好的，下午见").await;
+    let both = vec![cn.to_owned(), "好的，下午见".to_owned()];
+    assert_eq!(texts(&a, &conv).await, both);
+    assert_eq!(texts(&b, &conv).await, both);
+    for dir in [da.path(), db.path()] {
+        let raw = raw_envelopes(dir);
+        assert!(!raw.is_empty());
+        for t in [cn, "好的，下午见"] {
+            assert!(
+                !contains(&raw, t.as_bytes()),
+                "plaintext in a stored envelope"
+            );
+        }
+    }
+
+    // b restarts on its data dir: later messages open, earlier ones are
+    // not opened twice (they stay as they were).
+    b.shutdown().await;
+    drop(b);
+    b = start(db.path(), "bob").await;
+    let mut b_events = b.subscribe();
+    b.add_contact(contact_of(&a, "ann").await)
+        .await
+        .expect("b adds a");
+    let body = serde_json::json!({ "text": "after the restart" }).to_string();
+    a.send_encrypted(&conv, "text", body).await.expect("send");
+    next_message(&mut b_events, "after the restart").await;
+    let mut all = both.clone();
+    all.push("after the restart".into());
+    assert_eq!(texts(&b, &conv).await, all);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+async fn start_with_relay(dir: &Path, name: &str, relay: &confab_p2p::Multiaddr) -> Node {
+    let mut config = NodeConfig::new(dir);
+    config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")];
+    config.mdns = false;
+    config.name = Some(name.into());
+    config.relay = Some(relay.clone());
+    Node::start(config).await.expect("start")
+}
+
+/// Every byte of every file in `dir` (the relay's mailbox.sqlite, its WAL).
+fn all_bytes(dir: &Path) -> Vec<u8> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("dir").flatten() {
+        if entry.path().is_file() {
+            out.extend(std::fs::read(entry.path()).unwrap_or_default());
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offline_member_gets_ciphertext_from_the_mailbox_and_decrypts_it() {
+    use confab_p2p::relay::{self, RelayConfig};
+    let (dr, da, db) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let rc = RelayConfig::new(
+        dr.path().to_path_buf(),
+        vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")],
+    );
+    let (stop_relay, stopped) = tokio::sync::oneshot::channel::<()>();
+    let relay = relay::start(rc, async move {
+        let _ = stopped.await;
+    })
+    .await
+    .expect("relay");
+    let relay_addr = relay.addrs[0].clone();
+    let a = start_with_relay(da.path(), "ann", &relay_addr).await;
+    let b = start_with_relay(db.path(), "bob", &relay_addr).await;
+    let mut bob = contact_of(&b, "bob").await;
+    bob.relay = Some(relay_addr.to_string());
+    a.add_contact(bob).await.expect("a adds b");
+    b.add_contact(contact_of(&a, "ann").await)
+        .await
+        .expect("b adds a");
+    let mut b_events = b.subscribe();
+    let conv = encrypted_with(&a, "bob").await;
+    let body = serde_json::json!({ "text": "hello" }).to_string();
+    a.send_encrypted(&conv, "text", body).await.expect("send");
+    next_message(&mut b_events, "hello").await;
+
+    // Bob goes offline; ann's next message waits in the relay's mailbox.
+    b.shutdown().await;
+    drop(b);
+    let secret = "我们明天下午开会";
+    let body = serde_json::json!({ "text": secret }).to_string();
+    let env = a.send_encrypted(&conv, "text", body).await.expect("send");
+    tokio::time::timeout(WAIT, async {
+        while !contains(&all_bytes(dr.path()), env.client_msg_id.as_bytes()) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    })
+    .await
+    .expect("the envelope reached the mailbox");
+    assert!(
+        !contains(&all_bytes(dr.path()), secret.as_bytes()),
+        "plaintext in the mailbox"
+    );
+
+    // Bob comes back (ann is gone too): the mailbox hands it over and bob
+    // decrypts it.
+    a.shutdown().await;
+    drop(a);
+    let b = start_with_relay(db.path(), "bob", &relay_addr).await;
+    let mut b_events = b.events_from_start();
+    next_message(&mut b_events, secret).await;
+    assert_eq!(
+        texts(&b, &conv).await,
+        vec!["hello".to_owned(), secret.to_owned()]
+    );
+    b.shutdown().await;
+    let _ = stop_relay.send(());
+}
+
+/// Waits for the message to show decrypted in `node`'s history.
+async fn wait_text(node: &Node, conv: &str, text: &str) {
+    let arrived = tokio::time::timeout(WAIT, async {
+        while !texts(node, conv).await.iter().any(|t| t == text) {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
+    .await
+    .is_ok();
+    if !arrived {
+        let id = conv.to_owned();
+        let history = node.store().call(move |s| s.shown_history(&id)).await;
+        panic!(
+            "{text:?} did not arrive decrypted at {}: {history:#?}",
+            node.peer_id()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_group_adds_and_removes_members_with_commits() {
+    let dirs: Vec<_> = (0..4).map(|_| tempfile::tempdir().expect("dir")).collect();
+    let a = start(dirs[0].path(), "ann").await;
+    let b = start(dirs[1].path(), "bob").await;
+    let c = start(dirs[2].path(), "cat").await;
+    let d = start(dirs[3].path(), "dan").await;
+    for (n, name) in [(&b, "bob"), (&c, "cat"), (&d, "dan")] {
+        a.add_contact(contact_of(n, name).await)
+            .await
+            .expect("a adds");
+        n.add_contact(contact_of(&a, "ann").await)
+            .await
+            .expect("adds a");
+    }
+    // b and c know each other too (catch-up between members).
+    b.add_contact(contact_of(&c, "cat").await)
+        .await
+        .expect("b adds c");
+    c.add_contact(contact_of(&b, "bob").await)
+        .await
+        .expect("c adds b");
+    let g = tokio::time::timeout(WAIT, async {
+        loop {
+            match a
+                .create_encrypted_group("plans", vec!["bob".into(), "cat".into()])
+                .await
+            {
+                Ok(g) => return g,
+                Err(e) => {
+                    assert!(e.to_string().contains("waiting for keys"), "{e}");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        }
+    })
+    .await
+    .expect("the group");
+    let send = |text: &str| serde_json::json!({ "text": text }).to_string();
+    a.send_encrypted(&g, "text", send("before dan"))
+        .await
+        .expect("send");
+    for n in [&b, &c] {
+        wait_text(n, &g, "before dan").await;
+    }
+    a.change_group(&g, vec!["dan".into()], vec![])
+        .await
+        .expect("add dan");
+    a.send_encrypted(&g, "text", send("dan is here"))
+        .await
+        .expect("send");
+    for n in [&b, &c, &d] {
+        wait_text(n, &g, "dan is here").await;
+    }
+    // b has applied the commit now (it opened a message of the new epoch),
+    // so what it sends dan can read.
+    b.send_encrypted(&g, "text", send("hi dan"))
+        .await
+        .expect("send");
+    for n in [&a, &c, &d] {
+        wait_text(n, &g, "hi dan").await;
+    }
+    assert!(!texts(&d, &g).await.contains(&"before dan".to_owned()));
+    a.change_group(&g, vec![], vec!["cat".into()])
+        .await
+        .expect("remove cat");
+    a.send_encrypted(&g, "text", send("without cat"))
+        .await
+        .expect("send");
+    for n in [&b, &d] {
+        wait_text(n, &g, "without cat").await;
+    }
+    assert!(!texts(&c, &g).await.contains(&"without cat".to_owned()));
+    for n in [a, b, c, d] {
+        n.shutdown().await;
+    }
+}
