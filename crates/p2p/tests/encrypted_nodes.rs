@@ -6,46 +6,12 @@
 use std::path::Path;
 use std::time::Duration;
 
-use confab_p2p::node::{Event, Node, NodeConfig};
-use confab_p2p::store::Contact;
-use tokio::sync::broadcast;
+use confab_p2p::node::{Node, NodeConfig};
 
-const WAIT: Duration = Duration::from_secs(20);
+mod common;
 
-async fn start(dir: &Path, name: &str) -> Node {
-    let mut config = NodeConfig::new(dir);
-    config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")];
-    config.mdns = false;
-    config.name = Some(name.into());
-    Node::start(config).await.expect("start")
-}
+use common::{contact_of, next_message, start, WAIT};
 
-async fn contact_of(node: &Node, name: &str) -> Contact {
-    let addrs = node.listening(WAIT).await.expect("listening");
-    Contact {
-        peer_id: node.peer_id().to_base58(),
-        name: name.into(),
-        addrs: addrs.iter().map(|a| a.to_string()).collect(),
-        relay: None,
-    }
-}
-
-async fn next_message(rx: &mut broadcast::Receiver<Event>, text: &str) {
-    tokio::time::timeout(WAIT, async {
-        loop {
-            if let Ok(Event::Message { message }) = rx.recv().await {
-                if message.kind == "text" && message.body.contains(text) {
-                    return;
-                }
-            }
-        }
-    })
-    .await
-    .unwrap_or_else(|_| panic!("message {text:?} did not arrive decrypted"));
-}
-
-/// The encrypted conversation, once the contact is connected (its
-/// KeyPackage comes from it).
 async fn encrypted_with(node: &Node, contact: &str) -> String {
     tokio::time::timeout(WAIT, async {
         loop {
