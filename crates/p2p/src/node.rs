@@ -502,6 +502,7 @@ impl Node {
             remote_addrs: HashMap::new(),
             inflight: HashMap::new(),
             kp_waiting: HashMap::new(),
+            kp_answered: HashMap::new(),
             inflight_keys: HashSet::new(),
             syncing: HashSet::new(),
             downloading: HashSet::new(),
@@ -1115,6 +1116,8 @@ struct Loop {
     inflight_keys: HashSet<(PeerId, String)>,
     /// `/confab/kp/1` requests and who waits for their answer.
     kp_waiting: HashMap<OutboundRequestId, oneshot::Sender<Result<String, String>>>,
+    /// When each peer was last given a KeyPackage ([`KP_EVERY`]).
+    kp_answered: HashMap<PeerId, Instant>,
     syncing: HashSet<(PeerId, String)>,
     downloading: HashSet<String>,
     last_dial: HashMap<PeerId, Instant>,
@@ -1142,6 +1145,11 @@ const RELAYED_GRACE: Duration = Duration::from_secs(2);
 /// How long after a failed file chunk request it is asked again (while
 /// the peer is connected).
 const DOWNLOAD_RETRY: Duration = Duration::from_secs(1);
+
+/// A peer gets a fresh KeyPackage at most this often: each one keeps a
+/// private key in this device's MLS state until a Welcome uses it, so an
+/// unbounded stream of requests would grow that state without bound.
+const KP_EVERY: Duration = Duration::from_secs(5);
 
 /// How long a shutdown waits for connections to close.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
@@ -2328,16 +2336,44 @@ impl Loop {
     fn on_kp(&mut self, ev: request_response::Event<Vec<u8>, Vec<u8>>) {
         match ev {
             request_response::Event::Message {
+                peer,
                 message: request_response::Message::Request { channel, .. },
                 ..
-            } => self.spawn(move |store, tx| async move {
-                let answer = match store.call(|s| s.answer_key_package()).await {
-                    Ok(kp) => serde_json::json!({ "key_package": kp }),
-                    Err(e) => serde_json::json!({ "error": e.to_string() }),
-                };
-                let bytes = answer.to_string().into_bytes();
-                let _ = tx.send(Internal::Respond(Proto::Kp, channel, bytes)).await;
-            }),
+            } => {
+                let now = Instant::now();
+                if self.kp_answered.len() > 1024 {
+                    self.kp_answered
+                        .retain(|_, at| now.duration_since(*at) < KP_EVERY);
+                }
+                let recent = self
+                    .kp_answered
+                    .get(&peer)
+                    .is_some_and(|at| now.duration_since(*at) < KP_EVERY);
+                if !recent {
+                    self.kp_answered.insert(peer, now);
+                }
+                let asker = peer.to_base58();
+                self.spawn(move |store, tx| async move {
+                    let answer = if recent {
+                        serde_json::json!({ "error": "key packages asked too often: try again in a few seconds" })
+                    } else {
+                        // Only contacts (fellow group members are
+                        // contacts) get one.
+                        match store
+                            .call(move |s| {
+                                s.find_contact(&asker)?;
+                                s.answer_key_package()
+                            })
+                            .await
+                        {
+                            Ok(kp) => serde_json::json!({ "key_package": kp }),
+                            Err(e) => serde_json::json!({ "error": e.to_string() }),
+                        }
+                    };
+                    let bytes = answer.to_string().into_bytes();
+                    let _ = tx.send(Internal::Respond(Proto::Kp, channel, bytes)).await;
+                });
+            }
             request_response::Event::Message {
                 message:
                     request_response::Message::Response {
