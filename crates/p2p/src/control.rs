@@ -11,11 +11,14 @@ use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{UnixListener, UnixStream};
 
-use crate::node::{Node, NodeError};
+use crate::node::{EncryptedSend, Node, NodeError};
 use crate::store::Contact;
 
 /// File name of the socket inside the data dir.
 pub const SOCKET_FILE: &str = "control.sock";
+
+/// How long `group create --encrypted` waits for the members' keys.
+const GROUP_KEYS_WAIT: Duration = Duration::from_secs(20);
 
 /// Longest wait a client may ask for.
 const MAX_WAIT: Duration = Duration::from_secs(600);
@@ -32,6 +35,10 @@ pub enum Request {
         text: String,
         /// Wait for the ack this long.
         wait_ms: u64,
+        /// In the encrypted (MLS) conversation with the contact; without
+        /// its keys yet, the text waits for them (answered `waiting`).
+        #[serde(default)]
+        encrypted: bool,
     },
     /// Offer a file to a contact.
     SendFile {
@@ -53,6 +60,9 @@ pub enum Request {
         title: String,
         /// Contacts (names or PeerIds).
         members: Vec<String>,
+        /// An encrypted (MLS) group: every member must be online now.
+        #[serde(default)]
+        encrypted: bool,
     },
     /// Add and remove group members (admin only).
     GroupChange {
@@ -65,7 +75,7 @@ pub enum Request {
         #[serde(default)]
         remove: Vec<String>,
     },
-    /// Send a text to a group.
+    /// Send a text to a group (encrypted in an encrypted group).
     GroupSend {
         /// Group id.
         group: String,
@@ -187,6 +197,39 @@ async fn run(node: &Node, req: Request) -> Result<serde_json::Value, NodeError> 
             contact,
             text,
             wait_ms,
+            encrypted: true,
+        } => {
+            let events = node.subscribe();
+            let body = serde_json::json!({ "text": text }).to_string();
+            let wait = Duration::from_millis(wait_ms).min(MAX_WAIT);
+            match node
+                .send_encrypted_to_contact(&contact, crate::envelope::kind::TEXT, body, wait)
+                .await?
+            {
+                EncryptedSend::Sent(env) => {
+                    node.announce_sent(&env);
+                    let mut out = deliver_result(node, events, &contact, &env, wait_ms).await?;
+                    out["encrypted"] = true.into();
+                    Ok(out)
+                }
+                EncryptedSend::Waiting {
+                    conversation_id,
+                    client_msg_id,
+                    reason,
+                } => Ok(serde_json::json!({
+                    "client_msg_id": client_msg_id,
+                    "conversation_id": conversation_id,
+                    "delivered": false,
+                    "encrypted": true,
+                    "waiting": reason,
+                })),
+            }
+        }
+        Request::Send {
+            contact,
+            text,
+            wait_ms,
+            encrypted: false,
         } => {
             let events = node.subscribe();
             let env = node.send_text(&contact, &text).await?;
@@ -207,9 +250,23 @@ async fn run(node: &Node, req: Request) -> Result<serde_json::Value, NodeError> 
             node.add_contact(contact).await?;
             Ok(serde_json::json!({}))
         }
-        Request::GroupCreate { title, members } => {
+        Request::GroupCreate {
+            title,
+            members,
+            encrypted: false,
+        } => {
             let id = node.create_group(&title, members).await?;
             Ok(serde_json::json!({ "group": id }))
+        }
+        Request::GroupCreate {
+            title,
+            members,
+            encrypted: true,
+        } => {
+            let id = node
+                .create_encrypted_group_within(&title, members, GROUP_KEYS_WAIT)
+                .await?;
+            Ok(serde_json::json!({ "group": id, "encrypted": true }))
         }
         Request::GroupChange { group, add, remove } => {
             let env = node.change_group(&group, add, remove).await?;
@@ -218,11 +275,17 @@ async fn run(node: &Node, req: Request) -> Result<serde_json::Value, NodeError> 
         }
         Request::GroupSend { group, text } => {
             let body = serde_json::json!({ "text": text }).to_string();
-            let env = node
-                .send_to_conversation(&group, crate::envelope::kind::TEXT, body)
-                .await?;
+            let id = group.clone();
+            let encrypted = node.store().call(move |s| s.is_encrypted(&id)).await?;
+            let env = if encrypted {
+                node.send_encrypted(&group, crate::envelope::kind::TEXT, body)
+                    .await?
+            } else {
+                node.send_to_conversation(&group, crate::envelope::kind::TEXT, body)
+                    .await?
+            };
             node.announce_sent(&env);
-            Ok(serde_json::json!({ "client_msg_id": env.client_msg_id }))
+            Ok(serde_json::json!({ "client_msg_id": env.client_msg_id, "encrypted": encrypted }))
         }
         Request::Read { target } => {
             let conv = resolve(node, target).await?;

@@ -30,6 +30,9 @@ use crate::store::{
     direct_conversation_id, Contact, FileRecord, SharedStore, Store, StoreError, StoredMessage,
 };
 mod rendezvous;
+mod waiting;
+
+pub use waiting::EncryptedSend;
 
 pub use rendezvous::{RendezvousStatus, NAMESPACE_PREFIX as RENDEZVOUS_NAMESPACE_PREFIX};
 
@@ -56,6 +59,9 @@ pub struct NodeConfig {
     /// TTL asked for when registering at the relay's rendezvous point
     /// (renewed after two thirds of it).
     pub rendezvous_ttl: Duration,
+    /// How often this peer updates its MLS keys in the encrypted
+    /// conversations it commits in (before its next send there).
+    pub key_update_interval: Duration,
 }
 
 impl NodeConfig {
@@ -69,6 +75,7 @@ impl NodeConfig {
             name: None,
             max_envelope_bytes: DEFAULT_MAX_ENVELOPE_BYTES,
             rendezvous_ttl: rendezvous::DEFAULT_TTL,
+            key_update_interval: crate::store::KEY_UPDATE_INTERVAL,
         }
     }
 }
@@ -239,6 +246,16 @@ pub enum Event {
         /// The rendezvous point's PeerId.
         rendezvous: String,
     },
+    /// A message that waited for a contact's keys was sent encrypted
+    /// (see [`Node::send_encrypted_to_contact`]).
+    WaitingSent {
+        /// The contact.
+        peer: String,
+        /// The conversation.
+        conversation_id: String,
+        /// The message's id (the one given when it was queued).
+        client_msg_id: String,
+    },
 }
 
 /// A LAN peer found by mDNS.
@@ -408,6 +425,8 @@ struct NodeInner {
     addrs: tokio::sync::watch::Receiver<Vec<Multiaddr>>,
     /// Events from the very start (taken once by [`Node::events_from_start`]).
     first_events: std::sync::Mutex<Option<broadcast::Receiver<Event>>>,
+    /// Held while messages waiting for keys are sent (one sender at a time).
+    waiting: tokio::sync::Mutex<()>,
 }
 
 const AGENT_PREFIX: &str = "confab/";
@@ -444,6 +463,7 @@ impl Node {
         let name = store.meta("name")?.unwrap_or_default();
         let mut store = store;
         store.enable_mls(&key)?;
+        store.set_key_update_interval(config.key_update_interval);
         let store = SharedStore::new(store);
         let mut swarm = build_swarm(&key, &name, config.mdns)?;
         for addr in &config.listen {
@@ -482,8 +502,10 @@ impl Node {
                 data_dir: config.data_dir.clone(),
                 addrs: addrs_rx,
                 first_events: std::sync::Mutex::new(Some(first_events)),
+                waiting: tokio::sync::Mutex::new(()),
             }),
         };
+        waiting::spawn_retry(&node);
         let state = Loop {
             swarm,
             relay_listener: None,
@@ -649,7 +671,7 @@ impl Node {
 
     /// Asks a connected contact for a fresh MLS KeyPackage over
     /// `/confab/kp/1`.
-    async fn key_package_of(&self, peer: &str) -> Result<(String, String), NodeError> {
+    pub(crate) async fn key_package_of(&self, peer: &str) -> Result<(String, String), NodeError> {
         let id: PeerId = peer
             .parse()
             .map_err(|_| NodeError::Store(StoreError::Invalid(format!("bad PeerId {peer}"))))?;

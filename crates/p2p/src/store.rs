@@ -170,6 +170,8 @@ pub struct Store {
     max_envelope_bytes: usize,
     /// This device's MLS client, once [`Store::enable_mls`] ran.
     mls: Option<crate::mls::Mls>,
+    /// How often this device updates its keys where it commits.
+    key_update_every: Duration,
 }
 
 impl Store {
@@ -192,6 +194,7 @@ impl Store {
             me: me.to_base58(),
             max_envelope_bytes,
             mls: None,
+            key_update_every: KEY_UPDATE_INTERVAL,
         })
     }
 
@@ -1361,7 +1364,9 @@ impl SharedStore {
 }
 
 mod encrypted;
-pub use encrypted::{encrypted_direct_conversation_id, Plain, Shown};
+pub use encrypted::{
+    encrypted_direct_conversation_id, Plain, Shown, WaitingSend, KEY_UPDATE_INTERVAL,
+};
 
 #[cfg(test)]
 mod tests;

@@ -309,3 +309,167 @@ async fn an_encrypted_group_adds_and_removes_members_with_commits() {
         n.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn encrypted_texts_to_an_offline_contact_wait_for_its_keys_and_go_when_it_connects() {
+    use confab_p2p::node::{EncryptedSend, Event};
+    let (da, db) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let a = start(da.path(), "ann").await;
+    let b = start(db.path(), "bob").await;
+    a.add_contact(contact_of(&b, "bob").await)
+        .await
+        .expect("a adds b");
+    let ann = contact_of(&a, "ann").await;
+    b.shutdown().await;
+    drop(b);
+
+    // Bob is offline: no key package, so both texts wait, in order, and
+    // nothing is sent in the clear.
+    let texts_sent = ["第一条：我们明天开会", "second, after the first"];
+    let mut ids = Vec::new();
+    for t in texts_sent {
+        let body = serde_json::json!({ "text": t }).to_string();
+        match a
+            .send_encrypted_to_contact("bob", "text", body, Duration::from_millis(500))
+            .await
+            .expect("send")
+        {
+            EncryptedSend::Waiting {
+                client_msg_id,
+                reason,
+                ..
+            } => {
+                assert!(reason.contains("waiting for keys"), "{reason}");
+                ids.push(client_msg_id);
+            }
+            EncryptedSend::Sent(env) => panic!("sent without the contact's keys: {env:?}"),
+        }
+    }
+    let waiting = a.waiting_sends().await.expect("waiting");
+    assert_eq!(
+        waiting
+            .iter()
+            .map(|w| w.client_msg_id.clone())
+            .collect::<Vec<_>>(),
+        ids
+    );
+    assert!(!contains(
+        &raw_envelopes(da.path()),
+        "我们明天开会".as_bytes()
+    ));
+
+    // Bob comes back and dials ann: ann's node sends both, encrypted.
+    let mut a_events = a.subscribe();
+    let b = start(db.path(), "bob").await;
+    let mut b_events = b.subscribe();
+    b.add_contact(ann).await.expect("b adds a");
+    // Envelopes may arrive in any order; history shows them in order.
+    let mut got = Vec::new();
+    tokio::time::timeout(WAIT, async {
+        while got.len() < 2 {
+            if let Ok(Event::Message { message }) = b_events.recv().await {
+                got.push(message.body);
+            }
+        }
+    })
+    .await
+    .expect("both arrived");
+    for t in texts_sent {
+        assert!(got.iter().any(|b| b.contains(t)), "{t} in {got:?}");
+    }
+    let mut announced = Vec::new();
+    tokio::time::timeout(WAIT, async {
+        while announced.len() < 2 {
+            if let Ok(Event::WaitingSent { client_msg_id, .. }) = a_events.recv().await {
+                announced.push(client_msg_id);
+            }
+        }
+    })
+    .await
+    .expect("both announced");
+    assert_eq!(announced, ids);
+    assert!(a.waiting_sends().await.expect("waiting").is_empty());
+    let conv = encrypted_with(&a, "bob").await;
+    let want: Vec<String> = texts_sent.iter().map(|t| t.to_string()).collect();
+    assert_eq!(texts(&b, &conv).await, want);
+    assert_eq!(texts(&a, &conv).await, want);
+    // The ids given when they were queued are the envelopes' ids.
+    let history = b
+        .store()
+        .call({
+            let conv = conv.clone();
+            move |s| s.shown_history(&conv)
+        })
+        .await
+        .expect("history");
+    let got: Vec<String> = history
+        .iter()
+        .filter(|s| s.message.kind == "text")
+        .map(|s| s.message.client_msg_id.clone())
+        .collect();
+    assert_eq!(got, ids);
+    for dir in [da.path(), db.path()] {
+        assert!(!contains(&raw_envelopes(dir), "我们明天开会".as_bytes()));
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_member_who_made_the_group_updates_its_keys_on_schedule() {
+    let (da, db) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    // ann's keys are due at every send; bob keeps the default week.
+    let mut config = NodeConfig::new(da.path());
+    config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")];
+    config.mdns = false;
+    config.name = Some("ann".into());
+    config.key_update_interval = Duration::ZERO;
+    let a = Node::start(config).await.expect("start");
+    let b = start(db.path(), "bob").await;
+    a.add_contact(contact_of(&b, "bob").await)
+        .await
+        .expect("a adds b");
+    b.add_contact(contact_of(&a, "ann").await)
+        .await
+        .expect("b adds a");
+    let mut b_events = b.subscribe();
+    let mut a_events = a.subscribe();
+    let conv = encrypted_with(&a, "bob").await;
+    let epoch = |n: &Node| {
+        let conv = conv.clone();
+        let store = n.store().clone();
+        async move {
+            store
+                .call(move |s| Ok(s.mls_epoch(&conv)))
+                .await
+                .expect("epoch")
+        }
+    };
+    let start_epoch = epoch(&a).await.expect("a's group");
+    let sent = ["第一条", "第二条", "第三条"];
+    for t in sent {
+        let body = serde_json::json!({ "text": t }).to_string();
+        a.send_encrypted(&conv, "text", body).await.expect("send");
+        next_message(&mut b_events, t).await;
+    }
+    // One key-update commit before each send, followed by bob.
+    assert_eq!(epoch(&a).await, Some(start_epoch + 3));
+    assert_eq!(epoch(&b).await, Some(start_epoch + 3));
+    // bob is no committer: its sends change no epoch.
+    let body = serde_json::json!({ "text": "收到" }).to_string();
+    b.send_encrypted(&conv, "text", body).await.expect("reply");
+    next_message(&mut a_events, "收到").await;
+    assert_eq!(epoch(&b).await, Some(start_epoch + 3));
+    let mut want: Vec<String> = sent.iter().map(|t| t.to_string()).collect();
+    want.push("收到".into());
+    assert_eq!(texts(&a, &conv).await, want);
+    assert_eq!(texts(&b, &conv).await, want);
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -12,7 +12,7 @@ use anyhow::{bail, Context as _};
 use clap::{Args, Subcommand};
 use confab_p2p::control::{self, Request};
 use confab_p2p::link::ContactLink;
-use confab_p2p::node::{Event, Node, NodeConfig};
+use confab_p2p::node::{EncryptedSend, Event, Node, NodeConfig};
 use confab_p2p::store::{Contact, Store, StoredMessage};
 use confab_p2p::{direct_conversation_id, Multiaddr};
 
@@ -486,6 +486,11 @@ async fn nearby(args: NearbyArgs) -> anyhow::Result<()> {
 fn print_send_result(json: bool, contact: &str, result: &serde_json::Value) {
     if json {
         println!("{result}");
+    } else if let Some(why) = result["waiting"].as_str() {
+        println!(
+            "{why}\nkept on this device: sent encrypted when {contact} is online \
+             (while `confab p2p listen` or `confab chat --p2p` runs here)"
+        );
     } else if result["delivered"].as_bool() == Some(true) {
         println!("delivered to {contact}");
     } else {
@@ -495,17 +500,18 @@ fn print_send_result(json: bool, contact: &str, result: &serde_json::Value) {
 
 async fn send(args: SendArgs) -> anyhow::Result<()> {
     let wait = Duration::from_secs(args.wait);
-    if args.encrypted {
-        return send_encrypted(args, wait).await;
-    }
     let req = Request::Send {
         contact: args.contact.clone(),
         text: args.text.clone(),
         wait_ms: wait.as_millis() as u64,
+        encrypted: args.encrypted,
     };
     if let Some(result) = args.common.to_listener(&req, wait).await? {
         print_send_result(args.common.json, &args.contact, &result);
         return Ok(());
+    }
+    if args.encrypted {
+        return send_encrypted(args, wait).await;
     }
     let node = Node::start(args.common.node_config(None)?).await?;
     let events = node.subscribe();
@@ -522,46 +528,41 @@ async fn send(args: SendArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `confab p2p send --encrypted` (without a running listener: the MLS
-/// state lives in the node that owns the data dir).
+/// `confab p2p send --encrypted` with no listener running: this process
+/// runs the data dir's node for the send. Without the contact's keys after
+/// `wait`, the text waits in the store (sent by the next node that runs).
 async fn send_encrypted(args: SendArgs, wait: Duration) -> anyhow::Result<()> {
-    if control::request(
-        &args.common.data_dir()?,
-        &Request::Status,
-        Duration::from_secs(5),
-    )
-    .await
-    .is_some()
-    {
-        bail!("--encrypted does not go through a running `confab p2p listen` yet: stop it first");
-    }
     let node = Node::start(args.common.node_config(None)?).await?;
     let events = node.subscribe();
-    let started = std::time::Instant::now();
-    // The contact's KeyPackage comes from it: retry while it connects.
-    let conv = loop {
-        match node.encrypted_conversation(&args.contact).await {
-            Ok(conv) => break conv,
-            Err(e) if started.elapsed() < wait && e.to_string().contains("waiting for keys") => {
-                tokio::time::sleep(Duration::from_millis(250)).await;
-            }
-            Err(e) => {
-                node.shutdown().await;
-                bail!("{e}");
-            }
+    let body = serde_json::json!({ "text": args.text }).to_string();
+    let sent = node
+        .send_encrypted_to_contact(&args.contact, "text", body, wait)
+        .await;
+    let result = match sent {
+        Err(e) => {
+            node.shutdown().await;
+            bail!("{e}");
+        }
+        Ok(EncryptedSend::Waiting {
+            conversation_id,
+            client_msg_id,
+            reason,
+        }) => serde_json::json!({
+            "client_msg_id": client_msg_id, "conversation_id": conversation_id,
+            "delivered": false, "encrypted": true, "waiting": reason
+        }),
+        Ok(EncryptedSend::Sent(env)) => {
+            let peer = contact_peer(&node, &args.contact).await?;
+            let delivered = node
+                .wait_delivered(events, &peer, &env.client_msg_id, wait)
+                .await?;
+            serde_json::json!({
+                "client_msg_id": env.client_msg_id, "conversation_id": env.conversation_id,
+                "delivered": delivered, "encrypted": true
+            })
         }
     };
-    let body = serde_json::json!({ "text": args.text }).to_string();
-    let env = node.send_encrypted(&conv, "text", body).await?;
-    let peer = contact_peer(&node, &args.contact).await?;
-    let delivered = node
-        .wait_delivered(events, &peer, &env.client_msg_id, wait)
-        .await?;
     node.shutdown().await;
-    let result = serde_json::json!({
-        "client_msg_id": env.client_msg_id, "conversation_id": env.conversation_id,
-        "delivered": delivered, "encrypted": true
-    });
     print_send_result(args.common.json, &args.contact, &result);
     Ok(())
 }
@@ -707,6 +708,27 @@ fn print_history(common: &CommonArgs, store: &Store, conversation_id: &str) -> a
             println!("{line}  (read by {})", who.join(", "));
         }
     }
+    // Written here but not sent yet: the contact's keys have not come.
+    for w in store.waiting_sends(None)? {
+        if w.conversation_id != conversation_id {
+            continue;
+        }
+        let text = serde_json::from_str::<serde_json::Value>(&w.body)
+            .ok()
+            .and_then(|b| b["text"].as_str().map(str::to_owned))
+            .unwrap_or_else(|| format!("[{}]", w.kind));
+        if common.json {
+            let mut v = serde_json::to_value(&w)?;
+            v["waiting"] = "waiting for keys: not sent yet".into();
+            println!("{v}");
+        } else {
+            let me = names
+                .get(store.me())
+                .cloned()
+                .unwrap_or_else(|| "me".into());
+            println!("{me}: {text} [waiting for keys: not sent yet]");
+        }
+    }
     Ok(())
 }
 
@@ -805,54 +827,26 @@ fn group_list(args: CommonArgs) -> anyhow::Result<()> {
 }
 
 async fn group_create(args: GroupCreateArgs) -> anyhow::Result<()> {
-    if args.encrypted {
-        if control::request(
-            &args.common.data_dir()?,
-            &Request::Status,
-            Duration::from_secs(5),
-        )
-        .await
-        .is_some()
-        {
-            bail!(
-                "--encrypted does not go through a running `confab p2p listen` yet: stop it first"
-            );
-        }
-        let node = Node::start(args.common.node_config(None)?).await?;
-        let started = std::time::Instant::now();
-        // The members' KeyPackages come from them: retry while they connect.
-        let id = loop {
-            match node
-                .create_encrypted_group(&args.title, args.members.clone())
-                .await
-            {
-                Ok(id) => break id,
-                Err(e)
-                    if started.elapsed() < Duration::from_secs(20)
-                        && e.to_string().contains("waiting for keys") =>
-                {
-                    tokio::time::sleep(Duration::from_millis(250)).await;
-                }
-                Err(e) => {
-                    node.shutdown().await;
-                    bail!("{e}");
-                }
-            }
-        };
-        node.shutdown().await;
-        if args.common.json {
-            println!("{}", serde_json::json!({ "group": id, "encrypted": true }));
-        } else {
-            println!("{id}");
-        }
-        return Ok(());
-    }
     let req = Request::GroupCreate {
         title: args.title.clone(),
         members: args.members.clone(),
+        encrypted: args.encrypted,
     };
     let id = match args.common.to_listener(&req, Duration::ZERO).await? {
         Some(v) => v["group"].as_str().unwrap_or("").to_owned(),
+        None if args.encrypted => {
+            let node = Node::start(args.common.node_config(None)?).await?;
+            // The members' KeyPackages come from them: retry while they connect.
+            let made = node
+                .create_encrypted_group_within(
+                    &args.title,
+                    args.members.clone(),
+                    Duration::from_secs(20),
+                )
+                .await;
+            node.shutdown().await;
+            made?
+        }
         None => {
             let node = Node::start(args.common.node_config(None)?).await?;
             let id = node.create_group(&args.title, args.members.clone()).await?;
@@ -861,7 +855,11 @@ async fn group_create(args: GroupCreateArgs) -> anyhow::Result<()> {
         }
     };
     if args.common.json {
-        println!("{}", serde_json::json!({ "group": id }));
+        let mut out = serde_json::json!({ "group": id });
+        if args.encrypted {
+            out["encrypted"] = true.into();
+        }
+        println!("{out}");
     } else {
         println!("{id}");
     }
@@ -888,7 +886,7 @@ async fn group_send(args: GroupSendArgs) -> anyhow::Result<()> {
             };
             node.shutdown().await;
             let env = env?;
-            serde_json::json!({ "client_msg_id": env.client_msg_id })
+            serde_json::json!({ "client_msg_id": env.client_msg_id, "encrypted": encrypted })
         }
     };
     if args.common.json {
@@ -1145,5 +1143,13 @@ fn event_line(names: &HashMap<String, String>, ev: &Event) -> String {
         Event::RendezvousNotFound { peer, rendezvous } => {
             format!("{} is not registered at {rendezvous}", name(peer))
         }
+        Event::WaitingSent {
+            peer,
+            client_msg_id,
+            ..
+        } => format!(
+            "sent {client_msg_id} to {} (it waited for their keys)",
+            name(peer)
+        ),
     }
 }

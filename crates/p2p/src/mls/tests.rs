@@ -174,3 +174,50 @@ fn group_add_and_remove() {
         );
     }
 }
+
+#[test]
+fn the_committer_updates_its_keys_and_members_follow() {
+    let (ka, mut a) = peer();
+    let (kb, mut b) = peer();
+    let kp = b.key_package().expect("kp");
+    let welcome = a
+        .create_group(CONV, &[(id(&kb), kp)])
+        .expect("create")
+        .expect("welcome");
+    assert!(matches!(
+        b.open(CONV, &id(&ka), &text(&welcome)),
+        Opened::Joined { .. }
+    ));
+    assert!(a.is_committer(CONV));
+    assert!(!b.is_committer(CONV));
+    // Only the committer updates (a member's commit would fork the group).
+    assert!(b.update_keys(CONV).is_err());
+    let before = a.epoch(CONV).expect("epoch");
+    // b writes before it has seen the update.
+    let early = text(&b.encrypt(CONV, b"ok").expect("encrypt"));
+    let update = text(&a.update_keys(CONV).expect("update"));
+    assert_eq!(a.epoch(CONV), Some(before + 1));
+    // A message of the new epoch that arrives first waits for the commit.
+    let sealed = text(&a.encrypt(CONV, "密钥更新之后".as_bytes()).expect("encrypt"));
+    assert!(matches!(b.open(CONV, &id(&ka), &sealed), Opened::NotYet(_)));
+    assert_eq!(
+        b.open(CONV, &id(&ka), &update),
+        Opened::Commit { epoch: before + 1 }
+    );
+    assert_eq!(
+        b.open(CONV, &id(&ka), &sealed),
+        Opened::Message("密钥更新之后".as_bytes().to_vec())
+    );
+    // b's message from the old epoch still opens at a (past epochs are
+    // kept), and b's next one is of the new epoch.
+    assert_eq!(
+        a.open(CONV, &id(&kb), &early),
+        Opened::Message(b"ok".to_vec())
+    );
+    let next = b.encrypt(CONV, b"next").expect("encrypt");
+    assert!(matches!(next, MlsBody::Application { epoch, .. } if epoch == before + 1));
+    assert_eq!(
+        a.open(CONV, &id(&kb), &text(&next)),
+        Opened::Message(b"next".to_vec())
+    );
+}

@@ -20,7 +20,34 @@ CREATE TABLE IF NOT EXISTS opened(
   conversation_id TEXT NOT NULL, sender TEXT NOT NULL, counter INTEGER NOT NULL,
   state TEXT NOT NULL, content TEXT NOT NULL DEFAULT '', reason TEXT NOT NULL DEFAULT '',
   PRIMARY KEY(conversation_id, sender, counter));
+CREATE TABLE IF NOT EXISTS mls_keys_at(conversation_id TEXT PRIMARY KEY, at_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS waiting_sends(
+  client_msg_id TEXT PRIMARY KEY, conversation_id TEXT NOT NULL, peer TEXT NOT NULL,
+  kind TEXT NOT NULL, body TEXT NOT NULL, created_ms INTEGER NOT NULL);
 ";
+
+/// How often the committer of an encrypted conversation updates its keys
+/// (before its next send once this much time has passed).
+pub const KEY_UPDATE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+/// A message for an encrypted direct conversation whose keys are not
+/// there yet (the contact was offline): kept here, on this device only,
+/// and sent encrypted once the contact's KeyPackage comes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WaitingSend {
+    /// Its idempotency key (kept when it is sent).
+    pub client_msg_id: String,
+    /// The encrypted direct conversation.
+    pub conversation_id: String,
+    /// The contact whose keys it waits for.
+    pub peer: String,
+    /// Plain kind (`text`, …).
+    pub kind: String,
+    /// Body, JSON text.
+    pub body: String,
+    /// When it was written (ms since the epoch).
+    pub created_ms: i64,
+}
 
 /// The id of the encrypted direct conversation between two devices: the
 /// same on both, and not the plain one's.
@@ -384,6 +411,11 @@ impl Store {
         })
     }
 
+    /// The epoch of this device's MLS group of the conversation, if any.
+    pub fn mls_epoch(&self, conversation_id: &str) -> Option<u64> {
+        self.mls.as_ref().and_then(|m| m.epoch(conversation_id))
+    }
+
     /// Whether this device is in the MLS group of the conversation.
     pub fn has_mls_group(&self, conversation_id: &str) -> bool {
         self.mls
@@ -401,6 +433,7 @@ impl Store {
         key_packages: &[(String, String)],
     ) -> Result<Option<Envelope>, StoreError> {
         self.mark_encrypted(conversation_id)?;
+        self.set_keys_at(conversation_id)?;
         self.with_mls(|s, mls| {
             let welcome = mls
                 .create_group(conversation_id, key_packages)
@@ -432,7 +465,9 @@ impl Store {
             let commit = mls
                 .change(conversation_id, add, remove)
                 .map_err(|e| StoreError::Invalid(e.to_string()))?;
-            s.compose_control(key, mls, conversation_id, &commit, "", None)
+            let env = s.compose_control(key, mls, conversation_id, &commit, "", None)?;
+            s.set_keys_at(conversation_id)?;
+            Ok(env)
         })
     }
 
@@ -444,9 +479,151 @@ impl Store {
         plain_kind: &str,
         body: &str,
     ) -> Result<Envelope, StoreError> {
+        self.send_encrypted_with_id(key, conversation_id, plain_kind, body, None)
+    }
+
+    /// [`Store::send_encrypted`] with the caller's idempotency key.
+    pub fn send_encrypted_with_id(
+        &mut self,
+        key: &libp2p::identity::Keypair,
+        conversation_id: &str,
+        plain_kind: &str,
+        body: &str,
+        client_msg_id: Option<&str>,
+    ) -> Result<Envelope, StoreError> {
         self.with_mls(|s, mls| {
-            s.compose_encrypted(key, mls, conversation_id, plain_kind, body, None)
+            s.update_keys_if_due(key, mls, conversation_id)?;
+            s.compose_encrypted(key, mls, conversation_id, plain_kind, body, client_msg_id)
         })
+    }
+
+    /// Sets how often this device, where it commits, updates its keys
+    /// ([`KEY_UPDATE_INTERVAL`] by default).
+    pub fn set_key_update_interval(&mut self, every: std::time::Duration) {
+        self.key_update_every = every;
+    }
+
+    fn keys_at(&self, conversation_id: &str) -> Result<Option<i64>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT at_ms FROM mls_keys_at WHERE conversation_id = ?1",
+                [conversation_id],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    fn set_keys_at(&self, conversation_id: &str) -> Result<(), StoreError> {
+        self.conn.execute(
+            "INSERT INTO mls_keys_at(conversation_id, at_ms) VALUES (?1, ?2)
+             ON CONFLICT(conversation_id) DO UPDATE SET at_ms = excluded.at_ms",
+            params![conversation_id, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Before a send: the committer of the group whose keys are older than
+    /// the interval makes a key-update commit, sent ahead of the message
+    /// (its counter orders them).
+    fn update_keys_if_due(
+        &mut self,
+        key: &libp2p::identity::Keypair,
+        mls: &mut Mls,
+        conversation_id: &str,
+    ) -> Result<(), StoreError> {
+        if !mls.is_committer(conversation_id) {
+            return Ok(());
+        }
+        let Some(at) = self.keys_at(conversation_id)? else {
+            // A group made before keys were dated: from now on.
+            return self.set_keys_at(conversation_id);
+        };
+        let every = i64::try_from(self.key_update_every.as_millis()).unwrap_or(i64::MAX);
+        if now_ms().saturating_sub(at) < every {
+            return Ok(());
+        }
+        let commit = mls
+            .update_keys(conversation_id)
+            .map_err(|e| StoreError::Invalid(e.to_string()))?;
+        self.compose_control(key, mls, conversation_id, &commit, "", None)?;
+        self.set_keys_at(conversation_id)
+    }
+
+    /// Keeps a message until the keys of `peer` come (see [`WaitingSend`]).
+    pub fn queue_waiting(
+        &self,
+        conversation_id: &str,
+        peer: &str,
+        plain_kind: &str,
+        body: &str,
+        client_msg_id: &str,
+    ) -> Result<(), StoreError> {
+        serde_json::from_str::<serde_json::Value>(body)
+            .map_err(|e| StoreError::Invalid(format!("message body: {e}")))?;
+        self.conn.execute(
+            "INSERT OR IGNORE INTO waiting_sends(client_msg_id, conversation_id, peer, kind, body, created_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![client_msg_id, conversation_id, peer, plain_kind, body, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// The messages waiting for keys, oldest first; only `peer`'s when given.
+    pub fn waiting_sends(&self, peer: Option<&str>) -> Result<Vec<WaitingSend>, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT client_msg_id, conversation_id, peer, kind, body, created_ms FROM waiting_sends
+             WHERE ?1 IS NULL OR peer = ?1 ORDER BY created_ms, rowid",
+        )?;
+        let rows = stmt.query_map([peer], |r| {
+            Ok(WaitingSend {
+                client_msg_id: r.get(0)?,
+                conversation_id: r.get(1)?,
+                peer: r.get(2)?,
+                kind: r.get(3)?,
+                body: r.get(4)?,
+                created_ms: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// The envelope this device sent with that id, if any.
+    pub fn own_envelope(&self, client_msg_id: &str) -> Result<Option<Envelope>, StoreError> {
+        let text: Option<String> = self
+            .conn
+            .query_row(
+                "SELECT envelope FROM messages WHERE sender = ?1 AND client_msg_id = ?2",
+                params![self.me, client_msg_id],
+                |r| r.get(0),
+            )
+            .optional()?;
+        text.map(|t| {
+            serde_json::from_str(&t)
+                .map_err(|e| StoreError::Invalid(format!("stored envelope: {e}")))
+        })
+        .transpose()
+    }
+
+    /// Sends one waiting message encrypted (the conversation's group must
+    /// exist) and forgets it; a send of the same id again is idempotent.
+    pub fn send_waiting(
+        &mut self,
+        key: &libp2p::identity::Keypair,
+        waiting: &WaitingSend,
+    ) -> Result<Envelope, StoreError> {
+        let env = self.send_encrypted_with_id(
+            key,
+            &waiting.conversation_id,
+            &waiting.kind,
+            &waiting.body,
+            Some(&waiting.client_msg_id),
+        )?;
+        self.conn.execute(
+            "DELETE FROM waiting_sends WHERE client_msg_id = ?1",
+            [&waiting.client_msg_id],
+        )?;
+        Ok(env)
     }
 
     /// Opens what can be opened in the conversation with the store's MLS
