@@ -364,7 +364,12 @@ enum Command {
     Nearby(oneshot::Sender<Vec<NearbyPeer>>),
     Addrs(oneshot::Sender<Vec<Multiaddr>>),
     /// Ask a connected peer for a fresh MLS KeyPackage (`/confab/kp/1`).
-    KeyPackage(PeerId, oneshot::Sender<Result<String, String>>),
+    /// The request body: `{}` (a KeyPackage, please) or `{"start": kp}`.
+    KeyPackage(
+        PeerId,
+        Vec<u8>,
+        oneshot::Sender<Result<serde_json::Value, String>>,
+    ),
     /// Close every connection, stop, then answer.
     Shutdown(oneshot::Sender<()>),
 }
@@ -372,6 +377,8 @@ enum Command {
 enum Internal {
     MailboxDelivered(PeerId, String),
     MailboxMore(bool),
+    /// Deliver what the outbox holds now.
+    Flush,
     Respond(Proto, ResponseChannel<Vec<u8>>, Vec<u8>),
     Send(Proto, PeerId, Vec<u8>, Pendingkey),
     DueRecipients(Vec<Contact>),
@@ -675,14 +682,30 @@ impl Node {
         let id: PeerId = peer
             .parse()
             .map_err(|_| NodeError::Store(StoreError::Invalid(format!("bad PeerId {peer}"))))?;
-        let (tx, rx) = oneshot::channel();
-        self.command(Command::KeyPackage(id, tx)).await?;
-        let kp = rx.await.map_err(|_| NodeError::Stopped)?.map_err(|e| {
+        let answer = self.ask_kp(id, b"{}".to_vec()).await;
+        let kp = answer.and_then(|v| {
+            v["key_package"].as_str().map(str::to_owned).ok_or_else(|| {
+                v["error"]
+                    .as_str()
+                    .unwrap_or("the peer answered no key package")
+                    .to_owned()
+            })
+        });
+        let kp = kp.map_err(|e| {
             NodeError::Store(StoreError::Invalid(format!(
                 "waiting for keys: cannot get {peer}'s key package ({e}); try again when it is online"
             )))
         })?;
         Ok((peer.to_owned(), kp))
+    }
+
+    /// One `/confab/kp/1` request to a connected peer; its JSON answer.
+    async fn ask_kp(&self, peer: PeerId, body: Vec<u8>) -> Result<serde_json::Value, String> {
+        let (tx, rx) = oneshot::channel();
+        self.command(Command::KeyPackage(peer, body, tx))
+            .await
+            .map_err(|e| e.to_string())?;
+        rx.await.map_err(|_| "the node stopped".to_owned())?
     }
 
     /// The encrypted direct conversation with a contact (name or PeerId):
@@ -703,6 +726,11 @@ impl Node {
         if ready {
             return Ok(conv);
         }
+        if self.peer_id().to_base58() > peer {
+            // The lower PeerId makes the group of a direct conversation
+            // (two makers would fork it): this side hands it a KeyPackage.
+            return self.ask_to_start(&peer, conv).await;
+        }
         let kp = self.key_package_of(&peer).await?;
         let key = self.inner.key.clone();
         let id = conv.clone();
@@ -712,6 +740,42 @@ impl Node {
             .await?;
         self.flush().await?;
         Ok(conv)
+    }
+
+    /// The side with the higher PeerId of an encrypted direct conversation:
+    /// its own KeyPackage goes to the contact (`{"start": kp}` on
+    /// `/confab/kp/1`), which makes the group and sends the Welcome; this
+    /// waits a few seconds for the Welcome to be opened.
+    async fn ask_to_start(&self, peer: &str, conv: String) -> Result<String, NodeError> {
+        let waiting = |why: String| {
+            NodeError::Store(StoreError::Invalid(format!(
+                "waiting for keys: {peer} makes this conversation's group ({why}); try again when it is online"
+            )))
+        };
+        let id: PeerId = peer
+            .parse()
+            .map_err(|_| NodeError::Store(StoreError::Invalid(format!("bad PeerId {peer}"))))?;
+        let kp = self.inner.store.call(|s| s.answer_key_package()).await?;
+        let body = serde_json::json!({ "start": kp }).to_string().into_bytes();
+        let answer = self.ask_kp(id, body).await.map_err(waiting)?;
+        if answer.get("started").is_none() {
+            let why = answer["error"].as_str().unwrap_or("refused").to_owned();
+            return Err(waiting(why));
+        }
+        let started = Instant::now();
+        while started.elapsed() < START_WAIT {
+            let c = conv.clone();
+            if self
+                .inner
+                .store
+                .call(move |s| Ok(s.has_mls_group(&c)))
+                .await?
+            {
+                return Ok(conv);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Err(waiting("its Welcome has not arrived yet".into()))
     }
 
     /// Creates an encrypted group with contacts (names or PeerIds), each
@@ -1137,7 +1201,7 @@ struct Loop {
     inflight: HashMap<(Proto, OutboundRequestId), (PeerId, Pendingkey, bool)>,
     inflight_keys: HashSet<(PeerId, String)>,
     /// `/confab/kp/1` requests and who waits for their answer.
-    kp_waiting: HashMap<OutboundRequestId, oneshot::Sender<Result<String, String>>>,
+    kp_waiting: HashMap<OutboundRequestId, oneshot::Sender<Result<serde_json::Value, String>>>,
     /// When each peer was last given a KeyPackage ([`KP_EVERY`]).
     kp_answered: HashMap<PeerId, Instant>,
     syncing: HashSet<(PeerId, String)>,
@@ -1167,6 +1231,10 @@ const RELAYED_GRACE: Duration = Duration::from_secs(2);
 /// How long after a failed file chunk request it is asked again (while
 /// the peer is connected).
 const DOWNLOAD_RETRY: Duration = Duration::from_secs(1);
+
+/// How long the higher side of a direct conversation waits for the
+/// Welcome after asking the contact to make the group.
+const START_WAIT: Duration = Duration::from_secs(10);
 
 /// A peer gets a fresh KeyPackage at most this often: each one keeps a
 /// private key in this device's MLS state until a Welcome uses it, so an
@@ -1405,16 +1473,12 @@ impl Loop {
             Command::Addrs(reply) => {
                 let _ = reply.send(self.listen_addrs.clone());
             }
-            Command::KeyPackage(peer, reply) => {
+            Command::KeyPackage(peer, body, reply) => {
                 if !self.is_connected(&peer) {
                     let _ = reply.send(Err(format!("{peer} is not connected")));
                     return;
                 }
-                let id = self
-                    .swarm
-                    .behaviour_mut()
-                    .kp
-                    .send_request(&peer, b"{}".to_vec());
+                let id = self.swarm.behaviour_mut().kp.send_request(&peer, body);
                 self.kp_waiting.insert(id, reply);
             }
             Command::Shutdown(_) => {}
@@ -1713,6 +1777,7 @@ impl Loop {
                 }
                 self.request_chunk(peer, sha);
             }
+            Internal::Flush => self.on_tick(),
             Internal::MailboxMore(more) => {
                 self.mailbox_more = more;
             }
@@ -2359,9 +2424,15 @@ impl Loop {
         match ev {
             request_response::Event::Message {
                 peer,
-                message: request_response::Message::Request { channel, .. },
+                message:
+                    request_response::Message::Request {
+                        channel, request, ..
+                    },
                 ..
             } => {
+                let start = serde_json::from_slice::<serde_json::Value>(&request)
+                    .ok()
+                    .and_then(|v| v["start"].as_str().map(str::to_owned));
                 let now = Instant::now();
                 if self.kp_answered.len() > 1024 {
                     self.kp_answered
@@ -2375,6 +2446,26 @@ impl Loop {
                     self.kp_answered.insert(peer, now);
                 }
                 let asker = peer.to_base58();
+                if let Some(kp) = start {
+                    let key = self.key.clone();
+                    self.spawn(move |store, tx| async move {
+                        let answer = if recent {
+                            serde_json::json!({ "error": "asked too often: try again in a few seconds" })
+                        } else {
+                            match store
+                                .call(move |s| s.start_direct_for(&key, &asker, &kp))
+                                .await
+                            {
+                                Ok(made) => serde_json::json!({ "started": made }),
+                                Err(e) => serde_json::json!({ "error": e.to_string() }),
+                            }
+                        };
+                        let _ = tx.send(Internal::Flush).await;
+                        let bytes = answer.to_string().into_bytes();
+                        let _ = tx.send(Internal::Respond(Proto::Kp, channel, bytes)).await;
+                    });
+                    return;
+                }
                 self.spawn(move |store, tx| async move {
                     let answer = if recent {
                         serde_json::json!({ "error": "key packages asked too often: try again in a few seconds" })
@@ -2406,9 +2497,7 @@ impl Loop {
             } => {
                 if let Some(reply) = self.kp_waiting.remove(&request_id) {
                     let answer = serde_json::from_slice::<serde_json::Value>(&response)
-                        .ok()
-                        .and_then(|v| v["key_package"].as_str().map(str::to_owned))
-                        .ok_or_else(|| "the peer answered no key package".to_owned());
+                        .map_err(|_| "the peer's answer is not JSON".to_owned());
                     let _ = reply.send(answer);
                 }
             }

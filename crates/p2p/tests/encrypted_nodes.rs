@@ -418,29 +418,41 @@ async fn encrypted_texts_to_an_offline_contact_wait_for_its_keys_and_go_when_it_
     b.shutdown().await;
 }
 
+async fn start_keys_due(dir: &Path, name: &str) -> Node {
+    let mut config = NodeConfig::new(dir);
+    config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")];
+    config.mdns = false;
+    config.name = Some(name.into());
+    config.key_update_interval = Duration::ZERO;
+    Node::start(config).await.expect("start")
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_member_who_made_the_group_updates_its_keys_on_schedule() {
     let (da, db) = (
         tempfile::tempdir().expect("dir"),
         tempfile::tempdir().expect("dir"),
     );
-    // ann's keys are due at every send; bob keeps the default week.
-    let mut config = NodeConfig::new(da.path());
-    config.listen = vec!["/ip4/127.0.0.1/tcp/0".parse().expect("addr")];
-    config.mdns = false;
-    config.name = Some("ann".into());
-    config.key_update_interval = Duration::ZERO;
-    let a = Node::start(config).await.expect("start");
-    let b = start(db.path(), "bob").await;
+    // Keys are due at every send on both; only the group's maker (the
+    // lower PeerId, in a direct conversation) commits.
+    let a = start_keys_due(da.path(), "ann").await;
+    let b = start_keys_due(db.path(), "bob").await;
     a.add_contact(contact_of(&b, "bob").await)
         .await
         .expect("a adds b");
     b.add_contact(contact_of(&a, "ann").await)
         .await
         .expect("b adds a");
-    let mut b_events = b.subscribe();
-    let mut a_events = a.subscribe();
-    let conv = encrypted_with(&a, "bob").await;
+    // Whoever asks, the lower PeerId makes the group.
+    let conv = encrypted_with(&b, "ann").await;
+    assert_eq!(encrypted_with(&a, "bob").await, conv);
+    let (maker, other) = if a.peer_id().to_base58() < b.peer_id().to_base58() {
+        (&a, &b)
+    } else {
+        (&b, &a)
+    };
+    let mut maker_events = maker.subscribe();
+    let mut other_events = other.subscribe();
     let epoch = |n: &Node| {
         let conv = conv.clone();
         let store = n.store().clone();
@@ -451,25 +463,96 @@ async fn the_member_who_made_the_group_updates_its_keys_on_schedule() {
                 .expect("epoch")
         }
     };
-    let start_epoch = epoch(&a).await.expect("a's group");
+    let start_epoch = epoch(maker).await.expect("the maker's group");
+    assert_eq!(epoch(other).await, Some(start_epoch));
     let sent = ["第一条", "第二条", "第三条"];
     for t in sent {
         let body = serde_json::json!({ "text": t }).to_string();
-        a.send_encrypted(&conv, "text", body).await.expect("send");
-        next_message(&mut b_events, t).await;
+        maker
+            .send_encrypted(&conv, "text", body)
+            .await
+            .expect("send");
+        next_message(&mut other_events, t).await;
     }
-    // One key-update commit before each send, followed by bob.
-    assert_eq!(epoch(&a).await, Some(start_epoch + 3));
-    assert_eq!(epoch(&b).await, Some(start_epoch + 3));
-    // bob is no committer: its sends change no epoch.
+    // One key-update commit before each send, followed by the other side.
+    assert_eq!(epoch(maker).await, Some(start_epoch + 3));
+    assert_eq!(epoch(other).await, Some(start_epoch + 3));
+    // The other side is no committer: its sends change no epoch.
     let body = serde_json::json!({ "text": "收到" }).to_string();
-    b.send_encrypted(&conv, "text", body).await.expect("reply");
-    next_message(&mut a_events, "收到").await;
-    assert_eq!(epoch(&b).await, Some(start_epoch + 3));
+    other
+        .send_encrypted(&conv, "text", body)
+        .await
+        .expect("reply");
+    next_message(&mut maker_events, "收到").await;
+    assert_eq!(epoch(other).await, Some(start_epoch + 3));
+    assert_eq!(epoch(maker).await, Some(start_epoch + 3));
     let mut want: Vec<String> = sent.iter().map(|t| t.to_string()).collect();
     want.push("收到".into());
     assert_eq!(texts(&a, &conv).await, want);
     assert_eq!(texts(&b, &conv).await, want);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn both_sides_writing_while_apart_end_in_one_group() {
+    use confab_p2p::node::EncryptedSend;
+    let (da, db) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let a = start(da.path(), "ann").await;
+    let b = start(db.path(), "bob").await;
+    let (ann, bob) = (contact_of(&a, "ann").await, contact_of(&b, "bob").await);
+    // Neither knows the other's address yet: both write, both wait.
+    let unreachable = |mut c: confab_p2p::store::Contact| {
+        c.addrs.clear();
+        c
+    };
+    a.add_contact(unreachable(bob.clone()))
+        .await
+        .expect("a adds b");
+    b.add_contact(unreachable(ann.clone()))
+        .await
+        .expect("b adds a");
+    for (node, to, text) in [(&a, "bob", "安写的"), (&b, "ann", "鲍勃写的")] {
+        let body = serde_json::json!({ "text": text }).to_string();
+        let sent = node
+            .send_encrypted_to_contact(to, "text", body, Duration::ZERO)
+            .await
+            .expect("send");
+        assert!(matches!(sent, EncryptedSend::Waiting { .. }), "{sent:?}");
+    }
+    // They meet: each side's text is sent, and both read both.
+    let mut a_events = a.subscribe();
+    let mut b_events = b.subscribe();
+    a.add_contact(bob).await.expect("a dials b");
+    next_message(&mut b_events, "安写的").await;
+    next_message(&mut a_events, "鲍勃写的").await;
+    let conv = encrypted_with(&a, "bob").await;
+    for n in [&a, &b] {
+        let mut got = texts(n, &conv).await;
+        got.sort();
+        assert_eq!(got, vec!["安写的".to_owned(), "鲍勃写的".to_owned()]);
+    }
+    let epochs = (
+        a.store()
+            .call({
+                let c = conv.clone();
+                move |s| Ok(s.mls_epoch(&c))
+            })
+            .await
+            .expect("a"),
+        b.store()
+            .call({
+                let c = conv.clone();
+                move |s| Ok(s.mls_epoch(&c))
+            })
+            .await
+            .expect("b"),
+    );
+    assert_eq!(epochs.0, epochs.1);
+    assert!(epochs.0.is_some());
     a.shutdown().await;
     b.shutdown().await;
 }

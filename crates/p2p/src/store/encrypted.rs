@@ -433,6 +433,10 @@ impl Store {
         key_packages: &[(String, String)],
     ) -> Result<Option<Envelope>, StoreError> {
         self.mark_encrypted(conversation_id)?;
+        if self.has_mls_group(conversation_id) {
+            // Made already (the contact asked first): one group only.
+            return Ok(None);
+        }
         self.set_keys_at(conversation_id)?;
         self.with_mls(|s, mls| {
             let welcome = mls
@@ -448,6 +452,31 @@ impl Store {
                 }
             }
         })
+    }
+
+    /// A contact with a higher PeerId asks this device to make the group of
+    /// their encrypted direct conversation with its KeyPackage (the lower
+    /// PeerId makes it: two makers would fork it). Answers whether it was
+    /// made now (false: it existed; its Welcome is on its way).
+    pub fn start_direct_for(
+        &mut self,
+        key: &libp2p::identity::Keypair,
+        asker: &str,
+        key_package: &str,
+    ) -> Result<bool, StoreError> {
+        self.find_contact(asker)?;
+        if self.me.as_str() > asker {
+            return Err(StoreError::Invalid(
+                "the lower PeerId makes a direct conversation's group: make it yourself".into(),
+            ));
+        }
+        let conv = self.encrypted_direct(asker)?;
+        if self.has_mls_group(&conv) {
+            return Ok(false);
+        }
+        let made =
+            self.start_encrypted(key, &conv, &[(asker.to_owned(), key_package.to_owned())])?;
+        Ok(made.is_some())
     }
 
     /// The admin's membership change of an encrypted group: one MLS
