@@ -48,6 +48,10 @@ pub enum Request {
         path: PathBuf,
         /// Wait for the ack of the envelope this long.
         wait_ms: u64,
+        /// In the encrypted (MLS) conversation with the contact (its
+        /// details inside the MLS message); may wait for its keys.
+        #[serde(default)]
+        encrypted: bool,
     },
     /// Add (or update) a contact and dial it.
     Add {
@@ -202,28 +206,10 @@ async fn run(node: &Node, req: Request) -> Result<serde_json::Value, NodeError> 
             let events = node.subscribe();
             let body = serde_json::json!({ "text": text }).to_string();
             let wait = Duration::from_millis(wait_ms).min(MAX_WAIT);
-            match node
+            let sent = node
                 .send_encrypted_to_contact(&contact, crate::envelope::kind::TEXT, body, wait)
-                .await?
-            {
-                EncryptedSend::Sent(env) => {
-                    node.announce_sent(&env);
-                    let mut out = deliver_result(node, events, &contact, &env, wait_ms).await?;
-                    out["encrypted"] = true.into();
-                    Ok(out)
-                }
-                EncryptedSend::Waiting {
-                    conversation_id,
-                    client_msg_id,
-                    reason,
-                } => Ok(serde_json::json!({
-                    "client_msg_id": client_msg_id,
-                    "conversation_id": conversation_id,
-                    "delivered": false,
-                    "encrypted": true,
-                    "waiting": reason,
-                })),
-            }
+                .await?;
+            encrypted_result(node, events, &contact, sent, wait_ms).await
         }
         Request::Send {
             contact,
@@ -240,6 +226,20 @@ async fn run(node: &Node, req: Request) -> Result<serde_json::Value, NodeError> 
             contact,
             path,
             wait_ms,
+            encrypted: true,
+        } => {
+            let events = node.subscribe();
+            let wait = Duration::from_millis(wait_ms).min(MAX_WAIT);
+            let sent = node
+                .send_encrypted_file_to_contact(&contact, &path, wait)
+                .await?;
+            encrypted_result(node, events, &contact, sent, wait_ms).await
+        }
+        Request::SendFile {
+            contact,
+            path,
+            wait_ms,
+            encrypted: false,
         } => {
             let events = node.subscribe();
             let env = node.send_file(&contact, &path).await?;
@@ -331,6 +331,36 @@ pub fn read_result(receipt: Option<&crate::envelope::Envelope>) -> serde_json::V
                 "of": body.get("of").cloned().unwrap_or_default(),
             })
         }
+    }
+}
+
+/// What an encrypted send answers: as [`deliver_result`] with
+/// `encrypted: true`, or `waiting` (why) when it waits for keys.
+pub async fn encrypted_result(
+    node: &Node,
+    events: tokio::sync::broadcast::Receiver<crate::node::Event>,
+    contact: &str,
+    sent: EncryptedSend,
+    wait_ms: u64,
+) -> Result<serde_json::Value, NodeError> {
+    match sent {
+        EncryptedSend::Sent(env) => {
+            node.announce_sent(&env);
+            let mut out = deliver_result(node, events, contact, &env, wait_ms).await?;
+            out["encrypted"] = true.into();
+            Ok(out)
+        }
+        EncryptedSend::Waiting {
+            conversation_id,
+            client_msg_id,
+            reason,
+        } => Ok(serde_json::json!({
+            "client_msg_id": client_msg_id,
+            "conversation_id": conversation_id,
+            "delivered": false,
+            "encrypted": true,
+            "waiting": reason,
+        })),
     }
 }
 

@@ -705,7 +705,10 @@ impl Node {
         self.command(Command::KeyPackage(peer, body, tx))
             .await
             .map_err(|e| e.to_string())?;
-        rx.await.map_err(|_| "the node stopped".to_owned())?
+        match tokio::time::timeout(KP_ASK_TIMEOUT, rx).await {
+            Ok(answer) => answer.map_err(|_| "the node stopped".to_owned())?,
+            Err(_) => Err("no answer in time".into()),
+        }
     }
 
     /// The encrypted direct conversation with a contact (name or PeerId):
@@ -952,6 +955,32 @@ impl Node {
     ) -> Result<Envelope, NodeError> {
         let body = self.offer_file(path).await?;
         self.send_to_conversation(conversation_id, kind::FILE, body)
+            .await
+    }
+
+    /// Offers a file in an encrypted conversation (direct or group): its
+    /// name, size and SHA-256 travel inside the MLS message; the bytes are
+    /// pulled over `/confab/file/1` as in a plain one (Noise between the
+    /// two peers, relayed or not).
+    pub async fn send_encrypted_file(
+        &self,
+        conversation_id: &str,
+        path: &Path,
+    ) -> Result<Envelope, NodeError> {
+        let body = self.offer_file(path).await?;
+        self.send_encrypted(conversation_id, kind::FILE, body).await
+    }
+
+    /// Offers a file to a contact in the encrypted direct conversation,
+    /// waiting for its keys as [`Node::send_encrypted_to_contact`] does.
+    pub async fn send_encrypted_file_to_contact(
+        &self,
+        contact: &str,
+        path: &Path,
+        wait: Duration,
+    ) -> Result<EncryptedSend, NodeError> {
+        let body = self.offer_file(path).await?;
+        self.send_encrypted_to_contact(contact, kind::FILE, body, wait)
             .await
     }
 
@@ -1231,6 +1260,11 @@ const RELAYED_GRACE: Duration = Duration::from_secs(2);
 /// How long after a failed file chunk request it is asked again (while
 /// the peer is connected).
 const DOWNLOAD_RETRY: Duration = Duration::from_secs(1);
+
+/// How long a `/confab/kp/1` request may take (a request caught on a
+/// connection going down is asked again instead of waiting for the
+/// general 20 s request timeout).
+const KP_ASK_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// How long the higher side of a direct conversation waits for the
 /// Welcome after asking the contact to make the group.
@@ -2667,29 +2701,14 @@ async fn accept(
             } else {
                 Vec::new()
             };
-            if acc.new && matches!(env.kind.as_str(), kind::FILE | kind::IMAGE | kind::VOICE) {
-                let body = env.body_json();
-                if let Some(sha) = body.get("media_id").and_then(|v| v.as_str()) {
-                    let valid = sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit());
-                    if valid && s.file(sha)?.is_none() {
-                        s.put_file(&FileRecord {
-                            sha256: sha.to_owned(),
-                            path: String::new(),
-                            size: body.get("size").and_then(|v| v.as_u64()).unwrap_or(0),
-                            name: body
-                                .get("name")
-                                .and_then(|v| v.as_str())
-                                .unwrap_or("file")
-                                .to_owned(),
-                            mime: body
-                                .get("mime")
-                                .and_then(|v| v.as_str())
-                                .unwrap_or("")
-                                .to_owned(),
-                            complete: false,
-                            source: env.sender.clone(),
-                        })?;
-                    }
+            if acc.new {
+                // A file offered in the clear, or inside an encrypted
+                // message just opened: recorded, to be fetched from its sender.
+                record_offered_file(s, &env.kind, &env.body_json(), &env.sender)?;
+                for o in &opened {
+                    let body: serde_json::Value =
+                        serde_json::from_str(&o.message.body).unwrap_or_default();
+                    record_offered_file(s, &o.message.kind, &body, &o.message.sender)?;
                 }
             }
             let message = StoredMessage {
@@ -2714,6 +2733,41 @@ async fn accept(
             Ok((acc.new, messages, gaps))
         })
         .await
+}
+
+/// Records a file offered in a `file`/`image`/`voice` body (not yet
+/// fetched; its source is the sender), unless known already.
+fn record_offered_file(
+    s: &mut crate::store::Store,
+    kind_: &str,
+    body: &serde_json::Value,
+    sender: &str,
+) -> Result<(), StoreError> {
+    if !matches!(kind_, kind::FILE | kind::IMAGE | kind::VOICE) {
+        return Ok(());
+    }
+    let Some(sha) = body.get("media_id").and_then(|v| v.as_str()) else {
+        return Ok(());
+    };
+    let valid = sha.len() == 64 && sha.bytes().all(|b| b.is_ascii_hexdigit());
+    if !valid || s.file(sha)?.is_some() {
+        return Ok(());
+    }
+    let text = |k: &str, or: &str| {
+        body.get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or(or)
+            .to_owned()
+    };
+    s.put_file(&FileRecord {
+        sha256: sha.to_owned(),
+        path: String::new(),
+        size: body.get("size").and_then(|v| v.as_u64()).unwrap_or(0),
+        name: text("name", "file"),
+        mime: text("mime", ""),
+        complete: false,
+        source: sender.to_owned(),
+    })
 }
 
 /// Where received files go: `data_dir/files/<sha256>` (and `.part` while

@@ -556,3 +556,62 @@ async fn both_sides_writing_while_apart_end_in_one_group() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_file_in_an_encrypted_conversation_has_its_details_inside_mls() {
+    use confab_p2p::node::{EncryptedSend, Event};
+    let (da, db) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let a = start(da.path(), "ann").await;
+    let b = start(db.path(), "bob").await;
+    a.add_contact(contact_of(&b, "bob").await)
+        .await
+        .expect("a adds b");
+    b.add_contact(contact_of(&a, "ann").await)
+        .await
+        .expect("b adds a");
+    let name = "会议纪要-secret.txt";
+    let path = da.path().join(name);
+    let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+    std::fs::write(&path, &bytes).expect("write");
+    let mut b_events = b.subscribe();
+    let env = match a
+        .send_encrypted_file_to_contact("bob", &path, WAIT)
+        .await
+        .expect("send")
+    {
+        EncryptedSend::Sent(env) => env,
+        w => panic!("the contact is online: {w:?}"),
+    };
+    assert_eq!(env.kind, "encrypted");
+    assert!(!env.body.contains("会议纪要"));
+    let got = tokio::time::timeout(WAIT, async {
+        loop {
+            if let Ok(Event::FileReceived { path, .. }) = b_events.recv().await {
+                return path;
+            }
+        }
+    })
+    .await
+    .expect("the file arrived");
+    assert_eq!(std::fs::read(&got).expect("read"), bytes);
+    let conv = env.conversation_id.clone();
+    let shown = b
+        .store()
+        .call(move |s| s.shown_history(&conv))
+        .await
+        .expect("history");
+    let file = shown
+        .iter()
+        .find(|s| s.message.kind == "file")
+        .expect("the file message");
+    assert!(file.encrypted);
+    assert!(file.message.body.contains(name));
+    for dir in [da.path(), db.path()] {
+        assert!(!contains(&raw_envelopes(dir), "会议纪要".as_bytes()));
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -12,7 +12,7 @@ use anyhow::{bail, Context as _};
 use clap::{Args, Subcommand};
 use confab_p2p::control::{self, Request};
 use confab_p2p::link::ContactLink;
-use confab_p2p::node::{EncryptedSend, Event, Node, NodeConfig};
+use confab_p2p::node::{Event, Node, NodeConfig};
 use confab_p2p::store::{Contact, Store, StoredMessage};
 use confab_p2p::{direct_conversation_id, Multiaddr};
 
@@ -247,6 +247,11 @@ pub struct SendFileArgs {
     /// listener, to keep serving the bytes).
     #[arg(long, default_value_t = 10)]
     wait: u64,
+    /// In the encrypted (MLS) conversation with the contact: the file's
+    /// name, size and hash go inside the MLS message (waits for the
+    /// contact's keys like `send --encrypted`).
+    #[arg(long)]
+    encrypted: bool,
 }
 
 /// `confab p2p history CONTACT`.
@@ -539,30 +544,14 @@ async fn send_encrypted(args: SendArgs, wait: Duration) -> anyhow::Result<()> {
         .send_encrypted_to_contact(&args.contact, "text", body, wait)
         .await;
     let result = match sent {
-        Err(e) => {
-            node.shutdown().await;
-            bail!("{e}");
+        Ok(sent) => {
+            let wait_ms = wait.as_millis() as u64;
+            control::encrypted_result(&node, events, &args.contact, sent, wait_ms).await
         }
-        Ok(EncryptedSend::Waiting {
-            conversation_id,
-            client_msg_id,
-            reason,
-        }) => serde_json::json!({
-            "client_msg_id": client_msg_id, "conversation_id": conversation_id,
-            "delivered": false, "encrypted": true, "waiting": reason
-        }),
-        Ok(EncryptedSend::Sent(env)) => {
-            let peer = contact_peer(&node, &args.contact).await?;
-            let delivered = node
-                .wait_delivered(events, &peer, &env.client_msg_id, wait)
-                .await?;
-            serde_json::json!({
-                "client_msg_id": env.client_msg_id, "conversation_id": env.conversation_id,
-                "delivered": delivered, "encrypted": true
-            })
-        }
+        Err(e) => Err(e),
     };
     node.shutdown().await;
+    let result = result?;
     print_send_result(args.common.json, &args.contact, &result);
     Ok(())
 }
@@ -583,12 +572,29 @@ async fn send_file(args: SendFileArgs) -> anyhow::Result<()> {
         contact: args.contact.clone(),
         path: path.clone(),
         wait_ms: wait.as_millis() as u64,
+        encrypted: args.encrypted,
     };
     if let Some(result) = args.common.to_listener(&req, wait).await? {
         print_send_result(args.common.json, &args.contact, &result);
         return Ok(());
     }
     let node = Node::start(args.common.node_config(None)?).await?;
+    if args.encrypted {
+        let events = node.subscribe();
+        let sent = node
+            .send_encrypted_file_to_contact(&args.contact, &path, wait)
+            .await;
+        let result = match sent {
+            Ok(sent) => {
+                let wait_ms = wait.as_millis() as u64;
+                control::encrypted_result(&node, events, &args.contact, sent, wait_ms).await
+            }
+            Err(e) => Err(e),
+        };
+        node.shutdown().await;
+        print_send_result(args.common.json, &args.contact, &result?);
+        return Ok(());
+    }
     let events = node.subscribe();
     let env = node.send_file(&args.contact, &path).await?;
     let peer = contact_peer(&node, &args.contact).await?;
