@@ -74,12 +74,14 @@ where
 }
 
 /// What to say when an encrypted conversation or change could not get a
-/// member's keys: an offline member must come online (its KeyPackage
-/// comes from it); other errors as they are.
+/// member's keys: a member that could not be asked (not connected, the
+/// connection closed, no answer) must be online, as its KeyPackage comes
+/// from it; one that answered without a KeyPackage, and other errors, as
+/// they are.
 pub fn keys_notice(error: &str, who: &str) -> String {
     if !error.contains("waiting for keys") {
         error.to_owned()
-    } else if error.contains("not connected") {
+    } else if !error.contains("answered no key package") {
         format!(
             "🔒 waiting for keys: {who} must be online (connected to this device) for end-to-end encryption; try again when connected"
         )
@@ -104,6 +106,8 @@ mod tests {
             "waiting for keys: cannot get x's key package (the peer answered no key package)";
         assert_eq!(keys_notice(other, "bob"), format!("🔒 {other}"));
         assert_eq!(keys_notice("no contact bob", "bob"), "no contact bob");
+        let closed = "waiting for keys: cannot get x's key package (Connection was closed before a response was received)";
+        assert!(keys_notice(closed, "carl").starts_with("🔒 waiting for keys: carl must be online"));
     }
 
     #[tokio::test]

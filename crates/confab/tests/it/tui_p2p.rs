@@ -457,6 +457,26 @@ async fn connected(node: &Node, peer: &str) {
     }
 }
 
+/// Waits until `node` has no connection to `peer`.
+async fn offline(node: &Node, peer: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let status = node.status().await.expect("status");
+        if status
+            .contacts
+            .iter()
+            .any(|c| c.peer_id == peer && c.path == "offline")
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still connected to {peer}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// A text message of `sender` in the app's open chat, by its text.
 fn shown_text(app: &App, sender: confab_sdk::UserId, text: &str) -> bool {
     app.selected().is_some_and(|c| {
@@ -509,6 +529,7 @@ async fn p2p_chat_runs_end_to_end_encrypted_chats() {
     }
     carl.shutdown().await;
     drop(carl);
+    offline(ui.runner.node(), &carl_id).await;
     ui.type_line("/dm carl -e").await;
     ui.wait("the notice about carl's keys", |app, _| {
         app.notice()
