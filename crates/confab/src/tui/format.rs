@@ -86,7 +86,9 @@ pub fn encrypted_text(body: &Value) -> String {
 /// (`seen`, from its MLS state): the plaintext rendered like a plain
 /// message of its kind, a key change, or why it cannot be read. `None`
 /// while it is being decrypted (or, without a device key, the
-/// placeholder of [`encrypted_text`]).
+/// placeholder of [`encrypted_text`]); the P2P runner's bodies of
+/// messages its peer cannot open (yet) say why: `{"waiting": reason}`,
+/// `{"unreadable": reason}`.
 pub fn encrypted_shown(
     msg: &MessageRecord,
     seen: Option<&E2eeContent>,
@@ -118,6 +120,15 @@ pub fn encrypted_shown(
         }
         Some(E2eeContent::BeforeJoin) => "🔒 [sent before this device joined]".to_owned(),
         Some(E2eeContent::Failed { reason }) => format!("🔒 [cannot decrypt: {reason}]"),
+        // A P2P message this device has not opened (its runner says why).
+        None if str_field(&msg.body, "waiting").is_some() => format!(
+            "🔒 [waiting: {}]",
+            str_field(&msg.body, "waiting").unwrap_or_default()
+        ),
+        None if str_field(&msg.body, "unreadable").is_some() => format!(
+            "🔒 [unreadable: {}]",
+            str_field(&msg.body, "unreadable").unwrap_or_default()
+        ),
         None if can_decrypt => match str_field(&msg.body, "mls") {
             Some("commit") | Some("proposal") => "🔒 [encryption keys changed]".to_owned(),
             _ => "🔒 decrypting…".to_owned(),

@@ -14,6 +14,7 @@ pub mod events;
 pub mod format;
 pub mod input;
 pub mod login;
+mod p2p_e2ee;
 pub mod p2p_map;
 pub mod p2p_runner;
 pub mod requests;

@@ -16,7 +16,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use confab_p2p::envelope::kind;
-use confab_p2p::store::{Contact, Conversation as P2pConversation, GroupChange, StoredMessage};
+use confab_p2p::store::{
+    Contact, Conversation as P2pConversation, GroupChange, Shown, StoredMessage,
+};
 use confab_p2p::Envelope;
 use confab_sdk::proto::api::{ConversationKind, Member, Role};
 use confab_sdk::{
@@ -118,6 +120,15 @@ impl IdMap {
         let found = (conv, *last);
         self.messages.insert(key, found);
         found
+    }
+
+    /// Shows a message under a second id too: an encrypted send gets its
+    /// seq under the app's `client_msg_id` before the node makes the
+    /// envelope (with an id of its own), which acks and receipts name.
+    pub fn alias(&mut self, sender: &str, client_msg_id: &str, at: (ConversationId, Seq)) {
+        self.messages
+            .entry((sender.to_owned(), client_msg_id.to_owned()))
+            .or_insert(at);
     }
 
     /// Where a message seen before is shown.
@@ -223,11 +234,37 @@ fn group_change_notice(map: &mut IdMap, by: UserId, body: &str) -> SystemNotice 
     }
 }
 
+/// A history line of the store as the app reads it: plain messages as
+/// stored; encrypted ones opened to their plaintext kind and body, or,
+/// when this device cannot open one (yet), an `encrypted` message whose
+/// body says why (`{"waiting": reason}` or `{"unreadable": reason}`, shown
+/// by [`format::encrypted_shown`](super::format::encrypted_shown)).
+/// Welcomes and commits are not lines (the store leaves them out).
+pub fn shown_message(shown: Shown) -> StoredMessage {
+    let mut message = shown.message;
+    let why = match (shown.waiting, shown.unreadable) {
+        (Some(reason), _) => Some(("waiting", reason)),
+        (None, Some(reason)) => Some(("unreadable", reason)),
+        (None, None) if shown.encrypted && message.kind == kind::ENCRYPTED => {
+            Some(("waiting", "not opened yet".to_owned()))
+        }
+        (None, None) => None,
+    };
+    if let Some((state, reason)) = why {
+        message.kind = kind::ENCRYPTED.to_owned();
+        message.body = serde_json::json!({ state: reason }).to_string();
+    }
+    message
+}
+
 /// What the runner reads from the store to show one conversation.
 #[derive(Debug, Clone)]
 pub struct ConversationState {
     /// The conversation and its members.
     pub conversation: P2pConversation,
+    /// End-to-end encrypted (MLS): `history` holds what this device
+    /// opened (see [`shown_message`]).
+    pub encrypted: bool,
     /// Its messages in Lamport order.
     pub history: Vec<StoredMessage>,
     /// Who has read which message (client_msg_id → readers' PeerIds).
@@ -365,7 +402,7 @@ pub fn conversation(map: &mut IdMap, state: &ConversationState) -> Conversation 
         unread_mentions: 0,
         muted: false,
         created_at,
-        encrypted: false,
+        encrypted: state.encrypted,
         mls_epoch: None,
     }
 }
@@ -569,6 +606,7 @@ mod tests {
                 admin: String::new(),
                 members: vec![ANN.into(), BOB.into()],
             },
+            encrypted: false,
             history,
             read_by,
             undelivered: BTreeSet::from(["a2".to_owned()]),
@@ -587,6 +625,83 @@ mod tests {
         let again = conversation(&mut map, &state);
         assert_eq!((again.id, again.last_seq), (c.id, 4));
         assert_eq!(delivered_seq(&map, &state), 1, "a2 waits for bob's ack");
+    }
+
+    #[test]
+    fn encrypted_lines_show_plaintext_or_why_not() {
+        let mut map = IdMap::new(ANN);
+        let shown = |kind: &str, body: &str, waiting: Option<&str>, unreadable: Option<&str>| {
+            shown_message(Shown {
+                message: stored("dme-1", BOB, "x", kind, body),
+                encrypted: true,
+                waiting: waiting.map(str::to_owned),
+                unreadable: unreadable.map(str::to_owned),
+            })
+        };
+        let name = |u: UserId| format!("u{u}");
+        let line = |map: &mut IdMap, m: &StoredMessage| {
+            let r = record(map, m).expect("a line");
+            let text = if r.kind == MessageKind::Encrypted {
+                super::super::format::encrypted_shown(&r, None, true, &name)
+            } else {
+                super::super::format::body_text(&r, &name)
+            };
+            (r.kind, text)
+        };
+        // Opened: the plaintext, as a plain text line.
+        let opened = shown(kind::TEXT, r#"{"text":"端到端加密"}"#, None, None);
+        assert_eq!(
+            line(&mut map, &opened),
+            (MessageKind::Text, "端到端加密".to_owned())
+        );
+        // Not opened yet, or never: an encrypted line saying why, never
+        // blank and never the ciphertext.
+        let sealed = r#"{"mls":"application","ciphertext":"QUJD"}"#;
+        let waiting = shown(
+            kind::ENCRYPTED,
+            sealed,
+            Some("not in the group yet (waiting for keys)"),
+            None,
+        );
+        assert_eq!(
+            line(&mut map, &waiting),
+            (
+                MessageKind::Encrypted,
+                "🔒 [waiting: not in the group yet (waiting for keys)]".to_owned()
+            )
+        );
+        let bad = shown(
+            kind::ENCRYPTED,
+            sealed,
+            None,
+            Some("cannot decrypt: bad tag"),
+        );
+        let (k, text) = line(&mut map, &bad);
+        assert_eq!(k, MessageKind::Encrypted);
+        assert_eq!(text, "🔒 [unreadable: cannot decrypt: bad tag]");
+        let unknown = shown(kind::ENCRYPTED, sealed, None, None);
+        let (_, text) = line(&mut map, &unknown);
+        assert!(text.starts_with("🔒 [waiting: "), "{text}");
+        assert!(!text.contains("QUJD"), "{text}");
+        // A plain conversation's message passes unchanged.
+        let plain = stored("dm-1", BOB, "y", kind::TEXT, r#"{"text":"hi"}"#);
+        let same = shown_message(Shown {
+            message: plain.clone(),
+            encrypted: false,
+            waiting: None,
+            unreadable: None,
+        });
+        assert_eq!(same, plain);
+    }
+
+    #[test]
+    fn an_alias_finds_the_same_line() {
+        let mut map = IdMap::new(ANN);
+        let at = map.seq("dme-1", ANN, "app-id");
+        map.alias(ANN, "envelope-id", at);
+        assert_eq!(map.find(ANN, "envelope-id"), Some(at));
+        assert_eq!(map.seq("dme-1", ANN, "envelope-id"), at, "no second seq");
+        assert_eq!(map.last_seq(at.0), 1);
     }
 
     #[test]

@@ -11,6 +11,15 @@
 //! it. Without a server there are no friend requests, mutes or leaving a
 //! group: those commands answer with a notice saying so.
 //!
+//! End-to-end encrypted conversations (`/dm NAME -e`, `/group … -e`) are
+//! the node's MLS ones: the node opens each `encrypted` envelope as it
+//! arrives, so the app gets plaintext lines (history from
+//! `Store::shown_history`, live ones as node events) and never asks the
+//! runner to decrypt; what cannot be opened (yet) is a locked line saying
+//! why. Every send into an encrypted conversation goes through
+//! `Node::send_encrypted` (the store decides, not the app's flag), and a
+//! file there is refused: the node has no encrypted file transfer.
+//!
 //! Like [`Runner`](super::Runner) it is generic over the ratatui backend
 //! and reads terminal events from a channel, so tests drive it with a
 //! `TestBackend` and scripted keys.
@@ -35,6 +44,7 @@ use tokio::task::JoinHandle;
 
 use super::app::{App, HISTORY_PAGE};
 use super::commands::{AppEvent, Command};
+use super::p2p_e2ee;
 use super::p2p_map::{self, ConversationState, IdMap};
 use super::runner::RunnerOptions;
 
@@ -88,6 +98,17 @@ enum Outcome {
     Friends(Vec<(Contact, bool)>),
     /// An envelope of mine composed by a command (a group change).
     Composed(Envelope),
+    /// Lines of history as the store shows them (one of my encrypted
+    /// envelopes sent through the control socket, opened).
+    Lines(Vec<StoredMessage>),
+    /// An encrypted message of mine, stored and queued: its envelope has
+    /// an id of its own, shown where the app's `client_msg_id` is.
+    SentEncrypted {
+        client_msg_id: String,
+        envelope_id: String,
+        conversation_id: ConversationId,
+        seq: Seq,
+    },
     /// A file offered, or why not.
     Uploaded {
         upload_id: u64,
@@ -109,6 +130,10 @@ enum Op {
     Typing(String),
     Read(String),
 }
+
+/// How often the open encrypted chat is read again (see
+/// [`P2pRunner::refresh_encrypted`]).
+const REFRESH: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Most acks remembered for messages the runner has not numbered yet.
 const EARLY_ACKS: usize = 256;
@@ -133,6 +158,8 @@ pub struct P2pRunner<B: Backend> {
     /// Acks (recipient, client_msg_id) that came before their message got
     /// a seq (a file offer's ack can beat the offer's answer).
     early_acks: VecDeque<(String, String)>,
+    /// When the open encrypted chat was last read again.
+    refreshed: Instant,
 }
 
 impl<B: Backend> P2pRunner<B> {
@@ -185,7 +212,9 @@ impl<B: Backend> P2pRunner<B> {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut runner = P2pRunner {
             terminal,
-            app: App::new(me),
+            // The node is this device's MLS client: the app sends in
+            // encrypted conversations instead of refusing.
+            app: App::new(me).with_e2ee(true),
             node,
             map,
             my_name,
@@ -200,6 +229,7 @@ impl<B: Backend> P2pRunner<B> {
             bell: options.bell,
             control,
             early_acks: VecDeque::new(),
+            refreshed: Instant::now(),
         };
         let mut first = runner.app.start();
         first.retain(|c| c != &Command::LoadConversations);
@@ -227,6 +257,11 @@ impl<B: Backend> P2pRunner<B> {
     /// The peer.
     pub fn node(&self) -> &Node {
         &self.node
+    }
+
+    /// The P2P conversation id behind one of the app's conversation ids.
+    pub fn p2p_conversation(&self, id: ConversationId) -> Option<String> {
+        self.map.p2p_conversation(id).map(str::to_owned)
     }
 
     /// Runs until the app quits or the input ends, then stops the peer.
@@ -279,7 +314,10 @@ impl<B: Backend> P2pRunner<B> {
                 }
             },
             Some(outcome) = self.results.recv() => self.on_outcome(outcome),
-            _ = self.tick.tick() => vec![AppEvent::Tick(Instant::now())],
+            _ = self.tick.tick() => {
+                self.refresh_encrypted();
+                vec![AppEvent::Tick(Instant::now())]
+            }
         };
         for event in events {
             for cmd in self.app.on_event(event) {
@@ -288,6 +326,28 @@ impl<B: Backend> P2pRunner<B> {
         }
         self.draw()?;
         Ok(!self.app.should_quit() && self.input_open)
+    }
+
+    /// Every [`REFRESH`], reads the open encrypted chat's newest lines
+    /// again: the node announces the messages it opens, not the ones it
+    /// cannot open (yet), which show as waiting or unreadable.
+    fn refresh_encrypted(&mut self) {
+        let now = Instant::now();
+        if now.saturating_duration_since(self.refreshed) < REFRESH {
+            return;
+        }
+        self.refreshed = now;
+        if let Some(id) = self
+            .app
+            .selected()
+            .filter(|c| c.conv.encrypted && c.history_requested && !c.loading)
+            .map(|c| c.id())
+        {
+            self.execute(Command::LoadHistory {
+                conversation_id: id,
+                before: None,
+            });
+        }
     }
 
     /// Draws the app now.
@@ -340,6 +400,31 @@ impl<B: Backend> P2pRunner<B> {
             }
             // Sent by another program through this app's control socket:
             // shown as if typed here.
+            NodeEvent::Sent { envelope } if envelope.kind == kind::ENCRYPTED => {
+                // Its plaintext is in the store (a Welcome or commit has
+                // none and is no line).
+                let node = self.node.clone();
+                self.spawn(async move {
+                    let read = node
+                        .store()
+                        .call(move |s| {
+                            Ok(s.shown_history(&envelope.conversation_id)?
+                                .into_iter()
+                                .filter(|l| {
+                                    l.message.sender == envelope.sender
+                                        && l.message.counter == envelope.counter
+                                })
+                                .map(p2p_map::shown_message)
+                                .collect())
+                        })
+                        .await;
+                    match read {
+                        Ok(lines) => Outcome::Lines(lines),
+                        Err(e) => notice(format!("reading history: {e}")),
+                    }
+                });
+                Vec::new()
+            }
             NodeEvent::Sent { envelope } => {
                 let message = p2p_map::own_message(&envelope, now_ms());
                 self.on_node_event(NodeEvent::Message { message })
@@ -491,6 +576,39 @@ impl<B: Backend> P2pRunner<B> {
                 out.extend(self.early_acks_of(&env.client_msg_id));
                 out
             }
+            Outcome::Lines(lines) => lines
+                .iter()
+                .filter_map(|m| p2p_map::record(&mut self.map, m))
+                .map(|m| AppEvent::Sdk(Event::Message(m)))
+                .collect(),
+            Outcome::SentEncrypted {
+                client_msg_id,
+                envelope_id,
+                conversation_id,
+                seq,
+            } => {
+                let me = self.map.me_peer().to_owned();
+                // A history read may have shown the envelope already (under
+                // its own id, with a seq of its own): the ack names that one.
+                let (conversation_id, seq) = match self.map.find(&me, &envelope_id) {
+                    Some(at) => at,
+                    None => {
+                        self.map.alias(&me, &envelope_id, (conversation_id, seq));
+                        (conversation_id, seq)
+                    }
+                };
+                let mut out = vec![AppEvent::Acked {
+                    client_msg_id: client_msg_id.clone(),
+                    result: Ok(Ack {
+                        client_msg_id,
+                        conversation_id,
+                        seq,
+                        ts: now_ms(),
+                    }),
+                }];
+                out.extend(self.early_acks_of(&envelope_id));
+                out
+            }
             Outcome::Uploaded { upload_id, result } => {
                 let result = result.and_then(|env| {
                     let message = p2p_map::own_message(&env, now_ms());
@@ -564,7 +682,7 @@ impl<B: Backend> P2pRunner<B> {
                     return;
                 };
                 self.spawn(async move {
-                    match node.store().call(move |s| s.history(&conv)).await {
+                    match node.store().call(move |s| p2p_e2ee::lines(s, &conv)).await {
                         Ok(history) => Outcome::History {
                             conversation_id,
                             before,
@@ -614,7 +732,14 @@ impl<B: Backend> P2pRunner<B> {
                     .results_tx
                     .try_send(Outcome::App(AppEvent::FriendRequests(Vec::new())));
             }
+            // One path for both: the store says whether the conversation is
+            // encrypted (never plaintext into an encrypted one).
             Command::SendText {
+                conversation_id,
+                client_msg_id,
+                text,
+            }
+            | Command::SendEncrypted {
                 conversation_id,
                 client_msg_id,
                 text,
@@ -649,10 +774,45 @@ impl<B: Backend> P2pRunner<B> {
                     self.ordered_op(Op::Read(conv));
                 }
             }
-            Command::OpenDirect { encrypted: true, .. }
-            | Command::CreateGroup { encrypted: true, .. } => {
-                self.notice("end-to-end encrypted P2P conversations are not in the terminal app yet: use `confab p2p` (plain P2P envelopes travel over Noise)")
-            }
+            Command::OpenDirect {
+                username,
+                encrypted: true,
+                ticket,
+            } => self.spawn(async move {
+                let made = p2p_e2ee::with_keys(|| node.encrypted_conversation(&username)).await;
+                let id = match made {
+                    Ok(id) => id,
+                    Err(e) => return notice(p2p_e2ee::keys_notice(&e.to_string(), &username)),
+                };
+                match node.store().call(move |s| state(s, &id)).await {
+                    Ok(state) => Outcome::Opened(state, ticket),
+                    Err(e) => notice(e.to_string()),
+                }
+            }),
+            Command::CreateGroup {
+                title,
+                usernames,
+                encrypted: true,
+                ticket,
+            } => self.spawn(async move {
+                let made =
+                    p2p_e2ee::with_keys(|| node.create_encrypted_group(&title, usernames.clone()))
+                        .await;
+                let id = match made {
+                    Ok(id) => id,
+                    Err(e) => {
+                        let who = format!("each member ({})", usernames.join(", "));
+                        return notice(p2p_e2ee::keys_notice(
+                            &format!("creating the encrypted group: {e}"),
+                            &who,
+                        ));
+                    }
+                };
+                match node.store().call(move |s| state(s, &id)).await {
+                    Ok(state) => Outcome::Opened(state, ticket),
+                    Err(e) => notice(e.to_string()),
+                }
+            }),
             Command::OpenDirect {
                 username, ticket, ..
             } => self.spawn(async move {
@@ -694,13 +854,10 @@ impl<B: Backend> P2pRunner<B> {
                 username,
                 ..
             } => self.change_group(conversation_id, username, false),
-            // The app asks for these only in the server's encrypted
-            // conversations (the P2P app has no device for them).
-            Command::SendEncrypted { .. }
-            | Command::SendEncryptedFile { .. }
-            | Command::Decrypt { .. } => {
-                self.notice("end-to-end encryption is not in the P2P terminal app yet")
-            }
+            // The node opened every encrypted envelope as it came: the
+            // app's lines already hold what this device could read.
+            Command::Decrypt { .. } => {}
+            Command::SendEncryptedFile { upload_id, .. } => self.refuse_encrypted_file(upload_id),
             Command::Leave(_) => {
                 self.notice("P2P groups have no leaving: the group's admin removes members (/kick)")
             }
@@ -737,7 +894,9 @@ impl<B: Backend> P2pRunner<B> {
             } else {
                 (Vec::new(), vec![username.clone()])
             };
-            let outcomes = match node.change_group(&conv, plus, minus).await {
+            let changed =
+                p2p_e2ee::with_keys(|| node.change_group(&conv, plus.clone(), minus.clone())).await;
+            let outcomes = match changed {
                 Ok(env) => {
                     let done = if add { "added" } else { "removed" };
                     let states = node.store().call(all_states).await;
@@ -748,7 +907,7 @@ impl<B: Backend> P2pRunner<B> {
                     out.extend(states.ok().map(Outcome::Conversations));
                     out
                 }
-                Err(e) => vec![notice(e.to_string())],
+                Err(e) => vec![notice(p2p_e2ee::keys_notice(&e.to_string(), &username))],
             };
             for o in outcomes {
                 let _ = tx.send(o).await;
@@ -766,6 +925,17 @@ impl<B: Backend> P2pRunner<B> {
         let node = self.node.clone();
         let tx = self.results_tx.clone();
         tokio::spawn(async move {
+            let id = conv.clone();
+            if node
+                .store()
+                .call(move |s| s.is_encrypted(&id))
+                .await
+                .unwrap_or(true)
+            {
+                let result = Err(p2p_e2ee::FILE_REFUSED.to_owned());
+                let _ = tx.send(Outcome::Uploaded { upload_id, result }).await;
+                return;
+            }
             let result = async {
                 let total = tokio::fs::metadata(&path)
                     .await
@@ -788,6 +958,17 @@ impl<B: Backend> P2pRunner<B> {
             }
             .await;
             let _ = tx.send(Outcome::Uploaded { upload_id, result }).await;
+        });
+    }
+}
+
+impl<B: Backend> P2pRunner<B> {
+    /// A file in an encrypted conversation: the node offers files only in
+    /// the clear, so nothing is sent.
+    fn refuse_encrypted_file(&self, upload_id: u64) {
+        let _ = self.results_tx.try_send(Outcome::Uploaded {
+            upload_id,
+            result: Err(p2p_e2ee::FILE_REFUSED.to_owned()),
         });
     }
 }
@@ -821,7 +1002,8 @@ fn state(s: &mut Store, id: &str) -> Result<ConversationState, StoreError> {
         undelivered.extend(s.pending_ids(m)?);
     }
     Ok(ConversationState {
-        history: s.history(id)?,
+        encrypted: s.is_encrypted(id)?,
+        history: p2p_e2ee::lines(s, id)?,
         read_by: s.read_by(id)?,
         conversation,
         undelivered,
@@ -837,7 +1019,17 @@ fn all_states(s: &mut Store) -> Result<Vec<ConversationState>, StoreError> {
         .filter(|c| c.members.contains(&me))
         .map(|c| c.id)
         .collect();
-    ids.iter().map(|id| state(s, id)).collect()
+    let mut out = Vec::new();
+    for id in &ids {
+        let state = state(s, id)?;
+        // An encrypted chat that never got its keys (`/dm NAME -e` while
+        // NAME was offline) and holds nothing: not listed.
+        if state.encrypted && state.history.is_empty() && !s.has_mls_group(id) {
+            continue;
+        }
+        out.push(state);
+    }
+    Ok(out)
 }
 
 /// Performs the node operations one by one, in order, so messages are
@@ -853,6 +1045,37 @@ async fn run_ordered(node: Node, mut ops: mpsc::Receiver<Op>, tx: mpsc::Sender<O
                 seq,
             } => {
                 let body = json!({ "text": text }).to_string();
+                let conv = conversation.clone();
+                let encrypted = node.store().call(move |s| s.is_encrypted(&conv)).await;
+                match encrypted {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        let outcome =
+                            match node.send_encrypted(&conversation, kind::TEXT, body).await {
+                                Ok(env) => Outcome::SentEncrypted {
+                                    client_msg_id,
+                                    envelope_id: env.client_msg_id,
+                                    conversation_id,
+                                    seq,
+                                },
+                                Err(e) => Outcome::App(AppEvent::Acked {
+                                    client_msg_id,
+                                    result: Err(format!("🔒 not sent: {e}")),
+                                }),
+                            };
+                        let _ = tx.send(outcome).await;
+                        continue;
+                    }
+                    Err(e) => {
+                        let _ = tx
+                            .send(Outcome::App(AppEvent::Acked {
+                                client_msg_id,
+                                result: Err(e.to_string()),
+                            }))
+                            .await;
+                        continue;
+                    }
+                }
                 let result = node
                     .send_to_conversation_with_id(
                         &conversation,

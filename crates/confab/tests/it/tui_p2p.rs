@@ -99,7 +99,8 @@ impl Ui {
                 Ok(Ok(false)) => panic!("the app quit while waiting for {what}"),
                 Ok(Err(e)) => panic!("runner failed while waiting for {what}: {e}"),
                 Err(_) => panic!(
-                    "timed out waiting for {what}; screen:\n{}",
+                    "timed out waiting for {what}; notice {:?}; screen:\n{}",
+                    self.app().notice(),
                     self.screen().join("\n")
                 ),
             }
@@ -434,4 +435,291 @@ async fn p2p_chat_offers_files_and_runs_groups() {
     })
     .await;
     bob.shutdown().await;
+}
+
+/// Waits until `node` has a connection to `peer`.
+async fn connected(node: &Node, peer: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let status = node.status().await.expect("status");
+        if status
+            .contacts
+            .iter()
+            .any(|c| c.peer_id == peer && c.path != "offline")
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never connected to {peer}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until `node` has no connection to `peer`.
+async fn offline(node: &Node, peer: &str) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let status = node.status().await.expect("status");
+        if status
+            .contacts
+            .iter()
+            .any(|c| c.peer_id == peer && c.path == "offline")
+        {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "still connected to {peer}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A text message of `sender` in the app's open chat, by its text.
+fn shown_text(app: &App, sender: confab_sdk::UserId, text: &str) -> bool {
+    app.selected().is_some_and(|c| {
+        c.messages.values().any(|m| {
+            m.sender_id == sender
+                && m.kind == confab_sdk::MessageKind::Text
+                && m.body["text"] == text
+        })
+    })
+}
+
+/// The envelopes a node stored in a conversation, as raw text.
+async fn stored(node: &Node, conv: &str) -> Vec<confab_p2p::store::StoredMessage> {
+    let conv = conv.to_owned();
+    node.store()
+        .call(move |s| s.history(&conv))
+        .await
+        .expect("history")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn p2p_chat_runs_end_to_end_encrypted_chats() {
+    let (da, db, dc) = (
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+        tempfile::tempdir().expect("dir"),
+    );
+    let (mut ui, bob) = linked(da.path(), db.path(), "bob").await;
+    let mut bob_events = bob.subscribe();
+    let ann = ui.runner.node().peer_id().to_base58();
+    let me = ui.app().me().id;
+
+    // carl, a contact of ann's (and ann of his), is not online: no keys,
+    // a clear notice (at once), and no conversation.
+    let carl = Node::start(config(dc.path(), "carl")).await.expect("carl");
+    let carl_id = carl.peer_id().to_base58();
+    for (from, to, name) in [
+        (ui.runner.node(), &carl, "carl"),
+        (&carl, ui.runner.node(), "ann"),
+    ] {
+        let addrs = to.listening(WAIT).await.expect("listening");
+        from.add_contact(Contact {
+            peer_id: to.peer_id().to_base58(),
+            name: name.into(),
+            addrs: addrs.iter().map(|a| a.to_string()).collect(),
+            relay: None,
+        })
+        .await
+        .expect("add contact");
+    }
+    carl.shutdown().await;
+    drop(carl);
+    offline(ui.runner.node(), &carl_id).await;
+    ui.type_line("/dm carl -e").await;
+    ui.wait("the notice about carl's keys", |app, _| {
+        app.notice()
+            .is_some_and(|n| n.contains("waiting for keys: carl must be online"))
+    })
+    .await;
+    assert!(
+        !ui.app().chats().iter().any(|c| c.conv.encrypted),
+        "no encrypted chat without keys"
+    );
+
+    // ann opens the encrypted chat with bob: locked, and writes in Chinese.
+    connected(ui.runner.node(), &bob.peer_id().to_base58()).await;
+    ui.type_line("/dm bob -e").await;
+    ui.wait("the encrypted chat with bob", |app, _| {
+        app.selected()
+            .is_some_and(|c| c.conv.encrypted && app.title(c) == "🔒 bob")
+    })
+    .await;
+    let conv =
+        confab_p2p::store::encrypted_direct_conversation_id(&ann, &bob.peer_id().to_base58());
+    let secret = "你好，这是端到端加密的消息";
+    ui.type_line(secret).await;
+    let got = next(
+        &mut bob_events,
+        "ann's encrypted text, opened",
+        |e| match e {
+            Event::Message { message } if message.conversation_id == conv => {
+                Some((message.kind.clone(), message.body.clone()))
+            }
+            _ => None,
+        },
+    )
+    .await;
+    assert_eq!(got.0, "text");
+    assert!(got.1.contains(secret), "{}", got.1);
+    ui.wait("ann's line, sent", |app, _| shown_text(app, me, secret))
+        .await;
+    // The envelopes on both sides are ciphertext (and a Welcome).
+    for node in [ui.runner.node(), &bob] {
+        let envelopes = stored(node, &conv).await;
+        assert!(envelopes.len() >= 2, "{envelopes:?}");
+        for m in &envelopes {
+            // (Read receipts stay plain: they carry ids only.)
+            assert!(matches!(m.kind.as_str(), "encrypted" | "receipt"), "{m:?}");
+            assert!(
+                !m.body.contains(secret) && !m.body.contains("端到端"),
+                "{m:?}"
+            );
+        }
+    }
+    // Delivered tick, as for plain messages.
+    ui.wait("the delivered tick", |app, _| {
+        app.selected().is_some_and(|c| {
+            c.messages.values().any(|m| {
+                m.sender_id == me
+                    && m.body["text"] == secret
+                    && matches!(
+                        c.tick(m.seq),
+                        confab::tui::Tick::Delivered | confab::tui::Tick::Read
+                    )
+            })
+        })
+    })
+    .await;
+
+    // bob replies encrypted: ann's app shows it opened, in the locked chat.
+    let reply = "收到，我们下午三点见";
+    let sent = bob
+        .send_encrypted(
+            &conv,
+            "text",
+            serde_json::json!({ "text": reply }).to_string(),
+        )
+        .await
+        .expect("bob replies");
+    assert!(!sent.body.contains(reply));
+    ui.wait("bob's reply, opened", |app, _| {
+        app.selected().is_some_and(|c| c.conv.encrypted)
+            && app
+                .selected()
+                .is_some_and(|c| c.messages.values().any(|m| m.body["text"] == reply))
+    })
+    .await;
+    ui.wait_text("🔒 bob").await;
+
+    // A file is not sent in the clear into an encrypted chat.
+    let file = da.path().join("机密.txt");
+    std::fs::write(&file, "机密文件").expect("write file");
+    ui.type_line(&format!("/file {}", file.display())).await;
+    ui.wait("the refusal of the file", |app, _| {
+        app.uploads().is_empty()
+            && app
+                .notice()
+                .is_some_and(|n| n.contains("files are not end-to-end encrypted"))
+    })
+    .await;
+    let envelopes = stored(ui.runner.node(), &conv).await;
+    assert!(
+        envelopes
+            .iter()
+            .all(|m| matches!(m.kind.as_str(), "encrypted" | "receipt") && !m.body.contains("机密")),
+        "nothing plain in the encrypted chat: {envelopes:?}"
+    );
+
+    // An encrypted group from the input line; bob reads ann's message.
+    ui.type_line("/group 密谈 bob -e").await;
+    ui.wait("the encrypted group", |app, _| {
+        app.selected()
+            .is_some_and(|c| c.conv.encrypted && app.title(c) == "🔒 密谈")
+    })
+    .await;
+    let group = ui
+        .app()
+        .selected()
+        .and_then(|c| ui.runner.p2p_conversation(c.id()))
+        .expect("the group's P2P id");
+    ui.type_line("组里的第一条").await;
+    next(
+        &mut bob_events,
+        "ann's group message, opened",
+        |e| match e {
+            Event::Message { message }
+                if message.conversation_id == group && message.body.contains("组里的第一条") =>
+            {
+                Some(())
+            }
+            _ => None,
+        },
+    )
+    .await;
+
+    // /add and /kick go through the node's group change, each with its
+    // MLS commit: carl (online again, and reaching ann) is added and reads
+    // what ann writes next.
+    let carl = Node::start(config(dc.path(), "carl"))
+        .await
+        .expect("carl again");
+    let mut carl_events = carl.subscribe();
+    connected(ui.runner.node(), &carl_id).await;
+    ui.type_line("/add carl").await;
+    ui.wait_text("ann added carl").await;
+    ui.type_line("/kick bob").await;
+    ui.wait_text("ann removed bob").await;
+    ui.type_line("欢迎卡尔").await;
+    next(
+        &mut carl_events,
+        "ann's message to carl, opened",
+        |e| match e {
+            Event::Message { message }
+                if message.conversation_id == group && message.body.contains("欢迎卡尔") =>
+            {
+                Some(())
+            }
+            _ => None,
+        },
+    )
+    .await;
+    let envelopes = stored(ui.runner.node(), &group).await;
+    let commits = envelopes
+        .iter()
+        .filter(|m| m.kind == "encrypted" && m.body.contains(r#""mls":"commit""#))
+        .count();
+    assert_eq!(commits, 2, "one commit per change: {envelopes:?}");
+    assert!(
+        envelopes
+            .iter()
+            .all(|m| !m.body.contains("欢迎") && !m.body.contains("组里")),
+        "group messages travel encrypted"
+    );
+    carl.shutdown().await;
+    bob.shutdown().await;
+
+    // Restarted, the app reads the encrypted history from the store,
+    // opened: the texts both ways, no line for the Welcome.
+    drop(ui.keys);
+    ui.runner.run().await.expect("the app stops");
+    let mut ui = Ui::start(config(da.path(), "ann"))
+        .await
+        .expect("ann's app again");
+    ui.type_line("/dm bob -e").await;
+    ui.wait("the encrypted history, opened", |app, _| {
+        shown_text(app, me, secret)
+            && app.selected().is_some_and(|c| {
+                app.title(c) == "🔒 bob"
+                    && c.messages.values().any(|m| m.body["text"] == reply)
+                    && c.messages
+                        .values()
+                        .all(|m| m.kind != confab_sdk::MessageKind::Encrypted)
+            })
+    })
+    .await;
 }
