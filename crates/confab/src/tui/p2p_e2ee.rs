@@ -1,7 +1,7 @@
 //! The P2P terminal app's end-to-end encrypted conversations, the parts
 //! apart from the runner: a conversation's lines as this device opened
 //! them, KeyPackage waits (retried once when a member gave none), and what
-//! the app says when keys or files cannot be had.
+//! the app says when keys cannot be had.
 
 use confab_p2p::node::NodeError;
 use confab_p2p::store::{Store, StoreError, StoredMessage};
@@ -15,9 +15,6 @@ const KEYS_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
 /// How long to wait before asking a member for a KeyPackage again after
 /// it gave none (it gives one per peer every 5 s).
 const KEYS_AGAIN: std::time::Duration = std::time::Duration::from_millis(5_500);
-
-/// Why a file is not sent in an encrypted conversation.
-pub const FILE_REFUSED: &str = "🔒 files are not end-to-end encrypted in P2P mode yet, and this conversation is: nothing was sent (use a plain conversation to share it)";
 
 /// A conversation's lines: its history, encrypted messages as this
 /// device opened them (see [`p2p_map::shown_message`]).
@@ -59,8 +56,7 @@ where
             })
     };
     match once().await {
-        // (The node does not pass the member's reason on: "no key
-        // package" is most often "asked too often".)
+        // A member gives one KeyPackage per peer every 5 s.
         Err(e)
             if ["too often", "answered no key package"]
                 .iter()
@@ -81,7 +77,10 @@ where
 pub fn keys_notice(error: &str, who: &str) -> String {
     if !error.contains("waiting for keys") {
         error.to_owned()
-    } else if !error.contains("answered no key package") {
+    } else if !["answered no key package", "too often", "no contact"]
+        .iter()
+        .any(|why| error.contains(why))
+    {
         format!(
             "🔒 waiting for keys: {who} must be online (connected to this device) for end-to-end encryption; try again when connected"
         )

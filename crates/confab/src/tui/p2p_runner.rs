@@ -18,7 +18,7 @@
 //! runner to decrypt; what cannot be opened (yet) is a locked line saying
 //! why. Every send into an encrypted conversation goes through
 //! `Node::send_encrypted` (the store decides, not the app's flag), and a
-//! file there is refused: the node has no encrypted file transfer.
+//! file there is offered with its details inside the MLS message.
 //!
 //! Like [`Runner`](super::Runner) it is generic over the ratatui backend
 //! and reads terminal events from a channel, so tests drive it with a
@@ -857,7 +857,11 @@ impl<B: Backend> P2pRunner<B> {
             // The node opened every encrypted envelope as it came: the
             // app's lines already hold what this device could read.
             Command::Decrypt { .. } => {}
-            Command::SendEncryptedFile { upload_id, .. } => self.refuse_encrypted_file(upload_id),
+            Command::SendEncryptedFile {
+                upload_id,
+                conversation_id,
+                path,
+            } => self.send_file(upload_id, conversation_id, path),
             Command::Leave(_) => {
                 self.notice("P2P groups have no leaving: the group's admin removes members (/kick)")
             }
@@ -926,17 +930,11 @@ impl<B: Backend> P2pRunner<B> {
         let tx = self.results_tx.clone();
         tokio::spawn(async move {
             let id = conv.clone();
-            if node
-                .store()
-                .call(move |s| s.is_encrypted(&id))
-                .await
-                .unwrap_or(true)
-            {
-                let result = Err(p2p_e2ee::FILE_REFUSED.to_owned());
-                let _ = tx.send(Outcome::Uploaded { upload_id, result }).await;
-                return;
-            }
+            // The store decides, not the app's flag: never a plain offer
+            // in an encrypted conversation.
+            let encrypted = node.store().call(move |s| s.is_encrypted(&id)).await;
             let result = async {
+                let encrypted = encrypted.map_err(|e| e.to_string())?;
                 let total = tokio::fs::metadata(&path)
                     .await
                     .map_err(|e| format!("{}: {e}", path.display()))?
@@ -949,26 +947,17 @@ impl<B: Backend> P2pRunner<B> {
                     })
                 };
                 let _ = tx.send(progress(0)).await;
-                let env = node
-                    .send_file_to_conversation(&conv, &path)
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let env = if encrypted {
+                    node.send_encrypted_file(&conv, &path).await
+                } else {
+                    node.send_file_to_conversation(&conv, &path).await
+                }
+                .map_err(|e| e.to_string())?;
                 let _ = tx.send(progress(total)).await;
                 Ok(env)
             }
             .await;
             let _ = tx.send(Outcome::Uploaded { upload_id, result }).await;
-        });
-    }
-}
-
-impl<B: Backend> P2pRunner<B> {
-    /// A file in an encrypted conversation: the node offers files only in
-    /// the clear, so nothing is sent.
-    fn refuse_encrypted_file(&self, upload_id: u64) {
-        let _ = self.results_tx.try_send(Outcome::Uploaded {
-            upload_id,
-            result: Err(p2p_e2ee::FILE_REFUSED.to_owned()),
         });
     }
 }

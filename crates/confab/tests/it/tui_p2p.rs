@@ -616,17 +616,35 @@ async fn p2p_chat_runs_end_to_end_encrypted_chats() {
     .await;
     ui.wait_text("🔒 bob").await;
 
-    // A file is not sent in the clear into an encrypted chat.
+    // A file goes encrypted: its name inside the MLS message, the bytes
+    // pulled by bob from ann; nothing plain in the chat.
     let file = da.path().join("机密.txt");
-    std::fs::write(&file, "机密文件").expect("write file");
+    std::fs::write(&file, "机密文件的内容").expect("write file");
     ui.type_line(&format!("/file {}", file.display())).await;
-    ui.wait("the refusal of the file", |app, _| {
-        app.uploads().is_empty()
-            && app
-                .notice()
-                .is_some_and(|n| n.contains("files are not end-to-end encrypted"))
+    next(
+        &mut bob_events,
+        "the encrypted file offer, opened",
+        |e| match e {
+            Event::Message { message }
+                if message.conversation_id == conv
+                    && message.kind == "file"
+                    && message.body.contains("机密.txt") =>
+            {
+                Some(())
+            }
+            _ => None,
+        },
+    )
+    .await;
+    let got = next(&mut bob_events, "the file's bytes", |e| match e {
+        Event::FileReceived { path, .. } => Some(path.clone()),
+        _ => None,
     })
     .await;
+    assert_eq!(
+        std::fs::read_to_string(&got).expect("read"),
+        "机密文件的内容"
+    );
     let envelopes = stored(ui.runner.node(), &conv).await;
     assert!(
         envelopes
