@@ -523,6 +523,12 @@ impl Mls {
         let MlsMessageBodyIn::Welcome(w) = msg.extract() else {
             return Opened::Unreadable("the welcome is not an MLS Welcome".into());
         };
+        // A group this device was removed from makes way for the new one
+        // (openmls refuses a Welcome while the old one is stored); a
+        // Welcome that fails below restores it ([`Mls::open`]).
+        if let Ok(Some(mut old)) = self.group(conversation_id) {
+            let _ = old.delete(self.provider.storage());
+        }
         let staged = match StagedWelcome::new_from_welcome(&self.provider, &join_config(), w, None)
         {
             Ok(s) => s,
@@ -536,10 +542,6 @@ impl Mls {
             .is_some_and(|c| c.identity() == signer.as_bytes());
         if !from_signer {
             return Opened::Unreadable("the welcome was not made by its envelope's signer".into());
-        }
-        // A group this device was removed from makes way for the new one.
-        if let Ok(Some(mut old)) = self.group(conversation_id) {
-            let _ = old.delete(self.provider.storage());
         }
         let group = match staged.into_group(&self.provider) {
             Ok(g) => g,

@@ -221,3 +221,33 @@ fn the_committer_updates_its_keys_and_members_follow() {
         Opened::Message(b"next".to_vec())
     );
 }
+
+#[test]
+fn a_removed_member_can_be_added_again() {
+    let (ka, mut a) = peer();
+    let (kb, mut b) = peer();
+    const G: &str = "group-again";
+    let kps = vec![(id(&kb), b.key_package().expect("kp"))];
+    let welcome = text(&a.create_group(G, &kps).expect("c").expect("w"));
+    assert!(matches!(
+        b.open(G, &id(&ka), &welcome),
+        Opened::Joined { .. }
+    ));
+    let remove = text(&a.change(G, &[], &[id(&kb)]).expect("remove"));
+    assert_eq!(b.open(G, &id(&ka), &remove), Opened::Nothing);
+    assert_eq!(b.epoch(G), None);
+    let add = text(
+        &a.change(G, &[(id(&kb), b.key_package().expect("kp"))], &[])
+            .expect("add again"),
+    );
+    assert!(
+        matches!(b.open(G, &id(&ka), &add), Opened::Joined { .. }),
+        "{:?}",
+        b.open(G, &id(&ka), &add)
+    );
+    let back = text(&a.encrypt(G, "欢迎回来".as_bytes()).expect("e"));
+    assert_eq!(
+        b.open(G, &id(&ka), &back),
+        Opened::Message("欢迎回来".as_bytes().to_vec())
+    );
+}
