@@ -195,7 +195,9 @@ async fn handle(node: &Node, req: Request) -> Response {
     }
 }
 
-async fn run(node: &Node, req: Request) -> Result<serde_json::Value, NodeError> {
+/// Carries out a request on `node` (the listener's, or one a command
+/// started for itself): what the control socket answers.
+pub async fn run(node: &Node, req: Request) -> Result<serde_json::Value, NodeError> {
     match req {
         Request::Send {
             contact,

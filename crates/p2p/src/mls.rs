@@ -349,6 +349,42 @@ impl Mls {
         add: &[(String, String)],
         remove: &[String],
     ) -> Result<MlsBody, MlsError> {
+        self.commit(conversation_id, add, remove, false)
+    }
+
+    /// Whether this device commits in the conversation's group: the one at
+    /// leaf 0, who made the group (a group's admin; in a direct
+    /// conversation, the lower PeerId). Only it commits, so that members
+    /// never fork.
+    pub fn is_committer(&self, conversation_id: &str) -> bool {
+        self.group(conversation_id)
+            .ok()
+            .flatten()
+            .filter(MlsGroup::is_active)
+            .is_some_and(|g| g.own_leaf_index() == LeafNodeIndex::new(0))
+    }
+
+    /// A key update by the committer: a commit with fresh keys for its
+    /// leaf and a new path to the root (new epoch secrets for everyone),
+    /// applied here at once.
+    pub fn update_keys(&mut self, conversation_id: &str) -> Result<MlsBody, MlsError> {
+        if !self.is_committer(conversation_id) {
+            return Err(MlsError::Mls(format!(
+                "only the member who made the group of {conversation_id} commits"
+            )));
+        }
+        self.commit(conversation_id, &[], &[], true)
+    }
+
+    /// One commit (adds, removals, and a fresh path when `self_update`),
+    /// merged here; its body with the Welcome for the added peers.
+    fn commit(
+        &mut self,
+        conversation_id: &str,
+        add: &[(String, String)],
+        remove: &[String],
+        self_update: bool,
+    ) -> Result<MlsBody, MlsError> {
         let packages = add
             .iter()
             .map(|(peer, kp)| self.check_key_package(peer, kp))
@@ -370,6 +406,7 @@ impl Mls {
             .commit_builder()
             .propose_adds(packages)
             .propose_removals(removals)
+            .force_self_update(self_update)
             .load_psks(self.provider.storage())
             .map_err(|e| mls_err("commit", e))?
             .build(
@@ -394,57 +431,6 @@ impl Mls {
             } else {
                 Vec::new()
             },
-        })
-    }
-
-    /// Whether this device commits in the conversation's group: the one at
-    /// leaf 0, who made the group (a group's admin; in a direct
-    /// conversation, the side that started it). Only it commits, so that
-    /// members never fork.
-    pub fn is_committer(&self, conversation_id: &str) -> bool {
-        self.group(conversation_id)
-            .ok()
-            .flatten()
-            .filter(MlsGroup::is_active)
-            .is_some_and(|g| g.own_leaf_index() == LeafNodeIndex::new(0))
-    }
-
-    /// A key update by the committer: a commit with fresh keys for its
-    /// leaf and a new path to the root (new epoch secrets for everyone),
-    /// applied here at once.
-    pub fn update_keys(&mut self, conversation_id: &str) -> Result<MlsBody, MlsError> {
-        if !self.is_committer(conversation_id) {
-            return Err(MlsError::Mls(format!(
-                "only the member who made the group of {conversation_id} commits"
-            )));
-        }
-        let mut group = self
-            .group(conversation_id)?
-            .ok_or_else(|| MlsError::NoGroup(conversation_id.to_owned()))?;
-        let epoch = group.epoch().as_u64();
-        let bundle = group
-            .commit_builder()
-            .force_self_update(true)
-            .load_psks(self.provider.storage())
-            .map_err(|e| mls_err("commit", e))?
-            .build(
-                self.provider.rand(),
-                self.provider.crypto(),
-                &self.signer,
-                |_| true,
-            )
-            .map_err(|e| mls_err("commit", e))?
-            .stage_commit(&self.provider)
-            .map_err(|e| mls_err("commit", e))?;
-        let (commit, _welcome, _info) = bundle.into_messages();
-        group
-            .merge_pending_commit(&self.provider)
-            .map_err(|e| mls_err("cannot apply the commit", e))?;
-        Ok(MlsBody::Commit {
-            epoch,
-            commit: encode(&commit)?,
-            welcome: None,
-            for_peers: Vec::new(),
         })
     }
 

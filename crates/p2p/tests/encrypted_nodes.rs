@@ -62,20 +62,26 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_encrypted_direct_conversation_between_two_nodes_survives_a_restart() {
+/// Two nodes (ann, bob) in their temp dirs, each the other's contact.
+async fn ann_and_bob() -> (tempfile::TempDir, tempfile::TempDir, Node, Node) {
     let (da, db) = (
         tempfile::tempdir().expect("dir"),
         tempfile::tempdir().expect("dir"),
     );
     let a = start(da.path(), "ann").await;
-    let mut b = start(db.path(), "bob").await;
+    let b = start(db.path(), "bob").await;
     a.add_contact(contact_of(&b, "bob").await)
         .await
         .expect("a adds b");
     b.add_contact(contact_of(&a, "ann").await)
         .await
         .expect("b adds a");
+    (da, db, a, b)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_encrypted_direct_conversation_between_two_nodes_survives_a_restart() {
+    let (da, db, a, mut b) = ann_and_bob().await;
     let mut b_events = b.subscribe();
     let mut a_events = a.subscribe();
 
@@ -560,18 +566,7 @@ async fn both_sides_writing_while_apart_end_in_one_group() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_in_an_encrypted_conversation_has_its_details_inside_mls() {
     use confab_p2p::node::{EncryptedSend, Event};
-    let (da, db) = (
-        tempfile::tempdir().expect("dir"),
-        tempfile::tempdir().expect("dir"),
-    );
-    let a = start(da.path(), "ann").await;
-    let b = start(db.path(), "bob").await;
-    a.add_contact(contact_of(&b, "bob").await)
-        .await
-        .expect("a adds b");
-    b.add_contact(contact_of(&a, "ann").await)
-        .await
-        .expect("b adds a");
+    let (da, db, a, b) = ann_and_bob().await;
     let name = "会议纪要-secret.txt";
     let path = da.path().join(name);
     let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();

@@ -516,7 +516,11 @@ async fn send(args: SendArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     if args.encrypted {
-        return send_encrypted(args, wait).await;
+        // Without the contact's keys after `wait`, the text waits in the
+        // store (sent by the next node that runs here).
+        let result = run_here(&args.common, req).await?;
+        print_send_result(args.common.json, &args.contact, &result);
+        return Ok(());
     }
     let node = Node::start(args.common.node_config(None)?).await?;
     let events = node.subscribe();
@@ -533,27 +537,13 @@ async fn send(args: SendArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `confab p2p send --encrypted` with no listener running: this process
-/// runs the data dir's node for the send. Without the contact's keys after
-/// `wait`, the text waits in the store (sent by the next node that runs).
-async fn send_encrypted(args: SendArgs, wait: Duration) -> anyhow::Result<()> {
-    let node = Node::start(args.common.node_config(None)?).await?;
-    let events = node.subscribe();
-    let body = serde_json::json!({ "text": args.text }).to_string();
-    let sent = node
-        .send_encrypted_to_contact(&args.contact, "text", body, wait)
-        .await;
-    let result = match sent {
-        Ok(sent) => {
-            let wait_ms = wait.as_millis() as u64;
-            control::encrypted_result(&node, events, &args.contact, sent, wait_ms).await
-        }
-        Err(e) => Err(e),
-    };
+/// A request run by a short-lived node of this data dir (no listener
+/// runs): what the listener would answer.
+async fn run_here(common: &CommonArgs, req: Request) -> anyhow::Result<serde_json::Value> {
+    let node = Node::start(common.node_config(None)?).await?;
+    let result = control::run(&node, req).await;
     node.shutdown().await;
-    let result = result?;
-    print_send_result(args.common.json, &args.contact, &result);
-    Ok(())
+    Ok(result?)
 }
 
 async fn contact_peer(node: &Node, contact: &str) -> anyhow::Result<String> {
@@ -578,23 +568,12 @@ async fn send_file(args: SendFileArgs) -> anyhow::Result<()> {
         print_send_result(args.common.json, &args.contact, &result);
         return Ok(());
     }
-    let node = Node::start(args.common.node_config(None)?).await?;
     if args.encrypted {
-        let events = node.subscribe();
-        let sent = node
-            .send_encrypted_file_to_contact(&args.contact, &path, wait)
-            .await;
-        let result = match sent {
-            Ok(sent) => {
-                let wait_ms = wait.as_millis() as u64;
-                control::encrypted_result(&node, events, &args.contact, sent, wait_ms).await
-            }
-            Err(e) => Err(e),
-        };
-        node.shutdown().await;
-        print_send_result(args.common.json, &args.contact, &result?);
+        let result = run_here(&args.common, req).await?;
+        print_send_result(args.common.json, &args.contact, &result);
         return Ok(());
     }
+    let node = Node::start(args.common.node_config(None)?).await?;
     let events = node.subscribe();
     let env = node.send_file(&args.contact, &path).await?;
     let peer = contact_peer(&node, &args.contact).await?;
