@@ -27,7 +27,8 @@ use tokio::sync::{broadcast, mpsc, oneshot};
 use crate::envelope::{kind, Envelope, Refusal, DEFAULT_MAX_ENVELOPE_BYTES};
 use crate::mailbox::{challenge_bytes, MailboxRequest, MailboxResponse, MAILBOX_PROTOCOL};
 use crate::store::{
-    direct_conversation_id, Contact, FileRecord, SharedStore, Store, StoreError, StoredMessage,
+    direct_conversation_id, Contact, FileRecord, SharedStore, Shown, Store, StoreError,
+    StoredMessage,
 };
 mod rendezvous;
 mod waiting;
@@ -2725,7 +2726,20 @@ async fn accept(
             // Encrypted: the messages it let open (itself, and any waiting
             // for the Welcome or commit it was), decrypted.
             let messages = if env.kind == kind::ENCRYPTED {
-                opened.into_iter().map(|o| o.message).collect()
+                let mut messages: Vec<StoredMessage> =
+                    opened.into_iter().map(Shown::into_message).collect();
+                // A message that could not be opened is shown too, saying
+                // why (`{"waiting"|"unreadable": reason}`); once opened it
+                // comes again, with the same client_msg_id.
+                let is_application =
+                    env.body_json().get("mls").and_then(|v| v.as_str()) == Some("application");
+                let here = messages
+                    .iter()
+                    .any(|m| m.sender == env.sender && m.counter == env.counter);
+                if acc.new && is_application && !here {
+                    messages.extend(s.shown_one(&env)?.map(Shown::into_message));
+                }
+                messages
             } else {
                 vec![message]
             };

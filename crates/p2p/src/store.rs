@@ -956,24 +956,36 @@ impl Store {
 
     /// The conversation's messages in the order every member shows.
     pub fn history(&self, conversation_id: &str) -> Result<Vec<StoredMessage>, StoreError> {
-        let mut stmt = self.conn.prepare(
-            "SELECT conversation_id, sender, counter, client_msg_id, lamport, kind, body, via, received_ms
-             FROM messages WHERE conversation_id = ?1 ORDER BY lamport, sender, counter",
-        )?;
-        let rows = stmt.query_map([conversation_id], |r| {
-            Ok(StoredMessage {
-                conversation_id: r.get(0)?,
-                sender: r.get(1)?,
-                counter: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
-                client_msg_id: r.get(3)?,
-                lamport: u64::try_from(r.get::<_, i64>(4)?).unwrap_or(0),
-                kind: r.get(5)?,
-                body: r.get(6)?,
-                via: r.get(7)?,
-                received_ms: r.get(8)?,
-            })
-        })?;
+        let mut stmt = self.conn.prepare(&format!(
+            "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ?1
+             ORDER BY lamport, sender, counter"
+        ))?;
+        let rows = stmt.query_map([conversation_id], message_row)?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// One stored message by its place (conversation, sender, counter).
+    pub fn message_at(
+        &self,
+        conversation_id: &str,
+        sender: &str,
+        counter: u64,
+    ) -> Result<Option<StoredMessage>, StoreError> {
+        Ok(self
+            .conn
+            .query_row(
+                &format!(
+                    "SELECT {MESSAGE_COLUMNS} FROM messages
+                     WHERE conversation_id = ?1 AND sender = ?2 AND counter = ?3"
+                ),
+                params![
+                    conversation_id,
+                    sender,
+                    i64::try_from(counter).unwrap_or(i64::MAX)
+                ],
+                message_row,
+            )
+            .optional()?)
     }
 
     /// Contiguous cursors per sender in a conversation: what a catch-up
@@ -1327,6 +1339,23 @@ CREATE TABLE IF NOT EXISTS files(
   sha256 TEXT PRIMARY KEY, path TEXT NOT NULL, size INTEGER NOT NULL, name TEXT NOT NULL,
   mime TEXT NOT NULL, complete INTEGER NOT NULL, source TEXT NOT NULL DEFAULT '');
 ";
+
+const MESSAGE_COLUMNS: &str =
+    "conversation_id, sender, counter, client_msg_id, lamport, kind, body, via, received_ms";
+
+fn message_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<StoredMessage> {
+    Ok(StoredMessage {
+        conversation_id: r.get(0)?,
+        sender: r.get(1)?,
+        counter: u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+        client_msg_id: r.get(3)?,
+        lamport: u64::try_from(r.get::<_, i64>(4)?).unwrap_or(0),
+        kind: r.get(5)?,
+        body: r.get(6)?,
+        via: r.get(7)?,
+        received_ms: r.get(8)?,
+    })
+}
 
 /// A sender's gaps in a conversation: (conversation, sender, missing ranges).
 pub type Gap = (String, String, Vec<(u64, u64)>);

@@ -1069,9 +1069,15 @@ fn event_line(names: &HashMap<String, String>, ev: &Event) -> String {
         } => format!("typing {conversation_id} {}", name(peer)),
         Event::Message { message } => {
             let body: serde_json::Value = serde_json::from_str(&message.body).unwrap_or_default();
+            let why = ["waiting", "unreadable"].into_iter().find_map(|k| {
+                body[k]
+                    .as_str()
+                    .map(|r| format!("[encrypted message, {k}: {r}]"))
+            });
             let text = body["text"]
                 .as_str()
                 .map(str::to_owned)
+                .or(why)
                 .unwrap_or_else(|| format!("[{}]", message.kind));
             format!(
                 "message {} {}: {text}",

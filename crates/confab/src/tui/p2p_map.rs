@@ -241,20 +241,7 @@ fn group_change_notice(map: &mut IdMap, by: UserId, body: &str) -> SystemNotice 
 /// by [`format::encrypted_shown`](super::format::encrypted_shown)).
 /// Welcomes and commits are not lines (the store leaves them out).
 pub fn shown_message(shown: Shown) -> StoredMessage {
-    let mut message = shown.message;
-    let why = match (shown.waiting, shown.unreadable) {
-        (Some(reason), _) => Some(("waiting", reason)),
-        (None, Some(reason)) => Some(("unreadable", reason)),
-        (None, None) if shown.encrypted && message.kind == kind::ENCRYPTED => {
-            Some(("waiting", "not opened yet".to_owned()))
-        }
-        (None, None) => None,
-    };
-    if let Some((state, reason)) = why {
-        message.kind = kind::ENCRYPTED.to_owned();
-        message.body = serde_json::json!({ state: reason }).to_string();
-    }
-    message
+    shown.into_message()
 }
 
 /// What the runner reads from the store to show one conversation.

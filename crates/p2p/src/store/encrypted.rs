@@ -75,6 +75,28 @@ pub struct Shown {
     pub unreadable: Option<String>,
 }
 
+impl Shown {
+    /// As one message line: plain and opened ones as they are; one this
+    /// device cannot open (yet) as an `encrypted` message whose body says
+    /// why: `{"waiting": reason}` or `{"unreadable": reason}`.
+    pub fn into_message(self) -> StoredMessage {
+        let mut message = self.message;
+        let why = match (self.waiting, self.unreadable) {
+            (Some(reason), _) => Some(("waiting", reason)),
+            (None, Some(reason)) => Some(("unreadable", reason)),
+            (None, None) if self.encrypted && message.kind == kind::ENCRYPTED => {
+                Some(("waiting", "not opened yet".to_owned()))
+            }
+            (None, None) => None,
+        };
+        if let Some((state, reason)) = why {
+            message.kind = kind::ENCRYPTED.to_owned();
+            message.body = serde_json::json!({ state: reason }).to_string();
+        }
+        message
+    }
+}
+
 /// What an opened application message holds: a plain envelope's kind and
 /// body (body as JSON text).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -250,7 +272,8 @@ impl Store {
 
     /// Opens every `encrypted` envelope of the conversation not opened yet
     /// (or waiting), in the order members show, again while a commit or
-    /// Welcome makes more openable. Answers the messages newly opened.
+    /// Welcome makes more openable. Answers the messages newly opened, and
+    /// those found unreadable (marked so).
     pub fn open_encrypted(
         &mut self,
         mls: &mut Mls,
@@ -307,7 +330,9 @@ impl Store {
                     }
                 };
                 self.record(&env, state, &content, &reason, mls)?;
-                if state == "message" {
+                let application =
+                    env.body_json().get("mls").and_then(|v| v.as_str()) == Some("application");
+                if state == "message" || (state == "unreadable" && application) {
                     out.extend(self.shown_one(&env)?);
                 }
             }
@@ -317,64 +342,71 @@ impl Store {
         }
     }
 
-    fn shown_one(&self, env: &Envelope) -> Result<Option<Shown>, StoreError> {
-        Ok(self
-            .shown_history(&env.conversation_id)?
-            .into_iter()
-            .find(|s| s.message.sender == env.sender && s.message.counter == env.counter))
+    /// One envelope as shown (see [`Store::shown_history`]); `None` for a
+    /// Welcome or commit, or one not stored.
+    pub fn shown_one(&self, env: &Envelope) -> Result<Option<Shown>, StoreError> {
+        let Some(message) = self.message_at(&env.conversation_id, &env.sender, env.counter)? else {
+            return Ok(None);
+        };
+        self.shown(message)
     }
 
     /// History as shown: encrypted messages decrypted (or marked waiting or
     /// unreadable); Welcomes and commits are not shown.
     pub fn shown_history(&self, conversation_id: &str) -> Result<Vec<Shown>, StoreError> {
         let mut out = Vec::new();
-        for mut message in self.history(conversation_id)? {
-            if message.kind != kind::ENCRYPTED {
-                out.push(Shown {
-                    message,
-                    encrypted: false,
-                    waiting: None,
-                    unreadable: None,
-                });
-                continue;
-            }
-            let row: Option<(String, String, String)> = self
-                .conn
-                .query_row(
-                    "SELECT state, content, reason FROM opened
-                     WHERE conversation_id = ?1 AND sender = ?2 AND counter = ?3",
-                    params![
-                        conversation_id,
-                        message.sender,
-                        i64::try_from(message.counter).unwrap_or(i64::MAX)
-                    ],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-                .optional()?;
-            let (state, content, reason) =
-                row.unwrap_or(("waiting".into(), String::new(), "not opened yet".into()));
-            let mut shown = Shown {
-                message: message.clone(),
-                encrypted: true,
-                waiting: None,
-                unreadable: None,
-            };
-            match state.as_str() {
-                "control" => continue,
-                "message" => match serde_json::from_str::<Plain>(&content) {
-                    Ok(p) => {
-                        message.kind = p.kind;
-                        message.body = p.body.to_string();
-                        shown.message = message;
-                    }
-                    Err(_) => shown.unreadable = Some("the kept plaintext is unreadable".into()),
-                },
-                "waiting" => shown.waiting = Some(reason),
-                _ => shown.unreadable = Some(reason),
-            }
-            out.push(shown);
+        for message in self.history(conversation_id)? {
+            out.extend(self.shown(message)?);
         }
         Ok(out)
+    }
+
+    /// A stored message as shown: plain as it is; encrypted opened, or
+    /// marked waiting or unreadable; `None` for a Welcome or commit.
+    fn shown(&self, mut message: StoredMessage) -> Result<Option<Shown>, StoreError> {
+        if message.kind != kind::ENCRYPTED {
+            return Ok(Some(Shown {
+                message,
+                encrypted: false,
+                waiting: None,
+                unreadable: None,
+            }));
+        }
+        let row: Option<(String, String, String)> = self
+            .conn
+            .query_row(
+                "SELECT state, content, reason FROM opened
+                 WHERE conversation_id = ?1 AND sender = ?2 AND counter = ?3",
+                params![
+                    message.conversation_id,
+                    message.sender,
+                    i64::try_from(message.counter).unwrap_or(i64::MAX)
+                ],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .optional()?;
+        let (state, content, reason) =
+            row.unwrap_or(("waiting".into(), String::new(), "not opened yet".into()));
+        let mut shown = Shown {
+            message: message.clone(),
+            encrypted: true,
+            waiting: None,
+            unreadable: None,
+        };
+        match state.as_str() {
+            "control" => return Ok(None),
+            "message" => match serde_json::from_str::<Plain>(&content) {
+                Ok(p) => {
+                    message.kind = p.kind;
+                    message.body = p.body.to_string();
+                    shown.message = message;
+                }
+                Err(_) => shown.unreadable = Some("the kept plaintext is unreadable".into()),
+            },
+            "waiting" => shown.waiting = Some(reason),
+            _ => shown.unreadable = Some(reason),
+        }
+        Ok(Some(shown))
     }
 }
 
