@@ -131,10 +131,6 @@ enum Op {
     Read(String),
 }
 
-/// How often the open encrypted chat is read again (see
-/// [`P2pRunner::refresh_encrypted`]).
-const REFRESH: std::time::Duration = std::time::Duration::from_secs(10);
-
 /// Most acks remembered for messages the runner has not numbered yet.
 const EARLY_ACKS: usize = 256;
 
@@ -158,8 +154,6 @@ pub struct P2pRunner<B: Backend> {
     /// Acks (recipient, client_msg_id) that came before their message got
     /// a seq (a file offer's ack can beat the offer's answer).
     early_acks: VecDeque<(String, String)>,
-    /// When the open encrypted chat was last read again.
-    refreshed: Instant,
 }
 
 impl<B: Backend> P2pRunner<B> {
@@ -229,7 +223,6 @@ impl<B: Backend> P2pRunner<B> {
             bell: options.bell,
             control,
             early_acks: VecDeque::new(),
-            refreshed: Instant::now(),
         };
         let mut first = runner.app.start();
         first.retain(|c| c != &Command::LoadConversations);
@@ -314,10 +307,7 @@ impl<B: Backend> P2pRunner<B> {
                 }
             },
             Some(outcome) = self.results.recv() => self.on_outcome(outcome),
-            _ = self.tick.tick() => {
-                self.refresh_encrypted();
-                vec![AppEvent::Tick(Instant::now())]
-            }
+            _ = self.tick.tick() => vec![AppEvent::Tick(Instant::now())],
         };
         for event in events {
             for cmd in self.app.on_event(event) {
@@ -326,28 +316,6 @@ impl<B: Backend> P2pRunner<B> {
         }
         self.draw()?;
         Ok(!self.app.should_quit() && self.input_open)
-    }
-
-    /// Every [`REFRESH`], reads the open encrypted chat's newest lines
-    /// again: the node announces the messages it opens, not the ones it
-    /// cannot open (yet), which show as waiting or unreadable.
-    fn refresh_encrypted(&mut self) {
-        let now = Instant::now();
-        if now.saturating_duration_since(self.refreshed) < REFRESH {
-            return;
-        }
-        self.refreshed = now;
-        if let Some(id) = self
-            .app
-            .selected()
-            .filter(|c| c.conv.encrypted && c.history_requested && !c.loading)
-            .map(|c| c.id())
-        {
-            self.execute(Command::LoadHistory {
-                conversation_id: id,
-                before: None,
-            });
-        }
     }
 
     /// Draws the app now.
@@ -408,13 +376,9 @@ impl<B: Backend> P2pRunner<B> {
                     let read = node
                         .store()
                         .call(move |s| {
-                            Ok(s.shown_history(&envelope.conversation_id)?
-                                .into_iter()
-                                .filter(|l| {
-                                    l.message.sender == envelope.sender
-                                        && l.message.counter == envelope.counter
-                                })
+                            Ok(s.shown_one(&envelope)?
                                 .map(p2p_map::shown_message)
+                                .into_iter()
                                 .collect())
                         })
                         .await;
