@@ -215,6 +215,9 @@ async fn schemathesis_finds_no_server_error_and_no_schema_mismatch() {
         .args(["--no-shrink"])
         .arg("--report-dir")
         .arg(report.path())
+        // Its cache (`.schemathesis/`, crashes to replay) goes in the temp
+        // dir too: every run starts clean and the source tree is left alone.
+        .current_dir(report.path())
         // tus' `application/offset+octet-stream` bodies (a hooks module).
         .env("SCHEMATHESIS_HOOKS", "schemathesis_hooks")
         .env(
