@@ -701,7 +701,21 @@ impl Node {
     }
 
     /// One `/confab/kp/1` request to a connected peer; its JSON answer.
+    /// A peer gives one answer per asker every [`KP_EVERY`]; when it says
+    /// how long to wait (`retry_after_ms`), the request goes again once
+    /// after that wait, so callers never retry for this reason themselves.
     async fn ask_kp(&self, peer: PeerId, body: Vec<u8>) -> Result<serde_json::Value, String> {
+        let answer = self.ask_kp_once(peer, body.clone()).await?;
+        match answer["retry_after_ms"].as_u64() {
+            Some(ms) if ms <= KP_EVERY.as_millis() as u64 => {
+                tokio::time::sleep(Duration::from_millis(ms + 50)).await;
+                self.ask_kp_once(peer, body).await
+            }
+            _ => Ok(answer),
+        }
+    }
+
+    async fn ask_kp_once(&self, peer: PeerId, body: Vec<u8>) -> Result<serde_json::Value, String> {
         let (tx, rx) = oneshot::channel();
         self.command(Command::KeyPackage(peer, body, tx))
             .await
@@ -2473,19 +2487,24 @@ impl Loop {
                     self.kp_answered
                         .retain(|_, at| now.duration_since(*at) < KP_EVERY);
                 }
-                let recent = self
+                // How long this asker must still wait, if it was answered
+                // less than KP_EVERY ago.
+                let wait = self
                     .kp_answered
                     .get(&peer)
-                    .is_some_and(|at| now.duration_since(*at) < KP_EVERY);
+                    .map(|at| KP_EVERY.saturating_sub(now.duration_since(*at)))
+                    .filter(|left| !left.is_zero());
+                let recent = wait.is_some();
                 if !recent {
                     self.kp_answered.insert(peer, now);
                 }
+                let retry_after_ms = wait.map_or(0, |left| left.as_millis() as u64);
                 let asker = peer.to_base58();
                 if let Some(kp) = start {
                     let key = self.key.clone();
                     self.spawn(move |store, tx| async move {
                         let answer = if recent {
-                            serde_json::json!({ "error": "asked too often: try again in a few seconds" })
+                            serde_json::json!({ "error": "asked too often: try again in a few seconds", "retry_after_ms": retry_after_ms })
                         } else {
                             match store
                                 .call(move |s| s.start_direct_for(&key, &asker, &kp))
@@ -2503,7 +2522,7 @@ impl Loop {
                 }
                 self.spawn(move |store, tx| async move {
                     let answer = if recent {
-                        serde_json::json!({ "error": "key packages asked too often: try again in a few seconds" })
+                        serde_json::json!({ "error": "key packages asked too often: try again in a few seconds", "retry_after_ms": retry_after_ms })
                     } else {
                         // Only contacts (fellow group members are
                         // contacts) get one.

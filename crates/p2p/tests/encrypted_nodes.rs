@@ -630,3 +630,23 @@ async fn a_file_in_an_encrypted_conversation_has_its_details_inside_mls() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// A peer gives one KeyPackage per asker every 5 s; a second request
+/// within that time is answered with how long to wait, and the node asks
+/// again by itself: the caller sees no error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_key_package_request_within_five_seconds_waits_instead_of_failing() {
+    let (_da, _db, a, b) = ann_and_bob().await;
+    let mut b_events = b.subscribe();
+    // The direct conversation takes one KeyPackage (or hands one over).
+    let direct = encrypted_with(&a, "bob").await;
+    // A group with the same member at once: bob was asked moments ago.
+    let g = a
+        .create_encrypted_group("周末计划", vec!["bob".into()])
+        .await
+        .expect("the group, after bob's wait");
+    assert_ne!(g, direct);
+    let body = serde_json::json!({ "text": "周六去爬山" }).to_string();
+    a.send_encrypted(&g, "text", body).await.expect("send");
+    next_message(&mut b_events, "周六去爬山").await;
+}

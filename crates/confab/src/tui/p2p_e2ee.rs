@@ -1,7 +1,7 @@
 //! The P2P terminal app's end-to-end encrypted conversations, the parts
 //! apart from the runner: a conversation's lines as this device opened
-//! them, KeyPackage waits (retried once when a member gave none), and what
-//! the app says when keys cannot be had.
+//! them, bounded KeyPackage waits, and what the app says when keys cannot
+//! be had.
 
 use confab_p2p::node::NodeError;
 use confab_p2p::store::{Store, StoreError, StoredMessage};
@@ -11,10 +11,6 @@ use super::p2p_map;
 /// How long a command waits for members' KeyPackages (the node answers at
 /// once for a member that is not connected; this bounds a silent one).
 const KEYS_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
-
-/// How long to wait before asking a member for a KeyPackage again after
-/// it gave none (it gives one per peer every 5 s).
-const KEYS_AGAIN: std::time::Duration = std::time::Duration::from_millis(5_500);
 
 /// A conversation's lines: its history, encrypted messages as this
 /// device opened them (see [`p2p_map::shown_message`]).
@@ -29,44 +25,22 @@ pub fn lines(s: &mut Store, id: &str) -> Result<Vec<StoredMessage>, StoreError> 
 }
 
 /// Runs a node call that fetches members' KeyPackages (none is sent
-/// before they all came, so it can run again): bounded by [`KEYS_WAIT`],
-/// and once more after [`KEYS_AGAIN`] when a member gave none (it gives
-/// one per peer every 5 s: `/dm NAME -e` then `/group … NAME -e` at once).
+/// before they all came, so it can run again), bounded by [`KEYS_WAIT`].
+/// A member that gave a KeyPackage less than 5 s ago says how long to
+/// wait, and the node asks it again itself (`/dm NAME -e` then
+/// `/group … NAME -e` at once).
 pub async fn with_keys<T, F, Fut>(call: F) -> Result<T, NodeError>
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<T, NodeError>>,
 {
-    with_keys_after(KEYS_AGAIN, call).await
-}
-
-/// [`with_keys`] with the wait before the second try.
-async fn with_keys_after<T, F, Fut>(again: std::time::Duration, call: F) -> Result<T, NodeError>
-where
-    F: Fn() -> Fut,
-    Fut: std::future::Future<Output = Result<T, NodeError>>,
-{
-    let once = || async {
-        tokio::time::timeout(KEYS_WAIT, call())
-            .await
-            .unwrap_or_else(|_| {
-                Err(NodeError::Transport(
-                    "waiting for keys: no answer from a member".into(),
-                ))
-            })
-    };
-    match once().await {
-        // A member gives one KeyPackage per peer every 5 s.
-        Err(e)
-            if ["too often", "answered no key package"]
-                .iter()
-                .any(|why| e.to_string().contains(why)) =>
-        {
-            tokio::time::sleep(again).await;
-            once().await
-        }
-        done => done,
-    }
+    tokio::time::timeout(KEYS_WAIT, call())
+        .await
+        .unwrap_or_else(|_| {
+            Err(NodeError::Transport(
+                "waiting for keys: no answer from a member".into(),
+            ))
+        })
 }
 
 /// What to say when an encrypted conversation or change could not get a
@@ -92,7 +66,6 @@ pub fn keys_notice(error: &str, who: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     #[test]
     fn notices_say_who_must_be_online() {
@@ -107,33 +80,5 @@ mod tests {
         assert_eq!(keys_notice("no contact bob", "bob"), "no contact bob");
         let closed = "waiting for keys: cannot get x's key package (Connection was closed before a response was received)";
         assert!(keys_notice(closed, "carl").starts_with("🔒 waiting for keys: carl must be online"));
-    }
-
-    #[tokio::test]
-    async fn a_member_that_gave_no_key_package_is_asked_once_more() {
-        let calls = std::sync::atomic::AtomicUsize::new(0);
-        let got = with_keys_after(Duration::from_millis(1), || async {
-            let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            if n == 0 {
-                Err(NodeError::Transport(
-                    "waiting for keys: the peer answered no key package".into(),
-                ))
-            } else {
-                Ok(n)
-            }
-        })
-        .await;
-        assert_eq!(got.expect("the second try"), 1);
-        // An offline member is not asked again.
-        let calls = std::sync::atomic::AtomicUsize::new(0);
-        let got: Result<(), _> = with_keys_after(Duration::from_millis(1), || async {
-            calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            Err(NodeError::Transport(
-                "waiting for keys: x is not connected".into(),
-            ))
-        })
-        .await;
-        assert!(got.is_err());
-        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 }
