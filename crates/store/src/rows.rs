@@ -12,6 +12,15 @@ use crate::{Result, StoreError};
 pub(crate) const USER_COLUMNS: &str =
     "id, username, display_name, avatar_media_id, status_text, created_at";
 
+/// [`USER_COLUMNS`] qualified with a table alias (`u.id, u.username, …`).
+pub(crate) fn user_columns(alias: &str) -> String {
+    USER_COLUMNS
+        .split(", ")
+        .map(|c| format!("{alias}.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Columns of `messages` that make a [`MessageRecord`], in this order.
 pub(crate) const MESSAGE_COLUMNS: &str =
     "conversation_id, seq, sender_id, client_msg_id, kind, body, ts, edited_at, deleted_at, reactions";

@@ -5,6 +5,8 @@
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
+use confab_proto::UserId;
+
 use crate::types::{NewToken, TokenKind};
 use crate::Result;
 
@@ -32,6 +34,9 @@ pub(crate) fn in_ids(column: &str, param: &str) -> String {
     format!("{column} = ANY({param})")
 }
 
+/// The scalar "larger of two" function.
+pub(crate) const GREATEST: &str = "GREATEST";
+
 /// The value to bind for [`in_ids`].
 pub(crate) fn id_list(ids: &[i64]) -> Result<IdList> {
     Ok(ids.to_vec())
@@ -41,6 +46,19 @@ pub(crate) fn id_list(ids: &[i64]) -> Result<IdList> {
 /// serialised, and the second sees the first's write.
 pub(crate) fn for_update_of(alias: &str) -> String {
     format!("FOR UPDATE OF {alias}")
+}
+
+/// Locks the rows of these users, in id order, until the transaction ends
+/// (`FOR NO KEY UPDATE`, which does not stop foreign-key checks).
+pub(crate) async fn lock_users(tx: &mut Conn, users: &[UserId]) -> Result<()> {
+    let mut ids = users.to_vec();
+    ids.sort_unstable();
+    ids.dedup();
+    sqlx::query("SELECT id FROM users WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
+        .bind(&ids)
+        .fetch_all(&mut *tx)
+        .await?;
+    Ok(())
 }
 
 /// The `tokens.kind` code (a SMALLINT).

@@ -32,6 +32,7 @@ mod media;
 mod oidc;
 mod rows;
 mod search;
+#[path = "../shared/social.rs"]
 mod social;
 
 use std::collections::HashMap;

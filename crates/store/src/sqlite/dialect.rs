@@ -6,6 +6,8 @@
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
 
+use confab_proto::UserId;
+
 use crate::types::{NewToken, TokenKind};
 use crate::Result;
 
@@ -35,6 +37,9 @@ pub(crate) fn in_ids(column: &str, param: &str) -> String {
     format!("{column} IN (SELECT value FROM json_each({param}))")
 }
 
+/// The scalar "larger of two" function (SQLite's multi-argument `MAX`).
+pub(crate) const GREATEST: &str = "MAX";
+
 /// The value to bind for [`in_ids`].
 pub(crate) fn id_list(ids: &[i64]) -> Result<IdList> {
     Ok(serde_json::to_string(ids)?)
@@ -44,6 +49,12 @@ pub(crate) fn id_list(ids: &[i64]) -> Result<IdList> {
 /// write transaction begins `IMMEDIATE`) already serialises the writes.
 pub(crate) fn for_update_of(_alias: &str) -> String {
     String::new()
+}
+
+/// Locks users' rows: nothing to do on SQLite, where the write transaction
+/// (begun `IMMEDIATE`) already holds the database's one write lock.
+pub(crate) async fn lock_users(_tx: &mut Conn, _users: &[UserId]) -> Result<()> {
+    Ok(())
 }
 
 /// The `tokens.kind` code.

@@ -23,6 +23,7 @@ mod media;
 mod oidc;
 mod rows;
 pub(crate) mod search;
+#[path = "../shared/social.rs"]
 mod social;
 mod writer;
 
