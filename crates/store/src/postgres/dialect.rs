@@ -10,6 +10,8 @@ use confab_proto::UserId;
 use crate::types::{NewToken, TokenKind};
 use crate::Result;
 
+/// The database.
+pub(crate) type Db = Postgres;
 /// The pool the shared code runs its statements on.
 pub(crate) type Pool = PgPool;
 /// A result row.
@@ -37,6 +39,9 @@ pub(crate) fn in_ids(column: &str, param: &str) -> String {
 /// The scalar "larger of two" function.
 pub(crate) const GREATEST: &str = "GREATEST";
 
+/// Taking a row that another transaction holds skips it instead of waiting.
+pub(crate) const SKIP_LOCKED: &str = "FOR UPDATE SKIP LOCKED";
+
 /// The value to bind for [`in_ids`].
 pub(crate) fn id_list(ids: &[i64]) -> Result<IdList> {
     Ok(ids.to_vec())
@@ -57,6 +62,15 @@ pub(crate) async fn lock_users(tx: &mut Conn, users: &[UserId]) -> Result<()> {
     sqlx::query("SELECT id FROM users WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
         .bind(&ids)
         .fetch_all(&mut *tx)
+        .await?;
+    Ok(())
+}
+
+/// Locks a device's row until the transaction ends.
+pub(crate) async fn lock_device(tx: &mut Conn, device: i64) -> Result<()> {
+    sqlx::query("SELECT id FROM devices WHERE id = $1 FOR UPDATE")
+        .bind(device)
+        .execute(&mut *tx)
         .await?;
     Ok(())
 }

@@ -25,6 +25,7 @@ mod changes;
 mod commit;
 mod conversations;
 mod dialect;
+#[path = "../shared/e2ee.rs"]
 mod e2ee;
 mod groups;
 mod media;

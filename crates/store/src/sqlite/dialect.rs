@@ -11,6 +11,8 @@ use confab_proto::UserId;
 use crate::types::{NewToken, TokenKind};
 use crate::Result;
 
+/// The database.
+pub(crate) type Db = Sqlite;
 /// The pool the shared code runs its statements on.
 pub(crate) type Pool = SqlitePool;
 /// A result row.
@@ -40,6 +42,9 @@ pub(crate) fn in_ids(column: &str, param: &str) -> String {
 /// The scalar "larger of two" function (SQLite's multi-argument `MAX`).
 pub(crate) const GREATEST: &str = "MAX";
 
+/// No row locks on SQLite: its one writer takes rows one at a time anyway.
+pub(crate) const SKIP_LOCKED: &str = "";
+
 /// The value to bind for [`in_ids`].
 pub(crate) fn id_list(ids: &[i64]) -> Result<IdList> {
     Ok(serde_json::to_string(ids)?)
@@ -54,6 +59,11 @@ pub(crate) fn for_update_of(_alias: &str) -> String {
 /// Locks users' rows: nothing to do on SQLite, where the write transaction
 /// (begun `IMMEDIATE`) already holds the database's one write lock.
 pub(crate) async fn lock_users(_tx: &mut Conn, _users: &[UserId]) -> Result<()> {
+    Ok(())
+}
+
+/// Locks a device's row: nothing to do on SQLite (see [`lock_users`]).
+pub(crate) async fn lock_device(_tx: &mut Conn, _device: i64) -> Result<()> {
     Ok(())
 }
 

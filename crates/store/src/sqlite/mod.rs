@@ -16,6 +16,7 @@ mod batch_changes;
 pub(crate) mod changes;
 mod conversations;
 mod dialect;
+#[path = "../shared/e2ee.rs"]
 mod e2ee;
 mod groups;
 mod media;
