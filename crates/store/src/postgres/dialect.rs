@@ -66,10 +66,10 @@ pub(crate) async fn lock_users(tx: &mut Conn, users: &[UserId]) -> Result<()> {
     Ok(())
 }
 
-/// Locks a device's row until the transaction ends.
-pub(crate) async fn lock_device(tx: &mut Conn, device: i64) -> Result<()> {
-    sqlx::query("SELECT id FROM devices WHERE id = $1 FOR UPDATE")
-        .bind(device)
+/// Locks the row of `table` with this `id` until the transaction ends.
+pub(crate) async fn lock_row(tx: &mut Conn, table: &str, id: i64) -> Result<()> {
+    sqlx::query(&format!("SELECT 1 FROM {table} WHERE id = $1 FOR UPDATE"))
+        .bind(id)
         .execute(&mut *tx)
         .await?;
     Ok(())

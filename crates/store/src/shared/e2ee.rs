@@ -116,7 +116,7 @@ pub(crate) async fn add_key_packages(
 ) -> Result<Option<KeyPackageStock>> {
     let mut tx = dialect::begin_write(db).await?;
     // Uploads of one device wait for each other (the stock check).
-    dialect::lock_device(&mut tx, device).await?;
+    dialect::lock_row(&mut tx, "devices", device).await?;
     let before = stock_in(&mut *tx, device).await?;
     if before.stock + packages.len() as i64 > max_stock {
         return Ok(None);

@@ -62,8 +62,8 @@ pub(crate) async fn lock_users(_tx: &mut Conn, _users: &[UserId]) -> Result<()> 
     Ok(())
 }
 
-/// Locks a device's row: nothing to do on SQLite (see [`lock_users`]).
-pub(crate) async fn lock_device(_tx: &mut Conn, _device: i64) -> Result<()> {
+/// Locks a row: nothing to do on SQLite (see [`lock_users`]).
+pub(crate) async fn lock_row(_tx: &mut Conn, _table: &str, _id: i64) -> Result<()> {
     Ok(())
 }
 

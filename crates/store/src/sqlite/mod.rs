@@ -19,6 +19,7 @@ mod dialect;
 #[path = "../shared/e2ee.rs"]
 mod e2ee;
 mod groups;
+#[path = "../shared/media.rs"]
 mod media;
 #[path = "../shared/oidc.rs"]
 mod oidc;
