@@ -13,7 +13,7 @@ use confab_proto::{ConversationId, MessageKind, MessageRecord, Millis, Seq, User
 use serde_json::json;
 use sqlx::{PgConnection, PgPool};
 
-use super::groups::notice;
+use super::notice::notice;
 use super::rows::{self, MESSAGE_COLUMNS};
 use crate::sqlite::changes::{plan, Write};
 use crate::types::*;

@@ -30,6 +30,8 @@ mod e2ee;
 mod groups;
 #[path = "../shared/media.rs"]
 mod media;
+#[path = "../shared/notice.rs"]
+mod notice;
 #[path = "../shared/oidc.rs"]
 mod oidc;
 mod rows;

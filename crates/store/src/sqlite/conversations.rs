@@ -103,7 +103,7 @@ pub(crate) async fn create_group(
         title: title.to_owned(),
     }
     .to_body();
-    super::groups::notice(&mut tx, id, owner, body, now).await?;
+    super::notice::notice(&mut tx, id, owner, body, now).await?;
     tx.commit().await?;
     Ok(id)
 }

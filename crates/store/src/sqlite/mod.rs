@@ -18,9 +18,10 @@ mod conversations;
 mod dialect;
 #[path = "../shared/e2ee.rs"]
 mod e2ee;
-mod groups;
 #[path = "../shared/media.rs"]
 mod media;
+#[path = "../shared/notice.rs"]
+mod notice;
 #[path = "../shared/oidc.rs"]
 mod oidc;
 mod rows;
