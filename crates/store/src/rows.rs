@@ -14,7 +14,17 @@ pub(crate) const USER_COLUMNS: &str =
 
 /// [`USER_COLUMNS`] qualified with a table alias (`u.id, u.username, …`).
 pub(crate) fn user_columns(alias: &str) -> String {
-    USER_COLUMNS
+    qualify(USER_COLUMNS, alias)
+}
+
+/// [`MESSAGE_COLUMNS`] qualified with a table alias.
+pub(crate) fn message_columns(alias: &str) -> String {
+    qualify(MESSAGE_COLUMNS, alias)
+}
+
+/// A `", "`-separated column list with each column prefixed by `alias.`.
+fn qualify(columns: &str, alias: &str) -> String {
+    columns
         .split(", ")
         .map(|c| format!("{alias}.{c}"))
         .collect::<Vec<_>>()

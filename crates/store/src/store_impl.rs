@@ -325,7 +325,7 @@ macro_rules! store_impl {
                 user: UserId,
                 seq: Seq,
             ) -> Result<Option<MessageRecord>> {
-                changes::message_for(&self.$r, id, user, seq).await
+                conversations::message_for(&self.$r, id, user, seq).await
             }
 
             async fn search_messages(

@@ -8,8 +8,6 @@
 use confab_proto::UserId;
 use sqlx::{PgPool, Postgres, QueryBuilder};
 
-use super::changes::qualified;
-
 use crate::search::{plan_round, text, IndexBackend, QueueRow, Queued, ROUND};
 use crate::types::*;
 use crate::Result;
@@ -36,7 +34,7 @@ pub(crate) async fn search(
          FROM message_search s
          JOIN messages m ON m.conversation_id = s.conversation_id AND m.seq = s.seq
          JOIN members mb ON mb.conversation_id = m.conversation_id AND mb.user_id = ",
-        qualified("m")
+        super::rows::message_columns("m")
     ));
     q.push_bind(user);
     q.push(", CAST(");

@@ -417,3 +417,25 @@ pub(crate) async fn sync(
     }
     Ok(out)
 }
+
+/// One message as `user` may see it: a member, and the message after
+/// their `joined_seq`.
+pub(crate) async fn message_for(
+    db: &Pool,
+    id: ConversationId,
+    user: UserId,
+    seq: Seq,
+) -> Result<Option<MessageRecord>> {
+    let row = sqlx::query(&format!(
+        "SELECT {} FROM messages m JOIN members mb
+           ON mb.conversation_id = m.conversation_id AND mb.user_id = $1
+         WHERE m.conversation_id = $2 AND m.seq = $3 AND m.seq > mb.joined_seq",
+        rows::message_columns("m")
+    ))
+    .bind(user)
+    .bind(id)
+    .bind(seq)
+    .fetch_optional(db)
+    .await?;
+    row.as_ref().map(rows::message).transpose()
+}

@@ -6,8 +6,6 @@
 use confab_proto::UserId;
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 
-use super::changes::qualified;
-
 use crate::search::{plan_round, text, IndexBackend, QueueRow, Queued, ROUND};
 use crate::types::*;
 use crate::Result;
@@ -36,7 +34,7 @@ pub(crate) async fn search(
          JOIN messages m ON m.conversation_id = message_index.rowid >> 32
                         AND m.seq = message_index.rowid & 4294967295
          JOIN members mb ON mb.conversation_id = m.conversation_id AND mb.user_id = ",
-        qualified("m")
+        super::rows::message_columns("m")
     ));
     q.push_bind(user);
     q.push(" WHERE message_index MATCH ");
