@@ -18,6 +18,13 @@
 //! crate needs no database. Migrations (`migrations/postgres`) are embedded
 //! and run by [`PostgresStore::open`]. A commit returns only once the server
 //! has made it durable (PostgreSQL's default `synchronous_commit=on`).
+//!
+//! The code this backend shares with the SQLite one is written once in
+//! `src/shared/` and compiled here as this backend's `accounts`, `oidc`,
+//! `social`, `e2ee`, `media` and `notice` modules (and inside
+//! `conversations` and `search`), over this backend's `dialect` module: the
+//! pool and row types and the few SQL points where the dialects differ. The
+//! `Store` methods that only delegate are written once in `store_impl!`.
 
 #[path = "../shared/accounts.rs"]
 mod accounts;

@@ -8,6 +8,13 @@
 //! transaction begins `IMMEDIATE`, so the two writers queue on SQLite's
 //! lock instead of failing. Reads use a small pool of read-only sqlx
 //! connections concurrently with the writers.
+//!
+//! The code this backend shares with the PostgreSQL one is written once in
+//! `src/shared/` and compiled here as this backend's `accounts`, `oidc`,
+//! `social`, `e2ee`, `media` and `notice` modules (and inside
+//! `conversations` and `search`), over this backend's `dialect` module: the
+//! pool and row types and the few SQL points where the dialects differ. The
+//! `Store` methods that only delegate are written once in `store_impl!`.
 
 #[path = "../shared/accounts.rs"]
 mod accounts;
