@@ -24,11 +24,7 @@ pub(crate) async fn get_or_create_direct(
     now: Millis,
 ) -> Result<(ConversationId, bool)> {
     let key = direct_key(a, b, encrypted);
-    let existing: Option<i64> =
-        sqlx::query_scalar("SELECT id FROM conversations WHERE direct_key = $1")
-            .bind(&key)
-            .fetch_optional(db)
-            .await?;
+    let existing = direct_id(db, &key).await?;
     if let Some(id) = existing {
         return Ok((id, false));
     }
@@ -102,12 +98,7 @@ pub(crate) async fn create_group(
     .bind(now)
     .execute(&mut *tx)
     .await?;
-    let body = confab_proto::SystemNotice::GroupCreated {
-        by_user_id: owner,
-        title: title.to_owned(),
-    }
-    .to_body();
-    super::notice::notice(&mut tx, id, owner, body, now).await?;
+    group_created(&mut tx, id, owner, title, now).await?;
     tx.commit().await?;
     Ok(id)
 }

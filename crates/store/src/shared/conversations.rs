@@ -11,7 +11,7 @@ use confab_proto::api::{Conversation, ConversationKind, Member, Role, MEMBERS_IN
 use confab_proto::{ConversationId, MessageKind, MessageRecord, Seq, UserId};
 use sqlx::Row;
 
-use super::dialect::{DbRow, Pool};
+use super::dialect::{Conn, Db, DbRow, Pool};
 use super::rows::{self, MESSAGE_COLUMNS};
 use crate::types::*;
 use crate::{Result, StoreError};
@@ -30,6 +30,36 @@ pub(crate) fn direct_users(a: UserId, b: UserId) -> Vec<UserId> {
         users.push(b);
     }
     users
+}
+
+/// The id of the direct conversation with this `direct_key`, if made.
+pub(crate) async fn direct_id(
+    db: impl sqlx::Executor<'_, Database = Db>,
+    key: &str,
+) -> Result<Option<ConversationId>> {
+    Ok(
+        sqlx::query_scalar("SELECT id FROM conversations WHERE direct_key = $1")
+            .bind(key)
+            .fetch_optional(db)
+            .await?,
+    )
+}
+
+/// Appends the `system` notice of a new group (its first message).
+pub(crate) async fn group_created(
+    tx: &mut Conn,
+    id: ConversationId,
+    owner: UserId,
+    title: &str,
+    now: Millis,
+) -> Result<()> {
+    let body = confab_proto::SystemNotice::GroupCreated {
+        by_user_id: owner,
+        title: title.to_owned(),
+    }
+    .to_body();
+    super::super::notice::notice(tx, id, owner, body, now).await?;
+    Ok(())
 }
 
 /// The members of a new group: the owner first, then each other member once.

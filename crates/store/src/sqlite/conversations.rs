@@ -25,11 +25,7 @@ pub(crate) async fn get_or_create_direct(
 ) -> Result<(ConversationId, bool)> {
     let key = direct_key(a, b, encrypted);
     let mut tx = dialect::begin_write(db).await?;
-    let existing: Option<i64> =
-        sqlx::query_scalar("SELECT id FROM conversations WHERE direct_key = ?")
-            .bind(&key)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let existing = direct_id(&mut *tx, &key).await?;
     if let Some(id) = existing {
         return Ok((id, false));
     }
@@ -98,12 +94,7 @@ pub(crate) async fn create_group(
         .bind(id)
         .execute(&mut *tx)
         .await?;
-    let body = confab_proto::SystemNotice::GroupCreated {
-        by_user_id: owner,
-        title: title.to_owned(),
-    }
-    .to_body();
-    super::notice::notice(&mut tx, id, owner, body, now).await?;
+    group_created(&mut tx, id, owner, title, now).await?;
     tx.commit().await?;
     Ok(id)
 }
