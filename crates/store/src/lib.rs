@@ -11,10 +11,17 @@
 //! idempotency.
 
 mod error;
+// Before the backends: `store_impl!` is textually scoped.
+#[macro_use]
+mod store_impl;
 mod group_plan;
+// The files of `src/shared/` are compiled once inside each backend.
+#[allow(clippy::duplicate_mod)]
 pub mod postgres;
 mod rows;
 mod search;
+// The files of `src/shared/` are compiled once inside each backend.
+#[allow(clippy::duplicate_mod)]
 pub mod sqlite;
 mod types;
 mod write_plan;

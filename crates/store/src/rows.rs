@@ -12,6 +12,25 @@ use crate::{Result, StoreError};
 pub(crate) const USER_COLUMNS: &str =
     "id, username, display_name, avatar_media_id, status_text, created_at";
 
+/// [`USER_COLUMNS`] qualified with a table alias (`u.id, u.username, …`).
+pub(crate) fn user_columns(alias: &str) -> String {
+    qualify(USER_COLUMNS, alias)
+}
+
+/// [`MESSAGE_COLUMNS`] qualified with a table alias.
+pub(crate) fn message_columns(alias: &str) -> String {
+    qualify(MESSAGE_COLUMNS, alias)
+}
+
+/// A `", "`-separated column list with each column prefixed by `alias.`.
+fn qualify(columns: &str, alias: &str) -> String {
+    columns
+        .split(", ")
+        .map(|c| format!("{alias}.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Columns of `messages` that make a [`MessageRecord`], in this order.
 pub(crate) const MESSAGE_COLUMNS: &str =
     "conversation_id, seq, sender_id, client_msg_id, kind, body, ts, edited_at, deleted_at, reactions";

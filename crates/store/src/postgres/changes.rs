@@ -9,24 +9,15 @@
 use std::sync::Arc;
 
 use confab_proto::error::ErrorCode;
-use confab_proto::{ConversationId, MessageKind, MessageRecord, Millis, Seq, UserId};
+use confab_proto::{MessageKind, Millis, Seq, UserId};
 use serde_json::json;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 
-use super::groups::notice;
+use super::notice::notice;
 use super::rows::{self, MESSAGE_COLUMNS};
 use crate::sqlite::changes::{plan, Write};
 use crate::types::*;
 use crate::Result;
-
-/// [`MESSAGE_COLUMNS`] qualified with a table alias.
-pub(crate) fn qualified(alias: &str) -> String {
-    MESSAGE_COLUMNS
-        .split(", ")
-        .map(|c| format!("{alias}.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ")
-}
 
 /// Applies one change. `Ok(Err(code))` is a refusal with nothing written.
 pub(crate) async fn apply(
@@ -167,26 +158,4 @@ pub(crate) async fn apply(
         members,
         viewers,
     }))
-}
-
-/// One message as `user` may see it: a member, and the message after
-/// their `joined_seq`.
-pub(crate) async fn message_for(
-    db: &PgPool,
-    id: ConversationId,
-    user: UserId,
-    seq: Seq,
-) -> Result<Option<MessageRecord>> {
-    let row = sqlx::query(&format!(
-        "SELECT {} FROM messages m JOIN members mb
-           ON mb.conversation_id = m.conversation_id AND mb.user_id = $1
-         WHERE m.conversation_id = $2 AND m.seq = $3 AND m.seq > mb.joined_seq",
-        qualified("m")
-    ))
-    .bind(user)
-    .bind(id)
-    .bind(seq)
-    .fetch_optional(db)
-    .await?;
-    row.as_ref().map(rows::message).transpose()
 }

@@ -26,6 +26,7 @@ use confab_proto::api::ConversationKind;
 use confab_proto::{ConversationId, Seq, UserId};
 use sqlx::{PgConnection, PgPool, Row};
 
+use super::media::media_id_of;
 use super::{changes, groups};
 use crate::types::*;
 use crate::write_plan::{self as plan, conversation_of, Members, Pair};
@@ -377,7 +378,7 @@ async fn append_messages(
         .await?;
     }
     insert_mentions(tx, &assigned, members).await?;
-    super::media::insert_message_media(tx, &assigned).await?;
+    insert_message_media(tx, &assigned).await?;
     plan::appended(&assigned, &repeats, members, out);
     Ok(())
 }
@@ -504,5 +505,38 @@ async fn move_cursors(
         let Some(op) = ops.get(i) else { continue };
         plan::cursor_moved(out, i, conversation_of(op), seq, members);
     }
+    Ok(())
+}
+
+/// Records which new messages reference which media: one statement for the
+/// whole batch (UNNEST of three arrays), none when no message carries media.
+pub(crate) async fn insert_message_media(
+    tx: &mut PgConnection,
+    assigned: &[(usize, &NewMessage, Seq)],
+) -> Result<()> {
+    let mut ids: Vec<String> = Vec::new();
+    let mut convs: Vec<ConversationId> = Vec::new();
+    let mut seqs: Vec<Seq> = Vec::new();
+    for &(_, m, seq) in assigned {
+        if let Some(id) = media_id_of(m) {
+            ids.push(id);
+            convs.push(m.conversation_id);
+            seqs.push(seq);
+        }
+    }
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO message_media (media_id, conversation_id, seq)
+         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[])
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(&convs)
+    .bind(&seqs)
+    .persistent(true)
+    .execute(&mut *tx)
+    .await?;
     Ok(())
 }

@@ -10,10 +10,10 @@ use std::sync::Arc;
 
 use confab_proto::api::Role;
 use confab_proto::error::ErrorCode;
-use confab_proto::{ConversationId, MessageKind, MessageRecord, Millis, Seq, UserId};
-use serde_json::Value;
+use confab_proto::{ConversationId, Millis, UserId};
 use sqlx::{PgConnection, Row};
 
+use super::notice::notice;
 use super::rows::role_name;
 use crate::group_plan as rules;
 use crate::types::*;
@@ -72,49 +72,6 @@ async fn was_member(tx: &mut PgConnection, id: ConversationId, user: UserId) -> 
     .bind(user)
     .fetch_one(&mut *tx)
     .await?)
-}
-
-/// Appends one `system` message and returns it.
-pub(crate) async fn notice(
-    tx: &mut PgConnection,
-    id: ConversationId,
-    by: UserId,
-    body: Value,
-    ts: Millis,
-) -> Result<MessageRecord> {
-    let seq: Seq = sqlx::query_scalar(
-        "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq",
-    )
-    .bind(id)
-    .fetch_one(&mut *tx)
-    .await?;
-    // '/' is not allowed in client ids, so no client can take this key.
-    let client_msg_id = format!("system/{id}/{seq}");
-    sqlx::query(
-        "INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, kind, body, ts)
-         VALUES ($1, $2, $3, $4, 'system', $5, $6)",
-    )
-    .bind(id)
-    .bind(seq)
-    .bind(by)
-    .bind(&client_msg_id)
-    .bind(body.to_string())
-    .bind(ts)
-    .execute(&mut *tx)
-    .await?;
-    Ok(MessageRecord {
-        conversation_id: id,
-        seq,
-        sender_id: by,
-        client_msg_id,
-        kind: MessageKind::System,
-        body,
-        ts,
-        read_by: None,
-        edited_at: None,
-        deleted: false,
-        reactions: Default::default(),
-    })
 }
 
 async fn set_role(

@@ -8,11 +8,14 @@
 use confab_proto::UserId;
 use sqlx::{PgPool, Postgres, QueryBuilder};
 
-use super::changes::qualified;
-use super::rows;
-use crate::search::{hit, plan_round, text, IndexBackend, QueueRow, Queued, ROUND};
+use crate::search::{plan_round, text, IndexBackend, QueueRow, Queued, ROUND};
 use crate::types::*;
 use crate::Result;
+
+#[path = "../shared/search.rs"]
+mod shared;
+
+pub(crate) use shared::backlog;
 
 /// Advisory lock key of the indexer: one node indexes at a time, so two
 /// rounds never write the same key out of order.
@@ -26,13 +29,12 @@ pub(crate) async fn search(
     let Some(plan) = text::plan(&query.q) else {
         return Ok((Vec::new(), false));
     };
-    let limit = i64::from(query.limit.max(1));
     let mut q: QueryBuilder<Postgres> = QueryBuilder::new(format!(
         "SELECT {}, ts_rank(s.tokens, tq) AS rank
          FROM message_search s
          JOIN messages m ON m.conversation_id = s.conversation_id AND m.seq = s.seq
          JOIN members mb ON mb.conversation_id = m.conversation_id AND mb.user_id = ",
-        qualified("m")
+        super::rows::message_columns("m")
     ));
     q.push_bind(user);
     q.push(", CAST(");
@@ -41,37 +43,7 @@ pub(crate) async fn search(
         " AS tsquery) tq
          WHERE s.tokens @@ tq AND m.deleted_at IS NULL AND m.seq > mb.joined_seq",
     );
-    if let Some(c) = query.conversation_id {
-        q.push(" AND m.conversation_id = ").push_bind(c);
-    }
-    if let Some(s) = query.sender_id {
-        q.push(" AND m.sender_id = ").push_bind(s);
-    }
-    if let Some(t) = query.before {
-        q.push(" AND m.ts < ").push_bind(t);
-    }
-    if let Some(t) = query.after {
-        q.push(" AND m.ts > ").push_bind(t);
-    }
-    q.push(" ORDER BY rank DESC, m.ts DESC, m.conversation_id, m.seq DESC LIMIT ");
-    q.push_bind(limit + 1);
-    q.push(" OFFSET ").push_bind(i64::from(query.offset));
-    let found = q.build().fetch_all(db).await?;
-    let has_more = found.len() as i64 > limit;
-    let hits = found
-        .iter()
-        .take(limit as usize)
-        .map(|row| rows::message(row).map(|m| hit(&plan, m)))
-        .collect::<Result<Vec<_>>>()?;
-    Ok((hits, has_more))
-}
-
-/// Keys committed but not indexed yet.
-pub(crate) async fn backlog(db: &PgPool) -> Result<u64> {
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM search_queue")
-        .fetch_one(db)
-        .await?;
-    Ok(n.max(0) as u64)
+    shared::finish(db, q, &plan, query, "rank DESC").await
 }
 
 /// Empties the index and queues every searchable message again.
@@ -84,14 +56,7 @@ pub(crate) async fn rebuild(db: &PgPool) -> Result<()> {
     sqlx::query("DELETE FROM message_search")
         .execute(&mut *tx)
         .await?;
-    sqlx::query(
-        "INSERT INTO search_queue (conversation_id, seq)
-         SELECT conversation_id, seq FROM messages
-         WHERE kind IN ('text', 'image', 'voice', 'file') AND deleted_at IS NULL
-         ORDER BY conversation_id, seq",
-    )
-    .execute(&mut *tx)
-    .await?;
+    shared::requeue_all(&mut tx).await?;
     tx.commit().await?;
     Ok(())
 }

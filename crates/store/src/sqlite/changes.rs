@@ -1,17 +1,16 @@
 //! The rules of edits, deletions for everyone and reactions ([`plan`],
-//! shared with PostgreSQL), and reading one message. The writes themselves
-//! run on the writer thread (`batch_changes.rs`).
+//! shared with PostgreSQL). The writes themselves run on the writer thread
+//! (`batch_changes.rs`); reading one message is `conversations::message_for`
+//! (`src/shared/conversations.rs`).
 
 use confab_proto::SystemNotice;
 use std::collections::BTreeMap;
 
 use confab_proto::error::ErrorCode;
-use confab_proto::{ConversationId, MessageKind, MessageRecord, Millis, Seq, UserId};
+use confab_proto::{MessageKind, MessageRecord, Millis, UserId};
 use serde_json::Value;
 
-use super::rows::{self, MESSAGE_COLUMNS};
 use crate::types::*;
-use crate::Result;
 
 /// What to write for a change.
 pub(crate) enum Write {
@@ -147,35 +146,4 @@ pub(crate) fn plan(
             }))
         }
     }
-}
-
-/// One message as `user` may see it: a member, and the message after
-/// their `joined_seq`.
-pub(crate) async fn message_for(
-    db: &sqlx::SqlitePool,
-    id: ConversationId,
-    user: UserId,
-    seq: Seq,
-) -> Result<Option<MessageRecord>> {
-    let row = sqlx::query(&format!(
-        "SELECT {} FROM messages m JOIN members mb
-           ON mb.conversation_id = m.conversation_id AND mb.user_id = ?
-         WHERE m.conversation_id = ? AND m.seq = ? AND m.seq > mb.joined_seq",
-        qualified("m")
-    ))
-    .bind(user)
-    .bind(id)
-    .bind(seq)
-    .fetch_optional(db)
-    .await?;
-    row.as_ref().map(rows::message).transpose()
-}
-
-/// [`MESSAGE_COLUMNS`] qualified with a table alias.
-pub(crate) fn qualified(alias: &str) -> String {
-    MESSAGE_COLUMNS
-        .split(", ")
-        .map(|c| format!("{alias}.{c}"))
-        .collect::<Vec<_>>()
-        .join(", ")
 }

@@ -8,18 +8,32 @@
 //! transaction begins `IMMEDIATE`, so the two writers queue on SQLite's
 //! lock instead of failing. Reads use a small pool of read-only sqlx
 //! connections concurrently with the writers.
+//!
+//! The code this backend shares with the PostgreSQL one is written once in
+//! `src/shared/` and compiled here as this backend's `accounts`, `oidc`,
+//! `social`, `e2ee`, `media` and `notice` modules (and inside
+//! `conversations` and `search`), over this backend's `dialect` module: the
+//! pool and row types and the few SQL points where the dialects differ. The
+//! `Store` methods that only delegate are written once in `store_impl!`.
 
+#[path = "../shared/accounts.rs"]
 mod accounts;
 mod batch;
 mod batch_changes;
 pub(crate) mod changes;
 mod conversations;
+mod dialect;
+#[path = "../shared/e2ee.rs"]
 mod e2ee;
-mod groups;
+#[path = "../shared/media.rs"]
 mod media;
+#[path = "../shared/notice.rs"]
+mod notice;
+#[path = "../shared/oidc.rs"]
 mod oidc;
 mod rows;
 pub(crate) mod search;
+#[path = "../shared/social.rs"]
 mod social;
 mod writer;
 
@@ -28,7 +42,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
 use confab_proto::api::{Conversation, FriendRequest, Member, User};
 use confab_proto::e2ee::{DeviceInfo, KeyPackageStock};
 use confab_proto::{ConversationId, DeviceId, MessageRecord, Seq, UserId};
@@ -154,282 +167,7 @@ impl SqliteStore {
     }
 }
 
-#[async_trait]
-impl Store for SqliteStore {
-    async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.reader).await?;
-        Ok(())
-    }
-
-    async fn create_user(&self, new: NewUser) -> Result<User> {
-        accounts::create_user(&self.writer, new).await
-    }
-
-    async fn oidc_identity_user(&self, identity: &OidcIdentity) -> Result<Option<UserId>> {
-        oidc::identity_user(&self.reader, identity).await
-    }
-
-    async fn oidc_identities_of(&self, user: UserId) -> Result<Vec<OidcIdentity>> {
-        oidc::identities_of(&self.reader, user).await
-    }
-
-    async fn create_oidc_user(&self, new: NewUser, identity: OidcIdentity) -> Result<OidcSignup> {
-        oidc::create_user(&self.writer, new, identity).await
-    }
-
-    async fn link_oidc_identity(
-        &self,
-        user: UserId,
-        identity: OidcIdentity,
-        now: Millis,
-    ) -> Result<OidcLink> {
-        oidc::link(&self.writer, user, identity, now).await
-    }
-
-    async fn put_oidc_pending(
-        &self,
-        key_hash: &[u8],
-        payload: &str,
-        expires_at: Millis,
-        now: Millis,
-        max_rows: u64,
-    ) -> Result<bool> {
-        oidc::put_pending(&self.writer, key_hash, payload, expires_at, now, max_rows).await
-    }
-
-    async fn take_oidc_pending(&self, key_hash: &[u8], now: Millis) -> Result<Option<String>> {
-        oidc::take_pending(&self.writer, key_hash, now).await
-    }
-
-    async fn credentials_by_username(&self, key: &str) -> Result<Option<UserCredentials>> {
-        accounts::credentials_by_username(&self.reader, key).await
-    }
-
-    async fn user(&self, id: UserId) -> Result<Option<User>> {
-        accounts::user(&self.reader, id).await
-    }
-
-    async fn users(&self, ids: &[UserId]) -> Result<Vec<User>> {
-        accounts::users(&self.reader, ids).await
-    }
-
-    async fn search_users(&self, prefix_key: &str, limit: u32) -> Result<Vec<User>> {
-        accounts::search_users(&self.reader, prefix_key, limit).await
-    }
-
-    async fn update_profile(&self, id: UserId, update: ProfileUpdate) -> Result<Option<User>> {
-        accounts::update_profile(&self.writer, id, update).await
-    }
-
-    async fn create_device(
-        &self,
-        user_id: UserId,
-        name: Option<String>,
-        public_key: Option<String>,
-        now: Millis,
-    ) -> Result<DeviceId> {
-        accounts::create_device(&self.writer, user_id, name, public_key, now).await
-    }
-
-    async fn insert_tokens(&self, tokens: Vec<NewToken>) -> Result<()> {
-        accounts::insert_tokens(&self.writer, tokens).await
-    }
-
-    async fn access_token_owner(&self, hash: &[u8], now: Millis) -> Result<Option<TokenOwner>> {
-        accounts::access_token_owner(&self.reader, hash, now).await
-    }
-
-    async fn spend_refresh_token(&self, hash: &[u8], now: Millis) -> Result<RefreshOutcome> {
-        accounts::spend_refresh_token(&self.writer, hash, now).await
-    }
-
-    async fn revoke_device(&self, device_id: DeviceId, now: Millis) -> Result<()> {
-        accounts::revoke_device(&self.writer, device_id, now).await
-    }
-
-    async fn change_password(
-        &self,
-        user: UserId,
-        password_hash: &str,
-        keep_device: DeviceId,
-        now: Millis,
-    ) -> Result<()> {
-        accounts::change_password(&self.writer, user, password_hash, keep_device, now).await
-    }
-
-    async fn get_or_create_direct(
-        &self,
-        a: UserId,
-        b: UserId,
-        encrypted: bool,
-        now: Millis,
-    ) -> Result<(ConversationId, bool)> {
-        conversations::get_or_create_direct(&self.writer, a, b, encrypted, now).await
-    }
-
-    async fn create_group(
-        &self,
-        owner: UserId,
-        title: &str,
-        members: &[UserId],
-        encrypted: bool,
-        now: Millis,
-    ) -> Result<ConversationId> {
-        conversations::create_group(&self.writer, owner, title, members, encrypted, now).await
-    }
-
-    async fn conversation_for(
-        &self,
-        id: ConversationId,
-        user: UserId,
-    ) -> Result<Option<Conversation>> {
-        conversations::conversation_for(&self.reader, id, user).await
-    }
-
-    async fn conversations_for(&self, user: UserId) -> Result<Vec<Conversation>> {
-        conversations::conversations_for(&self.reader, user).await
-    }
-
-    async fn member(&self, id: ConversationId, user: UserId) -> Result<Option<Member>> {
-        conversations::member(&self.reader, id, user).await
-    }
-
-    async fn member_ids(&self, id: ConversationId) -> Result<Vec<UserId>> {
-        conversations::member_ids(&self.reader, id).await
-    }
-
-    async fn members(&self, id: ConversationId) -> Result<Vec<Member>> {
-        conversations::members(&self.reader, id).await
-    }
-
-    async fn was_member(&self, id: ConversationId, user: UserId) -> Result<bool> {
-        conversations::was_member(&self.reader, id, user).await
-    }
-
-    async fn audience(&self, id: ConversationId, user: UserId) -> Result<Option<Vec<UserId>>> {
-        conversations::audience(&self.reader, id, user).await
-    }
-
-    async fn set_muted(&self, id: ConversationId, user: UserId, muted: bool) -> Result<bool> {
-        conversations::set_muted(&self.writer, id, user, muted).await
-    }
-
-    async fn conversation_encrypted(&self, id: ConversationId) -> Result<Option<bool>> {
-        e2ee::conversation_encrypted(&self.reader, id).await
-    }
-
-    async fn pin_device_key(&self, device: DeviceId, key: &str) -> Result<Option<String>> {
-        e2ee::pin_device_key(&self.writer, device, key).await
-    }
-
-    async fn member_devices(
-        &self,
-        id: ConversationId,
-        devices: &[DeviceId],
-    ) -> Result<Vec<DeviceId>> {
-        e2ee::member_devices(&self.reader, id, devices).await
-    }
-
-    async fn live_devices(&self, user: UserId) -> Result<Vec<DeviceInfo>> {
-        e2ee::live_devices(&self.reader, user).await
-    }
-
-    async fn add_key_packages(
-        &self,
-        device: DeviceId,
-        packages: Vec<Vec<u8>>,
-        last_resort: Option<Vec<u8>>,
-        max_stock: i64,
-        now: Millis,
-    ) -> Result<Option<KeyPackageStock>> {
-        e2ee::add_key_packages(&self.writer, device, packages, last_resort, max_stock, now).await
-    }
-
-    async fn key_package_stock(&self, device: DeviceId) -> Result<KeyPackageStock> {
-        e2ee::key_package_stock(&self.reader, device).await
-    }
-
-    async fn claim_key_packages(
-        &self,
-        user: UserId,
-        devices: Option<&[DeviceId]>,
-    ) -> Result<Vec<(DeviceId, Vec<u8>)>> {
-        e2ee::claim_key_packages(&self.writer, user, devices).await
-    }
-
-    async fn send_friend_request(
-        &self,
-        from: UserId,
-        to: UserId,
-        message: Option<String>,
-        max_pending: u32,
-        now: Millis,
-    ) -> Result<FriendRequestOutcome> {
-        social::send_friend_request(&self.writer, from, to, message, max_pending, now).await
-    }
-
-    async fn friend_requests(&self, user: UserId, incoming: bool) -> Result<Vec<FriendRequest>> {
-        social::friend_requests(&self.reader, user, incoming).await
-    }
-
-    async fn answer_friend_request(
-        &self,
-        id: i64,
-        user: UserId,
-        accept: bool,
-        now: Millis,
-    ) -> Result<FriendAnswer> {
-        social::answer_friend_request(&self.writer, id, user, accept, now).await
-    }
-
-    async fn cancel_friend_request(&self, id: i64, user: UserId) -> Result<bool> {
-        social::cancel_friend_request(&self.writer, id, user).await
-    }
-
-    async fn friends(&self, user: UserId) -> Result<Vec<(User, Millis)>> {
-        social::friends(&self.reader, user).await
-    }
-
-    async fn friend_ids(&self, user: UserId) -> Result<Vec<UserId>> {
-        social::friend_ids(&self.reader, user).await
-    }
-
-    async fn unfriend(&self, a: UserId, b: UserId) -> Result<bool> {
-        social::unfriend(&self.writer, a, b).await
-    }
-
-    async fn block(&self, blocker: UserId, blocked: UserId, now: Millis) -> Result<bool> {
-        social::block(&self.writer, blocker, blocked, now).await
-    }
-
-    async fn unblock(&self, blocker: UserId, blocked: UserId) -> Result<bool> {
-        social::unblock(&self.writer, blocker, blocked).await
-    }
-
-    async fn blocked_users(&self, blocker: UserId) -> Result<Vec<User>> {
-        social::blocked_users(&self.reader, blocker).await
-    }
-
-    async fn blocked_either(&self, a: UserId, b: UserId) -> Result<bool> {
-        social::blocked_either(&self.reader, a, b).await
-    }
-
-    async fn blocks_among(&self, user: UserId, others: &[UserId]) -> Result<Vec<UserId>> {
-        social::blocks_among(&self.reader, user, others).await
-    }
-
-    async fn share_conversation(&self, a: UserId, b: UserId) -> Result<bool> {
-        social::share_conversation(&self.reader, a, b).await
-    }
-
-    async fn presence_records(&self, users: &[UserId]) -> Result<HashMap<UserId, PresenceRecord>> {
-        social::presence_records(&self.reader, users).await
-    }
-
-    async fn set_last_seen(&self, user: UserId, at: Millis) -> Result<()> {
-        social::set_last_seen(&self.writer, user, at).await
-    }
-
+store_impl!(SqliteStore, read: reader, write: writer, {
     async fn commit_batch(&self, ops: &[WriteOp], rules: CommitRules) -> Result<Vec<WriteOutcome>> {
         // The whole batch runs on the writer thread: one job, one
         // transaction, one fsync, one reply.
@@ -441,86 +179,4 @@ impl Store for SqliteStore {
         self.indexer.wake();
         Ok(out)
     }
-
-    async fn history(
-        &self,
-        id: ConversationId,
-        user: UserId,
-        query: HistoryQuery,
-    ) -> Result<(Vec<MessageRecord>, bool)> {
-        conversations::history(&self.reader, id, user, query).await
-    }
-
-    async fn sync(
-        &self,
-        user: UserId,
-        cursors: &HashMap<ConversationId, Seq>,
-        limits: SyncLimits,
-    ) -> Result<Vec<SyncBatch>> {
-        conversations::sync(&self.reader, user, cursors, limits).await
-    }
-
-    async fn delivered_seq(&self, device: DeviceId, id: ConversationId) -> Result<Seq> {
-        let seq: Option<i64> = sqlx::query_scalar(
-            "SELECT delivered_seq FROM device_cursors WHERE device_id = ? AND conversation_id = ?",
-        )
-        .bind(device)
-        .bind(id)
-        .fetch_optional(&self.reader)
-        .await?;
-        Ok(seq.unwrap_or(0))
-    }
-
-    // --- message changes and search
-
-    async fn message_for(
-        &self,
-        id: ConversationId,
-        user: UserId,
-        seq: Seq,
-    ) -> Result<Option<MessageRecord>> {
-        changes::message_for(&self.reader, id, user, seq).await
-    }
-
-    async fn search_messages(
-        &self,
-        user: UserId,
-        query: &SearchQuery,
-    ) -> Result<(Vec<SearchHit>, bool)> {
-        crate::search::wait_for_index(&self.indexer, &self.index, crate::search::SEARCH_WAIT)
-            .await?;
-        search::search(&self.reader, user, query).await
-    }
-
-    async fn search_backlog(&self) -> Result<u64> {
-        search::backlog(&self.reader).await
-    }
-
-    async fn rebuild_search_index(&self) -> Result<()> {
-        search::rebuild(&self.writer).await?;
-        self.indexer.wake();
-        Ok(())
-    }
-
-    // --- media ----------------------------------------------------------
-
-    async fn insert_media(&self, m: &MediaRecord, quota_bytes: i64) -> Result<MediaInsert> {
-        media::insert_media(&self.writer, m, quota_bytes).await
-    }
-
-    async fn media(&self, id: &str) -> Result<Option<MediaRecord>> {
-        media::media(&self.reader, id).await
-    }
-
-    async fn media_usage(&self, owner: UserId) -> Result<i64> {
-        media::media_usage(&self.reader, owner).await
-    }
-
-    async fn can_read_media(&self, id: &str, user: UserId) -> Result<bool> {
-        media::can_read_media(&self.reader, id, user).await
-    }
-
-    async fn set_media_thumbnail(&self, id: &str) -> Result<()> {
-        media::set_media_thumbnail(&self.writer, id).await
-    }
-}
+});

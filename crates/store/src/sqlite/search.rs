@@ -6,11 +6,14 @@
 use confab_proto::UserId;
 use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 
-use super::changes::qualified;
-use super::rows;
-use crate::search::{hit, plan_round, text, IndexBackend, QueueRow, Queued, ROUND};
+use crate::search::{plan_round, text, IndexBackend, QueueRow, Queued, ROUND};
 use crate::types::*;
 use crate::Result;
+
+#[path = "../shared/search.rs"]
+mod shared;
+
+pub(crate) use shared::backlog;
 
 /// The index key of a message.
 fn key(conversation_id: i64, seq: i64) -> i64 {
@@ -25,50 +28,19 @@ pub(crate) async fn search(
     let Some(plan) = text::plan(&query.q) else {
         return Ok((Vec::new(), false));
     };
-    let limit = i64::from(query.limit.max(1));
     let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
         "SELECT {}
          FROM message_index
          JOIN messages m ON m.conversation_id = message_index.rowid >> 32
                         AND m.seq = message_index.rowid & 4294967295
          JOIN members mb ON mb.conversation_id = m.conversation_id AND mb.user_id = ",
-        qualified("m")
+        super::rows::message_columns("m")
     ));
     q.push_bind(user);
     q.push(" WHERE message_index MATCH ");
     q.push_bind(plan.fts5());
     q.push(" AND m.seq > mb.joined_seq AND m.deleted_at IS NULL");
-    if let Some(c) = query.conversation_id {
-        q.push(" AND m.conversation_id = ").push_bind(c);
-    }
-    if let Some(s) = query.sender_id {
-        q.push(" AND m.sender_id = ").push_bind(s);
-    }
-    if let Some(t) = query.before {
-        q.push(" AND m.ts < ").push_bind(t);
-    }
-    if let Some(t) = query.after {
-        q.push(" AND m.ts > ").push_bind(t);
-    }
-    q.push(" ORDER BY bm25(message_index), m.ts DESC, m.conversation_id, m.seq DESC LIMIT ");
-    q.push_bind(limit + 1);
-    q.push(" OFFSET ").push_bind(i64::from(query.offset));
-    let found = q.build().fetch_all(db).await?;
-    let has_more = found.len() as i64 > limit;
-    let hits = found
-        .iter()
-        .take(limit as usize)
-        .map(|row| rows::message(row).map(|m| hit(&plan, m)))
-        .collect::<Result<Vec<_>>>()?;
-    Ok((hits, has_more))
-}
-
-/// Keys committed but not indexed yet.
-pub(crate) async fn backlog(db: &SqlitePool) -> Result<u64> {
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM search_queue")
-        .fetch_one(db)
-        .await?;
-    Ok(n.max(0) as u64)
+    shared::finish(db, q, &plan, query, "bm25(message_index)").await
 }
 
 /// Empties the index and queues every searchable message again.
@@ -77,14 +49,7 @@ pub(crate) async fn rebuild(db: &SqlitePool) -> Result<()> {
     sqlx::query("DELETE FROM message_index")
         .execute(&mut *tx)
         .await?;
-    sqlx::query(
-        "INSERT INTO search_queue (conversation_id, seq)
-         SELECT conversation_id, seq FROM messages
-         WHERE kind IN ('text', 'image', 'voice', 'file') AND deleted_at IS NULL
-         ORDER BY conversation_id, seq",
-    )
-    .execute(&mut *tx)
-    .await?;
+    shared::requeue_all(&mut tx).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -1,22 +1,19 @@
 //! Accounts, devices and tokens.
+//!
+//! Shared by both backends: compiled once as `sqlite::accounts` and once as
+//! `postgres::accounts`; the pool type and the SQL that differs by dialect
+//! come from each backend's `dialect` module.
 
 use confab_proto::api::User;
 use confab_proto::{DeviceId, UserId};
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::Row;
 
+use super::dialect::{self, Conn, Pool};
 use super::rows::{self, USER_COLUMNS};
 use crate::types::*;
 use crate::Result;
 
-/// The `tokens.kind` code (a SMALLINT).
-fn kind_code(kind: TokenKind) -> i16 {
-    match kind {
-        TokenKind::Access => 0,
-        TokenKind::Refresh => 1,
-    }
-}
-
-pub(crate) async fn create_user(db: &PgPool, new: NewUser) -> Result<User> {
+pub(crate) async fn create_user(db: &Pool, new: NewUser) -> Result<User> {
     let row = sqlx::query(&format!(
         "INSERT INTO users (username, username_key, display_name, password_hash, created_at)
          VALUES ($1, $2, $3, $4, $5) RETURNING {USER_COLUMNS}"
@@ -32,7 +29,7 @@ pub(crate) async fn create_user(db: &PgPool, new: NewUser) -> Result<User> {
 }
 
 pub(crate) async fn credentials_by_username(
-    db: &PgPool,
+    db: &Pool,
     key: &str,
 ) -> Result<Option<UserCredentials>> {
     let row = sqlx::query(&format!(
@@ -50,7 +47,7 @@ pub(crate) async fn credentials_by_username(
     .transpose()
 }
 
-pub(crate) async fn user(db: &PgPool, id: UserId) -> Result<Option<User>> {
+pub(crate) async fn user(db: &Pool, id: UserId) -> Result<Option<User>> {
     let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
         .bind(id)
         .fetch_optional(db)
@@ -58,17 +55,18 @@ pub(crate) async fn user(db: &PgPool, id: UserId) -> Result<Option<User>> {
     row.as_ref().map(rows::user).transpose()
 }
 
-pub(crate) async fn users(db: &PgPool, ids: &[UserId]) -> Result<Vec<User>> {
+pub(crate) async fn users(db: &Pool, ids: &[UserId]) -> Result<Vec<User>> {
     let rows = sqlx::query(&format!(
-        "SELECT {USER_COLUMNS} FROM users WHERE id = ANY($1) ORDER BY id"
+        "SELECT {USER_COLUMNS} FROM users WHERE {} ORDER BY id",
+        dialect::in_ids("id", "$1")
     ))
-    .bind(ids)
+    .bind(dialect::id_list(ids)?)
     .fetch_all(db)
     .await?;
     rows.iter().map(rows::user).collect()
 }
 
-pub(crate) async fn search_users(db: &PgPool, prefix: &str, limit: u32) -> Result<Vec<User>> {
+pub(crate) async fn search_users(db: &Pool, prefix: &str, limit: u32) -> Result<Vec<User>> {
     // Range scan on the unique index instead of LIKE, so '_' and '%' in the
     // prefix mean themselves. `username_key` sorts bytewise (COLLATE "C"),
     // and usernames are ASCII, so U+FFFF sorts after all.
@@ -86,7 +84,7 @@ pub(crate) async fn search_users(db: &PgPool, prefix: &str, limit: u32) -> Resul
 }
 
 pub(crate) async fn update_profile(
-    db: &PgPool,
+    db: &Pool,
     id: UserId,
     update: ProfileUpdate,
 ) -> Result<Option<User>> {
@@ -114,7 +112,7 @@ pub(crate) async fn update_profile(
 }
 
 pub(crate) async fn create_device(
-    db: &PgPool,
+    db: &Pool,
     user_id: UserId,
     name: Option<String>,
     public_key: Option<String>,
@@ -133,36 +131,10 @@ pub(crate) async fn create_device(
     Ok(id)
 }
 
-pub(crate) async fn insert_tokens(db: &PgPool, tokens: Vec<NewToken>) -> Result<()> {
-    if tokens.is_empty() {
-        return Ok(());
-    }
-    let mut hashes = Vec::with_capacity(tokens.len());
-    let mut devices = Vec::with_capacity(tokens.len());
-    let mut kinds = Vec::with_capacity(tokens.len());
-    let mut expiries = Vec::with_capacity(tokens.len());
-    for t in tokens {
-        hashes.push(t.hash);
-        devices.push(t.device_id);
-        kinds.push(kind_code(t.kind));
-        expiries.push(t.expires_at);
-    }
-    // One statement: all or nothing, like SQLite's transaction.
-    sqlx::query(
-        "INSERT INTO tokens (hash, device_id, kind, expires_at)
-         SELECT * FROM UNNEST($1::bytea[], $2::bigint[], $3::smallint[], $4::bigint[])",
-    )
-    .bind(hashes)
-    .bind(devices)
-    .bind(kinds)
-    .bind(expiries)
-    .execute(db)
-    .await?;
-    Ok(())
-}
+pub(crate) use super::dialect::insert_tokens;
 
 pub(crate) async fn access_token_owner(
-    db: &PgPool,
+    db: &Pool,
     hash: &[u8],
     now: Millis,
 ) -> Result<Option<TokenOwner>> {
@@ -171,7 +143,7 @@ pub(crate) async fn access_token_owner(
          WHERE t.hash = $1 AND t.kind = $2 AND t.expires_at > $3 AND d.revoked_at IS NULL",
     )
     .bind(hash)
-    .bind(kind_code(TokenKind::Access))
+    .bind(dialect::token_kind(TokenKind::Access))
     .bind(now)
     .fetch_optional(db)
     .await?;
@@ -179,22 +151,24 @@ pub(crate) async fn access_token_owner(
 }
 
 pub(crate) async fn spend_refresh_token(
-    db: &PgPool,
+    db: &Pool,
     hash: &[u8],
     now: Millis,
 ) -> Result<RefreshOutcome> {
-    let mut tx = db.begin().await?;
+    let mut tx = dialect::begin_write(db).await?;
     /// user id, device id, expires_at, spent_at, revoked_at
     type RefreshRow = (i64, i64, i64, Option<i64>, Option<i64>);
-    // FOR UPDATE: two nodes spending the same token at once are serialised,
-    // and the second sees it spent (a replay), as with SQLite's one writer.
-    let row: Option<RefreshRow> = sqlx::query_as(
+    // FOR UPDATE (PostgreSQL): two nodes spending the same token at once are
+    // serialised, and the second sees it spent (a replay), as with SQLite's
+    // one writer.
+    let row: Option<RefreshRow> = sqlx::query_as(&format!(
         "SELECT d.user_id, d.id, t.expires_at, t.spent_at, d.revoked_at
          FROM tokens t JOIN devices d ON d.id = t.device_id WHERE t.hash = $1 AND t.kind = $2
-         FOR UPDATE OF t",
-    )
+         {}",
+        dialect::for_update_of("t")
+    ))
     .bind(hash)
-    .bind(kind_code(TokenKind::Refresh))
+    .bind(dialect::token_kind(TokenKind::Refresh))
     .fetch_optional(&mut *tx)
     .await?;
     let Some((user_id, device_id, expires_at, spent_at, revoked_at)) = row else {
@@ -220,28 +194,28 @@ pub(crate) async fn spend_refresh_token(
     // The access tokens issued with the spent refresh token end here too.
     sqlx::query("DELETE FROM tokens WHERE device_id = $1 AND kind = $2")
         .bind(device_id)
-        .bind(kind_code(TokenKind::Access))
+        .bind(dialect::token_kind(TokenKind::Access))
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
     Ok(RefreshOutcome::Fresh(owner))
 }
 
-pub(crate) async fn revoke_device(db: &PgPool, device_id: DeviceId, now: Millis) -> Result<()> {
-    let mut tx = db.begin().await?;
+pub(crate) async fn revoke_device(db: &Pool, device_id: DeviceId, now: Millis) -> Result<()> {
+    let mut tx = dialect::begin_write(db).await?;
     revoke_device_in(&mut tx, device_id, now).await?;
     tx.commit().await?;
     Ok(())
 }
 
 pub(crate) async fn change_password(
-    db: &PgPool,
+    db: &Pool,
     user: UserId,
     password_hash: &str,
     keep_device: DeviceId,
     now: Millis,
 ) -> Result<()> {
-    let mut tx = db.begin().await?;
+    let mut tx = dialect::begin_write(db).await?;
     sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
         .bind(password_hash)
         .bind(user)
@@ -262,12 +236,12 @@ pub(crate) async fn change_password(
     Ok(())
 }
 
-async fn revoke_device_in(tx: &mut PgConnection, device_id: DeviceId, now: Millis) -> Result<()> {
+async fn revoke_device_in(tx: &mut Conn, device_id: DeviceId, now: Millis) -> Result<()> {
     // Spent refresh tokens of a revoked device are kept (until they expire)
     // only so that a replay is still recognised; fresh ones go.
     sqlx::query("DELETE FROM tokens WHERE device_id = $1 AND (kind = $2 OR spent_at IS NULL)")
         .bind(device_id)
-        .bind(kind_code(TokenKind::Access))
+        .bind(dialect::token_kind(TokenKind::Access))
         .execute(&mut *tx)
         .await?;
     sqlx::query("UPDATE devices SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2")

@@ -1,23 +1,25 @@
-//! The `system` notice of a group's creation (`create_group` runs on the
-//! sqlx writer). Group changes run on the writer thread
-//! (`batch_changes.rs`).
+//! The `system` notice that a group change or a group's creation appends,
+//! for both backends: compiled once as `sqlite::notice` (used by
+//! `create_group`; SQLite's other group changes run on the writer thread,
+//! `batch_changes.rs`) and once as `postgres::notice` (used by
+//! `create_group` and the committer's group changes, `groups.rs`).
 
 use confab_proto::{ConversationId, MessageKind, MessageRecord, Millis, Seq, UserId};
 use serde_json::Value;
-use sqlx::SqliteConnection;
 
+use super::dialect::Conn;
 use crate::Result;
 
 /// Appends one `system` message and returns it.
 pub(crate) async fn notice(
-    tx: &mut SqliteConnection,
+    tx: &mut Conn,
     id: ConversationId,
     by: UserId,
     body: Value,
     ts: Millis,
 ) -> Result<MessageRecord> {
     let seq: Seq = sqlx::query_scalar(
-        "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq",
+        "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq",
     )
     .bind(id)
     .fetch_one(&mut *tx)
@@ -26,7 +28,7 @@ pub(crate) async fn notice(
     let client_msg_id = format!("system/{id}/{seq}");
     sqlx::query(
         "INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, kind, body, ts)
-         VALUES (?, ?, ?, ?, 'system', ?, ?)",
+         VALUES ($1, $2, $3, $4, 'system', $5, $6)",
     )
     .bind(id)
     .bind(seq)

@@ -1,20 +1,27 @@
 //! The MLS delivery service's rows: encrypted conversations, device keys
 //! and KeyPackages (the epoch rule itself is in the write path,
-//! `write_plan::apply_epochs`).
+//! `write_plan::apply_epochs`). On PostgreSQL a claim locks the package row
+//! it takes (`FOR UPDATE SKIP LOCKED`), so concurrent claims on any node
+//! never share one; SQLite's single writer serialises claims anyway.
+//!
+//! Shared by both backends: compiled once as `sqlite::e2ee` and once as
+//! `postgres::e2ee`; the pool type and the SQL that differs by dialect come
+//! from each backend's `dialect` module. `last_resort` is a BOOLEAN on
+//! PostgreSQL and a 0/1 INTEGER on SQLite; the SQL here reads the same on
+//! both (`NOT last_resort`, `TRUE`, `EXISTS`).
 
 use confab_proto::e2ee::{DeviceInfo, KeyPackageStock};
 use confab_proto::{ConversationId, DeviceId, UserId};
-use sqlx::{Row, SqlitePool};
+use sqlx::Row;
+
+use super::dialect::{self, Db, Pool};
 
 use crate::types::Millis;
 use crate::Result;
 
-pub(crate) async fn conversation_encrypted(
-    db: &SqlitePool,
-    id: ConversationId,
-) -> Result<Option<bool>> {
+pub(crate) async fn conversation_encrypted(db: &Pool, id: ConversationId) -> Result<Option<bool>> {
     Ok(
-        sqlx::query_scalar("SELECT encrypted FROM conversations WHERE id = ?")
+        sqlx::query_scalar("SELECT encrypted FROM conversations WHERE id = $1")
             .bind(id)
             .fetch_optional(db)
             .await?,
@@ -22,20 +29,20 @@ pub(crate) async fn conversation_encrypted(
 }
 
 pub(crate) async fn pin_device_key(
-    db: &SqlitePool,
+    db: &Pool,
     device: DeviceId,
     key: &str,
 ) -> Result<Option<String>> {
-    let mut tx = db.begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = dialect::begin_write(db).await?;
     sqlx::query(
-        "UPDATE devices SET public_key = ? WHERE id = ? AND public_key IS NULL AND revoked_at IS NULL",
+        "UPDATE devices SET public_key = $1 WHERE id = $2 AND public_key IS NULL AND revoked_at IS NULL",
     )
     .bind(key)
     .bind(device)
     .execute(&mut *tx)
     .await?;
     let now: Option<Option<String>> =
-        sqlx::query_scalar("SELECT public_key FROM devices WHERE id = ? AND revoked_at IS NULL")
+        sqlx::query_scalar("SELECT public_key FROM devices WHERE id = $1 AND revoked_at IS NULL")
             .bind(device)
             .fetch_optional(&mut *tx)
             .await?;
@@ -44,31 +51,24 @@ pub(crate) async fn pin_device_key(
 }
 
 pub(crate) async fn member_devices(
-    db: &SqlitePool,
+    db: &Pool,
     id: ConversationId,
     devices: &[DeviceId],
 ) -> Result<Vec<DeviceId>> {
-    let mut found = Vec::new();
-    for chunk in devices.chunks(500) {
-        let mut q: sqlx::QueryBuilder<sqlx::Sqlite> = sqlx::QueryBuilder::new(
-            "SELECT d.id FROM devices d JOIN members m ON m.user_id = d.user_id
-             WHERE m.conversation_id = ",
-        );
-        q.push_bind(id);
-        q.push(" AND d.revoked_at IS NULL AND d.id IN (");
-        let mut list = q.separated(", ");
-        for d in chunk {
-            list.push_bind(*d);
-        }
-        list.push_unseparated(")");
-        found.extend(q.build_query_scalar::<i64>().fetch_all(db).await?);
-    }
-    Ok(found)
+    Ok(sqlx::query_scalar(&format!(
+        "SELECT d.id FROM devices d JOIN members m ON m.user_id = d.user_id
+         WHERE m.conversation_id = $1 AND d.revoked_at IS NULL AND {}",
+        dialect::in_ids("d.id", "$2")
+    ))
+    .bind(id)
+    .bind(dialect::id_list(devices)?)
+    .fetch_all(db)
+    .await?)
 }
 
-pub(crate) async fn live_devices(db: &SqlitePool, user: UserId) -> Result<Vec<DeviceInfo>> {
+pub(crate) async fn live_devices(db: &Pool, user: UserId) -> Result<Vec<DeviceInfo>> {
     let rows = sqlx::query(
-        "SELECT id, public_key, created_at FROM devices WHERE user_id = ? AND revoked_at IS NULL
+        "SELECT id, public_key, created_at FROM devices WHERE user_id = $1 AND revoked_at IS NULL
          ORDER BY id",
     )
     .bind(user)
@@ -85,43 +85,45 @@ pub(crate) async fn live_devices(db: &SqlitePool, user: UserId) -> Result<Vec<De
         .collect()
 }
 
-async fn stock_in(db: impl sqlx::SqliteExecutor<'_>, device: DeviceId) -> Result<KeyPackageStock> {
+async fn stock_in(
+    db: impl sqlx::Executor<'_, Database = Db>,
+    device: DeviceId,
+) -> Result<KeyPackageStock> {
     let row = sqlx::query(
-        "SELECT COALESCE(SUM(last_resort = 0), 0), COALESCE(MAX(last_resort), 0)
-         FROM key_packages WHERE device_id = ?",
+        "SELECT (SELECT COUNT(*) FROM key_packages WHERE device_id = $1 AND NOT last_resort),
+                EXISTS (SELECT 1 FROM key_packages WHERE device_id = $1 AND last_resort)",
     )
     .bind(device)
     .fetch_one(db)
     .await?;
     Ok(KeyPackageStock {
         stock: row.try_get(0)?,
-        last_resort: row.try_get::<i64, _>(1)? != 0,
+        last_resort: row.try_get(1)?,
     })
 }
 
-pub(crate) async fn key_package_stock(
-    db: &SqlitePool,
-    device: DeviceId,
-) -> Result<KeyPackageStock> {
+pub(crate) async fn key_package_stock(db: &Pool, device: DeviceId) -> Result<KeyPackageStock> {
     stock_in(db, device).await
 }
 
 pub(crate) async fn add_key_packages(
-    db: &SqlitePool,
+    db: &Pool,
     device: DeviceId,
     packages: Vec<Vec<u8>>,
     last_resort: Option<Vec<u8>>,
     max_stock: i64,
     now: Millis,
 ) -> Result<Option<KeyPackageStock>> {
-    let mut tx = db.begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = dialect::begin_write(db).await?;
+    // Uploads of one device wait for each other (the stock check).
+    dialect::lock_row(&mut tx, "devices", device).await?;
     let before = stock_in(&mut *tx, device).await?;
     if before.stock + packages.len() as i64 > max_stock {
         return Ok(None);
     }
     for data in &packages {
         sqlx::query(
-            "INSERT INTO key_packages (device_id, data, last_resort, created_at) VALUES (?, ?, 0, ?)",
+            "INSERT INTO key_packages (device_id, data, last_resort, created_at) VALUES ($1, $2, FALSE, $3)",
         )
         .bind(device)
         .bind(data)
@@ -130,12 +132,12 @@ pub(crate) async fn add_key_packages(
         .await?;
     }
     if let Some(data) = last_resort {
-        sqlx::query("DELETE FROM key_packages WHERE device_id = ? AND last_resort = 1")
+        sqlx::query("DELETE FROM key_packages WHERE device_id = $1 AND last_resort")
             .bind(device)
             .execute(&mut *tx)
             .await?;
         sqlx::query(
-            "INSERT INTO key_packages (device_id, data, last_resort, created_at) VALUES (?, ?, 1, ?)",
+            "INSERT INTO key_packages (device_id, data, last_resort, created_at) VALUES ($1, $2, TRUE, $3)",
         )
         .bind(device)
         .bind(data)
@@ -149,13 +151,13 @@ pub(crate) async fn add_key_packages(
 }
 
 pub(crate) async fn claim_key_packages(
-    db: &SqlitePool,
+    db: &Pool,
     user: UserId,
     devices: Option<&[DeviceId]>,
 ) -> Result<Vec<(DeviceId, Vec<u8>)>> {
-    let mut tx = db.begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = dialect::begin_write(db).await?;
     let live: Vec<DeviceId> = sqlx::query_scalar(
-        "SELECT id FROM devices WHERE user_id = ? AND revoked_at IS NULL ORDER BY id",
+        "SELECT id FROM devices WHERE user_id = $1 AND revoked_at IS NULL ORDER BY id",
     )
     .bind(user)
     .fetch_all(&mut *tx)
@@ -166,17 +168,18 @@ pub(crate) async fn claim_key_packages(
             continue;
         }
         // Ordinary packages first (oldest), the last-resort one after them.
-        let row = sqlx::query(
-            "SELECT id, data, last_resort FROM key_packages WHERE device_id = ?
-             ORDER BY last_resort, id LIMIT 1",
-        )
+        let row = sqlx::query(&format!(
+            "SELECT id, data, last_resort FROM key_packages WHERE device_id = $1
+             ORDER BY last_resort, id LIMIT 1 {}",
+            dialect::SKIP_LOCKED
+        ))
         .bind(device)
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else { continue };
         let id: i64 = row.try_get(0)?;
         if !row.try_get::<bool, _>(2)? {
-            sqlx::query("DELETE FROM key_packages WHERE id = ?")
+            sqlx::query("DELETE FROM key_packages WHERE id = $1")
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;

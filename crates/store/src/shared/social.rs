@@ -1,19 +1,23 @@
 //! Friends, friend requests, blocks and presence bookkeeping.
 //!
+//! Shared by both backends: compiled once as `sqlite::social` and once as
+//! `postgres::social`; the pool and row types and the SQL that differs by
+//! dialect come from each backend's `dialect` module.
+//!
 //! SQLite runs every write on one connection, so these read-then-write
-//! operations never interleave there. Here several nodes may run them at
-//! once, so each one that reads before it writes first locks the two users'
-//! rows (in id order, `FOR NO KEY UPDATE`, which does not stop foreign-key
-//! checks): crossing friend requests, an accept racing a block, and so on
-//! are serialised per pair of users.
+//! operations never interleave there. On PostgreSQL several nodes may run
+//! them at once, so each one that reads before it writes first locks the
+//! two users' rows ([`dialect::lock_users`], a no-op on SQLite): crossing
+//! friend requests, an accept racing a block, and so on are serialised per
+//! pair of users.
 
 use std::collections::HashMap;
 
 use confab_proto::api::{FriendRequest, User};
 use confab_proto::UserId;
-use sqlx::postgres::PgRow;
-use sqlx::{PgConnection, PgPool, Row};
+use sqlx::Row;
 
+use super::dialect::{self, Conn, DbRow, Pool};
 use super::rows::{self, user_columns};
 use crate::types::*;
 use crate::Result;
@@ -28,7 +32,7 @@ const REQUEST_SQL: &str = "SELECT r.id AS rid, r.message, r.created_at AS rcreat
         t.created_at AS t_created_at
      FROM friend_requests r JOIN users f ON f.id = r.from_user JOIN users t ON t.id = r.to_user";
 
-fn prefixed_user(row: &PgRow, p: &str) -> Result<User> {
+fn prefixed_user(row: &DbRow, p: &str) -> Result<User> {
     Ok(User {
         id: row.try_get(format!("{p}id").as_str())?,
         username: row.try_get(format!("{p}username").as_str())?,
@@ -40,7 +44,7 @@ fn prefixed_user(row: &PgRow, p: &str) -> Result<User> {
     })
 }
 
-fn request(row: &PgRow) -> Result<FriendRequest> {
+fn request(row: &DbRow) -> Result<FriendRequest> {
     Ok(FriendRequest {
         id: row.try_get("rid")?,
         from_user: prefixed_user(row, "f_")?,
@@ -50,7 +54,7 @@ fn request(row: &PgRow) -> Result<FriendRequest> {
     })
 }
 
-async fn request_by_id(tx: &mut PgConnection, id: i64) -> Result<Option<FriendRequest>> {
+async fn request_by_id(tx: &mut Conn, id: i64) -> Result<Option<FriendRequest>> {
     let row = sqlx::query(&format!("{REQUEST_SQL} WHERE r.id = $1"))
         .bind(id)
         .fetch_optional(&mut *tx)
@@ -58,21 +62,7 @@ async fn request_by_id(tx: &mut PgConnection, id: i64) -> Result<Option<FriendRe
     row.as_ref().map(request).transpose()
 }
 
-/// Locks the rows of these users, in id order, until the transaction ends.
-/// Returns how many of them exist.
-async fn lock_users(tx: &mut PgConnection, users: &[UserId]) -> Result<usize> {
-    let mut ids = users.to_vec();
-    ids.sort_unstable();
-    ids.dedup();
-    let locked: Vec<i64> =
-        sqlx::query_scalar("SELECT id FROM users WHERE id = ANY($1) ORDER BY id FOR NO KEY UPDATE")
-            .bind(&ids)
-            .fetch_all(&mut *tx)
-            .await?;
-    Ok(locked.len())
-}
-
-async fn blocked_either_on(tx: &mut PgConnection, a: UserId, b: UserId) -> Result<bool> {
+async fn blocked_either_on(tx: &mut Conn, a: UserId, b: UserId) -> Result<bool> {
     Ok(sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM blocks WHERE (blocker_id = $1 AND blocked_id = $2)
                                                 OR (blocker_id = $2 AND blocked_id = $1))",
@@ -83,7 +73,7 @@ async fn blocked_either_on(tx: &mut PgConnection, a: UserId, b: UserId) -> Resul
     .await?)
 }
 
-async fn are_friends(tx: &mut PgConnection, a: UserId, b: UserId) -> Result<bool> {
+async fn are_friends(tx: &mut Conn, a: UserId, b: UserId) -> Result<bool> {
     Ok(sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM friendships WHERE user_id = $1 AND friend_id = $2)",
     )
@@ -94,7 +84,7 @@ async fn are_friends(tx: &mut PgConnection, a: UserId, b: UserId) -> Result<bool
 }
 
 /// Makes `a` and `b` friends and deletes requests between them.
-async fn befriend(tx: &mut PgConnection, a: UserId, b: UserId, now: Millis) -> Result<()> {
+async fn befriend(tx: &mut Conn, a: UserId, b: UserId, now: Millis) -> Result<()> {
     sqlx::query(
         "INSERT INTO friendships (user_id, friend_id, since) VALUES ($1, $2, $3), ($2, $1, $3)
          ON CONFLICT DO NOTHING",
@@ -107,7 +97,7 @@ async fn befriend(tx: &mut PgConnection, a: UserId, b: UserId, now: Millis) -> R
     delete_requests_between(tx, a, b).await
 }
 
-async fn delete_requests_between(tx: &mut PgConnection, a: UserId, b: UserId) -> Result<()> {
+async fn delete_requests_between(tx: &mut Conn, a: UserId, b: UserId) -> Result<()> {
     sqlx::query(
         "DELETE FROM friend_requests WHERE (from_user = $1 AND to_user = $2)
                                         OR (from_user = $2 AND to_user = $1)",
@@ -120,14 +110,14 @@ async fn delete_requests_between(tx: &mut PgConnection, a: UserId, b: UserId) ->
 }
 
 pub(crate) async fn send_friend_request(
-    db: &PgPool,
+    db: &Pool,
     from: UserId,
     to: UserId,
     message: Option<String>,
     max_pending: u32,
     now: Millis,
 ) -> Result<FriendRequestOutcome> {
-    let mut tx = db.begin().await?;
+    let mut tx = dialect::begin_write(db).await?;
     let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)")
         .bind(to)
         .fetch_one(&mut *tx)
@@ -135,7 +125,7 @@ pub(crate) async fn send_friend_request(
     if !exists {
         return Ok(FriendRequestOutcome::UnknownUser);
     }
-    lock_users(&mut tx, &[from, to]).await?;
+    dialect::lock_users(&mut tx, &[from, to]).await?;
     if blocked_either_on(&mut tx, from, to).await? {
         return Ok(FriendRequestOutcome::Blocked);
     }
@@ -198,7 +188,7 @@ pub(crate) async fn send_friend_request(
 }
 
 pub(crate) async fn friend_requests(
-    db: &PgPool,
+    db: &Pool,
     user: UserId,
     incoming: bool,
 ) -> Result<Vec<FriendRequest>> {
@@ -213,13 +203,13 @@ pub(crate) async fn friend_requests(
 }
 
 pub(crate) async fn answer_friend_request(
-    db: &PgPool,
+    db: &Pool,
     id: i64,
     user: UserId,
     accept: bool,
     now: Millis,
 ) -> Result<FriendAnswer> {
-    let mut tx = db.begin().await?;
+    let mut tx = dialect::begin_write(db).await?;
     let from: Option<i64> =
         sqlx::query_scalar("SELECT from_user FROM friend_requests WHERE id = $1 AND to_user = $2")
             .bind(id)
@@ -229,7 +219,7 @@ pub(crate) async fn answer_friend_request(
     let Some(from) = from else {
         return Ok(FriendAnswer::NotFound);
     };
-    lock_users(&mut tx, &[from, user]).await?;
+    dialect::lock_users(&mut tx, &[from, user]).await?;
     // Read it again under the lock: a block or a cancel may have won.
     let Some(request) = request_by_id(&mut tx, id).await? else {
         return Ok(FriendAnswer::NotFound);
@@ -256,8 +246,8 @@ pub(crate) async fn answer_friend_request(
     })
 }
 
-pub(crate) async fn cancel_friend_request(db: &PgPool, id: i64, user: UserId) -> Result<bool> {
-    let mut tx = db.begin().await?;
+pub(crate) async fn cancel_friend_request(db: &Pool, id: i64, user: UserId) -> Result<bool> {
+    let mut tx = dialect::begin_write(db).await?;
     let to: Option<i64> =
         sqlx::query_scalar("SELECT to_user FROM friend_requests WHERE id = $1 AND from_user = $2")
             .bind(id)
@@ -267,7 +257,7 @@ pub(crate) async fn cancel_friend_request(db: &PgPool, id: i64, user: UserId) ->
     let Some(to) = to else {
         return Ok(false);
     };
-    lock_users(&mut tx, &[to, user]).await?;
+    dialect::lock_users(&mut tx, &[to, user]).await?;
     let done = sqlx::query("DELETE FROM friend_requests WHERE id = $1 AND from_user = $2")
         .bind(id)
         .bind(user)
@@ -277,7 +267,7 @@ pub(crate) async fn cancel_friend_request(db: &PgPool, id: i64, user: UserId) ->
     Ok(done.rows_affected() > 0)
 }
 
-pub(crate) async fn friends(db: &PgPool, user: UserId) -> Result<Vec<(User, Millis)>> {
+pub(crate) async fn friends(db: &Pool, user: UserId) -> Result<Vec<(User, Millis)>> {
     let rows = sqlx::query(&format!(
         "SELECT {}, f.since FROM friendships f JOIN users u ON u.id = f.friend_id
          WHERE f.user_id = $1 ORDER BY u.username_key",
@@ -291,7 +281,7 @@ pub(crate) async fn friends(db: &PgPool, user: UserId) -> Result<Vec<(User, Mill
         .collect()
 }
 
-pub(crate) async fn friend_ids(db: &PgPool, user: UserId) -> Result<Vec<UserId>> {
+pub(crate) async fn friend_ids(db: &Pool, user: UserId) -> Result<Vec<UserId>> {
     Ok(sqlx::query_scalar(
         "SELECT friend_id FROM friendships WHERE user_id = $1 ORDER BY friend_id",
     )
@@ -300,7 +290,7 @@ pub(crate) async fn friend_ids(db: &PgPool, user: UserId) -> Result<Vec<UserId>>
     .await?)
 }
 
-async fn unfriend_on(tx: &mut PgConnection, a: UserId, b: UserId) -> Result<bool> {
+async fn unfriend_on(tx: &mut Conn, a: UserId, b: UserId) -> Result<bool> {
     let done = sqlx::query(
         "DELETE FROM friendships WHERE (user_id = $1 AND friend_id = $2)
                                     OR (user_id = $2 AND friend_id = $1)",
@@ -312,22 +302,22 @@ async fn unfriend_on(tx: &mut PgConnection, a: UserId, b: UserId) -> Result<bool
     Ok(done.rows_affected() > 0)
 }
 
-pub(crate) async fn unfriend(db: &PgPool, a: UserId, b: UserId) -> Result<bool> {
-    let mut tx = db.begin().await?;
-    lock_users(&mut tx, &[a, b]).await?;
+pub(crate) async fn unfriend(db: &Pool, a: UserId, b: UserId) -> Result<bool> {
+    let mut tx = dialect::begin_write(db).await?;
+    dialect::lock_users(&mut tx, &[a, b]).await?;
     let ended = unfriend_on(&mut tx, a, b).await?;
     tx.commit().await?;
     Ok(ended)
 }
 
 pub(crate) async fn block(
-    db: &PgPool,
+    db: &Pool,
     blocker: UserId,
     blocked: UserId,
     now: Millis,
 ) -> Result<bool> {
-    let mut tx = db.begin().await?;
-    lock_users(&mut tx, &[blocker, blocked]).await?;
+    let mut tx = dialect::begin_write(db).await?;
+    dialect::lock_users(&mut tx, &[blocker, blocked]).await?;
     sqlx::query(
         "INSERT INTO blocks (blocker_id, blocked_id, created_at) VALUES ($1, $2, $3)
          ON CONFLICT DO NOTHING",
@@ -343,7 +333,7 @@ pub(crate) async fn block(
     Ok(ended)
 }
 
-pub(crate) async fn unblock(db: &PgPool, blocker: UserId, blocked: UserId) -> Result<bool> {
+pub(crate) async fn unblock(db: &Pool, blocker: UserId, blocked: UserId) -> Result<bool> {
     let done = sqlx::query("DELETE FROM blocks WHERE blocker_id = $1 AND blocked_id = $2")
         .bind(blocker)
         .bind(blocked)
@@ -352,7 +342,7 @@ pub(crate) async fn unblock(db: &PgPool, blocker: UserId, blocked: UserId) -> Re
     Ok(done.rows_affected() > 0)
 }
 
-pub(crate) async fn blocked_users(db: &PgPool, blocker: UserId) -> Result<Vec<User>> {
+pub(crate) async fn blocked_users(db: &Pool, blocker: UserId) -> Result<Vec<User>> {
     let rows = sqlx::query(&format!(
         "SELECT {} FROM blocks b JOIN users u ON u.id = b.blocked_id
          WHERE b.blocker_id = $1 ORDER BY b.created_at DESC, u.id DESC",
@@ -364,30 +354,32 @@ pub(crate) async fn blocked_users(db: &PgPool, blocker: UserId) -> Result<Vec<Us
     rows.iter().map(rows::user).collect()
 }
 
-pub(crate) async fn blocked_either(db: &PgPool, a: UserId, b: UserId) -> Result<bool> {
+pub(crate) async fn blocked_either(db: &Pool, a: UserId, b: UserId) -> Result<bool> {
     let mut conn = db.acquire().await?;
     blocked_either_on(&mut conn, a, b).await
 }
 
 pub(crate) async fn blocks_among(
-    db: &PgPool,
+    db: &Pool,
     user: UserId,
     others: &[UserId],
 ) -> Result<Vec<UserId>> {
-    let mut out: Vec<UserId> = sqlx::query_scalar(
-        "SELECT blocked_id FROM blocks WHERE blocker_id = $1 AND blocked_id = ANY($2)
+    let mut out: Vec<UserId> = sqlx::query_scalar(&format!(
+        "SELECT blocked_id FROM blocks WHERE blocker_id = $1 AND {}
          UNION
-         SELECT blocker_id FROM blocks WHERE blocked_id = $1 AND blocker_id = ANY($2)",
-    )
+         SELECT blocker_id FROM blocks WHERE blocked_id = $1 AND {}",
+        dialect::in_ids("blocked_id", "$2"),
+        dialect::in_ids("blocker_id", "$2"),
+    ))
     .bind(user)
-    .bind(others)
+    .bind(dialect::id_list(others)?)
     .fetch_all(db)
     .await?;
     out.sort_unstable();
     Ok(out)
 }
 
-pub(crate) async fn share_conversation(db: &PgPool, a: UserId, b: UserId) -> Result<bool> {
+pub(crate) async fn share_conversation(db: &Pool, a: UserId, b: UserId) -> Result<bool> {
     Ok(sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM members m1 JOIN members m2
                         ON m2.conversation_id = m1.conversation_id
@@ -400,17 +392,20 @@ pub(crate) async fn share_conversation(db: &PgPool, a: UserId, b: UserId) -> Res
 }
 
 pub(crate) async fn presence_records(
-    db: &PgPool,
+    db: &Pool,
     users: &[UserId],
 ) -> Result<HashMap<UserId, PresenceRecord>> {
     let mut out = HashMap::with_capacity(users.len());
     if users.is_empty() {
         return Ok(out);
     }
-    let rows = sqlx::query("SELECT id, hide_presence, last_seen FROM users WHERE id = ANY($1)")
-        .bind(users)
-        .fetch_all(db)
-        .await?;
+    let rows = sqlx::query(&format!(
+        "SELECT id, hide_presence, last_seen FROM users WHERE {}",
+        dialect::in_ids("id", "$1")
+    ))
+    .bind(dialect::id_list(users)?)
+    .fetch_all(db)
+    .await?;
     for row in rows {
         out.insert(
             row.try_get(0)?,
@@ -423,11 +418,14 @@ pub(crate) async fn presence_records(
     Ok(out)
 }
 
-pub(crate) async fn set_last_seen(db: &PgPool, user: UserId, at: Millis) -> Result<()> {
-    sqlx::query("UPDATE users SET last_seen = GREATEST(COALESCE(last_seen, 0), $1) WHERE id = $2")
-        .bind(at)
-        .bind(user)
-        .execute(db)
-        .await?;
+pub(crate) async fn set_last_seen(db: &Pool, user: UserId, at: Millis) -> Result<()> {
+    sqlx::query(&format!(
+        "UPDATE users SET last_seen = {}(COALESCE(last_seen, 0), $1) WHERE id = $2",
+        dialect::GREATEST
+    ))
+    .bind(at)
+    .bind(user)
+    .execute(db)
+    .await?;
     Ok(())
 }

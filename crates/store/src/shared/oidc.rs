@@ -1,26 +1,33 @@
 //! OpenID Connect sign-in: linked provider accounts and the single-use
 //! secrets of sign-ins in progress.
+//!
+//! Shared by both backends: compiled once as `sqlite::oidc` and once as
+//! `postgres::oidc`; the pool type and the SQL that differs by dialect come
+//! from each backend's `dialect` module.
 
 use confab_proto::UserId;
-use sqlx::{Row, SqlitePool};
+use sqlx::Row;
 
+use super::dialect::{self, Pool};
 use super::rows::{self, USER_COLUMNS};
 use crate::types::*;
 use crate::{Result, StoreError};
 
-pub(crate) async fn identity_user(db: &SqlitePool, id: &OidcIdentity) -> Result<Option<UserId>> {
+pub(crate) async fn identity_user(db: &Pool, id: &OidcIdentity) -> Result<Option<UserId>> {
     Ok(
-        sqlx::query_scalar("SELECT user_id FROM oidc_identities WHERE issuer = ? AND subject = ?")
-            .bind(&id.issuer)
-            .bind(&id.subject)
-            .fetch_optional(db)
-            .await?,
+        sqlx::query_scalar(
+            "SELECT user_id FROM oidc_identities WHERE issuer = $1 AND subject = $2",
+        )
+        .bind(&id.issuer)
+        .bind(&id.subject)
+        .fetch_optional(db)
+        .await?,
     )
 }
 
-pub(crate) async fn identities_of(db: &SqlitePool, user: UserId) -> Result<Vec<OidcIdentity>> {
+pub(crate) async fn identities_of(db: &Pool, user: UserId) -> Result<Vec<OidcIdentity>> {
     let rows = sqlx::query(
-        "SELECT issuer, subject FROM oidc_identities WHERE user_id = ?
+        "SELECT issuer, subject FROM oidc_identities WHERE user_id = $1
          ORDER BY created_at, issuer, subject",
     )
     .bind(user)
@@ -37,23 +44,24 @@ pub(crate) async fn identities_of(db: &SqlitePool, user: UserId) -> Result<Vec<O
 }
 
 pub(crate) async fn create_user(
-    db: &SqlitePool,
+    db: &Pool,
     new: NewUser,
     identity: OidcIdentity,
 ) -> Result<OidcSignup> {
-    let mut tx = db.begin_with("BEGIN IMMEDIATE").await?;
-    let owner: Option<UserId> =
-        sqlx::query_scalar("SELECT user_id FROM oidc_identities WHERE issuer = ? AND subject = ?")
-            .bind(&identity.issuer)
-            .bind(&identity.subject)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let mut tx = dialect::begin_write(db).await?;
+    let owner: Option<UserId> = sqlx::query_scalar(
+        "SELECT user_id FROM oidc_identities WHERE issuer = $1 AND subject = $2",
+    )
+    .bind(&identity.issuer)
+    .bind(&identity.subject)
+    .fetch_optional(&mut *tx)
+    .await?;
     if let Some(owner) = owner {
         return Ok(OidcSignup::IdentityTaken(owner));
     }
     let inserted = sqlx::query(&format!(
         "INSERT INTO users (username, username_key, display_name, password_hash, created_at)
-         VALUES (?, ?, ?, ?, ?) RETURNING {USER_COLUMNS}"
+         VALUES ($1, $2, $3, $4, $5) RETURNING {USER_COLUMNS}"
     ))
     .bind(&new.username)
     .bind(&new.username_key)
@@ -68,7 +76,7 @@ pub(crate) async fn create_user(
         Err(e) => return Err(e),
     };
     sqlx::query(
-        "INSERT INTO oidc_identities (issuer, subject, user_id, created_at) VALUES (?, ?, ?, ?)",
+        "INSERT INTO oidc_identities (issuer, subject, user_id, created_at) VALUES ($1, $2, $3, $4)",
     )
     .bind(&identity.issuer)
     .bind(&identity.subject)
@@ -81,25 +89,26 @@ pub(crate) async fn create_user(
 }
 
 pub(crate) async fn link(
-    db: &SqlitePool,
+    db: &Pool,
     user: UserId,
     identity: OidcIdentity,
     now: Millis,
 ) -> Result<OidcLink> {
-    let mut tx = db.begin_with("BEGIN IMMEDIATE").await?;
-    let owner: Option<UserId> =
-        sqlx::query_scalar("SELECT user_id FROM oidc_identities WHERE issuer = ? AND subject = ?")
-            .bind(&identity.issuer)
-            .bind(&identity.subject)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let mut tx = dialect::begin_write(db).await?;
+    let owner: Option<UserId> = sqlx::query_scalar(
+        "SELECT user_id FROM oidc_identities WHERE issuer = $1 AND subject = $2",
+    )
+    .bind(&identity.issuer)
+    .bind(&identity.subject)
+    .fetch_optional(&mut *tx)
+    .await?;
     let outcome = match owner {
         Some(owner) if owner == user => OidcLink::AlreadyLinked,
         Some(owner) => OidcLink::TakenBy(owner),
         None => {
             sqlx::query(
                 "INSERT INTO oidc_identities (issuer, subject, user_id, created_at)
-                 VALUES (?, ?, ?, ?)",
+                 VALUES ($1, $2, $3, $4)",
             )
             .bind(&identity.issuer)
             .bind(&identity.subject)
@@ -115,15 +124,15 @@ pub(crate) async fn link(
 }
 
 pub(crate) async fn put_pending(
-    db: &SqlitePool,
+    db: &Pool,
     key_hash: &[u8],
     payload: &str,
     expires_at: Millis,
     now: Millis,
     max_rows: u64,
 ) -> Result<bool> {
-    let mut tx = db.begin_with("BEGIN IMMEDIATE").await?;
-    sqlx::query("DELETE FROM oidc_pending WHERE expires_at <= ?")
+    let mut tx = dialect::begin_write(db).await?;
+    sqlx::query("DELETE FROM oidc_pending WHERE expires_at <= $1")
         .bind(now)
         .execute(&mut *tx)
         .await?;
@@ -133,7 +142,7 @@ pub(crate) async fn put_pending(
     if u64::try_from(live).unwrap_or(u64::MAX) >= max_rows {
         return Ok(false);
     }
-    sqlx::query("INSERT INTO oidc_pending (key_hash, payload, expires_at) VALUES (?, ?, ?)")
+    sqlx::query("INSERT INTO oidc_pending (key_hash, payload, expires_at) VALUES ($1, $2, $3)")
         .bind(key_hash)
         .bind(payload)
         .bind(expires_at)
@@ -144,13 +153,13 @@ pub(crate) async fn put_pending(
 }
 
 pub(crate) async fn take_pending(
-    db: &SqlitePool,
+    db: &Pool,
     key_hash: &[u8],
     now: Millis,
 ) -> Result<Option<String>> {
     // One statement: of two racing takes, only one gets the row.
     let row =
-        sqlx::query("DELETE FROM oidc_pending WHERE key_hash = ? RETURNING payload, expires_at")
+        sqlx::query("DELETE FROM oidc_pending WHERE key_hash = $1 RETURNING payload, expires_at")
             .bind(key_hash)
             .fetch_optional(db)
             .await?;

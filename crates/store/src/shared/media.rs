@@ -1,15 +1,25 @@
 //! Media records, per-user usage and the media access rule.
+//!
+//! Shared by both backends: compiled once as `sqlite::media` and once as
+//! `postgres::media`; the pool and row types and the SQL that differs by
+//! dialect come from each backend's `dialect` module.
 
-use confab_proto::{ConversationId, MessageKind, Seq, UserId};
-use sqlx::{PgConnection, PgPool, Row};
+use confab_proto::{MessageKind, UserId};
+use sqlx::Row;
+
+use super::dialect::{self, DbRow, Pool};
 
 use crate::types::*;
 use crate::{Result, StoreError};
 
+/// A user's usage in bytes (SUM of a BIGINT is a NUMERIC on PostgreSQL).
+const USAGE_SQL: &str =
+    "SELECT CAST(COALESCE(SUM(size), 0) AS BIGINT) FROM media WHERE owner_id = $1";
+
 const COLUMNS: &str =
     "id, owner_id, sha256, size, mime, kind, width, height, duration_ms, thumbnail, created_at";
 
-fn record(row: &sqlx::postgres::PgRow) -> Result<MediaRecord> {
+fn record(row: &DbRow) -> Result<MediaRecord> {
     let kind: String = row.try_get("kind")?;
     Ok(MediaRecord {
         id: row.try_get("id")?,
@@ -28,22 +38,19 @@ fn record(row: &sqlx::postgres::PgRow) -> Result<MediaRecord> {
 }
 
 pub(crate) async fn insert_media(
-    db: &PgPool,
+    db: &Pool,
     m: &MediaRecord,
     quota_bytes: i64,
 ) -> Result<MediaInsert> {
-    // The owner's row is locked so that two nodes' uploads of the same user
-    // cannot both pass the quota check.
-    let mut tx = db.begin().await?;
-    sqlx::query("SELECT 1 FROM users WHERE id = $1 FOR UPDATE")
+    // The owner's row is locked (PostgreSQL; SQLite's one writer needs no
+    // lock) so that two nodes' uploads of the same user cannot both pass the
+    // quota check.
+    let mut tx = dialect::begin_write(db).await?;
+    dialect::lock_row(&mut tx, "users", m.owner_id).await?;
+    let used: i64 = sqlx::query_scalar(USAGE_SQL)
         .bind(m.owner_id)
-        .execute(&mut *tx)
+        .fetch_one(&mut *tx)
         .await?;
-    let used: i64 =
-        sqlx::query_scalar("SELECT COALESCE(SUM(size), 0)::BIGINT FROM media WHERE owner_id = $1")
-            .bind(m.owner_id)
-            .fetch_one(&mut *tx)
-            .await?;
     if used + m.size > quota_bytes {
         return Ok(MediaInsert::OverQuota { used });
     }
@@ -69,7 +76,7 @@ pub(crate) async fn insert_media(
     Ok(MediaInsert::Stored)
 }
 
-pub(crate) async fn media(db: &PgPool, id: &str) -> Result<Option<MediaRecord>> {
+pub(crate) async fn media(db: &Pool, id: &str) -> Result<Option<MediaRecord>> {
     let sql = format!("SELECT {COLUMNS} FROM media WHERE id = $1");
     sqlx::query(&sql)
         .bind(id)
@@ -79,17 +86,16 @@ pub(crate) async fn media(db: &PgPool, id: &str) -> Result<Option<MediaRecord>> 
         .transpose()
 }
 
-pub(crate) async fn media_usage(db: &PgPool, owner: UserId) -> Result<i64> {
-    Ok(
-        sqlx::query_scalar("SELECT COALESCE(SUM(size), 0)::BIGINT FROM media WHERE owner_id = $1")
-            .bind(owner)
-            .fetch_one(db)
-            .await?,
-    )
+pub(crate) async fn media_usage(db: &Pool, owner: UserId) -> Result<i64> {
+    Ok(sqlx::query_scalar(USAGE_SQL)
+        .bind(owner)
+        .fetch_one(db)
+        .await?)
 }
 
-pub(crate) async fn can_read_media(db: &PgPool, id: &str, user: UserId) -> Result<bool> {
-    let hit: Option<i32> = sqlx::query_scalar(
+pub(crate) async fn can_read_media(db: &Pool, id: &str, user: UserId) -> Result<bool> {
+    // The row is not decoded: `1` is an INT4 on PostgreSQL, an i64 on SQLite.
+    let hit = sqlx::query(
         "SELECT 1 FROM media WHERE id = $1 AND owner_id = $2
          UNION ALL
          SELECT 1 FROM message_media mm
@@ -104,7 +110,7 @@ pub(crate) async fn can_read_media(db: &PgPool, id: &str, user: UserId) -> Resul
     Ok(hit.is_some())
 }
 
-pub(crate) async fn set_media_thumbnail(db: &PgPool, id: &str) -> Result<()> {
+pub(crate) async fn set_media_thumbnail(db: &Pool, id: &str) -> Result<()> {
     sqlx::query("UPDATE media SET thumbnail = TRUE WHERE id = $1")
         .bind(id)
         .execute(db)
@@ -122,37 +128,4 @@ pub(crate) fn media_id_of(m: &NewMessage) -> Option<String> {
     }
     let body: serde_json::Value = serde_json::from_str(&m.body).ok()?;
     body.get("media_id")?.as_str().map(str::to_owned)
-}
-
-/// Records which new messages reference which media: one statement for the
-/// whole batch (UNNEST of three arrays), none when no message carries media.
-pub(crate) async fn insert_message_media(
-    tx: &mut PgConnection,
-    assigned: &[(usize, &NewMessage, Seq)],
-) -> Result<()> {
-    let mut ids: Vec<String> = Vec::new();
-    let mut convs: Vec<ConversationId> = Vec::new();
-    let mut seqs: Vec<Seq> = Vec::new();
-    for &(_, m, seq) in assigned {
-        if let Some(id) = media_id_of(m) {
-            ids.push(id);
-            convs.push(m.conversation_id);
-            seqs.push(seq);
-        }
-    }
-    if ids.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "INSERT INTO message_media (media_id, conversation_id, seq)
-         SELECT * FROM UNNEST($1::text[], $2::bigint[], $3::bigint[])
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(&ids)
-    .bind(&convs)
-    .bind(&seqs)
-    .persistent(true)
-    .execute(&mut *tx)
-    .await?;
-    Ok(())
 }
