@@ -10,6 +10,7 @@
 //! fsync) with per-conversation gapless `seq` allocation and `client_msg_id`
 //! idempotency.
 
+mod change_plan;
 mod error;
 // Before the backends: `store_impl!` is textually scoped.
 #[macro_use]

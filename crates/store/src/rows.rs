@@ -3,10 +3,36 @@
 //! map through the same code.
 
 use confab_proto::api::{Member, Role, User};
-use confab_proto::{MessageKind, MessageRecord};
+use confab_proto::{ConversationId, MessageKind, MessageRecord, Millis, Seq, UserId};
+use serde_json::Value;
 use sqlx::{ColumnIndex, Database, Decode, Row, Type};
 
 use crate::{Result, StoreError};
+
+/// The `system` message a backend appended at `seq` (a group change's or
+/// a message change's notice), with its reserved client id: '/' is not
+/// allowed in client ids, so no client can take this key.
+pub(crate) fn system_message(
+    id: ConversationId,
+    seq: Seq,
+    by: UserId,
+    body: Value,
+    ts: Millis,
+) -> MessageRecord {
+    MessageRecord {
+        conversation_id: id,
+        seq,
+        sender_id: by,
+        client_msg_id: format!("system/{id}/{seq}"),
+        kind: MessageKind::System,
+        body,
+        ts,
+        read_by: None,
+        edited_at: None,
+        deleted: false,
+        reactions: Default::default(),
+    }
+}
 
 /// Columns of `users` that make a [`User`], in this order.
 pub(crate) const USER_COLUMNS: &str =

@@ -4,18 +4,15 @@
 //!
 //! The committer has locked the conversation row before any of this runs,
 //! so nothing else changes the conversation until the transaction ends.
-//! The rules are shared with SQLite (`sqlite::changes::plan`).
-
-use std::sync::Arc;
+//! The rules are shared with SQLite (`change_plan.rs`).
 
 use confab_proto::error::ErrorCode;
-use confab_proto::{MessageKind, Millis, Seq, UserId};
-use serde_json::json;
+use confab_proto::Millis;
 use sqlx::PgConnection;
 
 use super::notice::notice;
 use super::rows::{self, MESSAGE_COLUMNS};
-use crate::sqlite::changes::{plan, Write};
+use crate::change_plan::{self as rules, Write};
 use crate::types::*;
 use crate::Result;
 
@@ -27,18 +24,14 @@ pub(crate) async fn apply(
 ) -> Result<std::result::Result<MessageChangeOutcome, ErrorCode>> {
     let id = change.conversation_id();
     let by = change.actor();
-    let seq = match change {
-        MessageChange::Edit { seq, .. }
-        | MessageChange::Delete { seq, .. }
-        | MessageChange::React { seq, .. } => *seq,
-    };
-    let roster: Vec<(UserId, String, Seq)> = sqlx::query_as(
+    let seq = rules::target_seq(change);
+    let roster: rules::Roster = sqlx::query_as(
         "SELECT user_id, role, joined_seq FROM members WHERE conversation_id = $1 ORDER BY user_id",
     )
     .bind(id)
     .fetch_all(&mut *tx)
     .await?;
-    let Some((_, role, joined)) = roster.iter().find(|(u, _, _)| *u == by).cloned() else {
+    let Some((role, joined)) = rules::actor(&roster, by) else {
         let former: bool = sqlx::query_scalar(
             "SELECT EXISTS (SELECT 1 FROM former_members WHERE conversation_id = $1 AND user_id = $2)",
         )
@@ -46,11 +39,7 @@ pub(crate) async fn apply(
         .bind(by)
         .fetch_one(&mut *tx)
         .await?;
-        return Ok(Err(if former {
-            ErrorCode::Forbidden
-        } else {
-            ErrorCode::NotFound
-        }));
+        return Ok(Err(rules::outsider(former)));
     };
     let row = sqlx::query(&format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND seq = $2"
@@ -63,23 +52,15 @@ pub(crate) async fn apply(
         return Ok(Err(ErrorCode::NotFound));
     };
     let mut target = rows::message(&row)?;
-    if target.seq <= joined {
-        return Ok(Err(ErrorCode::NotFound));
+    if let Some(code) = rules::refuse_target(&target, joined) {
+        return Ok(Err(code));
     }
-    if target.kind == MessageKind::System {
-        return Ok(Err(ErrorCode::BadRequest));
-    }
-    let members: Arc<[UserId]> = roster.iter().map(|(u, _, _)| *u).collect();
-    let viewers: Arc<[UserId]> = roster
-        .iter()
-        .filter(|(_, _, j)| *j < seq)
-        .map(|(u, _, _)| *u)
-        .collect();
+    let (members, viewers) = rules::audience(&roster, seq);
     let kind: String = sqlx::query_scalar("SELECT kind FROM conversations WHERE id = $1")
         .bind(id)
         .fetch_one(&mut *tx)
         .await?;
-    let plan = match plan(change, &target, &kind, &role, ts) {
+    let plan = match rules::plan(change, &target, &kind, &role, ts) {
         Ok(Some(plan)) => plan,
         Ok(None) => {
             return Ok(Ok(MessageChangeOutcome {
@@ -102,8 +83,6 @@ pub(crate) async fn apply(
             .bind(seq)
             .execute(&mut *tx)
             .await?;
-            target.body = body.clone();
-            target.edited_at = Some(ts);
         }
         Write::Tombstone => {
             sqlx::query(
@@ -132,9 +111,6 @@ pub(crate) async fn apply(
                 .execute(&mut *tx)
                 .await?;
             }
-            target.body = json!({});
-            target.deleted = true;
-            target.reactions.clear();
         }
         Write::Reactions(map) => {
             let text = (!map.is_empty())
@@ -148,9 +124,9 @@ pub(crate) async fn apply(
             .bind(seq)
             .execute(&mut *tx)
             .await?;
-            target.reactions = map.clone();
         }
     }
+    plan.write.apply_to(&mut target, ts);
     let notice = notice(tx, id, by, plan.notice, ts).await?;
     Ok(Ok(MessageChangeOutcome {
         notice: Some(notice),

@@ -4,10 +4,11 @@
 //! `batch_changes.rs`) and once as `postgres::notice` (used by
 //! `create_group` and the committer's group changes, `groups.rs`).
 
-use confab_proto::{ConversationId, MessageKind, MessageRecord, Millis, Seq, UserId};
+use confab_proto::{ConversationId, MessageRecord, Millis, Seq, UserId};
 use serde_json::Value;
 
 use super::dialect::Conn;
+use crate::rows;
 use crate::Result;
 
 /// Appends one `system` message and returns it.
@@ -24,8 +25,7 @@ pub(crate) async fn notice(
     .bind(id)
     .fetch_one(&mut *tx)
     .await?;
-    // '/' is not allowed in client ids, so no client can take this key.
-    let client_msg_id = format!("system/{id}/{seq}");
+    let record = rows::system_message(id, seq, by, body, ts);
     sqlx::query(
         "INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, kind, body, ts)
          VALUES ($1, $2, $3, $4, 'system', $5, $6)",
@@ -33,22 +33,10 @@ pub(crate) async fn notice(
     .bind(id)
     .bind(seq)
     .bind(by)
-    .bind(&client_msg_id)
-    .bind(body.to_string())
+    .bind(&record.client_msg_id)
+    .bind(record.body.to_string())
     .bind(ts)
     .execute(&mut *tx)
     .await?;
-    Ok(MessageRecord {
-        conversation_id: id,
-        seq,
-        sender_id: by,
-        client_msg_id,
-        kind: MessageKind::System,
-        body,
-        ts,
-        read_by: None,
-        edited_at: None,
-        deleted: false,
-        reactions: Default::default(),
-    })
+    Ok(record)
 }

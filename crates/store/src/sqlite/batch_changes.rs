@@ -10,10 +10,10 @@ use confab_proto::api::Role;
 use confab_proto::error::ErrorCode;
 use confab_proto::{ConversationId, MessageKind, MessageRecord, Millis, Seq, UserId};
 use rusqlite::{params_from_iter, OptionalExtension, Transaction};
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use super::changes::{plan, Write};
 use super::rows::MESSAGE_COLUMNS;
+use crate::change_plan::{self as rules_of_changes, Write};
 use crate::group_plan as rules;
 use crate::types::*;
 use crate::{Result, StoreError};
@@ -89,26 +89,20 @@ fn notice(
             "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = ? RETURNING last_seq",
         )?
         .query_row([id], |r| r.get(0))?;
-    // '/' is not allowed in client ids, so no client can take this key.
-    let client_msg_id = format!("system/{id}/{seq}");
+    let record = crate::rows::system_message(id, seq, by, body, ts);
     tx.prepare_cached(
         "INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, kind, body, ts)
          VALUES (?, ?, ?, ?, 'system', ?, ?)",
     )?
-    .execute((id, seq, by, &client_msg_id, body.to_string(), ts))?;
-    Ok(MessageRecord {
-        conversation_id: id,
+    .execute((
+        id,
         seq,
-        sender_id: by,
-        client_msg_id,
-        kind: MessageKind::System,
-        body,
+        by,
+        &record.client_msg_id,
+        record.body.to_string(),
         ts,
-        read_by: None,
-        edited_at: None,
-        deleted: false,
-        reactions: Default::default(),
-    })
+    ))?;
+    Ok(record)
 }
 
 /// Applies one group change. `Ok(Err(code))` is a refusal with nothing
@@ -298,23 +292,15 @@ pub(crate) fn apply_message(
 ) -> Result<std::result::Result<MessageChangeOutcome, ErrorCode>> {
     let id = change.conversation_id();
     let by = change.actor();
-    let seq = match change {
-        MessageChange::Edit { seq, .. }
-        | MessageChange::Delete { seq, .. }
-        | MessageChange::React { seq, .. } => *seq,
-    };
-    let roster: Vec<(UserId, String, Seq)> = tx
+    let seq = rules_of_changes::target_seq(change);
+    let roster: rules_of_changes::Roster = tx
         .prepare_cached(
             "SELECT user_id, role, joined_seq FROM members WHERE conversation_id = ? ORDER BY user_id",
         )?
         .query_map([id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
         .collect::<rusqlite::Result<_>>()?;
-    let Some((_, role, joined)) = roster.iter().find(|(u, _, _)| *u == by).cloned() else {
-        return Ok(Err(if was_member(tx, id, by)? {
-            ErrorCode::Forbidden
-        } else {
-            ErrorCode::NotFound
-        }));
+    let Some((role, joined)) = rules_of_changes::actor(&roster, by) else {
+        return Ok(Err(rules_of_changes::outsider(was_member(tx, id, by)?)));
     };
     let mut st = tx.prepare_cached(&format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? AND seq = ?"
@@ -326,22 +312,14 @@ pub(crate) fn apply_message(
     let mut target = message(row)?;
     drop(rows);
     drop(st);
-    if target.seq <= joined {
-        return Ok(Err(ErrorCode::NotFound));
+    if let Some(code) = rules_of_changes::refuse_target(&target, joined) {
+        return Ok(Err(code));
     }
-    if target.kind == MessageKind::System {
-        return Ok(Err(ErrorCode::BadRequest));
-    }
-    let members: Arc<[UserId]> = roster.iter().map(|(u, _, _)| *u).collect();
-    let viewers: Arc<[UserId]> = roster
-        .iter()
-        .filter(|(_, _, j)| *j < seq)
-        .map(|(u, _, _)| *u)
-        .collect();
+    let (members, viewers) = rules_of_changes::audience(&roster, seq);
     let kind: String = tx
         .prepare_cached("SELECT kind FROM conversations WHERE id = ?")?
         .query_row([id], |r| r.get(0))?;
-    let plan = match plan(change, &target, &kind, &role, ts) {
+    let plan = match rules_of_changes::plan(change, &target, &kind, &role, ts) {
         Ok(Some(plan)) => plan,
         Ok(None) => {
             return Ok(Ok(MessageChangeOutcome {
@@ -359,8 +337,6 @@ pub(crate) fn apply_message(
                 "UPDATE messages SET body = ?, edited_at = ? WHERE conversation_id = ? AND seq = ?",
             )?
             .execute((body.to_string(), ts, id, seq))?;
-            target.body = body.clone();
-            target.edited_at = Some(ts);
         }
         Write::Tombstone => {
             tx.prepare_cached(
@@ -377,9 +353,6 @@ pub(crate) fn apply_message(
                 )?
                 .execute((media_id, id, seq))?;
             }
-            target.body = json!({});
-            target.deleted = true;
-            target.reactions.clear();
         }
         Write::Reactions(map) => {
             let text = (!map.is_empty())
@@ -389,9 +362,9 @@ pub(crate) fn apply_message(
                 "UPDATE messages SET reactions = ? WHERE conversation_id = ? AND seq = ?",
             )?
             .execute((text, id, seq))?;
-            target.reactions = map.clone();
         }
     }
+    plan.write.apply_to(&mut target, ts);
     let notice = notice(tx, id, by, plan.notice, ts)?;
     Ok(Ok(MessageChangeOutcome {
         notice: Some(notice),

@@ -20,7 +20,6 @@
 mod accounts;
 mod batch;
 mod batch_changes;
-pub(crate) mod changes;
 mod conversations;
 mod dialect;
 #[path = "../shared/e2ee.rs"]

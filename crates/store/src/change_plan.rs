@@ -1,14 +1,18 @@
-//! The rules of edits, deletions for everyone and reactions ([`plan`],
-//! shared with PostgreSQL). The writes themselves run on the writer thread
-//! (`batch_changes.rs`); reading one message is `conversations::message_for`
-//! (`src/shared/conversations.rs`).
+//! The rules of edits, deletions for everyone and reactions, written once
+//! for both backends: who may change a message ([`actor`], [`outsider`],
+//! [`refuse_target`]), what the change writes ([`plan`]), what the target
+//! looks like after it ([`Write::apply_to`]) and who hears of it
+//! ([`audience`]). The SQL runs per backend, inside the committer's
+//! transaction: `sqlite/batch_changes.rs` on the writer thread,
+//! `postgres/changes.rs`.
 
 use confab_proto::SystemNotice;
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use confab_proto::error::ErrorCode;
-use confab_proto::{MessageKind, MessageRecord, Millis, UserId};
-use serde_json::Value;
+use confab_proto::{MessageKind, MessageRecord, Millis, Seq, UserId};
+use serde_json::{json, Value};
 
 use crate::types::*;
 
@@ -22,10 +26,84 @@ pub(crate) enum Write {
     Reactions(BTreeMap<String, Vec<UserId>>),
 }
 
+impl Write {
+    /// The target as it reads after this write at `ts`.
+    pub(crate) fn apply_to(&self, target: &mut MessageRecord, ts: Millis) {
+        match self {
+            Write::Body(body) => {
+                target.body = body.clone();
+                target.edited_at = Some(ts);
+            }
+            Write::Tombstone => {
+                target.body = json!({});
+                target.deleted = true;
+                target.reactions.clear();
+            }
+            Write::Reactions(map) => target.reactions = map.clone(),
+        }
+    }
+}
+
+/// A change's decision: what to write and the notice to append.
 pub(crate) struct Plan {
     pub(crate) write: Write,
     /// Body of the `system` notice.
     pub(crate) notice: Value,
+}
+
+/// A conversation's members as both backends read them: (user, role,
+/// joined seq), by user id.
+pub(crate) type Roster = Vec<(UserId, String, Seq)>;
+
+/// The seq of the message a change is about.
+pub(crate) fn target_seq(change: &MessageChange) -> Seq {
+    match change {
+        MessageChange::Edit { seq, .. }
+        | MessageChange::Delete { seq, .. }
+        | MessageChange::React { seq, .. } => *seq,
+    }
+}
+
+/// The actor's role and join point, `None` when it is not a member.
+pub(crate) fn actor(roster: &Roster, by: UserId) -> Option<(String, Seq)> {
+    roster
+        .iter()
+        .find(|(u, _, _)| *u == by)
+        .map(|(_, role, joined)| (role.clone(), *joined))
+}
+
+/// The refusal for an actor that is not a member: a former member may
+/// know the message exists, anyone else is told nothing.
+pub(crate) fn outsider(former_member: bool) -> ErrorCode {
+    if former_member {
+        ErrorCode::Forbidden
+    } else {
+        ErrorCode::NotFound
+    }
+}
+
+/// The refusal for a target the actor may not change whatever the change:
+/// one from before it joined (it cannot see it) or a `system` notice.
+pub(crate) fn refuse_target(target: &MessageRecord, joined: Seq) -> Option<ErrorCode> {
+    if target.seq <= joined {
+        Some(ErrorCode::NotFound)
+    } else if target.kind == MessageKind::System {
+        Some(ErrorCode::BadRequest)
+    } else {
+        None
+    }
+}
+
+/// Who hears of a change to message `seq`: every member, and those who
+/// can see the message (joined before it).
+pub(crate) fn audience(roster: &Roster, seq: Seq) -> (Arc<[UserId]>, Arc<[UserId]>) {
+    let members = roster.iter().map(|(u, _, _)| *u).collect();
+    let viewers = roster
+        .iter()
+        .filter(|(_, _, j)| *j < seq)
+        .map(|(u, _, _)| *u)
+        .collect();
+    (members, viewers)
 }
 
 /// Decides a change against the target's current state, the conversation
