@@ -1,8 +1,9 @@
 //! Group changes (members, roles, settings) and message changes (edits,
 //! deletions, reactions) on the writer thread, inside the batch's
 //! transaction, so they take their place in the conversation's seq order:
-//! each writes `system` notices. The rules of a message change are
-//! [`super::changes::plan`], shared with PostgreSQL.
+//! each writes `system` notices. The rules of a message change are in
+//! [`crate::change_plan`], shared with PostgreSQL; those of a group change
+//! in [`crate::group_plan`].
 
 use std::sync::Arc;
 
