@@ -14,6 +14,13 @@ use crate::types::*;
 use crate::Result;
 
 pub(crate) async fn create_user(db: &Pool, new: NewUser) -> Result<User> {
+    let mut conn = db.acquire().await?;
+    insert_user(&mut conn, &new).await
+}
+
+/// Inserts an account on `conn` (a transaction of the caller's, or one
+/// statement of its own). `Conflict` if the username key is taken.
+pub(crate) async fn insert_user(conn: &mut Conn, new: &NewUser) -> Result<User> {
     let row = sqlx::query(&format!(
         "INSERT INTO users (username, username_key, display_name, password_hash, created_at)
          VALUES ($1, $2, $3, $4, $5) RETURNING {USER_COLUMNS}"
@@ -23,7 +30,7 @@ pub(crate) async fn create_user(db: &Pool, new: NewUser) -> Result<User> {
     .bind(&new.display_name)
     .bind(&new.password_hash)
     .bind(new.now)
-    .fetch_one(db)
+    .fetch_one(&mut *conn)
     .await?;
     rows::user(&row)
 }

@@ -8,8 +8,7 @@
 use confab_proto::UserId;
 use sqlx::Row;
 
-use super::dialect::{self, Pool};
-use super::rows::{self, USER_COLUMNS};
+use super::dialect::{self, Conn, Pool};
 use crate::types::*;
 use crate::{Result, StoreError};
 
@@ -49,41 +48,15 @@ pub(crate) async fn create_user(
     identity: OidcIdentity,
 ) -> Result<OidcSignup> {
     let mut tx = dialect::begin_write(db).await?;
-    let owner: Option<UserId> = sqlx::query_scalar(
-        "SELECT user_id FROM oidc_identities WHERE issuer = $1 AND subject = $2",
-    )
-    .bind(&identity.issuer)
-    .bind(&identity.subject)
-    .fetch_optional(&mut *tx)
-    .await?;
-    if let Some(owner) = owner {
+    if let Some(owner) = identity_owner(&mut tx, &identity).await? {
         return Ok(OidcSignup::IdentityTaken(owner));
     }
-    let inserted = sqlx::query(&format!(
-        "INSERT INTO users (username, username_key, display_name, password_hash, created_at)
-         VALUES ($1, $2, $3, $4, $5) RETURNING {USER_COLUMNS}"
-    ))
-    .bind(&new.username)
-    .bind(&new.username_key)
-    .bind(&new.display_name)
-    .bind(&new.password_hash)
-    .bind(new.now)
-    .fetch_one(&mut *tx)
-    .await;
-    let user = match inserted.map_err(StoreError::from) {
-        Ok(row) => rows::user(&row)?,
+    let user = match super::accounts::insert_user(&mut tx, &new).await {
+        Ok(user) => user,
         Err(StoreError::Conflict) => return Ok(OidcSignup::UsernameTaken),
         Err(e) => return Err(e),
     };
-    sqlx::query(
-        "INSERT INTO oidc_identities (issuer, subject, user_id, created_at) VALUES ($1, $2, $3, $4)",
-    )
-    .bind(&identity.issuer)
-    .bind(&identity.subject)
-    .bind(user.id)
-    .bind(new.now)
-    .execute(&mut *tx)
-    .await?;
+    insert_identity(&mut tx, &identity, user.id, new.now).await?;
     tx.commit().await?;
     Ok(OidcSignup::Created(user))
 }
@@ -95,32 +68,48 @@ pub(crate) async fn link(
     now: Millis,
 ) -> Result<OidcLink> {
     let mut tx = dialect::begin_write(db).await?;
-    let owner: Option<UserId> = sqlx::query_scalar(
-        "SELECT user_id FROM oidc_identities WHERE issuer = $1 AND subject = $2",
-    )
-    .bind(&identity.issuer)
-    .bind(&identity.subject)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let outcome = match owner {
+    let outcome = match identity_owner(&mut tx, &identity).await? {
         Some(owner) if owner == user => OidcLink::AlreadyLinked,
         Some(owner) => OidcLink::TakenBy(owner),
         None => {
-            sqlx::query(
-                "INSERT INTO oidc_identities (issuer, subject, user_id, created_at)
-                 VALUES ($1, $2, $3, $4)",
-            )
-            .bind(&identity.issuer)
-            .bind(&identity.subject)
-            .bind(user)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            insert_identity(&mut tx, &identity, user, now).await?;
             OidcLink::Linked
         }
     };
     tx.commit().await?;
     Ok(outcome)
+}
+
+/// The account a provider identity is linked to, if any.
+async fn identity_owner(tx: &mut Conn, identity: &OidcIdentity) -> Result<Option<UserId>> {
+    Ok(
+        sqlx::query_scalar(
+            "SELECT user_id FROM oidc_identities WHERE issuer = $1 AND subject = $2",
+        )
+        .bind(&identity.issuer)
+        .bind(&identity.subject)
+        .fetch_optional(&mut *tx)
+        .await?,
+    )
+}
+
+/// Links a provider identity to an account.
+async fn insert_identity(
+    tx: &mut Conn,
+    identity: &OidcIdentity,
+    user: UserId,
+    now: Millis,
+) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO oidc_identities (issuer, subject, user_id, created_at) VALUES ($1, $2, $3, $4)",
+    )
+    .bind(&identity.issuer)
+    .bind(&identity.subject)
+    .bind(user)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
 }
 
 pub(crate) async fn put_pending(
