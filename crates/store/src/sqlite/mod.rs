@@ -54,6 +54,11 @@ use crate::{Result, Store, StoreError};
 /// How often the background task checkpoints the WAL into the database.
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 
+/// WAL frames (pages) from which a checkpoint pass is finished on the
+/// writer thread so that the WAL starts over (4 MB of 4 KB pages, SQLite's
+/// own automatic checkpoint size); see [`writer::Writer::checkpoint`].
+const RESTART_FRAMES: i64 = 1000;
+
 /// Confab's embedded store.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -76,17 +81,26 @@ struct Checkpointer {
 }
 
 impl Checkpointer {
-    fn start(pool: SqlitePool) -> Checkpointer {
+    fn start(pool: SqlitePool, writer: writer::Writer) -> Checkpointer {
         let p = pool.clone();
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
             loop {
                 tick.tick().await;
-                if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-                    .execute(&p)
-                    .await
-                {
-                    tracing::warn!(error = %e, "wal checkpoint failed");
+                let wal: std::result::Result<(i64, i64, i64), sqlx::Error> =
+                    sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+                        .fetch_one(&p)
+                        .await;
+                match wal {
+                    // The writer appended while this pass copied: let the
+                    // writer copy the rest itself so the WAL starts over.
+                    Ok((_, frames, _)) if frames >= RESTART_FRAMES => {
+                        if let Err(e) = writer.checkpoint().await {
+                            tracing::warn!(error = %e, "wal checkpoint on the writer failed");
+                        }
+                    }
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "wal checkpoint failed"),
                 }
             }
         });
@@ -127,7 +141,6 @@ impl SqliteStore {
             .max_connections(1)
             .connect_with(opts.clone())
             .await?;
-        let checkpointer = Arc::new(Checkpointer::start(checkpoint_pool));
         let reader = SqlitePoolOptions::new()
             .max_connections(4)
             .acquire_timeout(Duration::from_secs(30))
@@ -137,6 +150,7 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::Unavailable(format!("loading the dictionary failed: {e}")))?;
         let rw = writer::Writer::start(path)?;
+        let checkpointer = Arc::new(Checkpointer::start(checkpoint_pool, rw.clone()));
         let index = search::SqliteIndex {
             reader: reader.clone(),
             writer: rw.clone(),

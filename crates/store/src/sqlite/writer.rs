@@ -75,7 +75,8 @@ impl Writer {
              PRAGMA foreign_keys = ON;
              PRAGMA temp_store = memory;
              PRAGMA cache_size = -32000;
-             PRAGMA wal_autocheckpoint = 0;",
+             PRAGMA wal_autocheckpoint = 0;
+             PRAGMA journal_size_limit = 67108864;",
         )?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let (jobs, mut rx) = mpsc::channel::<Queued>(QUEUE);
@@ -115,6 +116,40 @@ impl Writer {
         F: FnOnce(&rusqlite::Transaction<'_>) -> Result<T> + Send + 'static,
     {
         self.run(true, f).await
+    }
+
+    /// Checkpoints the WAL on the writer's own connection, between two
+    /// jobs (after the commits waiting beside it), and returns the WAL's
+    /// frames and how many of them are now in the database file.
+    ///
+    /// The background checkpointer's connection copies most of the WAL,
+    /// but under steady load the writer appends frames while it copies, so
+    /// it never catches up and SQLite never starts the WAL over: the file
+    /// grows without bound (hundreds of MB in seconds at saturation) and
+    /// every commit's fdatasync also writes the grown file's inode. Run
+    /// here, nothing is appended meanwhile; when every frame is copied
+    /// (and no reader still needs one) the next commit starts the WAL
+    /// from its beginning, overwriting blocks the file already has. The
+    /// copy is short: only what was written since the background pass.
+    pub(crate) async fn checkpoint(&self) -> Result<(i64, i64)> {
+        let (tx, rx) = oneshot::channel();
+        let job: Job = Box::new(move |conn: &mut Connection| {
+            let done = conn
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                    Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                })
+                .map_err(StoreError::from);
+            let _ = tx.send(done);
+        });
+        self.jobs
+            .send(Queued {
+                background: true,
+                job,
+            })
+            .await
+            .map_err(|_| StoreError::Unavailable("the writer thread has stopped".into()))?;
+        rx.await
+            .map_err(|_| StoreError::Unavailable("the writer thread has stopped".into()))?
     }
 
     async fn run<T, F>(&self, background: bool, f: F) -> Result<T>
