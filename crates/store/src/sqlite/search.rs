@@ -46,7 +46,7 @@ pub(crate) async fn search(
 /// Empties the index and queues every searchable message again.
 pub(crate) async fn rebuild(db: &SqlitePool) -> Result<()> {
     let mut tx = db.begin_with("BEGIN IMMEDIATE").await?;
-    sqlx::query("DELETE FROM message_index")
+    sqlx::query("INSERT INTO message_index (message_index) VALUES ('delete-all')")
         .execute(&mut *tx)
         .await?;
     shared::requeue_all(&mut tx).await?;
@@ -112,8 +112,16 @@ impl IndexBackend for SqliteIndex {
         self.writer
             .background_transaction(move |t| {
                 for ((c, s), tokens) in &plan.entries {
-                    t.prepare_cached("DELETE FROM message_index WHERE rowid = ?")?
-                        .execute([key(*c, *s)])?;
+                    // A new message has no entry yet: look before deleting
+                    // (a plain rowid lookup), since a contentless index
+                    // records a tombstone for every delete it is asked for.
+                    let indexed = t
+                        .prepare_cached("SELECT 1 FROM message_index_docsize WHERE id = ?")?
+                        .exists([key(*c, *s)])?;
+                    if indexed {
+                        t.prepare_cached("DELETE FROM message_index WHERE rowid = ?")?
+                            .execute([key(*c, *s)])?;
+                    }
                     if let Some(tokens) = tokens {
                         t.prepare_cached(
                             "INSERT INTO message_index (rowid, tokens) VALUES (?, ?)",
