@@ -167,14 +167,26 @@ fn append_messages(
     }
     let mut committed = plan::Committed::new();
     for piece in pieces(&candidates) {
+        use rusqlite::types::{ToSqlOutput, ValueRef};
+        // By the idempotency index's order (conversation, sender, client
+        // id): one conversation's keys sit together, not spread over the
+        // index by their random client ids.
         let mut st = tx.prepare_cached(&format!(
-            "SELECT client_msg_id, sender_id, conversation_id, seq, ts FROM messages
-             WHERE client_msg_id IN ({})",
-            marks(piece.len())
+            "WITH k(c, s, id) AS (VALUES {})
+             SELECT m.client_msg_id, m.sender_id, m.conversation_id, m.seq, m.ts
+             FROM k JOIN messages m
+               ON m.conversation_id = k.c AND m.sender_id = k.s AND m.client_msg_id = k.id",
+            vec!["(?, ?, ?)"; piece.len()].join(", ")
         ))?;
-        let mut rows = st.query(params_from_iter(
-            piece.iter().map(|(_, m)| m.client_msg_id.as_str()),
-        ))?;
+        let mut keys: Vec<ToSqlOutput<'_>> = Vec::with_capacity(piece.len() * 3);
+        for (_, m) in piece {
+            keys.extend([
+                ToSqlOutput::Borrowed(ValueRef::Integer(m.conversation_id)),
+                ToSqlOutput::Borrowed(ValueRef::Integer(m.sender_id)),
+                ToSqlOutput::Borrowed(ValueRef::Text(m.client_msg_id.as_bytes())),
+            ]);
+        }
+        let mut rows = st.query(params_from_iter(keys.iter()))?;
         while let Some(row) = rows.next()? {
             committed.insert(
                 (row.get(0)?, row.get(1)?, row.get(2)?),
