@@ -2514,6 +2514,7 @@ async fn search_finds_words_inside_chinese_japanese_korean_and_mixed_text() {
             "내일 오후에 회의가 있습니다",
             "明天的meeting很重要 with searching",
             "Searchable café notes",
+            "升级以后的新消息",
         ];
         let ops: Vec<WriteOp> = texts
             .iter()
@@ -2548,6 +2549,11 @@ async fn search_finds_words_inside_chinese_japanese_korean_and_mixed_text() {
             ("\"search\"", &[]),
             ("CAFE", &[6]),
             ("还", &[1]),
+            // jieba leaves 的 and 新 as single characters side by side in
+            // the text, but reads 新消息 as one word in the query.
+            ("新消息", &[7]),
+            ("消息", &[7]),
+            ("的", &[5, 7]),
         ];
         for (q, want) in cases {
             assert_eq!(found(find(s, bb, q).await), *want, "{name}: {q}");

@@ -12,7 +12,9 @@ CREATE VIRTUAL TABLE message_index USING fts5(
     contentless_delete = 1
 );
 
--- Index everything again, in the background, from the messages table.
+-- Index everything again, in the background, from the messages table
+-- (which also gives every message the tokens of today's cutting: Han
+-- characters left side by side by jieba indexed one by one too).
 DELETE FROM search_queue;
 INSERT INTO search_queue (conversation_id, seq)
 SELECT conversation_id, seq FROM messages

@@ -126,7 +126,8 @@ fn bigrams(text: &str, start: usize, end: usize, out: &mut Vec<Piece>) {
 /// two, but the shorter words are indexed either way). Characters jieba
 /// leaves alone, one by one (words it does not know, such as Japanese
 /// kanji compounds), are taken as bigrams like kana, so "会議" still finds
-/// "会議"; a lone one is a unigram, matched as a prefix in queries.
+/// "会議", and indexed one by one too; a lone one in a query is a unigram,
+/// matched as a prefix.
 fn han_pieces(text: &str, start: usize, end: usize, query: bool) -> Vec<(Piece, bool)> {
     let run = &text[start..end];
     let words = if query {
@@ -142,6 +143,23 @@ fn han_pieces(text: &str, start: usize, end: usize, query: bool) -> Vec<(Piece, 
             let mut pieces = Vec::new();
             bigrams(text, s, e, &mut pieces);
             out.extend(pieces.into_iter().map(|p| (p, query && n == 1)));
+            if !query && n > 1 {
+                // Each character by itself as well: a query's lone
+                // character (matched as a prefix) must find "新" in "的新"
+                // whichever neighbour jieba left it beside, so "新消息"
+                // finds "…的新消息".
+                for (i, c) in text[s..e].char_indices() {
+                    let (cs, ce) = (s + i, s + i + c.len_utf8());
+                    out.push((
+                        Piece {
+                            token: fold_cjk(&text[cs..ce]),
+                            start: cs,
+                            end: ce,
+                        },
+                        false,
+                    ));
+                }
+            }
         }
     };
     for t in words {
