@@ -1,13 +1,36 @@
 //! Turning rows into protocol records, once for both backends: the
-//! functions are generic over sqlx's `Row`, so SQLite and PostgreSQL rows
-//! map through the same code.
+//! functions are generic over [`NamedRow`], which PostgreSQL's rows (sqlx)
+//! and SQLite's (rusqlite) both implement.
 
 use confab_proto::api::{Member, Role, User};
 use confab_proto::{ConversationId, MessageKind, MessageRecord, Millis, Seq, UserId};
 use serde_json::Value;
-use sqlx::{ColumnIndex, Database, Decode, Row, Type};
+use sqlx::Postgres;
 
 use crate::{Result, StoreError};
+
+/// A value a column is read as on either backend.
+pub(crate) trait Column:
+    rusqlite::types::FromSql + for<'r> sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>
+{
+}
+
+impl<T> Column for T where
+    T: rusqlite::types::FromSql + for<'r> sqlx::Decode<'r, Postgres> + sqlx::Type<Postgres>
+{
+}
+
+/// A result row whose columns are read by name.
+pub(crate) trait NamedRow {
+    /// The value of the column called `name`.
+    fn column<T: Column>(&self, name: &'static str) -> Result<T>;
+}
+
+impl NamedRow for sqlx::postgres::PgRow {
+    fn column<T: Column>(&self, name: &'static str) -> Result<T> {
+        Ok(sqlx::Row::try_get(self, name)?)
+    }
+}
 
 /// The `system` message a backend appended at `seq` (a group change's or
 /// a message change's notice), with its reserved client id: '/' is not
@@ -62,49 +85,35 @@ pub(crate) const MESSAGE_COLUMNS: &str =
     "conversation_id, seq, sender_id, client_msg_id, kind, body, ts, edited_at, deleted_at, reactions";
 
 /// Maps a row (columns by name) to a [`User`].
-pub(crate) fn user<R>(row: &R) -> Result<User>
-where
-    R: Row,
-    &'static str: ColumnIndex<R>,
-    String: for<'a> Decode<'a, R::Database> + Type<R::Database>,
-    i64: for<'a> Decode<'a, R::Database> + Type<R::Database>,
-    R::Database: Database,
-{
+pub(crate) fn user<R: NamedRow>(row: &R) -> Result<User> {
     Ok(User {
-        id: row.try_get("id")?,
-        username: row.try_get("username")?,
-        display_name: row.try_get("display_name")?,
-        avatar_media_id: row.try_get("avatar_media_id")?,
-        status_text: row.try_get("status_text")?,
-        created_at: row.try_get("created_at")?,
+        id: row.column("id")?,
+        username: row.column("username")?,
+        display_name: row.column("display_name")?,
+        avatar_media_id: row.column("avatar_media_id")?,
+        status_text: row.column("status_text")?,
+        created_at: row.column("created_at")?,
         hide_presence: None,
     })
 }
 
 /// Maps a row (columns by name) to a [`MessageRecord`].
-pub(crate) fn message<R>(row: &R) -> Result<MessageRecord>
-where
-    R: Row,
-    &'static str: ColumnIndex<R>,
-    String: for<'a> Decode<'a, R::Database> + Type<R::Database>,
-    i64: for<'a> Decode<'a, R::Database> + Type<R::Database>,
-    R::Database: Database,
-{
-    let kind: String = row.try_get("kind")?;
-    let body: String = row.try_get("body")?;
+pub(crate) fn message<R: NamedRow>(row: &R) -> Result<MessageRecord> {
+    let kind: String = row.column("kind")?;
+    let body: String = row.column("body")?;
     Ok(MessageRecord {
-        conversation_id: row.try_get("conversation_id")?,
-        seq: row.try_get("seq")?,
-        sender_id: row.try_get("sender_id")?,
-        client_msg_id: row.try_get("client_msg_id")?,
+        conversation_id: row.column("conversation_id")?,
+        seq: row.column("seq")?,
+        sender_id: row.column("sender_id")?,
+        client_msg_id: row.column("client_msg_id")?,
         kind: MessageKind::parse(&kind)
             .ok_or_else(|| StoreError::Corrupt(format!("unknown message kind {kind:?}")))?,
         body: serde_json::from_str(&body)?,
-        ts: row.try_get("ts")?,
+        ts: row.column("ts")?,
         read_by: None,
-        edited_at: row.try_get("edited_at")?,
-        deleted: row.try_get::<Option<i64>, _>("deleted_at")?.is_some(),
-        reactions: match row.try_get::<Option<String>, _>("reactions")? {
+        edited_at: row.column("edited_at")?,
+        deleted: row.column::<Option<i64>>("deleted_at")?.is_some(),
+        reactions: match row.column::<Option<String>>("reactions")? {
             Some(r) => serde_json::from_str(&r)?,
             None => Default::default(),
         },
@@ -112,20 +121,13 @@ where
 }
 
 /// Maps a row (columns by name) to a [`Member`].
-pub(crate) fn member<R>(row: &R) -> Result<Member>
-where
-    R: Row,
-    &'static str: ColumnIndex<R>,
-    String: for<'a> Decode<'a, R::Database> + Type<R::Database>,
-    i64: for<'a> Decode<'a, R::Database> + Type<R::Database>,
-    R::Database: Database,
-{
-    let role: String = row.try_get("role")?;
+pub(crate) fn member<R: NamedRow>(row: &R) -> Result<Member> {
+    let role: String = row.column("role")?;
     Ok(Member {
-        user_id: row.try_get("user_id")?,
+        user_id: row.column("user_id")?,
         role: parse_role(&role)?,
-        joined_seq: row.try_get("joined_seq")?,
-        read_seq: row.try_get("read_seq")?,
+        joined_seq: row.column("joined_seq")?,
+        read_seq: row.column("read_seq")?,
     })
 }
 

@@ -14,7 +14,7 @@ macro_rules! store_impl {
         #[async_trait::async_trait]
         impl Store for $store {
             async fn ping(&self) -> Result<()> {
-                sqlx::query("SELECT 1").execute(&self.$r).await?;
+                dialect::query("SELECT 1").execute(&self.$r).await?;
                 Ok(())
             }
 
@@ -307,7 +307,7 @@ macro_rules! store_impl {
             }
 
             async fn delivered_seq(&self, device: DeviceId, id: ConversationId) -> Result<Seq> {
-                let seq: Option<i64> = sqlx::query_scalar(
+                let seq: Option<i64> = dialect::query_scalar(
                     "SELECT delivered_seq FROM device_cursors WHERE device_id = $1 AND conversation_id = $2",
                 )
                 .bind(device)

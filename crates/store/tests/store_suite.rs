@@ -2554,6 +2554,10 @@ async fn search_finds_words_inside_chinese_japanese_korean_and_mixed_text() {
             ("新消息", &[7]),
             ("消息", &[7]),
             ("的", &[5, 7]),
+            // Across jieba's word boundaries (分布式|系统, 讨论|分布式).
+            ("式系", &[0]),
+            ("论分布", &[0]),
+            ("以后的新", &[7]),
         ];
         for (q, want) in cases {
             assert_eq!(found(find(s, bb, q).await), *want, "{name}: {q}");
@@ -2900,4 +2904,82 @@ async fn the_sqlite_wal_starts_over_while_writes_never_pause() {
     let history = all_history(s, conv, bob).await;
     assert_eq!(history.len() as u64, sent * 16);
     store.close().await;
+}
+
+/// A database file made by the server before SQLite moved from sqlx to
+/// rusqlite (all nine migrations applied and recorded by sqlx's migrator,
+/// two users, a direct conversation with a Chinese and an English message,
+/// both indexed) opens without migrating again, applies the migrations
+/// made since, and keeps everything: accounts, history, search (indexed
+/// again), and the next seq.
+#[tokio::test]
+async fn a_database_made_through_sqlx_opens_and_keeps_its_data() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("confab.db");
+    std::fs::copy(
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/sqlx-migrated.db"
+        ),
+        &path,
+    )
+    .expect("copy the fixture");
+    let before: Vec<(i64, String)> = migrations_recorded(&path);
+    assert_eq!(before.len(), 9, "{before:?}");
+
+    let s = SqliteStore::open(&path)
+        .await
+        .expect("open the old database");
+    let after = migrations_recorded(&path);
+    assert_eq!(after[..before.len()], before[..], "nothing migrated twice");
+    assert!(after.len() > before.len(), "the newer migrations applied");
+    let found = s.search_users("李", 10).await.expect("users");
+    assert_eq!(found.len(), 1);
+    let ann = s.search_users("ann", 10).await.expect("users")[0].id;
+    let (conv, made) = s
+        .get_or_create_direct(ann, found[0].id, false, 3)
+        .await
+        .expect("direct");
+    assert!(!made, "the conversation is the stored one");
+    let query = HistoryQuery {
+        before_seq: None,
+        after_seq: None,
+        limit: 10,
+    };
+    let (history, _) = s.history(conv, ann, query).await.expect("history");
+    assert_eq!(history.len(), 2);
+    assert_eq!(
+        seqs(&find(&s, ann, "分布式").await),
+        vec![(conv, history[0].seq)]
+    );
+    assert_eq!(
+        seqs(&find(&s, ann, "search").await),
+        vec![(conv, history[1].seq)]
+    );
+    // Re-indexed on upgrade: a stretch across jieba's words is found.
+    assert_eq!(
+        seqs(&find(&s, ann, "式系").await),
+        vec![(conv, history[0].seq)]
+    );
+    let next = s
+        .commit_batch(
+            &[append(conv, ann, "after-upgrade")],
+            CommitRules::default(),
+        )
+        .await
+        .expect("commit");
+    assert_eq!(seq_of(&next[0]), (history[1].seq + 1, false));
+    s.close().await;
+}
+
+/// The `_sqlx_migrations` rows of the file at `path`.
+fn migrations_recorded(path: &std::path::Path) -> Vec<(i64, String)> {
+    let c = rusqlite::Connection::open(path).expect("open");
+    let mut st = c
+        .prepare("SELECT version, description FROM _sqlx_migrations WHERE success ORDER BY version")
+        .expect("prepare");
+    st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .expect("query")
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .expect("rows")
 }

@@ -5,17 +5,25 @@
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, PgPool, Postgres, Transaction};
 
+pub(crate) use sqlx::{query, query_as, query_scalar, Row};
+
 use confab_proto::UserId;
 
 use crate::types::{NewToken, TokenKind};
 use crate::Result;
 
-/// The database.
-pub(crate) type Db = Postgres;
 /// The pool the shared code runs its statements on.
 pub(crate) type Pool = PgPool;
 /// A result row.
 pub(crate) type DbRow = PgRow;
+/// A statement put together piece by piece.
+pub(crate) type Builder<'a> = sqlx::QueryBuilder<'a, Postgres>;
+
+/// Where a statement runs: the pool or one connection (sqlx's executor,
+/// named as the shared code names it on both backends).
+pub(crate) trait Executor<'c>: sqlx::Executor<'c, Database = Postgres> {}
+
+impl<'c, T: sqlx::Executor<'c, Database = Postgres>> Executor<'c> for T {}
 /// A connection (what a transaction dereferences to).
 pub(crate) type Conn = PgConnection;
 /// A write transaction.

@@ -9,7 +9,9 @@
 //! - Han (Chinese characters, also Japanese kanji): words from jieba's
 //!   bundled dictionary, in search mode for indexing (a long word also
 //!   yields the shorter words inside it: "分布式" gives "分布" too) and in
-//!   plain mode for queries;
+//!   plain mode for queries; the index also holds every two adjacent
+//!   characters of a run, so any stretch of two or more characters is
+//!   found, also across jieba's word boundaries;
 //! - kana and Hangul: overlapping character bigrams (the usual CJK
 //!   approach when no dictionary is at hand), so any two or more adjacent
 //!   characters are found; a one-character query run matches as a prefix.
@@ -216,9 +218,20 @@ pub(crate) fn index_pieces(text: &str) -> Vec<Piece> {
                 end,
             }),
             Script::Han => {
-                for (p, _) in han_pieces(text, start, end, false) {
-                    out.push(p);
-                }
+                let words = han_pieces(text, start, end, false);
+                // Every two adjacent characters of the run as well, so a
+                // query finds any stretch of two or more characters, also
+                // one that crosses the words jieba cut ("式系" in
+                // "分布式系统"); those jieba already gave are not repeated.
+                let mut pairs = Vec::new();
+                bigrams(text, start, end, &mut pairs);
+                pairs.retain(|b| {
+                    !words
+                        .iter()
+                        .any(|(w, _)| w.start == b.start && w.end == b.end)
+                });
+                out.extend(words.into_iter().map(|(p, _)| p));
+                out.extend(pairs);
             }
             Script::Kana | Script::Hangul => bigrams(text, start, end, &mut out),
             Script::Gap => {}
@@ -522,9 +535,11 @@ mod tests {
     #[test]
     fn chinese_words_inside_a_sentence_are_tokens() {
         let t = toks("我们明天下午开会讨论分布式系统");
-        for w in ["开会", "分布式", "系统", "明天"] {
+        for w in ["开会", "分布式", "系统", "明天", "式系", "论分", "天下"] {
             assert!(t.contains(&w.to_string()), "{w} in {t:?}");
         }
+        // A pair jieba gave as a word is not indexed twice.
+        assert_eq!(t.iter().filter(|w| *w == "开会").count(), 1, "{t:?}");
         let p = plan("开会").expect("plan");
         assert_eq!(p.fts5(), r#"("开会")"#);
         // A long query word asks for the shorter words inside it, which

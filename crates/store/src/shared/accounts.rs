@@ -6,9 +6,8 @@
 
 use confab_proto::api::User;
 use confab_proto::{DeviceId, UserId};
-use sqlx::Row;
 
-use super::dialect::{self, Conn, Pool};
+use super::dialect::{self, Conn, Pool, Row};
 use super::rows::{self, USER_COLUMNS};
 use crate::types::*;
 use crate::Result;
@@ -21,7 +20,7 @@ pub(crate) async fn create_user(db: &Pool, new: NewUser) -> Result<User> {
 /// Inserts an account on `conn` (a transaction of the caller's, or one
 /// statement of its own). `Conflict` if the username key is taken.
 pub(crate) async fn insert_user(conn: &mut Conn, new: &NewUser) -> Result<User> {
-    let row = sqlx::query(&format!(
+    let row = dialect::query(&format!(
         "INSERT INTO users (username, username_key, display_name, password_hash, created_at)
          VALUES ($1, $2, $3, $4, $5) RETURNING {USER_COLUMNS}"
     ))
@@ -39,7 +38,7 @@ pub(crate) async fn credentials_by_username(
     db: &Pool,
     key: &str,
 ) -> Result<Option<UserCredentials>> {
-    let row = sqlx::query(&format!(
+    let row = dialect::query(&format!(
         "SELECT {USER_COLUMNS}, password_hash FROM users WHERE username_key = $1"
     ))
     .bind(key)
@@ -55,7 +54,7 @@ pub(crate) async fn credentials_by_username(
 }
 
 pub(crate) async fn user(db: &Pool, id: UserId) -> Result<Option<User>> {
-    let row = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+    let row = dialect::query(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
         .bind(id)
         .fetch_optional(db)
         .await?;
@@ -63,7 +62,7 @@ pub(crate) async fn user(db: &Pool, id: UserId) -> Result<Option<User>> {
 }
 
 pub(crate) async fn users(db: &Pool, ids: &[UserId]) -> Result<Vec<User>> {
-    let rows = sqlx::query(&format!(
+    let rows = dialect::query(&format!(
         "SELECT {USER_COLUMNS} FROM users WHERE {} ORDER BY id",
         dialect::in_ids("id", "$1")
     ))
@@ -78,7 +77,7 @@ pub(crate) async fn search_users(db: &Pool, prefix: &str, limit: u32) -> Result<
     // prefix mean themselves. `username_key` sorts bytewise (COLLATE "C"),
     // and usernames are ASCII, so U+FFFF sorts after all.
     let upper = format!("{prefix}\u{ffff}");
-    let rows = sqlx::query(&format!(
+    let rows = dialect::query(&format!(
         "SELECT {USER_COLUMNS} FROM users WHERE username_key >= $1 AND username_key < $2
          ORDER BY username_key LIMIT $3"
     ))
@@ -96,7 +95,7 @@ pub(crate) async fn update_profile(
     update: ProfileUpdate,
 ) -> Result<Option<User>> {
     // Each field: keep when not given; the flag parameters say which to set.
-    let row = sqlx::query(&format!(
+    let row = dialect::query(&format!(
         "UPDATE users SET
             display_name    = CASE WHEN $1 THEN $2 ELSE display_name END,
             avatar_media_id = CASE WHEN $3 THEN $4 ELSE avatar_media_id END,
@@ -125,7 +124,7 @@ pub(crate) async fn create_device(
     public_key: Option<String>,
     now: Millis,
 ) -> Result<DeviceId> {
-    let id = sqlx::query_scalar(
+    let id = dialect::query_scalar(
         "INSERT INTO devices (user_id, name, public_key, created_at) VALUES ($1, $2, $3, $4)
          RETURNING id",
     )
@@ -145,7 +144,7 @@ pub(crate) async fn access_token_owner(
     hash: &[u8],
     now: Millis,
 ) -> Result<Option<TokenOwner>> {
-    let row: Option<(i64, i64)> = sqlx::query_as(
+    let row: Option<(i64, i64)> = dialect::query_as(
         "SELECT d.user_id, d.id FROM tokens t JOIN devices d ON d.id = t.device_id
          WHERE t.hash = $1 AND t.kind = $2 AND t.expires_at > $3 AND d.revoked_at IS NULL",
     )
@@ -168,7 +167,7 @@ pub(crate) async fn spend_refresh_token(
     // FOR UPDATE (PostgreSQL): two nodes spending the same token at once are
     // serialised, and the second sees it spent (a replay), as with SQLite's
     // one writer.
-    let row: Option<RefreshRow> = sqlx::query_as(&format!(
+    let row: Option<RefreshRow> = dialect::query_as(&format!(
         "SELECT d.user_id, d.id, t.expires_at, t.spent_at, d.revoked_at
          FROM tokens t JOIN devices d ON d.id = t.device_id WHERE t.hash = $1 AND t.kind = $2
          {}",
@@ -193,13 +192,13 @@ pub(crate) async fn spend_refresh_token(
     if revoked_at.is_some() {
         return Ok(RefreshOutcome::Invalid);
     }
-    sqlx::query("UPDATE tokens SET spent_at = $1 WHERE hash = $2")
+    dialect::query("UPDATE tokens SET spent_at = $1 WHERE hash = $2")
         .bind(now)
         .bind(hash)
         .execute(&mut *tx)
         .await?;
     // The access tokens issued with the spent refresh token end here too.
-    sqlx::query("DELETE FROM tokens WHERE device_id = $1 AND kind = $2")
+    dialect::query("DELETE FROM tokens WHERE device_id = $1 AND kind = $2")
         .bind(device_id)
         .bind(dialect::token_kind(TokenKind::Access))
         .execute(&mut *tx)
@@ -223,12 +222,12 @@ pub(crate) async fn change_password(
     now: Millis,
 ) -> Result<()> {
     let mut tx = dialect::begin_write(db).await?;
-    sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+    dialect::query("UPDATE users SET password_hash = $1 WHERE id = $2")
         .bind(password_hash)
         .bind(user)
         .execute(&mut *tx)
         .await?;
-    let others: Vec<i64> = sqlx::query_scalar(
+    let others: Vec<i64> = dialect::query_scalar(
         "SELECT id FROM devices WHERE user_id = $1 AND id != $2 AND revoked_at IS NULL
          ORDER BY id",
     )
@@ -246,12 +245,12 @@ pub(crate) async fn change_password(
 async fn revoke_device_in(tx: &mut Conn, device_id: DeviceId, now: Millis) -> Result<()> {
     // Spent refresh tokens of a revoked device are kept (until they expire)
     // only so that a replay is still recognised; fresh ones go.
-    sqlx::query("DELETE FROM tokens WHERE device_id = $1 AND (kind = $2 OR spent_at IS NULL)")
+    dialect::query("DELETE FROM tokens WHERE device_id = $1 AND (kind = $2 OR spent_at IS NULL)")
         .bind(device_id)
         .bind(dialect::token_kind(TokenKind::Access))
         .execute(&mut *tx)
         .await?;
-    sqlx::query("UPDATE devices SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2")
+    dialect::query("UPDATE devices SET revoked_at = COALESCE(revoked_at, $1) WHERE id = $2")
         .bind(now)
         .bind(device_id)
         .execute(&mut *tx)

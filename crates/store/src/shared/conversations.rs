@@ -9,9 +9,8 @@ use std::collections::HashMap;
 
 use confab_proto::api::{Conversation, ConversationKind, Member, Role, MEMBERS_INLINE_MAX};
 use confab_proto::{ConversationId, MessageKind, MessageRecord, Seq, UserId};
-use sqlx::Row;
 
-use super::dialect::{Conn, Db, DbRow, Pool};
+use super::dialect::{self, Conn, DbRow, Pool, Row};
 use super::rows::{self, MESSAGE_COLUMNS};
 use crate::types::*;
 use crate::{Result, StoreError};
@@ -34,11 +33,11 @@ pub(crate) fn direct_users(a: UserId, b: UserId) -> Vec<UserId> {
 
 /// The id of the direct conversation with this `direct_key`, if made.
 pub(crate) async fn direct_id(
-    db: impl sqlx::Executor<'_, Database = Db>,
+    db: impl dialect::Executor<'_>,
     key: &str,
 ) -> Result<Option<ConversationId>> {
     Ok(
-        sqlx::query_scalar("SELECT id FROM conversations WHERE direct_key = $1")
+        dialect::query_scalar("SELECT id FROM conversations WHERE direct_key = $1")
             .bind(key)
             .fetch_optional(db)
             .await?,
@@ -72,7 +71,7 @@ pub(crate) fn group_roster(owner: UserId, members: &[UserId]) -> Vec<(UserId, Ro
 }
 
 pub(crate) async fn member(db: &Pool, id: ConversationId, user: UserId) -> Result<Option<Member>> {
-    let row = sqlx::query(
+    let row = dialect::query(
         "SELECT user_id, role, joined_seq, read_seq FROM members
          WHERE conversation_id = $1 AND user_id = $2",
     )
@@ -84,7 +83,7 @@ pub(crate) async fn member(db: &Pool, id: ConversationId, user: UserId) -> Resul
 }
 
 pub(crate) async fn member_ids(db: &Pool, id: ConversationId) -> Result<Vec<UserId>> {
-    Ok(sqlx::query_scalar(
+    Ok(dialect::query_scalar(
         "SELECT user_id FROM members WHERE conversation_id = $1 ORDER BY user_id",
     )
     .bind(id)
@@ -146,7 +145,7 @@ fn header(row: &DbRow) -> Result<Header> {
 }
 
 async fn view(db: &Pool, h: Header, user: UserId) -> Result<Conversation> {
-    let member_rows = sqlx::query(
+    let member_rows = dialect::query(
         "SELECT user_id, role, joined_seq, read_seq FROM members WHERE conversation_id = $1
          ORDER BY user_id LIMIT $2",
     )
@@ -159,7 +158,7 @@ async fn view(db: &Pool, h: Header, user: UserId) -> Result<Conversation> {
         .map(rows::member)
         .collect::<Result<Vec<_>>>()?;
     let last_message = if h.last_seq > h.joined_seq {
-        let row = sqlx::query(&format!(
+        let row = dialect::query(&format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND seq = $2"
         ))
         .bind(h.id)
@@ -171,7 +170,7 @@ async fn view(db: &Pool, h: Header, user: UserId) -> Result<Conversation> {
         None
     };
     // Counting stops at UNREAD_CAP so a huge backlog costs a bounded scan.
-    let unread_count: i64 = sqlx::query_scalar(
+    let unread_count: i64 = dialect::query_scalar(
         "SELECT COUNT(*) FROM (SELECT 1 FROM messages
          WHERE conversation_id = $1 AND seq > $2 AND sender_id != $3 AND kind != 'system'
          LIMIT $4) AS unread",
@@ -182,7 +181,7 @@ async fn view(db: &Pool, h: Header, user: UserId) -> Result<Conversation> {
     .bind(UNREAD_CAP)
     .fetch_one(db)
     .await?;
-    let unread_mentions: i64 = sqlx::query_scalar(
+    let unread_mentions: i64 = dialect::query_scalar(
         "SELECT COUNT(*) FROM mentions WHERE user_id = $1 AND conversation_id = $2 AND seq > $3",
     )
     .bind(user)
@@ -215,7 +214,7 @@ pub(crate) async fn conversation_for(
     id: ConversationId,
     user: UserId,
 ) -> Result<Option<Conversation>> {
-    let row = sqlx::query(&format!("{HEADER_SQL} AND c.id = $2"))
+    let row = dialect::query(&format!("{HEADER_SQL} AND c.id = $2"))
         .bind(user)
         .bind(id)
         .fetch_optional(db)
@@ -227,7 +226,7 @@ pub(crate) async fn conversation_for(
 }
 
 pub(crate) async fn conversations_for(db: &Pool, user: UserId) -> Result<Vec<Conversation>> {
-    let headers = sqlx::query(HEADER_SQL).bind(user).fetch_all(db).await?;
+    let headers = dialect::query(HEADER_SQL).bind(user).fetch_all(db).await?;
     let mut out = Vec::with_capacity(headers.len());
     for row in &headers {
         out.push(view(db, header(row)?, user).await?);
@@ -243,7 +242,7 @@ pub(crate) async fn history(
     user: UserId,
     q: HistoryQuery,
 ) -> Result<(Vec<MessageRecord>, bool)> {
-    let joined: Option<i64> = sqlx::query_scalar(
+    let joined: Option<i64> = dialect::query_scalar(
         "SELECT joined_seq FROM members WHERE conversation_id = $1 AND user_id = $2",
     )
     .bind(id)
@@ -259,7 +258,7 @@ pub(crate) async fn history(
     // Forward paging when after_seq is given, else newest-first.
     let forward = q.after_seq.is_some();
     let order = if forward { "ASC" } else { "DESC" };
-    let rows = sqlx::query(&format!(
+    let rows = dialect::query(&format!(
         "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND seq > $2 AND seq < $3
          ORDER BY seq {order} LIMIT $4"
     ))
@@ -296,16 +295,17 @@ async fn add_read_counts(
     {
         return Ok(());
     }
-    let kind: Option<String> = sqlx::query_scalar("SELECT kind FROM conversations WHERE id = $1")
-        .bind(id)
-        .fetch_optional(db)
-        .await?;
+    let kind: Option<String> =
+        dialect::query_scalar("SELECT kind FROM conversations WHERE id = $1")
+            .bind(id)
+            .fetch_optional(db)
+            .await?;
     if kind.as_deref() != Some("group") {
         return Ok(());
     }
     // (joined_seq, read_seq) of the other members: a member counts for a
     // message when they were in before it and have read past it.
-    let cursors: Vec<(Seq, Seq)> = sqlx::query_as(
+    let cursors: Vec<(Seq, Seq)> = dialect::query_as(
         "SELECT joined_seq, read_seq FROM members WHERE conversation_id = $1 AND user_id != $2",
     )
     .bind(id)
@@ -326,7 +326,7 @@ async fn add_read_counts(
 }
 
 pub(crate) async fn members(db: &Pool, id: ConversationId) -> Result<Vec<Member>> {
-    let rows = sqlx::query(
+    let rows = dialect::query(
         "SELECT user_id, role, joined_seq, read_seq FROM members WHERE conversation_id = $1
          ORDER BY user_id",
     )
@@ -337,7 +337,7 @@ pub(crate) async fn members(db: &Pool, id: ConversationId) -> Result<Vec<Member>
 }
 
 pub(crate) async fn was_member(db: &Pool, id: ConversationId, user: UserId) -> Result<bool> {
-    Ok(sqlx::query_scalar(
+    Ok(dialect::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM former_members WHERE conversation_id = $1 AND user_id = $2)",
     )
     .bind(id)
@@ -352,7 +352,7 @@ pub(crate) async fn audience(
     user: UserId,
 ) -> Result<Option<Vec<UserId>>> {
     let mut conn = db.acquire().await?;
-    let member: bool = sqlx::query_scalar(
+    let member: bool = dialect::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM members WHERE conversation_id = $1 AND user_id = $2)",
     )
     .bind(id)
@@ -362,7 +362,7 @@ pub(crate) async fn audience(
     if !member {
         return Ok(None);
     }
-    let users = sqlx::query_scalar(
+    let users = dialect::query_scalar(
         "SELECT m.user_id FROM members m WHERE m.conversation_id = $1 AND m.user_id != $2
            AND NOT EXISTS (SELECT 1 FROM blocks b
                WHERE (b.blocker_id = m.user_id AND b.blocked_id = $2)
@@ -383,7 +383,7 @@ pub(crate) async fn set_muted(
     muted: bool,
 ) -> Result<bool> {
     let done =
-        sqlx::query("UPDATE members SET muted = $1 WHERE conversation_id = $2 AND user_id = $3")
+        dialect::query("UPDATE members SET muted = $1 WHERE conversation_id = $2 AND user_id = $3")
             .bind(muted)
             .bind(id)
             .bind(user)
@@ -398,7 +398,7 @@ pub(crate) async fn sync(
     cursors: &HashMap<ConversationId, Seq>,
     limits: SyncLimits,
 ) -> Result<Vec<SyncBatch>> {
-    let heads: Vec<(i64, i64, i64)> = sqlx::query_as(
+    let heads: Vec<(i64, i64, i64)> = dialect::query_as(
         "SELECT m.conversation_id, m.joined_seq, c.last_seq
          FROM members m JOIN conversations c ON c.id = m.conversation_id WHERE m.user_id = $1
          ORDER BY m.conversation_id",
@@ -426,7 +426,7 @@ pub(crate) async fn sync(
             });
             continue;
         }
-        let rows = sqlx::query(&format!(
+        let rows = dialect::query(&format!(
             "SELECT {MESSAGE_COLUMNS} FROM messages WHERE conversation_id = $1 AND seq > $2
              ORDER BY seq LIMIT $3"
         ))
@@ -456,7 +456,7 @@ pub(crate) async fn message_for(
     user: UserId,
     seq: Seq,
 ) -> Result<Option<MessageRecord>> {
-    let row = sqlx::query(&format!(
+    let row = dialect::query(&format!(
         "SELECT {} FROM messages m JOIN members mb
            ON mb.conversation_id = m.conversation_id AND mb.user_id = $1
          WHERE m.conversation_id = $2 AND m.seq = $3 AND m.seq > mb.joined_seq",

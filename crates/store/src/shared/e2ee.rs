@@ -12,16 +12,15 @@
 
 use confab_proto::e2ee::{DeviceInfo, KeyPackageStock};
 use confab_proto::{ConversationId, DeviceId, UserId};
-use sqlx::Row;
 
-use super::dialect::{self, Db, Pool};
+use super::dialect::{self, Pool, Row};
 
 use crate::types::Millis;
 use crate::Result;
 
 pub(crate) async fn conversation_encrypted(db: &Pool, id: ConversationId) -> Result<Option<bool>> {
     Ok(
-        sqlx::query_scalar("SELECT encrypted FROM conversations WHERE id = $1")
+        dialect::query_scalar("SELECT encrypted FROM conversations WHERE id = $1")
             .bind(id)
             .fetch_optional(db)
             .await?,
@@ -34,18 +33,19 @@ pub(crate) async fn pin_device_key(
     key: &str,
 ) -> Result<Option<String>> {
     let mut tx = dialect::begin_write(db).await?;
-    sqlx::query(
+    dialect::query(
         "UPDATE devices SET public_key = $1 WHERE id = $2 AND public_key IS NULL AND revoked_at IS NULL",
     )
     .bind(key)
     .bind(device)
     .execute(&mut *tx)
     .await?;
-    let now: Option<Option<String>> =
-        sqlx::query_scalar("SELECT public_key FROM devices WHERE id = $1 AND revoked_at IS NULL")
-            .bind(device)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let now: Option<Option<String>> = dialect::query_scalar(
+        "SELECT public_key FROM devices WHERE id = $1 AND revoked_at IS NULL",
+    )
+    .bind(device)
+    .fetch_optional(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(now.flatten())
 }
@@ -55,7 +55,7 @@ pub(crate) async fn member_devices(
     id: ConversationId,
     devices: &[DeviceId],
 ) -> Result<Vec<DeviceId>> {
-    Ok(sqlx::query_scalar(&format!(
+    Ok(dialect::query_scalar(&format!(
         "SELECT d.id FROM devices d JOIN members m ON m.user_id = d.user_id
          WHERE m.conversation_id = $1 AND d.revoked_at IS NULL AND {}",
         dialect::in_ids("d.id", "$2")
@@ -67,7 +67,7 @@ pub(crate) async fn member_devices(
 }
 
 pub(crate) async fn live_devices(db: &Pool, user: UserId) -> Result<Vec<DeviceInfo>> {
-    let rows = sqlx::query(
+    let rows = dialect::query(
         "SELECT id, public_key, created_at FROM devices WHERE user_id = $1 AND revoked_at IS NULL
          ORDER BY id",
     )
@@ -85,11 +85,8 @@ pub(crate) async fn live_devices(db: &Pool, user: UserId) -> Result<Vec<DeviceIn
         .collect()
 }
 
-async fn stock_in(
-    db: impl sqlx::Executor<'_, Database = Db>,
-    device: DeviceId,
-) -> Result<KeyPackageStock> {
-    let row = sqlx::query(
+async fn stock_in(db: impl dialect::Executor<'_>, device: DeviceId) -> Result<KeyPackageStock> {
+    let row = dialect::query(
         "SELECT (SELECT COUNT(*) FROM key_packages WHERE device_id = $1 AND NOT last_resort),
                 EXISTS (SELECT 1 FROM key_packages WHERE device_id = $1 AND last_resort)",
     )
@@ -122,7 +119,7 @@ pub(crate) async fn add_key_packages(
         return Ok(None);
     }
     for data in &packages {
-        sqlx::query(
+        dialect::query(
             "INSERT INTO key_packages (device_id, data, last_resort, created_at) VALUES ($1, $2, FALSE, $3)",
         )
         .bind(device)
@@ -132,11 +129,11 @@ pub(crate) async fn add_key_packages(
         .await?;
     }
     if let Some(data) = last_resort {
-        sqlx::query("DELETE FROM key_packages WHERE device_id = $1 AND last_resort")
+        dialect::query("DELETE FROM key_packages WHERE device_id = $1 AND last_resort")
             .bind(device)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(
+        dialect::query(
             "INSERT INTO key_packages (device_id, data, last_resort, created_at) VALUES ($1, $2, TRUE, $3)",
         )
         .bind(device)
@@ -156,7 +153,7 @@ pub(crate) async fn claim_key_packages(
     devices: Option<&[DeviceId]>,
 ) -> Result<Vec<(DeviceId, Vec<u8>)>> {
     let mut tx = dialect::begin_write(db).await?;
-    let live: Vec<DeviceId> = sqlx::query_scalar(
+    let live: Vec<DeviceId> = dialect::query_scalar(
         "SELECT id FROM devices WHERE user_id = $1 AND revoked_at IS NULL ORDER BY id",
     )
     .bind(user)
@@ -168,7 +165,7 @@ pub(crate) async fn claim_key_packages(
             continue;
         }
         // Ordinary packages first (oldest), the last-resort one after them.
-        let row = sqlx::query(&format!(
+        let row = dialect::query(&format!(
             "SELECT id, data, last_resort FROM key_packages WHERE device_id = $1
              ORDER BY last_resort, id LIMIT 1 {}",
             dialect::SKIP_LOCKED
@@ -179,7 +176,7 @@ pub(crate) async fn claim_key_packages(
         let Some(row) = row else { continue };
         let id: i64 = row.try_get(0)?;
         if !row.try_get::<bool, _>(2)? {
-            sqlx::query("DELETE FROM key_packages WHERE id = $1")
+            dialect::query("DELETE FROM key_packages WHERE id = $1")
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;

@@ -5,9 +5,8 @@
 //! dialect come from each backend's `dialect` module.
 
 use confab_proto::{MessageKind, UserId};
-use sqlx::Row;
 
-use super::dialect::{self, DbRow, Pool};
+use super::dialect::{self, DbRow, Pool, Row};
 
 use crate::types::*;
 use crate::{Result, StoreError};
@@ -47,14 +46,14 @@ pub(crate) async fn insert_media(
     // quota check.
     let mut tx = dialect::begin_write(db).await?;
     dialect::lock_row(&mut tx, "users", m.owner_id).await?;
-    let used: i64 = sqlx::query_scalar(USAGE_SQL)
+    let used: i64 = dialect::query_scalar(USAGE_SQL)
         .bind(m.owner_id)
         .fetch_one(&mut *tx)
         .await?;
     if used + m.size > quota_bytes {
         return Ok(MediaInsert::OverQuota { used });
     }
-    sqlx::query(
+    dialect::query(
         "INSERT INTO media (id, owner_id, sha256, size, mime, kind, width, height, duration_ms,
                             thumbnail, created_at)
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
@@ -78,7 +77,7 @@ pub(crate) async fn insert_media(
 
 pub(crate) async fn media(db: &Pool, id: &str) -> Result<Option<MediaRecord>> {
     let sql = format!("SELECT {COLUMNS} FROM media WHERE id = $1");
-    sqlx::query(&sql)
+    dialect::query(&sql)
         .bind(id)
         .fetch_optional(db)
         .await?
@@ -87,7 +86,7 @@ pub(crate) async fn media(db: &Pool, id: &str) -> Result<Option<MediaRecord>> {
 }
 
 pub(crate) async fn media_usage(db: &Pool, owner: UserId) -> Result<i64> {
-    Ok(sqlx::query_scalar(USAGE_SQL)
+    Ok(dialect::query_scalar(USAGE_SQL)
         .bind(owner)
         .fetch_one(db)
         .await?)
@@ -95,7 +94,7 @@ pub(crate) async fn media_usage(db: &Pool, owner: UserId) -> Result<i64> {
 
 pub(crate) async fn can_read_media(db: &Pool, id: &str, user: UserId) -> Result<bool> {
     // The row is not decoded: `1` is an INT4 on PostgreSQL, an i64 on SQLite.
-    let hit = sqlx::query(
+    let hit = dialect::query(
         "SELECT 1 FROM media WHERE id = $1 AND owner_id = $2
          UNION ALL
          SELECT 1 FROM message_media mm
@@ -111,7 +110,7 @@ pub(crate) async fn can_read_media(db: &Pool, id: &str, user: UserId) -> Result<
 }
 
 pub(crate) async fn set_media_thumbnail(db: &Pool, id: &str) -> Result<()> {
-    sqlx::query("UPDATE media SET thumbnail = TRUE WHERE id = $1")
+    dialect::query("UPDATE media SET thumbnail = TRUE WHERE id = $1")
         .bind(id)
         .execute(db)
         .await?;

@@ -7,7 +7,7 @@
 use confab_proto::{ConversationId, MessageRecord, Millis, Seq, UserId};
 use serde_json::Value;
 
-use super::dialect::Conn;
+use super::dialect::{self, Conn};
 use crate::rows;
 use crate::Result;
 
@@ -19,14 +19,14 @@ pub(crate) async fn notice(
     body: Value,
     ts: Millis,
 ) -> Result<MessageRecord> {
-    let seq: Seq = sqlx::query_scalar(
+    let seq: Seq = dialect::query_scalar(
         "UPDATE conversations SET last_seq = last_seq + 1 WHERE id = $1 RETURNING last_seq",
     )
     .bind(id)
     .fetch_one(&mut *tx)
     .await?;
     let record = rows::system_message(id, seq, by, body, ts);
-    sqlx::query(
+    dialect::query(
         "INSERT INTO messages (conversation_id, seq, sender_id, client_msg_id, kind, body, ts)
          VALUES ($1, $2, $3, $4, 'system', $5, $6)",
     )

@@ -6,26 +6,23 @@
 //! from each backend's `dialect` module.
 
 use confab_proto::UserId;
-use sqlx::Row;
 
-use super::dialect::{self, Conn, Pool};
+use super::dialect::{self, Conn, Pool, Row};
 use crate::types::*;
 use crate::{Result, StoreError};
 
 pub(crate) async fn identity_user(db: &Pool, id: &OidcIdentity) -> Result<Option<UserId>> {
-    Ok(
-        sqlx::query_scalar(
-            "SELECT user_id FROM oidc_identities WHERE issuer = $1 AND subject = $2",
-        )
-        .bind(&id.issuer)
-        .bind(&id.subject)
-        .fetch_optional(db)
-        .await?,
+    Ok(dialect::query_scalar(
+        "SELECT user_id FROM oidc_identities WHERE issuer = $1 AND subject = $2",
     )
+    .bind(&id.issuer)
+    .bind(&id.subject)
+    .fetch_optional(db)
+    .await?)
 }
 
 pub(crate) async fn identities_of(db: &Pool, user: UserId) -> Result<Vec<OidcIdentity>> {
-    let rows = sqlx::query(
+    let rows = dialect::query(
         "SELECT issuer, subject FROM oidc_identities WHERE user_id = $1
          ORDER BY created_at, issuer, subject",
     )
@@ -82,15 +79,13 @@ pub(crate) async fn link(
 
 /// The account a provider identity is linked to, if any.
 async fn identity_owner(tx: &mut Conn, identity: &OidcIdentity) -> Result<Option<UserId>> {
-    Ok(
-        sqlx::query_scalar(
-            "SELECT user_id FROM oidc_identities WHERE issuer = $1 AND subject = $2",
-        )
-        .bind(&identity.issuer)
-        .bind(&identity.subject)
-        .fetch_optional(&mut *tx)
-        .await?,
+    Ok(dialect::query_scalar(
+        "SELECT user_id FROM oidc_identities WHERE issuer = $1 AND subject = $2",
     )
+    .bind(&identity.issuer)
+    .bind(&identity.subject)
+    .fetch_optional(&mut *tx)
+    .await?)
 }
 
 /// Links a provider identity to an account.
@@ -100,7 +95,7 @@ async fn insert_identity(
     user: UserId,
     now: Millis,
 ) -> Result<()> {
-    sqlx::query(
+    dialect::query(
         "INSERT INTO oidc_identities (issuer, subject, user_id, created_at) VALUES ($1, $2, $3, $4)",
     )
     .bind(&identity.issuer)
@@ -121,17 +116,17 @@ pub(crate) async fn put_pending(
     max_rows: u64,
 ) -> Result<bool> {
     let mut tx = dialect::begin_write(db).await?;
-    sqlx::query("DELETE FROM oidc_pending WHERE expires_at <= $1")
+    dialect::query("DELETE FROM oidc_pending WHERE expires_at <= $1")
         .bind(now)
         .execute(&mut *tx)
         .await?;
-    let live: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM oidc_pending")
+    let live: i64 = dialect::query_scalar("SELECT COUNT(*) FROM oidc_pending")
         .fetch_one(&mut *tx)
         .await?;
     if u64::try_from(live).unwrap_or(u64::MAX) >= max_rows {
         return Ok(false);
     }
-    sqlx::query("INSERT INTO oidc_pending (key_hash, payload, expires_at) VALUES ($1, $2, $3)")
+    dialect::query("INSERT INTO oidc_pending (key_hash, payload, expires_at) VALUES ($1, $2, $3)")
         .bind(key_hash)
         .bind(payload)
         .bind(expires_at)
@@ -147,11 +142,12 @@ pub(crate) async fn take_pending(
     now: Millis,
 ) -> Result<Option<String>> {
     // One statement: of two racing takes, only one gets the row.
-    let row =
-        sqlx::query("DELETE FROM oidc_pending WHERE key_hash = $1 RETURNING payload, expires_at")
-            .bind(key_hash)
-            .fetch_optional(db)
-            .await?;
+    let row = dialect::query(
+        "DELETE FROM oidc_pending WHERE key_hash = $1 RETURNING payload, expires_at",
+    )
+    .bind(key_hash)
+    .fetch_optional(db)
+    .await?;
     let Some(row) = row else { return Ok(None) };
     let expires_at: Millis = row.try_get("expires_at")?;
     if expires_at <= now {

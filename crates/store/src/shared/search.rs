@@ -4,9 +4,7 @@
 //! once as `postgres::search::shared`; what matches and ranks (FTS5 or a
 //! `tsvector`) stays in each backend's `search.rs`.
 
-use sqlx::QueryBuilder;
-
-use super::super::dialect::{Conn, Db, Pool};
+use super::super::dialect::{self, Conn, Pool};
 use super::super::rows;
 use crate::search::{hit, text};
 use crate::types::*;
@@ -18,7 +16,7 @@ use crate::Result;
 /// more.
 pub(crate) async fn finish(
     db: &Pool,
-    mut q: QueryBuilder<'_, Db>,
+    mut q: dialect::Builder<'_>,
     plan: &text::SearchPlan,
     query: &SearchQuery,
     rank: &str,
@@ -53,7 +51,7 @@ pub(crate) async fn finish(
 
 /// Keys committed but not indexed yet.
 pub(crate) async fn backlog(db: &Pool) -> Result<u64> {
-    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM search_queue")
+    let n: i64 = dialect::query_scalar("SELECT count(*) FROM search_queue")
         .fetch_one(db)
         .await?;
     Ok(n.max(0) as u64)
@@ -62,7 +60,7 @@ pub(crate) async fn backlog(db: &Pool) -> Result<u64> {
 /// Queues every searchable message again (a rebuild, after the backend has
 /// emptied its index in the same transaction).
 pub(crate) async fn requeue_all(tx: &mut Conn) -> Result<()> {
-    sqlx::query(
+    dialect::query(
         "INSERT INTO search_queue (conversation_id, seq)
          SELECT conversation_id, seq FROM messages
          WHERE kind IN ('text', 'image', 'voice', 'file') AND deleted_at IS NULL

@@ -15,9 +15,8 @@ use std::collections::HashMap;
 
 use confab_proto::api::{FriendRequest, User};
 use confab_proto::UserId;
-use sqlx::Row;
 
-use super::dialect::{self, Conn, DbRow, Pool};
+use super::dialect::{self, Conn, DbRow, Pool, Row};
 use super::rows::{self, user_columns};
 use crate::types::*;
 use crate::Result;
@@ -55,7 +54,7 @@ fn request(row: &DbRow) -> Result<FriendRequest> {
 }
 
 async fn request_by_id(tx: &mut Conn, id: i64) -> Result<Option<FriendRequest>> {
-    let row = sqlx::query(&format!("{REQUEST_SQL} WHERE r.id = $1"))
+    let row = dialect::query(&format!("{REQUEST_SQL} WHERE r.id = $1"))
         .bind(id)
         .fetch_optional(&mut *tx)
         .await?;
@@ -63,7 +62,7 @@ async fn request_by_id(tx: &mut Conn, id: i64) -> Result<Option<FriendRequest>> 
 }
 
 async fn blocked_either_on(tx: &mut Conn, a: UserId, b: UserId) -> Result<bool> {
-    Ok(sqlx::query_scalar(
+    Ok(dialect::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM blocks WHERE (blocker_id = $1 AND blocked_id = $2)
                                                 OR (blocker_id = $2 AND blocked_id = $1))",
     )
@@ -74,7 +73,7 @@ async fn blocked_either_on(tx: &mut Conn, a: UserId, b: UserId) -> Result<bool> 
 }
 
 async fn are_friends(tx: &mut Conn, a: UserId, b: UserId) -> Result<bool> {
-    Ok(sqlx::query_scalar(
+    Ok(dialect::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM friendships WHERE user_id = $1 AND friend_id = $2)",
     )
     .bind(a)
@@ -85,7 +84,7 @@ async fn are_friends(tx: &mut Conn, a: UserId, b: UserId) -> Result<bool> {
 
 /// Makes `a` and `b` friends and deletes requests between them.
 async fn befriend(tx: &mut Conn, a: UserId, b: UserId, now: Millis) -> Result<()> {
-    sqlx::query(
+    dialect::query(
         "INSERT INTO friendships (user_id, friend_id, since) VALUES ($1, $2, $3), ($2, $1, $3)
          ON CONFLICT DO NOTHING",
     )
@@ -98,7 +97,7 @@ async fn befriend(tx: &mut Conn, a: UserId, b: UserId, now: Millis) -> Result<()
 }
 
 async fn delete_requests_between(tx: &mut Conn, a: UserId, b: UserId) -> Result<()> {
-    sqlx::query(
+    dialect::query(
         "DELETE FROM friend_requests WHERE (from_user = $1 AND to_user = $2)
                                         OR (from_user = $2 AND to_user = $1)",
     )
@@ -118,7 +117,7 @@ pub(crate) async fn send_friend_request(
     now: Millis,
 ) -> Result<FriendRequestOutcome> {
     let mut tx = dialect::begin_write(db).await?;
-    let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)")
+    let exists: bool = dialect::query_scalar("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)")
         .bind(to)
         .fetch_one(&mut *tx)
         .await?;
@@ -133,12 +132,13 @@ pub(crate) async fn send_friend_request(
         return Ok(FriendRequestOutcome::AlreadyFriends);
     }
     // They asked first: this answers their request.
-    let theirs: Option<i64> =
-        sqlx::query_scalar("SELECT id FROM friend_requests WHERE from_user = $1 AND to_user = $2")
-            .bind(to)
-            .bind(from)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let theirs: Option<i64> = dialect::query_scalar(
+        "SELECT id FROM friend_requests WHERE from_user = $1 AND to_user = $2",
+    )
+    .bind(to)
+    .bind(from)
+    .fetch_optional(&mut *tx)
+    .await?;
     if let Some(id) = theirs {
         let Some(request) = request_by_id(&mut tx, id).await? else {
             return Ok(FriendRequestOutcome::UnknownUser);
@@ -150,24 +150,25 @@ pub(crate) async fn send_friend_request(
             since: now,
         });
     }
-    let mine: Option<i64> =
-        sqlx::query_scalar("SELECT id FROM friend_requests WHERE from_user = $1 AND to_user = $2")
-            .bind(from)
-            .bind(to)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let mine: Option<i64> = dialect::query_scalar(
+        "SELECT id FROM friend_requests WHERE from_user = $1 AND to_user = $2",
+    )
+    .bind(from)
+    .bind(to)
+    .fetch_optional(&mut *tx)
+    .await?;
     let id = match mine {
         Some(id) => id,
         None => {
             let pending: i64 =
-                sqlx::query_scalar("SELECT COUNT(*) FROM friend_requests WHERE from_user = $1")
+                dialect::query_scalar("SELECT COUNT(*) FROM friend_requests WHERE from_user = $1")
                     .bind(from)
                     .fetch_one(&mut *tx)
                     .await?;
             if pending >= i64::from(max_pending) {
                 return Ok(FriendRequestOutcome::TooMany);
             }
-            sqlx::query_scalar(
+            dialect::query_scalar(
                 "INSERT INTO friend_requests (from_user, to_user, message, created_at)
                  VALUES ($1, $2, $3, $4) RETURNING id",
             )
@@ -193,7 +194,7 @@ pub(crate) async fn friend_requests(
     incoming: bool,
 ) -> Result<Vec<FriendRequest>> {
     let column = if incoming { "to_user" } else { "from_user" };
-    let rows = sqlx::query(&format!(
+    let rows = dialect::query(&format!(
         "{REQUEST_SQL} WHERE r.{column} = $1 ORDER BY r.created_at, r.id"
     ))
     .bind(user)
@@ -210,12 +211,13 @@ pub(crate) async fn answer_friend_request(
     now: Millis,
 ) -> Result<FriendAnswer> {
     let mut tx = dialect::begin_write(db).await?;
-    let from: Option<i64> =
-        sqlx::query_scalar("SELECT from_user FROM friend_requests WHERE id = $1 AND to_user = $2")
-            .bind(id)
-            .bind(user)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let from: Option<i64> = dialect::query_scalar(
+        "SELECT from_user FROM friend_requests WHERE id = $1 AND to_user = $2",
+    )
+    .bind(id)
+    .bind(user)
+    .fetch_optional(&mut *tx)
+    .await?;
     let Some(from) = from else {
         return Ok(FriendAnswer::NotFound);
     };
@@ -230,7 +232,7 @@ pub(crate) async fn answer_friend_request(
     if accept {
         befriend(&mut tx, request.from_user.id, user, now).await?;
     } else {
-        sqlx::query("DELETE FROM friend_requests WHERE id = $1")
+        dialect::query("DELETE FROM friend_requests WHERE id = $1")
             .bind(id)
             .execute(&mut *tx)
             .await?;
@@ -248,17 +250,18 @@ pub(crate) async fn answer_friend_request(
 
 pub(crate) async fn cancel_friend_request(db: &Pool, id: i64, user: UserId) -> Result<bool> {
     let mut tx = dialect::begin_write(db).await?;
-    let to: Option<i64> =
-        sqlx::query_scalar("SELECT to_user FROM friend_requests WHERE id = $1 AND from_user = $2")
-            .bind(id)
-            .bind(user)
-            .fetch_optional(&mut *tx)
-            .await?;
+    let to: Option<i64> = dialect::query_scalar(
+        "SELECT to_user FROM friend_requests WHERE id = $1 AND from_user = $2",
+    )
+    .bind(id)
+    .bind(user)
+    .fetch_optional(&mut *tx)
+    .await?;
     let Some(to) = to else {
         return Ok(false);
     };
     dialect::lock_users(&mut tx, &[to, user]).await?;
-    let done = sqlx::query("DELETE FROM friend_requests WHERE id = $1 AND from_user = $2")
+    let done = dialect::query("DELETE FROM friend_requests WHERE id = $1 AND from_user = $2")
         .bind(id)
         .bind(user)
         .execute(&mut *tx)
@@ -268,7 +271,7 @@ pub(crate) async fn cancel_friend_request(db: &Pool, id: i64, user: UserId) -> R
 }
 
 pub(crate) async fn friends(db: &Pool, user: UserId) -> Result<Vec<(User, Millis)>> {
-    let rows = sqlx::query(&format!(
+    let rows = dialect::query(&format!(
         "SELECT {}, f.since FROM friendships f JOIN users u ON u.id = f.friend_id
          WHERE f.user_id = $1 ORDER BY u.username_key",
         user_columns("u")
@@ -282,7 +285,7 @@ pub(crate) async fn friends(db: &Pool, user: UserId) -> Result<Vec<(User, Millis
 }
 
 pub(crate) async fn friend_ids(db: &Pool, user: UserId) -> Result<Vec<UserId>> {
-    Ok(sqlx::query_scalar(
+    Ok(dialect::query_scalar(
         "SELECT friend_id FROM friendships WHERE user_id = $1 ORDER BY friend_id",
     )
     .bind(user)
@@ -291,7 +294,7 @@ pub(crate) async fn friend_ids(db: &Pool, user: UserId) -> Result<Vec<UserId>> {
 }
 
 async fn unfriend_on(tx: &mut Conn, a: UserId, b: UserId) -> Result<bool> {
-    let done = sqlx::query(
+    let done = dialect::query(
         "DELETE FROM friendships WHERE (user_id = $1 AND friend_id = $2)
                                     OR (user_id = $2 AND friend_id = $1)",
     )
@@ -318,7 +321,7 @@ pub(crate) async fn block(
 ) -> Result<bool> {
     let mut tx = dialect::begin_write(db).await?;
     dialect::lock_users(&mut tx, &[blocker, blocked]).await?;
-    sqlx::query(
+    dialect::query(
         "INSERT INTO blocks (blocker_id, blocked_id, created_at) VALUES ($1, $2, $3)
          ON CONFLICT DO NOTHING",
     )
@@ -334,7 +337,7 @@ pub(crate) async fn block(
 }
 
 pub(crate) async fn unblock(db: &Pool, blocker: UserId, blocked: UserId) -> Result<bool> {
-    let done = sqlx::query("DELETE FROM blocks WHERE blocker_id = $1 AND blocked_id = $2")
+    let done = dialect::query("DELETE FROM blocks WHERE blocker_id = $1 AND blocked_id = $2")
         .bind(blocker)
         .bind(blocked)
         .execute(db)
@@ -343,7 +346,7 @@ pub(crate) async fn unblock(db: &Pool, blocker: UserId, blocked: UserId) -> Resu
 }
 
 pub(crate) async fn blocked_users(db: &Pool, blocker: UserId) -> Result<Vec<User>> {
-    let rows = sqlx::query(&format!(
+    let rows = dialect::query(&format!(
         "SELECT {} FROM blocks b JOIN users u ON u.id = b.blocked_id
          WHERE b.blocker_id = $1 ORDER BY b.created_at DESC, u.id DESC",
         user_columns("u")
@@ -364,7 +367,7 @@ pub(crate) async fn blocks_among(
     user: UserId,
     others: &[UserId],
 ) -> Result<Vec<UserId>> {
-    let mut out: Vec<UserId> = sqlx::query_scalar(&format!(
+    let mut out: Vec<UserId> = dialect::query_scalar(&format!(
         "SELECT blocked_id FROM blocks WHERE blocker_id = $1 AND {}
          UNION
          SELECT blocker_id FROM blocks WHERE blocked_id = $1 AND {}",
@@ -380,7 +383,7 @@ pub(crate) async fn blocks_among(
 }
 
 pub(crate) async fn share_conversation(db: &Pool, a: UserId, b: UserId) -> Result<bool> {
-    Ok(sqlx::query_scalar(
+    Ok(dialect::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM members m1 JOIN members m2
                         ON m2.conversation_id = m1.conversation_id
                         WHERE m1.user_id = $1 AND m2.user_id = $2)",
@@ -399,7 +402,7 @@ pub(crate) async fn presence_records(
     if users.is_empty() {
         return Ok(out);
     }
-    let rows = sqlx::query(&format!(
+    let rows = dialect::query(&format!(
         "SELECT id, hide_presence, last_seen FROM users WHERE {}",
         dialect::in_ids("id", "$1")
     ))
@@ -419,7 +422,7 @@ pub(crate) async fn presence_records(
 }
 
 pub(crate) async fn set_last_seen(db: &Pool, user: UserId, at: Millis) -> Result<()> {
-    sqlx::query(&format!(
+    dialect::query(&format!(
         "UPDATE users SET last_seen = {}(COALESCE(last_seen, 0), $1) WHERE id = $2",
         dialect::GREATEST
     ))

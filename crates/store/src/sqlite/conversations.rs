@@ -30,7 +30,7 @@ pub(crate) async fn get_or_create_direct(
         return Ok((id, false));
     }
     let users = direct_users(a, b);
-    let id: i64 = sqlx::query_scalar(
+    let id: i64 = dialect::query_scalar(
         "INSERT INTO conversations (kind, direct_key, created_by, created_at, member_count, encrypted)
          VALUES ('direct', ?, ?, ?, ?, ?) RETURNING id",
     )
@@ -42,7 +42,7 @@ pub(crate) async fn get_or_create_direct(
     .fetch_one(&mut *tx)
     .await?;
     for user in users {
-        sqlx::query(
+        dialect::query(
             "INSERT INTO members (conversation_id, user_id, role, joined_seq, joined_at)
              VALUES (?, ?, 'member', 0, ?)",
         )
@@ -65,7 +65,7 @@ pub(crate) async fn create_group(
     now: Millis,
 ) -> Result<ConversationId> {
     let mut tx = dialect::begin_write(db).await?;
-    let id: i64 = sqlx::query_scalar(
+    let id: i64 = dialect::query_scalar(
         "INSERT INTO conversations (kind, title, created_by, created_at, encrypted)
          VALUES ('group', ?, ?, ?, ?) RETURNING id",
     )
@@ -76,20 +76,22 @@ pub(crate) async fn create_group(
     .fetch_one(&mut *tx)
     .await?;
     let all = group_roster(owner, members);
-    for chunk in all.chunks(200) {
-        let mut q: sqlx::QueryBuilder<sqlx::Sqlite> = sqlx::QueryBuilder::new(
-            "INSERT INTO members (conversation_id, user_id, role, joined_seq, joined_at) ",
-        );
-        q.push_values(chunk, |mut row, (user, role)| {
-            row.push_bind(id)
-                .push_bind(*user)
-                .push_bind(role_name(*role))
-                .push_bind(0i64)
-                .push_bind(now);
-        });
-        q.build().execute(&mut *tx).await?;
-    }
-    sqlx::query("UPDATE conversations SET member_count = ? WHERE id = ?")
+    let rows: Vec<(UserId, &'static str)> = all
+        .iter()
+        .map(|(user, role)| (*user, role_name(*role)))
+        .collect();
+    tx.run(move |c| {
+        let mut st = c.prepare_cached(
+            "INSERT INTO members (conversation_id, user_id, role, joined_seq, joined_at)
+             VALUES (?, ?, ?, 0, ?)",
+        )?;
+        for (user, role) in rows {
+            st.execute((id, user, role, now))?;
+        }
+        Ok(())
+    })
+    .await?;
+    dialect::query("UPDATE conversations SET member_count = ? WHERE id = ?")
         .bind(all.len() as i64)
         .bind(id)
         .execute(&mut *tx)

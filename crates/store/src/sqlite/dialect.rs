@@ -1,26 +1,20 @@
-//! The SQLite side of the shared store code (`src/shared/`): the pool and
-//! connection types, and the few places where SQLite's SQL or types differ
-//! from PostgreSQL's. The shared files write SQL with `$N` parameters,
-//! which SQLite binds by number like `?N`.
+//! The SQLite side of the shared store code (`src/shared/`): the pool,
+//! connection and query types (rusqlite, through [`super::lite`]), and the
+//! few places where SQLite's SQL or types differ from PostgreSQL's. The
+//! shared files write SQL with `$N` parameters, which SQLite binds by
+//! number like `?N`.
 
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Sqlite, SqliteConnection, SqlitePool, Transaction};
+pub(crate) use super::lite::{
+    query, query_as, query_scalar, Conn, Executor, Pool, QueryBuilder as Builder, Row, Tx,
+};
 
 use confab_proto::UserId;
 
 use crate::types::{NewToken, TokenKind};
 use crate::Result;
 
-/// The database.
-pub(crate) type Db = Sqlite;
-/// The pool the shared code runs its statements on.
-pub(crate) type Pool = SqlitePool;
 /// A result row.
-pub(crate) type DbRow = SqliteRow;
-/// A connection (what a transaction dereferences to).
-pub(crate) type Conn = SqliteConnection;
-/// A write transaction.
-pub(crate) type Tx = Transaction<'static, Sqlite>;
+pub(crate) type DbRow = super::lite::LiteRow;
 /// What [`id_list`] binds: the ids as one JSON array text.
 pub(crate) type IdList = String;
 /// A small code column (`tokens.kind`, …): INTEGER, read and bound as i64.
@@ -30,7 +24,7 @@ pub(crate) type Code = i64;
 /// this writer queues on SQLite's lock behind the writer thread instead of
 /// failing when it upgrades a read.
 pub(crate) async fn begin_write(db: &Pool) -> Result<Tx> {
-    Ok(db.begin_with("BEGIN IMMEDIATE").await?)
+    Tx::begin(db, "BEGIN IMMEDIATE").await
 }
 
 /// `column IN <the ids bound at param>`: the list travels as JSON, so one
@@ -76,7 +70,7 @@ pub(crate) fn token_kind(kind: TokenKind) -> Code {
 pub(crate) async fn insert_tokens(db: &Pool, tokens: Vec<NewToken>) -> Result<()> {
     let mut tx = begin_write(db).await?;
     for t in tokens {
-        sqlx::query("INSERT INTO tokens (hash, device_id, kind, expires_at) VALUES (?, ?, ?, ?)")
+        query("INSERT INTO tokens (hash, device_id, kind, expires_at) VALUES (?, ?, ?, ?)")
             .bind(t.hash)
             .bind(t.device_id)
             .bind(token_kind(t.kind))

@@ -4,10 +4,11 @@
 //! rusqlite connection (`writer.rs`, `batch.rs`): one job, one
 //! transaction, one fsync per batch, no async round trip per statement.
 //! The other writes (accounts, friends, media records, creating
-//! conversations) still go through one sqlx writer connection; every write
+//! conversations) go through one more rusqlite connection; every write
 //! transaction begins `IMMEDIATE`, so the two writers queue on SQLite's
-//! lock instead of failing. Reads use a small pool of read-only sqlx
-//! connections concurrently with the writers.
+//! lock instead of failing. Reads use a small pool of read-only rusqlite
+//! connections concurrently with the writers (`lite.rs`: statements run
+//! on Tokio's blocking threads). sqlx is not used for SQLite at all.
 //!
 //! The code this backend shares with the PostgreSQL one is written once in
 //! `src/shared/` and compiled here as this backend's `accounts`, `oidc`,
@@ -24,8 +25,10 @@ mod conversations;
 mod dialect;
 #[path = "../shared/e2ee.rs"]
 mod e2ee;
+mod lite;
 #[path = "../shared/media.rs"]
 mod media;
+mod migrate;
 #[path = "../shared/notice.rs"]
 mod notice;
 #[path = "../shared/oidc.rs"]
@@ -44,9 +47,7 @@ use std::time::Duration;
 use confab_proto::api::{Conversation, FriendRequest, Member, User};
 use confab_proto::e2ee::{DeviceInfo, KeyPackageStock};
 use confab_proto::{ConversationId, DeviceId, MessageRecord, Seq, UserId};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use lite::{Access, Pool};
 
 use crate::types::*;
 use crate::{Result, Store, StoreError};
@@ -62,8 +63,8 @@ const RESTART_FRAMES: i64 = 1000;
 /// Confab's embedded store.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
-    writer: SqlitePool,
-    reader: SqlitePool,
+    writer: Pool,
+    reader: Pool,
     checkpointer: Arc<Checkpointer>,
     indexer: Arc<crate::search::Indexer>,
     index: search::SqliteIndex,
@@ -76,21 +77,22 @@ pub struct SqliteStore {
 /// the group committer for the length of a checkpoint and its fsync.
 #[derive(Debug)]
 struct Checkpointer {
-    pool: SqlitePool,
+    pool: Pool,
     task: tokio::task::JoinHandle<()>,
 }
 
 impl Checkpointer {
-    fn start(pool: SqlitePool, writer: writer::Writer) -> Checkpointer {
+    fn start(pool: Pool, writer: writer::Writer) -> Checkpointer {
         let p = pool.clone();
         let task = tokio::spawn(async move {
             let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
             loop {
                 tick.tick().await;
-                let wal: std::result::Result<(i64, i64, i64), sqlx::Error> =
-                    sqlx::query_as("PRAGMA wal_checkpoint(PASSIVE)")
+                let wal: Result<(i64, i64, i64)> =
+                    dialect::query_as("PRAGMA wal_checkpoint(PASSIVE)")
                         .fetch_one(&p)
-                        .await;
+                        .await
+                        .map_err(StoreError::from);
                 match wal {
                     // The writer appended while this pass copied: let the
                     // writer copy the rest itself so the WAL starts over.
@@ -130,35 +132,10 @@ impl Drop for Checkpointer {
 impl SqliteStore {
     /// Opens (creating if needed) the database file and runs migrations.
     pub async fn open(path: &Path) -> Result<SqliteStore> {
-        let opts = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Full)
-            .busy_timeout(Duration::from_secs(10))
-            .foreign_keys(true)
-            .pragma("temp_store", "memory")
-            .pragma("cache_size", "-32000")
-            .pragma("wal_autocheckpoint", "0");
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .min_connections(1)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(opts.clone())
-            .await?;
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&writer)
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("migration failed: {e}")))?;
-        let checkpoint_pool = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(opts.clone())
-            .await?;
-        let reader = SqlitePoolOptions::new()
-            .max_connections(4)
-            .acquire_timeout(Duration::from_secs(30))
-            .connect_with(opts.read_only(true))
-            .await?;
+        let writer = Pool::open(path, Access::Write, 1).await?;
+        writer.run(migrate::run).await?;
+        let checkpoint_pool = Pool::open(path, Access::Write, 1).await?;
+        let reader = Pool::open(path, Access::Read, 4).await?;
         tokio::task::spawn_blocking(crate::search::text::warm_up)
             .await
             .map_err(|e| StoreError::Unavailable(format!("loading the dictionary failed: {e}")))?;
@@ -183,13 +160,13 @@ impl SqliteStore {
     pub async fn close(&self) {
         self.checkpointer.task.abort();
         self.indexer.stop();
-        self.reader.close().await;
-        self.writer.close().await;
+        self.reader.close();
+        self.writer.close();
         // A last full checkpoint so the database file stands on its own.
-        let _ = sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)")
+        let _ = dialect::query("PRAGMA wal_checkpoint(TRUNCATE)")
             .execute(&self.checkpointer.pool)
             .await;
-        self.checkpointer.pool.close().await;
+        self.checkpointer.pool.close();
     }
 }
 

@@ -3,8 +3,8 @@
 //! [`crate::search::text`]), keyed by `conversation_id * 2^32 + seq`, and
 //! written by the background indexer from `search_queue` (migration 0005).
 
+use super::dialect::{self, Builder, Pool};
 use confab_proto::UserId;
-use sqlx::{QueryBuilder, Sqlite, SqlitePool};
 
 use crate::search::{plan_round, text, IndexBackend, QueueRow, Queued, ROUND};
 use crate::types::*;
@@ -21,14 +21,14 @@ fn key(conversation_id: i64, seq: i64) -> i64 {
 }
 
 pub(crate) async fn search(
-    db: &SqlitePool,
+    db: &Pool,
     user: UserId,
     query: &SearchQuery,
 ) -> Result<(Vec<SearchHit>, bool)> {
     let Some(plan) = text::plan(&query.q) else {
         return Ok((Vec::new(), false));
     };
-    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(format!(
+    let mut q = Builder::new(format!(
         "SELECT {}
          FROM message_index
          JOIN messages m ON m.conversation_id = message_index.rowid >> 32
@@ -44,9 +44,9 @@ pub(crate) async fn search(
 }
 
 /// Empties the index and queues every searchable message again.
-pub(crate) async fn rebuild(db: &SqlitePool) -> Result<()> {
-    let mut tx = db.begin_with("BEGIN IMMEDIATE").await?;
-    sqlx::query("INSERT INTO message_index (message_index) VALUES ('delete-all')")
+pub(crate) async fn rebuild(db: &Pool) -> Result<()> {
+    let mut tx = dialect::begin_write(db).await?;
+    dialect::query("INSERT INTO message_index (message_index) VALUES ('delete-all')")
         .execute(&mut *tx)
         .await?;
     shared::requeue_all(&mut tx).await?;
@@ -60,7 +60,7 @@ pub(crate) async fn rebuild(db: &SqlitePool) -> Result<()> {
 /// database file, so keys up to the highest one read are all handled.
 #[derive(Debug, Clone)]
 pub(crate) struct SqliteIndex {
-    pub reader: SqlitePool,
+    pub reader: Pool,
     pub writer: super::writer::Writer,
 }
 
@@ -68,15 +68,16 @@ pub(crate) struct SqliteIndex {
 impl IndexBackend for SqliteIndex {
     async fn queue_bounds(&self) -> Result<Option<(i64, i64)>> {
         let (lo, hi): (Option<i64>, Option<i64>) =
-            sqlx::query_as("SELECT min(id), max(id) FROM search_queue")
+            dialect::query_as("SELECT min(id), max(id) FROM search_queue")
                 .fetch_one(&self.reader)
                 .await?;
         Ok(lo.zip(hi))
     }
 
     async fn index_round(&self) -> Result<usize> {
-        // Read on the writer thread too: in-process rows, no copies through
-        // sqlx's worker and channel (this read is as large as the round).
+        // Read on the writer thread too: the rows go straight to the
+        // round's plan, not through a pooled connection's owned-row copies
+        // (this read is as large as the round).
         let rows: Vec<QueueRow> = self
             .writer
             .background_transaction(|t| {

@@ -2,7 +2,7 @@
 //! rusqlite connection and runs each job handed to it (a whole commit
 //! batch, an indexing round) as plain synchronous calls on cached prepared
 //! statements. The committer's task awaits one reply per batch, instead of
-//! one round trip to sqlx's worker thread per statement.
+//! one round trip to a connection's thread per statement.
 //!
 //! Jobs arrive on a bounded queue ([`QUEUE`]); a sender waits when it is
 //! full. Commits that clients wait for go before background work
