@@ -560,26 +560,60 @@ impl Query {
     }
 }
 
-/// A statement whose rows are read as `O` (sqlx's `query_as`).
+/// How a [`Typed`] statement reads a row as `O`.
+pub(crate) trait Decoder<O> {
+    /// Reads `row`.
+    fn decode(row: &LiteRow) -> DbResult<O>;
+}
+
+/// The whole row, column by position (a tuple): sqlx's `query_as`.
+#[derive(Debug)]
+pub(crate) struct WholeRow;
+
+impl<O: FromRow> Decoder<O> for WholeRow {
+    fn decode(row: &LiteRow) -> DbResult<O> {
+        O::from_row(row)
+    }
+}
+
+/// The first column: sqlx's `query_scalar`.
+#[derive(Debug)]
+pub(crate) struct FirstColumn;
+
+impl<O: FromSql> Decoder<O> for FirstColumn {
+    fn decode(row: &LiteRow) -> DbResult<O> {
+        row.try_get(0)
+    }
+}
+
+/// A statement whose rows are read as `O` by `D`.
 #[derive(Debug)]
 #[must_use = "a query does nothing until it is fetched"]
-pub(crate) struct QueryAs<O> {
+pub(crate) struct Typed<O, D> {
     query: Query,
-    out: PhantomData<fn() -> O>,
+    out: PhantomData<fn() -> (O, D)>,
 }
 
 /// A statement whose rows are tuples.
-pub(crate) fn query_as<O: FromRow>(sql: &str) -> QueryAs<O> {
-    QueryAs {
+pub(crate) fn query_as<O: FromRow>(sql: &str) -> Typed<O, WholeRow> {
+    Typed {
         query: query(sql),
         out: PhantomData,
     }
 }
 
-impl<O: FromRow> QueryAs<O> {
+/// A statement whose rows are one value each.
+pub(crate) fn query_scalar<O: FromSql>(sql: &str) -> Typed<O, FirstColumn> {
+    Typed {
+        query: query(sql),
+        out: PhantomData,
+    }
+}
+
+impl<O, D: Decoder<O>> Typed<O, D> {
     /// Binds the next parameter.
-    pub(crate) fn bind<T: ToSql>(self, value: T) -> QueryAs<O> {
-        QueryAs {
+    pub(crate) fn bind<T: ToSql>(self, value: T) -> Typed<O, D> {
+        Typed {
             query: self.query.bind(value),
             out: PhantomData,
         }
@@ -591,7 +625,7 @@ impl<O: FromRow> QueryAs<O> {
         O: Send + 'c,
     {
         let row = self.query.fetch_one(db);
-        Box::pin(async move { O::from_row(&row.await?) })
+        Box::pin(async move { D::decode(&row.await?) })
     }
 
     /// The first row, if any.
@@ -600,7 +634,7 @@ impl<O: FromRow> QueryAs<O> {
         O: Send + 'c,
     {
         let row = self.query.fetch_optional(db);
-        Box::pin(async move { row.await?.as_ref().map(O::from_row).transpose() })
+        Box::pin(async move { row.await?.as_ref().map(D::decode).transpose() })
     }
 
     /// Every row.
@@ -609,61 +643,7 @@ impl<O: FromRow> QueryAs<O> {
         O: Send + 'c,
     {
         let rows = self.query.fetch_all(db);
-        Box::pin(async move { rows.await?.iter().map(O::from_row).collect() })
-    }
-}
-
-/// A statement whose rows are read as their first column (sqlx's
-/// `query_scalar`).
-#[derive(Debug)]
-#[must_use = "a query does nothing until it is fetched"]
-pub(crate) struct QueryScalar<O> {
-    query: Query,
-    out: PhantomData<fn() -> O>,
-}
-
-/// A statement whose rows are one value each.
-pub(crate) fn query_scalar<O: FromSql>(sql: &str) -> QueryScalar<O> {
-    QueryScalar {
-        query: query(sql),
-        out: PhantomData,
-    }
-}
-
-impl<O: FromSql> QueryScalar<O> {
-    /// Binds the next parameter.
-    pub(crate) fn bind<T: ToSql>(self, value: T) -> QueryScalar<O> {
-        QueryScalar {
-            query: self.query.bind(value),
-            out: PhantomData,
-        }
-    }
-
-    /// The first row's value; an error if there is none.
-    pub(crate) fn fetch_one<'c>(self, db: impl Executor<'c>) -> BoxFuture<'c, O>
-    where
-        O: Send + 'c,
-    {
-        let row = self.query.fetch_one(db);
-        Box::pin(async move { row.await?.try_get(0) })
-    }
-
-    /// The first row's value, if any.
-    pub(crate) fn fetch_optional<'c>(self, db: impl Executor<'c>) -> BoxFuture<'c, Option<O>>
-    where
-        O: Send + 'c,
-    {
-        let row = self.query.fetch_optional(db);
-        Box::pin(async move { row.await?.map(|r| r.try_get(0)).transpose() })
-    }
-
-    /// Every row's value.
-    pub(crate) fn fetch_all<'c>(self, db: impl Executor<'c>) -> BoxFuture<'c, Vec<O>>
-    where
-        O: Send + 'c,
-    {
-        let rows = self.query.fetch_all(db);
-        Box::pin(async move { rows.await?.iter().map(|r| r.try_get(0)).collect() })
+        Box::pin(async move { rows.await?.iter().map(D::decode).collect() })
     }
 }
 
