@@ -16,6 +16,7 @@
 //!   approach when no dictionary is at hand), so any two or more adjacent
 //!   characters are found; a one-character query run matches as a prefix.
 
+use std::collections::HashSet;
 use std::sync::OnceLock;
 
 use jieba_rs::Jieba;
@@ -225,11 +226,9 @@ pub(crate) fn index_pieces(text: &str) -> Vec<Piece> {
                 // "分布式系统"); those jieba already gave are not repeated.
                 let mut pairs = Vec::new();
                 bigrams(text, start, end, &mut pairs);
-                pairs.retain(|b| {
-                    !words
-                        .iter()
-                        .any(|(w, _)| w.start == b.start && w.end == b.end)
-                });
+                let given: HashSet<(usize, usize)> =
+                    words.iter().map(|(w, _)| (w.start, w.end)).collect();
+                pairs.retain(|b| !given.contains(&(b.start, b.end)));
                 out.extend(words.into_iter().map(|(p, _)| p));
                 out.extend(pairs);
             }

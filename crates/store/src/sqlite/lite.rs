@@ -48,8 +48,7 @@ pub(crate) fn open(path: &Path, access: Access) -> Result<Connection> {
     let flags = match access {
         Access::Read => OpenFlags::SQLITE_OPEN_READ_ONLY,
         Access::Write => OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE,
-    } | OpenFlags::SQLITE_OPEN_NO_MUTEX
-        | OpenFlags::SQLITE_OPEN_URI;
+    } | OpenFlags::SQLITE_OPEN_NO_MUTEX;
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.execute_batch(
@@ -324,12 +323,6 @@ impl<'c> Executor<'c> for &'c Pool {
 impl<'c> Executor<'c> for &'c mut Conn {
     fn target(self) -> Target<'c> {
         Target::Conn(self)
-    }
-}
-
-impl<'c> Executor<'c> for &'c mut PoolConn {
-    fn target(self) -> Target<'c> {
-        Target::Conn(&mut self.conn)
     }
 }
 

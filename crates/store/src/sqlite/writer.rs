@@ -12,9 +12,8 @@
 
 use std::collections::VecDeque;
 use std::path::Path;
-use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags};
+use rusqlite::Connection;
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot};
 
@@ -64,20 +63,9 @@ impl Writer {
     /// Opens the database file (already made and migrated) for writing and
     /// starts the thread.
     pub(crate) fn start(path: &Path) -> Result<Writer> {
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )?;
-        conn.busy_timeout(Duration::from_secs(10))?;
-        conn.execute_batch(
-            "PRAGMA journal_mode = WAL;
-             PRAGMA synchronous = FULL;
-             PRAGMA foreign_keys = ON;
-             PRAGMA temp_store = memory;
-             PRAGMA cache_size = -32000;
-             PRAGMA wal_autocheckpoint = 0;
-             PRAGMA journal_size_limit = 67108864;",
-        )?;
+        // The same settings as every other connection (WAL, `synchronous =
+        // FULL`, no automatic checkpoint, the WAL size limit).
+        let conn = super::lite::open(path, super::lite::Access::Write)?;
         conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let (jobs, mut rx) = mpsc::channel::<Queued>(QUEUE);
         std::thread::Builder::new()
